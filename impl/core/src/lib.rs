@@ -1,0 +1,18 @@
+//! Sans-IO core of sustain.
+//!
+//! Everything here is deterministic: time ([`time::Instant`]) and randomness
+//! ([`rand::Random`]) are inputs, and there are no sockets, clocks or async
+//! runtimes. The runtime crate drives it with real packets; the simulator
+//! ([`sim`]) drives it with a seeded in-process network.
+//!
+//! - [`wire`]: IPv4 + TCP parse/emit, the TCP option walker, sequence numbers.
+//! - [`tcp`]: the TCP state machine (RFC 9293 and friends) and the endpoint
+//!   that demultiplexes segments to connections and listeners.
+//! - [`sim`]: a deterministic network of endpoints with latency, loss,
+//!   reordering and duplication.
+
+pub mod rand;
+pub mod sim;
+pub mod tcp;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,2 @@
+//! Deterministic in-process network simulator. PLACEHOLDER: the simulator
+//! helper replaces this file.

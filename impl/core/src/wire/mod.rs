@@ -1,0 +1,18 @@
+//! Wire formats, smoltcp style: a checked view over bytes (etherparse's
+//! header slices) plus parsed `Repr`s with `parse` / `emit` / `buffer_len`.
+//! Untrusted input is length-checked and never panics.
+
+mod error;
+pub mod ip;
+pub mod options;
+pub mod seq;
+pub mod tcp;
+
+pub use error::WireError;
+pub use ip::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, IPV4_HEADER_LEN};
+pub use options::{
+    ExperimentalOption, SackBlock, TcpOption, TcpOptionIter, Timestamps, EXPERIMENTAL_KIND,
+    MAX_OPTIONS_LEN,
+};
+pub use seq::SeqNumber;
+pub use tcp::{TcpFlags, TcpRepr, TCP_HEADER_LEN};
