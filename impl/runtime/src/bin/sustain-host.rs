@@ -1,1 +1,177 @@
-fn main(){}
+//! sustain-host: the reference host. Opens or accepts a TCP connection with
+//! sustain's userspace TCP on a raw socket and sends or receives a file.
+//!
+//! The last line on stdout is a JSON summary `{"bytes":N,"sha256":"…","seconds":S}`
+//! (one per connection with `listen --keep`). Exit status 0 on success; a
+//! failed transfer exits 1 with the reason on stderr.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sustain::host::{self, HostError, HostOptions, Role, Summary, Transfer};
+use sustain_core::tcp::Config;
+use sustain_core::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "sustain-host",
+    version,
+    about = "sustain reference host: file transfer over sustain's userspace TCP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open a connection to ADDR:PORT.
+    Connect {
+        /// Remote address and port.
+        remote: SocketAddrV4,
+        /// Local address[:port] (default: the route's source address, a free port).
+        #[arg(long, value_parser = parse_bind)]
+        bind: Option<SocketAddrV4>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Accept connections on --bind ADDR:PORT.
+    Listen {
+        /// Local address and port to listen on (0.0.0.0 for any address).
+        #[arg(long)]
+        bind: SocketAddrV4,
+        /// Keep accepting connections until SIGINT/SIGTERM; each one gets the transfer.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    #[command(flatten)]
+    transfer: TransferArgs,
+    /// Append JSON-lines events (connected, retransmission-timeout, closed) to PATH.
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
+    /// Maximum segment size to advertise (default: route MTU - 40 when
+    /// connecting, 1460 when listening).
+    #[arg(long)]
+    mss: Option<u16>,
+    /// Minimum retransmission timeout in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    min_rto_ms: u64,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct TransferArgs {
+    /// Send this file, then close.
+    #[arg(long, value_name = "PATH")]
+    send_file: Option<PathBuf>,
+    /// Receive into this file (with --keep: PATH.0, PATH.1, ...).
+    #[arg(long, value_name = "PATH")]
+    recv_file: Option<PathBuf>,
+}
+
+fn parse_bind(s: &str) -> Result<SocketAddrV4, String> {
+    if let Ok(a) = s.parse::<SocketAddrV4>() {
+        return Ok(a);
+    }
+    s.parse::<Ipv4Addr>()
+        .map(|ip| SocketAddrV4::new(ip, 0))
+        .map_err(|_| format!("'{s}' is neither ADDR nor ADDR:PORT"))
+}
+
+fn options(role: Role, common: Common) -> HostOptions {
+    let transfer = match (common.transfer.send_file, common.transfer.recv_file) {
+        (Some(p), _) => Transfer::Send(p),
+        (None, Some(p)) => Transfer::Recv(p),
+        (None, None) => unreachable!("clap requires one of --send-file/--recv-file"),
+    };
+    let mut config = Config {
+        min_rto: Duration::from_millis(common.min_rto_ms),
+        ..Config::default()
+    };
+    if let Some(mss) = common.mss {
+        config.mss = mss;
+    }
+    HostOptions {
+        mss_from_route: common.mss.is_none() && matches!(role, Role::Connect { .. }),
+        role,
+        transfer,
+        events: common.events,
+        config,
+    }
+}
+
+async fn shutdown_signal() -> Result<&'static str> {
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
+}
+
+fn print_summary(s: &Summary) {
+    // serde_json never fails on this plain struct.
+    println!("{}", serde_json::to_string(s).unwrap_or_default());
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let opts = match cli.command {
+        Command::Connect {
+            remote,
+            bind,
+            common,
+        } => options(Role::Connect { remote, bind }, common),
+        Command::Listen { bind, keep, common } => options(Role::Listen { bind, keep }, common),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sustain-host: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = async {
+            match shutdown_signal().await {
+                Ok(name) => name,
+                Err(e) => {
+                    eprintln!("sustain-host: {e:#}");
+                    std::future::pending().await
+                }
+            }
+        };
+        host::run(opts, shutdown, print_summary).await
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(HostError::Interrupted(sig)) => {
+            eprintln!("sustain-host: interrupted by {sig}");
+            ExitCode::from(if sig == "SIGINT" { 130 } else { 143 })
+        }
+        Err(e) => {
+            eprintln!("sustain-host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,32 @@
+# sustain: TCP that survives address changes, and the namespace lab that proves it.
+# Recipes that need root (namespaces, raw sockets) use sudo only when not root.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+sudo := if `id -u` == "0" { "" } else { "sudo -E" }
+
+# List the recipes.
+default:
+    @just --list
+
+# Every test: format, lints, unit, simulator and real-kernel namespace tests.
+test:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo build --workspace --all-targets --locked --profile test
+    {{sudo}} env "PATH=$PATH" cargo test --workspace --locked --no-fail-fast
+
+# The main job: build a namespace network and move data across it.
+lab *ARGS:
+    cargo build --release --locked -p sustain -p sustain-lab
+    {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
+
+# Throughput of sustain-host vs Linux TCP over the same veth path.
+bench:
+    cargo build --release --locked -p sustain -p sustain-lab
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
+
+# Remove namespaces (and what is in them) left behind by a killed lab run.
+clean:
+    cargo build --release --locked -p sustain-lab
+    {{sudo}} ./target/release/sustain-lab clean
