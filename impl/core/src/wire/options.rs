@@ -50,13 +50,38 @@ pub enum TcpOption<'a> {
     Timestamps(Timestamps),
     Experimental(ExperimentalOption<'a>),
     /// A kind we do not interpret, with its data (after kind and length).
-    Unknown { kind: u8, data: &'a [u8] },
+    Unknown {
+        kind: u8,
+        data: &'a [u8],
+    },
 }
+
+/// Wire length of the MSS option (RFC 9293 §3.2).
+pub const MSS_LEN: usize = 4;
+/// Wire length of the window scale option (RFC 7323 §2.2).
+pub const WINDOW_SCALE_LEN: usize = 3;
+/// Wire length of the SACK-permitted option (RFC 2018 §2).
+pub const SACK_PERMITTED_LEN: usize = 2;
+/// Wire length of the timestamps option (RFC 7323 §3.2).
+pub const TIMESTAMPS_LEN: usize = 10;
+/// Bytes per SACK block (RFC 2018 §3).
+pub const SACK_BLOCK_LEN: usize = 8;
+/// Most SACK blocks one option can carry in 40 bytes (RFC 2018 §3).
+pub const MAX_SACK_BLOCKS: usize = 4;
+/// Kind, length and ExID of an RFC 6994 experimental option.
+pub const EXPERIMENTAL_HEADER_LEN: usize = 4;
 
 /// Walks the options area of a TCP header. Yields each option in order and
 /// stops after EOL or at the end. A malformed option (length < 2, running
 /// past the end, wrong fixed length for a known kind) yields one `Err` and
 /// then the iterator is exhausted.
+///
+/// Errors: a kind byte with no length byte after it, or a length that runs
+/// past the end of the area, is [`WireError::TruncatedOption`]; a length
+/// below 2, or one that is wrong for a known kind, is
+/// [`WireError::BadOptionLength`] (RFC 9293 §3.1: an illegal option length
+/// must not crash the receiver; RFC 9293 §3.2 MUST-7 says to be prepared for
+/// it, and the caller drops such a segment).
 pub struct TcpOptionIter<'a> {
     bytes: &'a [u8],
     done: bool,
@@ -66,27 +91,212 @@ impl<'a> TcpOptionIter<'a> {
     pub fn new(bytes: &'a [u8]) -> TcpOptionIter<'a> {
         TcpOptionIter { bytes, done: false }
     }
+
+    fn fail(&mut self, err: WireError) -> Option<Result<TcpOption<'a>, WireError>> {
+        self.done = true;
+        Some(Err(err))
+    }
 }
 
 impl<'a> Iterator for TcpOptionIter<'a> {
     type Item = Result<TcpOption<'a>, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let _ = (&self.bytes, self.done);
-        todo!("wire helper")
+        if self.done {
+            return None;
+        }
+        let Some((&kind, rest)) = self.bytes.split_first() else {
+            self.done = true;
+            return None;
+        };
+        match kind {
+            // RFC 9293 §3.1: End of Option List; what follows is padding.
+            KIND_EOL => {
+                self.done = true;
+                return Some(Ok(TcpOption::EndOfList));
+            }
+            KIND_NOP => {
+                self.bytes = rest;
+                return Some(Ok(TcpOption::NoOperation));
+            }
+            _ => {}
+        }
+        // RFC 9293 §3.1: every other kind is kind, length (counting kind and
+        // length), data.
+        let Some(&len) = rest.first() else {
+            return self.fail(WireError::TruncatedOption { kind });
+        };
+        let len = usize::from(len);
+        if len < 2 {
+            return self.fail(WireError::BadOptionLength { kind, len });
+        }
+        let Some((option, remaining)) = self.bytes.split_at_checked(len) else {
+            return self.fail(WireError::TruncatedOption { kind });
+        };
+        let data = option.get(2..).unwrap_or_default();
+        let bad_len = WireError::BadOptionLength { kind, len };
+        let parsed = match kind {
+            // RFC 9293 §3.2: MSS is exactly 4 bytes.
+            KIND_MSS => match *data {
+                [hi, lo] => TcpOption::MaxSegmentSize(u16::from_be_bytes([hi, lo])),
+                _ => return self.fail(bad_len),
+            },
+            // RFC 7323 §2.2: window scale is exactly 3 bytes.
+            KIND_WINDOW_SCALE => match *data {
+                [shift] => TcpOption::WindowScale(shift),
+                _ => return self.fail(bad_len),
+            },
+            // RFC 2018 §2: SACK-permitted is exactly 2 bytes.
+            KIND_SACK_PERMITTED => match *data {
+                [] => TcpOption::SackPermitted,
+                _ => return self.fail(bad_len),
+            },
+            // RFC 2018 §3: 2 + 8n bytes; n is 1..=4 in 40 option bytes.
+            KIND_SACK => {
+                let count = data.len() / SACK_BLOCK_LEN;
+                if data.len() % SACK_BLOCK_LEN != 0 || !(1..=MAX_SACK_BLOCKS).contains(&count) {
+                    return self.fail(bad_len);
+                }
+                let mut blocks = [None; MAX_SACK_BLOCKS];
+                for (slot, block) in blocks.iter_mut().zip(data.chunks_exact(SACK_BLOCK_LEN)) {
+                    *slot = Some(SackBlock {
+                        left: SeqNumber(read_u32(block, 0)),
+                        right: SeqNumber(read_u32(block, 4)),
+                    });
+                }
+                TcpOption::Sack(blocks)
+            }
+            // RFC 7323 §3.2: timestamps are exactly 10 bytes.
+            KIND_TIMESTAMPS => {
+                if data.len() != TIMESTAMPS_LEN - 2 {
+                    return self.fail(bad_len);
+                }
+                TcpOption::Timestamps(Timestamps {
+                    tsval: read_u32(data, 0),
+                    tsecr: read_u32(data, 4),
+                })
+            }
+            // RFC 6994 §3: kind 253 carries a 16-bit ExID after the length.
+            EXPERIMENTAL_KIND => match *data {
+                [hi, lo, ref payload @ ..] => TcpOption::Experimental(ExperimentalOption {
+                    exid: u16::from_be_bytes([hi, lo]),
+                    data: payload,
+                }),
+                _ => return self.fail(bad_len),
+            },
+            _ => TcpOption::Unknown { kind, data },
+        };
+        self.bytes = remaining;
+        Some(Ok(parsed))
     }
+}
+
+impl core::iter::FusedIterator for TcpOptionIter<'_> {}
+
+/// Big-endian u32 at `at`; 0 if out of range (callers check lengths first,
+/// this only keeps the walker free of panicking indexing).
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 impl TcpOption<'_> {
     /// Bytes this option occupies on the wire.
     pub fn buffer_len(&self) -> usize {
-        todo!("wire helper")
+        match self {
+            TcpOption::EndOfList | TcpOption::NoOperation => 1,
+            TcpOption::MaxSegmentSize(_) => MSS_LEN,
+            TcpOption::WindowScale(_) => WINDOW_SCALE_LEN,
+            TcpOption::SackPermitted => SACK_PERMITTED_LEN,
+            TcpOption::Sack(blocks) => 2 + SACK_BLOCK_LEN * blocks.iter().flatten().count(),
+            TcpOption::Timestamps(_) => TIMESTAMPS_LEN,
+            TcpOption::Experimental(exp) => EXPERIMENTAL_HEADER_LEN + exp.data.len(),
+            TcpOption::Unknown { data, .. } => 2 + data.len(),
+        }
+    }
+
+    /// The kind byte this option is written with.
+    pub fn kind(&self) -> u8 {
+        match self {
+            TcpOption::EndOfList => KIND_EOL,
+            TcpOption::NoOperation => KIND_NOP,
+            TcpOption::MaxSegmentSize(_) => KIND_MSS,
+            TcpOption::WindowScale(_) => KIND_WINDOW_SCALE,
+            TcpOption::SackPermitted => KIND_SACK_PERMITTED,
+            TcpOption::Sack(_) => KIND_SACK,
+            TcpOption::Timestamps(_) => KIND_TIMESTAMPS,
+            TcpOption::Experimental(_) => EXPERIMENTAL_KIND,
+            TcpOption::Unknown { kind, .. } => *kind,
+        }
     }
 
     /// Writes the option at the start of `buf` and returns the bytes written.
     /// `buf` must hold at least `buffer_len()` bytes.
+    ///
+    /// Refuses (with `BadOptionLength`) what the walker could not read back
+    /// as the same option: a length over 255, a SACK option with no blocks,
+    /// and `Unknown` with kind 0 or 1, which have no length byte. `Unknown`
+    /// with a known kind is written as given, so tests can build malformed
+    /// options on purpose. `Sack` writes its `Some` blocks in order.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        let _ = buf;
-        todo!("wire helper")
+        let len = self.buffer_len();
+        let kind = self.kind();
+        let Some(out) = buf.get_mut(..len) else {
+            return Err(WireError::BufferTooSmall {
+                needed: len,
+                have: buf.len(),
+            });
+        };
+        let Ok(len_byte) = u8::try_from(len) else {
+            return Err(WireError::BadOptionLength { kind, len });
+        };
+        match self {
+            TcpOption::EndOfList | TcpOption::NoOperation => out.copy_from_slice(&[kind]),
+            TcpOption::MaxSegmentSize(mss) => {
+                let [hi, lo] = mss.to_be_bytes();
+                out.copy_from_slice(&[kind, len_byte, hi, lo]);
+            }
+            TcpOption::WindowScale(shift) => out.copy_from_slice(&[kind, len_byte, *shift]),
+            TcpOption::SackPermitted => out.copy_from_slice(&[kind, len_byte]),
+            TcpOption::Sack(blocks) => {
+                if len == 2 {
+                    return Err(WireError::BadOptionLength { kind, len });
+                }
+                let (head, body) = out.split_at_mut(2);
+                head.copy_from_slice(&[kind, len_byte]);
+                for (chunk, block) in body
+                    .chunks_exact_mut(SACK_BLOCK_LEN)
+                    .zip(blocks.iter().flatten())
+                {
+                    let (left, right) = chunk.split_at_mut(4);
+                    left.copy_from_slice(&block.left.0.to_be_bytes());
+                    right.copy_from_slice(&block.right.0.to_be_bytes());
+                }
+            }
+            TcpOption::Timestamps(ts) => {
+                let (head, body) = out.split_at_mut(2);
+                head.copy_from_slice(&[kind, len_byte]);
+                let (tsval, tsecr) = body.split_at_mut(4);
+                tsval.copy_from_slice(&ts.tsval.to_be_bytes());
+                tsecr.copy_from_slice(&ts.tsecr.to_be_bytes());
+            }
+            TcpOption::Experimental(exp) => {
+                let (head, body) = out.split_at_mut(EXPERIMENTAL_HEADER_LEN);
+                let [hi, lo] = exp.exid.to_be_bytes();
+                head.copy_from_slice(&[kind, len_byte, hi, lo]);
+                body.copy_from_slice(exp.data);
+            }
+            TcpOption::Unknown { data, .. } => {
+                if kind == KIND_EOL || kind == KIND_NOP {
+                    return Err(WireError::BadOptionLength { kind, len });
+                }
+                let (head, body) = out.split_at_mut(2);
+                head.copy_from_slice(&[kind, len_byte]);
+                body.copy_from_slice(data);
+            }
+        }
+        Ok(len)
     }
 }
