@@ -386,7 +386,13 @@ mod tests {
             },
             &[30, 5, 9, 8, 7],
         );
-        assert_wire(TcpOption::Unknown { kind: 254, data: &[] }, &[254, 2]);
+        assert_wire(
+            TcpOption::Unknown {
+                kind: 254,
+                data: &[],
+            },
+            &[254, 2],
+        );
         // EOL is emitted as one byte and ends the walk.
         assert_eq!(emitted(TcpOption::EndOfList), [0]);
         assert_eq!(walk(&[0]), vec![Ok(TcpOption::EndOfList)]);
@@ -493,18 +499,18 @@ mod tests {
     #[test]
     fn wrong_fixed_lengths_are_rejected() {
         let cases: &[(u8, &[u8])] = &[
-            (2, &[2, 3, 5]),                                  // MSS 3
-            (2, &[2, 5, 5, 0xb4, 0]),                         // MSS 5
-            (3, &[3, 2]),                                     // WS 2
-            (3, &[3, 4, 7, 0]),                               // WS 4
-            (4, &[4, 3, 0]),                                  // SACK-perm 3
-            (8, &[8, 8, 0, 0, 0, 0, 0, 0]),                   // TS 8
-            (8, &[8, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]),         // TS 11
-            (5, &[5, 2]),                                     // SACK, no block
-            (5, &[5, 9, 0, 0, 0, 0, 0, 0, 0]),                // SACK 2+7
-            (5, &[5, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]),         // SACK 2+9
-            (253, &[253, 2]),                                 // no ExID
-            (253, &[253, 3, 0x12]),                           // half an ExID
+            (2, &[2, 3, 5]),                          // MSS 3
+            (2, &[2, 5, 5, 0xb4, 0]),                 // MSS 5
+            (3, &[3, 2]),                             // WS 2
+            (3, &[3, 4, 7, 0]),                       // WS 4
+            (4, &[4, 3, 0]),                          // SACK-perm 3
+            (8, &[8, 8, 0, 0, 0, 0, 0, 0]),           // TS 8
+            (8, &[8, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]), // TS 11
+            (5, &[5, 2]),                             // SACK, no block
+            (5, &[5, 9, 0, 0, 0, 0, 0, 0, 0]),        // SACK 2+7
+            (5, &[5, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]), // SACK 2+9
+            (253, &[253, 2]),                         // no ExID
+            (253, &[253, 3, 0x12]),                   // half an ExID
         ];
         for &(kind, bytes) in cases {
             let len = usize::from(bytes[1]);
@@ -534,7 +540,10 @@ mod tests {
                     data: &[0xaa, 0xbb]
                 }),
                 Ok(TcpOption::MaxSegmentSize(1460)),
-                Ok(TcpOption::Unknown { kind: 254, data: &[] }),
+                Ok(TcpOption::Unknown {
+                    kind: 254,
+                    data: &[]
+                }),
                 Ok(TcpOption::WindowScale(7)),
             ]
         );
@@ -546,7 +555,10 @@ mod tests {
         let bytes = [2, 4, 0x05, 0xb4, 0, 2, 0, 0xff];
         assert_eq!(
             walk(&bytes),
-            vec![Ok(TcpOption::MaxSegmentSize(1460)), Ok(TcpOption::EndOfList)]
+            vec![
+                Ok(TcpOption::MaxSegmentSize(1460)),
+                Ok(TcpOption::EndOfList)
+            ]
         );
         let mut iter = TcpOptionIter::new(&bytes);
         assert_eq!(iter.by_ref().count(), 2);
@@ -586,11 +598,19 @@ mod tests {
         let mut buf = [0u8; 300];
         let long = [0u8; 254];
         assert_eq!(
-            TcpOption::Unknown { kind: 9, data: &long }.emit(&mut buf),
+            TcpOption::Unknown {
+                kind: 9,
+                data: &long
+            }
+            .emit(&mut buf),
             Err(WireError::BadOptionLength { kind: 9, len: 256 })
         );
         assert_eq!(
-            TcpOption::Unknown { kind: 9, data: &long[..253] }.emit(&mut buf),
+            TcpOption::Unknown {
+                kind: 9,
+                data: &long[..253]
+            }
+            .emit(&mut buf),
             Ok(255)
         );
         assert_eq!(

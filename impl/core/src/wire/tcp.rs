@@ -147,8 +147,8 @@ impl<'a> TcpRepr<'a> {
     /// - Options are walked with [`TcpOptionIter`]; any walker error rejects
     ///   the segment. Unknown kinds are skipped.
     /// - A repeated MSS, window scale, timestamps or SACK option: the first
-    ///   one wins and later ones are ignored, as Linux's `tcp_parse_options`
-    ///   effectively does for the values it keeps per segment.
+    ///   one wins and later ones are ignored. No RFC defines duplicates;
+    ///   keeping the first means nothing appended later can override it.
     /// - More than [`MAX_EXPERIMENTAL_OPTIONS`] kind-253 options is
     ///   `TooManyOptions` rather than silently dropping one of ours.
     /// - The window scale shift is kept exactly as received, even above 14:
@@ -476,21 +476,10 @@ fn pad_to_word(len: usize) -> usize {
     len.next_multiple_of(4)
 }
 
-/// The control bits of byte 13 (RFC 9293 §3.1; ECE and CWR from RFC 3168).
+/// The control bits: byte 13 of the header (RFC 9293 §3.1; ECE and CWR from
+/// RFC 3168). The view guarantees at least 20 bytes.
 fn flags_of(header: &TcpHeaderSlice<'_>) -> TcpFlags {
-    [
-        (header.fin(), TcpFlags::FIN),
-        (header.syn(), TcpFlags::SYN),
-        (header.rst(), TcpFlags::RST),
-        (header.psh(), TcpFlags::PSH),
-        (header.ack(), TcpFlags::ACK),
-        (header.urg(), TcpFlags::URG),
-        (header.ece(), TcpFlags::ECE),
-        (header.cwr(), TcpFlags::CWR),
-    ]
-    .into_iter()
-    .filter(|(set, _)| *set)
-    .fold(TcpFlags::NONE, |acc, (_, flag)| acc | flag)
+    TcpFlags(header.slice().get(13).copied().unwrap_or(0))
 }
 
 #[cfg(test)]
