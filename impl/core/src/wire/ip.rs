@@ -2,7 +2,10 @@
 
 use core::net::Ipv4Addr;
 
-use super::{TcpRepr, WireError};
+use etherparse::err::ipv4::{HeaderError, HeaderSliceError};
+use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice};
+
+use super::{checksum, TcpRepr, WireError, MAX_OPTIONS_LEN, TCP_HEADER_LEN};
 
 pub const IPV4_HEADER_LEN: usize = 20;
 
@@ -32,9 +35,63 @@ impl Ipv4Repr {
 /// Parses an IPv4 packet carrying TCP: checks version, header length and
 /// checksum, total length (trailing bytes beyond it are ignored, fewer is an
 /// error), rejects fragments and non-TCP, then parses the TCP segment.
+///
+/// Checks in this order, first failure wins: at least 20 bytes
+/// (`Truncated`), version 4 (`NotIpv4`), IHL >= 5 (`BadIpHeaderLength`, in
+/// bytes: IHL * 4), the whole header present (`Truncated`), header checksum
+/// (`BadIpChecksum`), header length <= total length <= bytes given
+/// (`BadIpTotalLength`), not a fragment (`Fragment`), protocol 6 (`NotTcp`),
+/// then [`TcpRepr::parse`] on the bytes between header and total length.
+/// IP options are skipped, not interpreted.
 pub fn parse_ipv4_tcp(packet: &[u8]) -> Result<(Ipv4Repr, TcpRepr<'_>), WireError> {
-    let _ = packet;
-    todo!("wire helper")
+    let header = Ipv4HeaderSlice::from_slice(packet).map_err(|err| match err {
+        HeaderSliceError::Len(len) => WireError::Truncated {
+            needed: len.required_len,
+            have: len.len,
+        },
+        HeaderSliceError::Content(HeaderError::UnexpectedVersion { version_number }) => {
+            WireError::NotIpv4(version_number)
+        }
+        HeaderSliceError::Content(HeaderError::HeaderLengthSmallerThanHeader { ihl }) => {
+            WireError::BadIpHeaderLength(usize::from(ihl) * 4)
+        }
+    })?;
+    let header_len = header.slice().len();
+    // RFC 791 §3.1: the checksum covers the header only, options included.
+    if !checksum::verifies(checksum::of_slice(header.slice())) {
+        return Err(WireError::BadIpChecksum);
+    }
+    let total = usize::from(header.total_len());
+    // RFC 791 §3.1: Total Length counts header and data. A link layer may
+    // pad short frames (Ethernet's 60-byte minimum), so extra bytes after it
+    // are dropped; fewer bytes than it claims means the packet was cut.
+    if total < header_len || total > packet.len() {
+        return Err(WireError::BadIpTotalLength {
+            total,
+            have: packet.len(),
+        });
+    }
+    // RFC 791 §3.2: a fragment has MF set or a non-zero offset. sustain does
+    // not reassemble (it sends with DF and its segments fit the path MTU).
+    if header.more_fragments() || header.fragments_offset().value() != 0 {
+        return Err(WireError::Fragment);
+    }
+    let protocol = header.protocol();
+    if protocol != IpNumber::TCP {
+        return Err(WireError::NotTcp(protocol.0));
+    }
+    let segment = packet.get(header_len..total).unwrap_or_default();
+    let src = header.source_addr();
+    let dst = header.destination_addr();
+    let tcp = TcpRepr::parse(src, dst, segment)?;
+    let ip = Ipv4Repr {
+        src,
+        dst,
+        ttl: header.ttl(),
+        ident: header.identification(),
+        dont_fragment: header.dont_fragment(),
+    };
+    Ok((ip, tcp))
 }
 
 /// Bytes `emit_ipv4_tcp` writes for this segment.
@@ -44,7 +101,43 @@ pub fn ipv4_tcp_len(tcp: &TcpRepr) -> usize {
 
 /// Writes a complete IPv4 packet (header with checksum, TCP with checksum)
 /// to `buf`; returns its length.
+///
+/// Errors, with nothing written: `OptionsTooLong` as for
+/// [`TcpRepr::emit`], `PayloadTooLarge` (carrying the TCP payload length) if
+/// the packet would exceed 65535 bytes, `BufferTooSmall` if `buf` is short.
 pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usize, WireError> {
-    let _ = (ip, tcp, buf);
-    todo!("wire helper")
+    let options_len = tcp.options_len();
+    if options_len > MAX_OPTIONS_LEN {
+        return Err(WireError::OptionsTooLong(options_len));
+    }
+    let total = IPV4_HEADER_LEN + TCP_HEADER_LEN + options_len + tcp.payload.len();
+    // RFC 791 §3.1: Total Length is 16 bits.
+    let Ok(total_len) = u16::try_from(total) else {
+        return Err(WireError::PayloadTooLarge(tcp.payload.len()));
+    };
+    let have = buf.len();
+    let Some(out) = buf.get_mut(..total) else {
+        return Err(WireError::BufferTooSmall {
+            needed: total,
+            have,
+        });
+    };
+    let (header_out, segment_out) = out.split_at_mut(IPV4_HEADER_LEN);
+    tcp.emit(ip.src, ip.dst, segment_out)?;
+
+    let mut header = Ipv4Header {
+        total_len,
+        identification: ip.ident,
+        dont_fragment: ip.dont_fragment,
+        more_fragments: false,
+        time_to_live: ip.ttl,
+        protocol: IpNumber::TCP,
+        source: ip.src.octets(),
+        destination: ip.dst.octets(),
+        ..Ipv4Header::default()
+    };
+    header.header_checksum = header.calc_header_checksum();
+    // No IP options, so `to_bytes` is exactly the 20-byte header.
+    header_out.copy_from_slice(&header.to_bytes());
+    Ok(total)
 }

@@ -2,6 +2,7 @@
 //! header slices) plus parsed `Repr`s with `parse` / `emit` / `buffer_len`.
 //! Untrusted input is length-checked and never panics.
 
+mod checksum;
 mod error;
 pub mod ip;
 pub mod options;
@@ -9,10 +10,10 @@ pub mod seq;
 pub mod tcp;
 
 pub use error::WireError;
-pub use ip::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, IPV4_HEADER_LEN};
+pub use ip::{emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, IPV4_HEADER_LEN};
 pub use options::{
     ExperimentalOption, SackBlock, TcpOption, TcpOptionIter, Timestamps, EXPERIMENTAL_KIND,
     MAX_OPTIONS_LEN,
 };
 pub use seq::SeqNumber;
-pub use tcp::{TcpFlags, TcpRepr, TCP_HEADER_LEN};
+pub use tcp::{TcpFlags, TcpRepr, MAX_EXPERIMENTAL_OPTIONS, TCP_HEADER_LEN};
