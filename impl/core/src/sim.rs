@@ -357,8 +357,9 @@ impl<N: SimNode> Network<N> {
         }
     }
 
-    /// Takes an address away; packets to it (even those already in flight)
-    /// become unroutable unless someone else takes it.
+    /// Takes an address away. Packets to it become unroutable; those already
+    /// in flight to this node are dropped when they arrive, even if another
+    /// node has taken the address meanwhile.
     pub fn remove_address(&mut self, id: NodeId, addr: Ipv4Addr) {
         if self.nodes[id.0].addresses.remove(&addr) {
             self.rebuild_routes();
@@ -676,9 +677,12 @@ impl<N: SimNode> Network<N> {
 
     fn transmit(&mut self, from: NodeId, packet: Vec<u8>) {
         self.stats.sent += 1;
-        let mut routed = packet.clone();
+        // Keep the sender's bytes only when capturing: bulk transfers push
+        // tens of thousands of packets through here.
+        let original = self.capture.is_some().then(|| packet.clone());
+        let mut routed = packet;
         let (to, fate, arrivals) = match self.route(from, &mut routed) {
-            Err(fate) => (None, fate, Vec::new()),
+            Err(fate) => (None, fate, [None, None]),
             Ok(to) => {
                 let (fate, arrivals) = self.impair(from, to, routed.len());
                 (Some(to), fate, arrivals)
@@ -692,37 +696,47 @@ impl<N: SimNode> Network<N> {
             Fate::QueueFull => self.stats.queue_drops += 1,
             Fate::Delivered => {}
         }
-        tracing::trace!(?from, ?to, ?fate, len = packet.len(), now = %self.now, "sim: transmit");
-        let capture = self.capture.as_mut().map(|records| {
-            records.push(Captured {
-                time: self.now,
-                from,
-                to,
-                translated: (routed != packet).then(|| routed.clone()),
-                bytes: packet,
-                fate,
-                arrival: None,
-            });
-            records.len() - 1
-        });
-        if let Some(to) = to {
-            for at in arrivals {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.in_flight.push(Reverse(InFlight {
-                    at,
-                    seq,
+        tracing::trace!(?from, ?to, ?fate, len = routed.len(), now = %self.now, "sim: transmit");
+        let capture = match (self.capture.as_mut(), original) {
+            (Some(records), Some(original)) => {
+                records.push(Captured {
+                    time: self.now,
+                    from,
                     to,
-                    packet: routed.clone(),
-                    capture,
-                }));
+                    translated: (routed != original).then(|| routed.clone()),
+                    bytes: original,
+                    fate,
+                    arrival: None,
+                });
+                Some(records.len() - 1)
             }
+            _ => None,
+        };
+        let Some(to) = to else {
+            return;
+        };
+        let copies = arrivals.iter().flatten().count();
+        for (i, &at) in arrivals.iter().flatten().enumerate() {
+            let packet = if i + 1 == copies {
+                core::mem::take(&mut routed)
+            } else {
+                routed.clone()
+            };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.in_flight.push(Reverse(InFlight {
+                at,
+                seq,
+                to,
+                packet,
+                capture,
+            }));
         }
     }
 
     /// Applies the link's impairments to a packet of `len` bytes sent now:
     /// its fate and the arrival instant of each copy.
-    fn impair(&mut self, from: NodeId, to: NodeId, len: usize) -> (Fate, Vec<Instant>) {
+    fn impair(&mut self, from: NodeId, to: NodeId, len: usize) -> (Fate, [Option<Instant>; 2]) {
         let cfg = self
             .link_configs
             .get(&(from, to))
@@ -753,19 +767,19 @@ impl<N: SimNode> Network<N> {
             let backlog_bytes =
                 (u128::from(backlog_ns) * u128::from(rate) / 8_000_000_000) as usize;
             if backlog_bytes.saturating_add(len) > cfg.queue_bytes {
-                return (Fate::QueueFull, Vec::new());
+                return (Fate::QueueFull, [None, None]);
             }
             let serialise_ns = (len as u128 * 8 * 1_000_000_000 / u128::from(rate)) as u64;
             depart_ns = link.busy_until_ns.max(now_ns).saturating_add(serialise_ns);
             link.busy_until_ns = depart_ns;
         }
         if loss_draw < cfg.loss {
-            return (Fate::Lost, Vec::new());
+            return (Fate::Lost, [None, None]);
         }
         let count = if duplicate_draw < cfg.duplicate { 2 } else { 1 };
         let jitter_us = cfg.jitter.as_micros() as u64;
-        let mut arrivals = Vec::with_capacity(count);
-        for &(reorder_draw, jitter_draw) in &copies[..count] {
+        let mut arrivals = [None, None];
+        for (slot, &(reorder_draw, jitter_draw)) in arrivals.iter_mut().zip(&copies[..count]) {
             let mut delay_ns = nanos(cfg.latency);
             if jitter_us > 0 {
                 delay_ns = delay_ns.saturating_add(jitter_draw % (jitter_us + 1) * 1000);
@@ -776,7 +790,7 @@ impl<N: SimNode> Network<N> {
             }
             // Round up: a packet never arrives before physics allows.
             let arrival_us = depart_ns.saturating_add(delay_ns).div_ceil(1000);
-            arrivals.push(Instant::from_micros(arrival_us));
+            *slot = Some(Instant::from_micros(arrival_us));
         }
         let fate = if count == 2 {
             Fate::Duplicated
