@@ -135,7 +135,7 @@ impl RequestCounter {
     }
 
     /// The number for the next MSYN transmission or Address-Update move.
-    pub fn next(&mut self) -> RequestNumber {
+    pub fn take(&mut self) -> RequestNumber {
         self.last = self.last.next();
         self.last
     }
@@ -486,7 +486,7 @@ mod tests {
         };
         let mut previous = counter.last();
         for _ in 0..6 {
-            let request = counter.next();
+            let request = counter.take();
             assert_eq!(window.accept(request), RequestCheck::Fresh, "{request:?}");
             assert_eq!(window.check(previous), RequestCheck::Stale);
             previous = request;
@@ -497,8 +497,8 @@ mod tests {
     #[test]
     fn counter_starts_at_first() {
         let mut counter = RequestCounter::new();
-        assert_eq!(counter.next(), RequestNumber::FIRST);
-        assert_eq!(counter.next(), RequestNumber(2));
+        assert_eq!(counter.take(), RequestNumber::FIRST);
+        assert_eq!(counter.take(), RequestNumber(2));
         assert_eq!(counter.last(), RequestNumber(2));
     }
 
