@@ -1,7 +1,7 @@
 //! Migration authentication (PROTOCOL.md §4): connection keys, tokens,
 //! truncated HMAC-SHA256 and request-number replay protection.
 //!
-//! Like MPTCP (RFC 8684 §3.2), each end picks a random 64-bit key and sends
+//! Like MPTCP (RFC 8684 §3.1), each end picks a random 64-bit key and sends
 //! it in the Migrate-Permit of its SYN or SYN-ACK. A token, the first four
 //! bytes of SHA-256 of a key, names the connection to the key's owner, so a
 //! Migrate or Address-Update is matched by token, never by addresses, ports
@@ -79,7 +79,7 @@ impl fmt::Debug for Token {
 }
 
 /// The first four bytes of SHA-256 over the key's eight big-endian bytes,
-/// read big-endian (the MPTCP token rule, RFC 8684 §3.2).
+/// read big-endian (the MPTCP token rule, RFC 8684 §3.1).
 pub fn token_of(key: Key) -> Token {
     let digest = Sha256::digest(key.to_bytes());
     let first = digest.first_chunk::<4>().copied().unwrap_or_default();

@@ -79,7 +79,8 @@ mod migrate_handshake {
     }
 
     impl Responder {
-        /// PROTOCOL.md §6.3 steps 1-9 (sequence checks left to the TCP layer).
+        /// PROTOCOL.md §6.3 steps 1-9, without the rate limit (4) and the
+        /// sequence sanity check (7), which belong to the TCP layer.
         fn on_msyn(&mut self, pkt: &[u8]) -> Result<Vec<u8>, Refused> {
             let (ip, tcp) = parse_ipv4_tcp(pkt).unwrap();
             let options = MigrationOptions::from_repr(&tcp).unwrap();

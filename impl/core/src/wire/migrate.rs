@@ -411,7 +411,7 @@ pub struct MigrationScratch {
 /// sustain's options found in (or destined for) one segment.
 ///
 /// At most one of each ExID may appear; options of other ExIDs are left for
-/// whoever understands them (RFC 6994 §3.2).
+/// whoever understands them (RFC 6994 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MigrationOptions<'a> {
     pub permit: Option<MigratePermit>,
