@@ -11,6 +11,7 @@
 //! - [`sim`]: a deterministic network of endpoints with latency, loss,
 //!   reordering and duplication.
 
+pub mod auth;
 pub mod rand;
 pub mod sim;
 pub mod tcp;

@@ -5,12 +5,18 @@
 mod checksum;
 mod error;
 pub mod ip;
+pub mod migrate;
 pub mod options;
 pub mod seq;
 pub mod tcp;
 
 pub use error::WireError;
 pub use ip::{emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, IPV4_HEADER_LEN};
+pub use migrate::{
+    AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
+    MigrationOptions, MigrationScratch, EXID_ADDRESS_UPDATE, EXID_MIGRATE, EXID_MIGRATE_PERMIT,
+    EXID_RELAY_TICKET,
+};
 pub use options::{
     ExperimentalOption, SackBlock, TcpOption, TcpOptionIter, Timestamps, EXPERIMENTAL_KIND,
     MAX_OPTIONS_LEN,

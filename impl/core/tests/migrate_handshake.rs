@@ -1,0 +1,434 @@
+//! PROTOCOL.md §4.5 and §6 as executable steps, at the byte level and
+//! without the TCP state machine: an MSYN built by the mover crosses a NAPT
+//! that rewrites its address, port and sequence numbers, and the responder
+//! still finds the connection by token, authenticates it with the direct
+//! address from Migrate-Permit, detects the NAPT, and answers with an
+//! MSYN-ACK whose nonce the mover's confirming ACK echoes. Forged, replayed,
+//! reflected and misdirected MSYNs are refused.
+
+mod migrate_handshake {
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use sustain_core::auth::{
+        new_nonce, ConnectionKeys, Key, MacInput, ReplayWindow, RequestCheck, RequestCounter,
+        RequestNumber, Token,
+    };
+    use sustain_core::rand::SplitMix64;
+    use sustain_core::wire::{
+        emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, Migrate, MigrateAck, MigrateConfirm,
+        MigrateOption, MigratePermit, MigrationOptions, MigrationScratch, SeqNumber, TcpFlags,
+        TcpRepr, Timestamps,
+    };
+
+    const MOVER_PRIVATE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 40000);
+    const NAPT_PUBLIC: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 5), 61001);
+    const RESPONDER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 20), 443);
+    /// The NAPT also shifts sequence numbers (some middleboxes randomise ISNs).
+    const SEQ_SHIFT: u32 = 0x4000_0000;
+
+    fn packet(src: SocketAddrV4, dst: SocketAddrV4, tcp: &TcpRepr<'_>) -> Vec<u8> {
+        let ip = Ipv4Repr::new(*src.ip(), *dst.ip());
+        let mut buf = vec![0u8; ipv4_tcp_len(tcp)];
+        emit_ipv4_tcp(&ip, tcp, &mut buf).unwrap();
+        buf
+    }
+
+    /// Outbound NAPT: rewrite source address, port and sequence number.
+    fn napt_out(pkt: &[u8]) -> Vec<u8> {
+        let (ip, tcp) = parse_ipv4_tcp(pkt).unwrap();
+        let tcp = TcpRepr {
+            src_port: NAPT_PUBLIC.port(),
+            seq: SeqNumber(tcp.seq.0.wrapping_add(SEQ_SHIFT)),
+            ..tcp
+        };
+        packet(NAPT_PUBLIC, SocketAddrV4::new(ip.dst, tcp.dst_port), &tcp)
+    }
+
+    /// Inbound NAPT: undo it (destination and acknowledgment number).
+    fn napt_in(pkt: &[u8]) -> Vec<u8> {
+        let (ip, tcp) = parse_ipv4_tcp(pkt).unwrap();
+        let tcp = TcpRepr {
+            dst_port: MOVER_PRIVATE.port(),
+            ack: SeqNumber(tcp.ack.0.wrapping_sub(SEQ_SHIFT)),
+            ..tcp
+        };
+        packet(SocketAddrV4::new(ip.src, tcp.src_port), MOVER_PRIVATE, &tcp)
+    }
+
+    /// What the responder keeps per migratable connection.
+    struct Conn {
+        keys: ConnectionKeys,
+        replay: ReplayWindow,
+        remote: SocketAddrV4,
+        behind_napt: bool,
+        pending: Option<(RequestNumber, u32)>,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Refused {
+        NotMsyn,
+        UnknownToken,
+        Stale,
+        BadMac,
+    }
+
+    struct Responder {
+        by_token: HashMap<Token, Conn>,
+        rng: SplitMix64,
+    }
+
+    impl Responder {
+        /// PROTOCOL.md §6.3 steps 1-9, without the rate limit (4) and the
+        /// sequence sanity check (7), which belong to the TCP layer.
+        fn on_msyn(&mut self, pkt: &[u8]) -> Result<Vec<u8>, Refused> {
+            let (ip, tcp) = parse_ipv4_tcp(pkt).unwrap();
+            let options = MigrationOptions::from_repr(&tcp).unwrap();
+            let (Some(MigrateOption::Msyn(migrate)), Some(permit)) =
+                (options.migrate, options.permit)
+            else {
+                return Err(Refused::NotMsyn);
+            };
+            if tcp.flags != TcpFlags::SYN {
+                return Err(Refused::NotMsyn);
+            }
+            let conn = self
+                .by_token
+                .get_mut(&Token(migrate.token))
+                .ok_or(Refused::UnknownToken)?;
+            let request = RequestNumber(migrate.request);
+            if conn.replay.check(request) != RequestCheck::Fresh {
+                return Err(Refused::Stale);
+            }
+            let input = MacInput::Msyn {
+                token: Token(migrate.token),
+                request,
+                mover: permit.direct(),
+            };
+            if !conn.keys.verify(&input, &migrate.mac) {
+                return Err(Refused::BadMac);
+            }
+            conn.replay.accept(request);
+            let source = SocketAddrV4::new(ip.src, tcp.src_port);
+            conn.remote = source;
+            conn.behind_napt = permit.direct() != source;
+            let nonce = new_nonce(&mut self.rng);
+            conn.pending = Some((request, nonce));
+            let ack_input = MacInput::MsynAck {
+                token: conn.keys.remote_token(),
+                request,
+                nonce,
+                mover: permit.direct(),
+            };
+            let options = MigrationOptions {
+                migrate: Some(MigrateOption::MsynAck(MigrateAck {
+                    token: conn.keys.remote_token().0,
+                    request: request.0,
+                    nonce,
+                    mac: conn.keys.sign(&ack_input),
+                })),
+                ..MigrationOptions::default()
+            };
+            let responder_snd_una = SeqNumber(900_001);
+            let mut repr = TcpRepr {
+                src_port: RESPONDER.port(),
+                dst_port: source.port(),
+                // §7: the SYN sits on the byte before SND.UNA...
+                seq: responder_snd_una - 1,
+                // ...and the ACK is exactly MSYN.seq + 1.
+                ack: tcp.seq + 1,
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                window: 65535,
+                window_scale: Some(7),
+                timestamps: Some(Timestamps {
+                    tsval: 77,
+                    tsecr: 0,
+                }),
+                ..TcpRepr::default()
+            };
+            let mut scratch = MigrationScratch::default();
+            options.attach(&mut scratch, &mut repr).unwrap();
+            Ok(packet(RESPONDER, source, &repr))
+        }
+
+        /// The path is confirmed by an ACK echoing the pending nonce.
+        fn on_confirm(&mut self, token: Token, pkt: &[u8]) -> bool {
+            let (ip, tcp) = parse_ipv4_tcp(pkt).unwrap();
+            let conn = self.by_token.get_mut(&token).unwrap();
+            let options = MigrationOptions::from_repr(&tcp).unwrap();
+            let from_path = SocketAddrV4::new(ip.src, tcp.src_port) == conn.remote;
+            match (options.migrate, conn.pending) {
+                (Some(MigrateOption::Confirm(c)), Some((request, nonce)))
+                    if from_path && c.request == request.0 && c.nonce == nonce =>
+                {
+                    conn.pending = None;
+                    true
+                }
+                _ => false,
+            }
+        }
+    }
+
+    struct Mover {
+        keys: ConnectionKeys,
+        requests: RequestCounter,
+        snd_una: SeqNumber,
+    }
+
+    impl Mover {
+        fn msyn(&mut self) -> (RequestNumber, Vec<u8>) {
+            let request = self.requests.take();
+            let input = MacInput::Msyn {
+                token: self.keys.remote_token(),
+                request,
+                mover: MOVER_PRIVATE,
+            };
+            let options = MigrationOptions {
+                migrate: Some(MigrateOption::Msyn(Migrate {
+                    token: self.keys.remote_token().0,
+                    request: request.0,
+                    mac: self.keys.sign(&input),
+                })),
+                permit: Some(MigratePermit {
+                    addr: *MOVER_PRIVATE.ip(),
+                    port: MOVER_PRIVATE.port(),
+                    key: None,
+                }),
+                ..MigrationOptions::default()
+            };
+            let mut repr = TcpRepr {
+                src_port: MOVER_PRIVATE.port(),
+                dst_port: RESPONDER.port(),
+                seq: self.snd_una - 1,
+                flags: TcpFlags::SYN,
+                window: 65535,
+                mss: Some(1400),
+                window_scale: Some(7),
+                ..TcpRepr::default()
+            };
+            let mut scratch = MigrationScratch::default();
+            options.attach(&mut scratch, &mut repr).unwrap();
+            (request, packet(MOVER_PRIVATE, RESPONDER, &repr))
+        }
+
+        /// Checks an MSYN-ACK and returns the confirming ACK.
+        fn on_msyn_ack(&self, request: RequestNumber, pkt: &[u8]) -> Option<Vec<u8>> {
+            let (_, tcp) = parse_ipv4_tcp(pkt).unwrap();
+            let options = MigrationOptions::from_repr(&tcp).ok()?;
+            let Some(MigrateOption::MsynAck(ack)) = options.migrate else {
+                return None;
+            };
+            let input = MacInput::MsynAck {
+                token: self.keys.local_token(),
+                request: RequestNumber(ack.request),
+                nonce: ack.nonce,
+                mover: MOVER_PRIVATE,
+            };
+            let valid = tcp.flags == TcpFlags::SYN | TcpFlags::ACK
+                && ack.token == self.keys.local_token().0
+                && ack.request == request.0
+                && tcp.ack == self.snd_una
+                && self.keys.verify(&input, &ack.mac);
+            if !valid {
+                return None;
+            }
+            let confirm = MigrationOptions {
+                migrate: Some(MigrateOption::Confirm(MigrateConfirm {
+                    request: ack.request,
+                    nonce: ack.nonce,
+                })),
+                ..MigrationOptions::default()
+            };
+            let mut repr = TcpRepr {
+                src_port: MOVER_PRIVATE.port(),
+                dst_port: RESPONDER.port(),
+                seq: self.snd_una,
+                ack: tcp.seq + 1,
+                flags: TcpFlags::ACK,
+                window: 1000,
+                timestamps: Some(Timestamps {
+                    tsval: 5,
+                    tsecr: 77,
+                }),
+                ..TcpRepr::default()
+            };
+            let mut scratch = MigrationScratch::default();
+            confirm.attach(&mut scratch, &mut repr).unwrap();
+            Some(packet(MOVER_PRIVATE, RESPONDER, &repr))
+        }
+    }
+
+    fn setup() -> (Mover, Responder, Token) {
+        let mut rng = SplitMix64::new(11);
+        let mover_key = Key::generate(&mut rng);
+        let responder_key = Key::generate(&mut rng);
+        let mover = Mover {
+            keys: ConnectionKeys {
+                local: mover_key,
+                remote: responder_key,
+            },
+            requests: RequestCounter::new(),
+            snd_una: SeqNumber(123_457),
+        };
+        let mut by_token = HashMap::new();
+        by_token.insert(
+            responder_key.token(),
+            Conn {
+                keys: ConnectionKeys {
+                    local: responder_key,
+                    remote: mover_key,
+                },
+                replay: ReplayWindow::new(),
+                remote: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 40000),
+                behind_napt: false,
+                pending: None,
+            },
+        );
+        let responder = Responder { by_token, rng };
+        (mover, responder, responder_key.token())
+    }
+
+    #[test]
+    fn msyn_handshake_through_a_rewriting_napt() {
+        let (mut mover, mut responder, token) = setup();
+        let (request, msyn) = mover.msyn();
+        let syn_ack = responder.on_msyn(&napt_out(&msyn)).unwrap();
+        let conn = &responder.by_token[&token];
+        assert_eq!(conn.remote, NAPT_PUBLIC, "moved to the translated source");
+        assert!(conn.behind_napt, "direct address differs from the source");
+
+        // The MSYN-ACK acks exactly the (translated) MSYN.seq + 1, which the
+        // NAPT maps back to the mover's SND.UNA.
+        let back = napt_in(&syn_ack);
+        let (_, tcp) = parse_ipv4_tcp(&back).unwrap();
+        assert_eq!(tcp.ack, mover.snd_una);
+        assert_eq!(tcp.seq + 1, SeqNumber(900_001));
+
+        let confirm = mover.on_msyn_ack(request, &back).expect("valid MSYN-ACK");
+        assert!(responder.on_confirm(token, &napt_out(&confirm)));
+    }
+
+    #[test]
+    fn without_napt_the_responder_sees_no_translation() {
+        let (mut mover, mut responder, token) = setup();
+        let (_, msyn) = mover.msyn();
+        responder.on_msyn(&msyn).unwrap();
+        assert_eq!(responder.by_token[&token].remote, MOVER_PRIVATE);
+        assert!(!responder.by_token[&token].behind_napt);
+    }
+
+    #[test]
+    fn replayed_msyn_is_refused() {
+        let (mut mover, mut responder, _) = setup();
+        let (_, first) = mover.msyn();
+        let (_, second) = mover.msyn();
+        responder.on_msyn(&napt_out(&second)).unwrap();
+        // The earlier transmission arriving late, and the same one again.
+        assert_eq!(responder.on_msyn(&napt_out(&first)), Err(Refused::Stale));
+        assert_eq!(responder.on_msyn(&napt_out(&second)), Err(Refused::Stale));
+    }
+
+    #[test]
+    fn forged_msyns_are_refused() {
+        let (mut mover, mut responder, token) = setup();
+        let (_, msyn) = mover.msyn();
+        let (ip, tcp) = parse_ipv4_tcp(&msyn).unwrap();
+        let options = MigrationOptions::from_repr(&tcp).unwrap();
+        let Some(MigrateOption::Msyn(genuine)) = options.migrate else {
+            panic!()
+        };
+        let resend = |migrate: Migrate, permit: MigratePermit| {
+            let options = MigrationOptions {
+                migrate: Some(MigrateOption::Msyn(migrate)),
+                permit: Some(permit),
+                ..MigrationOptions::default()
+            };
+            let mut repr = TcpRepr {
+                experimental: [None; 4],
+                ..tcp.clone()
+            };
+            let mut scratch = MigrationScratch::default();
+            options.attach(&mut scratch, &mut repr).unwrap();
+            packet(SocketAddrV4::new(ip.src, tcp.src_port), RESPONDER, &repr)
+        };
+        let permit = options.permit.unwrap();
+        let mut bad_mac = genuine;
+        bad_mac.mac[7] ^= 1;
+        assert_eq!(
+            responder.on_msyn(&resend(bad_mac, permit)),
+            Err(Refused::BadMac)
+        );
+        // Claiming another direct address breaks the MAC too.
+        let lie = MigratePermit {
+            port: permit.port + 1,
+            ..permit
+        };
+        assert_eq!(
+            responder.on_msyn(&resend(genuine, lie)),
+            Err(Refused::BadMac)
+        );
+        let mut wrong_token = genuine;
+        wrong_token.token ^= 0x8000_0000;
+        assert_eq!(
+            responder.on_msyn(&resend(wrong_token, permit)),
+            Err(Refused::UnknownToken)
+        );
+        // None of this moved the connection or used up a request number.
+        assert_eq!(
+            responder.by_token[&token].replay.last_accepted(),
+            RequestNumber(0)
+        );
+        assert!(responder.on_msyn(&msyn).is_ok());
+    }
+
+    #[test]
+    fn stale_or_foreign_msyn_ack_is_refused_and_confirm_needs_the_nonce() {
+        let (mut mover, mut responder, token) = setup();
+        let (first, msyn1) = mover.msyn();
+        let (second, msyn2) = mover.msyn();
+        let ack1 = napt_in(&responder.on_msyn(&napt_out(&msyn1)).unwrap());
+        // The mover has moved on to request 2: the answer to 1 is not it.
+        assert!(mover.on_msyn_ack(second, &ack1).is_none());
+        assert!(mover.on_msyn_ack(first, &ack1).is_some());
+        let ack2 = napt_in(&responder.on_msyn(&napt_out(&msyn2)).unwrap());
+        let confirm2 = mover.on_msyn_ack(second, &ack2).unwrap();
+        // A confirmation for the superseded request does not confirm.
+        let confirm1 = mover.on_msyn_ack(first, &ack1).unwrap();
+        assert!(!responder.on_confirm(token, &napt_out(&confirm1)));
+        assert!(responder.on_confirm(token, &napt_out(&confirm2)));
+    }
+
+    #[test]
+    fn reflected_msyn_does_not_verify_as_msyn_ack() {
+        // An attacker bounces the mover's own MSYN back to it as an
+        // "MSYN-ACK": different label, reversed key order.
+        let (mut mover, _, _) = setup();
+        let (request, msyn) = mover.msyn();
+        let (_, tcp) = parse_ipv4_tcp(&msyn).unwrap();
+        let Some(MigrateOption::Msyn(m)) = MigrationOptions::from_repr(&tcp).unwrap().migrate
+        else {
+            panic!()
+        };
+        let forged = MigrationOptions {
+            migrate: Some(MigrateOption::MsynAck(MigrateAck {
+                token: mover.keys.local_token().0,
+                request: m.request,
+                nonce: 0,
+                mac: m.mac,
+            })),
+            ..MigrationOptions::default()
+        };
+        let mut repr = TcpRepr {
+            src_port: RESPONDER.port(),
+            dst_port: MOVER_PRIVATE.port(),
+            seq: SeqNumber(1),
+            ack: mover.snd_una,
+            flags: TcpFlags::SYN | TcpFlags::ACK,
+            ..TcpRepr::default()
+        };
+        let mut scratch = MigrationScratch::default();
+        forged.attach(&mut scratch, &mut repr).unwrap();
+        let pkt = packet(RESPONDER, MOVER_PRIVATE, &repr);
+        assert!(mover.on_msyn_ack(request, &pkt).is_none());
+    }
+}
