@@ -1,0 +1,106 @@
+//! Shared pieces of the runtime's real-kernel tests: test data, the
+//! sustain-host binary, kernel-TCP peers and summary parsing.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sustain_core::rand::{Random, SplitMix64};
+use sustain_lab::{ChildProcess, PathLab, PathNode};
+
+pub const MIB: usize = 1 << 20;
+
+/// Writes `len` pseudo-random bytes (seeded, so failures reproduce) to
+/// `path` and returns their sha256.
+pub fn make_file(path: &Path, len: usize, seed: u64) -> String {
+    let mut rng = SplitMix64::new(seed);
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    std::fs::write(path, &data).expect("writing test data");
+    hex::encode(Sha256::digest(&data))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("reading received file")))
+}
+
+pub fn sustain_host() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sustain-host"));
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// The JSON summaries a sustain-host printed (one per finished connection).
+pub fn summaries(child: &ChildProcess) -> Vec<serde_json::Value> {
+    child
+        .read_stdout()
+        .expect("reading sustain-host stdout")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}
+
+/// Waits for a sustain-host to exit successfully and returns its last
+/// summary line; panics with its stderr otherwise.
+pub fn expect_success(child: &ChildProcess, timeout: Duration) -> serde_json::Value {
+    let status = child
+        .wait_timeout(timeout)
+        .expect("waiting for sustain-host");
+    let stderr = child.read_stderr().unwrap_or_default();
+    let status = status.unwrap_or_else(|| {
+        let _ = child.terminate(Duration::from_secs(1));
+        panic!("sustain-host {} did not finish in {timeout:?}; stderr:\n{stderr}", child.label())
+    });
+    assert!(status.success(), "sustain-host {} failed ({status}); stderr:\n{stderr}", child.label());
+    let all = summaries(child);
+    let last = child
+        .read_stdout()
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let summary: serde_json::Value = serde_json::from_str(&last)
+        .unwrap_or_else(|e| panic!("last stdout line {last:?} is not the JSON summary: {e}"));
+    assert_eq!(Some(&summary), all.last());
+    summary
+}
+
+/// A kernel TCP listener in `node`, bound before returning so a client can
+/// connect at once.
+pub fn kernel_listener(path: &PathLab, node: PathNode, addr: SocketAddrV4) -> TcpListener {
+    path.run_in(node, move || TcpListener::bind(addr))
+        .expect("entering the namespace")
+        .expect("binding the kernel listener")
+}
+
+/// Reads a stream to its end, returning (bytes, sha256).
+pub fn drain(stream: &mut TcpStream) -> std::io::Result<(usize, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok((total, hex::encode(hasher.finalize())));
+        }
+        hasher.update(&buf[..n]);
+        total += n;
+    }
+}
+
+/// Writes a whole file to a stream and half-closes it.
+pub fn pour(stream: &mut TcpStream, path: &Path) -> std::io::Result<()> {
+    let data = std::fs::read(path)?;
+    stream.write_all(&data)?;
+    stream.shutdown(std::net::Shutdown::Write)
+}
+
+pub fn file_in(path: &PathLab, name: &str) -> PathBuf {
+    path.lab().run_dir().join(name)
+}
