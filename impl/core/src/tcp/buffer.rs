@@ -163,13 +163,14 @@ mod tests {
         assert_eq!(r.read_into(&mut out), 2500);
         assert_eq!(&out[..], &data[..2500]);
         // Out-of-order bytes beyond len, then growth past the first allocation.
-        r.write_at(r.len() + 1000, &data[3500..6000]);
+        r.write_at(r.len() + 500, &data[3500..6000]);
         r.write_at(r.len(), &data[3000..3500]);
         r.extend_readable(3000);
         assert_eq!(r.len(), 3500);
         let mut all = vec![0u8; 3500];
         assert_eq!(r.read_into(&mut all), 3500);
-        assert_eq!(&all[..], &data[2500..6000]);
+        let bad = all.iter().zip(&data[2500..6000]).position(|(a, b)| a != b);
+        assert_eq!(bad, None);
         assert!(r.is_empty());
         assert_eq!(r.push(&data), 6000);
         assert_eq!(r.push(&data), 4000);

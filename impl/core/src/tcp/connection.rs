@@ -47,6 +47,8 @@ const MIN_PEER_MSS: u16 = 64;
 const MAX_WINDOW_SCALE: u8 = 14;
 /// NOP, NOP, kind 8, len 10, TSval, TSecr: what timestamps cost per segment.
 const TIMESTAMP_OPTION_LEN: usize = 12;
+/// Bound on duplicate ACKs owed between two `poll_transmit` calls.
+const MAX_EXTRA_ACKS: u32 = 64;
 /// RFC 7323 §5.5: TS.Recent older than 24 days is invalid (the peer's
 /// timestamp clock may have wrapped).
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 60 * 60);
@@ -270,6 +272,10 @@ pub(crate) struct Connection {
 
     // Output flags.
     ack_now: bool,
+    /// Further duplicate ACKs owed: each out-of-order segment deserves its
+    /// own (RFC 5681 §4.2), even when several arrive between two
+    /// `poll_transmit` calls; NewReno senders count them.
+    extra_acks: u32,
     syn_pending: bool,
     ip_ident: u16,
     scratch: Vec<u8>,
@@ -384,6 +390,7 @@ impl Connection {
             retransmit_una: false,
             cwnd_adjust: 0,
             ack_now: false,
+            extra_acks: 0,
             syn_pending: false,
             ip_ident: 0,
             scratch: Vec::new(),
@@ -587,14 +594,11 @@ impl Connection {
     /// RFC 9293 §3.10.4 CLOSE.
     pub(crate) fn app_close(&mut self) -> Result<(), TcpError> {
         match self.state {
-            // "Delete the TCB ... return 'error: closing' responses to any
-            // queued SENDs."
-            State::SynSent => {
-                self.enter_closed(CloseReason::Aborted);
-                Ok(())
-            }
-            // Queue the FIN; it goes out once the handshake completes.
-            State::SynReceived | State::Established => {
+            // RFC 9293 deletes the TCB on CLOSE in SYN-SENT; sustain queues
+            // the FIN instead (as RFC 9293 does for SYN-RECEIVED) so that
+            // connect, send, close delivers the data. `abort` cancels.
+            // The FIN goes out after the queued data once established.
+            State::SynSent | State::SynReceived | State::Established => {
                 if self.fin_seq.is_none() {
                     self.fin_seq = Some(self.data_end());
                 }
@@ -868,6 +872,32 @@ impl Connection {
         // without TSopt SHOULD be silently dropped.
         if self.ts_enabled && !rst && seg.timestamps.is_none() {
             sh.stats.missing_timestamp_drops += 1;
+            return;
+        }
+        // RFC 9293 §3.5 Figure 8 line 6: in a simultaneous open the peer's
+        // SYN,ACK repeats the SYN already received (SEG.SEQ = IRS), so the
+        // first check would call it old; its ACK of our SYN completes the
+        // handshake (Linux special-cases it the same way).
+        if self.state == State::SynReceived
+            && seg.flags.syn()
+            && seg.flags.ack()
+            && !rst
+            && seg.seq == self.irs
+            && seg.ack > self.snd_una
+            && seg.ack <= self.snd_max
+            && (self.listener.is_none() || self.announced)
+        {
+            self.syn_pending = false;
+            self.retries = 0;
+            self.establish();
+            self.process_ack(now, seg, sh);
+            // The window of a SYN is never scaled (RFC 7323 §2.2).
+            self.snd_wnd = seg.window as usize;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            // Acknowledge their SYN,ACK: they may still be in SYN-RECEIVED.
+            self.ack_now = true;
             return;
         }
         // RFC 7323 §5.3 R1 (PAWS), before the sequence check: a non-RST
@@ -1312,10 +1342,16 @@ impl Connection {
             }
             // RFC 5681 §4.2 (RFC 9293 §3.10.7.4 seventh): an out-of-order
             // segment gets an immediate (duplicate) ACK, with SACK blocks.
+            if self.ack_now {
+                self.extra_acks = (self.extra_acks + 1).min(MAX_EXTRA_ACKS);
+            }
             self.ack_now = true;
         }
         let delivered = self.rcv_nxt - old_rcv_nxt;
         if delivered > 0 {
+            // Owed duplicates of the old ACK would now repeat the new one
+            // and look like loss to the sender.
+            self.extra_acks = 0;
             self.rcv_buf.extend_readable(delivered);
             self.bytes_received += delivered as u64;
             if let Some(f) = self.rx_fin {
@@ -1557,7 +1593,12 @@ impl Connection {
                     } else {
                         self.snd_max
                     };
-                    return self.emit(now, buf, &hdr, sh);
+                    let sent = self.emit(now, buf, &hdr, sh);
+                    if sent.is_some() && self.extra_acks > 0 {
+                        self.extra_acks -= 1;
+                        self.ack_now = true;
+                    }
+                    return sent;
                 }
                 None
             }

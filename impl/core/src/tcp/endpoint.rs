@@ -28,7 +28,8 @@
 //!     `Refused` on a RST in SYN-SENT (or in SYN-RECEIVED after a
 //!     simultaneous open), `TimedOut` when SYN or data retransmissions (or
 //!     unanswered zero-window probes) are exhausted, `Aborted` after
-//!     [`Endpoint::abort`] or a `close` in SYN-SENT.
+//!     [`Endpoint::abort`]. (`close` in SYN-SENT queues the FIN behind the
+//!     data instead of deleting the connection as RFC 9293 would.)
 //! - After a normal close, data the application has not read stays
 //!   readable; the connection's slot is freed once it is CLOSED and drained.
 //!   After that, calls on the id answer as for a closed connection (a
