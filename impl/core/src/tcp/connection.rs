@@ -905,7 +905,14 @@ impl Connection {
         // acknowledge and drop it. §5.5: TS.Recent idle for 24 days is
         // no longer valid.
         if let (true, false, Some(ts)) = (self.ts_enabled, rst, seg.timestamps) {
-            if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+            // A pure ACK at RCV.NXT that was merely overtaken by a newer
+            // segment is not an old duplicate: accept it (as Linux's
+            // tcp_disordered_ack does) instead of answering ACKs with ACKs.
+            let disordered_ack = seg.payload.is_empty()
+                && !seg.flags.syn()
+                && !seg.flags.fin()
+                && seg.seq == self.rcv_nxt;
+            if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 && !disordered_ack {
                 if now - self.ts_recent_time > PAWS_IDLE {
                     self.ts_recent = ts.tsval;
                     self.ts_recent_time = now;
