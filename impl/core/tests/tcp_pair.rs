@@ -14,13 +14,16 @@ use sustain_core::time::{Duration, Instant};
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
+type InFlight = (Instant, u64, usize, Vec<u8>);
+
 struct Pair {
     eps: [Endpoint; 2],
     now: Instant,
     latency: Duration,
     loss: f64,
     rng: SplitMix64,
-    in_flight: BinaryHeap<Reverse<(Instant, u64, usize, Vec<u8>)>>,
+    /// (arrival, tie-break, destination endpoint, packet)
+    in_flight: BinaryHeap<Reverse<InFlight>>,
     counter: u64,
     buf: Vec<u8>,
     delivered: u64,

@@ -1142,10 +1142,7 @@ fn data_retries_exhausted_times_out() {
     assert_eq!(first.len(), 1);
     let mut gaps = Vec::new();
     let mut last = c.h.now;
-    loop {
-        let Some(t) = c.h.ep.poll_timeout() else {
-            break;
-        };
+    while let Some(t) = c.h.ep.poll_timeout() {
         c.h.advance(t - c.h.now);
         for s in c.out() {
             assert_eq!((s.seq, &s.payload[..]), (c.our_nxt, &b"hello"[..]));

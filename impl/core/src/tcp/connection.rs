@@ -674,6 +674,9 @@ impl Connection {
                 .then_some((self.snd_wscale, self.rcv_wscale)),
             timestamps: self.ts_enabled,
             sack: self.sack_enabled,
+            snd_una: self.snd_una,
+            snd_max: self.snd_max,
+            rcv_nxt: self.rcv_nxt,
         }
     }
 
@@ -1935,7 +1938,6 @@ impl Connection {
             }
         };
         let window = seg.window;
-        drop(seg);
         self.ip_ident = self.ip_ident.wrapping_add(1);
         self.after_ack_sent(window);
         self.last_send = now;

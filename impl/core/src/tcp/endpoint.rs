@@ -211,6 +211,10 @@ pub struct ConnInfo {
     pub window_scaling: Option<(u8, u8)>,
     pub timestamps: bool,
     pub sack: bool,
+    /// SND.UNA, the highest sequence number sent plus one, and RCV.NXT.
+    pub snd_una: SeqNumber,
+    pub snd_max: SeqNumber,
+    pub rcv_nxt: SeqNumber,
 }
 
 /// Endpoint-wide counters.
