@@ -149,8 +149,10 @@ fn fix_checksums(pkt: &mut [u8]) {
     pkt[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
 }
 
+// `is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 fn one_in(rng: &mut SplitMix64, n: u32) -> bool {
-    rng.next_u32().is_multiple_of(n)
+    rng.next_u32() % n == 0
 }
 
 /// A random sequence number: usually near `around`, sometimes anywhere.

@@ -1168,3 +1168,40 @@ fn data_retries_exhausted_times_out() {
     );
     assert_eq!(c.h.ep.stats().timeouts, 3);
 }
+
+/// RFC 6298 §5.7: "If the timer expires awaiting the ACK of a SYN segment
+/// and the TCP implementation is using an RTO less than 3 seconds, the RTO
+/// MUST be re-initialized to 3 seconds when data transmission begins" (here
+/// without timestamps, so the handshake yields no RTT sample).
+#[test]
+fn retransmitted_syn_means_three_second_rto_for_data() {
+    let mut h = Harness::new(Config {
+        timestamps: false,
+        ..Config::default()
+    });
+    let id = h.ep.connect(h.now, ours(40000), peer(443)).unwrap();
+    let iss = h.out().remove(0).seq;
+    h.advance(Duration::from_millis(1_000));
+    assert_eq!(
+        h.out().len(),
+        1,
+        "SYN retransmitted after the initial 1 s RTO"
+    );
+    h.inject(
+        &Seg::new(peer(443), ours(40000), 7000, iss.wrapping_add(1), S | A)
+            .with(|s| s.mss = Some(1460)),
+    );
+    h.out();
+    assert_eq!(h.ep.state(id), Some(State::Established));
+    h.ep.send(id, b"data").unwrap();
+    assert_eq!(h.out().len(), 1);
+    let sent = h.now;
+    let resent = loop {
+        let t = h.ep.poll_timeout().expect("retransmission timer runs");
+        h.advance(t - h.now);
+        if !h.out().is_empty() {
+            break h.now;
+        }
+    };
+    assert_eq!(resent - sent, Duration::from_secs(3));
+}

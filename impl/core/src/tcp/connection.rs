@@ -526,7 +526,7 @@ impl Connection {
         } else {
             0
         };
-        self.smss = (self.mss_base() - ts).max(1);
+        self.smss = self.mss_base().saturating_sub(ts).max(1);
         self.cc.set_smss(self.smss);
     }
 
@@ -732,6 +732,17 @@ impl Connection {
 
     fn establish(&mut self) {
         self.state = State::Established;
+        // RFC 6298 §5.7: if the SYN (or SYN,ACK) had to be retransmitted
+        // and no RTT sample exists, data transmission starts with RTO = 3 s.
+        if self.retries > 0 && self.rtt.srtt().is_none() {
+            self.rtt = RttEstimator::new(
+                self.cfg.initial_rto.max(Duration::from_secs(3)),
+                self.cfg.min_rto,
+                self.cfg.max_rto,
+                self.cfg.clock_granularity,
+            );
+        }
+        self.retries = 0;
         if let Some(listener) = self.listener.filter(|_| !self.announced) {
             self.announced = true;
             self.push_event(Event::Incoming {
@@ -808,7 +819,6 @@ impl Connection {
             self.snd_nxt = self.snd_nxt.max(seg.ack);
             self.take_handshake_rtt_sample(now, seg);
             self.rtx_deadline = None;
-            self.retries = 0;
             self.establish();
             self.ack_now = true;
         } else {
@@ -891,7 +901,6 @@ impl Connection {
             && (self.listener.is_none() || self.announced)
         {
             self.syn_pending = false;
-            self.retries = 0;
             self.establish();
             self.process_ack(now, seg, sh);
             // The window of a SYN is never scaled (RFC 7323 §2.2).
@@ -1045,7 +1054,6 @@ impl Connection {
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = seg.ack;
             self.syn_pending = false;
-            self.retries = 0;
             self.establish();
         }
         self.process_ack(now, seg, sh);
@@ -1694,7 +1702,13 @@ impl Connection {
             return self.plan_sack_recovery(now, max_payload);
         }
         let flight = self.snd_nxt - self.snd_una;
-        let cwnd_room = self.effective_cwnd().saturating_sub(flight);
+        let mut cwnd = self.effective_cwnd();
+        if self.recovery == Recovery::None && self.snd_nxt == self.snd_max {
+            // RFC 3042 limited transmit: each of the first two duplicate
+            // ACKs lets one new segment out beyond cwnd.
+            cwnd += self.dupacks.min(2) as usize * self.smss;
+        }
+        let cwnd_room = cwnd.saturating_sub(flight);
         self.plan_at_snd_nxt(now, max_payload, cwnd_room)
     }
 
@@ -1719,6 +1733,31 @@ impl Connection {
         max_payload: usize,
         cwnd_room: usize,
     ) -> Option<Plan> {
+        let mut max_payload = max_payload;
+        if self.snd_nxt < self.snd_max && !self.scoreboard.is_empty() {
+            // Going back after a timeout: RFC 6675 §5.1, "a SACK TCP sender
+            // SHOULD utilize all SACK information made available during the
+            // loss recovery following an RTO": skip what the peer SACKed
+            // since, resending only the holes.
+            match self.scoreboard.next_unsacked(
+                self.snd_una,
+                self.snd_max,
+                self.snd_nxt,
+                max_payload,
+            ) {
+                Some((hole, len)) => {
+                    self.snd_nxt = hole;
+                    max_payload = len;
+                }
+                None => {
+                    if let Some(top) = self.scoreboard.highest_sacked() {
+                        if top > self.snd_nxt {
+                            self.snd_nxt = top.min(self.snd_max);
+                        }
+                    }
+                }
+            }
+        }
         let seq = self.snd_nxt;
         let data_end = self.data_end();
         let avail = if seq < data_end { data_end - seq } else { 0 };
