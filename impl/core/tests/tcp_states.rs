@@ -1205,3 +1205,37 @@ fn retransmitted_syn_means_three_second_rto_for_data() {
     };
     assert_eq!(resent - sent, Duration::from_secs(3));
 }
+
+/// Closing a listener resets its half-open and unaccepted connections and
+/// frees the port; new SYNs then get RFC 9293 §3.10.7.1 treatment (the port
+/// is no longer ours: ignored).
+#[test]
+fn unlisten_resets_pending_connections() {
+    let mut h = Harness::new(Config::default());
+    let l = h.ep.listen(ours(80)).unwrap();
+    h.inject(&Seg::new(peer(5000), ours(80), 1000, 0, S));
+    let sa = h.out().remove(0);
+    h.inject(&Seg::new(peer(5001), ours(80), 3000, 0, S));
+    h.out();
+    // The first one completes but is never accepted.
+    h.inject(&Seg::new(
+        peer(5000),
+        ours(80),
+        1001,
+        sa.seq.wrapping_add(1),
+        A,
+    ));
+    assert!(matches!(h.events()[..], [Event::Incoming { .. }]));
+    h.ep.unlisten(l);
+    let out = h.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|s| s.flags == R));
+    let mut dsts: Vec<_> = out.iter().map(|s| s.dst).collect();
+    dsts.sort();
+    assert_eq!(dsts, [peer(5000), peer(5001)]);
+    assert!(!h.ep.owns_port(80));
+    assert_eq!(h.ep.connection_count(), 0);
+    h.inject(&Seg::new(peer(5002), ours(80), 1, 0, S));
+    assert!(h.out().is_empty());
+    assert_eq!(h.ep.stats().not_ours, 1);
+}

@@ -376,7 +376,8 @@ impl Endpoint {
         Ok(id)
     }
 
-    /// Stops listening. Connections already created are unaffected.
+    /// Stops listening. Connections not yet accepted (including half-open
+    /// ones) are reset; accepted ones are unaffected.
     pub fn unlisten(&mut self, listener: ListenerId) {
         let Some(slot) = self.listeners.get_mut(listener.0 as usize) else {
             return;
@@ -384,10 +385,15 @@ impl Endpoint {
         if let Some(l) = slot.take() {
             self.listener_index.remove(&l.local);
             release_port(&mut self.listener_ports, l.local.port());
-            for conn in l.accept_queue {
-                if self.slot_index(conn).is_some() {
-                    self.abort(conn);
-                }
+            // Half-open and unaccepted connections belonged to the
+            // listener: reset them rather than announce them to nobody.
+            let mut orphans: Vec<ConnId> = l.accept_queue.into_iter().collect();
+            orphans.extend(self.slots.iter().filter_map(|slot| {
+                let c = slot.conn.as_deref()?;
+                (c.listener == Some(listener) && c.state == State::SynReceived).then_some(c.id)
+            }));
+            for conn in orphans {
+                self.abort(conn);
             }
         }
     }
