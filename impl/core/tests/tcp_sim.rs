@@ -431,3 +431,46 @@ fn both_directions_at_once() {
     assert!(o.client_stats.sack_recoveries > 0);
     assert!(o.server_stats.sack_recoveries > 0);
 }
+
+/// Many small seeded transfers in both directions with tiny receive
+/// buffers (down to one segment), small MSS, bottlenecks, loss, and a
+/// receiver that pauses reading (zero windows while segments are lost):
+/// every one must arrive intact and close cleanly. This sweep found a stall
+/// where a timeout rewound SND.NXT under a zero window and no timer was
+/// left to probe it.
+#[test]
+fn small_buffers_loss_and_pauses_sweep() {
+    let shapes: [(usize, u16, f64, Option<u64>); 5] = [
+        (3_000, 536, 0.02, None),
+        (1_500, 1460, 0.0, Some(10_000_000)),
+        (70_000, 1000, 0.03, Some(5_000_000)),
+        (9_000, 1460, 0.05, None),
+        (4_000, 536, 0.1, Some(2_000_000)),
+    ];
+    for seed in 200..240u64 {
+        for &(recv_buffer, mss, loss, rate_bps) in &shapes {
+            run(Scenario {
+                client_to_server: 150_000,
+                server_to_client: 50_000,
+                link: LinkConfig {
+                    latency: Duration::from_millis(2),
+                    loss,
+                    rate_bps,
+                    queue_bytes: 20_000,
+                    ..LinkConfig::default()
+                },
+                config: Config {
+                    recv_buffer,
+                    send_buffer: 50_000,
+                    mss,
+                    sack: seed % 3 != 0,
+                    timestamps: seed % 5 != 0,
+                    ..Config::default()
+                },
+                server_reads_from: Instant::from_millis(if seed % 2 == 0 { 700 } else { 0 }),
+                seed,
+                ..Scenario::default()
+            });
+        }
+    }
+}

@@ -1602,6 +1602,7 @@ impl Connection {
                 if let Some(plan) = self.plan(now, max_payload) {
                     return self.send_data(now, buf, &mut hdr, plan, sh);
                 }
+                self.ensure_timer(now);
                 if self.ack_now {
                     // A pure ACK: sequence number inside the peer's window
                     // so it is acceptable even while a window probe is out.
@@ -1619,6 +1620,22 @@ impl Connection {
                     return sent;
                 }
                 None
+            }
+        }
+    }
+
+    /// Unacknowledged data must always be covered by the retransmission
+    /// or the persist timer, whatever path left it unsent.
+    fn ensure_timer(&mut self, now: Instant) {
+        if self.snd_una < self.snd_max
+            && self.rtx_deadline.is_none()
+            && self.persist_deadline.is_none()
+            && !self.probe_pending
+        {
+            if self.persist_mode {
+                self.arm_persist(now);
+            } else {
+                self.arm_rtx(now);
             }
         }
     }
@@ -1802,8 +1819,11 @@ impl Connection {
                 || (self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2));
         if !sendable {
             let window_limited = window_room < avail.min(max_payload);
-            if window_limited && self.snd_una == self.snd_max && self.recovery == Recovery::None {
-                // Nothing in flight will bring an ACK: probe the window.
+            // Nothing in flight (or nothing the retransmission timer still
+            // covers, after a timeout rewound SND.NXT) will bring an ACK:
+            // probe the window.
+            let nothing_pending = self.snd_una == self.snd_max || self.rtx_deadline.is_none();
+            if window_limited && nothing_pending && self.recovery == Recovery::None {
                 self.persist_mode = true;
                 self.persist_backoff = 0;
                 self.unanswered_probes = 0;
