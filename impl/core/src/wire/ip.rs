@@ -5,7 +5,7 @@ use core::net::Ipv4Addr;
 use etherparse::err::ipv4::{HeaderError, HeaderSliceError};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice};
 
-use super::{checksum, TcpRepr, WireError};
+use super::{checksum, TcpRepr, WireError, MAX_OPTIONS_LEN, TCP_HEADER_LEN};
 
 pub const IPV4_HEADER_LEN: usize = 20;
 
@@ -106,11 +106,11 @@ pub fn ipv4_tcp_len(tcp: &TcpRepr) -> usize {
 /// [`TcpRepr::emit`], `PayloadTooLarge` (carrying the TCP payload length) if
 /// the packet would exceed 65535 bytes, `BufferTooSmall` if `buf` is short.
 pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usize, WireError> {
-    let tcp_len = tcp.buffer_len();
-    if tcp.options_len() > super::MAX_OPTIONS_LEN {
-        return Err(WireError::OptionsTooLong(tcp.options_len()));
+    let options_len = tcp.options_len();
+    if options_len > MAX_OPTIONS_LEN {
+        return Err(WireError::OptionsTooLong(options_len));
     }
-    let total = IPV4_HEADER_LEN + tcp_len;
+    let total = IPV4_HEADER_LEN + TCP_HEADER_LEN + options_len + tcp.payload.len();
     // RFC 791 §3.1: Total Length is 16 bits.
     let Ok(total_len) = u16::try_from(total) else {
         return Err(WireError::PayloadTooLarge(tcp.payload.len()));

@@ -300,3 +300,322 @@ impl TcpOption<'_> {
         Ok(len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(bytes: &[u8]) -> Vec<Result<TcpOption<'_>, WireError>> {
+        TcpOptionIter::new(bytes).collect()
+    }
+
+    fn emitted(option: TcpOption<'_>) -> Vec<u8> {
+        let mut buf = [0xeeu8; 64];
+        let n = option.emit(&mut buf).expect("emit");
+        assert_eq!(n, option.buffer_len(), "{option:?}");
+        buf[..n].to_vec()
+    }
+
+    /// Emits `option`, checks the exact bytes, and walks them back.
+    fn assert_wire(option: TcpOption<'_>, wire: &[u8]) {
+        assert_eq!(emitted(option), wire, "{option:?}");
+        assert_eq!(walk(wire), vec![Ok(option)], "{option:?}");
+    }
+
+    const TS: Timestamps = Timestamps {
+        tsval: 0x000a_2b3c,
+        tsecr: 0,
+    };
+
+    #[test]
+    fn linux_syn_options() {
+        // A Linux SYN: MSS 1460, SACK-permitted, timestamps, NOP, WS 7.
+        let bytes = hex::decode("020405b40402080a000a2b3c0000000001030307").unwrap();
+        assert_eq!(
+            walk(&bytes),
+            vec![
+                Ok(TcpOption::MaxSegmentSize(1460)),
+                Ok(TcpOption::SackPermitted),
+                Ok(TcpOption::Timestamps(TS)),
+                Ok(TcpOption::NoOperation),
+                Ok(TcpOption::WindowScale(7)),
+            ]
+        );
+        // Emitting the same options in order reproduces the bytes.
+        let mut out = Vec::new();
+        for option in TcpOptionIter::new(&bytes) {
+            out.extend(emitted(option.unwrap()));
+        }
+        assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn each_kind_round_trips_byte_exact() {
+        assert_wire(TcpOption::NoOperation, &[1]);
+        assert_wire(TcpOption::MaxSegmentSize(1460), &[2, 4, 0x05, 0xb4]);
+        assert_wire(TcpOption::MaxSegmentSize(0xffff), &[2, 4, 0xff, 0xff]);
+        assert_wire(TcpOption::WindowScale(7), &[3, 3, 7]);
+        // Kept as parsed even above the RFC 7323 limit of 14.
+        assert_wire(TcpOption::WindowScale(255), &[3, 3, 255]);
+        assert_wire(TcpOption::SackPermitted, &[4, 2]);
+        assert_wire(
+            TcpOption::Timestamps(Timestamps {
+                tsval: 0x0102_0304,
+                tsecr: 0xa0b0_c0d0,
+            }),
+            &[8, 10, 1, 2, 3, 4, 0xa0, 0xb0, 0xc0, 0xd0],
+        );
+        assert_wire(
+            TcpOption::Experimental(ExperimentalOption {
+                exid: 0x1234,
+                data: &[0xab, 0xcd],
+            }),
+            &[253, 6, 0x12, 0x34, 0xab, 0xcd],
+        );
+        assert_wire(
+            TcpOption::Experimental(ExperimentalOption {
+                exid: 0xbeef,
+                data: &[],
+            }),
+            &[253, 4, 0xbe, 0xef],
+        );
+        assert_wire(
+            TcpOption::Unknown {
+                kind: 30,
+                data: &[9, 8, 7],
+            },
+            &[30, 5, 9, 8, 7],
+        );
+        assert_wire(
+            TcpOption::Unknown {
+                kind: 254,
+                data: &[],
+            },
+            &[254, 2],
+        );
+        // EOL is emitted as one byte and ends the walk.
+        assert_eq!(emitted(TcpOption::EndOfList), [0]);
+        assert_eq!(walk(&[0]), vec![Ok(TcpOption::EndOfList)]);
+    }
+
+    #[test]
+    fn sack_one_to_four_blocks() {
+        let block = |l: u32, r: u32| SackBlock {
+            left: SeqNumber(l),
+            right: SeqNumber(r),
+        };
+        let all = [
+            block(0x0000_0001, 0x0000_0101),
+            block(0xffff_fff0, 0x0000_0010),
+            block(0x1111_1111, 0x2222_2222),
+            block(0x8000_0000, 0x8000_0400),
+        ];
+        for n in 1..=4 {
+            let mut blocks = [None; 4];
+            for (slot, b) in blocks.iter_mut().zip(&all[..n]) {
+                *slot = Some(*b);
+            }
+            let mut wire = vec![5, (2 + 8 * n) as u8];
+            for b in &all[..n] {
+                wire.extend(b.left.0.to_be_bytes());
+                wire.extend(b.right.0.to_be_bytes());
+            }
+            assert_wire(TcpOption::Sack(blocks), &wire);
+        }
+    }
+
+    #[test]
+    fn sack_emit_skips_empty_slots_and_rejects_no_blocks() {
+        let b = SackBlock {
+            left: SeqNumber(10),
+            right: SeqNumber(20),
+        };
+        let option = TcpOption::Sack([None, Some(b), None, None]);
+        assert_eq!(emitted(option), [5, 10, 0, 0, 0, 10, 0, 0, 0, 20]);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            TcpOption::Sack([None; 4]).emit(&mut buf),
+            Err(WireError::BadOptionLength { kind: 5, len: 2 })
+        );
+    }
+
+    #[test]
+    fn length_below_two_is_bad_length_and_stops() {
+        for len in [0u8, 1] {
+            let bytes = [1, 2, len, 0x05, 0xb4, 1, 1];
+            assert_eq!(
+                walk(&bytes),
+                vec![
+                    Ok(TcpOption::NoOperation),
+                    Err(WireError::BadOptionLength {
+                        kind: 2,
+                        len: usize::from(len)
+                    }),
+                ]
+            );
+        }
+        // Same for kinds we do not know: a zero length must not loop forever.
+        assert_eq!(
+            walk(&[99, 0, 99, 0]),
+            vec![Err(WireError::BadOptionLength { kind: 99, len: 0 })]
+        );
+    }
+
+    #[test]
+    fn length_past_the_end_is_truncated() {
+        assert_eq!(
+            walk(&[2, 4, 0x05]),
+            vec![Err(WireError::TruncatedOption { kind: 2 })]
+        );
+        assert_eq!(
+            walk(&[1, 8, 10, 0, 0, 0, 0, 0, 0, 0]),
+            vec![
+                Ok(TcpOption::NoOperation),
+                Err(WireError::TruncatedOption { kind: 8 })
+            ]
+        );
+        assert_eq!(
+            walk(&[77, 255, 1, 2, 3]),
+            vec![Err(WireError::TruncatedOption { kind: 77 })]
+        );
+    }
+
+    #[test]
+    fn kind_without_length_byte_is_truncated() {
+        for kind in [2u8, 3, 4, 5, 8, 253, 200] {
+            assert_eq!(
+                walk(&[1, 1, 1, kind]),
+                vec![
+                    Ok(TcpOption::NoOperation),
+                    Ok(TcpOption::NoOperation),
+                    Ok(TcpOption::NoOperation),
+                    Err(WireError::TruncatedOption { kind }),
+                ],
+                "kind {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_fixed_lengths_are_rejected() {
+        let cases: &[(u8, &[u8])] = &[
+            (2, &[2, 3, 5]),                          // MSS 3
+            (2, &[2, 5, 5, 0xb4, 0]),                 // MSS 5
+            (3, &[3, 2]),                             // WS 2
+            (3, &[3, 4, 7, 0]),                       // WS 4
+            (4, &[4, 3, 0]),                          // SACK-perm 3
+            (8, &[8, 8, 0, 0, 0, 0, 0, 0]),           // TS 8
+            (8, &[8, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]), // TS 11
+            (5, &[5, 2]),                             // SACK, no block
+            (5, &[5, 9, 0, 0, 0, 0, 0, 0, 0]),        // SACK 2+7
+            (5, &[5, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]), // SACK 2+9
+            (253, &[253, 2]),                         // no ExID
+            (253, &[253, 3, 0x12]),                   // half an ExID
+        ];
+        for &(kind, bytes) in cases {
+            let len = usize::from(bytes[1]);
+            assert_eq!(
+                walk(bytes),
+                vec![Err(WireError::BadOptionLength { kind, len })],
+                "{bytes:02x?}"
+            );
+        }
+        // Five SACK blocks (len 42) cannot be valid even with room for them.
+        let mut five = vec![5, 42];
+        five.extend([0u8; 40]);
+        assert_eq!(
+            walk(&five),
+            vec![Err(WireError::BadOptionLength { kind: 5, len: 42 })]
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_yielded_and_skipped() {
+        let bytes = [30, 4, 0xaa, 0xbb, 2, 4, 0x05, 0xb4, 254, 2, 3, 3, 7];
+        assert_eq!(
+            walk(&bytes),
+            vec![
+                Ok(TcpOption::Unknown {
+                    kind: 30,
+                    data: &[0xaa, 0xbb]
+                }),
+                Ok(TcpOption::MaxSegmentSize(1460)),
+                Ok(TcpOption::Unknown {
+                    kind: 254,
+                    data: &[]
+                }),
+                Ok(TcpOption::WindowScale(7)),
+            ]
+        );
+    }
+
+    #[test]
+    fn eol_in_the_middle_ends_the_walk() {
+        // Bytes after EOL are padding, even if they would not parse.
+        let bytes = [2, 4, 0x05, 0xb4, 0, 2, 0, 0xff];
+        assert_eq!(
+            walk(&bytes),
+            vec![
+                Ok(TcpOption::MaxSegmentSize(1460)),
+                Ok(TcpOption::EndOfList)
+            ]
+        );
+        let mut iter = TcpOptionIter::new(&bytes);
+        assert_eq!(iter.by_ref().count(), 2);
+        assert_eq!(iter.next(), None);
+    }
+
+    #[test]
+    fn experimental_option_with_exid() {
+        // RFC 6994: kind 253, length, ExID, data.
+        let bytes = [1, 253, 8, 0x53, 0x55, 1, 2, 3, 4, 0];
+        assert_eq!(
+            walk(&bytes),
+            vec![
+                Ok(TcpOption::NoOperation),
+                Ok(TcpOption::Experimental(ExperimentalOption {
+                    exid: 0x5355,
+                    data: &[1, 2, 3, 4],
+                })),
+                Ok(TcpOption::EndOfList),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_area_yields_nothing() {
+        assert_eq!(walk(&[]), vec![]);
+    }
+
+    #[test]
+    fn emit_refuses_what_cannot_be_read_back() {
+        let mut small = [0u8; 3];
+        assert_eq!(
+            TcpOption::MaxSegmentSize(1).emit(&mut small),
+            Err(WireError::BufferTooSmall { needed: 4, have: 3 })
+        );
+        assert_eq!(small, [0; 3], "nothing written on error");
+        let mut buf = [0u8; 300];
+        let long = [0u8; 254];
+        assert_eq!(
+            TcpOption::Unknown {
+                kind: 9,
+                data: &long
+            }
+            .emit(&mut buf),
+            Err(WireError::BadOptionLength { kind: 9, len: 256 })
+        );
+        assert_eq!(
+            TcpOption::Unknown {
+                kind: 9,
+                data: &long[..253]
+            }
+            .emit(&mut buf),
+            Ok(255)
+        );
+        assert_eq!(
+            TcpOption::Unknown { kind: 1, data: &[] }.emit(&mut buf),
+            Err(WireError::BadOptionLength { kind: 1, len: 2 })
+        );
+    }
+}
