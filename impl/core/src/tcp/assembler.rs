@@ -8,9 +8,12 @@
 
 use crate::wire::{SackBlock, SeqNumber};
 
-/// Bounding the number of holes bounds the per-segment cost; a segment that
-/// would create more ranges is dropped (the sender retransmits it later).
-pub(crate) const MAX_RANGES: usize = 64;
+/// Bounding the number of holes bounds the per-segment cost (a hostile
+/// sender could otherwise make every other byte a hole); a segment that
+/// would create more ranges is dropped and the sender retransmits it later.
+/// A drop-tail queue overflowing at the end of slow start loses every other
+/// segment of a window, so a 4 MiB window needs well over a thousand.
+pub(crate) const MAX_RANGES: usize = 2048;
 
 #[derive(Debug, Clone, Copy)]
 struct Range {
@@ -93,26 +96,32 @@ impl Assembler {
     pub(crate) fn sack_blocks(&self, out: &mut [Option<SackBlock>; 4], max: usize) -> usize {
         *out = [None; 4];
         let max = max.min(4);
-        let mut written = 0;
-        let mut last_stamp = u64::MAX;
-        // Selection by descending stamp; stamps are unique, ranges few.
-        while written < max {
-            let best = self
-                .ranges
-                .iter()
-                .filter(|r| r.stamp < last_stamp)
-                .max_by_key(|r| r.stamp);
-            match best {
-                Some(r) => {
-                    out[written] = Some(SackBlock {
-                        left: r.start,
-                        right: r.end,
-                    });
-                    last_stamp = r.stamp;
-                    written += 1;
+        // One pass keeping the `max` newest, newest first (stamps are
+        // unique).
+        let mut top: [Option<&Range>; 4] = [None; 4];
+        for r in &self.ranges {
+            let mut candidate = Some(r);
+            for slot in top.iter_mut().take(max) {
+                match (*slot, candidate) {
+                    (None, _) => {
+                        *slot = candidate;
+                        break;
+                    }
+                    (Some(held), Some(c)) if c.stamp > held.stamp => {
+                        *slot = Some(c);
+                        candidate = Some(held);
+                    }
+                    _ => {}
                 }
-                None => break,
             }
+        }
+        let mut written = 0;
+        for r in top.iter().take(max).flatten() {
+            out[written] = Some(SackBlock {
+                left: r.start,
+                right: r.end,
+            });
+            written += 1;
         }
         written
     }
@@ -146,6 +155,23 @@ mod tests {
     }
 
     #[test]
+    fn sack_blocks_pick_the_newest_of_many() {
+        let mut a = Assembler::new();
+        // Insert out of order so recency differs from position.
+        for i in [5u32, 1, 9, 3, 7, 0, 8, 2, 6, 4] {
+            assert!(a.insert(s(i * 100 + 1000), s(i * 100 + 1050)));
+        }
+        let mut out = [None; 4];
+        assert_eq!(a.sack_blocks(&mut out, 4), 4);
+        let lefts: Vec<u32> = out.iter().flatten().map(|b| b.left.0).collect();
+        assert_eq!(lefts, [1400, 1600, 1200, 1800]);
+        assert_eq!(a.sack_blocks(&mut out, 2), 2);
+        assert_eq!(out[0].unwrap().left.0, 1400);
+        assert_eq!(out[1].unwrap().left.0, 1600);
+        assert!(out[2].is_none());
+    }
+
+    #[test]
     fn sack_blocks_most_recent_first_across_wrap() {
         let mut a = Assembler::new();
         let base = s(u32::MAX - 1000);
@@ -167,7 +193,7 @@ mod tests {
         for i in 0..MAX_RANGES as u32 {
             assert!(a.insert(s(i * 100 + 10), s(i * 100 + 20)));
         }
-        assert!(!a.insert(s(100_000), s(100_010)));
+        assert!(!a.insert(s(10_000_000), s(10_000_010)));
         // Extending an existing range is still fine.
         assert!(a.insert(s(15), s(30)));
     }
