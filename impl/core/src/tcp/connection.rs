@@ -1455,7 +1455,7 @@ impl Connection {
         }
         if self.rtx_deadline.is_some_and(|t| now >= t) {
             self.rtx_deadline = None;
-            self.on_retransmission_timeout(now, sh);
+            self.on_retransmission_timeout(sh);
             if self.state == State::Closed {
                 return;
             }
@@ -1474,7 +1474,7 @@ impl Connection {
     }
 
     /// RFC 6298 §5.4-5.6, with R1/R2 of RFC 9293 §3.8.3.
-    fn on_retransmission_timeout(&mut self, now: Instant, sh: &mut Shared) {
+    fn on_retransmission_timeout(&mut self, sh: &mut Shared) {
         match self.state {
             State::SynSent | State::SynReceived => {
                 if self.retries >= self.cfg.syn_retries {
@@ -1523,7 +1523,6 @@ impl Connection {
                 self.rewind_to_una();
             }
         }
-        let _ = now;
         if self.announced {
             self.push_event(Event::RetransmissionTimeout {
                 conn: self.id,
