@@ -1,13 +1,57 @@
-//! PLACEHOLDER SIGNATURES: the state-machine helper replaces this file
-//! (and may split it into connection.rs, endpoint.rs, buffers, ...), keeping
-//! every public item below with the same meaning.
+//! The sans-IO TCP endpoint: listeners, the connection table, demultiplexing,
+//! timers and the transmit schedule.
+//!
+//! # Driving an endpoint
+//!
+//! Feed every received IPv4 packet to [`Endpoint::handle_packet`], call
+//! [`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is due, and
+//! after either (and after application calls) drain
+//! [`Endpoint::poll_transmit`] until it returns `None` and
+//! [`Endpoint::poll_event`] until it returns `None`.
+//!
+//! # Connection lifecycle and events
+//!
+//! - An active open ([`Endpoint::connect`]) reports [`Event::Connected`] on
+//!   reaching ESTABLISHED. A passive open is invisible to the application
+//!   until the handshake completes; then [`Event::Incoming`] is reported and
+//!   the id is queued for [`Endpoint::accept`]. Queued-but-unaccepted
+//!   connections count against the listener's backlog together with
+//!   SYN-RECEIVED entries, so applications must call `accept`.
+//! - [`Event::Closed`] is reported **exactly once** for every connection the
+//!   application knows (active opens, and passive ones after `Incoming`):
+//!   - `Normal` when both FINs have been exchanged and ours acknowledged: on
+//!     entering TIME-WAIT (from FIN-WAIT-1, FIN-WAIT-2 or CLOSING) or on
+//!     LAST-ACK -> CLOSED. The connection then lingers in TIME-WAIT for
+//!     [`Config::time_wait`] (still answering a retransmitted FIN) without
+//!     another event;
+//!   - `Reset` on an acceptable RST (RFC 5961: exactly at RCV.NXT),
+//!     `Refused` on a RST in SYN-SENT (or in SYN-RECEIVED after a
+//!     simultaneous open), `TimedOut` when SYN or data retransmissions (or
+//!     unanswered zero-window probes) are exhausted, `Aborted` after
+//!     [`Endpoint::abort`]. (`close` in SYN-SENT queues the FIN behind the
+//!     data instead of deleting the connection as RFC 9293 would.)
+//! - After a normal close, data the application has not read stays
+//!   readable; the connection's slot is freed once it is CLOSED and drained.
+//!   After that, calls on the id answer as for a closed connection (a
+//!   bounded memory of recently closed ids); ids are generation-tagged and
+//!   never alias a newer connection.
+//! - [`Event::Readable`] and [`Event::Writable`] are edge-triggered:
+//!   `Readable` fires when data (or the FIN) arrives and no `Readable` is
+//!   outstanding since the last `recv` call; `Writable` fires when
+//!   acknowledged data frees send-buffer space after a `send` that did not
+//!   take everything. Read until `recv` returns 0, write until `send` is
+//!   short.
 
-use core::net::SocketAddrV4;
+use core::cmp::Reverse;
+use core::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use thiserror::Error;
 
+use super::connection::{closed_error, ChallengeAckLimiter, Connection, ControlSegment, Shared};
 use crate::rand::Random;
 use crate::time::{Duration, Instant};
+use crate::wire::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, SeqNumber, TcpRepr};
 
 /// RFC 9293 §3.3.2 connection states. (Migration adds MIG_SENT/MIG_WAIT later.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +80,7 @@ pub struct Config {
     pub initial_rto: Duration,
     pub clock_granularity: Duration,
     pub send_buffer: usize,
+    /// Receive buffer; also the largest window advertised (at most 1 GiB).
     pub recv_buffer: usize,
     pub window_scaling: bool,
     pub timestamps: bool,
@@ -46,9 +91,15 @@ pub struct Config {
     pub time_wait: Duration,
     /// SYN retransmissions before giving up.
     pub syn_retries: u32,
-    /// Data retransmissions (R2, RFC 9293 §3.8.3) before giving up.
+    /// Data retransmissions (R2, RFC 9293 §3.8.3) before giving up; also
+    /// the limit of consecutive unanswered zero-window probes.
     pub data_retries: u32,
+    /// Default listener backlog: SYN-RECEIVED entries plus established
+    /// connections not yet accepted.
     pub syn_backlog: usize,
+    /// RFC 5961 §7: challenge ACKs per second for the whole endpoint
+    /// (Linux historically used 1000 per second).
+    pub challenge_ack_limit: u32,
 }
 
 impl Default for Config {
@@ -69,6 +120,7 @@ impl Default for Config {
             syn_retries: 6,
             data_retries: 15,
             syn_backlog: 128,
+            challenge_ack_limit: 1000,
         }
     }
 }
@@ -104,9 +156,14 @@ pub enum Event {
     /// Send-buffer space became available.
     Writable(ConnId),
     /// The retransmission timer fired.
-    RetransmissionTimeout { conn: ConnId, rto: Duration, backoff: u32 },
+    RetransmissionTimeout {
+        conn: ConnId,
+        rto: Duration,
+        backoff: u32,
+    },
     /// The connection reached CLOSED (or TIME-WAIT counts as closed for the
     /// application: emitted once, when the application's part is done).
+    /// See the module documentation for exactly when.
     Closed { conn: ConnId, reason: CloseReason },
 }
 
@@ -134,10 +191,30 @@ pub struct ConnInfo {
     pub rto: Duration,
     pub cwnd: usize,
     pub ssthresh: usize,
+    /// Payload bytes sent for the first time.
     pub bytes_sent: u64,
+    /// Payload bytes delivered in order to the receive buffer.
     pub bytes_received: u64,
     pub retransmitted_segments: u64,
+    /// Retransmission timeouts (SYN and data).
     pub timeouts: u64,
+    /// Entries into fast retransmit / loss recovery.
+    pub fast_retransmits: u64,
+    pub zero_window_probes: u64,
+    /// Peer's current window (scaled).
+    pub snd_wnd: usize,
+    /// Free receive-buffer space.
+    pub rcv_wnd: usize,
+    /// Sender MSS used for congestion control.
+    pub smss: usize,
+    /// (peer's shift, our shift) when RFC 7323 window scaling is on.
+    pub window_scaling: Option<(u8, u8)>,
+    pub timestamps: bool,
+    pub sack: bool,
+    /// SND.UNA, the highest sequence number sent plus one, and RCV.NXT.
+    pub snd_una: SeqNumber,
+    pub snd_max: SeqNumber,
+    pub rcv_nxt: SeqNumber,
 }
 
 /// Endpoint-wide counters.
@@ -152,102 +229,648 @@ pub struct Stats {
     pub resets_sent: u64,
     pub challenge_acks: u64,
     pub retransmitted_segments: u64,
+    /// Challenge ACKs not sent because of the RFC 5961 §7 rate limit.
+    pub challenge_acks_suppressed: u64,
+    /// SYNs dropped because the listener's backlog was full.
+    pub syn_backlog_drops: u64,
+    /// Acceptable RSTs that closed a connection.
+    pub resets_received: u64,
+    /// Segments dropped by PAWS (RFC 7323 §5).
+    pub paws_drops: u64,
+    /// Segments dropped for lacking timestamps once negotiated (RFC 7323 §3.2).
+    pub missing_timestamp_drops: u64,
+    /// Loss recoveries entered (fast retransmits).
+    pub fast_retransmits: u64,
+    /// Of which RFC 6675 SACK-based.
+    pub sack_recoveries: u64,
+    /// Of which RFC 6582 NewReno.
+    pub newreno_recoveries: u64,
+    /// Retransmission-timer expirations.
+    pub timeouts: u64,
+    pub zero_window_probes: u64,
+    /// Connections closed with `CloseReason::TimedOut` (R1/R2 exhausted).
+    pub connections_timed_out: u64,
+    /// Control segments (resets) dropped because too many were queued.
+    pub control_dropped: u64,
+}
+
+/// Ids carry the slot index in the low bits and a generation above, so a
+/// stale id never reaches a newer connection in the same slot.
+const INDEX_BITS: u32 = 20;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+const GENERATION_MASK: u32 = (1 << (32 - INDEX_BITS)) - 1;
+/// Closed ids remembered so later calls on them answer sensibly.
+const TOMBSTONES: usize = 4096;
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    conn: Option<Box<Connection>>,
+    /// In the 4-tuple index and port table (false once CLOSED).
+    indexed: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    local: SocketAddrV4,
+    backlog: usize,
+    syn_received: usize,
+    accept_queue: VecDeque<ConnId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    reason: CloseReason,
+    recv_finished: bool,
 }
 
 pub struct Endpoint {
-    _private: (),
+    config: Config,
+    rng: Box<dyn Random + Send>,
+    /// The connection table: a slab addressed by `ConnId`.
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    /// (local, remote) -> connection. Migration will add a token index.
+    index: HashMap<(SocketAddrV4, SocketAddrV4), ConnId>,
+    conn_ports: HashMap<u16, u32>,
+    listeners: Vec<Option<Listener>>,
+    listener_index: HashMap<SocketAddrV4, ListenerId>,
+    listener_ports: HashMap<u16, u32>,
+    tombstones: HashMap<ConnId, Tombstone>,
+    tombstone_order: VecDeque<ConnId>,
+    /// Connections that may have something to send, round-robin.
+    ready: VecDeque<ConnId>,
+    /// Lazy timer queue: each connection keeps its earliest registered
+    /// deadline; later deadlines are re-registered when that one fires.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    due: Vec<(Instant, ConnId)>,
+    events: VecDeque<Event>,
+    shared: Shared,
+}
+
+impl core::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.index.len())
+            .field("listeners", &self.listener_index.len())
+            .field("stats", &self.shared.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
     pub fn new(config: Config, rng: Box<dyn Random + Send>) -> Endpoint {
-        let _ = (config, rng);
-        todo!("state-machine helper")
+        let shared = Shared {
+            stats: Stats::default(),
+            challenge: ChallengeAckLimiter::new(config.challenge_ack_limit),
+            control: VecDeque::new(),
+        };
+        Endpoint {
+            config,
+            rng,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: HashMap::new(),
+            conn_ports: HashMap::new(),
+            listeners: Vec::new(),
+            listener_index: HashMap::new(),
+            listener_ports: HashMap::new(),
+            tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
+            events: VecDeque::new(),
+            shared,
+        }
     }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Passive open on `local` (0.0.0.0 matches any local address).
     pub fn listen(&mut self, local: SocketAddrV4) -> Result<ListenerId, TcpError> {
-        let _ = local;
-        todo!()
+        self.listen_with_backlog(local, self.config.syn_backlog)
     }
+
+    /// Passive open with its own backlog (SYN-RECEIVED entries plus
+    /// established connections not yet accepted).
+    pub fn listen_with_backlog(
+        &mut self,
+        local: SocketAddrV4,
+        backlog: usize,
+    ) -> Result<ListenerId, TcpError> {
+        if self.listener_index.contains_key(&local) {
+            return Err(TcpError::AddrInUse);
+        }
+        let id = ListenerId(self.listeners.len() as u32);
+        self.listeners.push(Some(Listener {
+            local,
+            backlog,
+            syn_received: 0,
+            accept_queue: VecDeque::new(),
+        }));
+        self.listener_index.insert(local, id);
+        *self.listener_ports.entry(local.port()).or_insert(0) += 1;
+        Ok(id)
+    }
+
+    /// Stops listening. Connections not yet accepted (including half-open
+    /// ones) are reset; accepted ones are unaffected.
+    pub fn unlisten(&mut self, listener: ListenerId) {
+        let Some(slot) = self.listeners.get_mut(listener.0 as usize) else {
+            return;
+        };
+        if let Some(l) = slot.take() {
+            self.listener_index.remove(&l.local);
+            release_port(&mut self.listener_ports, l.local.port());
+            // Half-open and unaccepted connections belonged to the
+            // listener: reset them rather than announce them to nobody.
+            let mut orphans: Vec<ConnId> = l.accept_queue.into_iter().collect();
+            orphans.extend(self.slots.iter().filter_map(|slot| {
+                let c = slot.conn.as_deref()?;
+                (c.listener == Some(listener) && c.state == State::SynReceived).then_some(c.id)
+            }));
+            for conn in orphans {
+                self.abort(conn);
+            }
+        }
+    }
+
     pub fn accept(&mut self, listener: ListenerId) -> Option<ConnId> {
-        let _ = listener;
-        todo!()
+        self.listeners
+            .get_mut(listener.0 as usize)?
+            .as_mut()?
+            .accept_queue
+            .pop_front()
     }
-    /// Active open; the SYN goes out on the next `poll_transmit`.
-    pub fn connect(&mut self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4) -> Result<ConnId, TcpError> {
-        let _ = (now, local, remote);
-        todo!()
+
+    /// Active open; the SYN goes out on the next `poll_transmit`. Port 0 in
+    /// `local` picks a free ephemeral port.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Result<ConnId, TcpError> {
+        let local = if local.port() == 0 {
+            SocketAddrV4::new(*local.ip(), self.ephemeral_port()?)
+        } else {
+            local
+        };
+        if self.index.contains_key(&(local, remote)) {
+            return Err(TcpError::AddrInUse);
+        }
+        let (idx, id) = self.alloc_slot().ok_or(TcpError::AddrInUse)?;
+        let iss = SeqNumber(self.rng.next_u32());
+        let ts_offset = self.rng.next_u32();
+        let conn = Connection::new_active(id, &self.config, local, remote, iss, ts_offset, now);
+        self.install(idx, id, conn);
+        self.after_conn(id);
+        Ok(id)
     }
+
     /// Queue bytes; returns how many fit in the send buffer.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TcpError> {
-        let _ = (conn, data);
-        todo!()
+        let Some(idx) = self.slot_index(conn) else {
+            return Err(self.gone_error(conn));
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        let n = c.app_send(data)?;
+        if n > 0 {
+            self.after_conn(conn);
+        }
+        Ok(n)
     }
+
     /// Read in-order bytes; `Ok(0)` when none are available.
     pub fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TcpError> {
-        let _ = (conn, buf);
-        todo!()
+        let Some(idx) = self.slot_index(conn) else {
+            return match self.tombstones.get(&conn) {
+                Some(t) if t.reason == CloseReason::Normal => Ok(0),
+                Some(t) => Err(closed_error(Some(t.reason))),
+                None => Err(TcpError::NoSuchConnection),
+            };
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        if c.state == State::Closed && c.unread() == 0 {
+            let reason = c.close_reason;
+            return match reason {
+                Some(CloseReason::Normal) => Ok(0),
+                other => Err(closed_error(other)),
+            };
+        }
+        let n = c.app_recv(buf);
+        self.after_conn(conn);
+        Ok(n)
     }
+
     /// The peer's FIN has been received and every byte before it read.
     pub fn recv_finished(&self, conn: ConnId) -> bool {
-        let _ = conn;
-        todo!()
+        match self.conn(conn) {
+            Some(c) => c.recv_finished(),
+            None => self.tombstones.get(&conn).is_some_and(|t| t.recv_finished),
+        }
     }
+
     /// Free space in the send buffer.
     pub fn send_capacity(&self, conn: ConnId) -> usize {
-        let _ = conn;
-        todo!()
+        self.conn(conn).map_or(0, |c| c.send_capacity())
     }
+
     /// Bytes queued but not yet acknowledged.
     pub fn send_queued(&self, conn: ConnId) -> usize {
-        let _ = conn;
-        todo!()
+        self.conn(conn).map_or(0, |c| c.send_queued())
     }
+
+    /// Bytes received in order and not yet read.
+    pub fn recv_queued(&self, conn: ConnId) -> usize {
+        self.conn(conn).map_or(0, |c| c.unread())
+    }
+
     /// Graceful close: FIN after the queued data.
     pub fn close(&mut self, conn: ConnId) -> Result<(), TcpError> {
-        let _ = conn;
-        todo!()
+        let Some(idx) = self.slot_index(conn) else {
+            return match self.tombstones.get(&conn) {
+                Some(t) if t.reason == CloseReason::Normal => Ok(()),
+                _ => Err(self.gone_error(conn)),
+            };
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        let result = c.app_close();
+        self.after_conn(conn);
+        result
     }
+
     /// Abort with RST.
     pub fn abort(&mut self, conn: ConnId) {
-        let _ = conn;
-        todo!()
+        let Some(idx) = self.slot_index(conn) else {
+            return;
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        c.app_abort(&mut self.shared);
+        self.after_conn(conn);
     }
+
     pub fn state(&self, conn: ConnId) -> Option<State> {
-        let _ = conn;
-        todo!()
+        match self.conn(conn) {
+            Some(c) => Some(c.state),
+            None => self.tombstones.get(&conn).map(|_| State::Closed),
+        }
     }
+
+    /// Why a connection closed, once it has.
+    pub fn close_reason(&self, conn: ConnId) -> Option<CloseReason> {
+        match self.conn(conn) {
+            Some(c) => c.close_reason,
+            None => self.tombstones.get(&conn).map(|t| t.reason),
+        }
+    }
+
     pub fn info(&self, conn: ConnId) -> Option<ConnInfo> {
-        let _ = conn;
-        todo!()
+        self.conn(conn).map(|c| c.info())
     }
+
     /// Local ports owned by listeners and connections (the runtime filters on them).
     pub fn owns_port(&self, port: u16) -> bool {
-        let _ = port;
-        todo!()
+        self.listener_ports.contains_key(&port) || self.conn_ports.contains_key(&port)
     }
+
     pub fn stats(&self) -> &Stats {
-        todo!()
+        &self.shared.stats
     }
+
+    /// Connections in the table (including TIME-WAIT and closed ones with
+    /// unread data).
+    pub fn connection_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
     /// One whole IPv4 packet from the network.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
-        let _ = (now, packet);
-        todo!()
+        self.shared.stats.packets_in += 1;
+        let (ip, seg) = match parse_ipv4_tcp(packet) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.shared.stats.malformed += 1;
+                tracing::trace!(%err, "malformed packet dropped");
+                return;
+            }
+        };
+        let local = SocketAddrV4::new(ip.dst, seg.dst_port);
+        let remote = SocketAddrV4::new(ip.src, seg.src_port);
+        if let Some(&id) = self.index.get(&(local, remote)) {
+            if let Some(idx) = self.slot_index(id) {
+                let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+                c.input(now, &seg, &mut self.shared);
+                self.after_conn(id);
+                return;
+            }
+        }
+        if let Some(listener) = self.listener_for(local) {
+            self.listener_input(now, listener, local, remote, &seg);
+            return;
+        }
+        if self.owns_port(seg.dst_port) {
+            // RFC 9293 §3.10.7.1: no TCB for this segment: reset (unless it
+            // is a RST).
+            self.shared.reset_for(local, remote, &seg);
+            return;
+        }
+        // The kernel's own TCP shares the namespace: not ours, not a reset.
+        self.shared.stats.not_ours += 1;
     }
+
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        let mut due = core::mem::take(&mut self.due);
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            due.push((t, id));
+        }
+        for (t, id) in due.drain(..) {
+            let Some(idx) = self.slot_index(id) else {
+                continue;
+            };
+            let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+            if c.timer_registered != Some(t) {
+                continue;
+            }
+            c.timer_registered = None;
+            c.handle_timeout(now, &mut self.shared);
+            self.after_conn(id);
+        }
+        self.due = due;
     }
-    /// Earliest instant `handle_timeout` must be called.
+
+    /// Earliest instant `handle_timeout` must be called. May be earlier
+    /// than strictly needed (a deadline that moved later); calling
+    /// `handle_timeout` then is harmless.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
+
     /// Writes the next IPv4 packet to send into `buf` (>= 65535 bytes is
     /// always enough) and returns its length.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let _ = (now, buf);
-        todo!()
+        while let Some(ctl) = self.shared.control.pop_front() {
+            if let Some(n) = emit_control(&ctl, buf) {
+                self.shared.stats.packets_out += 1;
+                if ctl.flags.rst() {
+                    self.shared.stats.resets_sent += 1;
+                }
+                return Some(n);
+            }
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(idx) = self.slot_index(id) else {
+                continue;
+            };
+            let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+            let sent = c.poll_transmit(now, buf, &mut self.shared);
+            if sent.is_some() {
+                self.ready.push_back(id);
+            } else {
+                c.in_ready_queue = false;
+            }
+            register_timer(&mut self.timers, c, id);
+            if sent.is_some() {
+                return sent;
+            }
+        }
+        None
     }
+
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
+
+    // ----------------------------------------------------------------
+
+    fn conn(&self, id: ConnId) -> Option<&Connection> {
+        let idx = self.slot_index(id)?;
+        self.slots[idx].conn.as_deref()
+    }
+
+    fn slot_index(&self, id: ConnId) -> Option<usize> {
+        let idx = (id.0 & INDEX_MASK) as usize;
+        let slot = self.slots.get(idx)?;
+        (slot.generation == id.0 >> INDEX_BITS && slot.conn.is_some()).then_some(idx)
+    }
+
+    fn gone_error(&self, id: ConnId) -> TcpError {
+        match self.tombstones.get(&id) {
+            Some(t) => closed_error(Some(t.reason)),
+            None => TcpError::NoSuchConnection,
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Option<(usize, ConnId)> {
+        let idx = match self.free_slots.pop() {
+            Some(idx) => idx as usize,
+            None => {
+                if self.slots.len() > INDEX_MASK as usize {
+                    return None;
+                }
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                    indexed: false,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let id = ConnId((self.slots[idx].generation << INDEX_BITS) | idx as u32);
+        Some((idx, id))
+    }
+
+    fn install(&mut self, idx: usize, id: ConnId, conn: Connection) {
+        self.index.insert((conn.local, conn.remote), id);
+        *self.conn_ports.entry(conn.local.port()).or_insert(0) += 1;
+        let slot = &mut self.slots[idx];
+        slot.conn = Some(Box::new(conn));
+        slot.indexed = true;
+    }
+
+    fn ephemeral_port(&mut self) -> Result<u16, TcpError> {
+        const FIRST: u16 = 49152;
+        const COUNT: u32 = 65536 - FIRST as u32;
+        let start = (self.rng.next_u32() % COUNT) as u16;
+        for i in 0..COUNT as u16 {
+            let port = FIRST + (start.wrapping_add(i) % COUNT as u16);
+            if !self.owns_port(port) {
+                return Ok(port);
+            }
+        }
+        Err(TcpError::AddrInUse)
+    }
+
+    fn listener_for(&self, local: SocketAddrV4) -> Option<ListenerId> {
+        self.listener_index
+            .get(&local)
+            .or_else(|| {
+                self.listener_index
+                    .get(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local.port()))
+            })
+            .copied()
+    }
+
+    /// RFC 9293 §3.10.7.2 LISTEN STATE.
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        listener: ListenerId,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seg: &TcpRepr,
+    ) {
+        // RFC 9293 §3.10.7.2 first check for an RST: ignore it.
+        if seg.flags.rst() {
+            return;
+        }
+        // RFC 9293 §3.10.7.2 second check for an ACK: <SEQ=SEG.ACK><CTL=RST>.
+        if seg.flags.ack() {
+            self.shared.reset_for(local, remote, seg);
+            return;
+        }
+        // RFC 9293 §3.10.7.2 fourth other text or control: drop.
+        if !seg.flags.syn() {
+            return;
+        }
+        // RFC 9293 §3.10.7.2 third check for a SYN, within the backlog.
+        let Some(Some(l)) = self.listeners.get(listener.0 as usize) else {
+            return;
+        };
+        if l.syn_received + l.accept_queue.len() >= l.backlog {
+            self.shared.stats.syn_backlog_drops += 1;
+            return;
+        }
+        let Some((idx, id)) = self.alloc_slot() else {
+            self.shared.stats.syn_backlog_drops += 1;
+            return;
+        };
+        let iss = SeqNumber(self.rng.next_u32());
+        let ts_offset = self.rng.next_u32();
+        let conn = Connection::new_passive(
+            id,
+            &self.config,
+            listener,
+            local,
+            remote,
+            iss,
+            ts_offset,
+            now,
+            seg,
+        );
+        self.install(idx, id, conn);
+        if let Some(Some(l)) = self.listeners.get_mut(listener.0 as usize) {
+            l.syn_received += 1;
+        }
+        self.after_conn(id);
+    }
+
+    /// After anything touched a connection: forward its events, keep the
+    /// backlog count, retire it if CLOSED, and schedule output and timers.
+    fn after_conn(&mut self, id: ConnId) {
+        let Some(idx) = self.slot_index(id) else {
+            return;
+        };
+        let slot = &mut self.slots[idx];
+        let c = slot.conn.as_mut().expect("slot_index checks");
+        while let Some(event) = c.events.pop_front() {
+            if let Event::Incoming { listener, conn } = event {
+                if let Some(Some(l)) = self.listeners.get_mut(listener.0 as usize) {
+                    l.accept_queue.push_back(conn);
+                }
+            }
+            self.events.push_back(event);
+        }
+        if c.counted_in_backlog && c.state != State::SynReceived {
+            c.counted_in_backlog = false;
+            if let Some(Some(l)) = c
+                .listener
+                .and_then(|l| self.listeners.get_mut(l.0 as usize))
+            {
+                l.syn_received = l.syn_received.saturating_sub(1);
+            }
+        }
+        if c.state == State::Closed {
+            if slot.indexed {
+                slot.indexed = false;
+                if self.index.get(&(c.local, c.remote)) == Some(&id) {
+                    self.index.remove(&(c.local, c.remote));
+                }
+                release_port(&mut self.conn_ports, c.local.port());
+            }
+            // A normal close keeps unread data readable until drained.
+            if c.unread() == 0 || !c.announced {
+                let tomb = Tombstone {
+                    reason: c.close_reason.unwrap_or(CloseReason::Aborted),
+                    recv_finished: c.recv_finished(),
+                };
+                let announced = c.announced;
+                slot.conn = None;
+                slot.generation = (slot.generation + 1) & GENERATION_MASK;
+                self.free_slots.push(idx as u32);
+                if announced {
+                    self.remember_closed(id, tomb);
+                }
+            }
+            return;
+        }
+        if !c.in_ready_queue {
+            c.in_ready_queue = true;
+            self.ready.push_back(id);
+        }
+        register_timer(&mut self.timers, c, id);
+    }
+
+    fn remember_closed(&mut self, id: ConnId, tomb: Tombstone) {
+        if self.tombstone_order.len() >= TOMBSTONES {
+            if let Some(old) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+        self.tombstones.insert(id, tomb);
+        self.tombstone_order.push_back(id);
+    }
+}
+
+fn register_timer(
+    timers: &mut BinaryHeap<Reverse<(Instant, ConnId)>>,
+    c: &mut Connection,
+    id: ConnId,
+) {
+    if let Some(deadline) = c.poll_timeout() {
+        if c.timer_registered.is_none_or(|r| deadline < r) {
+            timers.push(Reverse((deadline, id)));
+            c.timer_registered = Some(deadline);
+        }
+    }
+}
+
+fn release_port(ports: &mut HashMap<u16, u32>, port: u16) {
+    if let Some(count) = ports.get_mut(&port) {
+        *count -= 1;
+        if *count == 0 {
+            ports.remove(&port);
+        }
+    }
+}
+
+fn emit_control(ctl: &ControlSegment, buf: &mut [u8]) -> Option<usize> {
+    let seg = TcpRepr {
+        src_port: ctl.local.port(),
+        dst_port: ctl.remote.port(),
+        seq: ctl.seq,
+        ack: ctl.ack,
+        flags: ctl.flags,
+        window: 0,
+        ..TcpRepr::default()
+    };
+    let ip = Ipv4Repr::new(*ctl.local.ip(), *ctl.remote.ip());
+    emit_ipv4_tcp(&ip, &seg, buf).ok()
 }

@@ -11,6 +11,9 @@ pub mod congestion;
 pub mod rtt;
 pub mod sack;
 
+mod assembler;
+mod buffer;
+mod connection;
 mod endpoint;
 
 pub use endpoint::{
