@@ -17,7 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, LabError, Result};
 use crate::names::{RunId, NETNS_PREFIX, RUN_ENV};
 use crate::netns::{self, NETNS_RUN_DIR};
 
@@ -79,7 +79,9 @@ pub fn clean_with(options: CleanOptions) -> Result<CleanReport> {
         }
         let path = Path::new(NETNS_RUN_DIR).join(&name);
         match processes_in_netns(&path) {
-            Ok(pids) => {
+            // Removed meanwhile, typically by its own run finishing its teardown.
+            Ok(None) => continue,
+            Ok(Some(pids)) => {
                 for pid in pids {
                     let found = StaleProcess {
                         pid,
@@ -130,9 +132,14 @@ fn netns_identity(path: &Path) -> io::Result<(u64, u64)> {
     Ok((meta.dev(), meta.ino()))
 }
 
-/// Pids of the processes whose network namespace is the one at `path`.
-fn processes_in_netns(path: &Path) -> Result<Vec<u32>> {
-    let target = netns_identity(path).context(|| format!("reading {}", path.display()))?;
+/// Pids of the processes whose network namespace is the one at `path`; `None` if
+/// `path` no longer exists.
+fn processes_in_netns(path: &Path) -> Result<Option<Vec<u32>>> {
+    let target = match netns_identity(path) {
+        Ok(target) => target,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(LabError::io(format!("reading {}", path.display()), err)),
+    };
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").context(|| "listing /proc".to_string())? {
         let Ok(entry) = entry else { continue };
@@ -149,7 +156,7 @@ fn processes_in_netns(path: &Path) -> Result<Vec<u32>> {
             pids.push(pid);
         }
     }
-    Ok(pids)
+    Ok(Some(pids))
 }
 
 fn has_run_marker(pid: u32, run: &RunId) -> bool {
