@@ -1,0 +1,34 @@
+//! sustain-lab: Linux network-namespace lab for sustain.
+//!
+//! Builds topologies out of named network namespaces (iproute2-compatible, so
+//! `ip netns exec` works while a lab runs), veth pairs created through rtnetlink
+//! directly inside the lab namespaces, sysctls, iptables-nft rules and child
+//! processes, and guarantees their removal: on drop, on panic, on SIGINT/SIGTERM,
+//! and after a SIGKILL through [`clean()`].
+//!
+//! [`PathLab`] is the ready-made three-node path (host A — router R — host B) that the
+//! runtime's real-kernel tests and benchmark use.
+
+mod clean;
+mod error;
+pub mod ethtool;
+mod lab;
+pub mod names;
+pub mod netfilter;
+pub mod netns;
+mod path_lab;
+pub mod process;
+mod rtnl;
+pub mod sysctl;
+
+pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
+pub use error::{LabError, Result};
+pub use ethtool::Offloads;
+pub use lab::{
+    is_root, require_root, root_or_skip, Lab, TeardownReport, DEFAULT_WAIT, KEEP_LOGS_ENV,
+};
+pub use names::{RunId, NETNS_PREFIX, RUN_ENV};
+pub use netns::Netns;
+pub use path_lab::{PathLab, PathLabConfig, PathNode};
+pub use process::ChildProcess;
+pub use rtnl::Ipv4Route;

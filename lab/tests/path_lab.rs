@@ -1,0 +1,324 @@
+//! PathLab on the real kernel (needs root; skipped with a reason otherwise).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    ip_netns_list, netns_identity, process_alive, sha256_hex, test_data, transfer_a_to_b,
+};
+use sustain_lab::{netns, root_or_skip, PathLab, PathLabConfig, PathNode, RUN_ENV};
+
+const EIGHT_MIB: usize = 8 << 20;
+
+fn names_with_prefix(prefix: &str) -> (Vec<String>, Vec<String>) {
+    let in_run_dir: Vec<String> = netns::list()
+        .expect("list /run/netns")
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    let in_ip: Vec<String> = ip_netns_list()
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    (in_run_dir, in_ip)
+}
+
+#[test]
+fn path_lab_builds_with_three_named_namespaces_and_routes() {
+    if !root_or_skip("path_lab_builds_with_three_named_namespaces_and_routes") {
+        return;
+    }
+    let lab = PathLab::new().expect("build path lab");
+    let prefix = format!("sustain-{}-", lab.lab().run_id());
+    let (names, ip_names) = names_with_prefix(&prefix);
+    let expected: Vec<String> = ["a", "b", "r"]
+        .iter()
+        .map(|n| format!("{prefix}{n}"))
+        .collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        ip_names.len(),
+        3,
+        "ip netns list shows the lab: {ip_names:?}"
+    );
+
+    // Routes as configured: connected segments plus the default routes.
+    let routes_a = lab.lab().routes("a").expect("routes of A");
+    assert!(
+        routes_a.contains(&("0.0.0.0".parse().unwrap(), 0)),
+        "{routes_a:?}"
+    );
+    assert!(
+        routes_a.contains(&("192.0.2.0".parse().unwrap(), 24)),
+        "{routes_a:?}"
+    );
+    let routes_r = lab.lab().routes("r").expect("routes of R");
+    assert!(
+        routes_r.contains(&("198.51.100.0".parse().unwrap(), 24)),
+        "{routes_r:?}"
+    );
+    assert!(
+        !routes_r.contains(&("0.0.0.0".parse().unwrap(), 0)),
+        "{routes_r:?}"
+    );
+    assert_eq!(
+        lab.lab().sysctl_read("r", "net.ipv4.ip_forward").unwrap(),
+        "1"
+    );
+    assert_eq!(
+        lab.lab().sysctl_read("a", "net.ipv4.ip_forward").unwrap(),
+        "0"
+    );
+    assert_eq!(
+        lab.lab()
+            .sysctl_read("a", "net.ipv4.conf.all.promote_secondaries")
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        lab.lab()
+            .sysctl_read("r", "net.ipv4.conf.r-a.rp_filter")
+            .unwrap(),
+        "0"
+    );
+    // The veth ends exist only inside the lab namespaces.
+    let in_root = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            [
+                PathLab::A_IF,
+                PathLab::R_A_IF,
+                PathLab::R_B_IF,
+                PathLab::B_IF,
+            ]
+            .contains(&n.as_str())
+        })
+        .count();
+    assert_eq!(in_root, 0, "no lab veth in the root namespace");
+}
+
+#[test]
+fn eight_mib_cross_the_router_byte_identical() {
+    if !root_or_skip("eight_mib_cross_the_router_byte_identical") {
+        return;
+    }
+    let lab = PathLab::new().expect("build path lab");
+    let data = test_data(EIGHT_MIB, 0x5eed_0001);
+    let received = transfer_a_to_b(&lab, &data);
+    assert_eq!(received.len(), data.len());
+    assert_eq!(sha256_hex(&received), sha256_hex(&data));
+    assert_eq!(
+        lab.loss_drops().expect("read counter"),
+        0,
+        "no loss configured"
+    );
+}
+
+#[test]
+fn eight_mib_survive_five_percent_loss_and_the_router_counts_drops() {
+    if !root_or_skip("eight_mib_survive_five_percent_loss_and_the_router_counts_drops") {
+        return;
+    }
+    let lab = PathLab::with_config(PathLabConfig {
+        loss: Some(0.05),
+        ..PathLabConfig::default()
+    })
+    .expect("build lossy path lab");
+    let data = test_data(EIGHT_MIB, 0x5eed_0002);
+    let received = transfer_a_to_b(&lab, &data);
+    assert_eq!(sha256_hex(&received), sha256_hex(&data));
+    let drops = lab.loss_drops().expect("read counter");
+    assert!(drops > 0, "R dropped nothing at p = 0.05");
+
+    // Loss can be removed again: the counter rule disappears with it.
+    lab.set_loss(None).expect("remove loss");
+    let listing = lab
+        .lab()
+        .iptables("r", &["-S", "FORWARD"])
+        .expect("list FORWARD");
+    assert!(!listing.contains("sustain-loss"), "{listing}");
+}
+
+#[test]
+fn offloads_are_off_on_all_four_veth_ends() {
+    if !root_or_skip("offloads_are_off_on_all_four_veth_ends") {
+        return;
+    }
+    let lab = PathLab::new().expect("build path lab");
+    for (node, ifname) in [
+        ("a", PathLab::A_IF),
+        ("r", PathLab::R_A_IF),
+        ("r", PathLab::R_B_IF),
+        ("b", PathLab::B_IF),
+    ] {
+        let offloads = lab.lab().offloads(node, ifname).expect("read offloads");
+        assert!(offloads.all_off(), "{node}/{ifname}: {offloads:?}");
+    }
+}
+
+#[test]
+fn mtu_is_configurable_and_macs_are_deterministic() {
+    if !root_or_skip("mtu_is_configurable_and_macs_are_deterministic") {
+        return;
+    }
+    let lab = PathLab::with_config(PathLabConfig {
+        mtu: 1280,
+        ..PathLabConfig::default()
+    })
+    .expect("build path lab");
+    let netns_a = lab.netns(PathNode::A).expect("A");
+    let output = Command::new("ip")
+        .args(["-n", netns_a.name(), "-o", "link", "show", PathLab::A_IF])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("mtu 1280"), "{text}");
+    let mac = sustain_lab::names::format_mac(&sustain_lab::names::derive_mac("a", PathLab::A_IF));
+    assert!(text.contains(&mac), "expected {mac} in {text}");
+    let data = test_data(1 << 20, 7);
+    assert_eq!(sha256_hex(&transfer_a_to_b(&lab, &data)), sha256_hex(&data));
+}
+
+#[test]
+fn two_labs_at_once_do_not_collide() {
+    if !root_or_skip("two_labs_at_once_do_not_collide") {
+        return;
+    }
+    let builders: Vec<_> = (0..2).map(|_| std::thread::spawn(PathLab::new)).collect();
+    let labs: Vec<PathLab> = builders
+        .into_iter()
+        .map(|b| b.join().expect("builder thread").expect("build path lab"))
+        .collect();
+    assert_ne!(labs[0].lab().run_id(), labs[1].lab().run_id());
+    let ns0 = labs[0].netns(PathNode::B).unwrap();
+    let ns1 = labs[1].netns(PathNode::B).unwrap();
+    assert_ne!(ns0.name(), ns1.name());
+    assert_ne!(netns_identity(ns0.path()), netns_identity(ns1.path()));
+
+    // Same addresses in both, used at the same time.
+    std::thread::scope(|scope| {
+        let transfers: Vec<_> = labs
+            .iter()
+            .enumerate()
+            .map(|(i, lab)| {
+                scope.spawn(move || {
+                    let data = test_data(2 << 20, 100 + i as u64);
+                    let received = transfer_a_to_b(lab, &data);
+                    (sha256_hex(&data), sha256_hex(&received))
+                })
+            })
+            .collect();
+        for transfer in transfers {
+            let (sent, received) = transfer.join().expect("transfer thread");
+            assert_eq!(sent, received);
+        }
+    });
+
+    // Tearing one down leaves the other working.
+    let mut labs = labs;
+    let second = labs.pop().expect("second lab");
+    drop(labs);
+    let data = test_data(1 << 20, 300);
+    assert_eq!(
+        sha256_hex(&transfer_a_to_b(&second, &data)),
+        sha256_hex(&data)
+    );
+}
+
+#[test]
+fn drop_removes_every_namespace_of_the_run_and_kills_children() {
+    if !root_or_skip("drop_removes_every_namespace_of_the_run_and_kills_children") {
+        return;
+    }
+    let lab = PathLab::new().expect("build path lab");
+    let prefix = format!("sustain-{}-", lab.lab().run_id());
+    let netns_b = lab.netns(PathNode::B).expect("B");
+    let b_identity = netns_identity(netns_b.path()).expect("B identity");
+    drop(netns_b);
+
+    let mut command = Command::new("sleep");
+    command.arg("1000");
+    let child = lab
+        .spawn_in(PathNode::B, command)
+        .expect("spawn sleep in B");
+    let pid = child.pid();
+    assert!(process_alive(pid));
+    assert_eq!(
+        netns_identity(std::path::Path::new(&format!("/proc/{pid}/ns/net"))),
+        Some(b_identity),
+        "sleep runs inside B"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let marker = format!("{RUN_ENV}={}", lab.lab().run_id());
+    assert!(
+        environ.split(|&b| b == 0).any(|v| v == marker.as_bytes()),
+        "run marker set"
+    );
+    assert!(child
+        .wait_timeout(Duration::from_millis(50))
+        .unwrap()
+        .is_none());
+
+    drop(lab);
+
+    assert!(!process_alive(pid), "sleep {pid} survived teardown");
+    let status = child.try_wait().expect("status").expect("reaped");
+    assert!(
+        sustain_lab::ChildProcess::was_signalled(&status, libc::SIGTERM),
+        "stopped by SIGTERM: {status:?}"
+    );
+    let (names, ip_names) = names_with_prefix(&prefix);
+    assert!(names.is_empty(), "left in /run/netns: {names:?}");
+    assert!(ip_names.is_empty(), "left in ip netns list: {ip_names:?}");
+}
+
+#[test]
+fn teardown_runs_when_a_test_panics() {
+    if !root_or_skip("teardown_runs_when_a_test_panics") {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let lab = PathLab::new().expect("build path lab");
+        tx.send(format!("sustain-{}-", lab.lab().run_id())).unwrap();
+        panic!("simulated test failure with a live lab");
+    })
+    .join();
+    assert!(outcome.is_err(), "the thread panicked");
+    let prefix = rx.recv().expect("prefix");
+    let (names, ip_names) = names_with_prefix(&prefix);
+    assert!(
+        names.is_empty() && ip_names.is_empty(),
+        "{names:?} {ip_names:?}"
+    );
+}
+
+#[test]
+fn a_process_exits_by_itself_and_its_output_is_kept() {
+    if !root_or_skip("a_process_exits_by_itself_and_its_output_is_kept") {
+        return;
+    }
+    let lab = PathLab::new().expect("build path lab");
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward; echo oops >&2; exit 3",
+    ]);
+    let child = lab.spawn_in(PathNode::R, command).expect("spawn sh in R");
+    let status = child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("exits");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(
+        child.read_stdout().unwrap(),
+        "1\n",
+        "R forwards: sh saw R's sysctl"
+    );
+    assert_eq!(child.read_stderr().unwrap(), "oops\n");
+    assert!(child.stdout_path().starts_with(lab.lab().run_dir()));
+}
