@@ -83,6 +83,27 @@ fn path_lab_builds_with_three_named_namespaces_and_routes() {
             .unwrap(),
         "0"
     );
+    // Humans can enter the namespaces with iproute2 while the lab runs.
+    let netns_r = lab.netns(PathNode::R).expect("R");
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns_r.name(),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            PathLab::R_B_IF,
+        ])
+        .output()
+        .expect("ip netns exec");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("198.51.100.254/24"),
+        "{text}"
+    );
     // The veth ends exist only inside the lab namespaces.
     let in_root = std::fs::read_dir("/sys/class/net")
         .unwrap()
