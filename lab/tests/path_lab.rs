@@ -305,17 +305,24 @@ fn teardown_runs_when_a_test_panics() {
     let (tx, rx) = std::sync::mpsc::channel();
     let outcome = std::thread::spawn(move || {
         let lab = PathLab::new().expect("build path lab");
-        tx.send(format!("sustain-{}-", lab.lab().run_id())).unwrap();
+        tx.send((
+            format!("sustain-{}-", lab.lab().run_id()),
+            lab.lab().run_dir().to_path_buf(),
+        ))
+        .unwrap();
         panic!("simulated test failure with a live lab");
     })
     .join();
     assert!(outcome.is_err(), "the thread panicked");
-    let prefix = rx.recv().expect("prefix");
+    let (prefix, run_dir) = rx.recv().expect("prefix");
     let (names, ip_names) = names_with_prefix(&prefix);
     assert!(
         names.is_empty() && ip_names.is_empty(),
         "{names:?} {ip_names:?}"
     );
+    // The logs of a failed run are kept for diagnosis.
+    assert!(run_dir.is_dir(), "{} kept", run_dir.display());
+    std::fs::remove_dir_all(&run_dir).expect("remove kept logs");
 }
 
 #[test]
