@@ -153,6 +153,10 @@ fn install_signal_handler() {
 impl Lab {
     /// Starts a run: a fresh run id, a log directory
     /// (`$TMPDIR/sustain-lab/<run-id>/`), and teardown on SIGINT/SIGTERM.
+    ///
+    /// The first lab of a process installs a SIGINT/SIGTERM handler that stays for
+    /// the life of the process: it tears down every live lab, then exits with 130 or
+    /// 143.
     pub fn new() -> Result<Lab> {
         require_root()?;
         let run = RunId::generate();
