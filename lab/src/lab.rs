@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -50,9 +51,12 @@ pub fn root_or_skip(test: &str) -> bool {
     }
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
-    eprintln!(
+    // Written to the stderr handle rather than with eprintln!, which the test harness
+    // captures and shows only for failing tests: a skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: needs root to create network namespaces (euid {euid}); \
-         run `sudo -E cargo test -p sustain-lab` (CI runs these as root)"
+         run the tests as root (CI does)"
     );
     false
 }
@@ -149,6 +153,10 @@ fn install_signal_handler() {
 impl Lab {
     /// Starts a run: a fresh run id, a log directory
     /// (`$TMPDIR/sustain-lab/<run-id>/`), and teardown on SIGINT/SIGTERM.
+    ///
+    /// The first lab of a process installs a SIGINT/SIGTERM handler that stays for
+    /// the life of the process: it tears down every live lab, then exits with 130 or
+    /// 143.
     pub fn new() -> Result<Lab> {
         require_root()?;
         let run = RunId::generate();

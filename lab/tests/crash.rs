@@ -19,6 +19,7 @@ struct HelperRun {
     child: Child,
     namespaces: Vec<String>,
     sleeper_pid: u32,
+    run_dir: std::path::PathBuf,
 }
 
 fn start_helper(helper: &str) -> HelperRun {
@@ -47,6 +48,7 @@ fn start_helper(helper: &str) -> HelperRun {
     });
     let mut namespaces = Vec::new();
     let mut sleeper_pid = None;
+    let mut run_dir = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let line = rx
@@ -58,6 +60,8 @@ fn start_helper(helper: &str) -> HelperRun {
             namespaces.push(name.to_string());
         } else if let Some((_, pid)) = line.split_once("SLEEPER ") {
             sleeper_pid = Some(pid.parse().expect("pid"));
+        } else if let Some((_, dir)) = line.split_once("RUNDIR ") {
+            run_dir = Some(dir.into());
         } else if line.ends_with("READY") {
             break;
         }
@@ -66,6 +70,7 @@ fn start_helper(helper: &str) -> HelperRun {
         child,
         namespaces,
         sleeper_pid: sleeper_pid.expect("helper reported its sleeper"),
+        run_dir: run_dir.expect("helper reported its run directory"),
     }
 }
 
@@ -96,6 +101,7 @@ fn helper_crashed_run() {
     let sleeper = lab.spawn("crashed", sleep).expect("sleep");
     println!("NETNS {}", netns.name());
     println!("SLEEPER {}", sleeper.pid());
+    println!("RUNDIR {}", lab.run_dir().display());
     println!("READY");
     std::mem::forget(netns);
     std::mem::forget(lab);
@@ -119,6 +125,7 @@ fn helper_signalled_run() {
     sleep.arg("1000");
     let sleeper = lab.spawn_in(PathNode::B, sleep).expect("sleep");
     println!("SLEEPER {}", sleeper.pid());
+    println!("RUNDIR {}", lab.lab().run_dir().display());
     println!("READY");
     std::thread::sleep(Duration::from_secs(120));
     drop(lab);
@@ -186,6 +193,9 @@ fn crash_leftovers_are_cleaned_and_nothing_else() {
     let foreign_name = foreign.name().to_string();
     drop(foreign);
     assert!(!netns::list().unwrap().contains(&foreign_name));
+    // A crashed run's logs stay for diagnosis; clean does not touch them.
+    assert!(crashed.run_dir.is_dir());
+    std::fs::remove_dir_all(&crashed.run_dir).expect("remove the crashed run's logs");
 }
 
 fn signal_tears_down(signal: libc::c_int, expected_code: i32) {

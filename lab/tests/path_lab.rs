@@ -83,6 +83,27 @@ fn path_lab_builds_with_three_named_namespaces_and_routes() {
             .unwrap(),
         "0"
     );
+    // Humans can enter the namespaces with iproute2 while the lab runs.
+    let netns_r = lab.netns(PathNode::R).expect("R");
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns_r.name(),
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            PathLab::R_B_IF,
+        ])
+        .output()
+        .expect("ip netns exec");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("198.51.100.254/24"),
+        "{text}"
+    );
     // The veth ends exist only inside the lab namespaces.
     let in_root = std::fs::read_dir("/sys/class/net")
         .unwrap()
@@ -284,17 +305,24 @@ fn teardown_runs_when_a_test_panics() {
     let (tx, rx) = std::sync::mpsc::channel();
     let outcome = std::thread::spawn(move || {
         let lab = PathLab::new().expect("build path lab");
-        tx.send(format!("sustain-{}-", lab.lab().run_id())).unwrap();
+        tx.send((
+            format!("sustain-{}-", lab.lab().run_id()),
+            lab.lab().run_dir().to_path_buf(),
+        ))
+        .unwrap();
         panic!("simulated test failure with a live lab");
     })
     .join();
     assert!(outcome.is_err(), "the thread panicked");
-    let prefix = rx.recv().expect("prefix");
+    let (prefix, run_dir) = rx.recv().expect("prefix");
     let (names, ip_names) = names_with_prefix(&prefix);
     assert!(
         names.is_empty() && ip_names.is_empty(),
         "{names:?} {ip_names:?}"
     );
+    // The logs of a failed run are kept for diagnosis.
+    assert!(run_dir.is_dir(), "{} kept", run_dir.display());
+    std::fs::remove_dir_all(&run_dir).expect("remove kept logs");
 }
 
 #[test]
@@ -321,4 +349,160 @@ fn a_process_exits_by_itself_and_its_output_is_kept() {
     );
     assert_eq!(child.read_stderr().unwrap(), "oops\n");
     assert!(child.stdout_path().starts_with(lab.lab().run_dir()));
+}
+
+/// Ones-complement sum of 16-bit words, for TCP checksum verification.
+fn ones_complement_sum(mut sum: u32, bytes: &[u8]) -> u32 {
+    let mut chunks = bytes.chunks_exact(2);
+    for word in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// True if the TCP checksum of an IPv4 packet (as a raw socket returns it) verifies.
+fn tcp_checksum_ok(packet: &[u8]) -> bool {
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([packet[2], packet[3]])).min(packet.len());
+    let segment = &packet[header_len..total_len];
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&packet[12..20]);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    let mut sum = ones_complement_sum(ones_complement_sum(0, &pseudo), segment);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+#[test]
+fn raw_socket_in_b_reads_complete_tcp_checksums_from_a() {
+    if !root_or_skip("raw_socket_in_b_reads_complete_tcp_checksums_from_a") {
+        return;
+    }
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let lab = PathLab::new().expect("build path lab");
+    // The runtime's situation: a raw TCP socket inside B reading what A sends.
+    let raw = lab
+        .run_in(PathNode::B, || {
+            // SAFETY: plain syscall; the result is checked.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_TCP,
+                )
+            };
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            // Room for every segment of the transfer: a full buffer would drop some.
+            let size: libc::c_int = 32 << 20;
+            // SAFETY: valid option value of the right size.
+            let set = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(
+                set,
+                0,
+                "SO_RCVBUFFORCE: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: fresh descriptor.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .expect("enter B");
+    let data = test_data(256 << 10, 9);
+    let received = transfer_a_to_b(&lab, &data);
+    assert_eq!(sha256_hex(&received), sha256_hex(&data));
+
+    let mut checked_with_payload = 0;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&raw),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        let packet = &buf[..n as usize];
+        if packet[12..16] != PathLab::A_ADDR.octets() {
+            continue;
+        }
+        assert!(
+            tcp_checksum_ok(packet),
+            "unfinished TCP checksum from A (offload left on?)"
+        );
+        let header_len = usize::from(packet[0] & 0x0f) * 4;
+        let tcp_header_len = usize::from(packet[header_len + 12] >> 4) * 4;
+        if n as usize > header_len + tcp_header_len {
+            checked_with_payload += 1;
+            assert!(
+                n as usize <= 1500,
+                "segment of {n} bytes: larger than the MTU (GRO/GSO left on?)"
+            );
+        }
+    }
+    // Every data segment of the transfer was seen and verified.
+    let minimum = data.len().div_ceil(1460);
+    assert!(
+        checked_with_payload >= minimum,
+        "saw only {checked_with_payload} of at least {minimum} data segments"
+    );
+}
+
+#[test]
+fn path_lab_is_usable_from_inside_a_tokio_runtime() {
+    if !root_or_skip("path_lab_is_usable_from_inside_a_tokio_runtime") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // Building (which drives rtnetlink on its own runtimes, on namespace threads)
+        // must not trip tokio's "runtime within a runtime" check.
+        let lab = PathLab::new().expect("build path lab inside a runtime");
+        let listener = lab
+            .run_in(PathNode::B, || {
+                let listener = std::net::TcpListener::bind((PathLab::B_ADDR, 0))?;
+                listener.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(listener)
+            })
+            .expect("enter B")
+            .expect("listen");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let addr = listener.local_addr().unwrap();
+        let client = lab
+            .run_in(PathNode::A, move || {
+                let stream = std::net::TcpStream::connect(addr)?;
+                stream.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(stream)
+            })
+            .expect("enter A")
+            .expect("connect");
+        let mut client = tokio::net::TcpStream::from_std(client).expect("tokio stream");
+        let (mut server, peer) = listener.accept().await.expect("accept");
+        assert_eq!(peer.ip(), PathLab::A_ADDR);
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client.write_all(b"across R").await.unwrap();
+        let mut buf = [0u8; 8];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"across R");
+    });
 }
