@@ -28,7 +28,10 @@ fn path(loss: Option<f64>) -> PathLab {
 fn assert_loss_happened(path: &PathLab, loss: Option<f64>) {
     if loss.is_some() {
         let drops = path.loss_drops().expect("reading R's loss counter");
-        assert!(drops > 0, "the router dropped nothing: the loss case tested nothing");
+        assert!(
+            drops > 0,
+            "the router dropped nothing: the loss case tested nothing"
+        );
     }
 }
 
@@ -44,7 +47,8 @@ fn sustain_sends_to_linux(loss: Option<f64>) {
         drain(&mut stream)
     });
     let mut cmd = sustain_host();
-    cmd.args(["connect", &server.to_string(), "--send-file"]).arg(&src);
+    cmd.args(["connect", &server.to_string(), "--send-file"])
+        .arg(&src);
     let host = path.spawn_in(PathNode::A, cmd).unwrap();
     let summary = expect_success(&host, TIMEOUT);
     let (bytes, got) = receiver.join().unwrap().expect("kernel receiver");
@@ -63,7 +67,8 @@ fn linux_sends_to_sustain(loss: Option<f64>) {
     let sha = make_file(&src, SIZE, 2);
     let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
     let mut cmd = sustain_host();
-    cmd.args(["listen", "--bind", &server.to_string(), "--recv-file"]).arg(&dst);
+    cmd.args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
     let host = path.spawn_in(PathNode::B, cmd).unwrap();
     let sent = path
         .run_in(PathNode::A, move || -> std::io::Result<()> {
@@ -95,7 +100,8 @@ fn linux_serves_sustain(loss: Option<f64>) {
         drain(&mut stream).map(|_| ())
     });
     let mut cmd = sustain_host();
-    cmd.args(["connect", &server.to_string(), "--recv-file"]).arg(&dst);
+    cmd.args(["connect", &server.to_string(), "--recv-file"])
+        .arg(&dst);
     let host = path.spawn_in(PathNode::A, cmd).unwrap();
     let summary = expect_success(&host, TIMEOUT);
     sender.join().unwrap().expect("kernel sender");
@@ -111,10 +117,13 @@ fn sustain_serves_linux(loss: Option<f64>) {
     let sha = make_file(&src, SIZE, 4);
     let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
     let mut cmd = sustain_host();
-    cmd.args(["listen", "--bind", &server.to_string(), "--send-file"]).arg(&src);
+    cmd.args(["listen", "--bind", &server.to_string(), "--send-file"])
+        .arg(&src);
     let host = path.spawn_in(PathNode::B, cmd).unwrap();
     let got = path
-        .run_in(PathNode::A, move || connect_retrying(server).and_then(|mut s| drain(&mut s)))
+        .run_in(PathNode::A, move || {
+            connect_retrying(server).and_then(|mut s| drain(&mut s))
+        })
         .unwrap()
         .expect("kernel receiver");
     let summary = expect_success(&host, TIMEOUT);
@@ -131,12 +140,16 @@ fn sustain_to_sustain(loss: Option<f64>) {
     let sha = make_file(&src, SIZE, 5);
     let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
     let mut listen = sustain_host();
-    listen.args(["listen", "--bind", &server.to_string(), "--recv-file"]).arg(&dst);
+    listen
+        .args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
     let receiver = path.spawn_in(PathNode::B, listen).unwrap();
     // The listener installs its filter and guard before it can answer; a
     // SYN arriving earlier is simply retransmitted (1 s initial RTO).
     let mut connect = sustain_host();
-    connect.args(["connect", &server.to_string(), "--send-file"]).arg(&src);
+    connect
+        .args(["connect", &server.to_string(), "--send-file"])
+        .arg(&src);
     let sender = path.spawn_in(PathNode::A, connect).unwrap();
     let sent = expect_success(&sender, TIMEOUT);
     let received = expect_success(&receiver, TIMEOUT);
@@ -200,8 +213,14 @@ fn hundred_linux_connections_to_one_keep_listener() {
     let sha = make_file(&src, 256 * 1024, 6);
     let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
     let mut cmd = sustain_host();
-    cmd.args(["listen", "--keep", "--bind", &server.to_string(), "--send-file"])
-        .arg(&src);
+    cmd.args([
+        "listen",
+        "--keep",
+        "--bind",
+        &server.to_string(),
+        "--send-file",
+    ])
+    .arg(&src);
     let host = path.spawn_in(PathNode::B, cmd).unwrap();
     let results = path
         .run_in(PathNode::A, move || {
@@ -221,7 +240,11 @@ fn hundred_linux_connections_to_one_keep_listener() {
         .unwrap();
     for (i, r) in results.iter().enumerate() {
         let (bytes, got) = r.as_ref().unwrap_or_else(|e| panic!("client {i}: {e}"));
-        assert_eq!((*bytes, got.as_str()), (256 * 1024, sha.as_str()), "client {i}");
+        assert_eq!(
+            (*bytes, got.as_str()),
+            (256 * 1024, sha.as_str()),
+            "client {i}"
+        );
     }
     // All 100 are done from the clients' view; the host may still be
     // finishing its side of the last closes.
@@ -230,7 +253,11 @@ fn hundred_linux_connections_to_one_keep_listener() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = host.terminate(Duration::from_secs(5)).unwrap();
-    assert!(status.success(), "listen --keep exits 0 on SIGTERM: {status}; {}", host.read_stderr().unwrap_or_default());
+    assert!(
+        status.success(),
+        "listen --keep exits 0 on SIGTERM: {status}; {}",
+        host.read_stderr().unwrap_or_default()
+    );
     let sums = summaries(&host);
     assert_eq!(sums.len(), CONNECTIONS, "one summary per connection");
     assert!(sums.iter().all(|s| s["sha256"] == sha));

@@ -11,10 +11,12 @@ use crate::wire::{SackBlock, SeqNumber};
 
 /// Most SACKed ranges remembered. A receiver reports at most 4 blocks per
 /// ACK, but a hostile one could report a new disjoint range on every ACK;
-/// beyond this many the highest ranges are forgotten. Forgetting SACK
+/// beyond this many the highest ranges are forgotten. 1024 covers a
+/// bottleneck queue overflow in slow start (hundreds of holes) while keeping
+/// the O(ranges) operations cheap. Forgetting SACK
 /// information is always safe (RFC 2018 §8: the sender may renege too): the
 /// data is merely treated as not yet received.
-pub const MAX_SACKED_RANGES: usize = 64;
+pub const MAX_SACKED_RANGES: usize = 1024;
 
 /// The ranges above SND.UNA the peer has SACKed.
 #[derive(Debug, Clone, Default)]
@@ -500,16 +502,19 @@ mod tests {
     #[test]
     fn range_count_is_capped_keeping_the_lowest() {
         let mut sb = Scoreboard::new();
-        for i in 0..100u32 {
+        let n = MAX_SACKED_RANGES as u32 + 36;
+        let snd_nxt = s(10_000 + (n + 10) * 200);
+        for i in 0..n {
             let left = 10_000 + i * 200;
-            sb.update(s(1000), s(100_000), [b(left, left + 100)]);
+            sb.update(s(1000), snd_nxt, [b(left, left + 100)]);
         }
         assert_eq!(sb.range_count(), MAX_SACKED_RANGES);
         assert_eq!(sb.blocks().next(), Some(b(10_000, 10_100)));
         let top = 10_000 + (MAX_SACKED_RANGES as u32 - 1) * 200;
         assert_eq!(sb.highest_sacked(), Some(s(top + 100)));
         // A block above all of them is accepted and then forgotten.
-        assert_eq!(sb.update(s(1000), s(100_000), [b(90_000, 90_100)]), 0);
+        let above = 10_000 + (n + 5) * 200;
+        assert_eq!(sb.update(s(1000), snd_nxt, [b(above, above + 100)]), 0);
         assert_eq!(sb.range_count(), MAX_SACKED_RANGES);
         sb.clear();
         assert!(sb.is_empty());

@@ -26,7 +26,9 @@ pub fn make_file(path: &Path, len: usize, seed: u64) -> String {
 }
 
 pub fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).expect("reading received file")))
+    hex::encode(Sha256::digest(
+        std::fs::read(path).expect("reading received file"),
+    ))
 }
 
 pub fn sustain_host() -> Command {
@@ -54,9 +56,16 @@ pub fn expect_success(child: &ChildProcess, timeout: Duration) -> serde_json::Va
     let stderr = child.read_stderr().unwrap_or_default();
     let status = status.unwrap_or_else(|| {
         let _ = child.terminate(Duration::from_secs(1));
-        panic!("sustain-host {} did not finish in {timeout:?}; stderr:\n{stderr}", child.label())
+        panic!(
+            "sustain-host {} did not finish in {timeout:?}; stderr:\n{stderr}",
+            child.label()
+        )
     });
-    assert!(status.success(), "sustain-host {} failed ({status}); stderr:\n{stderr}", child.label());
+    assert!(
+        status.success(),
+        "sustain-host {} failed ({status}); stderr:\n{stderr}",
+        child.label()
+    );
     let all = summaries(child);
     let last = child
         .read_stdout()
