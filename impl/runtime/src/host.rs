@@ -61,13 +61,17 @@ pub struct HostOptions {
     pub config: Config,
     /// Derive the MSS from the route's MTU (connect only).
     pub mss_from_route: bool,
+    /// Compute the sha256 of the transferred bytes (off only for benchmarks:
+    /// without SHA extensions hashing costs more CPU than the TCP itself).
+    pub digest: bool,
 }
 
 /// Result of one connection's transfer: the JSON summary line.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub bytes: u64,
-    pub sha256: String,
+    /// `None` when the host runs with `digest: false`.
+    pub sha256: Option<String>,
     pub seconds: f64,
 }
 
@@ -98,7 +102,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> HostError {
 struct Session {
     started: Instant,
     bytes: u64,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     source: Option<File>,
     /// Bytes read from the file but not yet accepted by the endpoint.
     pending: Vec<u8>,
@@ -115,6 +119,7 @@ impl Session {
         transfer: &Transfer,
         index: usize,
         many: bool,
+        digest: bool,
     ) -> Result<Session, HostError> {
         let (source, sink) = match transfer {
             Transfer::Send(p) => (
@@ -136,7 +141,7 @@ impl Session {
         Ok(Session {
             started: now,
             bytes: 0,
-            hasher: Sha256::new(),
+            hasher: digest.then(Sha256::new),
             source,
             pending: Vec::with_capacity(CHUNK),
             pending_off: 0,
@@ -167,8 +172,9 @@ impl Session {
                 if accepted == 0 {
                     break;
                 }
-                self.hasher
-                    .update(&self.pending[self.pending_off..self.pending_off + accepted]);
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&self.pending[self.pending_off..self.pending_off + accepted]);
+                }
                 self.pending_off += accepted;
                 self.bytes += accepted as u64;
                 progress = true;
@@ -190,7 +196,9 @@ impl Session {
                 }
                 sink.write_all(&buf[..n])
                     .map_err(io_err("writing the receive file"))?;
-                self.hasher.update(&buf[..n]);
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
                 self.bytes += n as u64;
                 progress = true;
             }
@@ -208,7 +216,7 @@ impl Session {
     fn finish(self, now: Instant) -> Summary {
         Summary {
             bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: self.hasher.map(|h| hex::encode(h.finalize())),
             seconds: (now - self.started).as_secs_f64(),
         }
     }
@@ -280,7 +288,10 @@ pub async fn run(
             let conn = ep
                 .connect(clock.now(), local, remote)
                 .map_err(|e| HostError::Connection(format!("connect to {remote}: {e}")))?;
-            sessions.insert(conn, Session::new(clock.now(), &opts.transfer, 0, false)?);
+            sessions.insert(
+                conn,
+                Session::new(clock.now(), &opts.transfer, 0, false, opts.digest)?,
+            );
             None
         }
         None => Some(
@@ -345,7 +356,10 @@ pub async fn run(
                         json!({"conn": conn.0, "local": info.as_ref().map(|i| i.local.to_string()),
                                "remote": info.as_ref().map(|i| i.remote.to_string())}),
                     );
-                    sessions.insert(conn, Session::new(now, &opts.transfer, accepted, keep)?);
+                    sessions.insert(
+                        conn,
+                        Session::new(now, &opts.transfer, accepted, keep, opts.digest)?,
+                    );
                     accepted += 1;
                 }
                 Event::RetransmissionTimeout { conn, rto, backoff } => {

@@ -66,6 +66,10 @@ struct Common {
     /// Minimum retransmission timeout in milliseconds.
     #[arg(long, default_value_t = 200)]
     min_rto_ms: u64,
+    /// Skip the sha256 of the transferred bytes (the summary shows
+    /// "sha256":null). For benchmarks: hashing can cost more than the TCP.
+    #[arg(long)]
+    no_digest: bool,
 }
 
 #[derive(Args)]
@@ -106,6 +110,7 @@ fn options(role: Role, common: Common) -> HostOptions {
         role,
         transfer,
         events: common.events,
+        digest: !common.no_digest,
         config,
     }
 }
