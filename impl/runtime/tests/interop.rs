@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use common::*;
@@ -158,22 +158,6 @@ fn sustain_to_sustain(loss: Option<f64>) {
     assert_eq!(received["bytes"], SIZE as u64);
     assert_eq!(sha256_file(&dst), sha);
     assert_loss_happened(&path, loss);
-}
-
-/// The kernel answers RST while the sustain listener is still starting:
-/// retry for a few seconds.
-fn connect_retrying(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)) {
-            Ok(s) => return Ok(s),
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 macro_rules! interop_tests {

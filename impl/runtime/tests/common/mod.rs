@@ -31,8 +31,17 @@ pub fn sha256_file(path: &Path) -> String {
     ))
 }
 
+/// The sustain-host binary: cargo names it for tests; examples find it in
+/// the target directory above their own.
 pub fn sustain_host() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sustain-host"));
+    let exe = match option_env!("CARGO_BIN_EXE_sustain-host") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.join("sustain-host")))
+            .expect("locating sustain-host next to this executable"),
+    };
+    let mut cmd = Command::new(exe);
     cmd.env("RUST_LOG", "info");
     cmd
 }
@@ -112,4 +121,19 @@ pub fn pour(stream: &mut TcpStream, path: &Path) -> std::io::Result<()> {
 
 pub fn file_in(path: &PathLab, name: &str) -> PathBuf {
     path.lab().run_dir().join(name)
+}
+
+/// Connects, retrying for a few seconds: a sustain listener that is still
+/// starting lets the kernel answer RST.
+pub fn connect_retrying(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)) {
+            Ok(s) => return Ok(s),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
