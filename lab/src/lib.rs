@@ -10,6 +10,7 @@
 //! runtime's real-kernel tests and benchmark use.
 
 mod clean;
+pub mod delay;
 mod error;
 pub mod ethtool;
 mod lab;
@@ -20,8 +21,10 @@ mod path_lab;
 pub mod process;
 mod rtnl;
 pub mod sysctl;
+mod wakeup;
 
 pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
+pub use delay::{DelayConfig, DelayLine, DelayStats, LinkMatch};
 pub use error::{LabError, Result};
 pub use ethtool::Offloads;
 pub use lab::{
