@@ -20,6 +20,7 @@ pub mod netns;
 mod path_lab;
 pub mod process;
 mod rtnl;
+pub mod shaping;
 pub mod sysctl;
 mod wakeup;
 
@@ -35,3 +36,4 @@ pub use netns::Netns;
 pub use path_lab::{PathLab, PathLabConfig, PathNode};
 pub use process::ChildProcess;
 pub use rtnl::Ipv4Route;
+pub use shaping::{clear_rate_limit, rate_limit_stats, set_rate_limit, RateLimit, ShaperStats};

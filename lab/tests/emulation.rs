@@ -8,7 +8,10 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{sha256_hex, test_data, transfer_a_to_b};
-use sustain_lab::{root_or_skip, DelayConfig, DelayLine, LinkMatch, PathLab, PathNode};
+use sustain_lab::{
+    clear_rate_limit, rate_limit_stats, root_or_skip, set_rate_limit, DelayConfig, DelayLine,
+    LinkMatch, PathLab, PathNode, RateLimit,
+};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -408,4 +411,50 @@ fn dropping_a_line_cleans_up_too() {
         DelayConfig::fixed(MS)
     )
     .is_err());
+}
+
+#[test]
+fn a_20_mbit_rate_limit_holds_tcp_to_20_mbit() {
+    if !root_or_skip("a_20_mbit_rate_limit_holds_tcp_to_20_mbit") {
+        return;
+    }
+    let path = PathLab::new().expect("build path lab");
+    let limit = RateLimit::mbit(20);
+    set_rate_limit(path.lab(), "r", PathLab::R_B_IF, &limit).expect("set rate limit");
+    let before = rate_limit_stats(path.lab(), "r", PathLab::R_B_IF)
+        .expect("read stats")
+        .expect("tbf installed");
+    assert_eq!(before.bytes, 0, "{before:?}");
+
+    let data = test_data(4 << 20, 0x5a9e);
+    let start = Instant::now();
+    let received = transfer_a_to_b(&path, &data);
+    let elapsed = start.elapsed();
+    assert_eq!(sha256_hex(&received), sha256_hex(&data));
+    let stats = rate_limit_stats(path.lab(), "r", PathLab::R_B_IF)
+        .expect("read stats")
+        .expect("tbf still installed");
+    let mbit = (data.len() * 8) as f64 / elapsed.as_secs_f64() / 1e6;
+    eprintln!("4 MiB through a 20 Mbit/s tbf: {elapsed:?}, goodput {mbit:.2} Mbit/s; {stats:?}");
+    assert!(
+        (17.0..=23.0).contains(&mbit),
+        "goodput {mbit:.2} Mbit/s is not within 15 % of 20 Mbit/s"
+    );
+    assert!(stats.bytes >= data.len() as u64, "{stats:?}");
+    assert!(stats.overlimits > 0, "the bucket never ran dry: {stats:?}");
+
+    clear_rate_limit(path.lab(), "r", PathLab::R_B_IF).expect("clear");
+    assert_eq!(
+        rate_limit_stats(path.lab(), "r", PathLab::R_B_IF).expect("read stats"),
+        None
+    );
+    clear_rate_limit(path.lab(), "r", PathLab::R_B_IF).expect("clearing twice is fine");
+    let start = Instant::now();
+    let received = transfer_a_to_b(&path, &data);
+    assert_eq!(sha256_hex(&received), sha256_hex(&data));
+    assert!(
+        start.elapsed() < elapsed / 2,
+        "still limited after clearing: {:?}",
+        start.elapsed()
+    );
 }
