@@ -365,8 +365,8 @@ fn run_capture(
     loop {
         let timeout = unflushed_since
             .map(|since| (since + IDLE_FLUSH).saturating_duration_since(Instant::now()));
-        let ready = wakeup::wait_readable(fd, stop.raw_fd(), timeout)?;
-        stopping |= ready.stop;
+        let [_, stop_raised] = wakeup::wait_readable([fd, stop.raw_fd()], timeout)?;
+        stopping |= stop_raised;
         let mut got = 0;
         // When stopping, read until the socket is empty: everything the kernel queued
         // before the stop is in the file.

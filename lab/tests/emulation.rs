@@ -188,6 +188,13 @@ fn a_20ms_delay_line_is_accurate_to_half_a_millisecond() {
         .map(|p| micros(p.one_way) - micros(delay))
         .collect();
     let min = *errors.iter().min().unwrap();
+    let mut worst: Vec<(i64, u32)> = errors
+        .iter()
+        .copied()
+        .zip(probes.iter().map(|p| p.seq))
+        .collect();
+    worst.sort_unstable();
+    eprintln!("worst (error us, seq): {:?}", &worst[worst.len() - 5..]);
     let (median, p90, p99, max) = percentiles(errors);
     eprintln!(
         "delay line 20 ms, 200 probes: one-way error median {median} us, p90 {p90} us, \
