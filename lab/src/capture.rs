@@ -66,6 +66,9 @@ pub struct CaptureReport {
     /// Frames the kernel dropped because the socket's buffer was full: missing from
     /// the file.
     pub kernel_drops: u64,
+    /// Times the interface went down while captured (capture resumes when it comes
+    /// back up).
+    pub interface_down: u64,
 }
 
 /// A running capture of one interface. Dropping it stops it (flushing the file).
@@ -371,8 +374,17 @@ fn run_capture(
         // When stopping, read until the socket is empty: everything the kernel queued
         // before the stop is in the file.
         while got < RECEIVE_BATCH || stopping {
-            let Some(frame) = receive_frame(fd, &mut buf)? else {
-                break;
+            let frame = match receive_frame(fd, &mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                // The interface went down (a host leaving a network): the kernel
+                // reports it once and resumes delivery when it comes back up. A
+                // deleted interface simply delivers nothing more.
+                Err(err) if err.raw_os_error() == Some(libc::ENETDOWN) => {
+                    report.interface_down += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
             };
             got += 1;
             let data = buf.get(..frame.kept).unwrap_or_default();

@@ -241,3 +241,36 @@ fn dropping_a_capture_flushes_a_readable_file() {
     );
     assert!(frames.iter().any(|f| f.syn && !f.ack));
 }
+
+#[test]
+fn a_capture_survives_its_interface_going_down_and_up() {
+    if !root_or_skip("a_capture_survives_its_interface_going_down_and_up") {
+        return;
+    }
+    let scratch = ScratchDir::new("flap");
+    let path = PathLab::new().expect("build path lab");
+    let capture =
+        Capture::start_in(path.lab(), "a", PathLab::A_IF, None, &scratch.0).expect("capture");
+    let lab = path.lab();
+    lab.link_down("a", PathLab::A_IF).expect("down");
+    lab.link_up("a", PathLab::A_IF).expect("up");
+    lab.wait_link_up("a", PathLab::A_IF, Duration::from_secs(5))
+        .expect("back up");
+    // Taking the link down removed A's routes through it.
+    lab.add_route("a", &sustain_lab::Ipv4Route::default_via(PathLab::R_A_ADDR))
+        .expect("default route again");
+    path.check_connectivity(Duration::from_secs(10))
+        .expect("connectivity after the flap");
+    std::thread::sleep(Duration::from_millis(100));
+    let report = capture.stop().expect("stop");
+    eprintln!("{report:?}");
+    assert!(report.interface_down >= 1, "{report:?}");
+    let (records, frames) = read_tcp_frames(&report.path);
+    assert_eq!(records as u64, report.packets);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.syn && !f.ack && f.src == PathLab::A_ADDR),
+        "the SYN sent after the flap was captured"
+    );
+}
