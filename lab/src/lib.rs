@@ -6,10 +6,16 @@
 //! processes, and guarantees their removal: on drop, on panic, on SIGINT/SIGTERM,
 //! and after a SIGKILL through [`clean()`].
 //!
+//! Link emulation without netem: [`DelayLine`] (NFQUEUE delay, jitter and loss per
+//! link direction), [`set_rate_limit`] (tbf through rtnetlink); and [`Capture`]
+//! (AF_PACKET to pcap, one file per interface).
+//!
 //! [`PathLab`] is the ready-made three-node path (host A — router R — host B) that the
 //! runtime's real-kernel tests and benchmark use.
 
+pub mod capture;
 mod clean;
+pub mod delay;
 mod error;
 pub mod ethtool;
 mod lab;
@@ -19,9 +25,13 @@ pub mod netns;
 mod path_lab;
 pub mod process;
 mod rtnl;
+pub mod shaping;
 pub mod sysctl;
+mod wakeup;
 
+pub use capture::{capture_file_name, Capture, CaptureReport};
 pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
+pub use delay::{DelayConfig, DelayLine, DelayStats, LinkMatch};
 pub use error::{LabError, Result};
 pub use ethtool::Offloads;
 pub use lab::{
@@ -32,3 +42,4 @@ pub use netns::Netns;
 pub use path_lab::{PathLab, PathLabConfig, PathNode};
 pub use process::ChildProcess;
 pub use rtnl::Ipv4Route;
+pub use shaping::{clear_rate_limit, rate_limit_stats, set_rate_limit, RateLimit, ShaperStats};
