@@ -1,0 +1,774 @@
+//! Connection migration end to end in the deterministic simulator
+//! (PROTOCOL.md §6-§10): two `Endpoint`s move data while one or both of
+//! them change address, behind NAPTs, with handshake segments lost, with
+//! forged and replayed options injected, and against a plain-TCP peer.
+//!
+//! Every transfer is checked byte for byte (sha256 of what each application
+//! read against what the other wrote); handshakes are checked on the
+//! simulator capture (flags, sequence and acknowledgment numbers, options);
+//! counters and events say which mechanism did the work.
+
+use std::cell::{Cell, RefCell};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+use sustain_core::rand::{Random, SplitMix64};
+use sustain_core::sim::{
+    Direction, Fate, InsideScope, LinkConfig, Middlebox, MiddleboxId, Napt, Network, NodeId,
+};
+use sustain_core::tcp::{
+    CloseReason, Config, ConnId, ConnInfo, Endpoint, Event, IndexSizes, ListenerId, MigWaitCause,
+    MigrationFailure, Mode, State,
+};
+use sustain_core::time::{Duration, Instant};
+use sustain_core::wire::{
+    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, AddressUpdate, Ipv4Repr, Migrate, MigrateAck,
+    MigrateConfirm, MigrateOption, MigratePermit, MigrationOptions, MigrationScratch, SeqNumber,
+    TcpFlags, TcpRepr,
+};
+
+const MIB: usize = 1 << 20;
+const PEER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const PEER_PORT: u16 = 443;
+const MOVER_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const MOVER_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+const MOVER_C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
+const PEER_B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+const NAPT_PUBLIC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const PRIVATE_1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const PRIVATE_2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    SplitMix64::new(seed).fill_bytes(&mut v);
+    v
+}
+
+fn sha256(d: &[u8]) -> String {
+    hex::encode(Sha256::digest(d))
+}
+
+// ----------------------------------------------------------------------
+// Segments as seen in the capture
+// ----------------------------------------------------------------------
+
+/// An owned view of one captured segment with its sustain options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seg {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: SeqNumber,
+    ack: SeqNumber,
+    flags: TcpFlags,
+    window: u16,
+    mss: Option<u16>,
+    ws: Option<u8>,
+    sack_permitted: bool,
+    ts: bool,
+    sack_blocks: usize,
+    len: usize,
+    migrate: Option<MigrateOption>,
+    permit: Option<MigratePermit>,
+    update: Option<AddressUpdate>,
+}
+
+impl Seg {
+    fn parse(bytes: &[u8]) -> Option<Seg> {
+        let (ip, tcp) = parse_ipv4_tcp(bytes).ok()?;
+        let options = MigrationOptions::from_repr(&tcp).ok()?;
+        Some(Seg {
+            src: SocketAddrV4::new(ip.src, tcp.src_port),
+            dst: SocketAddrV4::new(ip.dst, tcp.dst_port),
+            seq: tcp.seq,
+            ack: tcp.ack,
+            flags: tcp.flags,
+            window: tcp.window,
+            mss: tcp.mss,
+            ws: tcp.window_scale,
+            sack_permitted: tcp.sack_permitted,
+            ts: tcp.timestamps.is_some(),
+            sack_blocks: tcp.sack_blocks().count(),
+            len: tcp.payload.len(),
+            migrate: options.migrate,
+            permit: options.permit,
+            update: options.address_update,
+        })
+    }
+
+    fn is(&self, flags: TcpFlags) -> bool {
+        self.flags.0 & !TcpFlags::PSH.0 == flags.0
+    }
+
+    fn msyn(&self) -> Option<Migrate> {
+        match self.migrate {
+            Some(MigrateOption::Msyn(m)) if self.is(TcpFlags::SYN) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn msyn_ack(&self) -> Option<MigrateAck> {
+        match self.migrate {
+            Some(MigrateOption::MsynAck(m)) if self.is(TcpFlags::SYN | TcpFlags::ACK) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn confirm(&self) -> Option<MigrateConfirm> {
+        match self.migrate {
+            Some(MigrateOption::Confirm(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// One captured packet: as sent and as delivered (after any NAPT).
+#[derive(Clone, Debug)]
+struct Seen {
+    time: Instant,
+    from: NodeId,
+    fate: Fate,
+    sent: Seg,
+    delivered: Seg,
+    bytes: Vec<u8>,
+}
+
+fn is_handshake_or_sustain(bytes: &[u8]) -> bool {
+    parse_ipv4_tcp(bytes).is_ok_and(|(_, tcp)| {
+        tcp.flags.syn() || tcp.flags.rst() || tcp.experimental_options().next().is_some()
+    })
+}
+
+/// Builds an IPv4 packet from a segment with replaced sustain options.
+fn build(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    tcp: &TcpRepr,
+    options: MigrationOptions,
+) -> Vec<u8> {
+    let mut scratch = MigrationScratch::default();
+    let mut repr = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        experimental: Default::default(),
+        ..tcp.clone()
+    };
+    options.attach(&mut scratch, &mut repr).unwrap();
+    let mut buf = vec![0u8; ipv4_tcp_len(&repr)];
+    emit_ipv4_tcp(&Ipv4Repr::new(*src.ip(), *dst.ip()), &repr, &mut buf).unwrap();
+    buf
+}
+
+/// Rewrites a captured packet: new source, and `edit` applied to its
+/// sustain options.
+fn forge(
+    bytes: &[u8],
+    src: SocketAddrV4,
+    edit: impl FnOnce(&mut MigrationOptions<'static>),
+) -> Vec<u8> {
+    let (ip, tcp) = parse_ipv4_tcp(bytes).unwrap();
+    let parsed = MigrationOptions::from_repr(&tcp).unwrap();
+    let mut options = MigrationOptions {
+        permit: parsed.permit,
+        migrate: parsed.migrate,
+        address_update: parsed.address_update,
+        relay_ticket: None,
+    };
+    edit(&mut options);
+    build(src, SocketAddrV4::new(ip.dst, tcp.dst_port), &tcp, options)
+}
+
+// ----------------------------------------------------------------------
+// A middlebox that drops chosen packets
+// ----------------------------------------------------------------------
+
+type Pick = Box<dyn Fn(Direction, &Seg) -> bool>;
+
+/// Drops the first `count` packets `pick` selects; passes everything else.
+/// Public scope: the nodes behind it keep their global addresses.
+struct Dropper {
+    pick: Pick,
+    remaining: Rc<Cell<u32>>,
+}
+
+impl Middlebox for Dropper {
+    fn process(&mut self, _now: Instant, direction: Direction, packet: &mut Vec<u8>) -> bool {
+        let Some(seg) = Seg::parse(packet) else {
+            return true;
+        };
+        if self.remaining.get() > 0 && (self.pick)(direction, &seg) {
+            self.remaining.set(self.remaining.get() - 1);
+            return false;
+        }
+        true
+    }
+}
+
+// ----------------------------------------------------------------------
+// The transfer harness
+// ----------------------------------------------------------------------
+
+struct Stream {
+    data: Vec<u8>,
+    written: usize,
+    hasher: Sha256,
+    read: usize,
+    closed_write: bool,
+}
+
+impl Stream {
+    fn new(data: Vec<u8>) -> Stream {
+        Stream {
+            data,
+            written: 0,
+            hasher: Sha256::new(),
+            read: 0,
+            closed_write: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.read == self.data.len()
+    }
+}
+
+struct Setup {
+    mover: Config,
+    peer: Config,
+    link: LinkConfig,
+    up: usize,
+    down: usize,
+    seed: u64,
+    /// Capture every packet, not only handshakes and sustain segments.
+    capture_all: bool,
+    /// Put the mover behind a packet dropper from the start.
+    dropper: Option<(Pick, u32)>,
+    /// Close the write side once everything is written.
+    close_when_written: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            mover: Config::default(),
+            peer: Config::default(),
+            link: LinkConfig::default(),
+            up: 4 * MIB,
+            down: 4 * MIB,
+            seed: 1,
+            capture_all: false,
+            dropper: None,
+            close_when_written: true,
+        }
+    }
+}
+
+struct Harness {
+    net: Network<Endpoint>,
+    mover: NodeId,
+    peer: NodeId,
+    listener: ListenerId,
+    mover_conn: ConnId,
+    peer_conn: Option<ConnId>,
+    /// Mover -> peer.
+    up: Stream,
+    /// Peer -> mover.
+    down: Stream,
+    mover_events: Vec<(Instant, Event)>,
+    peer_events: Vec<(Instant, Event)>,
+    close_when_written: bool,
+    /// Packets the dropper still has to drop.
+    drops_left: Rc<Cell<u32>>,
+    chunk: Vec<u8>,
+}
+
+impl Harness {
+    fn new(setup: Setup) -> Harness {
+        let mut net: Network<Endpoint> = Network::new(setup.seed);
+        net.set_default_link(setup.link.clone());
+        let mover = net.add_node(
+            MOVER_A,
+            Endpoint::new(setup.mover, Box::new(SplitMix64::new(setup.seed ^ 1))),
+        );
+        let peer = net.add_node(
+            PEER_ADDR,
+            Endpoint::new(setup.peer, Box::new(SplitMix64::new(setup.seed ^ 2))),
+        );
+        let drops_left = Rc::new(Cell::new(0));
+        if let Some((pick, count)) = setup.dropper {
+            drops_left.set(count);
+            let dropper = net.add_middlebox(
+                Dropper {
+                    pick,
+                    remaining: drops_left.clone(),
+                },
+                InsideScope::Public,
+            );
+            net.set_uplink(mover, Some(dropper));
+        }
+        net.enable_capture();
+        if !setup.capture_all {
+            net.set_capture_filter(is_handshake_or_sustain);
+        }
+        let server = SocketAddrV4::new(PEER_ADDR, PEER_PORT);
+        let listener = net.node_mut(peer).listen(server).unwrap();
+        let now = net.now();
+        let mover_conn = net
+            .node_mut(mover)
+            .connect(now, SocketAddrV4::new(MOVER_A, 0), server)
+            .unwrap();
+        Harness {
+            net,
+            mover,
+            peer,
+            listener,
+            mover_conn,
+            peer_conn: None,
+            up: Stream::new(random_bytes(setup.up, setup.seed ^ 0x55)),
+            down: Stream::new(random_bytes(setup.down, setup.seed ^ 0xAA)),
+            mover_events: Vec::new(),
+            peer_events: Vec::new(),
+            close_when_written: setup.close_when_written,
+            drops_left,
+            chunk: vec![0u8; 256 * 1024],
+        }
+    }
+
+    fn pump_one(
+        net: &mut Network<Endpoint>,
+        node: NodeId,
+        conn: ConnId,
+        tx: &mut Stream,
+        rx: &mut Stream,
+        close: bool,
+        chunk: &mut [u8],
+    ) {
+        let ep = net.node_mut(node);
+        while tx.written < tx.data.len() {
+            match ep.send(conn, &tx.data[tx.written..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => tx.written += n,
+            }
+        }
+        if close && tx.written == tx.data.len() && !tx.closed_write && ep.close(conn).is_ok() {
+            tx.closed_write = true;
+        }
+        while let Ok(n) = ep.recv(conn, chunk) {
+            if n == 0 {
+                break;
+            }
+            rx.hasher.update(&chunk[..n]);
+            rx.read += n;
+        }
+    }
+
+    fn pump(&mut self) {
+        let now = self.net.now();
+        Self::pump_one(
+            &mut self.net,
+            self.mover,
+            self.mover_conn,
+            &mut self.up,
+            &mut self.down,
+            self.close_when_written,
+            &mut self.chunk,
+        );
+        if self.peer_conn.is_none() {
+            self.peer_conn = self.net.node_mut(self.peer).accept(self.listener);
+        }
+        if let Some(conn) = self.peer_conn {
+            Self::pump_one(
+                &mut self.net,
+                self.peer,
+                conn,
+                &mut self.down,
+                &mut self.up,
+                self.close_when_written,
+                &mut self.chunk,
+            );
+        }
+        while let Some(e) = self.net.node_mut(self.mover).poll_event() {
+            self.mover_events.push((now, e));
+        }
+        while let Some(e) = self.net.node_mut(self.peer).poll_event() {
+            self.peer_events.push((now, e));
+        }
+    }
+
+    /// Runs until `done` holds (checked after every event) or `deadline`.
+    fn run_until(&mut self, deadline: Instant, mut done: impl FnMut(&Harness) -> bool) -> bool {
+        loop {
+            self.pump();
+            if done(self) {
+                return true;
+            }
+            let mut stepped = false;
+            let progressed = self.net.run_until(deadline, |_| {
+                let first = !stepped;
+                stepped = true;
+                !first
+            });
+            if !progressed {
+                self.pump();
+                return done(self);
+            }
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let deadline = self.net.now() + d;
+        self.run_until(deadline, |_| false);
+    }
+
+    fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    fn mover_info(&self) -> ConnInfo {
+        self.net.node(self.mover).info(self.mover_conn).unwrap()
+    }
+
+    fn peer_info(&self) -> ConnInfo {
+        self.net
+            .node(self.peer)
+            .info(self.peer_conn.expect("accepted"))
+            .unwrap()
+    }
+
+    fn established(&mut self) {
+        let deadline = self.now() + ms(1000);
+        assert!(self.run_until(deadline, |h| h.peer_conn.is_some()));
+    }
+
+    /// Runs until `bytes` more have been read in each active direction.
+    fn transfer(&mut self, bytes: usize) {
+        let (up, down) = (self.up.read, self.down.read);
+        let deadline = self.now() + Duration::from_secs(600);
+        let ok = self.run_until(deadline, |h| {
+            (h.up.read >= (up + bytes).min(h.up.data.len()))
+                && (h.down.read >= (down + bytes).min(h.down.data.len()))
+        });
+        assert!(
+            ok,
+            "transfer stalled: up {} down {}",
+            self.up.read, self.down.read
+        );
+    }
+
+    /// The node loses `addr`, as the runtime's address watcher reports it.
+    fn lose(&mut self, node: NodeId, addr: Ipv4Addr) {
+        self.net.remove_address(node, addr);
+        let now = self.now();
+        self.net.node_mut(node).address_lost(now, addr);
+        self.pump();
+    }
+
+    /// The node gains `addr` (behind `uplink` if given) and is told.
+    fn gain(&mut self, node: NodeId, addr: Ipv4Addr, uplink: Option<Option<MiddleboxId>>) {
+        if let Some(uplink) = uplink {
+            self.net.set_uplink(node, uplink);
+        }
+        self.net.add_address(node, addr);
+        let now = self.now();
+        self.net.node_mut(node).address_available(now, addr);
+        self.pump();
+    }
+
+    /// A complete move of the mover: lose `from`, wait `gap`, gain `to`.
+    fn move_mover(&mut self, from: Ipv4Addr, to: Ipv4Addr, gap: Duration) {
+        self.lose(self.mover, from);
+        if gap > Duration::ZERO {
+            self.run_for(gap);
+        }
+        self.gain(self.mover, to, None);
+    }
+
+    /// Runs to the end: everything read, both sides closed normally.
+    fn finish(&mut self) {
+        let deadline = self.now() + Duration::from_secs(1200);
+        let mover_conn = self.mover_conn;
+        let ok = self.run_until(deadline, |h| {
+            let closed = |events: &[(Instant, Event)], conn: Option<ConnId>| {
+                events
+                    .iter()
+                    .any(|(_, e)| matches!(e, Event::Closed { conn: c, .. } if Some(*c) == conn))
+            };
+            h.up.done()
+                && h.down.done()
+                && closed(&h.mover_events, Some(mover_conn))
+                && closed(&h.peer_events, h.peer_conn)
+        });
+        assert!(
+            ok,
+            "did not finish: up {}/{} down {}/{}\nmover {:?}\n{:?}\npeer {:?}\n{:?}",
+            self.up.read,
+            self.up.data.len(),
+            self.down.read,
+            self.down.data.len(),
+            self.net.node(self.mover).info(self.mover_conn),
+            self.net.node(self.mover).stats(),
+            self.peer_conn
+                .and_then(|c| self.net.node(self.peer).info(c)),
+            self.net.node(self.peer).stats(),
+        );
+        let up = std::mem::replace(&mut self.up.hasher, Sha256::new());
+        let down = std::mem::replace(&mut self.down.hasher, Sha256::new());
+        assert_eq!(
+            hex::encode(up.finalize()),
+            sha256(&self.up.data),
+            "up stream"
+        );
+        assert_eq!(
+            hex::encode(down.finalize()),
+            sha256(&self.down.data),
+            "down stream"
+        );
+        assert_eq!(self.closed(self.mover), [CloseReason::Normal]);
+        assert_eq!(self.closed(self.peer), [CloseReason::Normal]);
+    }
+
+    fn events(&self, node: NodeId) -> &[(Instant, Event)] {
+        if node == self.mover {
+            &self.mover_events
+        } else {
+            &self.peer_events
+        }
+    }
+
+    fn closed(&self, node: NodeId) -> Vec<CloseReason> {
+        self.events(node)
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Closed { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Migration events of `node`, without their times.
+    fn migration_events(&self, node: NodeId) -> Vec<Event> {
+        self.events(node)
+            .iter()
+            .filter(|(_, e)| {
+                !matches!(
+                    e,
+                    Event::Readable(_)
+                        | Event::Writable(_)
+                        | Event::Connected(_)
+                        | Event::Incoming { .. }
+                        | Event::RetransmissionTimeout { .. }
+                        | Event::Closed { .. }
+                )
+            })
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.net
+            .capture()
+            .iter()
+            .filter_map(|c| {
+                Some(Seen {
+                    time: c.time,
+                    from: c.from,
+                    fate: c.fate,
+                    sent: Seg::parse(&c.bytes)?,
+                    delivered: Seg::parse(c.delivered_bytes())?,
+                    bytes: c.bytes.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn seen_after(&self, t: Instant) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.time >= t).collect()
+    }
+}
+
+fn stall_of(events: &[Event]) -> Vec<Duration> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Resumed { stall, .. } => Some(*stall),
+            _ => None,
+        })
+        .collect()
+}
+
+fn first<'a>(seen: &'a [Seen], what: impl Fn(&Seen) -> bool) -> &'a Seen {
+    seen.iter()
+        .find(|s| what(s))
+        .expect("segment in the capture")
+}
+
+// ----------------------------------------------------------------------
+// One move in each mode
+// ----------------------------------------------------------------------
+
+/// PROTOCOL.md §6.2-§6.5 and §7 on the wire: MSYN with seq = SND.UNA - 1,
+/// MSYN-ACK acking exactly MSYN.seq + 1, Confirm echoing (r, nonce), both
+/// ends resending from SND.UNA, RTT and congestion control restarted.
+#[test]
+fn sustain_one_move_exact_handshake() {
+    let mut h = Harness::new(Setup {
+        capture_all: true,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let mover_before = h.mover_info();
+    let peer_before = h.peer_info();
+    assert!(mover_before.migratable && peer_before.migratable);
+    let port = mover_before.local.port();
+    let peer_token = peer_before.local_token.unwrap();
+    let mover_token = mover_before.local_token.unwrap();
+    assert_eq!(mover_before.remote_token, Some(peer_token));
+
+    h.lose(h.mover, MOVER_A);
+    let una_at_loss = h.mover_info().snd_una;
+    assert_eq!(h.mover_info().state, State::MigWait);
+    h.run_for(ms(50));
+    let t_move = h.now();
+    h.gain(h.mover, MOVER_B, None);
+    assert_eq!(h.mover_info().state, State::MigSent);
+    let deadline = h.now() + ms(1000);
+    assert!(h.run_until(deadline, |h| h
+        .mover_events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Resumed { .. }))));
+    let resumed = h.mover_info();
+    // The underlying RFC 9293 state is back (the application may have
+    // closed its side meanwhile: FIN-WAIT-1 is S' in PROTOCOL.md §8.1).
+    assert!(matches!(
+        resumed.state,
+        State::Established | State::FinWait1
+    ));
+    assert_eq!(resumed.local, SocketAddrV4::new(MOVER_B, port));
+    // §7: RTT estimation restarted from the MSYN / MSYN-ACK exchange (two
+    // 1 ms hops) and congestion control from the initial window.
+    assert_eq!(resumed.srtt, Some(ms(2)));
+    assert!(resumed.cwnd <= 10 * resumed.smss, "cwnd {}", resumed.cwnd);
+    h.finish();
+
+    let seen = h.seen_after(t_move);
+    let msyn = first(&seen, |s| s.sent.msyn().is_some());
+    assert_eq!(msyn.from, h.mover);
+    let m = msyn.sent.msyn().unwrap();
+    assert_eq!(msyn.sent.flags, TcpFlags::SYN);
+    assert_eq!(msyn.sent.seq + 1, una_at_loss, "MSYN seq = SND.UNA - 1");
+    assert_eq!(msyn.sent.ack, SeqNumber(0));
+    assert_eq!(msyn.sent.src, SocketAddrV4::new(MOVER_B, port));
+    assert_eq!(msyn.sent.dst, SocketAddrV4::new(PEER_ADDR, PEER_PORT));
+    assert_eq!((m.token, m.request), (peer_token.0, 1));
+    assert_eq!(
+        msyn.sent.permit,
+        Some(MigratePermit {
+            addr: MOVER_B,
+            port,
+            key: None
+        })
+    );
+    assert_eq!(msyn.sent.mss, Some(1460));
+    assert!(msyn.sent.ws.is_some() && !msyn.sent.ts && !msyn.sent.sack_permitted);
+    assert_eq!(msyn.sent.len, 0);
+
+    let synack = first(&seen, |s| s.sent.msyn_ack().is_some());
+    assert_eq!(synack.from, h.peer);
+    let a = synack.sent.msyn_ack().unwrap();
+    assert_eq!(synack.sent.flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(
+        synack.sent.ack,
+        msyn.sent.seq + 1,
+        "acks exactly MSYN.seq + 1"
+    );
+    assert_eq!((a.token, a.request), (mover_token.0, 1));
+    assert_eq!(synack.sent.dst, SocketAddrV4::new(MOVER_B, port));
+    assert!(synack.sent.ts && synack.sent.ws.is_some() && synack.sent.mss.is_none());
+
+    // Nothing else crosses between the MSYN and the MSYN-ACK.
+    let between: Vec<_> = seen
+        .iter()
+        .filter(|s| s.time > msyn.time && s.time < synack.time)
+        .collect();
+    assert!(between.is_empty(), "{between:?}");
+
+    // The mover's next segment confirms: seq = SND.UNA, ack = MSYN-ACK.seq
+    // + 1, Confirm echoing (r, nonce).
+    let confirm = first(&seen, |s| s.from == h.mover && s.time >= synack.time);
+    assert!(confirm.sent.flags.ack() && !confirm.sent.flags.syn());
+    assert_eq!(confirm.sent.seq, msyn.sent.seq + 1);
+    assert_eq!(confirm.sent.ack, synack.sent.seq + 1);
+    assert_eq!(
+        confirm.sent.confirm(),
+        Some(MigrateConfirm {
+            request: 1,
+            nonce: a.nonce
+        })
+    );
+    // The peer sends nothing but the MSYN-ACK before the Confirm arrives,
+    // then resends from its SND.UNA (= MSYN-ACK.seq + 1).
+    let confirm_arrival = confirm.time + ms(1);
+    assert!(!seen
+        .iter()
+        .any(|s| s.from == h.peer && s.time > synack.time && s.time < confirm_arrival));
+    let peer_data = first(&seen, |s| s.from == h.peer && s.sent.len > 0);
+    assert_eq!(peer_data.sent.seq, synack.sent.seq + 1);
+    let mover_data = first(&seen, |s| s.from == h.mover && s.sent.len > 0);
+    assert_eq!(mover_data.sent.seq, msyn.sent.seq + 1);
+    // Segments carry Confirm until the peer's first non-MSYN-ACK segment.
+    let peer_first = first(&seen, |s| s.from == h.peer && s.sent.msyn_ack().is_none());
+    assert!(seen
+        .iter()
+        .filter(|s| s.from == h.mover && s.time > peer_first.time + ms(1))
+        .all(|s| s.sent.confirm().is_none()));
+
+    let (ms_, ps) = (h.net.node(h.mover).stats(), h.net.node(h.peer).stats());
+    assert_eq!(
+        (
+            ms_.migrations_started,
+            ms_.msyns_sent,
+            ms_.msyn_acks_accepted
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(ms_.migrations_completed, 1);
+    assert_eq!(
+        (ps.moves_accepted, ps.msyn_acks_sent, ps.paths_confirmed),
+        (1, 1, 1)
+    );
+    assert_eq!(ps.mac_failures + ps.unknown_tokens + ps.stale_requests, 0);
+    let events = h.migration_events(h.mover);
+    assert_eq!(
+        events[..3],
+        [
+            Event::MigWait {
+                conn: h.mover_conn,
+                cause: MigWaitCause::AddressLost
+            },
+            Event::MigrationStarted {
+                conn: h.mover_conn,
+                mode: Mode::Sustain
+            },
+            Event::MsynSent {
+                conn: h.mover_conn,
+                attempt: 1
+            },
+        ]
+    );
+    // Stall: from the loss to the MSYN-ACK: 50 ms gap + one round trip.
+    assert_eq!(stall_of(&events), [ms(52)]);
+    assert_eq!(
+        h.migration_events(h.peer),
+        [Event::PeerMoved {
+            conn: h.peer_conn.unwrap(),
+            new_remote: SocketAddrV4::new(MOVER_B, port),
+            behind_napt: false
+        }]
+    );
+}
