@@ -772,3 +772,380 @@ fn sustain_one_move_exact_handshake() {
         }]
     );
 }
+
+/// PROTOCOL.md §9: continuation mode puts an authenticated Address-Update
+/// on every segment from the new address until the peer answers there.
+#[test]
+fn continuation_one_move_address_update_until_answered() {
+    let mut h = Harness::new(Setup {
+        mover: Config {
+            mode: Mode::Continuation,
+            ..Config::default()
+        },
+        capture_all: true,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let peer_token = h.peer_info().local_token.unwrap();
+    let port = h.mover_info().local.port();
+    h.lose(h.mover, MOVER_A);
+    let una_at_loss = h.mover_info().snd_una;
+    h.run_for(ms(50));
+    let t_move = h.now();
+    h.gain(h.mover, MOVER_B, None);
+    // No handshake state: the underlying state goes on sending.
+    assert!(matches!(
+        h.mover_info().state,
+        State::Established | State::FinWait1
+    ));
+    h.finish();
+
+    let seen = h.seen_after(t_move);
+    assert!(seen.iter().all(|s| s.sent.msyn().is_none()), "no MSYN");
+    let from_mover: Vec<&Seen> = seen.iter().filter(|s| s.from == h.mover).collect();
+    let first_seg = from_mover[0];
+    assert_eq!(first_seg.sent.seq, una_at_loss, "resends from SND.UNA");
+    let peer_reply = first(&seen, |s| s.from == h.peer);
+    assert_eq!(peer_reply.sent.dst, SocketAddrV4::new(MOVER_B, port));
+    let reply_arrival = peer_reply.time + ms(1);
+    let expected = AddressUpdate {
+        old_addr: MOVER_A,
+        token: peer_token.0,
+        request: 1,
+        mac: first_seg.sent.update.unwrap().mac,
+    };
+    let (before, after): (Vec<&Seen>, Vec<&Seen>) =
+        from_mover.iter().partition(|s| s.time < reply_arrival);
+    assert!(!before.is_empty() && !after.is_empty());
+    for s in &before {
+        assert_eq!(s.sent.update, Some(expected), "{:?}", s.sent);
+        assert_eq!(s.sent.src, SocketAddrV4::new(MOVER_B, port));
+        // §5.6: no SACK blocks next to timestamps and Address-Update.
+        assert_eq!(s.sent.sack_blocks, 0);
+    }
+    assert!(after.iter().all(|s| s.sent.update.is_none()));
+    let (ms_, ps) = (h.net.node(h.mover).stats(), h.net.node(h.peer).stats());
+    assert_eq!(
+        (
+            ms_.address_updates_sent,
+            ms_.migrations_completed,
+            ms_.msyns_sent
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!((ps.moves_accepted, ps.mac_failures), (1, 0));
+    let events = h.migration_events(h.mover);
+    assert_eq!(
+        events[1],
+        Event::MigrationStarted {
+            conn: h.mover_conn,
+            mode: Mode::Continuation
+        }
+    );
+    assert_eq!(stall_of(&events), [ms(52)]);
+    assert_eq!(
+        h.migration_events(h.peer),
+        [Event::PeerMoved {
+            conn: h.peer_conn.unwrap(),
+            new_remote: SocketAddrV4::new(MOVER_B, port),
+            behind_napt: false
+        }]
+    );
+}
+
+// ----------------------------------------------------------------------
+// NAPT
+// ----------------------------------------------------------------------
+
+/// The mover moves from a global address to behind a NAPT, then to another
+/// private address behind it: each MSYN makes a fresh mapping with a new
+/// public port, the responder detects the NAPT from Migrate-Permit, and
+/// the tracker never sees an ACK it would drop (§7 ACK clamp, §10).
+#[test]
+fn move_behind_a_napt_twice() {
+    let mut h = Harness::new(Setup::default());
+    let napt = Rc::new(RefCell::new(Napt::new(NAPT_PUBLIC)));
+    let mb = h.net.add_middlebox(napt.clone(), InsideScope::Private);
+    h.net.add_middlebox_address(mb, NAPT_PUBLIC);
+    h.established();
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    let t_first = h.now();
+    h.lose(h.mover, MOVER_A);
+    h.run_for(ms(20));
+    h.gain(h.mover, PRIVATE_1, Some(Some(mb)));
+    h.transfer(MIB);
+    let t_second = h.now();
+    h.lose(h.mover, PRIVATE_1);
+    h.run_for(ms(20));
+    h.gain(h.mover, PRIVATE_2, None);
+    h.finish();
+
+    let mappings = napt.borrow().mappings();
+    assert_eq!(mappings.len(), 2, "{mappings:?}");
+    let public: Vec<SocketAddrV4> = mappings.iter().map(|m| m.public).collect();
+    assert_ne!(
+        public[0].port(),
+        public[1].port(),
+        "a new public port per MSYN"
+    );
+    assert_eq!(
+        mappings.iter().map(|m| m.private).collect::<Vec<_>>(),
+        [
+            SocketAddrV4::new(PRIVATE_1, port),
+            SocketAddrV4::new(PRIVATE_2, port)
+        ]
+    );
+    let stats = napt.borrow().stats().clone();
+    assert_eq!(stats.mappings_created, 2);
+    assert_eq!(stats.bad_synack_dropped, 0);
+    assert_eq!(stats.ack_over_bound_dropped, 0, "{stats:?}");
+    assert_eq!(stats.invalid_dropped, 0);
+
+    for (t, private, public) in [
+        (t_first, PRIVATE_1, public[0]),
+        (t_second, PRIVATE_2, public[1]),
+    ] {
+        let seen = h.seen_after(t);
+        let msyn = first(&seen, |s| s.sent.msyn().is_some());
+        assert_eq!(msyn.sent.src, SocketAddrV4::new(private, port));
+        assert_eq!(msyn.delivered.src, public, "translated by the NAPT");
+        assert_eq!(
+            msyn.sent.permit.map(|p| p.direct()),
+            Some(SocketAddrV4::new(private, port))
+        );
+        let synack = first(&seen, |s| s.sent.msyn_ack().is_some());
+        assert_eq!(synack.sent.dst, public);
+        assert_eq!(synack.delivered.dst, SocketAddrV4::new(private, port));
+        assert_eq!(synack.sent.ack, msyn.delivered.seq + 1);
+        assert_eq!(synack.fate, Fate::Delivered);
+    }
+    assert!(h.peer_info().peer_behind_napt);
+    let peer = h.peer_conn.unwrap();
+    assert_eq!(
+        h.migration_events(h.peer),
+        [
+            Event::PeerMoved {
+                conn: peer,
+                new_remote: public[0],
+                behind_napt: true
+            },
+            Event::PeerMoved {
+                conn: peer,
+                new_remote: public[1],
+                behind_napt: true
+            }
+        ]
+    );
+}
+
+fn packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: TcpFlags) -> Vec<u8> {
+    let tcp = TcpRepr {
+        seq: SeqNumber(seq),
+        ack: SeqNumber(ack),
+        flags,
+        window: 1000,
+        ..TcpRepr::default()
+    };
+    build(src, dst, &tcp, MigrationOptions::default())
+}
+
+/// The NAPT model itself: fresh port per flow, unsolicited inbound
+/// dropped, SYN-ACK must ack exactly SYN.seq + 1, ACK upper bound in both
+/// directions, checksums valid after translation.
+#[test]
+fn napt_tracks_handshake_and_ack_bounds() {
+    let mut napt = Napt::new(NAPT_PUBLIC);
+    let t = Instant::ZERO;
+    let inside = SocketAddrV4::new(PRIVATE_1, 40000);
+    let remote = SocketAddrV4::new(PEER_ADDR, 443);
+    let public = SocketAddrV4::new(NAPT_PUBLIC, 20000);
+    let mut out = |napt: &mut Napt, seq, ack, flags| {
+        let mut p = packet(inside, remote, seq, ack, flags);
+        let ok = napt.process(t, Direction::Outbound, &mut p);
+        ok.then(|| Seg::parse(&p).expect("valid checksums after translation"))
+    };
+    let inn = |napt: &mut Napt, from: SocketAddrV4, seq, ack, flags| {
+        let mut p = packet(from, public, seq, ack, flags);
+        let ok = napt.process(t, Direction::Inbound, &mut p);
+        ok.then(|| Seg::parse(&p).expect("valid checksums after translation"))
+    };
+    const SA: TcpFlags = TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0);
+    // No mapping yet: a non-SYN from inside and anything from outside die.
+    assert!(out(&mut napt, 1001, 5001, TcpFlags::ACK).is_none());
+    assert!(inn(&mut napt, remote, 5000, 1001, SA).is_none());
+    let syn = out(&mut napt, 1000, 0, TcpFlags::SYN).unwrap();
+    assert_eq!(syn.src, public);
+    // Another remote may not use the mapping.
+    let stranger = SocketAddrV4::new(ATTACKER, 443);
+    assert!(inn(&mut napt, stranger, 5000, 1001, SA).is_none());
+    // The SYN-ACK must ack exactly SYN.seq + 1.
+    assert!(inn(&mut napt, remote, 5000, 1000, SA).is_none());
+    assert!(inn(&mut napt, remote, 5000, 1002, SA).is_none());
+    let synack = inn(&mut napt, remote, 5000, 1001, SA).unwrap();
+    assert_eq!(synack.dst, inside);
+    // ACK upper bounds: nothing beyond what the other side sent.
+    assert!(out(&mut napt, 1001, 5002, TcpFlags::ACK).is_none());
+    assert!(out(&mut napt, 1001, 5001, TcpFlags::ACK).is_some());
+    assert!(inn(&mut napt, remote, 5001, 1002, TcpFlags::ACK).is_none());
+    assert!(inn(&mut napt, remote, 5001, 1001, TcpFlags::ACK).is_some());
+    // A new flow from another private address gets a new port.
+    let mut p = packet(
+        SocketAddrV4::new(PRIVATE_2, 40000),
+        remote,
+        7,
+        0,
+        TcpFlags::SYN,
+    );
+    assert!(napt.process(t, Direction::Outbound, &mut p));
+    assert_eq!(
+        Seg::parse(&p).unwrap().src,
+        SocketAddrV4::new(NAPT_PUBLIC, 20001)
+    );
+    let stats = napt.stats();
+    assert_eq!(stats.mappings_created, 2);
+    assert_eq!(stats.no_mapping_dropped, 1);
+    assert_eq!(stats.unsolicited_dropped, 2);
+    assert_eq!(stats.bad_synack_dropped, 2);
+    assert_eq!(stats.ack_over_bound_dropped, 2);
+    // Idle mappings expire.
+    napt.set_idle_timeout(Duration::from_secs(10));
+    let mut late = packet(inside, remote, 1001, 5001, TcpFlags::ACK);
+    assert!(!napt.process(Instant::from_millis(60_000), Direction::Outbound, &mut late));
+    assert_eq!(napt.mappings().len(), 0);
+    assert_eq!(napt.stats().mappings_expired, 2);
+}
+
+// ----------------------------------------------------------------------
+// Losing handshake segments
+// ----------------------------------------------------------------------
+
+fn outbound_msyn() -> Pick {
+    Box::new(|d, s| d == Direction::Outbound && s.msyn().is_some())
+}
+
+#[test]
+fn lost_msyn_is_retransmitted_after_t0() {
+    let mut h = Harness::new(Setup {
+        dropper: Some((outbound_msyn(), 1)),
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let rto = h.mover_info().rto;
+    let t0 = rto.min(Duration::from_secs(1));
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    let t_move = h.now();
+    h.finish();
+    assert_eq!(h.drops_left.get(), 0);
+    let seen = h.seen_after(t_move);
+    let msyns: Vec<&Seen> = seen.iter().filter(|s| s.sent.msyn().is_some()).collect();
+    assert_eq!(msyns.len(), 2);
+    assert_eq!(msyns[0].fate, Fate::Filtered);
+    assert_eq!(msyns[1].time - msyns[0].time, t0, "T0 = min(1 s, RTO)");
+    // Each transmission takes a new request number (PROTOCOL.md §4.5).
+    assert_eq!(msyns[0].sent.msyn().unwrap().request, 1);
+    assert_eq!(msyns[1].sent.msyn().unwrap().request, 2);
+    assert_eq!(msyns[0].sent.seq, msyns[1].sent.seq);
+    let synack = first(&seen, |s| s.sent.msyn_ack().is_some());
+    assert_eq!(synack.sent.msyn_ack().unwrap().request, 2);
+    assert_eq!(synack.sent.ack, msyns[1].sent.seq + 1);
+    let events = h.migration_events(h.mover);
+    let conn = h.mover_conn;
+    assert!(events.contains(&Event::MsynSent { conn, attempt: 1 }));
+    assert!(events.contains(&Event::MsynSent { conn, attempt: 2 }));
+    assert_eq!(stall_of(&events), [ms(10) + t0 + ms(2)]);
+    assert_eq!(h.net.node(h.mover).stats().msyns_sent, 2);
+    assert_eq!(h.net.node(h.peer).stats().moves_accepted, 1);
+}
+
+#[test]
+fn lost_msyn_ack_recovers_by_msyn_retransmission() {
+    let mut h = Harness::new(Setup {
+        dropper: Some((
+            Box::new(|d, s| d == Direction::Inbound && s.msyn_ack().is_some()),
+            1,
+        )),
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    let t_move = h.now();
+    h.finish();
+    assert_eq!(h.drops_left.get(), 0);
+    let seen = h.seen_after(t_move);
+    let synacks: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.sent.msyn_ack().is_some())
+        .collect();
+    assert!(synacks.len() >= 2);
+    assert_eq!(synacks[0].fate, Fate::Filtered);
+    let msyns: Vec<&Seen> = seen.iter().filter(|s| s.sent.msyn().is_some()).collect();
+    for synack in &synacks {
+        let r = synack.sent.msyn_ack().unwrap().request;
+        let msyn = msyns
+            .iter()
+            .find(|m| m.sent.msyn().unwrap().request == r)
+            .expect("answers one of our MSYNs");
+        assert_eq!(synack.sent.ack, msyn.sent.seq + 1);
+    }
+    let confirm = first(&seen, |s| s.sent.confirm().is_some());
+    let accepted = synacks[1].sent.msyn_ack().unwrap();
+    assert_eq!(
+        confirm.sent.confirm(),
+        Some(MigrateConfirm {
+            request: accepted.request,
+            nonce: accepted.nonce
+        })
+    );
+    assert_eq!(h.net.node(h.peer).stats().paths_confirmed, 1);
+    assert_eq!(h.mover_info().migrations, 1);
+}
+
+/// The Confirm ACK is lost and the mover has nothing to send: the
+/// responder's MSYN-ACK timer resends the same MSYN-ACK (same nonce) and
+/// the mover answers it again (PROTOCOL.md §6.4 step 8, §6.5).
+#[test]
+fn lost_final_ack_recovers_by_msyn_ack_retransmission() {
+    let mut h = Harness::new(Setup {
+        up: 0,
+        down: 8 * MIB,
+        dropper: Some((
+            Box::new(|d, s| d == Direction::Outbound && s.confirm().is_some()),
+            1,
+        )),
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let peer_t0 = h.peer_info().rto.min(Duration::from_secs(1));
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    let t_move = h.now();
+    h.finish();
+    assert_eq!(h.drops_left.get(), 0);
+    let seen = h.seen_after(t_move);
+    let synacks: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.sent.msyn_ack().is_some())
+        .collect();
+    assert_eq!(synacks.len(), 2);
+    assert_eq!(synacks[1].time - synacks[0].time, peer_t0);
+    assert_eq!(
+        synacks[0].sent.migrate, synacks[1].sent.migrate,
+        "same r, nonce"
+    );
+    assert_eq!(synacks[0].sent.seq, synacks[1].sent.seq);
+    let confirms: Vec<&Seen> = seen.iter().filter(|s| s.sent.confirm().is_some()).collect();
+    assert_eq!(confirms.len(), 2);
+    assert_eq!(confirms[0].fate, Fate::Filtered);
+    assert_eq!(confirms[1].sent, {
+        let mut s = confirms[0].sent.clone();
+        s.window = confirms[1].sent.window;
+        s
+    });
+    let (ms_, ps) = (h.net.node(h.mover).stats(), h.net.node(h.peer).stats());
+    assert_eq!((ms_.msyns_sent, ms_.msyn_acks_accepted), (1, 2));
+    assert_eq!((ps.msyn_acks_sent, ps.paths_confirmed), (2, 1));
+}
