@@ -538,6 +538,13 @@ impl<N: SimNode> Network<N> {
         self.transmit(from, packet);
     }
 
+    /// Hands every node's pending output to the network now, without
+    /// advancing time (`step` starts with the same). Lets a driver see the
+    /// events a transmission produces at the instant it happens.
+    pub fn flush(&mut self) {
+        self.flush_transmits();
+    }
+
     /// Drains every node's `poll_transmit` into the network, then advances
     /// time to the next event (packet arrival or node timeout) and processes
     /// it. Returns `false` if nothing is pending. Arrivals are processed

@@ -248,7 +248,8 @@ struct Setup {
     capture_all: bool,
     /// Put the mover behind a packet dropper from the start.
     dropper: Option<(Pick, u32)>,
-    /// Close the write side once everything is written.
+    /// Close the write side once everything is written (otherwise only
+    /// `finish` closes, so connections outlive pauses between moves).
     close_when_written: bool,
 }
 
@@ -263,7 +264,7 @@ impl Default for Setup {
             seed: 1,
             capture_all: false,
             dropper: None,
-            close_when_written: true,
+            close_when_written: false,
         }
     }
 }
@@ -368,6 +369,9 @@ impl Harness {
     }
 
     fn pump(&mut self) {
+        // Transmit now what the last event produced, so events such as
+        // MsynSent carry the instant of the transmission.
+        self.net.flush();
         let now = self.net.now();
         Self::pump_one(
             &mut self.net,
@@ -490,6 +494,7 @@ impl Harness {
 
     /// Runs to the end: everything read, both sides closed normally.
     fn finish(&mut self) {
+        self.close_when_written = true;
         let deadline = self.now() + Duration::from_secs(1200);
         let mover_conn = self.mover_conn;
         let ok = self.run_until(deadline, |h| {
@@ -601,7 +606,7 @@ fn stall_of(events: &[Event]) -> Vec<Duration> {
         .collect()
 }
 
-fn first<'a>(seen: &'a [Seen], what: impl Fn(&Seen) -> bool) -> &'a Seen {
+fn first(seen: &[Seen], what: impl Fn(&Seen) -> bool) -> &Seen {
     seen.iter()
         .find(|s| what(s))
         .expect("segment in the capture")
@@ -961,7 +966,7 @@ fn napt_tracks_handshake_and_ack_bounds() {
     let inside = SocketAddrV4::new(PRIVATE_1, 40000);
     let remote = SocketAddrV4::new(PEER_ADDR, 443);
     let public = SocketAddrV4::new(NAPT_PUBLIC, 20000);
-    let mut out = |napt: &mut Napt, seq, ack, flags| {
+    let out = |napt: &mut Napt, seq, ack, flags| {
         let mut p = packet(inside, remote, seq, ack, flags);
         let ok = napt.process(t, Direction::Outbound, &mut p);
         ok.then(|| Seg::parse(&p).expect("valid checksums after translation"))
@@ -1123,6 +1128,7 @@ fn lost_final_ack_recovers_by_msyn_ack_retransmission() {
     let peer_t0 = h.peer_info().rto.min(Duration::from_secs(1));
     h.move_mover(MOVER_A, MOVER_B, ms(10));
     let t_move = h.now();
+    h.run_for(Duration::from_secs(1));
     h.finish();
     assert_eq!(h.drops_left.get(), 0);
     let seen = h.seen_after(t_move);
@@ -1148,4 +1154,635 @@ fn lost_final_ack_recovers_by_msyn_ack_retransmission() {
     let (ms_, ps) = (h.net.node(h.mover).stats(), h.net.node(h.peer).stats());
     assert_eq!((ms_.msyns_sent, ms_.msyn_acks_accepted), (1, 2));
     assert_eq!((ps.msyn_acks_sent, ps.paths_confirmed), (2, 1));
+}
+
+// ----------------------------------------------------------------------
+// Forged and replayed options (PROTOCOL.md §4.5, §6.3, §11)
+// ----------------------------------------------------------------------
+
+fn add_attacker(h: &mut Harness) -> NodeId {
+    h.net.add_node(
+        ATTACKER,
+        Endpoint::new(Config::default(), Box::new(SplitMix64::new(99))),
+    )
+}
+
+fn peer_moves(h: &Harness) -> Vec<SocketAddrV4> {
+    h.migration_events(h.peer)
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerMoved { new_remote, .. } => Some(*new_remote),
+            _ => None,
+        })
+        .collect()
+}
+
+fn edit_msyn(edit: impl FnOnce(&mut Migrate)) -> impl FnOnce(&mut MigrationOptions<'static>) {
+    move |o| match &mut o.migrate {
+        Some(MigrateOption::Msyn(m)) => edit(m),
+        other => panic!("not an MSYN: {other:?}"),
+    }
+}
+
+#[test]
+fn forged_unknown_and_replayed_msyns_never_move_the_connection() {
+    let mut h = Harness::new(Setup {
+        up: 8 * MIB,
+        down: 8 * MIB,
+        ..Setup::default()
+    });
+    let attacker = add_attacker(&mut h);
+    let spoofed = SocketAddrV4::new(ATTACKER, 40000);
+    h.established();
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    let t = h.now();
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    h.transfer(MIB);
+    let seen = h.seen_after(t);
+    let msyn1 = first(&seen, |s| s.sent.msyn().is_some()).bytes.clone();
+    let synack1 = first(&seen, |s| s.sent.msyn_ack().is_some()).bytes.clone();
+    let at_mover_b = SocketAddrV4::new(MOVER_B, port);
+    assert_eq!(h.peer_info().remote, at_mover_b);
+
+    // A wrong MAC with a fresh request number; an unknown token; the
+    // genuine MSYN replayed from elsewhere and from the mover's own
+    // (spoofed) current address.
+    let forged = [
+        forge(
+            &msyn1,
+            spoofed,
+            edit_msyn(|m| {
+                m.request = 1000;
+                m.mac[0] ^= 1;
+            }),
+        ),
+        forge(
+            &msyn1,
+            spoofed,
+            edit_msyn(|m| {
+                m.request = 1001;
+                m.token ^= 0x8000_0000;
+            }),
+        ),
+        forge(&msyn1, spoofed, |_| {}),
+        msyn1.clone(),
+    ];
+    for p in forged {
+        h.net.inject(attacker, p);
+    }
+    // A forged MSYN-ACK at the mover (bad MAC) changes nothing; the
+    // genuine one replayed is a repeat and is only re-confirmed (§6.4
+    // step 8).
+    let mut bad_synack = forge(&synack1, SocketAddrV4::new(PEER_ADDR, PEER_PORT), |o| {
+        if let Some(MigrateOption::MsynAck(a)) = &mut o.migrate {
+            a.mac[3] ^= 0x40;
+        }
+    });
+    h.net.inject(attacker, std::mem::take(&mut bad_synack));
+    h.run_for(ms(20));
+    let ps = h.net.node(h.peer).stats().clone();
+    assert_eq!(
+        (ps.mac_failures, ps.unknown_tokens, ps.repeat_requests),
+        (1, 1, 2)
+    );
+    assert_eq!(ps.moves_accepted, 1);
+    assert_eq!(h.peer_info().remote, at_mover_b);
+    assert_eq!(h.peer_info().forged_dropped, 3);
+    // Cheapest checks first (§6.4 steps 1-3): its ACK is no longer
+    // SND.UNA, so it dies before the MAC, and nothing is sent back.
+    assert_eq!(h.net.node(h.mover).stats().msyn_acks_refused, 1);
+    assert_eq!(h.net.node(h.mover).stats().msyn_acks_accepted, 1);
+
+    // After a second genuine move the first MSYN is stale.
+    let t2 = h.now();
+    h.move_mover(MOVER_B, MOVER_C, ms(10));
+    h.transfer(MIB);
+    let msyn2 = first(&h.seen_after(t2), |s| s.sent.msyn().is_some())
+        .bytes
+        .clone();
+    h.net.inject(attacker, forge(&msyn1, spoofed, |_| {}));
+    h.net.inject(attacker, forge(&msyn2, spoofed, |_| {}));
+    h.run_for(ms(20));
+    let ps = h.net.node(h.peer).stats().clone();
+    assert_eq!((ps.stale_requests, ps.repeat_requests), (1, 3));
+    assert_eq!(ps.moves_accepted, 2);
+    assert_eq!(
+        peer_moves(&h),
+        [at_mover_b, SocketAddrV4::new(MOVER_C, port)]
+    );
+    h.finish();
+    // Nothing was ever answered to the attacker, nothing was reset.
+    assert_eq!(h.net.node(attacker).stats().packets_in, 0);
+    assert_eq!(h.net.node(h.peer).stats().resets_sent, 0);
+    assert_eq!(h.net.node(h.mover).stats().resets_sent, 0);
+}
+
+/// PROTOCOL.md §11.8: at most 20 MAC verifications per connection per
+/// second; the rest are dropped unverified, and a genuine move later still
+/// works.
+#[test]
+fn mac_verifications_are_rate_limited() {
+    let mut h = Harness::new(Setup::default());
+    let attacker = add_attacker(&mut h);
+    h.established();
+    h.transfer(MIB);
+    let t = h.now();
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    h.run_for(Duration::from_millis(1100));
+    let msyn = first(&h.seen_after(t), |s| s.sent.msyn().is_some())
+        .bytes
+        .clone();
+    for i in 0..100 {
+        let p = forge(
+            &msyn,
+            SocketAddrV4::new(ATTACKER, 40000),
+            edit_msyn(|m| {
+                m.request = 500 + i;
+                m.mac[1] ^= 0x80;
+            }),
+        );
+        h.net.inject(attacker, p);
+    }
+    h.run_for(ms(20));
+    let ps = h.net.node(h.peer).stats().clone();
+    assert_eq!((ps.mac_failures, ps.mac_rate_limited), (20, 80));
+    h.run_for(Duration::from_millis(1100));
+    h.move_mover(MOVER_B, MOVER_C, ms(10));
+    h.finish();
+    assert_eq!(h.net.node(h.peer).stats().moves_accepted, 2);
+    assert_eq!(stall_of(&h.migration_events(h.mover)).len(), 2);
+}
+
+fn edit_update(
+    edit: impl FnOnce(&mut AddressUpdate),
+) -> impl FnOnce(&mut MigrationOptions<'static>) {
+    move |o| match &mut o.address_update {
+        Some(u) => edit(u),
+        None => panic!("no Address-Update"),
+    }
+}
+
+#[test]
+fn forged_and_replayed_address_updates_never_move_the_connection() {
+    let mut h = Harness::new(Setup {
+        mover: Config {
+            mode: Mode::Continuation,
+            ..Config::default()
+        },
+        up: 8 * MIB,
+        down: 8 * MIB,
+        ..Setup::default()
+    });
+    let attacker = add_attacker(&mut h);
+    let spoofed = SocketAddrV4::new(ATTACKER, 40000);
+    h.established();
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    let t = h.now();
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    h.transfer(MIB);
+    let update1 = first(&h.seen_after(t), |s| s.sent.update.is_some())
+        .bytes
+        .clone();
+    for p in [
+        forge(
+            &update1,
+            spoofed,
+            edit_update(|u| {
+                u.request = 77;
+                u.mac[7] ^= 1;
+            }),
+        ),
+        forge(&update1, spoofed, edit_update(|u| u.token ^= 1)),
+        forge(&update1, spoofed, |_| {}),
+    ] {
+        h.net.inject(attacker, p);
+    }
+    h.run_for(ms(20));
+    let ps = h.net.node(h.peer).stats().clone();
+    assert_eq!(
+        (ps.mac_failures, ps.unknown_tokens, ps.repeat_requests),
+        (1, 1, 1)
+    );
+    assert_eq!(h.peer_info().remote, SocketAddrV4::new(MOVER_B, port));
+    let t2 = h.now();
+    h.move_mover(MOVER_B, MOVER_C, ms(10));
+    h.transfer(MIB);
+    assert!(h.seen_after(t2).iter().any(|s| s.sent.update.is_some()));
+    h.net.inject(attacker, forge(&update1, spoofed, |_| {}));
+    h.run_for(ms(20));
+    assert_eq!(h.net.node(h.peer).stats().stale_requests, 1);
+    assert_eq!(
+        peer_moves(&h),
+        [
+            SocketAddrV4::new(MOVER_B, port),
+            SocketAddrV4::new(MOVER_C, port)
+        ]
+    );
+    h.finish();
+    // Unknown 4-tuple with an Address-Update: silent drop, never a RST.
+    assert_eq!(h.net.node(h.peer).stats().resets_sent, 0);
+    assert_eq!(h.net.node(attacker).stats().packets_in, 0);
+}
+
+// ----------------------------------------------------------------------
+// Both ends move; MIG_WAIT
+// ----------------------------------------------------------------------
+
+/// Both ends lose their addresses and get new ones with no mobility
+/// server: each sends its MSYNs to the other's old address (T0, doubling),
+/// enters MIG_WAIT after the fifth, and closes with MigrationTimedOut
+/// exactly W later (PROTOCOL.md §6.6, §8.2).
+fn both_move_without_server(cfg: Config) {
+    let ceiling = cfg.mig_t0_ceiling;
+    let w = cfg.mig_wait;
+    let mut h = Harness::new(Setup {
+        mover: cfg.clone(),
+        peer: cfg,
+        up: 8 * MIB,
+        down: 8 * MIB,
+        close_when_written: false,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let t0_mover = h.mover_info().rto.min(ceiling);
+    let t0_peer = h.peer_info().rto.min(ceiling);
+    let peer_conn = h.peer_conn.unwrap();
+    h.lose(h.mover, MOVER_A);
+    h.lose(h.peer, PEER_ADDR);
+    h.run_for(ms(100));
+    let t1 = h.now();
+    h.gain(h.mover, MOVER_B, None);
+    h.gain(h.peer, PEER_B, None);
+    assert_eq!(h.mover_info().state, State::MigSent);
+    assert_eq!(h.peer_info().state, State::MigSent);
+    let wait_start = t1 + t0_mover.max(t0_peer) * 31;
+    h.run_until(wait_start + ms(500), |_| false);
+    assert_eq!(h.mover_info().state, State::MigWait);
+    assert_eq!(h.peer_info().state, State::MigWait);
+    let end = wait_start + w + Duration::from_secs(10);
+    h.run_until(end, |_| false);
+    for (node, conn, t0) in [
+        (h.mover, h.mover_conn, t0_mover),
+        (h.peer, peer_conn, t0_peer),
+    ] {
+        let timed: Vec<(Instant, Event)> = h
+            .events(node)
+            .iter()
+            .filter(|(t, _)| *t >= t1)
+            .cloned()
+            .collect();
+        let msyns: Vec<(Instant, u32)> = timed
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Event::MsynSent { attempt, .. } => Some((*t, *attempt)),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(Instant, u32)> = [0u32, 1, 3, 7, 15]
+            .iter()
+            .zip(1..)
+            .map(|(&k, attempt)| (t1 + t0 * k, attempt))
+            .collect();
+        assert_eq!(msyns, expected, "MSYNs at 0, T0, 3 T0, 7 T0, 15 T0");
+        let wait_at = t1 + t0 * 31;
+        assert!(timed.contains(&(
+            wait_at,
+            Event::MigWait {
+                conn,
+                cause: MigWaitCause::MsynUnanswered
+            }
+        )));
+        let closed_at = wait_at + w;
+        assert!(timed.contains(&(
+            closed_at,
+            Event::MigrationFailed {
+                conn,
+                reason: MigrationFailure::MigWaitExpired
+            }
+        )));
+        assert!(timed.contains(&(
+            closed_at,
+            Event::Closed {
+                conn,
+                reason: CloseReason::MigrationTimedOut
+            }
+        )));
+        let ep = h.net.node_mut(node);
+        assert_eq!(ep.state(conn), Some(State::Closed));
+        assert_eq!(
+            ep.send(conn, b"late"),
+            Err(sustain_core::tcp::TcpError::MigrationTimedOut)
+        );
+        assert_eq!(ep.stats().migration_timeouts, 1);
+        assert_eq!(ep.index_sizes().tokens, 0);
+        assert_eq!(ep.index_sizes().four_tuples, 0);
+    }
+}
+
+#[test]
+fn both_ends_move_without_server_mig_wait_then_timeout() {
+    both_move_without_server(Config::default());
+}
+
+/// The paper-faithful profile: 3 s minimum RTO, T0 = 3 s: MSYNs at 0, 3,
+/// 9, 21 and 45 s, MIG_WAIT from 93 s.
+#[test]
+fn both_ends_move_without_server_paper_profile() {
+    let cfg = Config::paper_faithful();
+    assert_eq!(cfg.mig_t0_ceiling, Duration::from_secs(3));
+    both_move_without_server(cfg);
+}
+
+/// Both ends moved and wait in MIG_WAIT; a peer location notice (what the
+/// mobility server will send) makes one send its MSYN to the other's new
+/// address, which completes both moves.
+#[test]
+fn both_ends_move_then_peer_location_resumes() {
+    let mut h = Harness::new(Setup {
+        up: 4 * MIB,
+        down: 4 * MIB,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    h.lose(h.mover, MOVER_A);
+    h.lose(h.peer, PEER_ADDR);
+    h.run_for(ms(100));
+    h.gain(h.mover, MOVER_B, None);
+    h.gain(h.peer, PEER_B, None);
+    h.run_for(Duration::from_secs(10));
+    assert_eq!(h.mover_info().state, State::MigWait);
+    assert_eq!(h.peer_info().state, State::MigWait);
+    let now = h.now();
+    let token = h.mover_info().remote_token.unwrap();
+    assert_eq!(h.net.node(h.peer).connection_for_token(token), h.peer_conn);
+    let conn = h.mover_conn;
+    h.net
+        .node_mut(h.mover)
+        .peer_location(now, conn, SocketAddrV4::new(PEER_B, PEER_PORT))
+        .unwrap();
+    assert_eq!(h.mover_info().state, State::MigSent);
+    h.finish();
+    assert_eq!(
+        peer_moves(&h),
+        [SocketAddrV4::new(MOVER_B, port)],
+        "the peer accepted the MSYN in MIG_WAIT"
+    );
+    assert_eq!(stall_of(&h.migration_events(h.peer)).len(), 1);
+    let stalls = stall_of(&h.migration_events(h.mover));
+    assert_eq!(stalls.len(), 1);
+    assert!(stalls[0] > Duration::from_secs(10));
+}
+
+/// DESIGN.md: a host whose address is gone holds its connections in
+/// MIG_WAIT, sending nothing, until a usable address appears; then it
+/// resumes without being told anything else.
+#[test]
+fn mig_wait_holds_until_an_address_appears() {
+    let mut h = Harness::new(Setup::default());
+    h.established();
+    h.transfer(MIB);
+    h.lose(h.mover, MOVER_A);
+    let sent_before = h.net.node(h.mover).stats().packets_out;
+    h.run_for(Duration::from_secs(30));
+    assert_eq!(h.mover_info().state, State::MigWait);
+    assert_eq!(h.net.node(h.mover).stats().packets_out, sent_before);
+    assert_eq!(h.peer_info().state, State::Established);
+    h.gain(h.mover, MOVER_B, None);
+    h.finish();
+    assert_eq!(
+        stall_of(&h.migration_events(h.mover)),
+        [Duration::from_secs(30) + ms(2)]
+    );
+}
+
+/// PROTOCOL.md §9 mover step 5: unanswered, the Address-Update is resent
+/// at T0, 3 T0, 7 T0 and 15 T0, and the connection dropped at 31 T0.
+#[test]
+fn address_update_unanswered_drops_the_connection_at_31_t0() {
+    let mut h = Harness::new(Setup {
+        mover: Config {
+            mode: Mode::Continuation,
+            ..Config::default()
+        },
+        close_when_written: false,
+        up: 8 * MIB,
+        down: 8 * MIB,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let t0 = h.mover_info().rto.min(Duration::from_secs(1));
+    h.lose(h.mover, MOVER_A);
+    h.net.set_link(
+        h.peer,
+        h.mover,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let t_move = h.now();
+    h.gain(h.mover, MOVER_B, None);
+    h.run_for(t0 * 31 + Duration::from_secs(1));
+    let conn = h.mover_conn;
+    let closed_at = t_move + t0 * 31;
+    assert!(h.mover_events.contains(&(
+        closed_at,
+        Event::MigrationFailed {
+            conn,
+            reason: MigrationFailure::AddressUpdateUnanswered
+        }
+    )));
+    assert!(h.mover_events.contains(&(
+        closed_at,
+        Event::Closed {
+            conn,
+            reason: CloseReason::MigrationTimedOut
+        }
+    )));
+    let mut times: Vec<Instant> = h
+        .seen_after(t_move)
+        .iter()
+        .filter(|s| s.from == h.mover && s.sent.update.is_some())
+        .map(|s| s.time)
+        .collect();
+    times.dedup();
+    let expected: Vec<Instant> = [0u32, 1, 3, 7, 15]
+        .iter()
+        .map(|&k| t_move + t0 * k)
+        .collect();
+    assert_eq!(times, expected);
+}
+
+// ----------------------------------------------------------------------
+// Plain TCP fallback
+// ----------------------------------------------------------------------
+
+/// PROTOCOL.md §6.1: a peer without Migrate-Permit gets plain TCP; when the
+/// address goes, the connection ends at once with a clear reason.
+#[test]
+fn legacy_peer_gets_plain_tcp_and_fails_cleanly_on_a_move() {
+    let mut h = Harness::new(Setup {
+        peer: Config {
+            mode: Mode::Plain,
+            ..Config::default()
+        },
+        close_when_written: false,
+        up: 8 * MIB,
+        down: 8 * MIB,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    let seen = h.seen();
+    let syn = first(&seen, |s| s.sent.is(TcpFlags::SYN));
+    assert!(syn.sent.permit.is_some_and(|p| p.key.is_some()));
+    let synack = first(&seen, |s| s.sent.is(TcpFlags::SYN | TcpFlags::ACK));
+    assert_eq!(synack.sent.permit, None);
+    assert_eq!(synack.sent.migrate, None);
+    assert!(!h.mover_info().migratable && !h.peer_info().migratable);
+    assert_eq!(h.net.node(h.mover).index_sizes().tokens, 0);
+    let t = h.now();
+    h.lose(h.mover, MOVER_A);
+    let conn = h.mover_conn;
+    assert_eq!(
+        h.migration_events(h.mover),
+        [Event::MigrationFailed {
+            conn,
+            reason: MigrationFailure::NotMigratable
+        }]
+    );
+    assert_eq!(h.closed(h.mover), [CloseReason::AddressLost]);
+    assert_eq!(
+        h.net.node_mut(h.mover).send(conn, b"x"),
+        Err(sustain_core::tcp::TcpError::AddressLost)
+    );
+    h.gain(h.mover, MOVER_B, None);
+    h.run_for(Duration::from_secs(3600));
+    assert!(h.seen_after(t).iter().all(|s| s.from != h.mover));
+    assert_eq!(h.net.node(h.mover).stats().address_lost_closes, 1);
+    // The legacy peer times out as plain TCP does.
+    assert_eq!(h.closed(h.peer), [CloseReason::TimedOut]);
+}
+
+#[test]
+fn plain_client_and_sustain_server_speak_plain_tcp() {
+    let mut h = Harness::new(Setup {
+        mover: Config {
+            mode: Mode::Plain,
+            ..Config::default()
+        },
+        ..Setup::default()
+    });
+    h.finish();
+    let seen = h.seen();
+    assert!(seen
+        .iter()
+        .all(|s| s.sent.permit.is_none() && s.sent.migrate.is_none()));
+    assert_eq!(seen.iter().filter(|s| s.sent.flags.syn()).count(), 2);
+}
+
+// ----------------------------------------------------------------------
+// Many moves, moves under load
+// ----------------------------------------------------------------------
+
+/// DESIGN.md: every move recovers, however many: 20 moves during a 64 MiB
+/// transfer, with the lookup tables the same size after each.
+#[test]
+fn twenty_moves_in_a_row_64mib() {
+    let mut h = Harness::new(Setup {
+        up: 64 * MIB,
+        down: 4 * MIB,
+        ..Setup::default()
+    });
+    h.established();
+    let expected = IndexSizes {
+        connections: 1,
+        four_tuples: 1,
+        previous_paths: 1,
+        tokens: 1,
+        ports: 1,
+    };
+    let addrs = [MOVER_B, MOVER_C, MOVER_A];
+    let mut current = MOVER_A;
+    for i in 0..20 {
+        // Move i once (i + 1) * 3 MiB have arrived: spread over the stream.
+        let target = (i + 1) * 3 * MIB;
+        let deadline = h.now() + Duration::from_secs(60);
+        assert!(h.run_until(deadline, |h| h.up.read >= target));
+        assert!(h.up.read < h.up.data.len(), "move {i} mid-transfer");
+        let next = addrs[i % 3];
+        h.move_mover(current, next, ms(5));
+        current = next;
+        let deadline = h.now() + Duration::from_secs(10);
+        assert!(
+            h.run_until(deadline, |h| stall_of(&h.migration_events(h.mover)).len()
+                == i + 1)
+        );
+        assert_eq!(h.net.node(h.mover).index_sizes(), expected, "move {i}");
+        assert_eq!(h.net.node(h.peer).index_sizes(), expected, "move {i}");
+    }
+    assert_eq!(h.mover_info().migrations, 20);
+    assert_eq!(h.peer_info().peer_moves, 20);
+    h.finish();
+    let requests: Vec<u32> = h
+        .seen()
+        .iter()
+        .filter_map(|s| s.sent.msyn().map(|m| m.request))
+        .collect();
+    assert_eq!(requests, (1..=20).collect::<Vec<u32>>());
+    let (ms_, ps) = (h.net.node(h.mover).stats(), h.net.node(h.peer).stats());
+    assert_eq!((ms_.msyns_sent, ms_.migrations_completed), (20, 20));
+    assert_eq!((ps.moves_accepted, ps.paths_confirmed), (20, 20));
+}
+
+#[test]
+fn move_during_slow_start() {
+    let mut h = Harness::new(Setup {
+        up: 8 * MIB,
+        down: 0,
+        ..Setup::default()
+    });
+    h.established();
+    let deadline = h.now() + Duration::from_secs(5);
+    assert!(h.run_until(deadline, |h| h.up.read >= 20_000));
+    let info = h.mover_info();
+    assert!(info.cwnd < info.ssthresh && info.cwnd < 100_000, "{info:?}");
+    h.move_mover(MOVER_A, MOVER_B, Duration::ZERO);
+    h.finish();
+    assert_eq!(h.net.node(h.mover).stats().migrations_completed, 1);
+}
+
+#[test]
+fn move_during_sack_recovery_on_a_lossy_link() {
+    let mut h = Harness::new(Setup {
+        link: LinkConfig {
+            latency: ms(5),
+            loss: 0.01,
+            ..LinkConfig::default()
+        },
+        up: 16 * MIB,
+        down: 0,
+        seed: 7,
+        ..Setup::default()
+    });
+    h.established();
+    let deadline = h.now() + Duration::from_secs(120);
+    assert!(h.run_until(deadline, |h| h.mover_info().in_recovery));
+    assert!(h.net.node(h.mover).stats().sack_recoveries >= 1);
+    h.move_mover(MOVER_A, MOVER_B, Duration::ZERO);
+    // The new path starts without the old path's recovery.
+    assert!(!h.mover_info().in_recovery);
+    let deadline = h.now() + Duration::from_secs(60);
+    assert!(
+        h.run_until(deadline, |h| !stall_of(&h.migration_events(h.mover))
+            .is_empty())
+    );
+    h.finish();
+    assert_eq!(h.net.node(h.peer).stats().moves_accepted, 1);
 }

@@ -358,7 +358,7 @@ impl Napt {
     fn outbound(&mut self, now: Instant, packet: &mut [u8], h: &Header) -> bool {
         let key = (h.src, h.dst);
         if !self.flows.contains_key(&key) {
-            if !(h.syn && !h.ack_flag) {
+            if !h.syn || h.ack_flag {
                 self.stats.no_mapping_dropped += 1;
                 return false;
             }

@@ -1031,7 +1031,26 @@ impl Connection {
             (_, 0) => seg.payload.is_empty() && seg.flags.fin() && seg.seq == rcv_nxt,
             (len, _) => in_window(seg.seq) || in_window(seg.seq + (len - 1)),
         };
-        if !acceptable {
+        // PROTOCOL.md §7: after a move the peer resends from its SND.UNA,
+        // which may lie below our RCV.NXT. Such a segment wholly below
+        // RCV.NXT (within the last window) is a duplicate: its data is
+        // acknowledged and dropped, but its ACK field is processed, as
+        // 4.4BSD processes duplicates; an empty one gets no reply.
+        // Otherwise two rewound ends would drop each other's ACKs and
+        // answer each one with another.
+        let old_duplicate = !acceptable
+            && !rst
+            && !seg.flags.syn()
+            && self.peer_catching_up()
+            && seg.seq + seg_len <= rcv_nxt
+            && seg.seq >= rcv_nxt - self.rcv_buf.max();
+        if old_duplicate && seg_len > 0 {
+            self.request_ack();
+        }
+        if acceptable && seg.seq >= rcv_nxt {
+            self.peer_caught_up();
+        }
+        if !acceptable && !old_duplicate {
             if rst {
                 // "If the RST bit is set, ... drop the segment and return."
                 return;
@@ -1701,13 +1720,11 @@ impl Connection {
                 self.ensure_timer(now);
                 if self.ack_now {
                     // A pure ACK: sequence number inside the peer's window
-                    // so it is acceptable even while a window probe is out.
-                    // On a young path SND.NXT: a NAPT's tracker there has
-                    // seen nothing beyond it (PROTOCOL.md §7, Confirm ACK).
+                    // so it is acceptable even while a window probe is out
+                    // (and, on a new path, within what a NAPT's tracker has
+                    // learned from the MSYN-ACK's window, PROTOCOL.md §7).
                     let edge = self.snd_una + self.snd_wnd;
-                    hdr.seq = if self.path_is_young() {
-                        self.snd_nxt
-                    } else if self.snd_max > edge {
+                    hdr.seq = if self.snd_max > edge {
                         edge.max(self.snd_una)
                     } else {
                         self.snd_max

@@ -100,6 +100,9 @@ pub(super) struct Mig {
     /// ACK clamp of §7: the highest SEG.SEQ + SEG.LEN seen on the new path
     /// while it is below RCV.NXT.
     path_high: Option<SeqNumber>,
+    /// Since the last path restart the peer has been resending from its
+    /// SND.UNA and has not yet caught up with our RCV.NXT (§7).
+    catching_up: bool,
     peer_behind_napt: bool,
     updating: Option<Updating>,
     /// Our address as the peer last confirmed it (Address-Update's "old").
@@ -133,6 +136,7 @@ impl Mig {
             confirm: None,
             pending: None,
             path_high: None,
+            catching_up: false,
             peer_behind_napt: false,
             updating: None,
             confirmed_local: *local.ip(),
@@ -244,12 +248,15 @@ impl Connection {
         }
     }
 
-    /// A young path (just moved): pure ACKs carry SND.NXT, the sequence
-    /// number a NAPT's tracker has seen, rather than SND.MAX.
-    pub(super) fn path_is_young(&self) -> bool {
-        self.mig
-            .as_ref()
-            .is_some_and(|m| m.confirm.is_some() || m.path_high.is_some() || m.updating.is_some())
+    /// After a move, until the peer's resent stream reaches our RCV.NXT.
+    pub(super) fn peer_catching_up(&self) -> bool {
+        self.mig.as_ref().is_some_and(|m| m.catching_up)
+    }
+
+    pub(super) fn peer_caught_up(&mut self) {
+        if let Some(m) = self.mig.as_mut() {
+            m.catching_up = false;
+        }
     }
 
     /// Sustain options for the next non-SYN segment.
@@ -502,6 +509,9 @@ impl Connection {
         self.retries = 0;
         self.extra_acks = 0;
         self.last_send = now;
+        if let Some(m) = self.mig.as_mut() {
+            m.catching_up = true;
+        }
     }
 
     fn stop_ordinary_timers(&mut self) {
