@@ -1786,3 +1786,152 @@ fn move_during_sack_recovery_on_a_lossy_link() {
     h.finish();
     assert_eq!(h.net.node(h.peer).stats().moves_accepted, 1);
 }
+
+// ----------------------------------------------------------------------
+// Crossing MSYNs, refusals, option stripping
+// ----------------------------------------------------------------------
+
+/// PROTOCOL.md §6.6: both ends learn where the other is at once; their
+/// MSYNs cross, each accepts the other's, and each answers the MSYN-ACK to
+/// its own with a Confirm carrying the nonce the other waits for.
+#[test]
+fn crossing_msyns_complete_both_moves() {
+    let mut h = Harness::new(Setup::default());
+    h.established();
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    let peer_conn = h.peer_conn.unwrap();
+    h.lose(h.mover, MOVER_A);
+    h.lose(h.peer, PEER_ADDR);
+    h.run_for(ms(100));
+    h.gain(h.mover, MOVER_B, None);
+    h.gain(h.peer, PEER_B, None);
+    h.run_for(Duration::from_secs(10));
+    assert_eq!(h.mover_info().state, State::MigWait);
+    let t = h.now();
+    let conn = h.mover_conn;
+    h.net
+        .node_mut(h.mover)
+        .peer_location(t, conn, SocketAddrV4::new(PEER_B, PEER_PORT))
+        .unwrap();
+    h.net
+        .node_mut(h.peer)
+        .peer_location(t, peer_conn, SocketAddrV4::new(MOVER_B, port))
+        .unwrap();
+    h.finish();
+    let seen = h.seen_after(t);
+    for (node, other) in [(h.mover, h.peer), (h.peer, h.mover)] {
+        let msyn = first(&seen, |s| s.from == node && s.sent.msyn().is_some());
+        let answer = first(&seen, |s| s.from == other && s.sent.msyn_ack().is_some());
+        assert_eq!(answer.sent.ack, msyn.sent.seq + 1);
+        let a = answer.sent.msyn_ack().unwrap();
+        let confirm = first(&seen, |s| s.from == node && s.sent.confirm().is_some());
+        assert_eq!(
+            confirm.sent.confirm(),
+            Some(MigrateConfirm {
+                request: a.request,
+                nonce: a.nonce
+            })
+        );
+        assert_eq!(h.net.node(node).stats().paths_confirmed, 1);
+        assert_eq!(h.net.node(node).stats().moves_accepted, 1);
+    }
+}
+
+/// PROTOCOL.md §6.8: in MIG_SENT only an RST acking exactly MSYN.seq + 1
+/// refuses the move, and even that only leads to MIG_WAIT.
+#[test]
+fn rst_acking_the_msyn_refuses_the_move_into_mig_wait() {
+    let mut h = Harness::new(Setup {
+        dropper: Some((outbound_msyn(), 1)),
+        ..Setup::default()
+    });
+    let attacker = add_attacker(&mut h);
+    h.established();
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    let t = h.now();
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    assert_eq!(h.mover_info().state, State::MigSent);
+    let msyn = first(&h.seen_after(t), |s| s.sent.msyn().is_some())
+        .sent
+        .clone();
+    let from = SocketAddrV4::new(PEER_ADDR, PEER_PORT);
+    let to = SocketAddrV4::new(MOVER_B, port);
+    let rst_ack = TcpFlags(TcpFlags::RST.0 | TcpFlags::ACK.0);
+    h.net
+        .inject(attacker, packet(from, to, 0, (msyn.seq + 2).0, rst_ack));
+    h.run_for(ms(5));
+    assert_eq!(h.mover_info().state, State::MigSent, "wrong ACK: ignored");
+    h.net
+        .inject(attacker, packet(from, to, 0, (msyn.seq + 1).0, rst_ack));
+    h.run_for(ms(5));
+    assert_eq!(h.mover_info().state, State::MigWait);
+    let conn = h.mover_conn;
+    assert!(h.migration_events(h.mover).contains(&Event::MigWait {
+        conn,
+        cause: MigWaitCause::Refused
+    }));
+    // In MIG_WAIT an RST is ignored; a new address (or notice) resumes.
+    h.net
+        .inject(attacker, packet(from, to, 0, (msyn.seq + 1).0, rst_ack));
+    h.run_for(ms(5));
+    let now = h.now();
+    h.net.node_mut(h.mover).address_available(now, MOVER_B);
+    h.finish();
+    let stats = h.net.node(h.mover).stats();
+    assert_eq!((stats.msyns_sent, stats.migrations_completed), (2, 1));
+    assert_eq!(stats.resets_received, 1);
+}
+
+/// PROTOCOL.md §10: an MSYN that reaches a stack that does not know the
+/// options (here a plain-mode host the notice wrongly pointed at) looks
+/// like a connection request; its SYN-ACK is no MSYN-ACK, so the mover
+/// resets the half-open connection it created and keeps trying, then
+/// waits. A correct notice afterwards resumes the connection, on the same
+/// 4-tuple as before.
+#[test]
+fn msyn_answered_by_a_legacy_listener_is_reset_and_the_move_goes_on() {
+    let mut h = Harness::new(Setup::default());
+    let legacy = h.net.add_node(
+        PEER_B,
+        Endpoint::new(
+            Config {
+                mode: Mode::Plain,
+                ..Config::default()
+            },
+            Box::new(SplitMix64::new(7)),
+        ),
+    );
+    h.net
+        .node_mut(legacy)
+        .listen(SocketAddrV4::new(PEER_B, PEER_PORT))
+        .unwrap();
+    h.established();
+    h.transfer(MIB);
+    let conn = h.mover_conn;
+    let now = h.now();
+    h.net
+        .node_mut(h.mover)
+        .peer_location(now, conn, SocketAddrV4::new(PEER_B, PEER_PORT))
+        .unwrap();
+    h.run_for(Duration::from_secs(10));
+    assert_eq!(h.mover_info().state, State::MigWait);
+    let stats = h.net.node(h.mover).stats().clone();
+    assert_eq!(stats.msyns_sent, 5);
+    assert_eq!(stats.msyn_acks_refused, 5);
+    assert_eq!(h.net.node(legacy).stats().resets_received, 5);
+    assert_eq!(h.net.node(legacy).connection_count(), 0);
+    // Meanwhile the real peer's segments on the path the mover left are
+    // dropped, never reset.
+    assert!(stats.old_path_drops > 0);
+    assert_eq!(stats.resets_sent, 5);
+    let now = h.now();
+    h.net
+        .node_mut(h.mover)
+        .peer_location(now, conn, SocketAddrV4::new(PEER_ADDR, PEER_PORT))
+        .unwrap();
+    h.finish();
+    assert_eq!(h.net.node(h.peer).stats().moves_accepted, 1);
+    assert_eq!(h.net.node(h.peer).stats().resets_received, 0);
+}

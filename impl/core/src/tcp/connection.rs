@@ -1719,16 +1719,7 @@ impl Connection {
                 }
                 self.ensure_timer(now);
                 if self.ack_now {
-                    // A pure ACK: sequence number inside the peer's window
-                    // so it is acceptable even while a window probe is out
-                    // (and, on a new path, within what a NAPT's tracker has
-                    // learned from the MSYN-ACK's window, PROTOCOL.md §7).
-                    let edge = self.snd_una + self.snd_wnd;
-                    hdr.seq = if self.snd_max > edge {
-                        edge.max(self.snd_una)
-                    } else {
-                        self.snd_max
-                    };
+                    hdr.seq = self.pure_ack_seq();
                     let sent = self.emit(now, buf, &hdr, sh);
                     if sent.is_some() && self.extra_acks > 0 {
                         self.extra_acks -= 1;
@@ -1738,6 +1729,19 @@ impl Connection {
                 }
                 None
             }
+        }
+    }
+
+    /// The sequence number of a pure ACK: inside the peer's window so it is
+    /// acceptable even while a window probe is out (and, on a new path,
+    /// within what a NAPT's tracker has learned from the MSYN-ACK's window,
+    /// PROTOCOL.md §7).
+    fn pure_ack_seq(&self) -> SeqNumber {
+        let edge = self.snd_una + self.snd_wnd;
+        if self.snd_max > edge {
+            edge.max(self.snd_una)
+        } else {
+            self.snd_max
         }
     }
 

@@ -1090,13 +1090,29 @@ impl Connection {
             return Some(None);
         }
         if let Some(p) = m.pending {
-            // §6.3 step 10: nothing but the MSYN-ACK until confirmed.
+            // §6.3 step 10: nothing but the MSYN-ACK until confirmed...
             if p.send_now {
                 return Some(self.send_msyn_ack(now, buf, p, sh));
+            }
+            // ...except, when MSYNs crossed (§6.6), the Confirm answering
+            // the MSYN-ACK to our own MSYN: it carries the nonce the peer
+            // waits for.
+            if m.confirm.is_some() && self.ack_now {
+                return Some(self.send_confirm(now, buf, sh));
             }
             return Some(None);
         }
         None
+    }
+
+    /// A pure ACK carrying Confirm (§6.4 steps 7 and 8).
+    fn send_confirm(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
+        let options = self.segment_options();
+        let mut scratch = MigrationScratch::default();
+        let mut seg: TcpRepr<'_> = self.header(now, TcpFlags::ACK);
+        seg.seq = self.pure_ack_seq();
+        options.attach(&mut scratch, &mut seg).ok()?;
+        self.emit(now, buf, &seg, sh)
     }
 
     /// An MSYN (PROTOCOL.md §6.2 step 3, §5.3, §7).
