@@ -1935,3 +1935,111 @@ fn msyn_answered_by_a_legacy_listener_is_reset_and_the_move_goes_on() {
     assert_eq!(h.net.node(h.peer).stats().moves_accepted, 1);
     assert_eq!(h.net.node(h.peer).stats().resets_received, 0);
 }
+
+/// PROTOCOL.md §3.6: a SYN carrying Migrate is an MSYN or nothing (never a
+/// connection request), and a SYN with a malformed sustain option is
+/// dropped.
+#[test]
+fn msyns_never_open_connections_and_malformed_syns_are_dropped() {
+    let mut h = Harness::new(Setup::default());
+    let attacker = add_attacker(&mut h);
+    h.established();
+    h.transfer(MIB);
+    let t = h.now();
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    h.transfer(MIB);
+    let msyn = first(&h.seen_after(t), |s| s.sent.msyn().is_some())
+        .bytes
+        .clone();
+    let listener_port = SocketAddrV4::new(ATTACKER, 40001);
+    // An MSYN with an unknown token, to the listening port.
+    h.net.inject(
+        attacker,
+        forge(&msyn, listener_port, edit_msyn(|m| m.token = !m.token)),
+    );
+    // A SYN whose Migrate-Permit has a length no form has.
+    let (ip, tcp) = parse_ipv4_tcp(&msyn).unwrap();
+    let data = [0u8; 3];
+    let mut bad = TcpRepr {
+        src_port: 40002,
+        experimental: Default::default(),
+        ..tcp.clone()
+    };
+    bad.experimental[0] = Some(sustain_core::wire::ExperimentalOption {
+        exid: sustain_core::wire::EXID_MIGRATE_PERMIT,
+        data: &data,
+    });
+    let mut buf = vec![0u8; ipv4_tcp_len(&bad)];
+    emit_ipv4_tcp(&Ipv4Repr::new(ATTACKER, ip.dst), &bad, &mut buf).unwrap();
+    h.net.inject(attacker, buf);
+    h.run_for(ms(20));
+    let ps = h.net.node(h.peer).stats().clone();
+    assert_eq!((ps.unknown_tokens, ps.sustain_malformed), (1, 1));
+    assert_eq!(h.net.node(h.peer).connection_count(), 1);
+    assert_eq!(h.net.node(attacker).stats().packets_in, 0);
+    h.finish();
+}
+
+/// 20 moves alternating between global addresses and private ones behind
+/// a NAPT: every move through the NAPT is a new mapping, the tracker never
+/// sees an ACK beyond what crossed it, and nothing accumulates.
+#[test]
+fn twenty_moves_between_global_and_napt_addresses() {
+    let mut h = Harness::new(Setup {
+        up: 24 * MIB,
+        down: 24 * MIB,
+        ..Setup::default()
+    });
+    let napt = Rc::new(RefCell::new(Napt::new(NAPT_PUBLIC)));
+    let mb = h.net.add_middlebox(napt.clone(), InsideScope::Private);
+    h.net.add_middlebox_address(mb, NAPT_PUBLIC);
+    h.established();
+    let stops = [
+        (PRIVATE_1, Some(mb)),
+        (MOVER_B, None),
+        (PRIVATE_2, Some(mb)),
+        (MOVER_C, None),
+    ];
+    let mut current = MOVER_A;
+    for i in 0..20 {
+        let target = (i + 1) * MIB;
+        let deadline = h.now() + Duration::from_secs(60);
+        assert!(h.run_until(deadline, |h| h.up.read >= target && h.down.read >= target));
+        let (next, uplink) = stops[i % stops.len()];
+        h.lose(h.mover, current);
+        h.run_for(ms(5));
+        h.gain(h.mover, next, Some(uplink));
+        current = next;
+        let deadline = h.now() + Duration::from_secs(10);
+        assert!(
+            h.run_until(deadline, |h| stall_of(&h.migration_events(h.mover)).len()
+                == i + 1)
+        );
+        for node in [h.mover, h.peer] {
+            let sizes = h.net.node(node).index_sizes();
+            assert_eq!(
+                (sizes.connections, sizes.four_tuples, sizes.tokens),
+                (1, 1, 1)
+            );
+            assert!(sizes.previous_paths <= 1);
+        }
+    }
+    h.finish();
+    let stats = napt.borrow().stats().clone();
+    // Two private flows (PRIVATE_1 and PRIVATE_2 to the peer), each mapped
+    // once and tracked afresh by every MSYN that comes back to it.
+    assert_eq!(stats.mappings_created, 2);
+    assert!(stats.translated_out > 0 && stats.translated_in > 0);
+    assert_eq!(stats.ack_over_bound_dropped, 0, "{stats:?}");
+    assert_eq!(stats.bad_synack_dropped, 0);
+    assert_eq!(h.net.node(h.peer).stats().moves_accepted, 20);
+    let behind: Vec<bool> = h
+        .migration_events(h.peer)
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerMoved { behind_napt, .. } => Some(*behind_napt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(behind, (0..20).map(|i| i % 2 == 0).collect::<Vec<_>>());
+}

@@ -35,6 +35,21 @@
 //!   After that, calls on the id answer as for a closed connection (a
 //!   bounded memory of recently closed ids); ids are generation-tagged and
 //!   never alias a newer connection.
+//! - Migration (PROTOCOL.md §6-§9): with [`Mode::Sustain`] (the default)
+//!   or [`Mode::Continuation`] every SYN and SYN-ACK offers a
+//!   Migrate-Permit; a connection whose peer answered in kind is
+//!   *migratable* ([`ConnInfo::migratable`]), any other is plain TCP. The
+//!   runtime reports addresses with [`Endpoint::address_lost`] and
+//!   [`Endpoint::address_available`] (address and route up), and mobility
+//!   server notices with [`Endpoint::peer_location`]. A migratable
+//!   connection whose address goes holds in MIG_WAIT and moves to the next
+//!   address given (MSYN handshake, or Address-Update in continuation mode);
+//!   the events `MigWait`, `MigrationStarted`, `MsynSent`, `Resumed`,
+//!   `PeerMoved` and `MigrationFailed` report progress, and a connection
+//!   that cannot move, or whose move times out, closes with
+//!   [`CloseReason::AddressLost`] or [`CloseReason::MigrationTimedOut`].
+//!   MSYNs and Address-Updates are matched by token, never by address or
+//!   port.
 //! - [`Event::Readable`] and [`Event::Writable`] are edge-triggered:
 //!   `Readable` fires when data (or the FIN) arrives and no `Readable` is
 //!   outstanding since the last `recv` call; `Writable` fires when
@@ -745,7 +760,7 @@ impl Endpoint {
         result
     }
 
-    /// Abort with RST.
+    /// Abort with RST (none in MIG_SENT / MIG_WAIT: there is no path).
     pub fn abort(&mut self, conn: ConnId) {
         let Some(idx) = self.slot_index(conn) else {
             return;
