@@ -14,6 +14,9 @@
 //!   (so an MSYN-ACK) must acknowledge exactly SYN.seq + 1, and an ACK may
 //!   not exceed the highest sequence number seen from the other side
 //!   (`tcp_in_window`: `before(ack, receiver->td_end + 1)`);
+//! - a SYN on a flow past its handshake (an MSYN from a private address and
+//!   port used before) passes as a possible reopen, and the tracking starts
+//!   over only when the SYN-ACK answering it arrives, as in Linux;
 //! - mappings idle longer than `idle_timeout` expire.
 //!
 //! Window checks are not modelled, so the model does not depend on window
@@ -70,6 +73,9 @@ struct Mapping {
     inside_end: SeqNumber,
     /// The same from outside, once its SYN-ACK passed.
     outside_end: Option<SeqNumber>,
+    /// A SYN from inside on a flow past its handshake: tracking restarts
+    /// only if the SYN-ACK that follows answers it (Linux's "reopen").
+    reopen_syn: Option<SeqNumber>,
     last_seen: Instant,
 }
 
@@ -195,22 +201,38 @@ impl Mapping {
             if !from_inside {
                 return Err(Refusal::Invalid);
             }
-            // A (re)transmitted SYN or MSYN on this flow: track afresh.
-            self.state = TrackState::SynSent;
-            self.syn_seq = h.seq;
-            self.inside_end = end;
-            self.outside_end = None;
+            if self.state == TrackState::SynSent {
+                // A retransmitted SYN (MSYN): the newest is answered.
+                self.syn_seq = h.seq;
+                self.inside_end = self.inside_end.max(end);
+            } else {
+                // Past the handshake a SYN is only a possible reopen; it
+                // passes without touching the tracking (Linux: IGNORE).
+                self.reopen_syn = Some(h.seq);
+            }
             return Ok(());
         }
         if h.syn {
-            // SYN-ACK: only from outside, only answering the tracked SYN.
-            if from_inside || self.state == TrackState::Established {
+            // SYN-ACK: only from outside, only answering a tracked SYN.
+            if from_inside {
                 return Err(Refusal::Invalid);
+            }
+            if let Some(syn) = self.reopen_syn.filter(|&s| h.ack == s + 1) {
+                // The reopen was answered: track the new handshake.
+                self.reopen_syn = None;
+                self.syn_seq = syn;
+                self.state = TrackState::SynRecv;
+                self.inside_end = syn + 1;
+                self.outside_end = Some(end);
+                return Ok(());
             }
             if h.ack != self.syn_seq + 1 {
                 return Err(Refusal::BadSynAck);
             }
-            self.state = TrackState::SynRecv;
+            if self.state != TrackState::Established {
+                self.state = TrackState::SynRecv;
+            }
+            // A retransmitted SYN-ACK in ESTABLISHED passes unchanged.
             self.outside_end = Some(self.outside_end.map_or(end, |e| e.max(end)));
             return Ok(());
         }
@@ -374,6 +396,7 @@ impl Napt {
                     syn_seq: h.seq,
                     inside_end: h.seq,
                     outside_end: None,
+                    reopen_syn: None,
                     last_seen: now,
                 },
             );

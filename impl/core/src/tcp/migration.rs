@@ -97,8 +97,9 @@ pub(super) struct Mig {
     /// (request, nonce) to echo in a Confirm on what we send (§6.4 step 7).
     confirm: Option<(RequestNumber, u32)>,
     pending: Option<Pending>,
-    /// ACK clamp of §7: the highest SEG.SEQ + SEG.LEN seen on the new path
-    /// while it is below RCV.NXT.
+    /// ACK clamp of §7: the highest SEG.SEQ + SEG.LEN seen on the new
+    /// path, kept until it covers RCV.NXT with nothing from before the move
+    /// left in the reassembly queue.
     path_high: Option<SeqNumber>,
     /// Since the last path restart the peer has been resending from its
     /// SND.UNA and has not yet caught up with our RCV.NXT (§7).
@@ -660,7 +661,7 @@ impl Connection {
             first_sent: None,
             retransmitted: false,
         });
-        m.path_high = (mover_una < self.rcv_nxt).then_some(mover_una);
+        m.path_high = (mover_una < self.rcv_nxt || !self.assembler.is_empty()).then_some(mover_una);
         m.peer_moves += 1;
         let behind_napt = m.peer_behind_napt;
         sh.stats.moves_accepted += 1;
@@ -833,7 +834,8 @@ impl Connection {
         m.deadline = None;
         m.msyn_pending = false;
         m.confirmed_local = *self.local.ip();
-        m.path_high = (responder_una < rcv_nxt).then_some(responder_una);
+        m.path_high =
+            (responder_una < rcv_nxt || !self.assembler.is_empty()).then_some(responder_una);
         m.moves += 1;
         sh.stats.migrations_completed += 1;
         // The request number names the transmission: no Karn ambiguity.
@@ -854,9 +856,15 @@ impl Connection {
     }
 
     /// §7: raise path_high with a segment that crossed the new path.
+    ///
+    /// The clamp ends only when path_high covers RCV.NXT *and* the
+    /// reassembly queue is empty: out-of-order data that arrived on the old
+    /// path before the move would otherwise carry RCV.NXT past what the new
+    /// path's NAPT has seen as soon as a resent segment fills the hole.
     pub(super) fn note_path_segment(&mut self, seg: &TcpRepr) {
         let rcv_nxt = self.rcv_nxt;
         let max_window = self.rcv_buf.max();
+        let nothing_queued = self.assembler.is_empty();
         let Some(m) = self.mig.as_mut() else {
             return;
         };
@@ -864,10 +872,9 @@ impl Connection {
             return;
         };
         let end = seg.seq + seg.segment_len();
-        if end > high && seg.seq >= rcv_nxt - max_window {
-            let high = end.min(rcv_nxt);
-            m.path_high = (high < rcv_nxt).then_some(high);
-        }
+        let plausible = seg.seq >= rcv_nxt - max_window && end <= rcv_nxt + max_window;
+        let high = if end > high && plausible { end } else { high };
+        m.path_high = (high < rcv_nxt || !nothing_queued).then_some(high);
     }
 
     /// Whether the path was moved and the peer's resent data is still
