@@ -2100,3 +2100,56 @@ fn moves_on_impaired_links_seed_sweep() {
         );
     }
 }
+
+/// PROTOCOL.md §11.1 / RFC 5961 §4: a SYN without Migrate on a (moved)
+/// connection's 4-tuple is answered with a challenge ACK, rate-limited per
+/// RFC 5961 §7, and changes nothing.
+#[test]
+fn plain_syns_on_a_moved_connection_get_rate_limited_challenge_acks() {
+    let mut h = Harness::new(Setup {
+        peer: Config {
+            challenge_ack_limit: 10,
+            ..Config::default()
+        },
+        ..Setup::default()
+    });
+    let attacker = add_attacker(&mut h);
+    h.established();
+    h.transfer(MIB);
+    let t = h.now();
+    h.move_mover(MOVER_A, MOVER_B, ms(10));
+    h.transfer(MIB);
+    let port = h.mover_info().local.port();
+    let spoofed = SocketAddrV4::new(MOVER_B, port);
+    let peer_addr = SocketAddrV4::new(PEER_ADDR, PEER_PORT);
+    // A timestamp newer than anything the mover sent, so the SYNs pass
+    // PAWS and reach the RFC 5961 §4 check.
+    let seen = h.seen_after(t);
+    let confirm = first(&seen, |s| s.sent.confirm().is_some());
+    let (_, tcp) = parse_ipv4_tcp(&confirm.bytes).unwrap();
+    let tsval = tcp.timestamps.unwrap().tsval.wrapping_add(1_000_000);
+    let before = h.net.node(h.peer).stats().clone();
+    for i in 0..30u32 {
+        let syn = TcpRepr {
+            seq: SeqNumber(0x1234_0000 + i),
+            flags: TcpFlags::SYN,
+            window: 1000,
+            timestamps: Some(sustain_core::wire::Timestamps { tsval, tsecr: 0 }),
+            ..TcpRepr::default()
+        };
+        h.net.inject(
+            attacker,
+            build(spoofed, peer_addr, &syn, MigrationOptions::default()),
+        );
+    }
+    h.run_for(ms(5));
+    let after = h.net.node(h.peer).stats().clone();
+    assert_eq!(after.challenge_acks - before.challenge_acks, 10);
+    assert_eq!(
+        after.challenge_acks_suppressed - before.challenge_acks_suppressed,
+        20
+    );
+    assert_eq!(after.resets_received, 0);
+    assert_eq!(h.peer_info().remote, spoofed);
+    h.finish();
+}
