@@ -1647,6 +1647,11 @@ fn legacy_peer_gets_plain_tcp_and_fails_cleanly_on_a_move() {
     assert_eq!(synack.sent.migrate, None);
     assert!(!h.mover_info().migratable && !h.peer_info().migratable);
     assert_eq!(h.net.node(h.mover).index_sizes().tokens, 0);
+    let (now, conn) = (h.now(), h.mover_conn);
+    assert_eq!(
+        h.net.node_mut(h.mover).migrate(now, conn, MOVER_B),
+        Err(sustain_core::tcp::TcpError::NotMigratable)
+    );
     let t = h.now();
     h.lose(h.mover, MOVER_A);
     let conn = h.mover_conn;
@@ -2152,4 +2157,36 @@ fn plain_syns_on_a_moved_connection_get_rate_limited_challenge_acks() {
     assert_eq!(after.resets_received, 0);
     assert_eq!(h.peer_info().remote, spoofed);
     h.finish();
+}
+
+/// `migrate` moves one connection while its old address still works: the
+/// peer's segments still in flight to the old 4-tuple are dropped there,
+/// never answered with a reset (PROTOCOL.md §13.2).
+#[test]
+fn explicit_migrate_while_the_old_address_still_works() {
+    let mut h = Harness::new(Setup {
+        link: LinkConfig {
+            latency: ms(5),
+            ..LinkConfig::default()
+        },
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    h.net.add_address(h.mover, MOVER_B);
+    let (now, conn) = (h.now(), h.mover_conn);
+    h.net.node_mut(h.mover).migrate(now, conn, MOVER_B).unwrap();
+    assert_eq!(h.mover_info().state, State::MigSent);
+    h.finish();
+    let (ms_, ps) = (h.net.node(h.mover).stats(), h.net.node(h.peer).stats());
+    assert!(ms_.old_path_drops > 0, "late segments on the old path");
+    assert_eq!((ms_.resets_sent, ps.resets_sent), (0, 0));
+    assert_eq!(ms_.migrations_completed, 1);
+    assert_eq!(
+        h.migration_events(h.mover)[0],
+        Event::MigrationStarted {
+            conn,
+            mode: Mode::Sustain
+        }
+    );
 }
