@@ -22,7 +22,18 @@
 //!
 //! Middleboxes act when the packet is sent, so translation happens at the
 //! sender's `now`; the link from the sending node to the receiving node then
-//! applies its impairments to the (translated) packet.
+//! applies its impairments to the (translated) packet. [`napt::Napt`] is a
+//! NAPT with connection tracking, for moves behind address translation.
+//!
+//! A node moves like a host whose address changes: take its address away
+//! ([`Network::remove_address`]), optionally put it behind another
+//! middlebox ([`Network::set_uplink`]), give it a new one
+//! ([`Network::add_address`]), and tell its endpoint, as the runtime's
+//! address watcher would (`Endpoint::address_lost` / `address_available`).
+
+pub mod napt;
+
+pub use napt::{Napt, NaptMapping, NaptStats};
 
 use core::cell::RefCell;
 use core::cmp::{Ordering, Reverse};
@@ -297,6 +308,8 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+type CaptureFilter = Box<dyn Fn(&[u8]) -> bool>;
+
 /// A seeded discrete-event network of [`SimNode`]s.
 pub struct Network<N: SimNode> {
     seed: u64,
@@ -310,6 +323,8 @@ pub struct Network<N: SimNode> {
     in_flight: BinaryHeap<Reverse<InFlight>>,
     next_seq: u64,
     capture: Option<Vec<Captured>>,
+    /// Which packets (as the sender wrote them) the capture records.
+    capture_filter: Option<CaptureFilter>,
     stats: NetStats,
     scratch: Vec<u8>,
     /// Livelock detection: (instant, node, timeouts fired there).
@@ -330,6 +345,7 @@ impl<N: SimNode> Network<N> {
             in_flight: BinaryHeap::new(),
             next_seq: 0,
             capture: None,
+            capture_filter: None,
             stats: NetStats::default(),
             scratch: vec![0; MAX_PACKET],
             timeout_streak: (Instant::ZERO, NodeId(usize::MAX), 0),
@@ -489,6 +505,12 @@ impl<N: SimNode> Network<N> {
         }
     }
 
+    /// Records only packets for which `keep` (given the bytes the sender
+    /// wrote) is true: long transfers keep just their handshakes.
+    pub fn set_capture_filter(&mut self, keep: impl Fn(&[u8]) -> bool + 'static) {
+        self.capture_filter = Some(Box::new(keep));
+    }
+
     pub fn capture(&self) -> &[Captured] {
         self.capture.as_deref().unwrap_or(&[])
     }
@@ -514,6 +536,13 @@ impl<N: SimNode> Network<N> {
     /// (for hostile or hand-made packets in tests).
     pub fn inject(&mut self, from: NodeId, packet: Vec<u8>) {
         self.transmit(from, packet);
+    }
+
+    /// Hands every node's pending output to the network now, without
+    /// advancing time (`step` starts with the same). Lets a driver see the
+    /// events a transmission produces at the instant it happens.
+    pub fn flush(&mut self) {
+        self.flush_transmits();
     }
 
     /// Drains every node's `poll_transmit` into the network, then advances
@@ -679,7 +708,11 @@ impl<N: SimNode> Network<N> {
         self.stats.sent += 1;
         // Keep the sender's bytes only when capturing: bulk transfers push
         // tens of thousands of packets through here.
-        let original = self.capture.is_some().then(|| packet.clone());
+        let wanted = self
+            .capture_filter
+            .as_ref()
+            .is_none_or(|keep| keep(&packet));
+        let original = (self.capture.is_some() && wanted).then(|| packet.clone());
         let mut routed = packet;
         let (to, fate, arrivals) = match self.route(from, &mut routed) {
             Err(fate) => (None, fate, [None, None]),

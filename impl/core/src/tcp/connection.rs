@@ -22,6 +22,10 @@
 use core::net::SocketAddrV4;
 use std::collections::VecDeque;
 
+#[path = "migration.rs"]
+mod migration;
+
+use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
 use super::congestion::NewReno;
@@ -30,10 +34,11 @@ use super::endpoint::{
 };
 use super::rtt::RttEstimator;
 use super::sack::Scoreboard;
+use crate::auth::{ConnectionKeys, Key};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_ipv4_tcp, Ipv4Repr, SackBlock, SeqNumber, TcpFlags, TcpRepr, Timestamps, IPV4_HEADER_LEN,
-    TCP_HEADER_LEN,
+    emit_ipv4_tcp, Ipv4Repr, MigrationOptions, MigrationScratch, SackBlock, SeqNumber, TcpFlags,
+    TcpRepr, Timestamps, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
 
 /// RFC 5681 §3.2 / RFC 6675 §2: three duplicate ACKs signal a loss.
@@ -69,17 +74,18 @@ pub(crate) struct ControlSegment {
 /// unbounded number of replies.
 pub(crate) const MAX_CONTROL_QUEUE: usize = 256;
 
-/// RFC 5961 §7: challenge ACKs are limited per endpoint, per second.
+/// A per-second budget: RFC 5961 §7 challenge ACKs per endpoint, and
+/// PROTOCOL.md §11.8 MAC verifications per connection and per endpoint.
 #[derive(Debug)]
-pub(crate) struct ChallengeAckLimiter {
+pub(crate) struct RateLimiter {
     per_second: u32,
     window_start: Option<Instant>,
     sent: u32,
 }
 
-impl ChallengeAckLimiter {
-    pub(crate) fn new(per_second: u32) -> ChallengeAckLimiter {
-        ChallengeAckLimiter {
+impl RateLimiter {
+    pub(crate) fn new(per_second: u32) -> RateLimiter {
+        RateLimiter {
             per_second,
             window_start: None,
             sent: 0,
@@ -108,7 +114,9 @@ impl ChallengeAckLimiter {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) stats: Stats,
-    pub(crate) challenge: ChallengeAckLimiter,
+    pub(crate) challenge: RateLimiter,
+    /// PROTOCOL.md §11.8: MAC verifications for the whole endpoint.
+    pub(crate) mac_budget: RateLimiter,
     pub(crate) control: VecDeque<ControlSegment>,
 }
 
@@ -293,6 +301,12 @@ pub(crate) struct Connection {
     fast_retransmits: u64,
     zero_window_probes: u64,
 
+    // Migration (PROTOCOL.md §6-§9).
+    /// Our key, offered in the SYN's Migrate-Permit while SYN-SENT.
+    local_key: Option<Key>,
+    /// Present once the connection is migratable (both keys known).
+    mig: Option<Box<Mig>>,
+
     // Endpoint bookkeeping.
     pub(crate) in_ready_queue: bool,
     pub(crate) timer_registered: Option<Instant>,
@@ -403,13 +417,17 @@ impl Connection {
             timeouts: 0,
             fast_retransmits: 0,
             zero_window_probes: 0,
+            local_key: None,
+            mig: None,
             in_ready_queue: false,
             timer_registered: None,
             counted_in_backlog: false,
         }
     }
 
-    /// Active open (RFC 9293 §3.10.1): SYN-SENT, SYN queued.
+    /// Active open (RFC 9293 §3.10.1): SYN-SENT, SYN queued. With
+    /// `local_key` the SYN offers migration (PROTOCOL.md §6.1).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_active(
         id: ConnId,
         cfg: &Config,
@@ -418,8 +436,10 @@ impl Connection {
         iss: SeqNumber,
         ts_offset: u32,
         now: Instant,
+        local_key: Option<Key>,
     ) -> Connection {
         let mut c = Connection::new(id, cfg, local, remote, iss, ts_offset, now);
+        c.local_key = local_key;
         c.state = State::SynSent;
         c.announced = true;
         c.syn_pending = true;
@@ -427,7 +447,8 @@ impl Connection {
     }
 
     /// Passive open from a SYN that reached a listener (RFC 9293 §3.10.7.2
-    /// third check): SYN-RECEIVED, SYN-ACK queued.
+    /// third check): SYN-RECEIVED, SYN-ACK queued. `keys` when the SYN
+    /// offered migration and we accept (our SYN-ACK then carries a Permit).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_passive(
         id: ConnId,
@@ -439,8 +460,11 @@ impl Connection {
         ts_offset: u32,
         now: Instant,
         syn: &TcpRepr,
+        keys: Option<ConnectionKeys>,
     ) -> Connection {
         let mut c = Connection::new(id, cfg, local, remote, iss, ts_offset, now);
+        c.local_key = keys.map(|k| k.local);
+        c.mig = keys.map(|k| Box::new(Mig::new(k, cfg, local)));
         c.state = State::SynReceived;
         c.listener = Some(listener);
         c.counted_in_backlog = true;
@@ -487,6 +511,11 @@ impl Connection {
     }
 
     fn arm_rtx(&mut self, now: Instant) {
+        // While a move holds the path, its own timers replace RFC 6298's
+        // (PROTOCOL.md §8.2, §9 mover step 5).
+        if self.migration_holds_timers() {
+            return;
+        }
         self.rtx_deadline = Some(now + self.rtt.rto());
     }
 
@@ -625,14 +654,22 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        if matches!(
-            self.state,
-            State::SynReceived
-                | State::Established
-                | State::FinWait1
-                | State::FinWait2
-                | State::CloseWait
-        ) {
+        // PROTOCOL.md §8.1: in MIG_SENT / MIG_WAIT there is no path to send
+        // the RST on.
+        let no_path = self
+            .mig
+            .as_ref()
+            .is_some_and(|m| m.phase != migration::Phase::Normal || m.local_gone);
+        if !no_path
+            && matches!(
+                self.state,
+                State::SynReceived
+                    | State::Established
+                    | State::FinWait1
+                    | State::FinWait2
+                    | State::CloseWait
+            )
+        {
             sh.queue_control(ControlSegment {
                 local: self.local,
                 remote: self.remote,
@@ -655,7 +692,7 @@ impl Connection {
         ConnInfo {
             local: self.local,
             remote: self.remote,
-            state: self.state,
+            state: self.public_state(),
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(),
             cwnd: self.cc.cwnd(),
@@ -677,6 +714,17 @@ impl Connection {
             snd_una: self.snd_una,
             snd_max: self.snd_max,
             rcv_nxt: self.rcv_nxt,
+            in_recovery: self.recovery != Recovery::None,
+            migratable: self.mig.is_some(),
+            local_token: self.mig.as_ref().map(|m| m.keys.local_token()),
+            remote_token: self.mig.as_ref().map(|m| m.keys.remote_token()),
+            migrations: self.mig.as_ref().map_or(0, |m| m.moves),
+            peer_moves: self.mig.as_ref().map_or(0, |m| m.peer_moves),
+            msyns_sent: self.mig.as_ref().map_or(0, |m| m.msyns_sent),
+            msyn_acks_sent: self.mig.as_ref().map_or(0, |m| m.msyn_acks_sent),
+            forged_dropped: self.mig.as_ref().map_or(0, |m| m.forged),
+            path_confirmed: !self.migration_holds_timers(),
+            peer_behind_napt: self.mig.as_ref().is_some_and(|m| m.peer_behind_napt()),
         }
     }
 
@@ -762,16 +810,33 @@ impl Connection {
     // Segment arrival (RFC 9293 §3.10.7)
     // ----------------------------------------------------------------
 
-    pub(crate) fn input(&mut self, now: Instant, seg: &TcpRepr, sh: &mut Shared) {
+    pub(crate) fn input(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        options: &MigrationOptions,
+        sh: &mut Shared,
+    ) {
         match self.state {
             State::Closed | State::Listen => {}
-            State::SynSent => self.input_syn_sent(now, seg, sh),
-            _ => self.input_other(now, seg, sh),
+            State::SynSent => self.input_syn_sent(now, seg, options, sh),
+            State::SynReceived => self.input_other(now, seg, sh),
+            _ => {
+                if !self.migration_input(now, seg, options, sh) {
+                    self.input_other(now, seg, sh);
+                }
+            }
         }
     }
 
     /// RFC 9293 §3.10.7.3 SYN-SENT STATE.
-    fn input_syn_sent(&mut self, now: Instant, seg: &TcpRepr, sh: &mut Shared) {
+    fn input_syn_sent(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        options: &MigrationOptions,
+        sh: &mut Shared,
+    ) {
         // RFC 9293 §3.10.7.3 first check the ACK bit: SEG.ACK =< ISS or
         // SEG.ACK > SND.NXT is unacceptable; reset unless it is a RST.
         if seg.flags.ack() && (seg.ack <= self.iss || seg.ack > self.snd_max) {
@@ -808,6 +873,7 @@ impl Connection {
         self.rcv_acked = self.rcv_nxt;
         self.rcv_adv = self.rcv_nxt;
         self.negotiate(now, seg);
+        self.negotiate_migration(options);
         // The window in a SYN segment is never scaled (RFC 7323 §2.2).
         self.snd_wnd = seg.window as usize;
         self.max_snd_wnd = self.snd_wnd;
@@ -936,6 +1002,22 @@ impl Connection {
             }
         }
 
+        // PROTOCOL.md §7: a segment that crossed a young path raises the
+        // ACK clamp. Duplicates of what we already have refresh TS.Recent
+        // there (RFC 7323 §4.3 spirit: they are new transmissions), so the
+        // ACKs they draw give the peer's restarted estimator true samples.
+        if self.clamp_active() {
+            if let (true, Some(ts)) = (self.ts_enabled, seg.timestamps) {
+                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) >= 0
+                    && seg.seq + seg.segment_len() <= self.rcv_nxt
+                {
+                    self.ts_recent = ts.tsval;
+                    self.ts_recent_time = now;
+                }
+            }
+            self.note_path_segment(seg);
+        }
+
         // RFC 9293 §3.10.7.4 first check sequence number.
         let seg_len = seg.segment_len();
         let wnd = self.rcv_buf.free();
@@ -949,7 +1031,26 @@ impl Connection {
             (_, 0) => seg.payload.is_empty() && seg.flags.fin() && seg.seq == rcv_nxt,
             (len, _) => in_window(seg.seq) || in_window(seg.seq + (len - 1)),
         };
-        if !acceptable {
+        // PROTOCOL.md §7: after a move the peer resends from its SND.UNA,
+        // which may lie below our RCV.NXT. Such a segment wholly below
+        // RCV.NXT (within the last window) is a duplicate: its data is
+        // acknowledged and dropped, but its ACK field is processed, as
+        // 4.4BSD processes duplicates; an empty one gets no reply.
+        // Otherwise two rewound ends would drop each other's ACKs and
+        // answer each one with another.
+        let old_duplicate = !acceptable
+            && !rst
+            && !seg.flags.syn()
+            && self.peer_catching_up()
+            && seg.seq + seg_len <= rcv_nxt
+            && seg.seq >= rcv_nxt - self.rcv_buf.max();
+        if old_duplicate && seg_len > 0 {
+            self.request_ack();
+        }
+        if acceptable && seg.seq >= rcv_nxt {
+            self.peer_caught_up();
+        }
+        if !acceptable && !old_duplicate {
             if rst {
                 // "If the RST bit is set, ... drop the segment and return."
                 return;
@@ -1440,6 +1541,7 @@ impl Connection {
             self.persist_deadline,
             self.delack_deadline,
             self.time_wait_deadline,
+            self.migration_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -1447,6 +1549,12 @@ impl Connection {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, sh: &mut Shared) {
+        if self.mig.is_some() {
+            self.migration_timeout(now, sh);
+            if self.state == State::Closed {
+                return;
+            }
+        }
         if self.time_wait_deadline.is_some_and(|t| now >= t) {
             // RFC 9293 §3.10.8: "If the time-wait timeout expires on a
             // connection, delete the TCB, enter the CLOSED state".
@@ -1555,7 +1663,7 @@ impl Connection {
     }
 
     fn arm_persist(&mut self, now: Instant) {
-        if self.persist_deadline.is_none() {
+        if self.persist_deadline.is_none() && !self.migration_holds_timers() {
             let base = self.rtt.rto();
             let interval = base
                 .checked_mul(1u32 << self.persist_backoff.min(16))
@@ -1587,7 +1695,15 @@ impl Connection {
                 }
             }
             _ => {
-                let mut hdr = self.header(now, TcpFlags::ACK);
+                if let Some(answer) = self.migration_transmit(now, buf, sh) {
+                    return answer;
+                }
+                let sustain = self.segment_options();
+                let mut scratch = MigrationScratch::default();
+                let mut hdr: TcpRepr<'_> = self.header(now, TcpFlags::ACK);
+                if let Err(err) = sustain.attach(&mut scratch, &mut hdr) {
+                    tracing::warn!(conn = ?self.id, %err, "cannot attach sustain options");
+                }
                 let options = hdr.options_len();
                 let fixed = IPV4_HEADER_LEN + TCP_HEADER_LEN + options;
                 let max_payload = self
@@ -1599,18 +1715,11 @@ impl Connection {
                     return None;
                 }
                 if let Some(plan) = self.plan(now, max_payload) {
-                    return self.send_data(now, buf, &mut hdr, plan, sh);
+                    return self.send_data(now, buf, &hdr, plan, sh);
                 }
                 self.ensure_timer(now);
                 if self.ack_now {
-                    // A pure ACK: sequence number inside the peer's window
-                    // so it is acceptable even while a window probe is out.
-                    let edge = self.snd_una + self.snd_wnd;
-                    hdr.seq = if self.snd_max > edge {
-                        edge.max(self.snd_una)
-                    } else {
-                        self.snd_max
-                    };
+                    hdr.seq = self.pure_ack_seq();
                     let sent = self.emit(now, buf, &hdr, sh);
                     if sent.is_some() && self.extra_acks > 0 {
                         self.extra_acks -= 1;
@@ -1620,6 +1729,19 @@ impl Connection {
                 }
                 None
             }
+        }
+    }
+
+    /// The sequence number of a pure ACK: inside the peer's window so it is
+    /// acceptable even while a window probe is out (and, on a new path,
+    /// within what a NAPT's tracker has learned from the MSYN-ACK's window,
+    /// PROTOCOL.md §7).
+    fn pure_ack_seq(&self) -> SeqNumber {
+        let edge = self.snd_una + self.snd_wnd;
+        if self.snd_max > edge {
+            edge.max(self.snd_una)
+        } else {
+            self.snd_max
         }
     }
 
@@ -1646,7 +1768,8 @@ impl Connection {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
             seq: self.snd_nxt,
-            ack: self.rcv_nxt,
+            // RCV.NXT, clamped on a young path (PROTOCOL.md §7).
+            ack: self.ack_to_send(),
             flags,
             window: self.window_field(),
             ..TcpRepr::default()
@@ -1658,8 +1781,9 @@ impl Connection {
             });
         }
         if self.sack_enabled && !self.assembler.is_empty() {
-            // RFC 2018 §3: as many blocks as fit next to the timestamps.
-            let max = if self.ts_enabled { 3 } else { 4 };
+            // RFC 2018 §3: as many blocks as fit next to the timestamps
+            // and any sustain option (PROTOCOL.md §5.5, §5.6).
+            let max = self.sack_block_limit(if self.ts_enabled { 3 } else { 4 });
             let mut blocks: [Option<SackBlock>; 4] = [None; 4];
             self.assembler.sack_blocks(&mut blocks, max);
             hdr.sack_blocks = blocks;
@@ -1958,7 +2082,7 @@ impl Connection {
         &mut self,
         now: Instant,
         buf: &mut [u8],
-        hdr: &mut TcpRepr<'static>,
+        hdr: &TcpRepr<'_>,
         plan: Plan,
         sh: &mut Shared,
     ) -> Option<usize> {
@@ -1995,9 +2119,9 @@ impl Connection {
                 return None;
             }
         };
-        let window = seg.window;
+        let (window, ack) = (seg.window, seg.ack);
         self.ip_ident = self.ip_ident.wrapping_add(1);
-        self.after_ack_sent(window);
+        self.after_ack_sent(window, ack);
         self.last_send = now;
         let end = plan.seq + plan.len + plan.fin as usize;
         match plan.kind {
@@ -2063,11 +2187,11 @@ impl Connection {
     }
 
     /// Bookkeeping for any segment carrying our current ACK and window.
-    fn after_ack_sent(&mut self, window: u16) {
+    fn after_ack_sent(&mut self, window: u16, ack: SeqNumber) {
         self.ack_now = false;
         self.delack_deadline = None;
-        self.rcv_acked = self.rcv_nxt;
-        let edge = self.rcv_nxt + ((window as usize) << self.rcv_wscale);
+        self.rcv_acked = ack;
+        let edge = ack + ((window as usize) << self.rcv_wscale);
         if edge > self.rcv_adv {
             self.rcv_adv = edge;
         }
@@ -2091,7 +2215,7 @@ impl Connection {
             Ok(n) => {
                 self.ip_ident = self.ip_ident.wrapping_add(1);
                 if seg.flags.ack() {
-                    self.after_ack_sent(seg.window);
+                    self.after_ack_sent(seg.window, seg.ack);
                 }
                 self.last_send = now;
                 sh.stats.packets_out += 1;
@@ -2104,9 +2228,41 @@ impl Connection {
         }
     }
 
+    /// An MSYN or MSYN-ACK: its ACK field and SYN window are not ours to
+    /// record as "last ACK sent" or advertised edge.
+    fn emit_handshake(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        seg: &TcpRepr,
+        sh: &mut Shared,
+    ) -> Option<usize> {
+        let ip = Ipv4Repr {
+            src: *self.local.ip(),
+            dst: *self.remote.ip(),
+            ttl: 64,
+            ident: self.ip_ident,
+            dont_fragment: true,
+        };
+        match emit_ipv4_tcp(&ip, seg, buf) {
+            Ok(n) => {
+                self.ip_ident = self.ip_ident.wrapping_add(1);
+                self.last_send = now;
+                sh.stats.packets_out += 1;
+                Some(n)
+            }
+            Err(err) => {
+                tracing::warn!(conn = ?self.id, %err, "cannot emit handshake segment");
+                None
+            }
+        }
+    }
+
     /// SYN (SYN-SENT) or SYN,ACK (SYN-RECEIVED), RFC 9293 §3.10.7.2/3.
     fn send_syn(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
         let synack = self.state == State::SynReceived;
+        let permit = self.syn_permit();
+        let mut scratch = MigrationScratch::default();
         let mut seg = TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
@@ -2147,6 +2303,17 @@ impl Connection {
                 });
             }
         }
+        if let Some(permit) = permit {
+            // PROTOCOL.md §6.1, §5.2: the full Permit fits next to MSS,
+            // SACK-permitted, timestamps and window scale (40 bytes).
+            let options = MigrationOptions {
+                permit: Some(permit),
+                ..MigrationOptions::default()
+            };
+            if let Err(err) = options.attach(&mut scratch, &mut seg) {
+                tracing::warn!(conn = ?self.id, %err, "cannot attach Migrate-Permit");
+            }
+        }
         let n = self.emit(now, buf, &seg, sh)?;
         self.syn_pending = false;
         if self.snd_max == self.iss {
@@ -2171,6 +2338,8 @@ pub(crate) fn closed_error(reason: Option<CloseReason>) -> TcpError {
     match reason {
         Some(CloseReason::Reset) | Some(CloseReason::Refused) => TcpError::Reset,
         Some(CloseReason::TimedOut) => TcpError::TimedOut,
+        Some(CloseReason::MigrationTimedOut) => TcpError::MigrationTimedOut,
+        Some(CloseReason::AddressLost) => TcpError::AddressLost,
         Some(CloseReason::Normal) => TcpError::NotOpenForSend,
         Some(CloseReason::Aborted) | None => TcpError::NoSuchConnection,
     }

@@ -35,6 +35,21 @@
 //!   After that, calls on the id answer as for a closed connection (a
 //!   bounded memory of recently closed ids); ids are generation-tagged and
 //!   never alias a newer connection.
+//! - Migration (PROTOCOL.md §6-§9): with [`Mode::Sustain`] (the default)
+//!   or [`Mode::Continuation`] every SYN and SYN-ACK offers a
+//!   Migrate-Permit; a connection whose peer answered in kind is
+//!   *migratable* ([`ConnInfo::migratable`]), any other is plain TCP. The
+//!   runtime reports addresses with [`Endpoint::address_lost`] and
+//!   [`Endpoint::address_available`] (address and route up), and mobility
+//!   server notices with [`Endpoint::peer_location`]. A migratable
+//!   connection whose address goes holds in MIG_WAIT and moves to the next
+//!   address given (MSYN handshake, or Address-Update in continuation mode);
+//!   the events `MigWait`, `MigrationStarted`, `MsynSent`, `Resumed`,
+//!   `PeerMoved` and `MigrationFailed` report progress, and a connection
+//!   that cannot move, or whose move times out, closes with
+//!   [`CloseReason::AddressLost`] or [`CloseReason::MigrationTimedOut`].
+//!   MSYNs and Address-Updates are matched by token, never by address or
+//!   port.
 //! - [`Event::Readable`] and [`Event::Writable`] are edge-triggered:
 //!   `Readable` fires when data (or the FIN) arrives and no `Readable` is
 //!   outstanding since the last `recv` call; `Writable` fires when
@@ -48,12 +63,16 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use thiserror::Error;
 
-use super::connection::{closed_error, ChallengeAckLimiter, Connection, ControlSegment, Shared};
+use super::connection::{closed_error, Connection, ControlSegment, RateLimiter, Shared};
+use crate::auth::{ConnectionKeys, Key, Token};
 use crate::rand::Random;
 use crate::time::{Duration, Instant};
-use crate::wire::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, SeqNumber, TcpRepr};
+use crate::wire::{
+    emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, MigrateOption, MigrationOptions, SeqNumber, TcpRepr,
+};
 
-/// RFC 9293 §3.3.2 connection states. (Migration adds MIG_SENT/MIG_WAIT later.)
+/// RFC 9293 §3.3.2 connection states plus sustain's two migration states
+/// (PROTOCOL.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     Closed,
@@ -67,6 +86,56 @@ pub enum State {
     Closing,
     LastAck,
     TimeWait,
+    /// MIG_SENT: an MSYN is out and unanswered. The underlying RFC 9293
+    /// state (one of ESTABLISHED .. LAST-ACK) resumes with the MSYN-ACK.
+    MigSent,
+    /// MIG_WAIT: no usable local address, or the MSYNs (or MSYN-ACKs) went
+    /// unanswered. The connection is kept until the peer's MSYN, a new local
+    /// address, a peer location notice, or [`Config::mig_wait`] runs out.
+    MigWait,
+}
+
+/// How this endpoint behaves towards migration (DESIGN.md: `--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Negotiate with Migrate-Permit; move with the MSYN handshake (the
+    /// newer paper, PROTOCOL.md §6).
+    #[default]
+    Sustain,
+    /// Negotiate with Migrate-Permit; move by putting an authenticated
+    /// Address-Update on segments from the new address (the older paper,
+    /// PROTOCOL.md §9).
+    Continuation,
+    /// Plain TCP: no sustain options are sent or understood, exactly like a
+    /// legacy stack. Connections end with `AddressLost` when their address
+    /// goes away.
+    Plain,
+}
+
+/// Why a connection entered MIG_WAIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigWaitCause {
+    /// The runtime reported the connection's local address gone.
+    AddressLost,
+    /// N MSYN retransmissions went unanswered.
+    MsynUnanswered,
+    /// The peer (or a proxy) refused the MSYN with an RST (PROTOCOL.md §6.8).
+    Refused,
+    /// As responder: N MSYN-ACK retransmissions were never confirmed.
+    ConfirmMissing,
+}
+
+/// Why a move failed and took the connection with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationFailure {
+    /// MIG_WAIT lasted [`Config::mig_wait`] without resumption.
+    MigWaitExpired,
+    /// Continuation mode: no segment came back to the new address after
+    /// [`Config::address_update_retries`] retransmissions.
+    AddressUpdateUnanswered,
+    /// The address went away under a connection that cannot move (plain
+    /// TCP peer, `Mode::Plain`, or still in the opening handshake).
+    NotMigratable,
 }
 
 /// Tunables. Defaults are sustain's choices; each field says why.
@@ -100,6 +169,40 @@ pub struct Config {
     /// RFC 5961 §7: challenge ACKs per second for the whole endpoint
     /// (Linux historically used 1000 per second).
     pub challenge_ack_limit: u32,
+    /// Sustain, continuation or plain TCP (default sustain).
+    pub mode: Mode,
+    /// Ceiling of the first MSYN, MSYN-ACK and Address-Update
+    /// retransmission interval T0 = min(ceiling, RTO before the move)
+    /// (PROTOCOL.md §8.2): 1 s; 3 s in the paper-faithful profile.
+    pub mig_t0_ceiling: Duration,
+    /// N: MSYN (and MSYN-ACK) retransmissions before MIG_WAIT (4: five
+    /// MSYNs in all).
+    pub msyn_retries: u32,
+    /// W: how long MIG_WAIT keeps a connection (120 s: a laptop lid or a
+    /// tunnel).
+    pub mig_wait: Duration,
+    /// Address-Update retransmissions before the connection is dropped
+    /// (4: with T0 = 1 s the connection goes 31 s after the move).
+    pub address_update_retries: u32,
+    /// PROTOCOL.md §11.8: MAC verifications per second per connection...
+    pub mac_verifications_per_connection: u32,
+    /// ...and for the whole endpoint; beyond either, MSYNs and
+    /// Address-Updates are dropped unverified.
+    pub mac_verifications_per_endpoint: u32,
+}
+
+impl Config {
+    /// The profile that reproduces the papers' timings (DESIGN.md): a 3 s
+    /// minimum (and initial) RTO and a 3 s ceiling for T0. Everything else
+    /// is the default.
+    pub fn paper_faithful() -> Config {
+        Config {
+            min_rto: Duration::from_secs(3),
+            initial_rto: Duration::from_secs(3),
+            mig_t0_ceiling: Duration::from_secs(3),
+            ..Config::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -121,6 +224,13 @@ impl Default for Config {
             data_retries: 15,
             syn_backlog: 128,
             challenge_ack_limit: 1000,
+            mode: Mode::Sustain,
+            mig_t0_ceiling: Duration::from_secs(1),
+            msyn_retries: 4,
+            mig_wait: Duration::from_secs(120),
+            address_update_retries: 4,
+            mac_verifications_per_connection: 20,
+            mac_verifications_per_endpoint: 10_000,
         }
     }
 }
@@ -143,6 +253,12 @@ pub enum CloseReason {
     Aborted,
     /// A SYN was refused (RST in SYN-SENT).
     Refused,
+    /// A move did not complete: MIG_WAIT expired, or (continuation mode)
+    /// the Address-Update was never answered.
+    MigrationTimedOut,
+    /// The local address went away under a connection that cannot move
+    /// (plain TCP, or still opening).
+    AddressLost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +281,34 @@ pub enum Event {
     /// application: emitted once, when the application's part is done).
     /// See the module documentation for exactly when.
     Closed { conn: ConnId, reason: CloseReason },
+    /// This end started a move (new local address, explicit `migrate`, or
+    /// a peer location notice): `mode` is `Sustain` (MSYN) or
+    /// `Continuation` (Address-Update).
+    MigrationStarted { conn: ConnId, mode: Mode },
+    /// An MSYN left; `attempt` counts from 1 within the current move.
+    MsynSent { conn: ConnId, attempt: u32 },
+    /// The connection entered MIG_WAIT (or, for `AddressLost`, holds there
+    /// until an address appears).
+    MigWait { conn: ConnId, cause: MigWaitCause },
+    /// A stalled connection is sending again: this end's move completed
+    /// (MSYN-ACK accepted, Address-Update answered) or, after being in
+    /// MIG_SENT / MIG_WAIT itself, it accepted and confirmed the peer's
+    /// MSYN. `stall` runs from the address loss (or the start of the move
+    /// when no loss was reported) to now.
+    Resumed { conn: ConnId, stall: Duration },
+    /// A move failed and the connection is closing; `Closed` follows.
+    MigrationFailed {
+        conn: ConnId,
+        reason: MigrationFailure,
+    },
+    /// The peer moved: an authenticated MSYN or Address-Update retargeted
+    /// the connection to `new_remote` (as observed, after any NAPT).
+    /// `behind_napt`: the peer's Migrate-Permit named another address.
+    PeerMoved {
+        conn: ConnId,
+        new_remote: SocketAddrV4,
+        behind_napt: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -179,6 +323,12 @@ pub enum TcpError {
     Reset,
     #[error("connection timed out")]
     TimedOut,
+    #[error("connection lost: a move did not complete in time")]
+    MigrationTimedOut,
+    #[error("connection lost: its local address went away and it cannot move")]
+    AddressLost,
+    #[error("connection cannot move (plain TCP peer, plain mode, or not established)")]
+    NotMigratable,
 }
 
 /// A snapshot for logs, tests and the `--events` file.
@@ -215,6 +365,27 @@ pub struct ConnInfo {
     pub snd_una: SeqNumber,
     pub snd_max: SeqNumber,
     pub rcv_nxt: SeqNumber,
+    /// In RFC 6675 / RFC 6582 loss recovery.
+    pub in_recovery: bool,
+    /// Both SYNs carried a full Migrate-Permit (PROTOCOL.md §6.1).
+    pub migratable: bool,
+    /// Token of our key (names this connection in the peer's options) and
+    /// of the peer's key, once migratable.
+    pub local_token: Option<Token>,
+    pub remote_token: Option<Token>,
+    /// Moves this end made that completed.
+    pub migrations: u64,
+    /// Moves of the peer this end accepted.
+    pub peer_moves: u64,
+    pub msyns_sent: u64,
+    pub msyn_acks_sent: u64,
+    /// Forged or replayed MSYNs / Address-Updates naming this connection
+    /// that were dropped (bad MAC, stale or misplaced request number).
+    pub forged_dropped: u64,
+    /// As responder: the current path has been confirmed (PROTOCOL.md §6.5).
+    pub path_confirmed: bool,
+    /// The peer's last MSYN came through a NAPT (Permit != observed source).
+    pub peer_behind_napt: bool,
 }
 
 /// Endpoint-wide counters.
@@ -252,6 +423,64 @@ pub struct Stats {
     pub connections_timed_out: u64,
     /// Control segments (resets) dropped because too many were queued.
     pub control_dropped: u64,
+
+    // Migration (PROTOCOL.md §13.4).
+    /// Segments with malformed sustain options (PROTOCOL.md §3.6 rule 3).
+    pub sustain_malformed: u64,
+    /// MSYNs / Address-Updates naming no connection of ours.
+    pub unknown_tokens: u64,
+    /// MSYNs / Address-Updates with a stale (replayed) request number.
+    pub stale_requests: u64,
+    /// Repeats of an accepted request that were dropped (not answered).
+    pub repeat_requests: u64,
+    /// MSYNs / Address-Updates / MSYN-ACKs whose MAC did not verify.
+    pub mac_failures: u64,
+    /// MSYNs / Address-Updates dropped by the MAC-verification rate limit.
+    pub mac_rate_limited: u64,
+    /// MSYNs refused for other reasons (state, sequence sanity, 4-tuple
+    /// clash, not migratable, malformed Migrate on a SYN).
+    pub msyns_refused: u64,
+    /// MSYN-ACKs dropped (wrong request, ACK, MAC or sequence).
+    pub msyn_acks_refused: u64,
+    pub msyns_sent: u64,
+    pub msyn_acks_sent: u64,
+    /// MSYN-ACKs accepted (this end's move completed, or a repeat answered).
+    pub msyn_acks_accepted: u64,
+    /// Moves started by this end (MSYN or Address-Update).
+    pub migrations_started: u64,
+    /// Moves of this end that completed.
+    pub migrations_completed: u64,
+    /// Peer moves accepted (valid MSYN or Address-Update).
+    pub moves_accepted: u64,
+    /// Responder: new paths confirmed by the mover's nonce echo.
+    pub paths_confirmed: u64,
+    /// Address-Update moves started by this end.
+    pub address_updates_sent: u64,
+    /// Entries into MIG_WAIT.
+    pub mig_wait_entries: u64,
+    /// Connections closed with `MigrationTimedOut`.
+    pub migration_timeouts: u64,
+    /// Connections closed with `AddressLost`.
+    pub address_lost_closes: u64,
+    /// Segments on the 4-tuple a connection moved away from, dropped
+    /// without a reset.
+    pub old_path_drops: u64,
+}
+
+/// Sizes of the endpoint's lookup tables, for tests that check nothing
+/// accumulates across moves (DESIGN.md: every move recovers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSizes {
+    /// Connections in the table.
+    pub connections: usize,
+    /// (local, remote) -> connection.
+    pub four_tuples: usize,
+    /// The 4-tuple each connection last moved away from (at most one each).
+    pub previous_paths: usize,
+    /// Token -> connection.
+    pub tokens: usize,
+    /// Local ports in use by connections.
+    pub ports: usize,
 }
 
 /// Ids carry the slot index in the low bits and a generation above, so a
@@ -262,12 +491,22 @@ const GENERATION_MASK: u32 = (1 << (32 - INDEX_BITS)) - 1;
 /// Closed ids remembered so later calls on them answer sensibly.
 const TOMBSTONES: usize = 4096;
 
+type FourTuple = (SocketAddrV4, SocketAddrV4);
+
 #[derive(Debug)]
 struct Slot {
     generation: u32,
     conn: Option<Box<Connection>>,
     /// In the 4-tuple index and port table (false once CLOSED).
     indexed: bool,
+    /// The (local, remote) under which the connection is indexed; compared
+    /// with the connection's addresses after every call, because a move
+    /// retargets them.
+    key: FourTuple,
+    /// The 4-tuple the connection last moved away from, if any.
+    previous: Option<FourTuple>,
+    /// The token under which the connection is in the token table.
+    token: Option<Token>,
 }
 
 #[derive(Debug)]
@@ -290,8 +529,15 @@ pub struct Endpoint {
     /// The connection table: a slab addressed by `ConnId`.
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
-    /// (local, remote) -> connection. Migration will add a token index.
-    index: HashMap<(SocketAddrV4, SocketAddrV4), ConnId>,
+    /// (local, remote) -> connection.
+    index: HashMap<FourTuple, ConnId>,
+    /// The 4-tuple each connection last left (one per connection at most):
+    /// late segments there are dropped instead of answered with a reset
+    /// that could reach the peer.
+    previous_paths: HashMap<FourTuple, ConnId>,
+    /// Token of our key -> connection (PROTOCOL.md §4.2): MSYNs and
+    /// Address-Updates are matched here, never by address or port.
+    tokens: HashMap<Token, ConnId>,
     conn_ports: HashMap<u16, u32>,
     listeners: Vec<Option<Listener>>,
     listener_index: HashMap<SocketAddrV4, ListenerId>,
@@ -322,7 +568,8 @@ impl Endpoint {
     pub fn new(config: Config, rng: Box<dyn Random + Send>) -> Endpoint {
         let shared = Shared {
             stats: Stats::default(),
-            challenge: ChallengeAckLimiter::new(config.challenge_ack_limit),
+            challenge: RateLimiter::new(config.challenge_ack_limit),
+            mac_budget: RateLimiter::new(config.mac_verifications_per_endpoint),
             control: VecDeque::new(),
         };
         Endpoint {
@@ -331,6 +578,8 @@ impl Endpoint {
             slots: Vec::new(),
             free_slots: Vec::new(),
             index: HashMap::new(),
+            previous_paths: HashMap::new(),
+            tokens: HashMap::new(),
             conn_ports: HashMap::new(),
             listeners: Vec::new(),
             listener_index: HashMap::new(),
@@ -425,7 +674,15 @@ impl Endpoint {
         let (idx, id) = self.alloc_slot().ok_or(TcpError::AddrInUse)?;
         let iss = SeqNumber(self.rng.next_u32());
         let ts_offset = self.rng.next_u32();
-        let conn = Connection::new_active(id, &self.config, local, remote, iss, ts_offset, now);
+        // PROTOCOL.md §6.1: a migrating end offers a Permit with a key whose
+        // token no other connection here uses (§4.2). Without one (the
+        // draws ran out) the connection is plain TCP.
+        let key = match self.config.mode {
+            Mode::Plain => None,
+            Mode::Sustain | Mode::Continuation => self.unique_key(),
+        };
+        let conn =
+            Connection::new_active(id, &self.config, local, remote, iss, ts_offset, now, key);
         self.install(idx, id, conn);
         self.after_conn(id);
         Ok(id)
@@ -503,7 +760,7 @@ impl Endpoint {
         result
     }
 
-    /// Abort with RST.
+    /// Abort with RST (none in MIG_SENT / MIG_WAIT: there is no path).
     pub fn abort(&mut self, conn: ConnId) {
         let Some(idx) = self.slot_index(conn) else {
             return;
@@ -513,9 +770,10 @@ impl Endpoint {
         self.after_conn(conn);
     }
 
+    /// RFC 9293 state, or MIG_SENT / MIG_WAIT while a move is under way.
     pub fn state(&self, conn: ConnId) -> Option<State> {
         match self.conn(conn) {
-            Some(c) => Some(c.state),
+            Some(c) => Some(c.public_state()),
             None => self.tombstones.get(&conn).map(|_| State::Closed),
         }
     }
@@ -560,16 +818,58 @@ impl Endpoint {
         };
         let local = SocketAddrV4::new(ip.dst, seg.dst_port);
         let remote = SocketAddrV4::new(ip.src, seg.src_port);
+        // PROTOCOL.md §3.6: sustain options are read unless this endpoint is
+        // plain TCP, which ignores them like any legacy stack.
+        let options = if self.config.mode == Mode::Plain {
+            MigrationOptions::default()
+        } else {
+            match MigrationOptions::from_repr(&seg) {
+                Ok(options) => options,
+                Err(err) => {
+                    // PROTOCOL.md §3.6 rule 3: a SYN with malformed sustain
+                    // options is dropped; anything else is plain TCP.
+                    self.shared.stats.sustain_malformed += 1;
+                    tracing::debug!(%err, %remote, "malformed sustain options");
+                    if seg.flags.syn() {
+                        return;
+                    }
+                    MigrationOptions::default()
+                }
+            }
+        };
+        let flags = seg.flags;
+        // PROTOCOL.md §3.6 / §13.2: a SYN carrying Migrate is an MSYN or
+        // nothing; it goes to the token table, never to a listener.
+        if flags.syn() && !flags.ack() && options.migrate.is_some() {
+            self.msyn_input(now, local, remote, &seg, &options);
+            return;
+        }
         if let Some(&id) = self.index.get(&(local, remote)) {
             if let Some(idx) = self.slot_index(id) {
                 let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
-                c.input(now, &seg, &mut self.shared);
+                c.input(now, &seg, &options, &mut self.shared);
                 self.after_conn(id);
                 return;
             }
         }
+        // PROTOCOL.md §9 receiver step 1: an Address-Update from an unknown
+        // 4-tuple goes to the token table before any reset.
+        if options.address_update.is_some() && !flags.syn() && !flags.rst() {
+            self.address_update_input(now, local, remote, &seg, &options);
+            return;
+        }
+        // Segments with a Migrate option from an unknown 4-tuple (a late
+        // MSYN-ACK, a Confirm for a path given up) and segments on the path
+        // a connection has just left are dropped: a reset there could be
+        // taken by the peer as one for the moved connection.
+        if options.migrate.is_some()
+            || (!flags.syn() && self.previous_paths.contains_key(&(local, remote)))
+        {
+            self.shared.stats.old_path_drops += 1;
+            return;
+        }
         if let Some(listener) = self.listener_for(local) {
-            self.listener_input(now, listener, local, remote, &seg);
+            self.listener_input(now, listener, local, remote, &seg, &options);
             return;
         }
         if self.owns_port(seg.dst_port) {
@@ -649,6 +949,264 @@ impl Endpoint {
     }
 
     // ----------------------------------------------------------------
+    // Migration (PROTOCOL.md §6, §8, §9): what the runtime's address
+    // watcher and the mobility-server client call.
+    // ----------------------------------------------------------------
+
+    /// The runtime saw `addr` disappear (or lose its route). Connections
+    /// sending from it stop: migratable ones hold in MIG_WAIT (sending
+    /// nothing, timers stopped) until [`address_available`] gives them a new
+    /// address, the peer's MSYN arrives, or [`Config::mig_wait`] runs out;
+    /// the rest (plain TCP, `Mode::Plain`, still opening) close at once with
+    /// [`CloseReason::AddressLost`] after [`Event::MigrationFailed`].
+    ///
+    /// [`address_available`]: Endpoint::address_available
+    pub fn address_lost(&mut self, now: Instant, addr: Ipv4Addr) {
+        for id in self.connections_where(|c| *c.local.ip() == addr) {
+            if let Some(idx) = self.slot_index(id) {
+                let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+                c.on_address_lost(now, &mut self.shared);
+                self.after_conn(id);
+            }
+        }
+    }
+
+    /// The runtime saw a usable address appear (address *and* route,
+    /// DESIGN.md). Every connection waiting for an address (its own went
+    /// away, or it sits in MIG_WAIT) moves there: sustaining mode sends an
+    /// MSYN (MIG_SENT), continuation mode starts Address-Update. Connections
+    /// whose address still works are left alone.
+    pub fn address_available(&mut self, now: Instant, addr: Ipv4Addr) {
+        for id in self.connections_where(|c| c.waiting_for_address()) {
+            let Some(idx) = self.slot_index(id) else {
+                continue;
+            };
+            let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+            let new_local = SocketAddrV4::new(addr, c.local.port());
+            if self
+                .index
+                .get(&(new_local, c.remote))
+                .is_some_and(|&o| o != id)
+            {
+                tracing::warn!(?id, %new_local, "cannot move: 4-tuple taken");
+                continue;
+            }
+            if let Err(err) = c.start_move(now, Some(new_local), None, &mut self.shared) {
+                tracing::debug!(?id, %err, "not moved");
+            }
+            self.after_conn(id);
+        }
+    }
+
+    /// Moves one connection to local address `new_local` (same port) now,
+    /// whether or not its old address still works.
+    pub fn migrate(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        new_local: Ipv4Addr,
+    ) -> Result<(), TcpError> {
+        let Some(idx) = self.slot_index(conn) else {
+            return Err(self.gone_error(conn));
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        let new_local = SocketAddrV4::new(new_local, c.local.port());
+        if self
+            .index
+            .get(&(new_local, c.remote))
+            .is_some_and(|&o| o != conn)
+        {
+            return Err(TcpError::AddrInUse);
+        }
+        let result = c.start_move(now, Some(new_local), None, &mut self.shared);
+        self.after_conn(conn);
+        result
+    }
+
+    /// A mobility-server notice (PROTOCOL.md §6.7): the peer is now
+    /// reachable at `new_remote` (its new address, or a relay). In a
+    /// synchronized state, MIG_SENT or MIG_WAIT the connection sends an MSYN
+    /// there (MIG_SENT); elsewhere the notice is ignored (`Ok`, nothing
+    /// done). The server names connections by token:
+    /// [`connection_for_token`](Endpoint::connection_for_token).
+    pub fn peer_location(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        new_remote: SocketAddrV4,
+    ) -> Result<(), TcpError> {
+        let Some(idx) = self.slot_index(conn) else {
+            return Err(self.gone_error(conn));
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        if self
+            .index
+            .get(&(c.local, new_remote))
+            .is_some_and(|&o| o != conn)
+        {
+            return Err(TcpError::AddrInUse);
+        }
+        let result = c.on_peer_location(now, new_remote, &mut self.shared);
+        self.after_conn(conn);
+        result
+    }
+
+    /// The connection whose key has this token (the token the peer puts in
+    /// its MSYNs; [`ConnInfo::local_token`]).
+    pub fn connection_for_token(&self, token: Token) -> Option<ConnId> {
+        let id = *self.tokens.get(&token)?;
+        self.conn(id).filter(|c| c.keys().is_some()).map(|c| c.id)
+    }
+
+    /// Both keys of a migratable connection: what the runtime needs to
+    /// authenticate its reports to the mobility server (DESIGN.md).
+    pub fn connection_keys(&self, conn: ConnId) -> Option<ConnectionKeys> {
+        self.conn(conn)?.keys()
+    }
+
+    /// Sizes of the lookup tables (see [`IndexSizes`]).
+    pub fn index_sizes(&self) -> IndexSizes {
+        IndexSizes {
+            connections: self.connection_count(),
+            four_tuples: self.index.len(),
+            previous_paths: self.previous_paths.len(),
+            tokens: self.tokens.len(),
+            ports: self.conn_ports.len(),
+        }
+    }
+
+    // ----------------------------------------------------------------
+
+    fn connections_where(&self, mut keep: impl FnMut(&Connection) -> bool) -> Vec<ConnId> {
+        self.slots
+            .iter()
+            .filter(|slot| slot.indexed)
+            .filter_map(|slot| slot.conn.as_deref())
+            .filter(|c| keep(c))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// PROTOCOL.md §6.3 steps 1-2 (classification and token lookup); the
+    /// connection does the rest.
+    fn msyn_input(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seg: &TcpRepr,
+        options: &MigrationOptions,
+    ) {
+        let (Some(MigrateOption::Msyn(migrate)), Some(permit)) = (options.migrate, options.permit)
+        else {
+            self.shared.stats.msyns_refused += 1;
+            return;
+        };
+        if seg.flags.rst() || seg.flags.fin() {
+            self.shared.stats.msyns_refused += 1;
+            return;
+        }
+        let Some(id) = self.connection_for_token(Token(migrate.token)) else {
+            // PROTOCOL.md §11.4: the same silent drop as a bad MAC.
+            self.shared.stats.unknown_tokens += 1;
+            return;
+        };
+        if self.index.get(&(local, remote)).is_some_and(|&o| o != id) {
+            self.shared.stats.msyns_refused += 1;
+            return;
+        }
+        let Some(idx) = self.slot_index(id) else {
+            return;
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        c.on_msyn(
+            now,
+            local,
+            remote,
+            seg,
+            &migrate,
+            &permit,
+            &mut *self.rng,
+            &mut self.shared,
+        );
+        self.after_conn(id);
+    }
+
+    /// PROTOCOL.md §9 receiver: an Address-Update from a 4-tuple no
+    /// connection has.
+    fn address_update_input(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seg: &TcpRepr,
+        options: &MigrationOptions,
+    ) {
+        let Some(update) = options.address_update else {
+            return;
+        };
+        let Some(id) = self.connection_for_token(Token(update.token)) else {
+            self.shared.stats.unknown_tokens += 1;
+            return;
+        };
+        let Some(idx) = self.slot_index(id) else {
+            return;
+        };
+        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+        c.on_address_update(now, local, remote, seg, options, &mut self.shared);
+        self.after_conn(id);
+    }
+
+    /// Brings the 4-tuple, port and token tables in line with the
+    /// connection's current addresses and key after anything touched it
+    /// (a move retargets a live connection).
+    fn sync_indexes(&mut self, idx: usize, id: ConnId) {
+        let slot = &mut self.slots[idx];
+        let Some(c) = slot.conn.as_deref() else {
+            return;
+        };
+        if !slot.indexed {
+            return;
+        }
+        let key = (c.local, c.remote);
+        if key != slot.key {
+            let old = slot.key;
+            if self.index.get(&old) == Some(&id) {
+                self.index.remove(&old);
+            }
+            if let Some(previous) = slot.previous.take() {
+                if self.previous_paths.get(&previous) == Some(&id) {
+                    self.previous_paths.remove(&previous);
+                }
+            }
+            if !self.index.contains_key(&old) {
+                self.previous_paths.insert(old, id);
+                slot.previous = Some(old);
+            }
+            // Whoever left `key` before does not keep it as a dead path.
+            self.previous_paths.remove(&key);
+            if self.index.insert(key, id).is_some_and(|o| o != id) {
+                tracing::warn!(?id, ?key, "moved onto a 4-tuple another connection had");
+            }
+            if old.0.port() != key.0.port() {
+                release_port(&mut self.conn_ports, old.0.port());
+                *self.conn_ports.entry(key.0.port()).or_insert(0) += 1;
+            }
+            slot.key = key;
+        }
+        let token = c.indexed_token();
+        if token != slot.token {
+            if let Some(old) = slot.token {
+                if self.tokens.get(&old) == Some(&id) {
+                    self.tokens.remove(&old);
+                }
+            }
+            if let Some(token) = token {
+                self.tokens.insert(token, id);
+            }
+            slot.token = token;
+        }
+    }
 
     fn conn(&self, id: ConnId) -> Option<&Connection> {
         let idx = self.slot_index(id)?;
@@ -675,10 +1233,14 @@ impl Endpoint {
                 if self.slots.len() > INDEX_MASK as usize {
                     return None;
                 }
+                let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
                 self.slots.push(Slot {
                     generation: 0,
                     conn: None,
                     indexed: false,
+                    key: (unspecified, unspecified),
+                    previous: None,
+                    token: None,
                 });
                 self.slots.len() - 1
             }
@@ -688,11 +1250,25 @@ impl Endpoint {
     }
 
     fn install(&mut self, idx: usize, id: ConnId, conn: Connection) {
-        self.index.insert((conn.local, conn.remote), id);
+        let key = (conn.local, conn.remote);
+        self.index.insert(key, id);
         *self.conn_ports.entry(conn.local.port()).or_insert(0) += 1;
+        let token = conn.indexed_token();
+        if let Some(token) = token {
+            self.tokens.insert(token, id);
+        }
         let slot = &mut self.slots[idx];
         slot.conn = Some(Box::new(conn));
         slot.indexed = true;
+        slot.key = key;
+        slot.previous = None;
+        slot.token = token;
+    }
+
+    /// A key whose token no connection here uses (PROTOCOL.md §4.2).
+    fn unique_key(&mut self) -> Option<Key> {
+        let tokens = &self.tokens;
+        Key::generate_unique(&mut *self.rng, |t| tokens.contains_key(&t))
     }
 
     fn ephemeral_port(&mut self) -> Result<u16, TcpError> {
@@ -726,6 +1302,7 @@ impl Endpoint {
         local: SocketAddrV4,
         remote: SocketAddrV4,
         seg: &TcpRepr,
+        options: &MigrationOptions,
     ) {
         // RFC 9293 §3.10.7.2 first check for an RST: ignore it.
         if seg.flags.rst() {
@@ -754,6 +1331,17 @@ impl Endpoint {
         };
         let iss = SeqNumber(self.rng.next_u32());
         let ts_offset = self.rng.next_u32();
+        // PROTOCOL.md §6.1: answer a full Permit with ours, never a SYN
+        // without one (or with the short, keyless form, §3.6).
+        let keys = match (self.config.mode, options.permit.and_then(|p| p.key)) {
+            (Mode::Sustain | Mode::Continuation, Some(remote_key)) => {
+                self.unique_key().map(|local| ConnectionKeys {
+                    local,
+                    remote: Key(remote_key),
+                })
+            }
+            _ => None,
+        };
         let conn = Connection::new_passive(
             id,
             &self.config,
@@ -764,6 +1352,7 @@ impl Endpoint {
             ts_offset,
             now,
             seg,
+            keys,
         );
         self.install(idx, id, conn);
         if let Some(Some(l)) = self.listeners.get_mut(listener.0 as usize) {
@@ -778,6 +1367,7 @@ impl Endpoint {
         let Some(idx) = self.slot_index(id) else {
             return;
         };
+        self.sync_indexes(idx, id);
         let slot = &mut self.slots[idx];
         let c = slot.conn.as_mut().expect("slot_index checks");
         while let Some(event) = c.events.pop_front() {
@@ -800,10 +1390,20 @@ impl Endpoint {
         if c.state == State::Closed {
             if slot.indexed {
                 slot.indexed = false;
-                if self.index.get(&(c.local, c.remote)) == Some(&id) {
-                    self.index.remove(&(c.local, c.remote));
+                if self.index.get(&slot.key) == Some(&id) {
+                    self.index.remove(&slot.key);
                 }
-                release_port(&mut self.conn_ports, c.local.port());
+                if let Some(previous) = slot.previous.take() {
+                    if self.previous_paths.get(&previous) == Some(&id) {
+                        self.previous_paths.remove(&previous);
+                    }
+                }
+                if let Some(token) = slot.token.take() {
+                    if self.tokens.get(&token) == Some(&id) {
+                        self.tokens.remove(&token);
+                    }
+                }
+                release_port(&mut self.conn_ports, slot.key.0.port());
             }
             // A normal close keeps unread data readable until drained.
             if c.unread() == 0 || !c.announced {

@@ -17,5 +17,6 @@ mod connection;
 mod endpoint;
 
 pub use endpoint::{
-    CloseReason, Config, ConnId, ConnInfo, Endpoint, Event, ListenerId, State, Stats, TcpError,
+    CloseReason, Config, ConnId, ConnInfo, Endpoint, Event, IndexSizes, ListenerId, MigWaitCause,
+    MigrationFailure, Mode, State, Stats, TcpError,
 };

@@ -1,0 +1,453 @@
+//! A NAPT (network address and port translator) for the simulator, modelled
+//! on Linux iptables MASQUERADE with strict connection tracking (what the
+//! lab's NAPT routers run; PROTOCOL.md §10):
+//!
+//! - nodes behind it use private addresses; outbound TCP leaves with the
+//!   NAPT's public address and a public port of its own;
+//! - every new flow (private address and port, remote address and port)
+//!   gets a **fresh mapping with a new public port**; an MSYN from a new
+//!   address is such a flow;
+//! - only a SYN (no ACK) from inside creates a mapping; anything else from
+//!   an unknown flow, and every unsolicited inbound packet, is dropped
+//!   (`nf_conntrack_tcp_loose = 0`);
+//! - the tracker checks the handshake and the ACK upper bound: a SYN-ACK
+//!   (so an MSYN-ACK) must acknowledge exactly SYN.seq + 1, and an ACK may
+//!   not exceed the highest sequence number seen from the other side
+//!   (`tcp_in_window`: `before(ack, receiver->td_end + 1)`);
+//! - a SYN on a flow past its handshake (an MSYN from a private address and
+//!   port used before) passes as a possible reopen, and the tracking starts
+//!   over only when the SYN-ACK answering it arrives, as in Linux;
+//! - mappings idle longer than `idle_timeout` expire.
+//!
+//! Window checks are not modelled, so the model does not depend on window
+//! scaling (PROTOCOL.md §10 explains why MSYN and MSYN-ACK carry WS for the
+//! real tracker). Sequence numbers are not rewritten.
+//!
+//! Attach with [`InsideScope::Private`](super::InsideScope::Private) and give
+//! the middlebox its public address with
+//! [`Network::add_middlebox_address`](super::Network::add_middlebox_address).
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Direction, Middlebox};
+use crate::time::{Duration, Instant};
+use crate::wire::SeqNumber;
+
+/// Counters of what the NAPT did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NaptStats {
+    pub mappings_created: u64,
+    pub mappings_expired: u64,
+    pub translated_out: u64,
+    pub translated_in: u64,
+    /// Inbound packets matching no mapping.
+    pub unsolicited_dropped: u64,
+    /// Outbound non-SYN packets of a flow without a mapping.
+    pub no_mapping_dropped: u64,
+    /// SYN-ACKs that did not acknowledge exactly SYN.seq + 1.
+    pub bad_synack_dropped: u64,
+    /// ACKs above what the tracker saw from the other side.
+    pub ack_over_bound_dropped: u64,
+    /// Other segments the tracker found invalid (non-SYN before the
+    /// handshake, SYN from outside, no TCP).
+    pub invalid_dropped: u64,
+    /// No public port was free.
+    pub ports_exhausted: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrackState {
+    SynSent,
+    SynRecv,
+    Established,
+}
+
+/// One mapping with its connection tracking.
+#[derive(Debug, Clone)]
+struct Mapping {
+    public_port: u16,
+    state: TrackState,
+    syn_seq: SeqNumber,
+    /// Highest sequence number + length seen from inside (td_end).
+    inside_end: SeqNumber,
+    /// The same from outside, once its SYN-ACK passed.
+    outside_end: Option<SeqNumber>,
+    /// A SYN from inside on a flow past its handshake: tracking restarts
+    /// only if the SYN-ACK that follows answers it (Linux's "reopen").
+    reopen_syn: Option<SeqNumber>,
+    last_seen: Instant,
+}
+
+/// A mapping as tests see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NaptMapping {
+    pub private: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub public: SocketAddrV4,
+}
+
+/// The TCP fields the NAPT reads, from a packet checked just enough.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    ihl: usize,
+    total: usize,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: SeqNumber,
+    ack: SeqNumber,
+    syn: bool,
+    ack_flag: bool,
+    rst: bool,
+    fin: bool,
+    payload: usize,
+}
+
+fn parse(packet: &[u8]) -> Option<Header> {
+    let first = *packet.first()?;
+    if first >> 4 != 4 || *packet.get(9)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes(packet.get(2..4)?.try_into().ok()?));
+    if ihl < 20 || total > packet.len() || total < ihl + 20 {
+        return None;
+    }
+    let tcp = packet.get(ihl..total)?;
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(tcp.get(at..at + 4)?.try_into().ok()?))
+    };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(tcp.get(at..at + 2)?.try_into().ok()?))
+    };
+    let addr = |at: usize| -> Option<Ipv4Addr> {
+        let b: [u8; 4] = packet.get(at..at + 4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(b))
+    };
+    let data_offset = usize::from(*tcp.get(12)? >> 4) * 4;
+    let flags = *tcp.get(13)?;
+    if data_offset < 20 || data_offset > tcp.len() {
+        return None;
+    }
+    Some(Header {
+        ihl,
+        total,
+        src: SocketAddrV4::new(addr(12)?, port(0)?),
+        dst: SocketAddrV4::new(addr(16)?, port(2)?),
+        seq: SeqNumber(word(4)?),
+        ack: SeqNumber(word(8)?),
+        syn: flags & 0x02 != 0,
+        ack_flag: flags & 0x10 != 0,
+        rst: flags & 0x04 != 0,
+        fin: flags & 0x01 != 0,
+        payload: tcp.len() - data_offset,
+    })
+}
+
+/// RFC 1071 one's complement sum.
+fn sum16(mut acc: u32, bytes: &[u8]) -> u32 {
+    let mut chunks = bytes.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u32::from(u16::from_be_bytes([*last, 0]));
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Writes new addresses and ports and recomputes both checksums.
+fn rewrite(packet: &mut [u8], h: &Header, src: SocketAddrV4, dst: SocketAddrV4) {
+    packet[12..16].copy_from_slice(&src.ip().octets());
+    packet[16..20].copy_from_slice(&dst.ip().octets());
+    packet[h.ihl..h.ihl + 2].copy_from_slice(&src.port().to_be_bytes());
+    packet[h.ihl + 2..h.ihl + 4].copy_from_slice(&dst.port().to_be_bytes());
+    packet[10..12].copy_from_slice(&[0, 0]);
+    let ip_sum = fold(sum16(0, &packet[..h.ihl]));
+    packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    let tcp_len = h.total - h.ihl;
+    packet[h.ihl + 16..h.ihl + 18].copy_from_slice(&[0, 0]);
+    let mut pseudo = [0u8; 12];
+    pseudo[..4].copy_from_slice(&src.ip().octets());
+    pseudo[4..8].copy_from_slice(&dst.ip().octets());
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    let tcp_sum = fold(sum16(sum16(0, &pseudo), &packet[h.ihl..h.total]));
+    packet[h.ihl + 16..h.ihl + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+}
+
+/// Why the tracker refused a segment.
+enum Refusal {
+    BadSynAck,
+    AckOverBound,
+    Invalid,
+}
+
+impl Mapping {
+    /// Linux `tcp_in_window`, reduced to the checks PROTOCOL.md §10 relies
+    /// on: the SYN-ACK acknowledges SYN.seq + 1; no ACK exceeds what the
+    /// other side has sent.
+    fn track(&mut self, from_inside: bool, h: &Header) -> Result<(), Refusal> {
+        let len = h.payload + usize::from(h.syn) + usize::from(h.fin);
+        let end = h.seq + len;
+        if h.syn && !h.ack_flag {
+            if !from_inside {
+                return Err(Refusal::Invalid);
+            }
+            if self.state == TrackState::SynSent {
+                // A retransmitted SYN (MSYN): the newest is answered.
+                self.syn_seq = h.seq;
+                self.inside_end = self.inside_end.max(end);
+            } else {
+                // Past the handshake a SYN is only a possible reopen; it
+                // passes without touching the tracking (Linux: IGNORE).
+                self.reopen_syn = Some(h.seq);
+            }
+            return Ok(());
+        }
+        if h.syn {
+            // SYN-ACK: only from outside, only answering a tracked SYN.
+            if from_inside {
+                return Err(Refusal::Invalid);
+            }
+            if let Some(syn) = self.reopen_syn.filter(|&s| h.ack == s + 1) {
+                // The reopen was answered: track the new handshake.
+                self.reopen_syn = None;
+                self.syn_seq = syn;
+                self.state = TrackState::SynRecv;
+                self.inside_end = syn + 1;
+                self.outside_end = Some(end);
+                return Ok(());
+            }
+            if h.ack != self.syn_seq + 1 {
+                return Err(Refusal::BadSynAck);
+            }
+            if self.state != TrackState::Established {
+                self.state = TrackState::SynRecv;
+            }
+            // A retransmitted SYN-ACK in ESTABLISHED passes unchanged.
+            self.outside_end = Some(self.outside_end.map_or(end, |e| e.max(end)));
+            return Ok(());
+        }
+        if h.rst {
+            // A refusal of the SYN (RST,ACK acking SYN.seq + 1) or a reset
+            // of a tracked connection passes; the tracker does not police
+            // RST sequence numbers here.
+            return Ok(());
+        }
+        let Some(outside_end) = self.outside_end else {
+            return Err(Refusal::Invalid);
+        };
+        let other_end = if from_inside {
+            outside_end
+        } else {
+            self.inside_end
+        };
+        if h.ack_flag && h.ack > other_end {
+            return Err(Refusal::AckOverBound);
+        }
+        if from_inside {
+            self.inside_end = self.inside_end.max(end);
+            if self.state == TrackState::SynRecv && h.ack_flag {
+                self.state = TrackState::Established;
+            }
+        } else {
+            self.outside_end = Some(outside_end.max(end));
+        }
+        Ok(())
+    }
+}
+
+/// The NAPT. Deterministic: ports are handed out in order.
+#[derive(Debug)]
+pub struct Napt {
+    public: Ipv4Addr,
+    first_port: u16,
+    next_port: u16,
+    idle_timeout: Duration,
+    flows: BTreeMap<(SocketAddrV4, SocketAddrV4), Mapping>,
+    by_public: BTreeMap<(u16, SocketAddrV4), (SocketAddrV4, SocketAddrV4)>,
+    used_ports: BTreeSet<u16>,
+    last_sweep: Instant,
+    stats: NaptStats,
+}
+
+impl Napt {
+    /// A NAPT with public address `public`, ports from 20000 up, mappings
+    /// expiring after 300 s idle.
+    pub fn new(public: Ipv4Addr) -> Napt {
+        Napt::with_ports(public, 20_000)
+    }
+
+    /// Public ports are allocated from `first_port` up (wrapping to it).
+    pub fn with_ports(public: Ipv4Addr, first_port: u16) -> Napt {
+        Napt {
+            public,
+            first_port,
+            next_port: first_port,
+            idle_timeout: Duration::from_secs(300),
+            flows: BTreeMap::new(),
+            by_public: BTreeMap::new(),
+            used_ports: BTreeSet::new(),
+            last_sweep: Instant::ZERO,
+            stats: NaptStats::default(),
+        }
+    }
+
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle_timeout = idle;
+    }
+
+    pub fn public_addr(&self) -> Ipv4Addr {
+        self.public
+    }
+
+    pub fn stats(&self) -> &NaptStats {
+        &self.stats
+    }
+
+    /// Live mappings, in (private, remote) order.
+    pub fn mappings(&self) -> Vec<NaptMapping> {
+        self.flows
+            .iter()
+            .map(|(&(private, remote), m)| NaptMapping {
+                private,
+                remote,
+                public: SocketAddrV4::new(self.public, m.public_port),
+            })
+            .collect()
+    }
+
+    fn allocate_port(&mut self) -> Option<u16> {
+        let span = u32::from(u16::MAX - self.first_port) + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == u16::MAX {
+                self.first_port
+            } else {
+                port + 1
+            };
+            if !self.used_ports.contains(&port) {
+                self.used_ports.insert(port);
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, key: (SocketAddrV4, SocketAddrV4)) {
+        if let Some(m) = self.flows.remove(&key) {
+            self.by_public.remove(&(m.public_port, key.1));
+            self.used_ports.remove(&m.public_port);
+        }
+    }
+
+    /// Drops mappings idle longer than the timeout (at most once a second).
+    fn sweep(&mut self, now: Instant) {
+        if now - self.last_sweep < Duration::from_secs(1) && self.last_sweep != Instant::ZERO {
+            return;
+        }
+        self.last_sweep = now;
+        let idle = self.idle_timeout;
+        let expired: Vec<_> = self
+            .flows
+            .iter()
+            .filter(|(_, m)| now - m.last_seen > idle)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in expired {
+            self.stats.mappings_expired += 1;
+            self.remove(key);
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> bool {
+        match refusal {
+            Refusal::BadSynAck => self.stats.bad_synack_dropped += 1,
+            Refusal::AckOverBound => self.stats.ack_over_bound_dropped += 1,
+            Refusal::Invalid => self.stats.invalid_dropped += 1,
+        }
+        false
+    }
+
+    fn outbound(&mut self, now: Instant, packet: &mut [u8], h: &Header) -> bool {
+        let key = (h.src, h.dst);
+        if !self.flows.contains_key(&key) {
+            if !h.syn || h.ack_flag {
+                self.stats.no_mapping_dropped += 1;
+                return false;
+            }
+            let Some(port) = self.allocate_port() else {
+                self.stats.ports_exhausted += 1;
+                return false;
+            };
+            self.flows.insert(
+                key,
+                Mapping {
+                    public_port: port,
+                    state: TrackState::SynSent,
+                    syn_seq: h.seq,
+                    inside_end: h.seq,
+                    outside_end: None,
+                    reopen_syn: None,
+                    last_seen: now,
+                },
+            );
+            self.by_public.insert((port, h.dst), key);
+            self.stats.mappings_created += 1;
+        }
+        let Some(mapping) = self.flows.get_mut(&key) else {
+            return false;
+        };
+        if let Err(refusal) = mapping.track(true, h) {
+            return self.refuse(refusal);
+        }
+        mapping.last_seen = now;
+        let public = SocketAddrV4::new(self.public, mapping.public_port);
+        rewrite(packet, h, public, h.dst);
+        self.stats.translated_out += 1;
+        true
+    }
+
+    fn inbound(&mut self, now: Instant, packet: &mut [u8], h: &Header) -> bool {
+        let Some(&key) = (*h.dst.ip() == self.public)
+            .then(|| self.by_public.get(&(h.dst.port(), h.src)))
+            .flatten()
+        else {
+            self.stats.unsolicited_dropped += 1;
+            return false;
+        };
+        let Some(mapping) = self.flows.get_mut(&key) else {
+            self.stats.unsolicited_dropped += 1;
+            return false;
+        };
+        if let Err(refusal) = mapping.track(false, h) {
+            return self.refuse(refusal);
+        }
+        mapping.last_seen = now;
+        rewrite(packet, h, h.src, key.0);
+        self.stats.translated_in += 1;
+        true
+    }
+}
+
+impl Middlebox for Napt {
+    fn process(&mut self, now: Instant, direction: Direction, packet: &mut Vec<u8>) -> bool {
+        self.sweep(now);
+        let Some(h) = parse(packet) else {
+            self.stats.invalid_dropped += 1;
+            return false;
+        };
+        match direction {
+            Direction::Outbound => self.outbound(now, packet, &h),
+            Direction::Inbound => self.inbound(now, packet, &h),
+        }
+    }
+}
