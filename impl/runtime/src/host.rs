@@ -7,11 +7,12 @@
 //! makes no progress does it sleep, until the socket is readable, the core's
 //! next timer, or a shutdown signal.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, BufWriter, Read, Write};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::pin::pin;
 
@@ -23,6 +24,7 @@ use thiserror::Error;
 
 use crate::clock::Clock;
 use crate::events::EventLog;
+use crate::netwatch::{self, NetWatcher};
 use crate::os_random::OsRandom;
 use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch};
 use crate::route::{self, PortReservation};
@@ -229,6 +231,8 @@ fn reason_name(r: CloseReason) -> &'static str {
         CloseReason::TimedOut => "timed out",
         CloseReason::Aborted => "aborted",
         CloseReason::Refused => "refused",
+        CloseReason::MigrationTimedOut => "migration timed out",
+        CloseReason::AddressLost => "local address lost (plain TCP cannot move)",
     }
 }
 
@@ -260,7 +264,14 @@ pub async fn run(
                 } else {
                     *want.ip()
                 };
-                let (port, held) = route::reserve_port(SocketAddrV4::new(ip, want.port()))
+                // Reserve on every address (0.0.0.0) unless one was named:
+                // after a move the port must still be ours on the new address.
+                let reserve_ip = if want.ip().is_unspecified() {
+                    Ipv4Addr::UNSPECIFIED
+                } else {
+                    ip
+                };
+                let (port, held) = route::reserve_port(SocketAddrV4::new(reserve_ip, want.port()))
                     .map_err(io_err(format!("reserving local port {}", want.port())))?;
                 if opts.mss_from_route {
                     config.mss = (mtu.saturating_sub(40)).clamp(536, 65495) as u16;
@@ -280,6 +291,12 @@ pub async fn run(
 
     let mut ep = Endpoint::new(config, Box::new(OsRandom::new()));
     let keep = matches!(opts.role, Role::Listen { keep: true, .. });
+    let mut watcher =
+        NetWatcher::start().map_err(io_err("subscribing to rtnetlink address events"))?;
+    let mut addresses = netwatch::local_addresses().map_err(io_err("listing local addresses"))?;
+    // Addresses the core may use: every address present at start, then
+    // each new one once a route through it exists.
+    let mut usable: BTreeSet<Ipv4Addr> = addresses.clone();
     let mut sessions: HashMap<ConnId, Session> = HashMap::new();
     let mut accepted = 0usize;
     let mut summaries = Vec::new();
@@ -402,6 +419,57 @@ pub async fn run(
                         done = true;
                     }
                 }
+                Event::MigrationStarted { conn, mode } => {
+                    let _ = events.record(
+                        now,
+                        "migration-started",
+                        json!({"conn": conn.0, "mode": format!("{mode:?}").to_lowercase()}),
+                    );
+                }
+                Event::MsynSent { conn, attempt } => {
+                    tracing::info!(?conn, attempt, "MSYN sent");
+                    let _ = events.record(
+                        now,
+                        "msyn-sent",
+                        json!({"conn": conn.0, "attempt": attempt}),
+                    );
+                }
+                Event::MigWait { conn, cause } => {
+                    tracing::info!(?conn, ?cause, "MIG_WAIT");
+                    let _ = events.record(
+                        now,
+                        "mig-wait",
+                        json!({"conn": conn.0, "cause": format!("{cause:?}")}),
+                    );
+                }
+                Event::Resumed { conn, stall } => {
+                    tracing::info!(?conn, ?stall, "resumed");
+                    let _ = events.record(
+                        now,
+                        "resumed",
+                        json!({"conn": conn.0, "stall_ms": stall.as_secs_f64() * 1e3}),
+                    );
+                }
+                Event::MigrationFailed { conn, reason } => {
+                    tracing::warn!(?conn, ?reason, "migration failed");
+                    let _ = events.record(
+                        now,
+                        "migration-failed",
+                        json!({"conn": conn.0, "reason": format!("{reason:?}")}),
+                    );
+                }
+                Event::PeerMoved {
+                    conn,
+                    new_remote,
+                    behind_napt,
+                } => {
+                    tracing::info!(?conn, %new_remote, behind_napt, "peer moved");
+                    let _ = events.record(
+                        now,
+                        "peer-moved",
+                        json!({"conn": conn.0, "remote": new_remote.to_string(), "behind_napt": behind_napt}),
+                    );
+                }
                 Event::Readable(_) | Event::Writable(_) => {}
             }
         }
@@ -435,6 +503,33 @@ pub async fn run(
         };
         tokio::select! {
             r = socket.readable() => r.map_err(io_err("waiting for packets"))?,
+            r = watcher.changed() => {
+                r.map_err(io_err("reading rtnetlink events"))?;
+                let now = clock.now();
+                let current = netwatch::local_addresses().map_err(io_err("listing local addresses"))?;
+                for gone in addresses.difference(&current) {
+                    tracing::info!(%gone, "address lost");
+                    let _ = events.record(now, "addr-lost", json!({"addr": gone.to_string()}));
+                    usable.remove(gone);
+                    ep.address_lost(now, *gone);
+                }
+                // Usable = the source the kernel's routing picks towards a peer.
+                let peers: BTreeSet<Ipv4Addr> = sessions
+                    .keys()
+                    .filter_map(|c| ep.info(*c))
+                    .map(|i| *i.remote.ip())
+                    .collect();
+                for peer in peers {
+                    if let Ok((src, _mtu)) = route::lookup(peer) {
+                        if current.contains(&src) && usable.insert(src) {
+                            tracing::info!(%src, %peer, "address usable");
+                            let _ = events.record(now, "addr-new", json!({"addr": src.to_string()}));
+                            ep.address_available(now, src);
+                        }
+                    }
+                }
+                addresses = current;
+            }
             r = socket.writable(), if !tx.is_empty() => r.map_err(io_err("waiting to send"))?,
             _ = sleep => {}
             signal = &mut shutdown => {

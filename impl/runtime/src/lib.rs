@@ -8,10 +8,12 @@
 //! - [`route`]: kernel route lookups (source address, path MTU).
 //! - [`host`]: the reference host's event loop and file transfers.
 //! - [`events`]: the JSON-lines `--events` log.
+//! - [`netwatch`]: rtnetlink address/route/link events.
 
 pub mod clock;
 pub mod events;
 pub mod host;
+pub mod netwatch;
 pub mod os_random;
 pub mod raw_socket;
 pub mod route;

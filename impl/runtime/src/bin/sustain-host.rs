@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sustain::host::{self, HostError, HostOptions, Role, Summary, Transfer};
-use sustain_core::tcp::Config;
+use sustain_core::tcp::{Config, Mode};
 use sustain_core::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -66,6 +66,19 @@ struct Common {
     /// Minimum retransmission timeout in milliseconds.
     #[arg(long, default_value_t = 200)]
     min_rto_ms: u64,
+    /// How connections survive address changes: `sustain` (Migrate-Permit +
+    /// MSYN handshake), `continuation` (ADDRESS UPDATE option, the older
+    /// paper) or `plain` (ordinary TCP: a move breaks the connection).
+    #[arg(long, value_enum, default_value_t = ModeArg::Sustain)]
+    mode: ModeArg,
+    /// How long a connection waits in MIG_WAIT for an address, the peer's
+    /// MSYN or a peer location before it fails.
+    #[arg(long, default_value_t = 120)]
+    mig_wait_secs: u64,
+    /// The paper's timing profile: 3 s minimum and initial RTO, 3 s MSYN
+    /// retransmission (only to reproduce the paper's timings).
+    #[arg(long)]
+    paper_faithful: bool,
     /// Skip the sha256 of the transferred bytes (the summary shows
     /// "sha256":null). For benchmarks: hashing can cost more than the TCP.
     #[arg(long)]
@@ -83,6 +96,13 @@ struct TransferArgs {
     recv_file: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Sustain,
+    Continuation,
+    Plain,
+}
+
 fn parse_bind(s: &str) -> Result<SocketAddrV4, String> {
     if let Ok(a) = s.parse::<SocketAddrV4>() {
         return Ok(a);
@@ -98,10 +118,20 @@ fn options(role: Role, common: Common) -> HostOptions {
         (None, Some(p)) => Transfer::Recv(p),
         (None, None) => unreachable!("clap requires one of --send-file/--recv-file"),
     };
-    let mut config = Config {
-        min_rto: Duration::from_millis(common.min_rto_ms),
-        ..Config::default()
+    let mut config = if common.paper_faithful {
+        Config::paper_faithful()
+    } else {
+        Config {
+            min_rto: Duration::from_millis(common.min_rto_ms),
+            ..Config::default()
+        }
     };
+    config.mode = match common.mode {
+        ModeArg::Sustain => Mode::Sustain,
+        ModeArg::Continuation => Mode::Continuation,
+        ModeArg::Plain => Mode::Plain,
+    };
+    config.mig_wait = Duration::from_secs(common.mig_wait_secs);
     if let Some(mss) = common.mss {
         config.mss = mss;
     }
