@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use sustain_lab::{PathLab, PathNode};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const PORT: u16 = 5201;
 
 fn bytes_to_send() -> u64 {
@@ -136,7 +139,12 @@ fn main() {
         "--recv-file",
         "/dev/null",
     ]);
-    let receiver = path.spawn_in(PathNode::B, listen).unwrap();
+    let receiver = common::spawn_listener(
+        &path,
+        PathNode::B,
+        listen,
+        &path.lab().run_dir().join("events.jsonl"),
+    );
     let mut connect = sustain_host();
     connect
         .args(["connect", "--no-digest", &server.to_string(), "--send-file"])

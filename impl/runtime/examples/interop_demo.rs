@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     listen
         .args(["listen", "--bind", &server.to_string(), "--recv-file"])
         .arg(&dst);
-    let receiver = path.spawn_in(PathNode::B, listen)?;
+    let receiver = spawn_listener(&path, PathNode::B, listen, &file_in(&path, "events.jsonl"));
     let mut connect = sustain_host();
     connect
         .args(["connect", &server.to_string(), "--send-file"])

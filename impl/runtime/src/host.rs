@@ -317,6 +317,15 @@ pub async fn run(
         ),
     };
     tracing::info!(%local, ?remote, "host started");
+    if listener.is_some() {
+        // From here on SYNs reach our TCP, not the kernel's RST: peers
+        // (and tests) can wait for this line instead of racing the start.
+        let _ = events.record(
+            clock.now(),
+            "listening",
+            json!({"local": local.to_string()}),
+        );
+    }
 
     let mut rx = RecvBatch::new();
     let mut tx = SendBatch::new();

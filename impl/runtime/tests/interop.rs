@@ -143,9 +143,9 @@ fn sustain_to_sustain(loss: Option<f64>) {
     listen
         .args(["listen", "--bind", &server.to_string(), "--recv-file"])
         .arg(&dst);
-    let receiver = path.spawn_in(PathNode::B, listen).unwrap();
-    // The listener installs its filter and guard before it can answer; a
-    // SYN arriving earlier is simply retransmitted (1 s initial RTO).
+    // A SYN arriving before the listener's RST guard is in place would be
+    // refused by B's kernel: wait until it reports `listening`.
+    let receiver = spawn_listener(&path, PathNode::B, listen, &file_in(&path, "events.jsonl"));
     let mut connect = sustain_host();
     connect
         .args(["connect", &server.to_string(), "--send-file"])

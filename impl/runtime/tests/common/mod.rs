@@ -137,3 +137,35 @@ pub fn connect_retrying(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
         }
     }
 }
+
+/// Starts `sustain-host listen ...` in `node` with an events file and waits
+/// until it reports `listening` (its RST guard and filter are in place).
+pub fn spawn_listener(
+    path: &PathLab,
+    node: PathNode,
+    mut cmd: Command,
+    events: &Path,
+) -> ChildProcess {
+    cmd.arg("--events").arg(events);
+    let child = path
+        .spawn_in(node, cmd)
+        .expect("spawning sustain-host listen");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(events).unwrap_or_default();
+        if text.lines().any(|l| l.contains("\"event\":\"listening\"")) {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "sustain-host listen exited before listening ({status}): {}",
+                child.read_stderr().unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sustain-host listen not ready after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
