@@ -12,14 +12,18 @@
 mod clean;
 mod error;
 pub mod ethtool;
+pub mod icmp;
 mod lab;
+mod links;
 pub mod names;
+pub mod napt;
 pub mod netfilter;
 pub mod netns;
 mod path_lab;
 pub mod process;
 mod rtnl;
 pub mod sysctl;
+pub mod topology;
 
 pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
 pub use error::{LabError, Result};
