@@ -15,6 +15,7 @@ pub mod ethtool;
 pub mod icmp;
 mod lab;
 mod links;
+pub mod moves;
 pub mod names;
 pub mod napt;
 pub mod netfilter;
@@ -22,8 +23,10 @@ pub mod netns;
 mod path_lab;
 pub mod process;
 mod rtnl;
+pub mod scenario;
 pub mod sysctl;
 pub mod topology;
+pub mod transfer;
 
 pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
 pub use error::{LabError, Result};
