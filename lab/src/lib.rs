@@ -10,6 +10,7 @@
 //! runtime's real-kernel tests and benchmark use.
 
 mod clean;
+pub mod delay;
 mod error;
 pub mod ethtool;
 pub mod icmp;
@@ -24,11 +25,14 @@ mod path_lab;
 pub mod process;
 mod rtnl;
 pub mod scenario;
+pub mod shaping;
 pub mod sysctl;
 pub mod topology;
 pub mod transfer;
+mod wakeup;
 
 pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
+pub use delay::{DelayConfig, DelayLine, DelayStats, LinkMatch};
 pub use error::{LabError, Result};
 pub use ethtool::Offloads;
 pub use lab::{
@@ -39,3 +43,4 @@ pub use netns::Netns;
 pub use path_lab::{PathLab, PathLabConfig, PathNode};
 pub use process::ChildProcess;
 pub use rtnl::Ipv4Route;
+pub use shaping::{clear_rate_limit, rate_limit_stats, set_rate_limit, RateLimit, ShaperStats};

@@ -1,0 +1,1345 @@
+//! Per-link one-way delay without netem: a userspace NFQUEUE delay line.
+//!
+//! The kernel this lab runs on has no `sch_netem`, but it has `xt_NFQUEUE`. A
+//! [`DelayLine`] installs one iptables rule (mangle table) in a node's namespace that
+//! hands the matching packets to an NFQUEUE, and a thread holding that queue's netlink
+//! socket (opened inside the namespace) gives each packet its verdict once it has been
+//! held for the configured delay. The packet never leaves the kernel: in
+//! metadata-only copy mode the thread sees only the packet id (and the kernel's
+//! timestamp when the skb carries one), so a held packet costs the line a few bytes.
+//!
+//! * Order: release times are kept non-decreasing in arrival order (jitter included),
+//!   so the line never reorders packets, and every release is one
+//!   `NFQNL_MSG_VERDICT_BATCH` ("accept everything up to id N").
+//! * Waiting: `ppoll` on the netlink socket and a stop eventfd, with a nanosecond
+//!   timeout equal to the next release time and a 1 µs timer slack. No busy-wait.
+//! * Overload is counted, never silent: the socket reports ENOBUFS (counted), and the
+//!   kernel's own per-queue counters (queue full, netlink send failed) are read from
+//!   `/proc/net/netfilter/nfnetlink_queue` inside the namespace.
+//! * The rule uses `--queue-bypass`: without a listener, packets pass undelayed
+//!   rather than being dropped.
+//!
+//! Where to attach: on a router (`FORWARD`, or `PREROUTING`/`POSTROUTING` on the
+//! router's end of a host link). Holding a host's own TCP packets in its `POSTROUTING`
+//! works but keeps them charged to the sender's socket (TCP small queues), which caps
+//! a single flow at roughly `tcp_limit_output_bytes / delay`. Packets are queued before
+//! conntrack confirms a new flow, so on a NAPT router two packets of a new UDP flow
+//! held at once meet conntrack's clash resolution (which merges them); TCP flows, whose
+//! SYN travels alone, are unaffected.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{cvt, IoContext, LabError, Result};
+use crate::lab::Lab;
+use crate::names::{validate_ifname, RunId};
+use crate::netfilter;
+use crate::netns::Netns;
+use crate::wakeup::{self, StopSignal};
+
+/// The comment on every delay-line rule (followed by `-q<queue number>`).
+pub const DELAY_COMMENT: &str = "sustain-delay";
+
+/// Which packets of a node a delay line holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkMatch {
+    /// Packets the node forwards (`FORWARD`), optionally only those arriving on
+    /// `in_iface` and/or leaving through `out_iface`.
+    Forward {
+        in_iface: Option<String>,
+        out_iface: Option<String>,
+    },
+    /// Every packet leaving through the interface (`POSTROUTING -o`): forwarded and
+    /// locally generated. On a router, this is "the link's direction away from me".
+    Egress(String),
+    /// Every packet arriving on the interface (`PREROUTING -i`): to be forwarded or
+    /// delivered locally. On a router, this is "the link's direction towards me".
+    Ingress(String),
+}
+
+impl LinkMatch {
+    /// `FORWARD -i in_iface -o out_iface`.
+    pub fn forward(in_iface: &str, out_iface: &str) -> LinkMatch {
+        LinkMatch::Forward {
+            in_iface: Some(in_iface.to_string()),
+            out_iface: Some(out_iface.to_string()),
+        }
+    }
+
+    /// `POSTROUTING -o iface`.
+    pub fn egress(iface: &str) -> LinkMatch {
+        LinkMatch::Egress(iface.to_string())
+    }
+
+    /// `PREROUTING -i iface`.
+    pub fn ingress(iface: &str) -> LinkMatch {
+        LinkMatch::Ingress(iface.to_string())
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self {
+            LinkMatch::Forward {
+                in_iface,
+                out_iface,
+            } => {
+                for iface in [in_iface, out_iface].into_iter().flatten() {
+                    validate_ifname(iface)?;
+                }
+                Ok(())
+            }
+            LinkMatch::Egress(iface) | LinkMatch::Ingress(iface) => validate_ifname(iface),
+        }
+    }
+
+    /// The iptables arguments of the rule, for `action` `-A` or `-D`.
+    fn rule(&self, action: &str, queue: u16) -> Vec<String> {
+        let mut args: Vec<String> = vec!["-t".into(), "mangle".into(), action.into()];
+        match self {
+            LinkMatch::Forward {
+                in_iface,
+                out_iface,
+            } => {
+                args.push("FORWARD".into());
+                if let Some(iface) = in_iface {
+                    args.extend(["-i".into(), iface.clone()]);
+                }
+                if let Some(iface) = out_iface {
+                    args.extend(["-o".into(), iface.clone()]);
+                }
+            }
+            LinkMatch::Egress(iface) => {
+                args.extend(["POSTROUTING".into(), "-o".into(), iface.clone()]);
+            }
+            LinkMatch::Ingress(iface) => {
+                args.extend(["PREROUTING".into(), "-i".into(), iface.clone()]);
+            }
+        }
+        args.extend([
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            format!("{DELAY_COMMENT}-q{queue}"),
+            "-j".into(),
+            "NFQUEUE".into(),
+            "--queue-num".into(),
+            queue.to_string(),
+            "--queue-bypass".into(),
+        ]);
+        args
+    }
+}
+
+impl fmt::Display for LinkMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkMatch::Forward {
+                in_iface,
+                out_iface,
+            } => write!(
+                f,
+                "forward {} -> {}",
+                in_iface.as_deref().unwrap_or("*"),
+                out_iface.as_deref().unwrap_or("*")
+            ),
+            LinkMatch::Egress(iface) => write!(f, "egress {iface}"),
+            LinkMatch::Ingress(iface) => write!(f, "ingress {iface}"),
+        }
+    }
+}
+
+/// What a delay line does to each packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DelayConfig {
+    /// One-way delay added to every packet.
+    pub delay: Duration,
+    /// Each packet's delay is drawn uniformly from `delay ± jitter` (never below
+    /// zero), then raised if needed so it leaves no earlier than the packet before it:
+    /// jitter never reorders.
+    pub jitter: Duration,
+    /// Probability in `[0, 1]` with which the line drops a packet (on arrival).
+    pub loss: f64,
+    /// Seed of the line's jitter and loss draws (the same seed and arrivals give the
+    /// same decisions).
+    pub seed: u64,
+    /// The kernel queue's maximum length, in packets. The default holds a
+    /// 1 Gbit/s x 50 ms bandwidth-delay product of full-size packets (~4200) plus
+    /// their ACKs with room to spare.
+    pub queue_max_len: u32,
+    /// The netlink socket's receive buffer (`SO_RCVBUFFORCE`), in bytes.
+    pub receive_buffer: usize,
+}
+
+impl DelayConfig {
+    /// A fixed delay: no jitter, no loss.
+    pub fn fixed(delay: Duration) -> DelayConfig {
+        DelayConfig {
+            delay,
+            ..DelayConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.loss.is_finite() && (0.0..=1.0).contains(&self.loss)) {
+            return Err(LabError::InvalidValue(format!(
+                "delay-line loss probability {} is not in [0, 1]",
+                self.loss
+            )));
+        }
+        if self.queue_max_len == 0 {
+            return Err(LabError::InvalidValue(
+                "delay-line queue length must be positive".into(),
+            ));
+        }
+        if self.delay > MAX_DELAY || self.jitter > MAX_DELAY {
+            return Err(LabError::InvalidValue(format!(
+                "delay {:?} / jitter {:?} above the line's limit of {MAX_DELAY:?}",
+                self.delay, self.jitter
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for DelayConfig {
+    fn default() -> Self {
+        DelayConfig {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            seed: 0x5eed_de1a_u64,
+            queue_max_len: 16384,
+            receive_buffer: 32 << 20,
+        }
+    }
+}
+
+/// Delays and jitter above this are refused: a held packet pins kernel memory.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// What a delay line has done so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DelayStats {
+    /// Packets the kernel handed to the line.
+    pub queued: u64,
+    /// Packets released (accepted) after their delay.
+    pub released: u64,
+    /// Packets the line's own random loss dropped.
+    pub lost: u64,
+    /// Packets held right now.
+    pub held: u64,
+    /// Most packets held at once.
+    pub max_held: u64,
+    /// ENOBUFS errors on the netlink socket: the socket buffer overflowed and the
+    /// kernel dropped packets (their number is in `kernel_user_dropped`).
+    pub enobufs: u64,
+    /// Netlink errors the kernel returned for verdicts or other requests.
+    pub netlink_errors: u64,
+    /// How late releases were, summed (for the mean) and at worst.
+    pub release_lateness_total: Duration,
+    pub release_lateness_max: Duration,
+    /// The kernel's count of packets dropped because the queue was full.
+    pub kernel_queue_dropped: u64,
+    /// The kernel's count of packets dropped because it could not send them to the
+    /// socket (buffer full).
+    pub kernel_user_dropped: u64,
+}
+
+impl DelayStats {
+    /// Mean lateness of a release past its due time.
+    pub fn mean_release_lateness(&self) -> Duration {
+        match u32::try_from(self.released) {
+            Ok(0) => Duration::ZERO,
+            Ok(n) => self.release_lateness_total / n,
+            Err(_) => Duration::from_nanos(
+                u64::try_from(self.release_lateness_total.as_nanos() / u128::from(self.released))
+                    .unwrap_or(u64::MAX),
+            ),
+        }
+    }
+
+    /// Packets lost to overload anywhere (kernel queue full, socket full).
+    pub fn overload_drops(&self) -> u64 {
+        self.kernel_queue_dropped + self.kernel_user_dropped
+    }
+}
+
+/// A running delay line: one iptables rule plus the thread that holds its packets.
+///
+/// Dropping it stops it (see [`DelayLine::stop`]). Stop it before tearing the lab
+/// down: its socket keeps the namespace alive while it runs.
+#[derive(Debug)]
+pub struct DelayLine {
+    node: String,
+    link: LinkMatch,
+    queue: u16,
+    netns: Arc<Netns>,
+    run: RunId,
+    stop: Arc<StopSignal>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    rule_installed: bool,
+}
+
+impl DelayLine {
+    /// Starts a delay line in `node` for the packets `link` selects. Returns once the
+    /// queue is bound and the rule installed: every matching packet sent afterwards is
+    /// delayed.
+    pub fn start(lab: &Lab, node: &str, link: LinkMatch, config: DelayConfig) -> Result<DelayLine> {
+        link.validate()?;
+        config.validate()?;
+        let netns = lab.netns(node)?;
+        let stop = Arc::new(StopSignal::new().context(|| "creating an eventfd".to_string())?);
+        let counters = Arc::new(Counters::default());
+
+        let (queue, socket) = netns.run(|| bind_free_queue(&config))??;
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let counters = Arc::clone(&counters);
+            let schedule = Schedule::new(&config);
+            netns.spawn_thread(move || run_line(socket, queue, &stop, schedule, &counters))?
+        };
+        let mut line = DelayLine {
+            node: node.to_string(),
+            link,
+            queue,
+            netns,
+            run: lab.run_id().clone(),
+            stop,
+            counters,
+            thread: Some(thread),
+            rule_installed: false,
+        };
+        let args = line.link.rule("-A", queue);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        netfilter::iptables(&line.netns, &line.run, &args)?;
+        line.rule_installed = true;
+        tracing::info!(
+            node,
+            link = %line.link,
+            queue,
+            delay = ?config.delay,
+            jitter = ?config.jitter,
+            loss = config.loss,
+            "delay line started"
+        );
+        Ok(line)
+    }
+
+    /// The node the line runs in.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The packets it holds.
+    pub fn link(&self) -> &LinkMatch {
+        &self.link
+    }
+
+    /// Its NFQUEUE number (unique within the process).
+    pub fn queue_num(&self) -> u16 {
+        self.queue
+    }
+
+    /// Counters so far, including the kernel's drop counters for the queue.
+    pub fn stats(&self) -> Result<DelayStats> {
+        let mut stats = self.counters.snapshot();
+        let queue = self.queue;
+        if let Some(kernel) = self.netns.run(move || read_kernel_counters(queue))?? {
+            stats.kernel_queue_dropped = kernel.queue_dropped;
+            stats.kernel_user_dropped = kernel.user_dropped;
+        }
+        Ok(stats)
+    }
+
+    /// Stops the line: removes the rule (new packets pass undelayed), releases the
+    /// packets still held at their due times, closes the queue and returns the final
+    /// counters.
+    pub fn stop(mut self) -> Result<DelayStats> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<DelayStats> {
+        let mut first_error = None;
+        if self.rule_installed {
+            self.rule_installed = false;
+            let args = self.link.rule("-D", self.queue);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Err(err) = netfilter::iptables(&self.netns, &self.run, &args) {
+                first_error = Some(err);
+            }
+        }
+        self.stop.raise();
+        if let Some(thread) = self.thread.take() {
+            let outcome = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("delay-line thread panicked")));
+            if let Err(err) = outcome {
+                first_error.get_or_insert(LabError::io(
+                    format!("delay line on queue {} in {}", self.queue, self.node),
+                    err,
+                ));
+            }
+        }
+        let stats = self.counters.snapshot();
+        tracing::info!(node = self.node, link = %self.link, queue = self.queue, ?stats, "delay line stopped");
+        match first_error {
+            Some(err) => Err(err),
+            None => Ok(stats),
+        }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        if self.thread.is_some() || self.rule_installed {
+            if let Err(err) = self.shutdown() {
+                tracing::warn!(node = self.node, queue = self.queue, %err, "stopping delay line");
+            }
+        }
+    }
+}
+
+/// Live counters shared between the line's thread and its handle.
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicU64,
+    released: AtomicU64,
+    lost: AtomicU64,
+    held: AtomicU64,
+    max_held: AtomicU64,
+    enobufs: AtomicU64,
+    netlink_errors: AtomicU64,
+    lateness_total_ns: AtomicU64,
+    lateness_max_ns: AtomicU64,
+    kernel_queue_dropped: AtomicU64,
+    kernel_user_dropped: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> DelayStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DelayStats {
+            queued: get(&self.queued),
+            released: get(&self.released),
+            lost: get(&self.lost),
+            held: get(&self.held),
+            max_held: get(&self.max_held),
+            enobufs: get(&self.enobufs),
+            netlink_errors: get(&self.netlink_errors),
+            release_lateness_total: Duration::from_nanos(get(&self.lateness_total_ns)),
+            release_lateness_max: Duration::from_nanos(get(&self.lateness_max_ns)),
+            kernel_queue_dropped: get(&self.kernel_queue_dropped),
+            kernel_user_dropped: get(&self.kernel_user_dropped),
+        }
+    }
+}
+
+/// Queue numbers handed out by this process; NFQUEUE numbers are per namespace, so
+/// process-wide uniqueness is more than enough.
+static NEXT_QUEUE: AtomicU16 = AtomicU16::new(1);
+
+/// Opens a netfilter netlink socket in the calling thread's namespace and binds it to
+/// the first free queue number.
+fn bind_free_queue(config: &DelayConfig) -> Result<(u16, OwnedFd)> {
+    let socket = open_socket(config.receive_buffer)
+        .context(|| "opening a netfilter netlink socket".to_string())?;
+    for _ in 0..64 {
+        let queue = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
+        match configure_queue(socket.as_raw_fd(), queue, config.queue_max_len) {
+            Ok(()) => return Ok((queue, socket)),
+            // Someone else in this namespace holds that number.
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(err) => return Err(LabError::io(format!("binding NFQUEUE {queue}"), err)),
+        }
+    }
+    Err(LabError::InvalidValue(
+        "no free NFQUEUE number after 64 attempts".into(),
+    ))
+}
+
+fn open_socket(receive_buffer: usize) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    })?;
+    // SAFETY: socket returned a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed sockaddr_nl is valid (nl_pid 0: the kernel assigns one).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: addr is a valid sockaddr_nl of the given size.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    })?;
+    wakeup::force_receive_buffer(fd, receive_buffer)?;
+    // Overruns must be reported as ENOBUFS (the default; made explicit because
+    // libraries commonly turn it off).
+    let report: libc::c_int = 0;
+    // SAFETY: valid option value of the right size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_NETLINK,
+            libc::NETLINK_NO_ENOBUFS,
+            (&report as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(socket)
+}
+
+/// Binds `queue` to the socket: metadata-only copies, GSO packets as they are (the
+/// line never looks at payload), the given maximum length. Waits for the kernel's ack.
+fn configure_queue(fd: RawFd, queue: u16, max_len: u32) -> io::Result<()> {
+    let seq = 1;
+    let message = nfq::config_message(queue, seq, max_len);
+    send(fd, &message)?;
+    let mut buf = vec![0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        cvt(unsafe { libc::poll(&mut pfd, 1, millis) })?;
+        let Some(len) = recv(fd, &mut buf)? else {
+            continue;
+        };
+        for event in nfq::parse(buf.get(..len).unwrap_or_default()) {
+            if let nfq::Event::Ack { seq: acked, errno } = event {
+                if acked == seq {
+                    return match errno {
+                        0 => Ok(()),
+                        errno => Err(io::Error::from_raw_os_error(errno)),
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn send(fd: RawFd, message: &[u8]) -> io::Result<()> {
+    // SAFETY: zeroed sockaddr_nl addresses the kernel (pid 0).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: message and kernel are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One non-blocking receive: `Ok(None)` when nothing is queued.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: buf is valid for writes of its length.
+    let len = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    if len < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(err);
+    }
+    let len = usize::try_from(len).unwrap_or(0);
+    if len > buf.len() {
+        // Metadata-only messages are a few hundred bytes; a truncated one is a bug.
+        return Err(io::Error::other(format!(
+            "netlink message of {len} bytes truncated to {}",
+            buf.len()
+        )));
+    }
+    Ok(Some(len))
+}
+
+/// At most this many messages are read before due packets are released, so a burst of
+/// arrivals cannot make releases late.
+const RECEIVE_BATCH: usize = 256;
+
+/// The delay line's thread: receive, hold, release, until stopped and drained.
+fn run_line(
+    socket: OwnedFd,
+    queue: u16,
+    stop: &StopSignal,
+    mut schedule: Schedule,
+    counters: &Counters,
+) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    if let Err(err) = wakeup::set_timer_slack(Duration::from_micros(1)) {
+        tracing::warn!(%err, "delay line keeps the default timer slack");
+    }
+    let mut held: VecDeque<Held> = VecDeque::new();
+    let mut buf = vec![0u8; 65536];
+    let mut stopping = false;
+    let mut seq: u32 = 100;
+    loop {
+        let timeout = held
+            .front()
+            .map(|first| first.due.saturating_duration_since(Instant::now()));
+        let ready = wakeup::wait_readable(fd, stop.raw_fd(), timeout)?;
+        stopping |= ready.stop;
+        let mut received = 0;
+        if ready.data || stopping {
+            received = receive(
+                fd,
+                queue,
+                &mut buf,
+                &mut schedule,
+                &mut held,
+                counters,
+                &mut seq,
+            )?;
+        }
+        release_due(fd, queue, &mut held, counters, &mut seq)?;
+        if stopping && held.is_empty() && received == 0 {
+            break;
+        }
+    }
+    match read_kernel_counters(queue) {
+        Ok(Some(kernel)) => {
+            counters
+                .kernel_queue_dropped
+                .store(kernel.queue_dropped, Ordering::Relaxed);
+            counters
+                .kernel_user_dropped
+                .store(kernel.user_dropped, Ordering::Relaxed);
+        }
+        Ok(None) => {}
+        Err(err) => tracing::warn!(queue, %err, "reading the kernel's queue counters"),
+    }
+    // Closing the socket unbinds the queue.
+    drop(socket);
+    Ok(())
+}
+
+/// A packet the line holds.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    id: u32,
+    due: Instant,
+}
+
+/// Reads up to [`RECEIVE_BATCH`] messages; returns how many packets arrived.
+fn receive(
+    fd: RawFd,
+    queue: u16,
+    buf: &mut [u8],
+    schedule: &mut Schedule,
+    held: &mut VecDeque<Held>,
+    counters: &Counters,
+    seq: &mut u32,
+) -> io::Result<usize> {
+    let mut packets = 0;
+    for _ in 0..RECEIVE_BATCH {
+        let len = match recv(fd, buf) {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                counters.enobufs.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "delay line: netlink socket overrun (ENOBUFS); packets were dropped"
+                );
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        for event in nfq::parse(buf.get(..len).unwrap_or_default()) {
+            match event {
+                nfq::Event::Packet { id, timestamp } => {
+                    packets += 1;
+                    counters.queued.fetch_add(1, Ordering::Relaxed);
+                    let arrival = arrival_time(now, wall_now, timestamp);
+                    match schedule.admit(arrival) {
+                        Fate::Drop => {
+                            counters.lost.fetch_add(1, Ordering::Relaxed);
+                            *seq = seq.wrapping_add(1);
+                            send(
+                                fd,
+                                &nfq::verdict_message(queue, id, nfq::NF_DROP, false, *seq),
+                            )?;
+                        }
+                        Fate::Release(due) => {
+                            held.push_back(Held { id, due });
+                            let count = held.len() as u64;
+                            counters.held.store(count, Ordering::Relaxed);
+                            counters.max_held.fetch_max(count, Ordering::Relaxed);
+                        }
+                    }
+                }
+                nfq::Event::Ack { errno, .. } if errno != 0 => {
+                    counters.netlink_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(errno, "delay line: netlink error from the kernel");
+                }
+                nfq::Event::Ack { .. } | nfq::Event::Other => {}
+            }
+        }
+    }
+    Ok(packets)
+}
+
+/// When the packet reached the hook: the kernel's timestamp if the skb carried one
+/// (converted to the monotonic clock), else the moment it was read. Forwarded packets
+/// have their timestamp cleared by the kernel, so on routers it is the read time, a
+/// few microseconds after the hook when the thread was waiting.
+fn arrival_time(now: Instant, wall_now: SystemTime, timestamp: Option<Duration>) -> Instant {
+    let Some(stamp) = timestamp else {
+        return now;
+    };
+    let Ok(wall) = wall_now.duration_since(UNIX_EPOCH) else {
+        return now;
+    };
+    match wall.checked_sub(stamp) {
+        Some(age) if age < Duration::from_secs(1) => now.checked_sub(age).unwrap_or(now),
+        _ => now,
+    }
+}
+
+/// Releases every held packet that is due, with one batch verdict.
+fn release_due(
+    fd: RawFd,
+    queue: u16,
+    held: &mut VecDeque<Held>,
+    counters: &Counters,
+    seq: &mut u32,
+) -> io::Result<()> {
+    let now = Instant::now();
+    let mut last = None;
+    let mut count = 0u64;
+    while let Some(first) = held.front().copied() {
+        if first.due > now {
+            break;
+        }
+        held.pop_front();
+        let late = now.saturating_duration_since(first.due);
+        let late_ns = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+        counters
+            .lateness_total_ns
+            .fetch_add(late_ns, Ordering::Relaxed);
+        counters
+            .lateness_max_ns
+            .fetch_max(late_ns, Ordering::Relaxed);
+        last = Some(first.id);
+        count += 1;
+    }
+    if let Some(id) = last {
+        // Releases are FIFO and lost packets already had their verdict, so "everything
+        // up to `id`" is exactly the packets just popped.
+        *seq = seq.wrapping_add(1);
+        send(
+            fd,
+            &nfq::verdict_message(queue, id, nfq::NF_ACCEPT, true, *seq),
+        )?;
+        counters.released.fetch_add(count, Ordering::Relaxed);
+        counters.held.store(held.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The kernel's counters for one queue, from `/proc/net/netfilter/nfnetlink_queue`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KernelCounters {
+    queue_dropped: u64,
+    user_dropped: u64,
+}
+
+/// Reads the counters of `queue` in the calling thread's namespace. `None` if the
+/// queue is not (or no longer) bound.
+fn read_kernel_counters(queue: u16) -> Result<Option<KernelCounters>> {
+    // /proc/net follows the process's namespace; thread-self follows this thread's.
+    let path = "/proc/thread-self/net/netfilter/nfnetlink_queue";
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(LabError::io(format!("reading {path}"), err)),
+    };
+    parse_kernel_counters(&text, queue)
+}
+
+/// Lines read `queue_num portid queue_total copy_mode copy_range queue_dropped
+/// queue_user_dropped id_sequence 1`.
+fn parse_kernel_counters(text: &str, queue: u16) -> Result<Option<KernelCounters>> {
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().and_then(|f| f.parse::<u16>().ok()) != Some(queue) {
+            continue;
+        }
+        let number = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|f| f.parse::<u64>().ok())
+                .ok_or_else(|| LabError::UnexpectedOutput {
+                    what: "/proc/net/netfilter/nfnetlink_queue".into(),
+                    detail: format!("no field {index} in {line:?}"),
+                })
+        };
+        return Ok(Some(KernelCounters {
+            queue_dropped: number(5)?,
+            user_dropped: number(6)?,
+        }));
+    }
+    Ok(None)
+}
+
+/// What happens to an arriving packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Drop,
+    Release(Instant),
+}
+
+/// The line's per-packet decisions: loss, jittered delay, FIFO order.
+#[derive(Debug)]
+struct Schedule {
+    delay: Duration,
+    jitter: Duration,
+    loss: f64,
+    rng: SplitMix64,
+    last_release: Option<Instant>,
+}
+
+impl Schedule {
+    fn new(config: &DelayConfig) -> Schedule {
+        Schedule {
+            delay: config.delay,
+            jitter: config.jitter,
+            loss: config.loss,
+            rng: SplitMix64(config.seed),
+            last_release: None,
+        }
+    }
+
+    fn admit(&mut self, arrival: Instant) -> Fate {
+        if self.loss > 0.0 && self.rng.next_f64() < self.loss {
+            return Fate::Drop;
+        }
+        let mut due = arrival + self.delay;
+        if !self.jitter.is_zero() {
+            // Uniform in [-jitter, +jitter].
+            let offset = self.jitter.mul_f64(self.rng.next_f64() * 2.0);
+            due = (due + offset)
+                .checked_sub(self.jitter)
+                .unwrap_or(arrival)
+                .max(arrival);
+        }
+        if let Some(last) = self.last_release {
+            due = due.max(last);
+        }
+        self.last_release = Some(due);
+        Fate::Release(due)
+    }
+}
+
+/// SplitMix64: small, seedable, good enough for loss and jitter draws.
+#[derive(Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The NFQUEUE netlink messages the line speaks (linux/netfilter/nfnetlink_queue.h).
+mod nfq {
+    use std::time::Duration;
+
+    const NFNL_SUBSYS_QUEUE: u16 = 3;
+    const NFQNL_MSG_PACKET: u16 = 0;
+    const NFQNL_MSG_VERDICT: u16 = 1;
+    const NFQNL_MSG_CONFIG: u16 = 2;
+    const NFQNL_MSG_VERDICT_BATCH: u16 = 3;
+
+    const NFQA_PACKET_HDR: u16 = 1;
+    const NFQA_VERDICT_HDR: u16 = 2;
+    const NFQA_TIMESTAMP: u16 = 4;
+
+    const NFQA_CFG_CMD: u16 = 1;
+    const NFQA_CFG_PARAMS: u16 = 2;
+    const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
+    const NFQA_CFG_MASK: u16 = 4;
+    const NFQA_CFG_FLAGS: u16 = 5;
+
+    const NFQNL_CFG_CMD_BIND: u8 = 1;
+    const NFQNL_COPY_META: u8 = 1;
+    const NFQA_CFG_F_GSO: u32 = 1 << 2;
+
+    pub(super) const NF_DROP: u32 = 0;
+    pub(super) const NF_ACCEPT: u32 = 1;
+
+    const NLMSG_HDRLEN: usize = 16;
+    const NFGENMSG_LEN: usize = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const NLA_TYPE_MASK: u16 = 0x3fff;
+
+    /// What one received netlink message was.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Event {
+        /// A queued packet: its id and, if the skb had one, its wall-clock timestamp.
+        Packet {
+            id: u32,
+            timestamp: Option<Duration>,
+        },
+        /// An ack (errno 0) or error for the request with sequence number `seq`.
+        Ack {
+            seq: u32,
+            errno: i32,
+        },
+        Other,
+    }
+
+    fn align4(len: usize) -> usize {
+        (len + 3) & !3
+    }
+
+    /// A netfilter-queue message: netlink header, nfgenmsg, attributes.
+    fn message(kind: u16, flags: u16, queue: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut buf = vec![0u8; NLMSG_HDRLEN];
+        // nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, res_id = queue (big-endian).
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&queue.to_be_bytes());
+        for (attr, value) in attrs {
+            let len = 4 + value.len();
+            buf.extend_from_slice(&(len as u16).to_ne_bytes());
+            buf.extend_from_slice(&attr.to_ne_bytes());
+            buf.extend_from_slice(value);
+            buf.resize(align4(buf.len()), 0);
+        }
+        let total = buf.len() as u32;
+        buf[0..4].copy_from_slice(&total.to_ne_bytes());
+        buf[4..6].copy_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | kind).to_ne_bytes());
+        buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+        buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+        buf
+    }
+
+    /// Bind + metadata-only copy + max length + GSO flag, acked.
+    pub(super) fn config_message(queue: u16, seq: u32, max_len: u32) -> Vec<u8> {
+        // struct nfqnl_msg_config_cmd { u8 command; u8 _pad; __be16 pf; }
+        let cmd = [NFQNL_CFG_CMD_BIND, 0, 0, libc::AF_INET as u8];
+        // struct nfqnl_msg_config_params { __be32 copy_range; u8 copy_mode; } packed
+        let mut params = [0u8; 5];
+        params[4] = NFQNL_COPY_META;
+        let max_len = max_len.to_be_bytes();
+        let flags = NFQA_CFG_F_GSO.to_be_bytes();
+        message(
+            NFQNL_MSG_CONFIG,
+            (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+            queue,
+            seq,
+            &[
+                (NFQA_CFG_CMD, &cmd),
+                (NFQA_CFG_PARAMS, &params),
+                (NFQA_CFG_QUEUE_MAXLEN, &max_len),
+                (NFQA_CFG_MASK, &flags),
+                (NFQA_CFG_FLAGS, &flags),
+            ],
+        )
+    }
+
+    /// A verdict on packet `id` of `queue`, or with `batch` on every packet of the
+    /// queue up to `id`. Not acked: the kernel answers only on error.
+    pub(super) fn verdict_message(
+        queue: u16,
+        id: u32,
+        verdict: u32,
+        batch: bool,
+        seq: u32,
+    ) -> Vec<u8> {
+        let mut header = [0u8; 8];
+        header[0..4].copy_from_slice(&verdict.to_be_bytes());
+        header[4..8].copy_from_slice(&id.to_be_bytes());
+        let kind = if batch {
+            NFQNL_MSG_VERDICT_BATCH
+        } else {
+            NFQNL_MSG_VERDICT
+        };
+        message(
+            kind,
+            libc::NLM_F_REQUEST as u16,
+            queue,
+            seq,
+            &[(NFQA_VERDICT_HDR, &header)],
+        )
+    }
+
+    fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+    }
+
+    fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    fn be_u64(buf: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_be_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+    }
+
+    /// Parses every netlink message in a datagram. Malformed input ends the parse
+    /// (never panics); a packet message without a packet header is skipped.
+    pub(super) fn parse(datagram: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut rest = datagram;
+        while rest.len() >= NLMSG_HDRLEN {
+            let Some(len) = u32_at(rest, 0).map(|l| l as usize) else {
+                break;
+            };
+            if len < NLMSG_HDRLEN || len > rest.len() {
+                break;
+            }
+            let (Some(kind), Some(seq)) = (u16_at(rest, 4), u32_at(rest, 8)) else {
+                break;
+            };
+            let body = &rest[NLMSG_HDRLEN..len];
+            events.push(parse_one(kind, seq, body));
+            rest = rest.get(align4(len)..).unwrap_or_default();
+        }
+        events
+    }
+
+    fn parse_one(kind: u16, seq: u32, body: &[u8]) -> Event {
+        if kind == NLMSG_ERROR {
+            // struct nlmsgerr { int error; struct nlmsghdr msg; ... }
+            return match body.get(0..4) {
+                Some(error) => {
+                    let error = i32::from_ne_bytes([error[0], error[1], error[2], error[3]]);
+                    // The acked request's own header follows: its seq is ours.
+                    let acked = u32_at(body, 4 + 8).unwrap_or(seq);
+                    Event::Ack {
+                        seq: acked,
+                        errno: error.saturating_neg(),
+                    }
+                }
+                None => Event::Other,
+            };
+        }
+        if kind != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+            return Event::Other;
+        }
+        let mut attrs = body.get(NFGENMSG_LEN..).unwrap_or_default();
+        let mut id = None;
+        let mut timestamp = None;
+        while attrs.len() >= 4 {
+            let (Some(len), Some(attr)) = (u16_at(attrs, 0), u16_at(attrs, 2)) else {
+                break;
+            };
+            let len = usize::from(len);
+            if len < 4 || len > attrs.len() {
+                break;
+            }
+            let value = &attrs[4..len];
+            match attr & NLA_TYPE_MASK {
+                // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; u8 hook; }
+                NFQA_PACKET_HDR => id = be_u32(value, 0),
+                // struct nfqnl_msg_packet_timestamp { __aligned_be64 sec; __aligned_be64 usec; }
+                NFQA_TIMESTAMP => {
+                    if let (Some(sec), Some(usec)) = (be_u64(value, 0), be_u64(value, 8)) {
+                        timestamp = Some(Duration::from_secs(sec) + Duration::from_micros(usec));
+                    }
+                }
+                _ => {}
+            }
+            attrs = attrs.get(align4(len)..).unwrap_or_default();
+        }
+        match id {
+            Some(id) => Event::Packet { id, timestamp },
+            None => Event::Other,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn packet(id: u32, timestamp: Option<(u64, u64)>, seq: u32) -> Vec<u8> {
+            let mut header = id.to_be_bytes().to_vec();
+            header.extend_from_slice(&0x0800u16.to_be_bytes());
+            header.push(2);
+            let mut stamp = Vec::new();
+            let mut attrs: Vec<(u16, &[u8])> = vec![(NFQA_PACKET_HDR, &header)];
+            if let Some((sec, usec)) = timestamp {
+                stamp.extend_from_slice(&sec.to_be_bytes());
+                stamp.extend_from_slice(&usec.to_be_bytes());
+                attrs.push((NFQA_TIMESTAMP, &stamp));
+            }
+            message(NFQNL_MSG_PACKET, 0, 7, seq, &attrs)
+        }
+
+        #[test]
+        fn config_message_has_the_kernel_layout() {
+            let message = config_message(0x0102, 9, 16384);
+            // header(16) + nfgenmsg(4) + cmd(8) + params(12) + maxlen(8) + mask(8) + flags(8)
+            assert_eq!(message.len(), 64);
+            assert_eq!(u32_at(&message, 0), Some(64));
+            assert_eq!(u16_at(&message, 4), Some(0x0302));
+            assert_eq!(
+                u16_at(&message, 6),
+                Some((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16)
+            );
+            assert_eq!(u32_at(&message, 8), Some(9));
+            assert_eq!(&message[16..20], &[0, 0, 0x01, 0x02]);
+            assert_eq!(&message[20..28], &[8, 0, 1, 0, 1, 0, 0, 2]);
+            // params: len 9, padded to 12, copy_range 0, copy_mode META
+            assert_eq!(&message[28..40], &[9, 0, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+            assert_eq!(&message[40..48], &[8, 0, 3, 0, 0, 0, 0x40, 0]);
+        }
+
+        #[test]
+        fn batch_verdict_names_the_last_id_and_the_queue() {
+            let message = verdict_message(42, 0xdead_beef, NF_ACCEPT, true, 3);
+            assert_eq!(message.len(), 32);
+            assert_eq!(u16_at(&message, 4), Some(0x0303));
+            assert_eq!(&message[18..20], &42u16.to_be_bytes());
+            assert_eq!(&message[20..24], &[12, 0, 2, 0]);
+            assert_eq!(&message[24..28], &1u32.to_be_bytes());
+            assert_eq!(&message[28..32], &0xdead_beefu32.to_be_bytes());
+            let single = verdict_message(42, 5, NF_DROP, false, 4);
+            assert_eq!(u16_at(&single, 4), Some(0x0301));
+        }
+
+        #[test]
+        fn packets_acks_and_errors_are_parsed() {
+            let mut datagram = packet(77, Some((1_700_000_000, 250_000)), 0);
+            datagram.extend(packet(78, None, 0));
+            let mut error = vec![0u8; 16];
+            error[0..4].copy_from_slice(&36u32.to_ne_bytes());
+            error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            error.extend_from_slice(&(-libc::EBUSY).to_ne_bytes());
+            let mut original = vec![0u8; 16];
+            original[8..12].copy_from_slice(&5u32.to_ne_bytes());
+            error.extend(original);
+            datagram.extend(error);
+            assert_eq!(
+                parse(&datagram),
+                vec![
+                    Event::Packet {
+                        id: 77,
+                        timestamp: Some(
+                            Duration::from_secs(1_700_000_000) + Duration::from_millis(250)
+                        ),
+                    },
+                    Event::Packet {
+                        id: 78,
+                        timestamp: None
+                    },
+                    Event::Ack {
+                        seq: 5,
+                        errno: libc::EBUSY
+                    },
+                ]
+            );
+        }
+
+        #[test]
+        fn truncated_or_garbage_input_never_panics() {
+            let datagram = packet(77, Some((1, 2)), 0);
+            for cut in 0..datagram.len() {
+                let _ = parse(&datagram[..cut]);
+            }
+            let mut bad_attr = datagram.clone();
+            bad_attr[20] = 0xff; // attribute length past the end
+            assert_eq!(parse(&bad_attr), vec![Event::Other]);
+            let mut bad_len = datagram;
+            bad_len[0] = 3; // message length below the header
+            assert!(parse(&bad_len).is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_name_chain_interfaces_and_queue() {
+        let rule = LinkMatch::forward("r-a", "r-b").rule("-A", 7).join(" ");
+        assert_eq!(
+            rule,
+            "-t mangle -A FORWARD -i r-a -o r-b -m comment --comment sustain-delay-q7 \
+             -j NFQUEUE --queue-num 7 --queue-bypass"
+        );
+        assert!(LinkMatch::egress("r-a")
+            .rule("-D", 1)
+            .join(" ")
+            .starts_with("-t mangle -D POSTROUTING -o r-a "));
+        assert!(LinkMatch::ingress("r-b")
+            .rule("-A", 1)
+            .join(" ")
+            .starts_with("-t mangle -A PREROUTING -i r-b "));
+        let any_in = LinkMatch::Forward {
+            in_iface: None,
+            out_iface: Some("x".into()),
+        };
+        assert!(any_in
+            .rule("-A", 1)
+            .join(" ")
+            .starts_with("-t mangle -A FORWARD -o x -m"));
+        assert!(LinkMatch::egress("much-too-long-name").validate().is_err());
+    }
+
+    #[test]
+    fn fixed_delay_releases_each_packet_delay_after_arrival() {
+        let mut schedule = Schedule::new(&DelayConfig::fixed(Duration::from_millis(20)));
+        let t0 = Instant::now();
+        for step in [0u64, 1, 5, 5, 300] {
+            let arrival = t0 + Duration::from_micros(step);
+            assert_eq!(
+                schedule.admit(arrival),
+                Fate::Release(arrival + Duration::from_millis(20))
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds_and_never_reorders() {
+        let config = DelayConfig {
+            delay: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            ..DelayConfig::default()
+        };
+        let mut schedule = Schedule::new(&config);
+        let t0 = Instant::now();
+        let mut previous = t0;
+        let mut spread = (Duration::MAX, Duration::ZERO);
+        for i in 0..10_000u64 {
+            let arrival = t0 + Duration::from_micros(100 * i);
+            let Fate::Release(due) = schedule.admit(arrival) else {
+                panic!("no loss configured");
+            };
+            assert!(
+                due >= previous,
+                "packet {i} released before its predecessor"
+            );
+            previous = due;
+            let delay = due - arrival;
+            // FIFO can only push a release later, up to the previous packet's maximum.
+            assert!(delay >= Duration::from_millis(15), "{delay:?}");
+            assert!(delay <= Duration::from_millis(25), "{delay:?}");
+            spread = (spread.0.min(delay), spread.1.max(delay));
+        }
+        assert!(spread.0 < Duration::from_millis(16) && spread.1 > Duration::from_millis(24));
+    }
+
+    #[test]
+    fn loss_drops_the_configured_fraction() {
+        let config = DelayConfig {
+            loss: 0.1,
+            seed: 42,
+            ..DelayConfig::default()
+        };
+        let mut schedule = Schedule::new(&config);
+        let now = Instant::now();
+        let dropped = (0..100_000)
+            .filter(|_| schedule.admit(now) == Fate::Drop)
+            .count();
+        assert!((9_500..10_500).contains(&dropped), "{dropped}");
+    }
+
+    #[test]
+    fn kernel_counters_are_read_for_the_right_queue() {
+        let text = "    1  12345     0 1    0     0     0       10  1\n\
+                    \x20   7  23456     3 1    0    17     4      999  1\n";
+        assert_eq!(
+            parse_kernel_counters(text, 7).unwrap(),
+            Some(KernelCounters {
+                queue_dropped: 17,
+                user_dropped: 4
+            })
+        );
+        assert_eq!(parse_kernel_counters(text, 2).unwrap(), None);
+        assert!(parse_kernel_counters("7 1 2\n", 7).is_err());
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        for config in [
+            DelayConfig {
+                loss: 1.5,
+                ..DelayConfig::default()
+            },
+            DelayConfig {
+                loss: f64::NAN,
+                ..DelayConfig::default()
+            },
+            DelayConfig {
+                queue_max_len: 0,
+                ..DelayConfig::default()
+            },
+            DelayConfig::fixed(Duration::from_secs(60)),
+        ] {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        assert!(DelayConfig::fixed(Duration::from_millis(20))
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn a_kernel_timestamp_moves_the_arrival_back() {
+        let now = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000);
+        let stamp = Duration::from_secs(1_000) - Duration::from_micros(300);
+        assert_eq!(
+            arrival_time(now, wall, Some(stamp)),
+            now - Duration::from_micros(300)
+        );
+        // A timestamp from the future or the distant past is ignored.
+        assert_eq!(
+            arrival_time(now, wall, Some(Duration::from_secs(1_001))),
+            now
+        );
+        assert_eq!(arrival_time(now, wall, Some(Duration::from_secs(5))), now);
+        assert_eq!(arrival_time(now, wall, None), now);
+    }
+}
