@@ -10,6 +10,7 @@
 //! runtime's real-kernel tests and benchmark use.
 
 mod clean;
+pub mod conditions;
 pub mod delay;
 mod error;
 pub mod ethtool;
@@ -23,7 +24,9 @@ pub mod netfilter;
 pub mod netns;
 mod path_lab;
 pub mod process;
+pub mod report;
 mod rtnl;
+pub mod runner;
 pub mod scenario;
 pub mod shaping;
 pub mod sysctl;

@@ -1,5 +1,5 @@
-//! rtnetlink operations the topology needs beyond [`crate::rtnl`]: bridges, bridge
-//! ports, and taking an uplink apart (route, address, link) for a move.
+//! rtnetlink operations the topology needs beyond [`crate::rtnl`]: taking an uplink
+//! apart (route, address, link) for a move, and reading addresses and MACs back.
 //!
 //! Like `rtnl`, every function runs inside the namespace of the calling thread, so they
 //! are called through [`in_netns`].
@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, RouteMessageBuilder};
 
 use crate::error::{LabError, Result};
 use crate::lab::Lab;
@@ -27,46 +27,6 @@ where
     let netns = lab.netns(node)?;
     let name = netns.name().to_string();
     netns.run(move || rtnl::with_rtnl(|handle| f(handle, name)))?
-}
-
-/// Creates bridge `name` with a fixed MAC (so captures line up across runs; a bridge
-/// otherwise takes the lowest MAC of its ports, which changes as hosts move) and sets
-/// it up. STP stays off: ports forward as soon as they are up.
-pub(crate) async fn create_bridge(
-    handle: &Handle,
-    name: &str,
-    mac: [u8; 6],
-    mtu: u32,
-) -> Result<()> {
-    let message = LinkBridge::new(name).address(mac.to_vec()).mtu(mtu).build();
-    handle
-        .link()
-        .add(message)
-        .execute()
-        .await
-        .map_err(|err| LabError::netlink(format!("creating bridge {name}"), err))
-}
-
-/// Makes `port` a port of `bridge` and sets it up.
-pub(crate) async fn enslave_and_up(
-    handle: &Handle,
-    netns: &str,
-    port: &str,
-    bridge: &str,
-) -> Result<()> {
-    let port_index = rtnl::link_index(handle, netns, port).await?;
-    let bridge_index = rtnl::link_index(handle, netns, bridge).await?;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(port_index)
-                .controller(bridge_index)
-                .up()
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|err| LabError::netlink(format!("adding {port} to bridge {bridge}"), err))
 }
 
 /// Deletes the link `ifname` (a veth takes its peer with it).

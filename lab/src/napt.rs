@@ -72,7 +72,8 @@ impl FromStr for NaptProfile {
 }
 
 /// The iptables-restore input for a NAPT with `wan` (outside) and `lan` (inside)
-/// interfaces. Replaces the nat and filter tables.
+/// interfaces; `lan` may end in `+` to match several. Replaces the nat and filter
+/// tables.
 pub fn ruleset(wan: &str, lan: &str) -> String {
     format!(
         "*nat\n\
@@ -153,14 +154,14 @@ mod tests {
 
     #[test]
     fn ruleset_masquerades_wan_and_accepts_only_lan_initiated_traffic() {
-        let rules = ruleset("g2", "br-home");
+        let rules = ruleset("g2", "v-+");
         assert!(rules.contains("-A POSTROUTING -o g2 -j MASQUERADE"));
-        assert!(rules.contains("-A FORWARD -i br-home -o g2 -j ACCEPT"));
+        assert!(rules.contains("-A FORWARD -i v-+ -o g2 -j ACCEPT"));
         // The INVALID drop comes before anything that accepts.
         let invalid = rules
             .find("-A FORWARD -m conntrack --ctstate INVALID")
             .unwrap();
-        let accept = rules.find("-A FORWARD -i br-home").unwrap();
+        let accept = rules.find("-A FORWARD -i v-+").unwrap();
         assert!(invalid < accept);
         // The last FORWARD and INPUT rules drop whatever was not accepted.
         let last_forward = rules

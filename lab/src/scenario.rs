@@ -213,6 +213,7 @@ struct RawLink {
     node: String,
     network: String,
     delay_ms: Option<f64>,
+    jitter_ms: Option<f64>,
     loss: Option<f64>,
     rate_kbit: Option<u64>,
 }
@@ -472,6 +473,11 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             network: link.network,
             conditions: LinkConditions {
                 delay,
+                jitter: seconds(link.jitter_ms.unwrap_or(0.0) / 1e3, "jitter").map_err(at(
+                    "link",
+                    i,
+                    "jitter_ms",
+                ))?,
                 loss: link.loss.unwrap_or(0.0),
                 rate_kbit: link.rate_kbit,
             },

@@ -22,7 +22,7 @@
 //!   the shared address space 100.64.0.0/10 (RFC 6598: never routed on the Internet,
 //!   so a capture can never be mistaken for real traffic); private networks take
 //!   192.168.1.0/24, 192.168.2.0/24, ...
-//! - **MACs** derive from node and interface names ([`derive_mac`]). Same spec, same
+//! - **MACs** derive from node and interface names ([`crate::names::derive_mac`]). Same spec, same
 //!   order of moves: same addresses and MACs in every run, so captures line up.
 //! - **Hosts** have exactly one uplink; they can move ([`Topology::detach`],
 //!   [`Topology::attach`]). Service nodes (mobility server, proxy) sit on global
@@ -36,11 +36,12 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::conditions::{Conditioner, LinkStats};
 use crate::error::{LabError, Result};
 use crate::icmp;
 use crate::lab::{Lab, TeardownReport, DEFAULT_WAIT};
 use crate::links;
-use crate::names::{derive_mac, validate_node_name};
+use crate::names::validate_node_name;
 use crate::napt::{self, NaptProfile};
 use crate::rtnl::{self, Ipv4Route};
 use crate::sysctl;
@@ -55,6 +56,9 @@ pub const MAX_NAME_LEN: usize = 12;
 /// Pool addresses start at this offset into the prefix (`.10` of a /24); below it are
 /// the gateway (`.1`) and room for explicit addresses.
 pub const FIRST_POOL_OFFSET: u32 = 10;
+
+/// Matches every LAN attachment of a NAPT router in iptables (`v-<node>` ports).
+const LAN_PORTS: &str = "v-+";
 
 /// The documentation ranges (RFC 5737), given to global segments in this order.
 pub const DOCUMENTATION_PREFIXES: [Ipv4Net; 3] = [
@@ -243,6 +247,8 @@ pub struct NodeSpec {
 pub struct LinkConditions {
     /// One-way delay added in each direction.
     pub delay: Duration,
+    /// Each packet's delay is drawn from `delay ± jitter` (without reordering).
+    pub jitter: Duration,
     /// Probability of dropping each packet, in each direction.
     pub loss: f64,
     /// Rate limit in each direction, kbit/s.
@@ -251,7 +257,10 @@ pub struct LinkConditions {
 
 impl LinkConditions {
     pub fn is_none(&self) -> bool {
-        self.delay.is_zero() && self.loss == 0.0 && self.rate_kbit.is_none()
+        self.delay.is_zero()
+            && self.jitter.is_zero()
+            && self.loss == 0.0
+            && self.rate_kbit.is_none()
     }
 }
 
@@ -760,6 +769,14 @@ impl TopologySpec {
                     "a one-way delay above 10 s is not a link".into(),
                 ));
             }
+            if c.jitter > Duration::from_secs(10) {
+                return Err(spec_error(
+                    "link",
+                    index,
+                    "jitter_ms",
+                    "a jitter above 10 s is not a link".into(),
+                ));
+            }
             if c.rate_kbit == Some(0) {
                 return Err(spec_error(
                     "link",
@@ -966,6 +983,7 @@ pub struct Topology {
     networks: Vec<PlannedNetwork>,
     state: Mutex<TopologyState>,
     hooks: Mutex<Vec<Arc<dyn AttachmentHook>>>,
+    conditioner: Arc<Conditioner>,
     /// Serializes attach/detach so that pool order (and so addresses) follows call order.
     moving: Mutex<()>,
 }
@@ -1001,6 +1019,9 @@ impl Topology {
     ) -> Result<Topology> {
         let plan = spec.plan().map_err(invalid)?;
         let lab = Lab::new()?;
+        let conditioner = Arc::new(Conditioner::default());
+        let mut all_hooks: Vec<Arc<dyn AttachmentHook>> = vec![conditioner.clone()];
+        all_hooks.extend(hooks);
         let topology = Topology {
             lab,
             spec: spec.clone(),
@@ -1009,7 +1030,8 @@ impl Topology {
                 attachments: BTreeMap::new(),
                 pools: plan.pools.clone(),
             }),
-            hooks: Mutex::new(hooks),
+            hooks: Mutex::new(all_hooks),
+            conditioner,
             moving: Mutex::new(()),
         };
         topology.construct(&plan)?;
@@ -1020,7 +1042,6 @@ impl Topology {
 
     fn construct(&self, plan: &Plan) -> Result<()> {
         let lab = &self.lab;
-        let mtu = self.spec.mtu;
         lab.add_node(CORE_NODE)?;
         lab.make_router(CORE_NODE)?;
         for router in &self.spec.routers {
@@ -1030,44 +1051,25 @@ impl Topology {
         for node in &self.spec.nodes {
             lab.add_node(&node.name)?;
         }
-        for net in &self.networks {
-            self.create_bridge(net, mtu)?;
-        }
         for gateway in
             std::iter::once(CORE_NODE).chain(self.spec.routers.iter().map(|r| r.name.as_str()))
         {
-            // With br_netfilter loaded on the machine, bridged frames would traverse
-            // iptables in each namespace (the per-namespace default is on): a NAPT's
-            // FORWARD rules would then also judge traffic between two hosts of its LAN.
+            // Two nodes of one network talk through the gateway (proxy ARP): it must
+            // not tell them to go direct, which they cannot.
             lab.run_in(gateway, || -> Result<()> {
-                if std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-                    sysctl::write("net.bridge.bridge-nf-call-iptables", "0")?;
-                }
-                Ok(())
+                sysctl::write("net.ipv4.conf.all.send_redirects", "0")?;
+                sysctl::write("net.ipv4.conf.default.send_redirects", "0")
             })??;
         }
         for (node, network, address) in &plan.initial {
             self.attach_with(node, network, *address)?;
         }
         for router in &self.spec.routers {
-            let lan = self
-                .network(&router.lan)
-                .ok_or_else(|| LabError::InvalidValue(format!("no network {}", router.lan)))?;
-            napt::install(lab, &router.name, router.profile, &router.wan, &lan.bridge)?;
+            // The router's only non-LAN interface is its WAN uplink (named after the WAN
+            // network); every LAN attachment is a `v-<node>` port.
+            napt::install(lab, &router.name, router.profile, &router.wan, LAN_PORTS)?;
         }
         Ok(())
-    }
-
-    fn create_bridge(&self, net: &PlannedNetwork, mtu: u32) -> Result<()> {
-        let bridge = net.bridge.clone();
-        let mac = derive_mac(&net.gateway_node, &bridge);
-        let (gateway, prefix_len) = (net.gateway, net.prefix.prefix_len());
-        links::in_netns(&self.lab, &net.gateway_node, |handle, netns| async move {
-            links::create_bridge(&handle, &bridge, mac, mtu).await?;
-            let index = rtnl::link_index(&handle, &netns, &bridge).await?;
-            rtnl::add_ipv4_address(&handle, index, &bridge, gateway, prefix_len).await?;
-            rtnl::set_link_up(&handle, index, &bridge).await
-        })
     }
 
     /// The underlying lab (namespaces, processes, iptables, sysctls).
@@ -1132,9 +1134,8 @@ impl Topology {
             .map(|link| &link.conditions)
     }
 
-    /// Attaches host `node` to `network` with the next address of its pool: veth into
-    /// the network's bridge, address, link up, default route via the network's
-    /// gateway. Returns when the kernel has acknowledged the route.
+    /// Attaches host `node` to `network` with the next address of its pool: a veth to
+    /// the network's gateway, address, link up, default route via the gateway. Returns when the kernel has acknowledged the route.
     pub fn attach(&self, node: &str, network: &str) -> Result<Attached> {
         let _moving = lock(&self.moving);
         self.check_host(node)?;
@@ -1215,9 +1216,17 @@ impl Topology {
             self.spec.mtu,
         )?;
         let created = (|| -> Result<()> {
-            let (port, bridge) = (attachment.port.clone(), net.bridge.clone());
+            let port = attachment.port.clone();
+            self.lab.run_in(&net.gateway_node, || -> Result<()> {
+                sysctl::write(&format!("net.ipv4.conf.{port}.proxy_arp"), "1")?;
+                sysctl::write(&format!("net.ipv4.conf.{port}.send_redirects"), "0")
+            })??;
+            let gateway = net.gateway;
             links::in_netns(&self.lab, &net.gateway_node, |handle, netns| async move {
-                links::enslave_and_up(&handle, &netns, &port, &bridge).await
+                let index = rtnl::link_index(&handle, &netns, &port).await?;
+                rtnl::add_ipv4_address(&handle, index, &port, gateway, 32).await?;
+                rtnl::set_link_up(&handle, index, &port).await?;
+                rtnl::add_ipv4_route(&handle, &netns, &Ipv4Route::on_link(address, 32, &port)).await
             })?;
             for hook in self.hooks() {
                 hook.created(self, &attachment)?;
@@ -1333,8 +1342,24 @@ impl Topology {
         Ok(())
     }
 
-    /// Stops processes and deletes every namespace now (also done on drop).
+    /// Counters of every delay line (link delay, jitter, loss), per attachment and
+    /// direction, including those of links already removed by moves.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        self.conditioner.stats()
+    }
+
+    /// Stops the link emulation and processes and deletes every namespace now (also
+    /// done on drop).
     pub fn teardown(&self) -> TeardownReport {
+        self.conditioner.stop_all();
         self.lab.teardown()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Delay lines hold sockets in their namespaces: stop them before the lab
+        // (dropped right after this) deletes the namespaces.
+        self.conditioner.stop_all();
     }
 }

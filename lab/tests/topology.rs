@@ -100,8 +100,8 @@ fn paper_topology_builds_and_pings_end_to_end() {
         derive_mac("b", "home1")
     );
     assert_eq!(
-        topology.kernel_mac("napt1", "br-home1").expect("mac"),
-        derive_mac("napt1", "br-home1")
+        topology.kernel_mac("napt1", "v-b").expect("mac"),
+        derive_mac("napt1", "v-b")
     );
     // Offloads are off on both ends of every uplink.
     for attachment in topology.attachments() {
@@ -117,10 +117,12 @@ fn paper_topology_builds_and_pings_end_to_end() {
         assert!(gateway_end.all_off(), "{attachment:?}: {gateway_end:?}");
     }
 
-    // B behind napt1 reaches the server, the proxy and A; A reaches C and P.
+    // B behind napt1 reaches the server, the proxy and A; A reaches C and P; C and P
+    // (one network, through the core by proxy ARP) reach each other.
     let c = topology.address_of("c").expect("c");
+    let p = topology.address_of("p").expect("p");
     let a = topology.address_of("a").expect("a");
-    for (from, to) in [("b", c), ("b", a), ("a", c), ("c", a)] {
+    for (from, to) in [("b", c), ("b", a), ("a", c), ("c", a), ("c", p), ("p", c)] {
         let rtt = topology
             .ping(from, to, Duration::from_secs(2))
             .expect("echo reply");
