@@ -163,7 +163,10 @@ impl AttachmentHook for Conditioner {
         }
     }
 
-    fn removed(&self, _topology: &Topology, attachment: &Attachment) {
+    // Stopped before the link goes: the lines release what they hold while the link
+    // still exists (the kernel drops a vanished device's queued packets itself, and
+    // late verdicts for them would fail).
+    fn removing(&self, _topology: &Topology, attachment: &Attachment) {
         self.stop(&attachment.label());
     }
 }

@@ -357,7 +357,7 @@ pub fn render_summary(report: &Report) -> String {
             _ => "detached".into(),
         };
         out.push_str(&format!(
-            "  move      {} {}: {from} -> {to}, {} , completed at {:+.3}s\n",
+            "  move      {} {}: {from} -> {to}, {}, completed at {:+.3}s\n",
             mv.host, mv.action, mv.trigger, mv.completed_s
         ));
     }

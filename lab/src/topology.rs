@@ -949,8 +949,10 @@ impl Attachment {
 pub trait AttachmentHook: Send + Sync {
     /// The veth exists in both namespaces, is down and has no address yet.
     fn created(&self, topology: &Topology, attachment: &Attachment) -> Result<()>;
+    /// The veth is about to be taken apart (a detach); it still carries traffic.
+    fn removing(&self, _topology: &Topology, _attachment: &Attachment) {}
     /// The veth is gone.
-    fn removed(&self, topology: &Topology, attachment: &Attachment);
+    fn removed(&self, _topology: &Topology, _attachment: &Attachment) {}
 }
 
 /// What [`Topology::attach`] did and when it finished.
@@ -1166,6 +1168,9 @@ impl Topology {
         let attachment = self.attachment(node).ok_or_else(|| {
             LabError::InvalidValue(format!("{node} is not attached to any network"))
         })?;
+        for hook in self.hooks() {
+            hook.removing(self, &attachment);
+        }
         let (ifname, gateway) = (attachment.ifname.clone(), attachment.gateway);
         links::in_netns(&self.lab, node, |handle, netns| async move {
             links::delete_default_route(&handle, &netns, &ifname, gateway).await?;
