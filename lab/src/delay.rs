@@ -11,8 +11,9 @@
 //! * Order: release times are kept non-decreasing in arrival order (jitter included),
 //!   so the line never reorders packets, and every release is one
 //!   `NFQNL_MSG_VERDICT_BATCH` ("accept everything up to id N").
-//! * Waiting: `ppoll` on the netlink socket and a stop eventfd, with a nanosecond
-//!   timeout equal to the next release time and a 1 µs timer slack. No busy-wait.
+//! * Waiting: `ppoll` on the netlink socket, a stop eventfd and a timerfd armed for
+//!   the next release (a timerfd fires with no slack; a poll timeout has 0.1 %).
+//!   No busy-wait. The thread runs SCHED_FIFO by default ([`DelayConfig::realtime`]).
 //! * Overload is counted, never silent: the socket reports ENOBUFS (counted), and the
 //!   kernel's own per-queue counters (queue full, netlink send failed) are read from
 //!   `/proc/net/netfilter/nfnetlink_queue` inside the namespace.
@@ -41,7 +42,7 @@ use crate::lab::Lab;
 use crate::names::{validate_ifname, RunId};
 use crate::netfilter;
 use crate::netns::Netns;
-use crate::wakeup::{self, StopSignal};
+use crate::wakeup::{self, StopSignal, Timer};
 
 /// The comment on every delay-line rule (followed by `-q<queue number>`).
 pub const DELAY_COMMENT: &str = "sustain-delay";
@@ -173,6 +174,11 @@ pub struct DelayConfig {
     pub queue_max_len: u32,
     /// The netlink socket's receive buffer (`SO_RCVBUFFORCE`), in bytes.
     pub receive_buffer: usize,
+    /// Run the line's thread with real-time priority (SCHED_FIFO), so releases are
+    /// not late by however long a busy machine makes a normal thread wait for a CPU.
+    /// The thread only ever blocks on its fds and does bounded work per wake-up.
+    /// Falls back to normal priority, with a warning, where that is not allowed.
+    pub realtime: bool,
 }
 
 impl DelayConfig {
@@ -215,6 +221,7 @@ impl Default for DelayConfig {
             seed: 0x5eed_de1a_u64,
             queue_max_len: 16384,
             receive_buffer: 32 << 20,
+            realtime: true,
         }
     }
 }
@@ -302,7 +309,10 @@ impl DelayLine {
             let stop = Arc::clone(&stop);
             let counters = Arc::clone(&counters);
             let schedule = Schedule::new(&config);
-            netns.spawn_thread(move || run_line(socket, queue, &stop, schedule, &counters))?
+            let realtime = config.realtime;
+            netns.spawn_thread(move || {
+                run_line(socket, queue, realtime, &stop, schedule, &counters)
+            })?
         };
         let mut line = DelayLine {
             node: node.to_string(),
@@ -593,30 +603,44 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 /// arrivals cannot make releases late.
 const RECEIVE_BATCH: usize = 256;
 
+/// The real-time priority of delay-line threads when [`DelayConfig::realtime`] is on:
+/// above every normal thread, well below the kernel's own real-time threads.
+const REALTIME_PRIORITY: libc::c_int = 10;
+
 /// The delay line's thread: receive, hold, release, until stopped and drained.
 fn run_line(
     socket: OwnedFd,
     queue: u16,
+    realtime: bool,
     stop: &StopSignal,
     mut schedule: Schedule,
     counters: &Counters,
 ) -> io::Result<()> {
     let fd = socket.as_raw_fd();
-    if let Err(err) = wakeup::set_timer_slack(Duration::from_micros(1)) {
-        tracing::warn!(%err, "delay line keeps the default timer slack");
+    if realtime {
+        if let Err(err) = make_realtime() {
+            tracing::warn!(%err, "delay line runs without real-time priority: expect late releases under load");
+        }
     }
+    // Releases are timed by a timerfd (no slack); the rest of the thread's waits
+    // need no precision.
+    let timer = Timer::new()?;
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut buf = vec![0u8; 65536];
     let mut stopping = false;
     let mut seq: u32 = 100;
+    let mut armed_for: Option<Instant> = None;
     loop {
-        let timeout = held
-            .front()
-            .map(|first| first.due.saturating_duration_since(Instant::now()));
-        let ready = wakeup::wait_readable(fd, stop.raw_fd(), timeout)?;
-        stopping |= ready.stop;
+        let next_due = held.front().map(|first| first.due);
+        if next_due != armed_for {
+            timer.set(next_due.map(|due| due.saturating_duration_since(Instant::now())))?;
+            armed_for = next_due;
+        }
+        let [data, stop_raised, _] =
+            wakeup::wait_readable([fd, stop.raw_fd(), timer.raw_fd()], None)?;
+        stopping |= stop_raised;
         let mut received = 0;
-        if ready.data || stopping {
+        if data || stopping {
             received = receive(
                 fd,
                 queue,
@@ -647,6 +671,19 @@ fn run_line(
     // Closing the socket unbinds the queue.
     drop(socket);
     Ok(())
+}
+
+/// Puts the calling thread in SCHED_FIFO: a delay line wakes for microseconds at a
+/// time, but a normal thread on a busy machine can wait milliseconds for a CPU.
+fn make_realtime() -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: REALTIME_PRIORITY,
+    };
+    // SAFETY: param is valid; pthread_self is the calling thread.
+    match unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
 }
 
 /// A packet the line holds.

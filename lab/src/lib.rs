@@ -9,6 +9,7 @@
 //! [`PathLab`] is the ready-made three-node path (host A — router R — host B) that the
 //! runtime's real-kernel tests and benchmark use.
 
+pub mod capture;
 mod clean;
 pub mod conditions;
 pub mod delay;
@@ -34,6 +35,7 @@ pub mod topology;
 pub mod transfer;
 mod wakeup;
 
+pub use capture::{capture_file_name, Capture, CaptureReport};
 pub use clean::{clean, clean_with, CleanOptions, CleanReport, StaleProcess};
 pub use delay::{DelayConfig, DelayLine, DelayStats, LinkMatch};
 pub use error::{LabError, Result};

@@ -1,5 +1,5 @@
 //! Fd-readiness plumbing shared by the lab's packet threads (delay lines, captures):
-//! a stop signal that is itself an fd, and a precise wait on two fds with an optional
+//! a stop signal and a timer that are fds, and a wait on several fds with an optional
 //! nanosecond timeout.
 
 use std::io;
@@ -43,68 +43,97 @@ impl StopSignal {
     }
 }
 
-/// Which of the two fds passed to [`wait_readable`] became readable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Ready {
-    pub(crate) data: bool,
-    pub(crate) stop: bool,
-}
-
-/// Blocks until `data` or `stop` is readable, or `timeout` passes (`None`: no timeout).
+/// Blocks until one of `fds` is readable, or `timeout` passes (`None`: no timeout),
+/// and says which are readable (all false after a timeout or a signal).
 ///
 /// ppoll takes a timespec, so the timeout has nanosecond resolution (epoll_wait's is a
-/// millisecond, too coarse for a delay line); together with a small timer slack on the
-/// calling thread the wake-up lands within tens of microseconds of the deadline.
-pub(crate) fn wait_readable(
-    data: RawFd,
-    stop: RawFd,
+/// millisecond, too coarse for packet timing); the kernel adds a slack of 0.1 % of the
+/// timeout (at least the thread's timer slack), so exact deadlines use a timerfd.
+pub(crate) fn wait_readable<const N: usize>(
+    fds: [RawFd; N],
     timeout: Option<Duration>,
-) -> io::Result<Ready> {
-    let mut fds = [
-        libc::pollfd {
-            fd: data,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let timespec = timeout.map(|t| libc::timespec {
-        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(t.subsec_nanos()),
+) -> io::Result<[bool; N]> {
+    let mut pollfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
     });
+    let timespec = timeout.map(timespec_of);
     let timespec_ptr = timespec
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: fds is a valid array of 2 pollfds; timespec_ptr is null or points to a
-    // timespec that lives until the call returns; a null sigmask keeps the mask.
-    let ret = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timespec_ptr, std::ptr::null()) };
+    // SAFETY: pollfds is a valid array of N pollfds; timespec_ptr is null or points to
+    // a timespec that lives until the call returns; a null sigmask keeps the mask.
+    let ret = unsafe {
+        libc::ppoll(
+            pollfds.as_mut_ptr(),
+            N as libc::nfds_t,
+            timespec_ptr,
+            std::ptr::null(),
+        )
+    };
     if ret == -1 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(Ready::default());
+            return Ok([false; N]);
         }
         return Err(err);
     }
-    let readable = |pfd: &libc::pollfd| pfd.revents & (libc::POLLIN | libc::POLLERR) != 0;
-    if fds[0].revents & libc::POLLNVAL != 0 || fds[1].revents & libc::POLLNVAL != 0 {
+    if pollfds.iter().any(|pfd| pfd.revents & libc::POLLNVAL != 0) {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    Ok(Ready {
-        data: readable(&fds[0]),
-        stop: readable(&fds[1]),
-    })
+    Ok(pollfds.map(|pfd| pfd.revents & (libc::POLLIN | libc::POLLERR) != 0))
 }
 
-/// Lets the calling thread's timers fire within `slack` of their deadline instead of
-/// the default 50 µs (timer slack only ever makes wake-ups later).
-pub(crate) fn set_timer_slack(slack: Duration) -> io::Result<()> {
-    let nanos = libc::c_ulong::try_from(slack.as_nanos().max(1)).unwrap_or(libc::c_ulong::MAX);
-    // SAFETY: PR_SET_TIMERSLACK takes an unsigned long and affects only this thread.
-    cvt(unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, nanos, 0, 0, 0) }).map(drop)
+fn timespec_of(t: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos()),
+    }
+}
+
+/// A one-shot CLOCK_MONOTONIC timer that is an fd: readable once it has expired.
+/// Unlike a poll timeout it fires with no slack.
+#[derive(Debug)]
+pub(crate) struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    pub(crate) fn new() -> io::Result<Timer> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        // SAFETY: timerfd_create returned a fresh descriptor that nothing else owns.
+        Ok(Timer {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Arms the timer to expire `after` from now (re-arming replaces the previous
+    /// expiry and clears a pending one); `None` disarms it.
+    pub(crate) fn set(&self, after: Option<Duration>) -> io::Result<()> {
+        let value = match after {
+            // A zero it_value would disarm: expire as soon as possible instead.
+            Some(after) => timespec_of(after.max(Duration::from_nanos(1))),
+            None => timespec_of(Duration::ZERO),
+        };
+        let spec = libc::itimerspec {
+            it_interval: timespec_of(Duration::ZERO),
+            it_value: value,
+        };
+        // SAFETY: spec is valid; the old value is not wanted.
+        cvt(unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })
+            .map(drop)
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 /// Raises a socket's receive buffer past `net.core.rmem_max` (needs CAP_NET_ADMIN).
@@ -132,29 +161,41 @@ mod tests {
     fn a_raised_stop_signal_wakes_the_waiter_and_stays_raised() {
         let stop = StopSignal::new().unwrap();
         let data = StopSignal::new().unwrap();
-        let ready = wait_readable(data.raw_fd(), stop.raw_fd(), Some(Duration::ZERO)).unwrap();
-        assert_eq!(ready, Ready::default());
+        let ready = wait_readable([data.raw_fd(), stop.raw_fd()], Some(Duration::ZERO)).unwrap();
+        assert_eq!(ready, [false, false]);
         stop.raise();
         for _ in 0..2 {
-            let ready = wait_readable(data.raw_fd(), stop.raw_fd(), None).unwrap();
-            assert!(ready.stop && !ready.data);
+            let ready = wait_readable([data.raw_fd(), stop.raw_fd()], None).unwrap();
+            assert_eq!(ready, [false, true]);
         }
+    }
+
+    #[test]
+    fn a_timer_fires_once_after_its_time_and_can_be_disarmed() {
+        let timer = Timer::new().unwrap();
+        let start = Instant::now();
+        timer.set(Some(Duration::from_micros(500))).unwrap();
+        let ready = wait_readable([timer.raw_fd()], Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(ready, [true]);
+        assert!(start.elapsed() >= Duration::from_micros(500));
+        // Re-arming clears the expiry; disarming means it never fires.
+        timer.set(None).unwrap();
+        let ready = wait_readable([timer.raw_fd()], Some(Duration::from_millis(20))).unwrap();
+        assert_eq!(ready, [false]);
     }
 
     #[test]
     fn the_timeout_is_honoured_below_a_millisecond() {
         let stop = StopSignal::new().unwrap();
         let data = StopSignal::new().unwrap();
-        set_timer_slack(Duration::from_nanos(1)).unwrap();
         let start = Instant::now();
         let ready = wait_readable(
-            data.raw_fd(),
-            stop.raw_fd(),
+            [data.raw_fd(), stop.raw_fd()],
             Some(Duration::from_micros(300)),
         )
         .unwrap();
         let waited = start.elapsed();
-        assert_eq!(ready, Ready::default());
+        assert_eq!(ready, [false, false]);
         assert!(waited >= Duration::from_micros(300), "{waited:?}");
     }
 }

@@ -188,6 +188,13 @@ fn a_20ms_delay_line_is_accurate_to_half_a_millisecond() {
         .map(|p| micros(p.one_way) - micros(delay))
         .collect();
     let min = *errors.iter().min().unwrap();
+    let mut worst: Vec<(i64, u32)> = errors
+        .iter()
+        .copied()
+        .zip(probes.iter().map(|p| p.seq))
+        .collect();
+    worst.sort_unstable();
+    eprintln!("worst (error us, seq): {:?}", &worst[worst.len() - 5..]);
     let (median, p90, p99, max) = percentiles(errors);
     eprintln!(
         "delay line 20 ms, 200 probes: one-way error median {median} us, p90 {p90} us, \
@@ -457,4 +464,36 @@ fn a_20_mbit_rate_limit_holds_tcp_to_20_mbit() {
         "still limited after clearing: {:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn an_overflowing_queue_is_counted_packet_for_packet() {
+    if !root_or_skip("an_overflowing_queue_is_counted_packet_for_packet") {
+        return;
+    }
+    let path = PathLab::new().expect("build path lab");
+    // 16 places and a 50 ms hold: a burst of 300 probes cannot fit.
+    let config = DelayConfig {
+        queue_max_len: 16,
+        ..DelayConfig::fixed(50 * MS)
+    };
+    let line = DelayLine::start(
+        path.lab(),
+        "r",
+        LinkMatch::forward(PathLab::R_A_IF, PathLab::R_B_IF),
+        config,
+    )
+    .expect("start delay line");
+    let probes = send_probes(&path, 300, Duration::ZERO);
+    let stats = line.stop().expect("stop delay line");
+    eprintln!(
+        "burst of 300 into a 16-packet line: {} arrived; {stats:?}",
+        probes.len()
+    );
+    assert!(stats.kernel_queue_dropped > 0, "{stats:?}");
+    assert!(stats.max_held <= 16, "{stats:?}");
+    // Every probe is accounted for: delivered, or counted as dropped by the kernel.
+    assert_eq!(stats.queued + stats.overload_drops(), 300, "{stats:?}");
+    assert_eq!(stats.released, stats.queued, "{stats:?}");
+    assert_eq!(probes.len() as u64, stats.released, "{stats:?}");
 }

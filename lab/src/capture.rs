@@ -1,0 +1,480 @@
+//! Packet capture to pcap: an AF_PACKET socket bound to one interface inside a node's
+//! namespace, kernel timestamps (SO_TIMESTAMPNS, nanoseconds), both directions, full
+//! frames.
+//!
+//! The socket is created with protocol 0, which receives nothing, and only then bound
+//! to the interface with `ETH_P_ALL`: no packet of another interface can slip in
+//! between socket() and bind(). [`Capture::start`] returns once the socket is bound,
+//! so everything sent afterwards is captured. Outgoing frames are seen where the
+//! kernel hands them to the driver (after the qdisc), incoming ones as the driver
+//! delivers them; a delay line or rate limit on the same node therefore shows up in
+//! the timestamps.
+//!
+//! Files are classic pcap, linktype Ethernet, nanosecond timestamps, named
+//! `<node>-<network-or-ifname>.pcap` ([`capture_file_name`]).
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::{DataLink, Endianness, TsResolution};
+
+use crate::error::{cvt, IoContext, LabError, Result};
+use crate::lab::Lab;
+use crate::names::{validate_ifname, validate_node_name};
+use crate::wakeup::{self, StopSignal};
+
+/// Largest frame kept whole (the file's snaplen). Lab interfaces have offloads off, so
+/// frames are at most MTU + 14 bytes; a GSO super-frame on another interface would be
+/// cut here and recorded with its real length.
+pub const SNAPLEN: usize = 262_144;
+
+/// How long written packets may sit in the file buffer while the link is idle.
+const IDLE_FLUSH: Duration = Duration::from_millis(200);
+
+/// The file name of the capture of `node` on `network` (a network name, or the
+/// interface name when there is none): `<node>-<network>.pcap`.
+pub fn capture_file_name(node: &str, network: &str) -> String {
+    format!("{node}-{network}.pcap")
+}
+
+/// What a capture recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureReport {
+    /// The pcap file.
+    pub path: PathBuf,
+    /// Frames written to the file.
+    pub packets: u64,
+    /// Of those, frames the interface received and frames it sent.
+    pub incoming: u64,
+    pub outgoing: u64,
+    /// Bytes on the wire (original frame lengths).
+    pub bytes: u64,
+    /// Frames longer than [`SNAPLEN`], written cut.
+    pub truncated: u64,
+    /// The kernel's count of frames that reached the socket (PACKET_STATISTICS),
+    /// including the dropped ones.
+    pub kernel_packets: u64,
+    /// Frames the kernel dropped because the socket's buffer was full: missing from
+    /// the file.
+    pub kernel_drops: u64,
+    /// Times the interface went down while captured (capture resumes when it comes
+    /// back up).
+    pub interface_down: u64,
+}
+
+/// A running capture of one interface. Dropping it stops it (flushing the file).
+///
+/// Stop captures before tearing the lab down: the socket keeps the namespace (and its
+/// interfaces) alive while it runs.
+#[derive(Debug)]
+pub struct Capture {
+    node: String,
+    ifname: String,
+    path: PathBuf,
+    stop: Arc<StopSignal>,
+    written: Arc<AtomicU64>,
+    thread: Option<JoinHandle<io::Result<CaptureReport>>>,
+}
+
+impl Capture {
+    /// Starts capturing `ifname` in `node` into `<dir>/<node>-<network>.pcap`
+    /// (`network` defaults to the interface name). Returns once the socket is bound.
+    pub fn start_in(
+        lab: &Lab,
+        node: &str,
+        ifname: &str,
+        network: Option<&str>,
+        dir: &Path,
+    ) -> Result<Capture> {
+        validate_node_name(node)?;
+        let label = network.unwrap_or(ifname);
+        if label.is_empty() || label.contains(['/', '\0']) {
+            return Err(LabError::InvalidName {
+                name: label.to_string(),
+                reason: "a capture label is a file-name part",
+            });
+        }
+        Capture::start(lab, node, ifname, dir.join(capture_file_name(node, label)))
+    }
+
+    /// Starts capturing `ifname` in `node` into the pcap file `path` (created or
+    /// truncated). Returns once the socket is bound to the interface.
+    pub fn start(lab: &Lab, node: &str, ifname: &str, path: impl Into<PathBuf>) -> Result<Capture> {
+        validate_ifname(ifname)?;
+        let path = path.into();
+        let netns = lab.netns(node)?;
+        let file = File::create(&path).context(|| format!("creating {}", path.display()))?;
+        let stop = Arc::new(StopSignal::new().context(|| "creating an eventfd".to_string())?);
+        let written = Arc::new(AtomicU64::new(0));
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let written = Arc::clone(&written);
+            let ifname = ifname.to_string();
+            let path = path.clone();
+            netns.spawn_thread(move || -> io::Result<CaptureReport> {
+                let socket = match open_bound_socket(&ifname) {
+                    Ok(socket) => {
+                        let _ = bound_tx.send(Ok(()));
+                        socket
+                    }
+                    Err(err) => {
+                        let kind = err.kind();
+                        let _ = bound_tx.send(Err(err));
+                        return Err(io::Error::new(kind, "capture socket not bound"));
+                    }
+                };
+                run_capture(&socket, file, path, &stop, &written)
+            })?
+        };
+        let bound = bound_rx
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("capture thread died")));
+        if let Err(err) = bound {
+            let _ = thread.join();
+            let _ = std::fs::remove_file(&path);
+            return Err(LabError::io(format!("capturing {ifname} in {node}"), err));
+        }
+        tracing::info!(node, ifname, path = %path.display(), "capture started");
+        Ok(Capture {
+            node: node.to_string(),
+            ifname: ifname.to_string(),
+            path,
+            stop,
+            written,
+            thread: Some(thread),
+        })
+    }
+
+    /// The pcap file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The captured node.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The captured interface.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// Frames written so far (some may still be in the file buffer).
+    pub fn packets_so_far(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Stops the capture: reads what is still queued on the socket, flushes the file,
+    /// and reports the counts.
+    pub fn stop(mut self) -> Result<CaptureReport> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<CaptureReport> {
+        self.stop.raise();
+        let Some(thread) = self.thread.take() else {
+            return Err(LabError::InvalidValue("capture already stopped".into()));
+        };
+        let report = thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("capture thread panicked")))
+            .context(|| format!("capturing {} in {}", self.ifname, self.node))?;
+        tracing::info!(
+            node = self.node,
+            ifname = self.ifname,
+            ?report,
+            "capture stopped"
+        );
+        if report.kernel_drops > 0 {
+            tracing::warn!(
+                node = self.node,
+                ifname = self.ifname,
+                drops = report.kernel_drops,
+                "the kernel dropped frames the capture could not keep up with"
+            );
+        }
+        Ok(report)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            if let Err(err) = self.finish() {
+                tracing::warn!(node = self.node, ifname = self.ifname, %err, "stopping capture");
+            }
+        }
+    }
+}
+
+/// An AF_PACKET socket on `ifname` (in the calling thread's namespace) with kernel
+/// nanosecond timestamps and a large receive buffer.
+fn open_bound_socket(ifname: &str) -> io::Result<OwnedFd> {
+    let c_ifname = std::ffi::CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(c_ifname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Protocol 0: the socket receives nothing until bound below.
+    // SAFETY: plain syscall; the result is checked.
+    let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket returned a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let on: libc::c_int = 1;
+    // SAFETY: valid option value of the right size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    wakeup::force_receive_buffer(fd, 32 << 20)?;
+    // SAFETY: zeroed sockaddr_ll is valid; the fields that matter are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = libc::c_int::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+    // SAFETY: addr is a valid sockaddr_ll of the given size.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    Ok(socket)
+}
+
+/// One received frame.
+struct Frame {
+    /// Bytes kept in the buffer (at most its size).
+    kept: usize,
+    /// The frame's real length.
+    len: usize,
+    outgoing: bool,
+    timestamp: Duration,
+}
+
+/// Non-blocking receive of one frame with its timestamp; `Ok(None)` when none is
+/// queued.
+fn receive_frame(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Frame>> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for SCM_TIMESTAMPNS (a timespec) with its header, 8-byte aligned.
+    let mut control = [0u64; 16];
+    // SAFETY: zeroed sockaddr_ll and msghdr are valid; the pointers set below live
+    // until recvmsg returns.
+    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg describes valid buffers.
+    let len = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    if len < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(err);
+    }
+    let len = usize::try_from(len).unwrap_or(0);
+    let mut timestamp = None;
+    // SAFETY: walking the control messages the kernel just wrote into `control`,
+    // bounded by msg_controllen as CMSG_FIRSTHDR/CMSG_NXTHDR guarantee.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                timestamp = Some(Duration::new(
+                    u64::try_from(ts.tv_sec).unwrap_or(0),
+                    u32::try_from(ts.tv_nsec).unwrap_or(0),
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    // Without a kernel timestamp (never expected), the read time is the best there is.
+    let timestamp = timestamp.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    });
+    Ok(Some(Frame {
+        kept: len.min(buf.len()),
+        len,
+        outgoing: from.sll_pkttype == libc::PACKET_OUTGOING,
+        timestamp,
+    }))
+}
+
+/// At most this many frames are read per wake-up before checking for stop.
+const RECEIVE_BATCH: usize = 1024;
+
+fn run_capture(
+    socket: &OwnedFd,
+    file: File,
+    path: PathBuf,
+    stop: &StopSignal,
+    written: &AtomicU64,
+) -> io::Result<CaptureReport> {
+    let fd = socket.as_raw_fd();
+    let header = PcapHeader {
+        version_major: 2,
+        version_minor: 4,
+        ts_correction: 0,
+        ts_accuracy: 0,
+        snaplen: SNAPLEN as u32,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        endianness: Endianness::native(),
+    };
+    let file = SharedFile(Rc::new(RefCell::new(BufWriter::with_capacity(
+        1 << 20,
+        file,
+    ))));
+    let mut writer = PcapWriter::with_header(file.clone(), header).map_err(pcap_error)?;
+    let mut report = CaptureReport {
+        path,
+        ..CaptureReport::default()
+    };
+    let mut buf = vec![0u8; SNAPLEN];
+    let mut unflushed_since: Option<Instant> = None;
+    let mut stopping = false;
+    loop {
+        let timeout = unflushed_since
+            .map(|since| (since + IDLE_FLUSH).saturating_duration_since(Instant::now()));
+        let [_, stop_raised] = wakeup::wait_readable([fd, stop.raw_fd()], timeout)?;
+        stopping |= stop_raised;
+        let mut got = 0;
+        // When stopping, read until the socket is empty: everything the kernel queued
+        // before the stop is in the file.
+        while got < RECEIVE_BATCH || stopping {
+            let frame = match receive_frame(fd, &mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                // The interface went down (a host leaving a network): the kernel
+                // reports it once and resumes delivery when it comes back up. A
+                // deleted interface simply delivers nothing more.
+                Err(err) if err.raw_os_error() == Some(libc::ENETDOWN) => {
+                    report.interface_down += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            got += 1;
+            let data = buf.get(..frame.kept).unwrap_or_default();
+            let orig_len = u32::try_from(frame.len).unwrap_or(u32::MAX);
+            writer
+                .write_packet(&PcapPacket::new(frame.timestamp, orig_len, data))
+                .map_err(pcap_error)?;
+            report.packets += 1;
+            report.bytes += frame.len as u64;
+            if frame.outgoing {
+                report.outgoing += 1;
+            } else {
+                report.incoming += 1;
+            }
+            if frame.kept < frame.len {
+                report.truncated += 1;
+            }
+        }
+        if got > 0 {
+            written.store(report.packets, Ordering::Relaxed);
+            unflushed_since.get_or_insert_with(Instant::now);
+        }
+        if stopping {
+            break;
+        }
+        if unflushed_since.is_some_and(|since| since.elapsed() >= IDLE_FLUSH) {
+            file.0.borrow_mut().flush()?;
+            unflushed_since = None;
+        }
+    }
+    let (kernel_packets, kernel_drops) = packet_statistics(fd)?;
+    report.kernel_packets = kernel_packets;
+    report.kernel_drops = kernel_drops;
+    drop(writer);
+    let mut file = file.0.borrow_mut();
+    file.flush()?;
+    file.get_ref().sync_data()?;
+    Ok(report)
+}
+
+/// The capture file, shared between the pcap writer and the loop that flushes it when
+/// the link goes idle (pcap-file's writer does not lend out its inner writer).
+#[derive(Clone)]
+struct SharedFile(Rc<RefCell<BufWriter<File>>>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// PACKET_STATISTICS: (frames that reached the socket, frames dropped). Reading
+/// resets the kernel's counters, so this is read once, at the end.
+fn packet_statistics(fd: RawFd) -> io::Result<(u64, u64)> {
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: stats is valid for writes of len bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((u64::from(stats.tp_packets), u64::from(stats.tp_drops)))
+}
+
+fn pcap_error(err: pcap_file::PcapError) -> io::Error {
+    match err {
+        pcap_file::PcapError::IoError(err) => err,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_node_dash_network() {
+        assert_eq!(capture_file_name("r1", "global-a"), "r1-global-a.pcap");
+        assert_eq!(capture_file_name("a", "a-r"), "a-a-r.pcap");
+    }
+}
