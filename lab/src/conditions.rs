@@ -169,6 +169,10 @@ impl AttachmentHook for Conditioner {
     fn removing(&self, _topology: &Topology, attachment: &Attachment) {
         self.stop(&attachment.label());
     }
+
+    fn shutdown(&self) {
+        self.stop_all();
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! runtime's real-kernel tests and benchmark use.
 
 pub mod capture;
+pub mod captures;
 mod clean;
 pub mod conditions;
 pub mod delay;

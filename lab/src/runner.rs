@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::captures::CaptureSet;
 use crate::error::{IoContext, LabError, Result};
 use crate::moves::{run_script, MoveAction, MoveRecord, ScriptStop};
 use crate::process::ChildProcess;
@@ -177,7 +178,8 @@ fn execute(
         }
     };
     status(&format!("{}: building the topology", scenario.name));
-    let hooks: Vec<Arc<dyn AttachmentHook>> = Vec::new();
+    let captures = Arc::new(CaptureSet::new(&options.out_dir));
+    let hooks: Vec<Arc<dyn AttachmentHook>> = vec![captures.clone()];
     let topology = Topology::build_with_hooks(&scenario.topology, hooks)?;
     report.run = Some(topology.lab().run_id().to_string());
     let mut addresses = serde_json::Map::new();
@@ -371,6 +373,23 @@ fn execute(
             lost: link.stats.lost,
         })
         .collect();
+
+    let (capture_reports, capture_errors) = captures.stop_all();
+    for capture in &capture_reports {
+        if let Some(name) = capture.path.file_name() {
+            report.captures.push(name.to_string_lossy().into_owned());
+        }
+        if capture.kernel_drops > 0 {
+            timeline.record(
+                "lab",
+                "capture-incomplete",
+                json!({"file": capture.path.display().to_string(), "kernel_drops": capture.kernel_drops}),
+            );
+        }
+    }
+    for error in capture_errors {
+        timeline.record("lab", "capture-error", json!({ "error": error }));
+    }
 
     // Programs first, so their logs are complete when copied.
     for program in &programs {

@@ -953,6 +953,9 @@ pub trait AttachmentHook: Send + Sync {
     fn removing(&self, _topology: &Topology, _attachment: &Attachment) {}
     /// The veth is gone.
     fn removed(&self, _topology: &Topology, _attachment: &Attachment) {}
+    /// The topology is being torn down: stop everything that holds a namespace open
+    /// (sockets, threads inside it).
+    fn shutdown(&self) {}
 }
 
 /// What [`Topology::attach`] did and when it finished.
@@ -1356,15 +1359,21 @@ impl Topology {
     /// Stops the link emulation and processes and deletes every namespace now (also
     /// done on drop).
     pub fn teardown(&self) -> TeardownReport {
-        self.conditioner.stop_all();
+        self.shutdown_hooks();
         self.lab.teardown()
+    }
+
+    fn shutdown_hooks(&self) {
+        for hook in self.hooks() {
+            hook.shutdown();
+        }
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        // Delay lines hold sockets in their namespaces: stop them before the lab
-        // (dropped right after this) deletes the namespaces.
-        self.conditioner.stop_all();
+        // Delay lines and captures hold sockets in their namespaces: stop them before
+        // the lab (dropped right after this) deletes the namespaces.
+        self.shutdown_hooks();
     }
 }
