@@ -41,7 +41,9 @@ impl CaptureSet {
     }
 
     fn lock(&self) -> MutexGuard<'_, CaptureState> {
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn stop_one(state: &mut CaptureState, label: &str) {
