@@ -3,12 +3,16 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use sustain_lab::conditions::Direction;
+use sustain_lab::icmp::Pinger;
+
 use sustain_lab::names::derive_mac;
 use sustain_lab::napt::NaptProfile;
-use sustain_lab::topology::{NodeRole, Topology, TopologySpec, CORE_NODE};
+use sustain_lab::topology::{LinkConditions, NodeRole, Topology, TopologySpec, CORE_NODE};
 use sustain_lab::{netns, root_or_skip};
 
 /// The paper's topology: hosts A and B, server C and proxy P on global addresses, two
@@ -147,4 +151,140 @@ fn paper_topology_builds_and_pings_end_to_end() {
         .filter(|name| name.contains(&run.to_string()))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Link conditions follow the attachment: delay and loss on b's uplink to g2 (applied
+/// in the core, both directions), a rate limit on a's uplink.
+#[test]
+fn link_delay_loss_and_rate_are_measured_within_tolerance() {
+    if !root_or_skip("link_delay_loss_and_rate_are_measured_within_tolerance") {
+        return;
+    }
+    let spec = TopologySpec::new()
+        .global("g1")
+        .global("g2")
+        .global("g3")
+        .host("a", "g1")
+        .host("b", "g2")
+        .link(
+            "b",
+            "g2",
+            LinkConditions {
+                delay: Duration::from_millis(20),
+                ..LinkConditions::default()
+            },
+        )
+        .link(
+            "b",
+            "g3",
+            LinkConditions {
+                loss: 0.2,
+                ..LinkConditions::default()
+            },
+        )
+        .link(
+            "a",
+            "g1",
+            LinkConditions {
+                rate_kbit: Some(20_000),
+                ..LinkConditions::default()
+            },
+        );
+    let topology = Topology::build(&spec).expect("build");
+    let a = topology.address_of("a").expect("a");
+
+    // 20 ms each way on b's link: an echo round trip takes 40 ms plus veth time.
+    let pinger = topology
+        .lab()
+        .run_in("b", Pinger::open)
+        .expect("enter b")
+        .expect("pinger");
+    let stats = pinger
+        .series(a, 20, Duration::from_millis(10), Duration::from_secs(1))
+        .expect("pings");
+    assert_eq!(stats.received(), 20, "no loss configured on g2: {stats:?}");
+    let min = stats.min_rtt().expect("rtt");
+    let median = stats.median_rtt().expect("rtt");
+    assert!(
+        min >= Duration::from_millis(40) && median < Duration::from_millis(45),
+        "min {min:?}, median {median:?}"
+    );
+
+    // 20 Mbit/s on a's link: a TCP download by a takes at least the wire time of its
+    // bytes, and not much more.
+    let bytes = 4 << 20;
+    let b = topology.address_of("b").expect("b");
+    let listener = topology
+        .lab()
+        .run_in("b", || std::net::TcpListener::bind((b, 0)))
+        .expect("enter b")
+        .expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let sender = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream.write_all(&vec![7u8; bytes]).expect("send");
+    });
+    let started = std::time::Instant::now();
+    let received = topology
+        .lab()
+        .run_in("a", move || -> std::io::Result<usize> {
+            let mut stream = std::net::TcpStream::connect((b, port))?;
+            let mut data = Vec::new();
+            stream.read_to_end(&mut data)?;
+            Ok(data.len())
+        })
+        .expect("enter a")
+        .expect("download");
+    let seconds = started.elapsed().as_secs_f64();
+    sender.join().expect("sender");
+    assert_eq!(received, bytes);
+    let mbit = bytes as f64 * 8.0 / seconds / 1e6;
+    // Goodput through 20 Mbit/s of Ethernet frames is about 19 Mbit/s; slow start
+    // over b's 40 ms round trip costs some more.
+    assert!((8.0..=20.5).contains(&mbit), "{mbit:.1} Mbit/s");
+
+    // Moved to g3, b's link loses 20 % each way and has no delay; every lost echo is
+    // accounted for by the delay lines' counters.
+    topology
+        .move_host("b", "g3", Duration::ZERO)
+        .expect("move to g3");
+    let pinger = topology
+        .lab()
+        .run_in("b", Pinger::open)
+        .expect("enter b")
+        .expect("pinger");
+    let sent = 300;
+    let stats = pinger
+        .series(a, sent, Duration::ZERO, Duration::from_millis(30))
+        .expect("pings");
+    let lost = sent - stats.received();
+    // Both directions lose 20 %: an echo survives with probability 0.64.
+    let loss = stats.loss();
+    assert!((0.26..=0.46).contains(&loss), "echo loss {loss}");
+    let g3 = topology
+        .link_stats()
+        .into_iter()
+        .filter(|link| link.label == "b-g3")
+        .collect::<Vec<_>>();
+    assert_eq!(g3.len(), 2, "{g3:?}");
+    let dropped: u64 = g3.iter().map(|link| link.stats.lost).sum();
+    assert_eq!(
+        dropped,
+        u64::from(lost),
+        "every missing echo was dropped by the line"
+    );
+    let up = g3
+        .iter()
+        .find(|link| link.direction == Direction::Up)
+        .expect("up");
+    assert_eq!(
+        up.stats.queued,
+        u64::from(sent),
+        "every request entered the up line"
+    );
+    // The g2 lines stopped with the move and kept their counters.
+    assert!(topology
+        .link_stats()
+        .iter()
+        .any(|link| link.label == "b-g2" && link.stats.released >= 20));
 }
