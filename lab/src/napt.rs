@@ -166,8 +166,7 @@ mod tests {
         // The last FORWARD and INPUT rules drop whatever was not accepted.
         let last_forward = rules
             .lines()
-            .filter(|line| line.starts_with("-A FORWARD"))
-            .last()
+            .rfind(|line| line.starts_with("-A FORWARD"))
             .unwrap();
         assert!(last_forward.ends_with("-j DROP"));
         assert!(last_forward.contains(UNSOLICITED_COMMENT));

@@ -346,7 +346,7 @@ fn parse_address(text: &str) -> Result<Ipv4Addr, String> {
 }
 
 fn seconds(value: f64, what: &str) -> Result<Duration, String> {
-    if value.is_finite() && value >= 0.0 && value < 1e6 {
+    if (0.0..1e6).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
         Err(format!("{what} {value} is not a duration"))

@@ -477,28 +477,25 @@ fn start_up(scenario: &str) -> (std::process::Child, String) {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
+    let next = || rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     let mut saw_enter = false;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("up reports");
-        if line.contains("ip netns exec sustain-") {
-            saw_enter = true;
+    let mut run = None;
+    // Up to the end of the node table that follows "is up".
+    while let Ok(line) = next() {
+        saw_enter |= line.contains("ip netns exec sustain-");
+        if let Some((_, rest)) = line.split_once(" is up (run ") {
+            run = Some(rest.trim_end_matches(')').to_string());
         }
-        if let Some(rest) = line.split_once(" is up (run ").map(|(_, rest)| rest) {
-            let run = rest.trim_end_matches(')').to_string();
-            // The node table follows; wait for its end.
-            loop {
-                let line = rx
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .expect("up lists its nodes");
-                saw_enter |= line.contains("ip netns exec sustain-");
-                if line.contains("tears it down") {
-                    break;
-                }
-            }
-            assert!(saw_enter, "up prints how to enter each node");
-            return (child, run);
+        if line.contains("tears it down") {
+            break;
+        }
+    }
+    match run {
+        Some(run) if saw_enter => (child, run),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`sustain-lab up {scenario}` did not report its nodes (saw run {run:?})");
         }
     }
 }
