@@ -562,4 +562,7 @@ fn clean_after_a_sigkilled_up_leaves_nothing() {
         !listed.iter().any(|name| name.contains(&run)),
         "ip netns list: {listed:?}"
     );
+    // The killed run's (empty) log directory is all that is left of it.
+    let run_dir = std::env::temp_dir().join("sustain-lab").join(&run);
+    let _ = std::fs::remove_dir(run_dir);
 }
