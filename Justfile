@@ -21,8 +21,8 @@ lab *ARGS:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
 
-# Run lab scenarios (default: every scenario in conformance/scenarios); fails if any
-# expectation fails. Output per scenario in target/lab/<name>/.
+# Output per scenario in target/lab/<name>/.
+# Run lab scenarios (default: all of conformance/scenarios); fails if an expectation fails.
 scenarios *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab
     names="{{NAMES}}"; \
