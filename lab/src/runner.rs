@@ -60,12 +60,14 @@ struct Progress {
 }
 
 impl Progress {
-    fn first_growth_after(&self, instant: Instant) -> Option<Instant> {
+    /// The first change after `instant`, unless it came at or after `until`.
+    fn first_growth_after(&self, instant: Instant, until: Option<Instant>) -> Option<Instant> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples
             .iter()
             .find(|(at, _)| *at > instant)
             .map(|(at, _)| *at)
+            .filter(|at| until.is_none_or(|until| *at < until))
     }
 }
 
@@ -314,6 +316,7 @@ fn execute(
     if live {
         eprintln!();
     }
+    let cancelled_at = transfer.cancelled_at();
     let result = transfer.finish();
     let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
     match script_stop {
@@ -358,7 +361,7 @@ fn execute(
         .collect();
     report.latencies.resume_after_last_move_s = records.last().and_then(|last| {
         progress
-            .first_growth_after(last.completed)
+            .first_growth_after(last.completed, cancelled_at)
             .map(|at| at.duration_since(last.completed).as_secs_f64())
     });
     report.links = topology

@@ -274,6 +274,7 @@ struct Shared {
     sent: AtomicU64,
     cancel: AtomicBool,
     cancel_reason: Mutex<Option<String>>,
+    cancelled_at: Mutex<Option<Instant>>,
 }
 
 enum Running {
@@ -423,6 +424,17 @@ impl RunningTransfer {
         self.started
     }
 
+    /// When the lab first asked the endpoints to stop, if it did. What the receiver
+    /// reports after that (a sustain-host flushing its file as it exits) is not
+    /// progress of the transfer.
+    pub fn cancelled_at(&self) -> Option<Instant> {
+        *self
+            .shared
+            .cancelled_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Bytes the receiver has received so far.
     pub fn received(&self) -> u64 {
         match &self.running {
@@ -456,6 +468,12 @@ impl RunningTransfer {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| reason.to_string());
+            let mut at = self
+                .shared
+                .cancelled_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            at.get_or_insert_with(Instant::now);
         }
         self.shared.cancel.store(true, Ordering::Relaxed);
         if let Running::Sustain {

@@ -566,3 +566,44 @@ fn clean_after_a_sigkilled_up_leaves_nothing() {
     let run_dir = std::env::temp_dir().join("sustain-lab").join(&run);
     let _ = std::fs::remove_dir(run_dir);
 }
+
+/// The `sustain` endpoint kind: sustain-host on both ends, behind a NAPT. Needs the
+/// binary (`cargo build -p sustain`, which `just test` does first).
+#[test]
+fn sustain_endpoints_complete_behind_a_napt() {
+    if !root_or_skip("sustain_endpoints_complete_behind_a_napt") {
+        return;
+    }
+    if let Err(err) = sustain_lab::transfer::find_sustain_host(None) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED sustain_endpoints_complete_behind_a_napt: {err}"
+        );
+        return;
+    }
+    let mut scenario = load("linux-behind-napt");
+    scenario.name = "sustain-behind-napt".into();
+    scenario.transfer.kind = EndpointKind::Sustain;
+    scenario.transfer.bytes = 2 << 20;
+    let (output, out) = run_scenario(&scenario, "sustain-napt");
+    let report = &output.report;
+    assert_eq!(report.outcome, Outcome::Completed, "{report:#?}");
+    assert!(report.transfer.sha256_match);
+    // sustain-host's own events are in the timeline, and the server saw the NAPT.
+    let connected: Vec<_> = output
+        .timeline
+        .iter()
+        .filter(|e| e.event == "connected" && e.source == "s-sustain-sender")
+        .collect();
+    assert_eq!(connected.len(), 1, "{:?}", output.timeline);
+    assert!(
+        connected[0].detail["remote"]
+            .as_str()
+            .is_some_and(|remote| remote.starts_with("198.51.100.10:")),
+        "{:?}",
+        connected[0]
+    );
+    assert!(report.logs.iter().any(|log| log.ends_with(".stdout")));
+    let _ = std::fs::remove_dir_all(out);
+}
