@@ -322,7 +322,7 @@ fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<(
             .attachment(node)
             .map(|a| format!("{}/{} on {}", a.address, a.prefix_len, a.network))
             .unwrap_or_else(|| "-".into());
-        println!("  {node:<12} {role:<24} {address:<30}");
+        println!("  {node:<12} {role:<24} {address}");
         println!("      ip netns exec {} bash", topology.netns_name(node));
     }
     for network in topology.networks() {
