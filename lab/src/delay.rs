@@ -21,9 +21,12 @@
 //!   rather than being dropped.
 //!
 //! Where to attach: on a router (`FORWARD`, or `PREROUTING`/`POSTROUTING` on the
-//! router's end of a host link). Holding a host's own TCP packets in its `POSTROUTING`
-//! works but keeps them charged to the sender's socket (TCP small queues), which caps
-//! a single flow at roughly `tcp_limit_output_bytes / delay`. Packets are queued before
+//! router's end of a host link: [`LinkMatch::Ingress`] delays host -> router,
+//! [`LinkMatch::Egress`] router -> host). Never hold a host's own kernel-TCP packets in
+//! its own `POSTROUTING`: a held skb stays charged to its socket, and TCP small queues
+//! then allow only a couple of packets in flight per delay (measured: 2.3 Mbit/s
+//! through a 20 ms line on the host's egress, 268 Mbit/s through the same line on the
+//! router's ingress). [`DelayLine::start`] warns when asked to. Packets are queued before
 //! conntrack confirms a new flow, so on a NAPT router two packets of a new UDP flow
 //! held at once meet conntrack's clash resolution (which merges them); TCP flows, whose
 //! SYN travels alone, are unaffected.
@@ -304,6 +307,18 @@ impl DelayLine {
         let stop = Arc::new(StopSignal::new().context(|| "creating an eventfd".to_string())?);
         let counters = Arc::new(Counters::default());
 
+        if let LinkMatch::Egress(iface) = &link {
+            let forwarding = netns.run(|| crate::sysctl::read("net.ipv4.ip_forward"))??;
+            if forwarding.trim() == "0" {
+                tracing::warn!(
+                    node,
+                    iface,
+                    "delay line on a host's own egress: its TCP will be throttled to a few \
+                     packets per delay (TCP small queues); attach it to the router's \
+                     ingress instead"
+                );
+            }
+        }
         let (queue, socket) = netns.run(|| bind_free_queue(&config))??;
         let thread = {
             let stop = Arc::clone(&stop);

@@ -6,6 +6,10 @@
 //! processes, and guarantees their removal: on drop, on panic, on SIGINT/SIGTERM,
 //! and after a SIGKILL through [`clean()`].
 //!
+//! Link emulation without netem: [`DelayLine`] (NFQUEUE delay, jitter and loss per
+//! link direction), [`set_rate_limit`] (tbf through rtnetlink); and [`Capture`]
+//! (AF_PACKET to pcap, one file per interface).
+//!
 //! [`PathLab`] is the ready-made three-node path (host A — router R — host B) that the
 //! runtime's real-kernel tests and benchmark use.
 
