@@ -12,6 +12,13 @@
 //!
 //! [`PathLab`] is the ready-made three-node path (host A — router R — host B) that the
 //! runtime's real-kernel tests and benchmark use.
+//!
+//! Scenarios: [`topology`] (global segments, NAPT routers with the [`napt`] profiles,
+//! hosts and service nodes, deterministic addresses and MACs, link [`conditions`]),
+//! [`moves`] (detach / attach / move with completion instants), [`transfer`] (Linux
+//! TCP or `sustain-host` endpoints), [`scenario`] (the TOML files of
+//! `conformance/scenarios`), [`runner`] (run one: captures, timeline, `report.json`).
+//! `lab/README.md` documents the file format and the CLI.
 
 pub mod capture;
 pub mod captures;

@@ -40,6 +40,8 @@ pub const BIN_DIR_ENV: &str = "SUSTAIN_BIN_DIR";
 const CHUNK: usize = 64 * 1024;
 /// How often blocked socket calls come back to look at the cancel flag and the clock.
 const POLL: Duration = Duration::from_millis(100);
+/// Longest wait for `sustain-host listen` to report `listening`.
+const LISTEN_WAIT: Duration = Duration::from_millis(1000);
 /// How long the connecting side keeps trying to reach the accepting side.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -380,9 +382,7 @@ impl RunningTransfer {
                 };
                 let lab = topology.lab();
                 let acceptor = lab.spawn(node_of(acceptor_role), side(acceptor_role))?;
-                // sustain-host has no readiness signal: give the listener time to open
-                // its raw socket and its RST guard before the SYN arrives.
-                std::thread::sleep(Duration::from_millis(500));
+                wait_listening(&acceptor, &events(acceptor_role));
                 if let Some(status) = acceptor.try_wait()? {
                     return Err(LabError::CommandFailed {
                         netns: acceptor.netns().to_string(),
@@ -583,6 +583,25 @@ pub fn find_sustain_host(bin_dir: Option<&Path>) -> Result<PathBuf> {
                     .join(", ")
             ))
         })
+}
+
+/// Waits until a `sustain-host listen` is ready: its events file has a `listening`
+/// event (written once its RST guard and filter are up), it exited, or
+/// [`LISTEN_WAIT`] passed (a sustain-host without that event: then the wait is the
+/// grace it gets).
+fn wait_listening(acceptor: &ChildProcess, events_file: &Path) {
+    let deadline = Instant::now() + LISTEN_WAIT;
+    while Instant::now() < deadline {
+        let listening = fs::read_to_string(events_file).is_ok_and(|text| {
+            text.lines().any(|line| {
+                serde_json::from_str::<Value>(line).is_ok_and(|event| event["event"] == "listening")
+            })
+        });
+        if listening || !matches!(acceptor.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn sustain_result(
