@@ -22,6 +22,18 @@ lab *ARGS:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
 
+# Output per scenario in target/lab/<name>/.
+# Run lab scenarios (default: all of conformance/scenarios); fails if an expectation fails.
+scenarios *NAMES:
+    cargo build --release --locked -p sustain -p sustain-lab
+    names="{{NAMES}}"; \
+    if [ -z "$names" ]; then names=$(./target/release/sustain-lab list | awk '{print $1}'); fi; \
+    failed=""; \
+    for name in $names; do \
+        {{sudo}} ./target/release/sustain-lab run "$name" --out "target/lab/$name" || failed="$failed $name"; \
+    done; \
+    if [ -n "$failed" ]; then echo "failed:$failed"; exit 1; fi
+
 # Throughput of sustain-host vs Linux TCP over the same veth path.
 bench:
     cargo build --release --locked -p sustain -p sustain-lab

@@ -12,21 +12,39 @@
 //!
 //! [`PathLab`] is the ready-made three-node path (host A — router R — host B) that the
 //! runtime's real-kernel tests and benchmark use.
+//!
+//! Scenarios: [`topology`] (global segments, NAPT routers with the [`napt`] profiles,
+//! hosts and service nodes, deterministic addresses and MACs, link [`conditions`]),
+//! [`moves`] (detach / attach / move with completion instants), [`transfer`] (Linux
+//! TCP or `sustain-host` endpoints), [`scenario`] (the TOML files of
+//! `conformance/scenarios`), [`runner`] (run one: captures, timeline, `report.json`).
+//! `lab/README.md` documents the file format and the CLI.
 
 pub mod capture;
+pub mod captures;
 mod clean;
+pub mod conditions;
 pub mod delay;
 mod error;
 pub mod ethtool;
+pub mod icmp;
 mod lab;
+mod links;
+pub mod moves;
 pub mod names;
+pub mod napt;
 pub mod netfilter;
 pub mod netns;
 mod path_lab;
 pub mod process;
+pub mod report;
 mod rtnl;
+pub mod runner;
+pub mod scenario;
 pub mod shaping;
 pub mod sysctl;
+pub mod topology;
+pub mod transfer;
 mod wakeup;
 
 pub use capture::{capture_file_name, Capture, CaptureReport};

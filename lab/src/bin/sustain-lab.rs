@@ -1,7 +1,30 @@
 //! `sustain-lab`: the lab's command line.
+//!
+//! ```text
+//! sustain-lab list                         scenario names, one per line
+//! sustain-lab run SCENARIO [--out DIR]     run it; exit 0 pass, 1 fail, 2 lab error
+//! sustain-lab up SCENARIO                  build and hold its topology
+//! sustain-lab down [SCENARIO]              tear down what `up` holds
+//! sustain-lab check FILE...                validate scenario files
+//! sustain-lab clean [--force]              remove what killed runs left behind
+//! ```
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sustain_lab::names::RunId;
+use sustain_lab::report::{render_summary, render_timeline};
+use sustain_lab::runner::{self, RunOptions};
+use sustain_lab::scenario::{Outcome, Scenario};
+use sustain_lab::topology::Topology;
+
+/// Environment variable naming the scenario directory.
+const SCENARIOS_ENV: &str = "SUSTAIN_LAB_SCENARIOS";
+/// Where scenarios live in the repository.
+const SCENARIOS_IN_REPO: &str = "conformance/scenarios";
 
 #[derive(Parser)]
 #[command(
@@ -10,12 +33,64 @@ use clap::{Parser, Subcommand};
     about = "Network-namespace lab for sustain"
 )]
 struct Cli {
+    /// Log level for the lab's own diagnostics (error, warn, info, debug).
+    #[arg(long, global = true, default_value = "warn")]
+    log: tracing::Level,
     #[command(subcommand)]
     command: Commands,
 }
 
+#[derive(Args, Clone)]
+struct ScenarioArgs {
+    /// Directory of scenario files (default: $SUSTAIN_LAB_SCENARIOS, else the
+    /// nearest conformance/scenarios above the current directory or this executable).
+    #[arg(long, value_name = "DIR")]
+    scenarios: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Commands {
+    /// List the scenarios: one per line, the name first, then its description.
+    List {
+        #[command(flatten)]
+        dir: ScenarioArgs,
+    },
+    /// Run a scenario (a name from `list`, or a path to a .toml file). Prints a live
+    /// progress line, then a timeline and a summary. Exit status: 0 when the
+    /// expectation holds, 1 when it fails, 2 when the lab could not run it.
+    Run {
+        scenario: String,
+        /// Output directory for captures, logs, events and report.json (default:
+        /// ./sustain-lab-out/<scenario>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Directory holding sustain-host and the other sustain binaries (default:
+        /// $SUSTAIN_BIN_DIR, else next to this executable).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        dir: ScenarioArgs,
+    },
+    /// Build a scenario's topology, start its programs (not its transfer) and hold it
+    /// until Ctrl-C or `sustain-lab down`; prints how to enter each node.
+    Up {
+        scenario: String,
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        #[command(flatten)]
+        dir: ScenarioArgs,
+    },
+    /// Tear down topologies held by `sustain-lab up` (all of them, or those of one
+    /// scenario).
+    Down { scenario: Option<String> },
+    /// Validate scenario files (every error names the file, line and field).
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Remove the namespaces (/run/netns/sustain-*) of lab runs that died without
     /// tearing down, stopping processes in them that the lab started.
     Clean {
@@ -25,14 +100,315 @@ enum Commands {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(cli.log)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Commands::Clean { force } => clean(force),
+    let result = match cli.command {
+        Commands::List { dir } => list(&dir).map(|()| ExitCode::SUCCESS),
+        Commands::Run {
+            scenario,
+            out,
+            bin_dir,
+            quiet,
+            dir,
+        } => run(&dir, &scenario, out, bin_dir, quiet),
+        Commands::Up {
+            scenario,
+            bin_dir,
+            dir,
+        } => up(&dir, &scenario, bin_dir).map(|()| ExitCode::SUCCESS),
+        Commands::Down { scenario } => down(scenario.as_deref()).map(|()| ExitCode::SUCCESS),
+        Commands::Check { files } => Ok(check(&files)),
+        Commands::Clean { force } => clean(force).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sustain-lab: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The scenario directory (see [`ScenarioArgs`]).
+fn scenario_dir(args: &ScenarioArgs) -> Result<PathBuf> {
+    if let Some(dir) = &args.scenarios {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os(SCENARIOS_ENV) {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut starts = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        starts.push(dir);
+    }
+    for start in &starts {
+        for dir in start.ancestors() {
+            let candidate = dir.join(SCENARIOS_IN_REPO);
+            if candidate.is_dir() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!(
+        "no scenario directory: pass --scenarios DIR, set ${SCENARIOS_ENV}, or run inside \
+         the repository (it has {SCENARIOS_IN_REPO})"
+    )
+}
+
+fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A scenario by name (in the scenario directory) or by path.
+fn load(args: &ScenarioArgs, scenario: &str) -> Result<Scenario> {
+    let as_path = Path::new(scenario);
+    let path = if as_path.extension().is_some_and(|ext| ext == "toml") || as_path.is_file() {
+        as_path.to_path_buf()
+    } else {
+        let dir = scenario_dir(args)?;
+        let path = dir.join(format!("{scenario}.toml"));
+        if !path.is_file() {
+            let known: Vec<String> = scenario_files(&dir)?
+                .iter()
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect();
+            bail!(
+                "no scenario {scenario:?} in {} (there are: {})",
+                dir.display(),
+                known.join(", ")
+            );
+        }
+        path
+    };
+    Ok(Scenario::load(&path)?)
+}
+
+fn list(args: &ScenarioArgs) -> Result<()> {
+    let dir = scenario_dir(args)?;
+    for path in scenario_files(&dir)? {
+        match Scenario::load(&path) {
+            Ok(scenario) => println!("{:<24} {}", scenario.name, scenario.description),
+            Err(err) => {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                println!("{stem:<24} (invalid: {err})");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match Scenario::load(file) {
+            Ok(scenario) => println!("{}: ok ({})", file.display(), scenario.name),
+            Err(err) => {
+                failed = true;
+                println!("{err}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run(
+    args: &ScenarioArgs,
+    scenario: &str,
+    out: Option<PathBuf>,
+    bin_dir: Option<PathBuf>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let scenario = load(args, scenario)?;
+    sustain_lab::require_root().context("`sustain-lab run` builds namespaces")?;
+    let out_dir = out.unwrap_or_else(|| PathBuf::from("sustain-lab-out").join(&scenario.name));
+    let options = RunOptions {
+        out_dir: out_dir.clone(),
+        bin_dir,
+        live: !quiet,
+    };
+    println!(
+        "scenario {}: {}",
+        scenario.name,
+        if scenario.description.is_empty() {
+            "(no description)"
+        } else {
+            &scenario.description
+        }
+    );
+    let output = runner::run(&scenario, &options)
+        .with_context(|| format!("running scenario {}", scenario.name))?;
+    println!("timeline (t = 0 when the transfer started):");
+    print!("{}", render_timeline(&output.timeline));
+    print!("{}", render_summary(&output.report));
+    println!("output in {}", out_dir.display());
+    Ok(match (output.report.passed, output.report.outcome) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, Outcome::Error) => ExitCode::from(2),
+        (false, _) => ExitCode::FAILURE,
+    })
+}
+
+fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<()> {
+    let scenario = load(args, scenario)?;
+    sustain_lab::require_root().context("`sustain-lab up` builds namespaces")?;
+    let topology = Topology::build(&scenario.topology)
+        .with_context(|| format!("building the topology of {}", scenario.name))?;
+    let run = topology.lab().run_id().to_string();
+    let bin = bin_dir
+        .or_else(|| std::env::var_os(sustain_lab::transfer::BIN_DIR_ENV).map(PathBuf::from))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        })
+        .unwrap_or_default();
+    for program in &scenario.programs {
+        let address_of = |node: &str| topology.address_of(node);
+        let argv: Vec<String> = program
+            .argv
+            .iter()
+            .map(|arg| runner::substitute(arg, &bin, topology.lab().run_dir(), &run, &address_of))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let mut command = std::process::Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        let child = topology.lab().spawn(&program.node, command)?;
+        println!(
+            "started {} in {} (pid {}, logs {})",
+            argv.join(" "),
+            program.node,
+            child.pid(),
+            child.stdout_path().display()
+        );
+        std::thread::sleep(program.ready_after);
+    }
+
+    println!("{} is up (run {run})", scenario.name);
+    let mut nodes: Vec<(String, String)> = vec![("core".into(), "core router".into())];
+    for router in &scenario.topology.routers {
+        nodes.push((
+            router.name.clone(),
+            format!("NAPT ({}) for {}", router.profile, router.lan),
+        ));
+    }
+    for node in &scenario.topology.nodes {
+        nodes.push((node.name.clone(), node.role.name().to_string()));
+    }
+    for (node, role) in &nodes {
+        let address = topology
+            .attachment(node)
+            .map(|a| format!("{}/{} on {}", a.address, a.prefix_len, a.network))
+            .unwrap_or_else(|| "-".into());
+        println!("  {node:<12} {role:<24} {address}");
+        println!("      ip netns exec {} bash", topology.netns_name(node));
+    }
+    for network in topology.networks() {
+        println!(
+            "  network {:<10} {:<18} gateway {} ({})",
+            network.name, network.prefix, network.gateway, network.gateway_node
+        );
+    }
+    println!("Ctrl-C here, or `sustain-lab down`, tears it down.");
+    // The lab's SIGINT/SIGTERM handler tears everything down and exits.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Finds the `sustain-lab up` processes holding namespaces and asks them (SIGTERM) to
+/// tear down; waits until their namespaces are gone.
+fn down(scenario: Option<&str>) -> Result<()> {
+    sustain_lab::require_root().context("`sustain-lab down` removes namespaces")?;
+    let mut owners: Vec<u32> = Vec::new();
+    for name in sustain_lab::netns::list()? {
+        let Some((run, _)) = RunId::parse_netns_name(&name) else {
+            continue;
+        };
+        if !owners.contains(&run.pid()) {
+            owners.push(run.pid());
+        }
+    }
+    let mut stopped = Vec::new();
+    for pid in owners {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        let is_up = args
+            .first()
+            .and_then(|exe| Path::new(exe).file_name())
+            .is_some_and(|name| name == "sustain-lab")
+            && args.iter().any(|arg| arg == "up");
+        if !is_up {
+            continue;
+        }
+        if let Some(wanted) = scenario {
+            if !args.iter().skip(1).any(|arg| {
+                arg == wanted
+                    || Path::new(arg)
+                        .file_stem()
+                        .is_some_and(|stem| stem == wanted)
+            }) {
+                continue;
+            }
+        }
+        // SAFETY: plain syscall; the pid was checked to be a `sustain-lab up` process
+        // just above.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == 0 {
+            println!("asked `{}` (pid {pid}) to tear down", args.join(" "));
+            stopped.push(pid);
+        }
+    }
+    if stopped.is_empty() {
+        println!("nothing is up");
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let remaining: Vec<String> = sustain_lab::netns::list()?
+            .into_iter()
+            .filter(|name| {
+                RunId::parse_netns_name(name).is_some_and(|(run, _)| stopped.contains(&run.pid()))
+            })
+            .collect();
+        if remaining.is_empty() {
+            println!("down");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "still there after 30 s: {} (try `sustain-lab clean --force`)",
+                remaining.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -64,7 +440,7 @@ fn clean(force: bool) -> Result<()> {
         eprintln!("error: {error}");
     }
     if !report.errors.is_empty() {
-        anyhow::bail!("{} error(s) while cleaning", report.errors.len());
+        bail!("{} error(s) while cleaning", report.errors.len());
     }
     Ok(())
 }

@@ -1,0 +1,287 @@
+//! ICMP echo on a raw socket (`ping` is not installed everywhere, and the lab wants
+//! the round-trip times as numbers).
+//!
+//! A [`Pinger`] is opened on a thread inside a namespace and keeps sending from there
+//! whichever thread uses it afterwards.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{cvt, IoContext, Result};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const PAYLOAD: &[u8; 16] = b"sustain-lab-ping";
+
+/// A raw ICMP socket that sends echo requests and matches their replies.
+#[derive(Debug)]
+pub struct Pinger {
+    socket: OwnedFd,
+    identifier: u16,
+    sequence: AtomicU16,
+}
+
+/// What [`Pinger::series`] saw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PingStats {
+    pub sent: u32,
+    /// Round-trip times of the answered echoes, in order.
+    pub rtts: Vec<Duration>,
+}
+
+impl PingStats {
+    pub fn received(&self) -> u32 {
+        self.rtts.len() as u32
+    }
+
+    /// Fraction of echoes (or their replies) lost.
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        1.0 - f64::from(self.received()) / f64::from(self.sent)
+    }
+
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.rtts.iter().min().copied()
+    }
+
+    /// The median round-trip time.
+    pub fn median_rtt(&self) -> Option<Duration> {
+        let mut sorted = self.rtts.clone();
+        sorted.sort();
+        sorted.get(sorted.len() / 2).copied()
+    }
+}
+
+impl Pinger {
+    /// Opens the socket in the calling thread's namespace.
+    pub fn open() -> Result<Pinger> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = cvt(unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            )
+        })
+        .context(|| "opening a raw ICMP socket".to_string())?;
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Raw ICMP sockets see every ICMP packet of the namespace: a per-socket
+        // identifier tells our replies apart (clock bits differ between pingers).
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u16)
+            .unwrap_or(0);
+        let identifier = (std::process::id() as u16) ^ clock ^ next_salt();
+        Ok(Pinger {
+            socket,
+            identifier,
+            sequence: AtomicU16::new(0),
+        })
+    }
+
+    /// Sends one echo request to `to` and waits up to `timeout` for its reply.
+    /// `None`: no reply in time.
+    pub fn echo(&self, to: Ipv4Addr, timeout: Duration) -> Result<Option<Duration>> {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let request = echo_request(self.identifier, sequence);
+        let sent = Instant::now();
+        self.send(to, &request)
+            .context(|| format!("sending an ICMP echo to {to}"))?;
+        let deadline = sent + timeout;
+        let mut buf = [0u8; 1500];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let Some((len, from)) = self
+                .recv(&mut buf, left)
+                .context(|| "receiving ICMP".to_string())?
+            else {
+                return Ok(None);
+            };
+            if from == to && is_reply_to(&buf[..len], self.identifier, sequence) {
+                return Ok(Some(sent.elapsed()));
+            }
+        }
+    }
+
+    /// Sends `count` echoes to `to`, one every `interval`, each waiting up to `timeout`
+    /// for its reply (a late reply is counted as lost).
+    pub fn series(
+        &self,
+        to: Ipv4Addr,
+        count: u32,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<PingStats> {
+        let mut stats = PingStats::default();
+        for _ in 0..count {
+            let started = Instant::now();
+            stats.sent += 1;
+            if let Some(rtt) = self.echo(to, timeout)? {
+                stats.rtts.push(rtt);
+            }
+            let spent = started.elapsed();
+            if spent < interval {
+                std::thread::sleep(interval - spent);
+            }
+        }
+        Ok(stats)
+    }
+
+    fn send(&self, to: Ipv4Addr, packet: &[u8]) -> io::Result<()> {
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(to).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: packet and address are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                self.socket.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&address as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One datagram (IP header included) and its source, or `None` after `timeout`.
+    fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<(usize, Ipv4Addr)>> {
+        let mut poll = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                return Ok(None);
+            }
+            return Err(err);
+        }
+        if ready == 0 {
+            return Ok(None);
+        }
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: buf and from are valid for the lengths given.
+        let len = unsafe {
+            libc::recvfrom(
+                self.socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_in).cast(),
+                &mut from_len,
+            )
+        };
+        if len < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(err);
+        }
+        Ok(Some((
+            len as usize,
+            Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
+        )))
+    }
+}
+
+fn next_salt() -> u16 {
+    static SALT: AtomicU16 = AtomicU16::new(0x5a5a);
+    SALT.fetch_add(0x9e37, Ordering::Relaxed)
+}
+
+/// An ICMP echo request (RFC 792) with our payload.
+fn echo_request(identifier: u16, sequence: u16) -> Vec<u8> {
+    let mut packet = vec![ICMP_ECHO_REQUEST, 0, 0, 0];
+    packet.extend_from_slice(&identifier.to_be_bytes());
+    packet.extend_from_slice(&sequence.to_be_bytes());
+    packet.extend_from_slice(PAYLOAD);
+    let checksum = internet_checksum(&packet);
+    packet[2..4].copy_from_slice(&checksum.to_be_bytes());
+    packet
+}
+
+/// True if `datagram` (IPv4 header + ICMP) is the echo reply to (identifier, sequence).
+fn is_reply_to(datagram: &[u8], identifier: u16, sequence: u16) -> bool {
+    let Some(&version_ihl) = datagram.first() else {
+        return false;
+    };
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let Some(icmp) = datagram.get(header_len..) else {
+        return false;
+    };
+    if icmp.len() < 8 || icmp[0] != ICMP_ECHO_REPLY || icmp[1] != 0 {
+        return false;
+    }
+    u16::from_be_bytes([icmp[4], icmp[5]]) == identifier
+        && u16::from_be_bytes([icmp[6], icmp[7]]) == sequence
+        && internet_checksum(icmp) == 0
+}
+
+/// RFC 1071 one's-complement sum.
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_checksums_to_zero_and_a_matching_reply_is_recognised() {
+        let request = echo_request(0x1234, 7);
+        assert_eq!(internet_checksum(&request), 0);
+        let mut reply = request.clone();
+        reply[0] = ICMP_ECHO_REPLY;
+        reply[2] = 0;
+        reply[3] = 0;
+        let checksum = internet_checksum(&reply);
+        reply[2..4].copy_from_slice(&checksum.to_be_bytes());
+        let mut datagram = vec![0x45u8];
+        datagram.extend_from_slice(&[0u8; 19]);
+        datagram.extend_from_slice(&reply);
+        assert!(is_reply_to(&datagram, 0x1234, 7));
+        assert!(!is_reply_to(&datagram, 0x1234, 8));
+        assert!(!is_reply_to(&datagram, 0x4321, 7));
+        datagram[30] ^= 1;
+        assert!(!is_reply_to(&datagram, 0x1234, 7), "bad checksum");
+        assert!(!is_reply_to(&datagram[..22], 0x1234, 7), "truncated");
+        assert!(!is_reply_to(&[], 0x1234, 7));
+    }
+}

@@ -1,0 +1,393 @@
+//! What a scenario run produced: the timeline of lab and connection events, and
+//! `report.json` (scenario, outcome, bytes, SHA-256 match, move instants, measured
+//! latencies), plus their text rendering for the terminal.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{IoContext, Result};
+use crate::scenario::Outcome;
+use crate::transfer::unix_now;
+
+/// One line of the timeline.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TimelineEvent {
+    /// Seconds since the transfer started (negative: during setup).
+    pub t: f64,
+    /// Unix time, seconds.
+    pub time: f64,
+    /// `lab`, or the endpoint that reported it (`<node>-<kind>-<role>`).
+    pub source: String,
+    pub event: String,
+    /// Everything else the event carries.
+    pub detail: Value,
+}
+
+/// Collects events from the lab and the endpoints on one clock.
+#[derive(Debug)]
+pub struct Timeline {
+    epoch: Mutex<(Instant, f64)>,
+    events: Mutex<Vec<TimelineEvent>>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline::new()
+    }
+}
+
+impl Timeline {
+    pub fn new() -> Timeline {
+        Timeline {
+            epoch: Mutex::new((Instant::now(), unix_now())),
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Makes now t = 0 (the transfer's start); events recorded so far keep their
+    /// Unix times and get negative `t`.
+    pub fn set_epoch(&self, at: Instant) {
+        let now = Instant::now();
+        let unix = unix_now() - now.saturating_duration_since(at).as_secs_f64();
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = (at, unix);
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events.iter_mut() {
+            event.t = event.time - unix;
+        }
+    }
+
+    /// The epoch's Unix time.
+    pub fn epoch_unix(&self) -> f64 {
+        self.epoch.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Seconds from the epoch to `instant`.
+    pub fn t_of(&self, instant: Instant) -> f64 {
+        let (epoch, _) = *self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if instant >= epoch {
+            instant.duration_since(epoch).as_secs_f64()
+        } else {
+            -epoch.duration_since(instant).as_secs_f64()
+        }
+    }
+
+    /// Unix time of `instant`.
+    pub fn unix_of(&self, instant: Instant) -> f64 {
+        self.epoch_unix() + self.t_of(instant)
+    }
+
+    /// Records an event that happened at `instant`.
+    pub fn record_at(&self, instant: Instant, source: &str, event: &str, detail: Value) {
+        let t = self.t_of(instant);
+        let time = self.epoch_unix() + t;
+        self.push(TimelineEvent {
+            t,
+            time,
+            source: source.to_string(),
+            event: event.to_string(),
+            detail,
+        });
+    }
+
+    /// Records an event happening now.
+    pub fn record(&self, source: &str, event: &str, detail: Value) {
+        self.record_at(Instant::now(), source, event, detail);
+    }
+
+    fn push(&self, event: TimelineEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+    }
+
+    /// Adds the events of a JSON-lines file with `time` (Unix seconds) and `event`
+    /// fields (the `--events` format); lines without them are skipped.
+    pub fn import(&self, path: &Path, source: &str) -> Result<usize> {
+        let file = match fs::File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => {
+                return Err(crate::LabError::io(
+                    format!("reading {}", path.display()),
+                    err,
+                ))
+            }
+        };
+        let epoch_unix = self.epoch_unix();
+        let mut imported = 0;
+        for line in BufReader::new(file).lines() {
+            let line = line.context(|| format!("reading {}", path.display()))?;
+            let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let (Some(time), Some(event)) = (
+                object.get("time").and_then(Value::as_f64),
+                object
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            ) else {
+                continue;
+            };
+            object.remove("time");
+            object.remove("event");
+            object.remove("t");
+            self.push(TimelineEvent {
+                t: time - epoch_unix,
+                time,
+                source: source.to_string(),
+                event,
+                detail: Value::Object(object),
+            });
+            imported += 1;
+        }
+        Ok(imported)
+    }
+
+    /// Every event, in time order.
+    pub fn events(&self) -> Vec<TimelineEvent> {
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        events.sort_by(|a, b| a.time.total_cmp(&b.time));
+        events
+    }
+
+    /// Writes every event as JSON lines.
+    pub fn write_jsonl(&self, path: &Path) -> Result<()> {
+        let mut text = String::new();
+        for event in self.events() {
+            text.push_str(&serde_json::to_string(&event).unwrap_or_default());
+            text.push('\n');
+        }
+        fs::write(path, text).context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The transfer part of a report.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TransferReport {
+    pub kind: String,
+    pub sender: String,
+    pub receiver: String,
+    pub bytes_expected: u64,
+    pub bytes_received: u64,
+    pub sha256_expected: String,
+    pub sha256_received: Option<String>,
+    pub sha256_match: bool,
+    /// The receiver's time from start to end.
+    pub seconds: Option<f64>,
+    pub sender_error: Option<String>,
+    pub receiver_error: Option<String>,
+}
+
+/// One move in a report. Times are seconds since the transfer started.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct MoveReport {
+    pub host: String,
+    pub action: String,
+    pub trigger: String,
+    pub from_network: Option<String>,
+    pub from_address: Option<String>,
+    pub to_network: Option<String>,
+    pub to_address: Option<String>,
+    pub started_s: f64,
+    pub detached_s: Option<f64>,
+    /// The instant the move completed (new address and default route installed, or
+    /// the old link gone for a detach).
+    pub completed_s: f64,
+    pub completed_unix: f64,
+    pub bytes_at_start: u64,
+}
+
+/// Latencies measured by the lab.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Latencies {
+    /// From the last move's completion to the first growth of the receiver's byte
+    /// count after it (application view, sampled every 2 ms). `None`: no move, or no
+    /// byte arrived after the last move.
+    pub resume_after_last_move_s: Option<f64>,
+    /// The scenario's budget for it, if any.
+    pub budget_s: Option<f64>,
+}
+
+/// Counters of one direction of a conditioned link.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LinkReport {
+    pub link: String,
+    pub direction: String,
+    pub queued: u64,
+    pub released: u64,
+    pub lost: u64,
+    pub overload_drops: u64,
+}
+
+/// `report.json`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub scenario: String,
+    pub description: String,
+    pub file: Option<String>,
+    pub run: Option<String>,
+    pub started_unix: f64,
+    pub duration_s: f64,
+    pub outcome: Outcome,
+    pub expected: Outcome,
+    pub passed: bool,
+    /// Why it did not pass.
+    pub failures: Vec<String>,
+    /// The lab's own failure, when the outcome is `error`.
+    pub error: Option<String>,
+    pub transfer: TransferReport,
+    pub moves: Vec<MoveReport>,
+    pub latencies: Latencies,
+    pub links: Vec<LinkReport>,
+    /// Files in the output directory, relative to it.
+    pub captures: Vec<String>,
+    pub logs: Vec<String>,
+}
+
+impl Report {
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        fs::write(path, text + "\n").context(|| format!("writing {}", path.display()))
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn describe_detail(detail: &Value) -> String {
+    let Value::Object(map) = detail else {
+        return String::new();
+    };
+    let parts: Vec<String> = map
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(key, value)| match value {
+            Value::String(text) => format!("{key}={text}"),
+            other => format!("{key}={other}"),
+        })
+        .collect();
+    parts.join(" ")
+}
+
+/// The timeline as text, one event per line; runs of the same event from the same
+/// source are folded into one line with a count.
+pub fn render_timeline(events: &[TimelineEvent]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < events.len() {
+        let event = &events[i];
+        let mut run = 1;
+        while i + run < events.len()
+            && events[i + run].source == event.source
+            && events[i + run].event == event.event
+            && event.source != "lab"
+        {
+            run += 1;
+        }
+        let count = if run > 1 {
+            format!(" (x{run}, until {:+.3}s)", events[i + run - 1].t)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  {:>+9.3}s  {:<22} {}{} {}\n",
+            event.t,
+            event.source,
+            event.event,
+            count,
+            describe_detail(&event.detail)
+        ));
+        i += run;
+    }
+    out
+}
+
+/// The summary block printed after the timeline.
+pub fn render_summary(report: &Report) -> String {
+    let mut out = String::new();
+    let verdict = if report.passed { "PASS" } else { "FAIL" };
+    out.push_str(&format!(
+        "{verdict} {}: outcome {} (expected {}) in {:.1}s\n",
+        report.scenario, report.outcome, report.expected, report.duration_s
+    ));
+    let transfer = &report.transfer;
+    if !transfer.kind.is_empty() {
+        out.push_str(&format!(
+            "  transfer  {} {} -> {}: {} of {} received, sha256 {}\n",
+            transfer.kind,
+            transfer.sender,
+            transfer.receiver,
+            mib(transfer.bytes_received),
+            mib(transfer.bytes_expected),
+            if transfer.sha256_match {
+                "matches"
+            } else {
+                "does not match"
+            }
+        ));
+        for (end, error) in [
+            ("sender", &transfer.sender_error),
+            ("receiver", &transfer.receiver_error),
+        ] {
+            if let Some(error) = error {
+                out.push_str(&format!("  {end:<9} {error}\n"));
+            }
+        }
+    }
+    for mv in &report.moves {
+        let from = match (&mv.from_network, &mv.from_address) {
+            (Some(net), Some(addr)) => format!("{net} {addr}"),
+            _ => "detached".into(),
+        };
+        let to = match (&mv.to_network, &mv.to_address) {
+            (Some(net), Some(addr)) => format!("{net} {addr}"),
+            _ => "detached".into(),
+        };
+        out.push_str(&format!(
+            "  move      {} {}: {from} -> {to}, {}, completed at {:+.3}s\n",
+            mv.host, mv.action, mv.trigger, mv.completed_s
+        ));
+    }
+    if let Some(latency) = report.latencies.resume_after_last_move_s {
+        out.push_str(&format!(
+            "  latency   receiver resumed {latency:.3}s after the last move\n"
+        ));
+    } else if !report.moves.is_empty() {
+        out.push_str("  latency   the receiver got no data after the last move\n");
+    }
+    for link in &report.links {
+        out.push_str(&format!(
+            "  link      {} {}: {} packets, {} lost, {} overload drops\n",
+            link.link, link.direction, link.queued, link.lost, link.overload_drops
+        ));
+    }
+    if let Some(error) = &report.error {
+        out.push_str(&format!("  error     {error}\n"));
+    }
+    for failure in &report.failures {
+        out.push_str(&format!("  failed    {failure}\n"));
+    }
+    out
+}
+
+/// Makes `Value::Object` from key/value pairs.
+pub fn detail(pairs: &[(&str, Value)]) -> Value {
+    let mut map = Map::new();
+    for (key, value) in pairs {
+        map.insert((*key).to_string(), value.clone());
+    }
+    Value::Object(map)
+}

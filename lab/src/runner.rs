@@ -1,0 +1,654 @@
+//! Runs a [`Scenario`]: builds its topology (with link conditions and captures), starts
+//! its programs and its transfer, performs its moves at their triggers, watches the
+//! receiver's progress, classifies the outcome, checks the expectation, and leaves
+//! everything in the output directory:
+//!
+//! ```text
+//! <out>/report.json          scenario, outcome, bytes, sha256 match, moves, latencies
+//! <out>/events.jsonl         the merged timeline (lab + endpoints)
+//! <out>/<node>-<net>.pcap    captures, one per interface
+//! <out>/*.events.jsonl       each endpoint's own events
+//! <out>/logs/                stdout/stderr of every process the scenario started
+//! ```
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::captures::CaptureSet;
+use crate::error::{IoContext, LabError, Result};
+use crate::moves::{run_script, MoveAction, MoveRecord, ScriptStop};
+use crate::process::ChildProcess;
+use crate::report::{
+    Latencies, LinkReport, MoveReport, Report, Timeline, TimelineEvent, TransferReport,
+};
+use crate::scenario::{Outcome, ProgramSpec, Scenario};
+use crate::topology::{AttachmentHook, Topology};
+use crate::transfer::{EndpointKind, RunningTransfer, TransferResult};
+
+/// How to run a scenario.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Where captures, logs, events and `report.json` go (created if needed).
+    pub out_dir: PathBuf,
+    /// Where `sustain-host` and the other sustain binaries are (see
+    /// [`find_sustain_host`](crate::transfer::find_sustain_host)).
+    pub bin_dir: Option<PathBuf>,
+    /// Show a live progress line on stderr.
+    pub live: bool,
+}
+
+/// A finished run.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub report: Report,
+    pub timeline: Vec<TimelineEvent>,
+}
+
+/// The receiver's byte count over time: every change, sampled every 2 ms.
+#[derive(Debug, Default)]
+struct Progress {
+    latest: AtomicU64,
+    samples: Mutex<Vec<(Instant, u64)>>,
+}
+
+impl Progress {
+    /// The first change after `instant`, unless it came at or after `until`.
+    fn first_growth_after(&self, instant: Instant, until: Option<Instant>) -> Option<Instant> {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples
+            .iter()
+            .find(|(at, _)| *at > instant)
+            .map(|(at, _)| *at)
+            .filter(|at| until.is_none_or(|until| *at < until))
+    }
+}
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(2);
+
+/// Runs `scenario`. A scenario that cannot be run (the lab fails) still produces a
+/// report, with outcome `error`; only an unusable output directory is an `Err`.
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
+    fs::create_dir_all(&options.out_dir)
+        .context(|| format!("creating {}", options.out_dir.display()))?;
+    for stale in ["report.json", "events.jsonl"] {
+        let _ = fs::remove_file(options.out_dir.join(stale));
+    }
+    let timeline = Timeline::new();
+    let started = Instant::now();
+    let started_unix = timeline.epoch_unix();
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        file: scenario.file.as_ref().map(|f| f.display().to_string()),
+        run: None,
+        started_unix,
+        duration_s: 0.0,
+        outcome: Outcome::Error,
+        expected: scenario.expect.outcome,
+        passed: false,
+        failures: Vec::new(),
+        error: None,
+        transfer: TransferReport::default(),
+        moves: Vec::new(),
+        latencies: Latencies {
+            resume_after_last_move_s: None,
+            budget_s: scenario.expect.latency_budget.map(|b| b.as_secs_f64()),
+        },
+        links: Vec::new(),
+        captures: Vec::new(),
+        logs: Vec::new(),
+    };
+    if let Err(err) = execute(scenario, options, &timeline, &mut report) {
+        timeline.record("lab", "error", json!({ "error": err.to_string() }));
+        report.outcome = Outcome::Error;
+        report.error = Some(err.to_string());
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    judge(scenario, &mut report);
+    timeline.record(
+        "lab",
+        "finished",
+        json!({"outcome": report.outcome.name(), "passed": report.passed}),
+    );
+    report.write(&options.out_dir.join("report.json"))?;
+    timeline.write_jsonl(&options.out_dir.join("events.jsonl"))?;
+    Ok(RunOutput {
+        report,
+        timeline: timeline.events(),
+    })
+}
+
+/// Sets `passed` and `failures` from the outcome and the expectation.
+fn judge(scenario: &Scenario, report: &mut Report) {
+    let expect = &scenario.expect;
+    let mut failures = Vec::new();
+    if report.outcome != expect.outcome {
+        failures.push(format!(
+            "expected outcome {}, got {}",
+            expect.outcome, report.outcome
+        ));
+    }
+    if let (Some(budget), Outcome::Completed) = (expect.latency_budget, report.outcome) {
+        if !scenario.moves.is_empty() {
+            match report.latencies.resume_after_last_move_s {
+                Some(latency) if latency <= budget.as_secs_f64() => {}
+                Some(latency) => failures.push(format!(
+                    "the receiver resumed {latency:.3}s after the last move; the budget is {:.3}s",
+                    budget.as_secs_f64()
+                )),
+                None => failures.push("no data arrived after the last move".into()),
+            }
+        }
+    }
+    report.passed = failures.is_empty();
+    report.failures = failures;
+}
+
+/// How the transfer ended, from what both ends saw.
+pub fn classify(result: &TransferResult) -> Outcome {
+    let clean = result.sender.error.is_none() && result.receiver.error.is_none();
+    let all_bytes = result.receiver.bytes >= result.expected_bytes;
+    if result.intact() && clean {
+        Outcome::Completed
+    } else if (all_bytes && !result.intact()) || (clean && !result.intact()) {
+        // Wrong bytes, or a clean end without the right bytes: not a break.
+        Outcome::Corrupted
+    } else {
+        Outcome::Broken
+    }
+}
+
+fn execute(
+    scenario: &Scenario,
+    options: &RunOptions,
+    timeline: &Timeline,
+    report: &mut Report,
+) -> Result<()> {
+    let live = options.live && std::io::stderr().is_terminal();
+    let status = |text: &str| {
+        if live {
+            eprint!("\r\x1b[2K{text}");
+            let _ = std::io::stderr().flush();
+        }
+    };
+    status(&format!("{}: building the topology", scenario.name));
+    let captures = Arc::new(CaptureSet::new(&options.out_dir));
+    let hooks: Vec<Arc<dyn AttachmentHook>> = vec![captures.clone()];
+    let topology = Topology::build_with_hooks(&scenario.topology, hooks)?;
+    report.run = Some(topology.lab().run_id().to_string());
+    let mut addresses = serde_json::Map::new();
+    for attachment in topology.attachments() {
+        addresses.insert(
+            attachment.label(),
+            json!(format!("{}/{}", attachment.address, attachment.prefix_len)),
+        );
+    }
+    timeline.record(
+        "lab",
+        "topology-ready",
+        json!({"run": topology.lab().run_id().to_string(), "addresses": addresses}),
+    );
+
+    let mut programs = Vec::new();
+    for program in &scenario.programs {
+        status(&format!("{}: starting {}", scenario.name, program.argv[0]));
+        let child = start_program(&topology, program, options)?;
+        timeline.record(
+            "lab",
+            "program-started",
+            json!({"node": program.node, "pid": child.pid(), "label": child.label()}),
+        );
+        programs.push(child);
+        std::thread::sleep(program.ready_after);
+    }
+
+    let spec = &scenario.transfer;
+    status(&format!("{}: starting the transfer", scenario.name));
+    let transfer = RunningTransfer::start(
+        &topology,
+        spec,
+        &options.out_dir,
+        topology.lab().run_dir(),
+        options.bin_dir.as_deref(),
+    )?;
+    timeline.set_epoch(transfer.started());
+    timeline.record_at(
+        transfer.started(),
+        "lab",
+        "transfer-started",
+        json!({
+            "kind": spec.kind.name(),
+            "sender": spec.sender,
+            "receiver": spec.receiver,
+            "bytes": spec.bytes,
+        }),
+    );
+
+    let progress = Progress::default();
+    let records: Mutex<Vec<MoveRecord>> = Mutex::new(Vec::new());
+    let transfer_over = AtomicBool::new(false);
+    let script_stop = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut last = 0u64;
+            loop {
+                let now = transfer.received();
+                if now != last {
+                    last = now;
+                    progress.latest.store(now, Ordering::Relaxed);
+                    progress
+                        .samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((Instant::now(), now));
+                }
+                if transfer_over.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        let mover = scope.spawn(|| {
+            run_script(
+                &topology,
+                &scenario.moves,
+                transfer.started(),
+                &|| progress.latest.load(Ordering::Relaxed),
+                &transfer_over,
+                |record| {
+                    record_move(timeline, record);
+                    records
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(record.clone());
+                },
+            )
+        });
+
+        let mut last_change = (Instant::now(), 0u64);
+        loop {
+            if transfer.is_finished() {
+                break;
+            }
+            let elapsed = transfer.started().elapsed();
+            let received = progress.latest.load(Ordering::Relaxed);
+            if received != last_change.1 {
+                last_change = (Instant::now(), received);
+            }
+            if elapsed >= spec.timeout {
+                transfer.cancel(&format!(
+                    "the transfer did not finish within {:.0}s",
+                    spec.timeout.as_secs_f64()
+                ));
+            } else if spec.kind == EndpointKind::Sustain
+                && last_change.0.elapsed() >= spec.stall_timeout
+            {
+                // sustain-host has no stall timeout of its own (MIG_WAIT may be long
+                // by design); the scenario's is the limit.
+                transfer.cancel(&format!(
+                    "no data arrived for {:.1}s",
+                    spec.stall_timeout.as_secs_f64()
+                ));
+            }
+            let done = records.lock().unwrap_or_else(|p| p.into_inner()).len();
+            status(&progress_line(
+                &scenario.name,
+                elapsed,
+                received,
+                spec.bytes,
+                done,
+                scenario.moves.len(),
+            ));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        transfer_over.store(true, Ordering::Relaxed);
+        let stop = mover.join();
+        let _ = sampler.join();
+        stop
+    });
+    if live {
+        eprintln!();
+    }
+    let cancelled_at = transfer.cancelled_at();
+    let result = transfer.finish();
+    let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+    match script_stop {
+        Ok(ScriptStop::Done) => {}
+        Ok(ScriptStop::Cancelled { index }) => timeline.record(
+            "lab",
+            "moves-not-run",
+            json!({"from_index": index, "reason": "the transfer ended first"}),
+        ),
+        Ok(ScriptStop::Failed { index, error }) => {
+            return Err(LabError::InvalidValue(format!(
+                "move {index} failed: {error}"
+            )));
+        }
+        Err(_) => return Err(LabError::InvalidValue("the move thread panicked".into())),
+    }
+
+    for (role, end) in [("sender", &result.sender), ("receiver", &result.receiver)] {
+        let source = format!("{}-{}-{role}", end.node, spec.kind.name());
+        timeline.import(&end.events_file, &source)?;
+        if let Some(file) = end.events_file.file_name() {
+            report.logs.push(file.to_string_lossy().into_owned());
+        }
+    }
+    report.outcome = classify(&result);
+    report.transfer = TransferReport {
+        kind: spec.kind.name().into(),
+        sender: spec.sender.clone(),
+        receiver: spec.receiver.clone(),
+        bytes_expected: result.expected_bytes,
+        bytes_received: result.receiver.bytes,
+        sha256_expected: result.expected_sha256.clone(),
+        sha256_received: result.receiver.sha256.clone(),
+        sha256_match: result.intact(),
+        seconds: Some(result.receiver.seconds),
+        sender_error: result.sender.error.clone(),
+        receiver_error: result.receiver.error.clone(),
+    };
+    report.moves = records
+        .iter()
+        .map(|record| move_report(timeline, record))
+        .collect();
+    report.latencies.resume_after_last_move_s = records.last().and_then(|last| {
+        progress
+            .first_growth_after(last.completed, cancelled_at)
+            .map(|at| at.duration_since(last.completed).as_secs_f64())
+    });
+    report.links = topology
+        .link_stats()
+        .into_iter()
+        .map(|link| LinkReport {
+            overload_drops: link.stats.overload_drops(),
+            link: link.label,
+            direction: link.direction.name().into(),
+            queued: link.stats.queued,
+            released: link.stats.released,
+            lost: link.stats.lost,
+        })
+        .collect();
+
+    let (capture_reports, capture_errors) = captures.stop_all();
+    for capture in &capture_reports {
+        if let Some(name) = capture.path.file_name() {
+            report.captures.push(name.to_string_lossy().into_owned());
+        }
+        if capture.kernel_drops > 0 {
+            timeline.record(
+                "lab",
+                "capture-incomplete",
+                json!({"file": capture.path.display().to_string(), "kernel_drops": capture.kernel_drops}),
+            );
+        }
+    }
+    for error in capture_errors {
+        timeline.record("lab", "capture-error", json!({ "error": error }));
+    }
+
+    // Programs first, so their logs are complete when copied.
+    for program in &programs {
+        let _ = program.terminate(Duration::from_secs(2));
+    }
+    report.logs.extend(copy_logs(
+        topology.lab().run_dir(),
+        &options.out_dir.join("logs"),
+    )?);
+    let teardown = topology.teardown();
+    for error in &teardown.errors {
+        timeline.record("lab", "teardown-error", json!({ "error": error }));
+    }
+    Ok(())
+}
+
+fn record_move(timeline: &Timeline, record: &MoveRecord) {
+    let address = |place: &Option<(String, Ipv4Addr)>| {
+        place
+            .as_ref()
+            .map(|(net, addr)| format!("{net} {addr}"))
+            .unwrap_or_else(|| "detached".into())
+    };
+    timeline.record_at(
+        record.started,
+        "lab",
+        &format!("{}-started", record.action.name()),
+        json!({"host": record.host, "trigger": record.trigger.to_string(), "bytes": record.bytes_at_start}),
+    );
+    if let (Some(detached), MoveAction::Move { .. }) = (record.detached, &record.action) {
+        timeline.record_at(
+            detached,
+            "lab",
+            "detached",
+            json!({"host": record.host, "from": address(&record.from)}),
+        );
+    }
+    timeline.record_at(
+        record.completed,
+        "lab",
+        &format!("{}-completed", record.action.name()),
+        json!({"host": record.host, "from": address(&record.from), "to": address(&record.to)}),
+    );
+}
+
+fn move_report(timeline: &Timeline, record: &MoveRecord) -> MoveReport {
+    MoveReport {
+        host: record.host.clone(),
+        action: record.action.name().into(),
+        trigger: record.trigger.to_string(),
+        from_network: record.from.as_ref().map(|(net, _)| net.clone()),
+        from_address: record.from.as_ref().map(|(_, addr)| addr.to_string()),
+        to_network: record.to.as_ref().map(|(net, _)| net.clone()),
+        to_address: record.to.as_ref().map(|(_, addr)| addr.to_string()),
+        started_s: timeline.t_of(record.started),
+        detached_s: record.detached.map(|d| timeline.t_of(d)),
+        completed_s: timeline.t_of(record.completed),
+        completed_unix: timeline.unix_of(record.completed),
+        bytes_at_start: record.bytes_at_start,
+    }
+}
+
+fn progress_line(
+    name: &str,
+    elapsed: Duration,
+    received: u64,
+    total: u64,
+    moves_done: usize,
+    moves: usize,
+) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        received as f64 * 8.0 / seconds / 1e6
+    } else {
+        0.0
+    };
+    format!(
+        "{name}: [{seconds:6.1}s] {:7.1}/{:.1} MiB  {rate:7.1} Mbit/s avg  moves {moves_done}/{moves}",
+        received as f64 / (1u64 << 20) as f64,
+        total as f64 / (1u64 << 20) as f64,
+    )
+}
+
+/// Replaces `{bin}`, `{out}`, `{run}` and `{addr:NODE}` in a program argument.
+pub fn substitute(
+    text: &str,
+    bin_dir: &Path,
+    out_dir: &Path,
+    run: &str,
+    address_of: &dyn Fn(&str) -> Option<Ipv4Addr>,
+) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?;
+        let key = &after[..close];
+        let value = match key {
+            "bin" => bin_dir.display().to_string(),
+            "out" => out_dir.display().to_string(),
+            "run" => run.to_string(),
+            _ => match key.strip_prefix("addr:") {
+                Some(node) => address_of(node)
+                    .ok_or_else(|| format!("{node} has no address (in {text:?})"))?
+                    .to_string(),
+                None => return Err(format!("unknown placeholder {{{key}}} in {text:?}")),
+            },
+        };
+        out.push_str(&value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The directory of the sustain binaries: `bin_dir`, `$SUSTAIN_BIN_DIR`, or this
+/// executable's directory.
+fn bin_dir(options: &RunOptions) -> PathBuf {
+    options
+        .bin_dir
+        .clone()
+        .or_else(|| std::env::var_os(crate::transfer::BIN_DIR_ENV).map(PathBuf::from))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        })
+        .unwrap_or_default()
+}
+
+fn start_program(
+    topology: &Topology,
+    program: &ProgramSpec,
+    options: &RunOptions,
+) -> Result<ChildProcess> {
+    let bin = bin_dir(options);
+    let run = topology.lab().run_id().to_string();
+    let address_of = |node: &str| topology.address_of(node);
+    let argv: Vec<String> = program
+        .argv
+        .iter()
+        .map(|arg| substitute(arg, &bin, &options.out_dir, &run, &address_of))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(LabError::InvalidValue)?;
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    topology.lab().spawn(&program.node, command)
+}
+
+/// Copies process logs (not the transfer's data files) from the run directory.
+fn copy_logs(run_dir: &Path, logs_dir: &Path) -> Result<Vec<String>> {
+    let mut copied = Vec::new();
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return Ok(copied);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.ends_with(".stdout") || name.ends_with(".stderr")) {
+            continue;
+        }
+        fs::create_dir_all(logs_dir).context(|| format!("creating {}", logs_dir.display()))?;
+        fs::copy(entry.path(), logs_dir.join(&name))
+            .context(|| format!("copying {name} to {}", logs_dir.display()))?;
+        copied.push(format!("logs/{name}"));
+    }
+    copied.sort();
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::{EndpointResult, Role};
+
+    fn end(role: Role, error: Option<&str>, bytes: u64, sha: Option<&str>) -> EndpointResult {
+        EndpointResult {
+            node: "x".into(),
+            role,
+            error: error.map(str::to_string),
+            bytes,
+            sha256: sha.map(str::to_string),
+            seconds: 1.0,
+            events_file: PathBuf::new(),
+        }
+    }
+
+    fn result(sender: EndpointResult, receiver: EndpointResult) -> TransferResult {
+        TransferResult {
+            sender,
+            receiver,
+            expected_bytes: 100,
+            expected_sha256: "good".into(),
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_what_both_ends_saw() {
+        let ok = result(
+            end(Role::Sender, None, 100, None),
+            end(Role::Receiver, None, 100, Some("good")),
+        );
+        assert_eq!(classify(&ok), Outcome::Completed);
+        let broken = result(
+            end(Role::Sender, Some("send: Connection timed out"), 60, None),
+            end(Role::Receiver, Some("stalled"), 40, Some("partial")),
+        );
+        assert_eq!(classify(&broken), Outcome::Broken);
+        let corrupted = result(
+            end(Role::Sender, None, 100, None),
+            end(Role::Receiver, None, 100, Some("bad")),
+        );
+        assert_eq!(classify(&corrupted), Outcome::Corrupted);
+        let truncated = result(
+            end(Role::Sender, None, 100, None),
+            end(Role::Receiver, None, 50, Some("partial")),
+        );
+        assert_eq!(classify(&truncated), Outcome::Corrupted);
+        let intact_but_sender_failed = result(
+            end(
+                Role::Sender,
+                Some("waiting for the receiver to close: reset"),
+                100,
+                None,
+            ),
+            end(Role::Receiver, None, 100, Some("good")),
+        );
+        assert_eq!(classify(&intact_but_sender_failed), Outcome::Broken);
+    }
+
+    #[test]
+    fn placeholders_are_replaced_and_unknown_ones_refused() {
+        let address_of = |node: &str| (node == "c").then_some(Ipv4Addr::new(192, 0, 2, 10));
+        let text = substitute(
+            "{bin}/sustain-server --bind {addr:c}:7000 --log {out}/s.log --run {run}",
+            Path::new("/b"),
+            Path::new("/o"),
+            "1-abcd",
+            &address_of,
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            "/b/sustain-server --bind 192.0.2.10:7000 --log /o/s.log --run 1-abcd"
+        );
+        assert!(substitute(
+            "{addr:z}",
+            Path::new("/b"),
+            Path::new("/o"),
+            "r",
+            &address_of
+        )
+        .is_err());
+        assert!(substitute("{nope}", Path::new("/b"), Path::new("/o"), "r", &address_of).is_err());
+        assert!(substitute("{bin", Path::new("/b"), Path::new("/o"), "r", &address_of).is_err());
+    }
+}
