@@ -78,8 +78,20 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
     fs::create_dir_all(&options.out_dir)
         .context(|| format!("creating {}", options.out_dir.display()))?;
-    for stale in ["report.json", "events.jsonl"] {
-        let _ = fs::remove_file(options.out_dir.join(stale));
+    // A reused --out directory must not mix runs: endpoints append to their
+    // events files and captures are per stay, so remove everything a
+    // previous run wrote there (only our own file kinds).
+    if let Ok(entries) = fs::read_dir(&options.out_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours =
+                name == "report.json" || name.ends_with("events.jsonl") || name.ends_with(".pcap");
+            if ours {
+                let _ = fs::remove_file(entry.path());
+            } else if name == "logs" {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
     let timeline = Timeline::new();
     let started = Instant::now();

@@ -184,8 +184,8 @@ impl RawSocket {
 
     /// Sends the queued packets of `batch` with sendmmsg; returns how many
     /// left (the rest stay queued: the socket buffer is full). Packets the
-    /// kernel refuses for lack of buffer space (ENOBUFS) count as sent and
-    /// lost, as on a congested link; TCP recovers them.
+    /// kernel refuses for lack of buffer space or of a route count as sent
+    /// and lost, as on a congested link or a dead path; TCP recovers them.
     pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
         let fd = self.fd.get_ref().as_raw_fd();
         let pending = batch.len - batch.sent;
@@ -214,10 +214,24 @@ impl RawSocket {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EAGAIN) => return Ok(0),
-                Some(libc::ENOBUFS) => {
-                    // The first packet was dropped locally; skip it.
+                // The first packet could not leave: no buffer space, or no
+                // route (the address or route just went away under a move;
+                // the address watcher tells the core in a moment). Count it
+                // as lost, as on the wire; TCP or the migration recovers.
+                Some(
+                    libc::ENOBUFS
+                    | libc::ENETUNREACH
+                    | libc::EHOSTUNREACH
+                    | libc::ENETDOWN
+                    | libc::EHOSTDOWN
+                    | libc::EADDRNOTAVAIL,
+                ) => {
                     batch.sent += 1;
                     batch.dropped += 1;
+                    if batch.sent == batch.len {
+                        batch.sent = 0;
+                        batch.len = 0;
+                    }
                     return Ok(1);
                 }
                 _ => return Err(e),
@@ -324,7 +338,7 @@ pub struct SendBatch {
     dst: [Ipv4Addr; BATCH],
     len: usize,
     sent: usize,
-    /// Packets the kernel refused with ENOBUFS.
+    /// Packets the kernel refused (ENOBUFS, or no route during a move).
     pub dropped: u64,
 }
 
