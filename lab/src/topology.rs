@@ -1253,11 +1253,25 @@ impl Topology {
             attachment.prefix_len,
             attachment.gateway,
         );
+        // Link first, on both ends, then address and route: a host must not
+        // see a usable address (and send) while either end of the veth is
+        // still coming up. The gateway's end only gets its qdisc once the
+        // kernel's link watcher has seen the carrier (up to a second later);
+        // until then it silently drops what it sends, such as the first ARP
+        // reply, which costs the host a 1 s ARP retry.
+        let up_ifname = ifname.clone();
+        links::in_netns(&self.lab, node, |handle, netns| async move {
+            let index = rtnl::link_index(&handle, &netns, &up_ifname).await?;
+            rtnl::set_link_up(&handle, index, &up_ifname).await?;
+            rtnl::wait_oper_up(&handle, &netns, &up_ifname, DEFAULT_WAIT).await
+        })?;
+        let port = attachment.port.clone();
+        links::in_netns(&self.lab, &net.gateway_node, |handle, netns| async move {
+            rtnl::wait_oper_up(&handle, &netns, &port, DEFAULT_WAIT).await
+        })?;
         let completed = links::in_netns(&self.lab, node, |handle, netns| async move {
             let index = rtnl::link_index(&handle, &netns, &ifname).await?;
             rtnl::add_ipv4_address(&handle, index, &ifname, address, prefix_len).await?;
-            rtnl::set_link_up(&handle, index, &ifname).await?;
-            rtnl::wait_oper_up(&handle, &netns, &ifname, DEFAULT_WAIT).await?;
             let route = Ipv4Route {
                 dev: Some(ifname.clone()),
                 ..Ipv4Route::default_via(gateway)
