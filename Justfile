@@ -17,22 +17,17 @@ test:
     {{sudo}} env "PATH=$PATH" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
     @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
 
-# The main job: build a namespace network and move data across it.
-lab *ARGS:
+# NAPTs, moves mid-transfer, pcaps, timelines and report.json per scenario in
+# target/lab/<name>/; `just lab sustain-move` runs just one.
+# The main job: run the reference scenarios in namespaces and print a table.
+lab *NAMES:
+    cargo build --release --locked -p sustain -p sustain-lab
+    {{sudo}} ./target/release/sustain-lab suite --out target/lab {{NAMES}}
+
+# sustain-host against Linux's own TCP on a plain A - R - B path: [MiB] [loss-percent]
+demo *ARGS:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
-
-# Output per scenario in target/lab/<name>/.
-# Run lab scenarios (default: all of conformance/scenarios); fails if an expectation fails.
-scenarios *NAMES:
-    cargo build --release --locked -p sustain -p sustain-lab
-    names="{{NAMES}}"; \
-    if [ -z "$names" ]; then names=$(./target/release/sustain-lab list | awk '{print $1}'); fi; \
-    failed=""; \
-    for name in $names; do \
-        {{sudo}} ./target/release/sustain-lab run "$name" --out "target/lab/$name" || failed="$failed $name"; \
-    done; \
-    if [ -n "$failed" ]; then echo "failed:$failed"; exit 1; fi
 
 # Throughput of sustain-host vs Linux TCP over the same veth path.
 bench:

@@ -35,7 +35,10 @@ fn every_reference_scenario_meets_its_expectation() {
     let have_host = find_sustain_host(None).is_ok();
     let in_ci = std::env::var_os("CI").is_some();
     let files = scenario_files();
-    assert!(files.len() >= 4, "expected the reference scenarios, found {files:?}");
+    assert!(
+        files.len() >= 4,
+        "expected the reference scenarios, found {files:?}"
+    );
     let mut failures = Vec::new();
     let mut ran = 0;
     for file in &files {
@@ -43,16 +46,22 @@ fn every_reference_scenario_meets_its_expectation() {
         if needs_sustain_host(&scenario) && !have_host {
             // In CI the binary is always built first (`just test`): a skip
             // there would hide the migration scenarios, so it fails instead.
-            assert!(!in_ci, "sustain-host is not built; scenario {} cannot run", scenario.name);
+            assert!(
+                !in_ci,
+                "sustain-host is not built; scenario {} cannot run",
+                scenario.name
+            );
             eprintln!(
                 "SKIPPED scenario {}: sustain-host is not built (cargo build -p sustain)",
                 scenario.name
             );
             continue;
         }
-        let out = std::env::temp_dir()
-            .join("sustain-lab-tests")
-            .join(format!("reference-{}-{}", scenario.name, std::process::id()));
+        let out = std::env::temp_dir().join("sustain-lab-tests").join(format!(
+            "reference-{}-{}",
+            scenario.name,
+            std::process::id()
+        ));
         let output = runner::run(
             &scenario,
             &RunOptions {
@@ -70,7 +79,11 @@ fn every_reference_scenario_meets_its_expectation() {
                 .into_iter()
                 .filter(|n| n.contains(run.as_str()))
                 .collect();
-            assert!(left.is_empty(), "{}: namespaces left behind: {left:?}", scenario.name);
+            assert!(
+                left.is_empty(),
+                "{}: namespaces left behind: {left:?}",
+                scenario.name
+            );
         }
         if report.passed {
             let _ = std::fs::remove_dir_all(&out);
@@ -85,5 +98,10 @@ fn every_reference_scenario_meets_its_expectation() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {ran} scenarios failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} scenarios failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

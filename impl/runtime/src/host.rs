@@ -343,6 +343,7 @@ pub async fn run(
                 break;
             }
             let now = clock.now();
+            tracing::trace!(packets = n, ?now, "received");
             for pkt in rx.packets() {
                 ep.handle_packet(now, pkt);
             }
@@ -495,7 +496,9 @@ pub async fn run(
             if tx.is_empty() {
                 break;
             }
-            if socket.send_batch(&mut tx).map_err(io_err("sending"))? == 0 {
+            let sent = socket.send_batch(&mut tx).map_err(io_err("sending"))?;
+            tracing::trace!(sent, ?now, "sent");
+            if sent == 0 {
                 break; // socket buffer full: wait for writability below
             }
         }

@@ -74,6 +74,24 @@ enum Commands {
         #[command(flatten)]
         dir: ScenarioArgs,
     },
+    /// Run several scenarios (default: every one in the scenario directory), each
+    /// into OUT/<name>, then print a table of outcomes. Exit status: 0 when every
+    /// expectation holds, 1 when one fails, 2 when the lab could not run one.
+    Suite {
+        /// Scenario names (default: all).
+        names: Vec<String>,
+        /// Parent of the per-scenario output directories.
+        #[arg(long, value_name = "DIR", default_value = "sustain-lab-out")]
+        out: PathBuf,
+        /// Directory holding sustain-host (see `run`).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        dir: ScenarioArgs,
+    },
     /// Build a scenario's topology, start its programs (not its transfer) and hold it
     /// until Ctrl-C or `sustain-lab down`; prints how to enter each node.
     Up {
@@ -115,6 +133,13 @@ fn main() -> ExitCode {
             quiet,
             dir,
         } => run(&dir, &scenario, out, bin_dir, quiet),
+        Commands::Suite {
+            names,
+            out,
+            bin_dir,
+            quiet,
+            dir,
+        } => suite(&dir, &names, &out, bin_dir, quiet),
         Commands::Up {
             scenario,
             bin_dir,
@@ -269,6 +294,72 @@ fn run(
         (false, Outcome::Error) => ExitCode::from(2),
         (false, _) => ExitCode::FAILURE,
     })
+}
+
+fn suite(
+    args: &ScenarioArgs,
+    names: &[String],
+    out: &Path,
+    bin_dir: Option<PathBuf>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    sustain_lab::require_root().context("`sustain-lab suite` builds namespaces")?;
+    let names: Vec<String> = if names.is_empty() {
+        scenario_files(&scenario_dir(args)?)?
+            .iter()
+            .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    let mut rows = Vec::new();
+    let mut worst = ExitCode::SUCCESS;
+    for name in &names {
+        let code = run(args, name, Some(out.join(name)), bin_dir.clone(), quiet)?;
+        println!();
+        let report_path = out.join(name).join("report.json");
+        let report: serde_json::Value = std::fs::read_to_string(&report_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if code != ExitCode::SUCCESS {
+            worst = code;
+        }
+        rows.push(report);
+    }
+    println!(
+        "{:<26} {:<10} {:<10} {:>10} {:<8} {:>10} {:<6}",
+        "scenario", "outcome", "expected", "received", "sha256", "resume", "result"
+    );
+    for r in &rows {
+        let received = r["transfer"]["bytes_received"].as_u64().unwrap_or(0);
+        let resume = r["latencies"]["resume_after_last_move_s"]
+            .as_f64()
+            .map(|s| format!("{:.3} s", s))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<26} {:<10} {:<10} {:>10} {:<8} {:>10} {:<6}",
+            r["scenario"].as_str().unwrap_or("?"),
+            r["outcome"].as_str().unwrap_or("?"),
+            r["expected"].as_str().unwrap_or("?"),
+            format!("{:.1} MiB", received as f64 / (1u64 << 20) as f64),
+            if r["transfer"]["sha256_match"].as_bool() == Some(true) {
+                "match"
+            } else {
+                "differs"
+            },
+            resume,
+            if r["passed"].as_bool() == Some(true) {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+        );
+    }
+    println!(
+        "(resume: from the last move's completion to the receiver's next data, application view)"
+    );
+    Ok(worst)
 }
 
 fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<()> {
