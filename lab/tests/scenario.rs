@@ -229,10 +229,13 @@ fn each_end_may_have_its_own_kind() {
     assert_eq!(transfer.receiver_args, ["--mode", "continuation"]);
 
     // A changed `kind` still moves the ends that do not have their own.
-    let mut spec = transfer.clone();
+    let text = MINIMAL.replace("[transfer]\n", "[transfer]\nreceiver_kind = \"linux\"\n");
+    let mut spec = parse(&text).expect("loads").transfer;
+    assert_eq!(spec.kind_label(), "linux");
     spec.kind = EndpointKind::Sustain;
     assert_eq!(spec.kind_of(Role::Sender), EndpointKind::Sustain);
-    assert_eq!(spec.kind_label(), "sustain");
+    assert_eq!(spec.kind_of(Role::Receiver), EndpointKind::Linux);
+    assert_eq!(spec.kind_label(), "mixed");
 }
 
 #[test]
