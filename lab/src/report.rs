@@ -176,7 +176,11 @@ impl Timeline {
 /// The transfer part of a report.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct TransferReport {
+    /// The kind of both ends, or `mixed` when they differ.
     pub kind: String,
+    /// Each end's own kind: `linux` or `sustain`.
+    pub sender_kind: String,
+    pub receiver_kind: String,
     pub sender: String,
     pub receiver: String,
     pub bytes_expected: u64,
@@ -325,11 +329,19 @@ pub fn render_summary(report: &Report) -> String {
     ));
     let transfer = &report.transfer;
     if !transfer.kind.is_empty() {
+        let ends = if transfer.sender_kind == transfer.receiver_kind {
+            format!(
+                "{} {} -> {}",
+                transfer.kind, transfer.sender, transfer.receiver
+            )
+        } else {
+            format!(
+                "{} {} -> {} {}",
+                transfer.sender_kind, transfer.sender, transfer.receiver_kind, transfer.receiver
+            )
+        };
         out.push_str(&format!(
-            "  transfer  {} {} -> {}: {} of {} received, sha256 {}\n",
-            transfer.kind,
-            transfer.sender,
-            transfer.receiver,
+            "  transfer  {ends}: {} of {} received, sha256 {}\n",
             mib(transfer.bytes_received),
             mib(transfer.bytes_expected),
             if transfer.sha256_match {
@@ -338,12 +350,16 @@ pub fn render_summary(report: &Report) -> String {
                 "does not match"
             }
         ));
-        for (end, error) in [
-            ("sender", &transfer.sender_error),
-            ("receiver", &transfer.receiver_error),
+        for (end, kind, error) in [
+            ("sender", &transfer.sender_kind, &transfer.sender_error),
+            (
+                "receiver",
+                &transfer.receiver_kind,
+                &transfer.receiver_error,
+            ),
         ] {
             if let Some(error) = error {
-                out.push_str(&format!("  {end:<9} {error}\n"));
+                out.push_str(&format!("  {end:<9} ({kind}) {error}\n"));
             }
         }
     }

@@ -31,7 +31,7 @@ use crate::report::{
 };
 use crate::scenario::{Outcome, ProgramSpec, Scenario};
 use crate::topology::{AttachmentHook, Topology};
-use crate::transfer::{EndpointKind, RunningTransfer, TransferResult};
+use crate::transfer::{Role, RunningTransfer, TransferResult};
 
 /// How to run a scenario.
 #[derive(Clone, Debug, Default)]
@@ -237,7 +237,9 @@ fn execute(
         "lab",
         "transfer-started",
         json!({
-            "kind": spec.kind.name(),
+            "kind": spec.kind_label(),
+            "sender_kind": spec.kind_of(Role::Sender).name(),
+            "receiver_kind": spec.kind_of(Role::Receiver).name(),
             "sender": spec.sender,
             "receiver": spec.receiver,
             "bytes": spec.bytes,
@@ -299,11 +301,12 @@ fn execute(
                     "the transfer did not finish within {:.0}s",
                     spec.timeout.as_secs_f64()
                 ));
-            } else if spec.kind == EndpointKind::Sustain
+            } else if transfer.sustain_end_running()
                 && last_change.0.elapsed() >= spec.stall_timeout
             {
                 // sustain-host has no stall timeout of its own (MIG_WAIT may be long
-                // by design); the scenario's is the limit.
+                // by design); the scenario's is the limit. A linux end has its own,
+                // and one that failed by itself keeps its reason.
                 transfer.cancel(&format!(
                     "no data arrived for {:.1}s",
                     spec.stall_timeout.as_secs_f64()
@@ -346,8 +349,13 @@ fn execute(
         Err(_) => return Err(LabError::InvalidValue("the move thread panicked".into())),
     }
 
-    for (role, end) in [("sender", &result.sender), ("receiver", &result.receiver)] {
-        let source = format!("{}-{}-{role}", end.node, spec.kind.name());
+    for end in [&result.sender, &result.receiver] {
+        let source = format!(
+            "{}-{}-{}",
+            end.node,
+            spec.kind_of(end.role).name(),
+            end.role.name()
+        );
         timeline.import(&end.events_file, &source)?;
         if let Some(file) = end.events_file.file_name() {
             report.logs.push(file.to_string_lossy().into_owned());
@@ -355,7 +363,9 @@ fn execute(
     }
     report.outcome = classify(&result);
     report.transfer = TransferReport {
-        kind: spec.kind.name().into(),
+        kind: spec.kind_label().into(),
+        sender_kind: spec.kind_of(Role::Sender).name().into(),
+        receiver_kind: spec.kind_of(Role::Receiver).name().into(),
         sender: spec.sender.clone(),
         receiver: spec.receiver.clone(),
         bytes_expected: result.expected_bytes,
@@ -580,7 +590,7 @@ fn copy_logs(run_dir: &Path, logs_dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::{EndpointResult, Role};
+    use crate::transfer::EndpointResult;
 
     fn end(role: Role, error: Option<&str>, bytes: u64, sha: Option<&str>) -> EndpointResult {
         EndpointResult {

@@ -14,7 +14,7 @@
 //! network = "g1"
 //!
 //! [transfer]
-//! kind = "linux"              # or "sustain"
+//! kind = "linux"              # or "sustain"; sender_kind / receiver_kind per end
 //! sender = "b"
 //! receiver = "a"
 //! bytes = "16MiB"
@@ -238,6 +238,8 @@ enum RawSize {
 #[serde(deny_unknown_fields)]
 struct RawTransfer {
     kind: Option<String>,
+    sender_kind: Option<String>,
+    receiver_kind: Option<String>,
     sender: String,
     receiver: String,
     connect: Option<String>,
@@ -382,6 +384,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// `kind`, `sender_kind`, `receiver_kind`: "linux" or "sustain".
+fn endpoint_kind(text: Option<&str>) -> Result<Option<EndpointKind>, String> {
+    match text {
+        None => Ok(None),
+        Some("linux") => Ok(Some(EndpointKind::Linux)),
+        Some("sustain") => Ok(Some(EndpointKind::Sustain)),
+        Some(other) => Err(format!(
+            "unknown kind {other:?}; expected \"linux\" or \"sustain\""
+        )),
+    }
+}
+
 fn size(raw: &RawSize) -> Result<u64, String> {
     match raw {
         RawSize::Bytes(bytes) => Ok(*bytes),
@@ -520,15 +534,35 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             "a scenario needs a [transfer] table".into(),
         ));
     };
-    let kind = match transfer.kind.as_deref() {
-        None | Some("linux") => EndpointKind::Linux,
-        Some("sustain") => EndpointKind::Sustain,
-        Some(other) => {
-            return Err(in_table("transfer", "kind")(format!(
-                "unknown kind {other:?}; expected \"linux\" or \"sustain\""
-            )))
+    let kind = endpoint_kind(transfer.kind.as_deref())
+        .map_err(in_table("transfer", "kind"))?
+        .unwrap_or(EndpointKind::Linux);
+    let sender_kind = endpoint_kind(transfer.sender_kind.as_deref())
+        .map_err(in_table("transfer", "sender_kind"))?;
+    let receiver_kind = endpoint_kind(transfer.receiver_kind.as_deref())
+        .map_err(in_table("transfer", "receiver_kind"))?;
+    // Arguments for a kernel-TCP end would be dropped without a word.
+    for (field, args, end_kind, end) in [
+        (
+            "sender_args",
+            &transfer.sender_args,
+            sender_kind.unwrap_or(kind),
+            "sender",
+        ),
+        (
+            "receiver_args",
+            &transfer.receiver_args,
+            receiver_kind.unwrap_or(kind),
+            "receiver",
+        ),
+    ] {
+        if !args.is_empty() && end_kind != EndpointKind::Sustain {
+            return Err(in_table("transfer", field)(format!(
+                "the {end} is a {} end; only sustain-host takes extra arguments",
+                end_kind.name()
+            )));
         }
-    };
+    }
     let initiator = match transfer.connect.as_deref() {
         None | Some("sender") => Initiator::Sender,
         Some("receiver") => Initiator::Receiver,
@@ -561,6 +595,8 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
     }
     let transfer = TransferSpec {
         kind,
+        sender_kind,
+        receiver_kind,
         sender: transfer.sender,
         receiver: transfer.receiver,
         initiator,

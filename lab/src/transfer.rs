@@ -1,7 +1,7 @@
 //! The transfer a scenario watches: a sender pushes deterministic pseudo-random bytes to
 //! a receiver, which hashes what it gets.
 //!
-//! Two kinds of endpoints:
+//! Two kinds of endpoints, chosen per end (a sustain-host can talk to Linux's own TCP):
 //! - `linux`: kernel TCP through std::net sockets, run by the lab on threads inside the
 //!   nodes' namespaces. They set `TCP_USER_TIMEOUT` to the stall timeout, so a
 //!   connection whose path is gone ends with `ETIMEDOUT` as plain TCP does, rather
@@ -73,7 +73,12 @@ pub enum Initiator {
 /// The transfer of a scenario.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransferSpec {
+    /// The kind of both ends, unless an end has its own.
     pub kind: EndpointKind,
+    /// The sender's own kind (`sender_kind` in a scenario file); `None`: `kind`.
+    pub sender_kind: Option<EndpointKind>,
+    /// The receiver's own kind (`receiver_kind`); `None`: `kind`.
+    pub receiver_kind: Option<EndpointKind>,
     pub sender: String,
     pub receiver: String,
     pub initiator: Initiator,
@@ -105,6 +110,49 @@ impl TransferSpec {
         match self.initiator {
             Initiator::Sender => &self.sender,
             Initiator::Receiver => &self.receiver,
+        }
+    }
+
+    /// The role of the end that accepts the connection.
+    pub fn acceptor_role(&self) -> Role {
+        match self.initiator {
+            Initiator::Sender => Role::Receiver,
+            Initiator::Receiver => Role::Sender,
+        }
+    }
+
+    /// The node of an end.
+    pub fn node_of(&self, role: Role) -> &str {
+        match role {
+            Role::Sender => &self.sender,
+            Role::Receiver => &self.receiver,
+        }
+    }
+
+    /// The kind of an end: its own, else `kind`.
+    pub fn kind_of(&self, role: Role) -> EndpointKind {
+        match role {
+            Role::Sender => self.sender_kind,
+            Role::Receiver => self.receiver_kind,
+        }
+        .unwrap_or(self.kind)
+    }
+
+    /// The kind of both ends if they agree, else `"mixed"`.
+    pub fn kind_label(&self) -> &'static str {
+        let sender = self.kind_of(Role::Sender);
+        if sender == self.kind_of(Role::Receiver) {
+            sender.name()
+        } else {
+            "mixed"
+        }
+    }
+
+    /// Extra `sustain-host` arguments of an end.
+    pub fn args_of(&self, role: Role) -> &[String] {
+        match role {
+            Role::Sender => &self.sender_args,
+            Role::Receiver => &self.receiver_args,
         }
     }
 }
@@ -233,6 +281,14 @@ impl Role {
             Role::Receiver => "receiver",
         }
     }
+
+    /// The other end.
+    pub fn peer(self) -> Role {
+        match self {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        }
+    }
 }
 
 /// How one endpoint ended.
@@ -279,34 +335,206 @@ struct Shared {
     cancelled_at: Mutex<Option<Instant>>,
 }
 
-enum Running {
-    Linux {
-        sender: JoinHandle<EndpointResult>,
-        receiver: JoinHandle<EndpointResult>,
-    },
+/// One running end.
+enum End {
+    /// Kernel TCP on a lab thread.
+    Linux(JoinHandle<EndpointResult>),
+    /// A `sustain-host` process.
     Sustain {
-        sender: ChildProcess,
-        receiver: ChildProcess,
-        recv_file: PathBuf,
-        sender_events: PathBuf,
-        receiver_events: PathBuf,
-        started: Instant,
+        child: ChildProcess,
+        events_file: PathBuf,
+        /// The lab terminated it while it was still running: its error is the lab's
+        /// reason, not what it printed as it went. An end that had already failed on
+        /// its own keeps its own reason.
+        stopped_by_lab: AtomicBool,
     },
+}
+
+impl End {
+    fn is_finished(&self) -> bool {
+        match self {
+            End::Linux(handle) => handle.is_finished(),
+            End::Sustain { child, .. } => matches!(child.try_wait(), Ok(Some(_)) | Err(_)),
+        }
+    }
+
+    /// Terminates a `sustain-host` that is still running (a linux end watches the
+    /// shared cancel flag itself).
+    fn stop(&self) {
+        if let End::Sustain {
+            child,
+            stopped_by_lab,
+            ..
+        } = self
+        {
+            if matches!(child.try_wait(), Ok(None)) {
+                stopped_by_lab.store(true, Ordering::Relaxed);
+                let _ = child.terminate(Duration::from_secs(2));
+            }
+        }
+    }
+
+    fn finish(
+        self,
+        spec: &TransferSpec,
+        role: Role,
+        started: Instant,
+        cancel_reason: Option<&str>,
+        recv_file: Option<&Path>,
+    ) -> EndpointResult {
+        let node = spec.node_of(role);
+        match self {
+            End::Linux(handle) => handle.join().unwrap_or_else(|_| EndpointResult {
+                node: node.to_string(),
+                role,
+                error: Some("endpoint thread panicked".into()),
+                bytes: 0,
+                sha256: None,
+                seconds: 0.0,
+                events_file: PathBuf::new(),
+            }),
+            End::Sustain {
+                child,
+                events_file,
+                stopped_by_lab,
+            } => sustain_result(
+                &child,
+                node,
+                role,
+                events_file,
+                started,
+                cancel_reason.filter(|_| stopped_by_lab.load(Ordering::Relaxed)),
+                recv_file,
+            ),
+        }
+    }
 }
 
 /// A transfer in progress.
 pub struct RunningTransfer {
     spec: TransferSpec,
     shared: Arc<Shared>,
-    running: Running,
+    sender: End,
+    receiver: End,
+    /// The file a `sustain` receiver writes; `None` for a `linux` receiver.
+    recv_file: Option<PathBuf>,
     expected_sha256: String,
     started: Instant,
 }
 
+/// What starting one end needs.
+struct Starter<'a> {
+    topology: &'a Topology,
+    spec: &'a TransferSpec,
+    shared: &'a Arc<Shared>,
+    events_dir: &'a Path,
+    acceptor_address: Ipv4Addr,
+    /// `sustain-host`, if an end uses it.
+    program: Option<PathBuf>,
+    send_file: PathBuf,
+    recv_file: PathBuf,
+}
+
+impl Starter<'_> {
+    fn events_file(&self, role: Role) -> PathBuf {
+        self.events_dir.join(format!(
+            "{}-{}-{}.events.jsonl",
+            self.spec.node_of(role),
+            self.spec.kind_of(role).name(),
+            role.name()
+        ))
+    }
+
+    /// Starts the end `role`; the accepting end is listening when this returns.
+    fn start(&self, role: Role) -> Result<End> {
+        match self.spec.kind_of(role) {
+            EndpointKind::Linux => self.start_linux(role),
+            EndpointKind::Sustain => self.start_sustain(role),
+        }
+    }
+
+    fn start_linux(&self, role: Role) -> Result<End> {
+        let spec = self.spec;
+        let lab = self.topology.lab();
+        let node = spec.node_of(role);
+        let port = spec.port;
+        let connection = if role == spec.acceptor_role() {
+            let listener = lab
+                .run_in(node, move || -> io::Result<TcpListener> {
+                    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+                    listener.set_nonblocking(true)?;
+                    Ok(listener)
+                })?
+                .context(|| format!("listening on port {port} in {node}"))?;
+            Connection::Accept(listener)
+        } else {
+            Connection::Connect(SocketAddr::from((self.acceptor_address, port)))
+        };
+        let endpoint = LinuxEndpoint {
+            node: node.to_string(),
+            role,
+            bytes: spec.bytes,
+            seed: spec.seed,
+            stall_timeout: spec.stall_timeout,
+            events_file: self.events_file(role),
+            shared: Arc::clone(self.shared),
+        };
+        let events = EventWriter::create(&endpoint.events_file)?;
+        Ok(End::Linux(lab.spawn_thread_in(node, move || {
+            endpoint.run(connection, events)
+        })?))
+    }
+
+    fn start_sustain(&self, role: Role) -> Result<End> {
+        let spec = self.spec;
+        let program = self.program.as_ref().ok_or_else(|| {
+            LabError::InvalidValue("no sustain-host for a sustain endpoint".into())
+        })?;
+        let accepting = role == spec.acceptor_role();
+        let events_file = self.events_file(role);
+        let mut command = Command::new(program);
+        if accepting {
+            command
+                .arg("listen")
+                .arg("--bind")
+                .arg(format!("0.0.0.0:{}", spec.port));
+        } else {
+            command
+                .arg("connect")
+                .arg(SocketAddrV4::new(self.acceptor_address, spec.port).to_string());
+        }
+        match role {
+            Role::Sender => command.arg("--send-file").arg(&self.send_file),
+            Role::Receiver => command.arg("--recv-file").arg(&self.recv_file),
+        };
+        command
+            .arg("--events")
+            .arg(&events_file)
+            .args(spec.args_of(role));
+        let child = self.topology.lab().spawn(spec.node_of(role), command)?;
+        if accepting {
+            wait_listening(&child, &events_file);
+            if let Some(status) = child.try_wait()? {
+                return Err(LabError::CommandFailed {
+                    netns: child.netns().to_string(),
+                    command: "sustain-host listen".into(),
+                    status: status.to_string(),
+                    stderr: child.read_stderr().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(End::Sustain {
+            child,
+            events_file,
+            stopped_by_lab: AtomicBool::new(false),
+        })
+    }
+}
+
 impl RunningTransfer {
-    /// Starts both endpoints: the accepting one first, then the connecting one towards
-    /// the acceptor's current address. `events_dir` receives the events files;
-    /// `work_dir` the data files of `sustain` endpoints.
+    /// Starts both endpoints, each of its own kind: the accepting one first, then the
+    /// connecting one towards the acceptor's current address. `events_dir` receives
+    /// the events files; `work_dir` the data files of `sustain` endpoints.
     pub fn start(
         topology: &Topology,
         spec: &TransferSpec,
@@ -322,94 +550,48 @@ impl RunningTransfer {
         })?;
         let expected_sha256 = TransferData::sha256(spec.seed, spec.bytes);
         let shared = Arc::new(Shared::default());
-        let events = |role: Role| {
-            let node = match role {
-                Role::Sender => &spec.sender,
-                Role::Receiver => &spec.receiver,
-            };
-            events_dir.join(format!(
-                "{node}-{}-{}.events.jsonl",
-                spec.kind.name(),
-                role.name()
-            ))
+        let is_sustain = |role| spec.kind_of(role) == EndpointKind::Sustain;
+        let program = if is_sustain(Role::Sender) || is_sustain(Role::Receiver) {
+            Some(find_sustain_host(bin_dir)?)
+        } else {
+            None
         };
+        let starter = Starter {
+            topology,
+            spec,
+            shared: &shared,
+            events_dir,
+            acceptor_address,
+            program,
+            send_file: work_dir.join("send.bin"),
+            recv_file: work_dir.join("recv.bin"),
+        };
+        if is_sustain(Role::Sender) {
+            TransferData::write_file(spec.seed, spec.bytes, &starter.send_file)?;
+        }
         let started = Instant::now();
-        let running = match spec.kind {
-            EndpointKind::Linux => start_linux(topology, spec, acceptor_address, &shared, &events)?,
-            EndpointKind::Sustain => {
-                let program = find_sustain_host(bin_dir)?;
-                let send_file = work_dir.join("send.bin");
-                let recv_file = work_dir.join("recv.bin");
-                TransferData::write_file(spec.seed, spec.bytes, &send_file)?;
-                let side = |role: Role| -> Command {
-                    let (node, file_flag, file, extra) = match role {
-                        Role::Sender => {
-                            (&spec.sender, "--send-file", &send_file, &spec.sender_args)
-                        }
-                        Role::Receiver => (
-                            &spec.receiver,
-                            "--recv-file",
-                            &recv_file,
-                            &spec.receiver_args,
-                        ),
-                    };
-                    let mut command = Command::new(&program);
-                    if node == spec.acceptor() {
-                        command
-                            .arg("listen")
-                            .arg("--bind")
-                            .arg(format!("0.0.0.0:{}", spec.port));
-                    } else {
-                        command
-                            .arg("connect")
-                            .arg(SocketAddrV4::new(acceptor_address, spec.port).to_string());
-                    }
-                    command
-                        .arg(file_flag)
-                        .arg(file)
-                        .arg("--events")
-                        .arg(events(role))
-                        .args(extra);
-                    command
-                };
-                let (acceptor_role, connector_role) = match spec.initiator {
-                    Initiator::Sender => (Role::Receiver, Role::Sender),
-                    Initiator::Receiver => (Role::Sender, Role::Receiver),
-                };
-                let node_of = |role| match role {
-                    Role::Sender => spec.sender.as_str(),
-                    Role::Receiver => spec.receiver.as_str(),
-                };
-                let lab = topology.lab();
-                let acceptor = lab.spawn(node_of(acceptor_role), side(acceptor_role))?;
-                wait_listening(&acceptor, &events(acceptor_role));
-                if let Some(status) = acceptor.try_wait()? {
-                    return Err(LabError::CommandFailed {
-                        netns: acceptor.netns().to_string(),
-                        command: "sustain-host listen".into(),
-                        status: status.to_string(),
-                        stderr: acceptor.read_stderr().unwrap_or_default(),
-                    });
-                }
-                let connector = lab.spawn(node_of(connector_role), side(connector_role))?;
-                let (sender, receiver) = match acceptor_role {
-                    Role::Sender => (acceptor, connector),
-                    Role::Receiver => (connector, acceptor),
-                };
-                Running::Sustain {
-                    sender,
-                    receiver,
-                    recv_file,
-                    sender_events: events(Role::Sender),
-                    receiver_events: events(Role::Receiver),
-                    started,
-                }
+        let acceptor_role = spec.acceptor_role();
+        let acceptor = starter.start(acceptor_role)?;
+        let connector = match starter.start(acceptor_role.peer()) {
+            Ok(end) => end,
+            Err(err) => {
+                // Not left waiting for a connection that will not come.
+                shared.cancel.store(true, Ordering::Relaxed);
+                acceptor.stop();
+                return Err(err);
             }
         };
+        let (sender, receiver) = match acceptor_role {
+            Role::Sender => (acceptor, connector),
+            Role::Receiver => (connector, acceptor),
+        };
+        let recv_file = is_sustain(Role::Receiver).then_some(starter.recv_file);
         Ok(RunningTransfer {
             spec: spec.clone(),
             shared,
-            running,
+            sender,
+            receiver,
+            recv_file,
             expected_sha256,
             started,
         })
@@ -437,29 +619,28 @@ impl RunningTransfer {
 
     /// Bytes the receiver has received so far.
     pub fn received(&self) -> u64 {
-        match &self.running {
-            Running::Linux { .. } => self.shared.received.load(Ordering::Relaxed),
-            Running::Sustain { recv_file, .. } => {
-                fs::metadata(recv_file).map(|m| m.len()).unwrap_or(0)
-            }
+        match &self.recv_file {
+            Some(recv_file) => fs::metadata(recv_file).map(|m| m.len()).unwrap_or(0),
+            None => self.shared.received.load(Ordering::Relaxed),
         }
     }
 
     /// True when both endpoints have ended.
     pub fn is_finished(&self) -> bool {
-        match &self.running {
-            Running::Linux { sender, receiver } => sender.is_finished() && receiver.is_finished(),
-            Running::Sustain {
-                sender, receiver, ..
-            } => {
-                matches!(sender.try_wait(), Ok(Some(_)) | Err(_))
-                    && matches!(receiver.try_wait(), Ok(Some(_)) | Err(_))
-            }
-        }
+        self.sender.is_finished() && self.receiver.is_finished()
+    }
+
+    /// True while a `sustain-host` end is still running. sustain-host has no stall
+    /// timeout of its own (a linux end does), so the lab's is its limit.
+    pub fn sustain_end_running(&self) -> bool {
+        [&self.sender, &self.receiver]
+            .into_iter()
+            .any(|end| matches!(end, End::Sustain { .. }) && !end.is_finished())
     }
 
     /// Asks both endpoints to stop (the transfer timed out or stalled): linux
-    /// endpoints give up within [`POLL`], sustain-host processes get SIGTERM.
+    /// endpoints give up within [`POLL`], sustain-host processes still running get
+    /// SIGTERM.
     pub fn cancel(&self, reason: &str) {
         {
             let mut slot = self
@@ -476,14 +657,8 @@ impl RunningTransfer {
             at.get_or_insert_with(Instant::now);
         }
         self.shared.cancel.store(true, Ordering::Relaxed);
-        if let Running::Sustain {
-            sender, receiver, ..
-        } = &self.running
-        {
-            for child in [sender, receiver] {
-                let _ = child.terminate(Duration::from_secs(2));
-            }
-        }
+        self.sender.stop();
+        self.receiver.stop();
     }
 
     /// Waits for both endpoints and collects their results.
@@ -494,53 +669,21 @@ impl RunningTransfer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let (sender, receiver) = match self.running {
-            Running::Linux { sender, receiver } => {
-                let join = |handle: JoinHandle<EndpointResult>, node: &str, role: Role| {
-                    handle.join().unwrap_or_else(|_| EndpointResult {
-                        node: node.to_string(),
-                        role,
-                        error: Some("endpoint thread panicked".into()),
-                        bytes: 0,
-                        sha256: None,
-                        seconds: 0.0,
-                        events_file: PathBuf::new(),
-                    })
-                };
-                (
-                    join(sender, &self.spec.sender, Role::Sender),
-                    join(receiver, &self.spec.receiver, Role::Receiver),
-                )
-            }
-            Running::Sustain {
-                sender,
-                receiver,
-                recv_file,
-                sender_events,
-                receiver_events,
-                started,
-            } => {
-                let sender = sustain_result(
-                    &sender,
-                    &self.spec.sender,
-                    Role::Sender,
-                    sender_events,
-                    started,
-                    cancel_reason.as_deref(),
-                    None,
-                );
-                let receiver = sustain_result(
-                    &receiver,
-                    &self.spec.receiver,
-                    Role::Receiver,
-                    receiver_events,
-                    started,
-                    cancel_reason.as_deref(),
-                    Some(&recv_file),
-                );
-                (sender, receiver)
-            }
-        };
+        let recv_file = self.recv_file.as_deref();
+        let sender = self.sender.finish(
+            &self.spec,
+            Role::Sender,
+            self.started,
+            cancel_reason.as_deref(),
+            None,
+        );
+        let receiver = self.receiver.finish(
+            &self.spec,
+            Role::Receiver,
+            self.started,
+            cancel_reason.as_deref(),
+            recv_file,
+        );
         TransferResult {
             sender,
             receiver,
@@ -682,66 +825,6 @@ fn hash_file(path: &Path) -> io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
     }
     Ok((total, hex::encode(hasher.finalize())))
-}
-
-fn start_linux(
-    topology: &Topology,
-    spec: &TransferSpec,
-    acceptor_address: Ipv4Addr,
-    shared: &Arc<Shared>,
-    events: &dyn Fn(Role) -> PathBuf,
-) -> Result<Running> {
-    let lab = topology.lab();
-    let port = spec.port;
-    let listener = lab
-        .run_in(spec.acceptor(), move || -> io::Result<TcpListener> {
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })?
-        .context(|| format!("listening on port {port} in {}", spec.acceptor()))?;
-    let mut listener = Some(listener);
-    let target = SocketAddr::from((acceptor_address, port));
-    let mut handles: Vec<(Role, JoinHandle<EndpointResult>)> = Vec::new();
-    for role in [Role::Sender, Role::Receiver] {
-        let node = match role {
-            Role::Sender => spec.sender.clone(),
-            Role::Receiver => spec.receiver.clone(),
-        };
-        let connection = if node == spec.acceptor() {
-            Connection::Accept(listener.take().ok_or_else(|| {
-                LabError::InvalidValue("sender and receiver are the same node".into())
-            })?)
-        } else {
-            Connection::Connect(target)
-        };
-        let endpoint = LinuxEndpoint {
-            node: node.clone(),
-            role,
-            bytes: spec.bytes,
-            seed: spec.seed,
-            stall_timeout: spec.stall_timeout,
-            events_file: events(role),
-            shared: Arc::clone(shared),
-        };
-        let events = EventWriter::create(&endpoint.events_file)?;
-        handles.push((
-            role,
-            lab.spawn_thread_in(&node, move || endpoint.run(connection, events))?,
-        ));
-    }
-    let mut sender = None;
-    let mut receiver = None;
-    for (role, handle) in handles {
-        match role {
-            Role::Sender => sender = Some(handle),
-            Role::Receiver => receiver = Some(handle),
-        }
-    }
-    match (sender, receiver) {
-        (Some(sender), Some(receiver)) => Ok(Running::Linux { sender, receiver }),
-        _ => Err(LabError::InvalidValue("missing endpoint".into())),
-    }
 }
 
 enum Connection {

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use common::process_alive;
 use sustain_lab::moves::{MoveAction, Trigger};
 use sustain_lab::names::RunId;
+use sustain_lab::report::render_summary;
 use sustain_lab::runner::{self, RunOptions};
 use sustain_lab::scenario::{Outcome, Scenario, ScenarioError};
-use sustain_lab::transfer::{EndpointKind, Initiator};
+use sustain_lab::transfer::{EndpointKind, Initiator, Role};
 use sustain_lab::{netns, root_or_skip};
 
 fn scenarios_dir() -> PathBuf {
@@ -198,6 +199,105 @@ fn errors_name_the_file_the_line_and_the_field() {
 }
 
 #[test]
+fn each_end_may_have_its_own_kind() {
+    let scenario = parse(MINIMAL).expect("loads");
+    let transfer = &scenario.transfer;
+    assert_eq!(transfer.kind_of(Role::Sender), EndpointKind::Linux);
+    assert_eq!(transfer.kind_of(Role::Receiver), EndpointKind::Linux);
+    assert_eq!(transfer.kind_label(), "linux");
+
+    // One end overrides `kind`; the other follows it.
+    let text = MINIMAL.replace(
+        "[transfer]\n",
+        "[transfer]\nkind = \"sustain\"\nreceiver_kind = \"linux\"\n",
+    );
+    let transfer = parse(&text).expect("loads").transfer;
+    assert_eq!(transfer.kind, EndpointKind::Sustain);
+    assert_eq!(transfer.kind_of(Role::Sender), EndpointKind::Sustain);
+    assert_eq!(transfer.kind_of(Role::Receiver), EndpointKind::Linux);
+    assert_eq!(transfer.kind_label(), "mixed");
+
+    // Both ends without `kind`, and arguments for the sustain end.
+    let text = MINIMAL.replace(
+        "[transfer]\n",
+        "[transfer]\nsender_kind = \"linux\"\nreceiver_kind = \"sustain\"\nreceiver_args = [\"--mode\", \"continuation\"]\n",
+    );
+    let transfer = parse(&text).expect("loads").transfer;
+    assert_eq!(transfer.kind, EndpointKind::Linux);
+    assert_eq!(transfer.kind_of(Role::Sender), EndpointKind::Linux);
+    assert_eq!(transfer.kind_of(Role::Receiver), EndpointKind::Sustain);
+    assert_eq!(transfer.receiver_args, ["--mode", "continuation"]);
+
+    // A changed `kind` still moves the ends that do not have their own.
+    let text = MINIMAL.replace("[transfer]\n", "[transfer]\nreceiver_kind = \"linux\"\n");
+    let mut spec = parse(&text).expect("loads").transfer;
+    assert_eq!(spec.kind_label(), "linux");
+    spec.kind = EndpointKind::Sustain;
+    assert_eq!(spec.kind_of(Role::Sender), EndpointKind::Sustain);
+    assert_eq!(spec.kind_of(Role::Receiver), EndpointKind::Linux);
+    assert_eq!(spec.kind_label(), "mixed");
+}
+
+#[test]
+fn per_end_kinds_are_checked_with_file_line_and_field() {
+    // An unknown kind (scenario rules).
+    let text = MINIMAL.replace(
+        "[transfer]\n",
+        "[transfer]\nkind = \"sustain\"\nsender_kind = \"bsd\"\n",
+    );
+    let (line, field, message) = located(&text);
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "\"bsd\""), "transfer.sender_kind")
+    );
+    assert!(
+        message.starts_with(&format!("bad.toml:{line}:1: transfer.sender_kind: ")),
+        "{message}"
+    );
+    assert!(
+        message.contains("unknown kind \"bsd\"; expected \"linux\" or \"sustain\""),
+        "{message}"
+    );
+
+    let text = MINIMAL.replace("[transfer]\n", "[transfer]\nreceiver_kind = \"Linux\"\n");
+    let (line, field, _) = located(&text);
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "\"Linux\""), "transfer.receiver_kind")
+    );
+
+    // A wrong type (serde).
+    let text = MINIMAL.replace("[transfer]\n", "[transfer]\nreceiver_kind = 2\n");
+    let (line, field, _) = located(&text);
+    assert_eq!(
+        (line, field.as_str()),
+        (
+            line_of(&text, "receiver_kind = 2"),
+            "transfer.receiver_kind"
+        )
+    );
+
+    // sustain-host arguments for an end that is kernel TCP.
+    let text = MINIMAL.replace(
+        "[transfer]\n",
+        "[transfer]\nkind = \"sustain\"\nreceiver_kind = \"linux\"\nsender_args = [\"--mode\", \"continuation\"]\nreceiver_args = [\"--mode\", \"continuation\"]\n",
+    );
+    let (line, field, message) = located(&text);
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "receiver_args"), "transfer.receiver_args")
+    );
+    assert!(
+        message.contains("the receiver is a linux end; only sustain-host takes extra arguments"),
+        "{message}"
+    );
+    let text = MINIMAL.replace("[transfer]\n", "[transfer]\nsender_args = [\"-v\"]\n");
+    let (_, field, message) = located(&text);
+    assert_eq!(field, "transfer.sender_args");
+    assert!(message.contains("the sender is a linux end"), "{message}");
+}
+
+#[test]
 fn shipped_scenarios_load() {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(scenarios_dir()).expect("scenario directory") {
@@ -214,6 +314,8 @@ fn shipped_scenarios_load() {
         "linux-behind-napt",
         "linux-move-breaks",
         "paper-linux",
+        "linux-peer-plain",
+        "linux-peer-move-breaks",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -224,6 +326,20 @@ fn shipped_scenarios_load() {
     assert_eq!(paper.topology.routers.len(), 2);
     assert_eq!(paper.moves.len(), 2);
     assert_eq!(paper.expect.outcome, Outcome::Broken);
+    for name in ["linux-peer-plain", "linux-peer-move-breaks"] {
+        let transfer = load(name).transfer;
+        assert_eq!(
+            transfer.kind_of(Role::Sender),
+            EndpointKind::Sustain,
+            "{name}"
+        );
+        assert_eq!(
+            transfer.kind_of(Role::Receiver),
+            EndpointKind::Linux,
+            "{name}"
+        );
+        assert_eq!(transfer.bytes, 64 << 20, "{name}");
+    }
 }
 
 fn run_scenario(scenario: &Scenario, test: &str) -> (runner::RunOutput, PathBuf) {
@@ -606,4 +722,235 @@ fn sustain_endpoints_complete_behind_a_napt() {
     );
     assert!(report.logs.iter().any(|log| log.ends_with(".stdout")));
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// sustain-host is needed: `SKIPPED` (visibly) when it is not built.
+fn sustain_host_or_skip(test: &str) -> bool {
+    match sustain_lab::transfer::find_sustain_host(None) {
+        Ok(_) => true,
+        Err(err) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {err}");
+            false
+        }
+    }
+}
+
+/// Each SYN (with or without ACK) in a pcap: its source, whether it is a SYN-ACK, and
+/// the kinds of its TCP options.
+fn syn_options(path: &Path) -> Vec<(Ipv4Addr, bool, Vec<u8>)> {
+    let data = std::fs::read(path).expect("pcap");
+    let mut found = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &data[at + 16..(at + 16 + caplen).min(data.len())];
+        at += 16 + caplen;
+        if frame.len() < 14 + 20 + 20 || frame[12..14] != [0x08, 0x00] || frame[23] != 6 {
+            continue;
+        }
+        let tcp = &frame[14 + usize::from(frame[14] & 0x0f) * 4..];
+        let header_len = usize::from(tcp[12] >> 4) * 4;
+        if tcp[13] & 0x02 == 0 || tcp.len() < header_len || header_len < 20 {
+            continue;
+        }
+        let mut kinds = Vec::new();
+        let mut options = &tcp[20..header_len];
+        while let Some(&kind) = options.first() {
+            match kind {
+                0 => break,
+                1 => options = &options[1..],
+                _ => {
+                    let len = usize::from(*options.get(1).unwrap_or(&0));
+                    kinds.push(kind);
+                    if len < 2 || len > options.len() {
+                        break;
+                    }
+                    options = &options[len..];
+                }
+            }
+        }
+        found.push((
+            Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
+            tcp[13] & 0x10 != 0,
+            kinds,
+        ));
+    }
+    found
+}
+
+/// RFC 6994 shared experimental option kind: Migrate-Permit and the other sustain
+/// options.
+const EXPERIMENTAL_OPTION: u8 = 253;
+
+#[test]
+fn linux_peer_plain_completes_as_plain_tcp() {
+    let test = "linux_peer_plain_completes_as_plain_tcp";
+    if !root_or_skip(test) || !sustain_host_or_skip(test) {
+        return;
+    }
+    let (output, out) = run_scenario(&load("linux-peer-plain"), "linux-peer-plain");
+    let report = &output.report;
+    assert_eq!(report.outcome, Outcome::Completed, "{report:#?}");
+    assert!(report.passed, "{report:#?}");
+    assert!(report.transfer.sha256_match);
+    assert_eq!(report.transfer.bytes_received, 64 << 20);
+    let json = report_json(&out);
+    assert_eq!(json["transfer"]["kind"], "mixed");
+    assert_eq!(json["transfer"]["sender_kind"], "sustain");
+    assert_eq!(json["transfer"]["receiver_kind"], "linux");
+    // Each end's events are in the timeline under its own kind.
+    let started = output
+        .timeline
+        .iter()
+        .find(|e| e.event == "transfer-started")
+        .expect("transfer-started");
+    assert_eq!(started.detail["sender_kind"], "sustain");
+    assert_eq!(started.detail["receiver_kind"], "linux");
+    for (source, event) in [
+        ("b-sustain-sender", "connected"),
+        ("a-linux-receiver", "connected"),
+        ("a-linux-receiver", "finished"),
+    ] {
+        assert!(
+            output
+                .timeline
+                .iter()
+                .any(|e| e.source == source && e.event == event),
+            "{source} {event}: {:?}",
+            output.timeline
+        );
+    }
+    // sustain-host offered Migrate-Permit; Linux's SYN-ACK ignored it: plain TCP.
+    let syns = syn_options(&out.join("b-g2.pcap"));
+    let offered: Vec<_> = syns.iter().filter(|(_, ack, _)| !ack).collect();
+    let answered: Vec<_> = syns.iter().filter(|(_, ack, _)| *ack).collect();
+    assert_eq!(offered.len(), 1, "{syns:?}");
+    assert_eq!(offered[0].0, Ipv4Addr::new(198, 51, 100, 10));
+    assert!(offered[0].2.contains(&EXPERIMENTAL_OPTION), "{syns:?}");
+    assert!(!answered.is_empty(), "{syns:?}");
+    assert!(
+        answered
+            .iter()
+            .all(|(source, _, kinds)| *source == Ipv4Addr::new(192, 0, 2, 10)
+                && !kinds.contains(&EXPERIMENTAL_OPTION)),
+        "{syns:?}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn linux_peer_move_breaks_and_the_sustain_end_fails_cleanly() {
+    let test = "linux_peer_move_breaks_and_the_sustain_end_fails_cleanly";
+    if !root_or_skip(test) || !sustain_host_or_skip(test) {
+        return;
+    }
+    let (output, out) = run_scenario(&load("linux-peer-move-breaks"), "linux-peer-move");
+    let report = &output.report;
+    assert_eq!(report.outcome, Outcome::Broken, "{report:#?}");
+    assert!(report.passed, "the expectation is `broken`: {report:#?}");
+    assert_eq!(report.transfer.sender_kind, "sustain");
+    assert_eq!(report.transfer.receiver_kind, "linux");
+    assert!(!report.transfer.sha256_match);
+    assert!(report.transfer.bytes_received >= 16 << 20, "{report:#?}");
+    assert!(report.transfer.bytes_received < 64 << 20, "{report:#?}");
+    assert_eq!(report.moves.len(), 1);
+    assert_eq!(report.moves[0].to_address.as_deref(), Some("203.0.113.10"));
+    // sustain-host ended by itself, with its reason: the local address of a plain-TCP
+    // connection is gone. Not stopped by the lab.
+    let sender_error = report.transfer.sender_error.as_deref().unwrap_or_default();
+    assert!(
+        sender_error.contains("local address lost (plain TCP cannot move)"),
+        "{report:#?}"
+    );
+    assert!(
+        !sender_error.contains("stopped by the lab"),
+        "{sender_error}"
+    );
+    assert!(report.transfer.receiver_error.is_some(), "{report:#?}");
+    assert!(
+        render_summary(report).contains(&format!("sender    (sustain) {sender_error}")),
+        "{}",
+        render_summary(report)
+    );
+    // In the timeline: the address went, then the sustain end closed the connection
+    // with that reason, after the move started.
+    let move_started = output
+        .timeline
+        .iter()
+        .find(|e| e.event == "move-started")
+        .expect("move-started");
+    let closed = output
+        .timeline
+        .iter()
+        .find(|e| e.source == "b-sustain-sender" && e.event == "closed")
+        .expect("the sustain end's closed event");
+    assert!(
+        closed.detail["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("local address lost")),
+        "{closed:?}"
+    );
+    assert!(closed.t > move_started.t, "{closed:?} {move_started:?}");
+    assert!(output
+        .timeline
+        .iter()
+        .any(|e| e.source == "b-sustain-sender" && e.event == "addr-lost"));
+    assert!(output
+        .timeline
+        .iter()
+        .any(|e| e.source == "a-linux-receiver" && e.event == "failed"));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The four (acceptor kind, connector kind) pairs, with either end accepting: each
+/// end starts as its own kind and the transfer completes.
+#[test]
+fn every_pair_of_endpoint_kinds_completes() {
+    let test = "every_pair_of_endpoint_kinds_completes";
+    if !root_or_skip(test) || !sustain_host_or_skip(test) {
+        return;
+    }
+    use EndpointKind::{Linux, Sustain};
+    // (sender kind, receiver kind, who connects)
+    for (sender, receiver, initiator) in [
+        (Linux, Sustain, Initiator::Sender), // sustain accepts, linux connects
+        (Sustain, Linux, Initiator::Sender), // linux accepts, sustain connects
+        (Sustain, Linux, Initiator::Receiver), // sustain accepts, linux connects
+        (Linux, Sustain, Initiator::Receiver), // linux accepts, sustain connects
+        (Sustain, Sustain, Initiator::Receiver),
+    ] {
+        let mut scenario = load("linux-baseline");
+        let label = format!(
+            "{}-{}-by-{}",
+            sender.name(),
+            receiver.name(),
+            match initiator {
+                Initiator::Sender => "sender",
+                Initiator::Receiver => "receiver",
+            }
+        );
+        scenario.name = format!("pair-{label}");
+        scenario.transfer.bytes = 2 << 20;
+        scenario.transfer.sender_kind = Some(sender);
+        scenario.transfer.receiver_kind = Some(receiver);
+        scenario.transfer.initiator = initiator;
+        let (output, out) = run_scenario(&scenario, &format!("pair-{label}"));
+        let report = &output.report;
+        assert_eq!(report.outcome, Outcome::Completed, "{label}: {report:#?}");
+        assert!(report.transfer.sha256_match, "{label}");
+        assert_eq!(report.transfer.sender_kind, sender.name(), "{label}");
+        assert_eq!(report.transfer.receiver_kind, receiver.name(), "{label}");
+        for (node, kind, role) in [("b", sender, "sender"), ("a", receiver, "receiver")] {
+            let file = format!("{node}-{}-{role}.events.jsonl", kind.name());
+            assert!(out.join(&file).is_file(), "{label}: {file}");
+        }
+        // The connection was opened by the connecting end, towards the acceptor's port.
+        let connector = match initiator {
+            Initiator::Sender => Ipv4Addr::new(198, 51, 100, 10),
+            Initiator::Receiver => Ipv4Addr::new(192, 0, 2, 10),
+        };
+        assert_eq!(syns(&out.join("b-g2.pcap")), [(connector, 5001)], "{label}");
+        let _ = std::fs::remove_dir_all(out);
+    }
 }
