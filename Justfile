@@ -13,7 +13,6 @@ default:
 test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    cargo build --workspace --all-targets --locked --profile test
     {{sudo}} env "PATH=$PATH" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
     @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
 

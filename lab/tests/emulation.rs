@@ -25,6 +25,16 @@ struct Probe {
 }
 
 /// B's probe socket: UDP with kernel receive timestamps (SO_TIMESTAMPNS).
+/// These tests measure time: run them one at a time, not against each other
+/// on a 2-core machine (the test harness runs a binary's tests in parallel).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn probe_receiver(lab: &PathLab) -> UdpSocket {
     lab.run_in(PathNode::B, || {
         let socket = UdpSocket::bind((PathLab::B_ADDR, 0))?;
@@ -150,6 +160,7 @@ fn micros(d: Duration) -> i64 {
 
 #[test]
 fn a_20ms_delay_line_is_accurate_to_half_a_millisecond() {
+    let _serial = serial();
     if !root_or_skip("a_20ms_delay_line_is_accurate_to_half_a_millisecond") {
         return;
     }
@@ -210,6 +221,7 @@ fn a_20ms_delay_line_is_accurate_to_half_a_millisecond() {
 
 #[test]
 fn ingress_and_egress_lines_add_up_in_series() {
+    let _serial = serial();
     if !root_or_skip("ingress_and_egress_lines_add_up_in_series") {
         return;
     }
@@ -249,6 +261,7 @@ fn ingress_and_egress_lines_add_up_in_series() {
 
 #[test]
 fn loss_and_jitter_account_for_every_probe_and_keep_order() {
+    let _serial = serial();
     if !root_or_skip("loss_and_jitter_account_for_every_probe_and_keep_order") {
         return;
     }
@@ -295,6 +308,7 @@ fn loss_and_jitter_account_for_every_probe_and_keep_order() {
 
 #[test]
 fn bulk_tcp_through_20ms_each_way_is_byte_identical() {
+    let _serial = serial();
     if !root_or_skip("bulk_tcp_through_20ms_each_way_is_byte_identical") {
         return;
     }
@@ -341,6 +355,7 @@ fn bulk_tcp_through_20ms_each_way_is_byte_identical() {
 
 #[test]
 fn stopping_a_line_removes_its_rule_and_unbinds_its_queue() {
+    let _serial = serial();
     if !root_or_skip("stopping_a_line_removes_its_rule_and_unbinds_its_queue") {
         return;
     }
@@ -394,6 +409,7 @@ fn stopping_a_line_removes_its_rule_and_unbinds_its_queue() {
 
 #[test]
 fn dropping_a_line_cleans_up_too() {
+    let _serial = serial();
     if !root_or_skip("dropping_a_line_cleans_up_too") {
         return;
     }
@@ -422,6 +438,7 @@ fn dropping_a_line_cleans_up_too() {
 
 #[test]
 fn a_20_mbit_rate_limit_holds_tcp_to_20_mbit() {
+    let _serial = serial();
     if !root_or_skip("a_20_mbit_rate_limit_holds_tcp_to_20_mbit") {
         return;
     }
@@ -468,6 +485,7 @@ fn a_20_mbit_rate_limit_holds_tcp_to_20_mbit() {
 
 #[test]
 fn an_overflowing_queue_is_counted_packet_for_packet() {
+    let _serial = serial();
     if !root_or_skip("an_overflowing_queue_is_counted_packet_for_packet") {
         return;
     }
