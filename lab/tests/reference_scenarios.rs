@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sustain_lab::runner::{self, RunOptions};
 use sustain_lab::scenario::Scenario;
-use sustain_lab::transfer::{find_sustain_host, EndpointKind};
+use sustain_lab::transfer::{find_sustain_host, EndpointKind, Role};
 use sustain_lab::{netns, root_or_skip};
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -21,10 +21,9 @@ fn scenario_files() -> Vec<PathBuf> {
 }
 
 fn needs_sustain_host(scenario: &Scenario) -> bool {
-    scenario.transfer.kind == EndpointKind::Sustain
-        || std::fs::read_to_string(scenario.file.as_deref().unwrap_or(Path::new("")))
-            .unwrap_or_default()
-            .contains("\"sustain\"")
+    [Role::Sender, Role::Receiver]
+        .into_iter()
+        .any(|role| scenario.transfer.kind_of(role) == EndpointKind::Sustain)
 }
 
 #[test]
