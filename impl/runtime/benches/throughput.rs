@@ -9,16 +9,17 @@
 //! Needs root (namespaces, raw sockets).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpListener, TcpStream};
-use std::process::Command;
+use std::net::{SocketAddrV4, TcpListener};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sustain_lab::{PathLab, PathNode};
+use sustain_lab::{ChildProcess, PathLab, PathNode};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 const PORT: u16 = 5201;
+const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn bytes_to_send() -> u64 {
     std::env::var("SUSTAIN_BENCH_MIB")
@@ -49,17 +50,7 @@ fn kernel_sink(listener: TcpListener) -> std::io::Result<(u64, f64)> {
 }
 
 fn kernel_source(addr: SocketAddrV4, bytes: u64) -> std::io::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let mut s = common::connect_retrying(addr)?;
     let buf = vec![0x5au8; 1 << 20];
     let mut left = bytes;
     while left > 0 {
@@ -74,27 +65,33 @@ fn kernel_source(addr: SocketAddrV4, bytes: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn sustain_host() -> Command {
-    let exe = std::env::var("SUSTAIN_HOST_BIN").unwrap_or_else(|_| {
-        // benches run from target/release/deps; the binary is in target/release.
-        let me = std::env::current_exe().expect("bench executable path");
-        let dir = me.parent().and_then(|p| p.parent()).expect("target dir");
-        dir.join("sustain-host").to_string_lossy().into_owned()
-    });
-    let mut c = Command::new(exe);
-    c.arg("--version");
-    let ok = c.output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "sustain-host binary not found: build it with `cargo build --release -p sustain` or set SUSTAIN_HOST_BIN");
-    Command::new(c.get_program())
+/// `sustain-host listen --no-digest` in B into /dev/null, ready to accept.
+fn sustain_receiver(path: &PathLab, server: SocketAddrV4) -> ChildProcess {
+    let mut listen = common::sustain_host();
+    listen
+        .args(["listen", "--no-digest", "--bind", &server.to_string()])
+        .args(["--recv-file", "/dev/null"]);
+    let events = path.lab().run_dir().join("receiver-events.jsonl");
+    common::spawn_listener(path, PathNode::B, listen, &events)
 }
 
-fn summary_seconds(stdout: &str) -> (u64, f64) {
-    let last = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("bad summary line {last:?}: {e}"));
-    (
-        v["bytes"].as_u64().expect("bytes"),
-        v["seconds"].as_f64().expect("seconds"),
+/// `sustain-host connect --no-digest` in A sending `data`.
+fn sustain_sender(path: &PathLab, server: SocketAddrV4, data: &Path) -> ChildProcess {
+    let mut connect = common::sustain_host();
+    connect
+        .args(["connect", "--no-digest", &server.to_string(), "--send-file"])
+        .arg(data);
+    path.spawn_in(PathNode::A, connect)
+        .expect("spawning sustain-host connect")
+}
+
+/// Gbit/s seen by a sustain-host receiver, from its summary line.
+fn receiver_gbps(receiver: &ChildProcess, bytes: u64) -> f64 {
+    let summary = common::expect_success(receiver, TIMEOUT);
+    assert_eq!(summary["bytes"].as_u64(), Some(bytes), "{summary}");
+    gbps(
+        bytes,
+        summary["seconds"].as_f64().expect("seconds in the summary"),
     )
 }
 
@@ -129,45 +126,15 @@ fn main() {
     let linux = gbps(bytes, secs);
     println!("  linux  -> linux  : {linux:6.2} Gbit/s");
 
+    let ratio = |name: &str, rate: f64| {
+        println!("  {name}: {rate:6.2} Gbit/s  ({:.2} x linux)", rate / linux);
+    };
+
     // 2. sustain-host -> sustain-host.
-    let mut listen = sustain_host();
-    listen.args([
-        "listen",
-        "--no-digest",
-        "--bind",
-        &server.to_string(),
-        "--recv-file",
-        "/dev/null",
-    ]);
-    let receiver = common::spawn_listener(
-        &path,
-        PathNode::B,
-        listen,
-        &path.lab().run_dir().join("events.jsonl"),
-    );
-    let mut connect = sustain_host();
-    connect
-        .args(["connect", "--no-digest", &server.to_string(), "--send-file"])
-        .arg(&data);
-    let sender = path.spawn_in(PathNode::A, connect).unwrap();
-    for child in [&sender, &receiver] {
-        let status = child
-            .wait_timeout(Duration::from_secs(300))
-            .unwrap()
-            .expect("sustain-host did not finish in 300 s");
-        assert!(
-            status.success(),
-            "sustain-host failed: {}",
-            child.read_stderr().unwrap_or_default()
-        );
-    }
-    let (got, secs) = summary_seconds(&receiver.read_stdout().unwrap());
-    assert_eq!(got, bytes);
-    let sustain = gbps(bytes, secs);
-    println!(
-        "  sustain -> sustain: {sustain:6.2} Gbit/s  ({:.2} x linux)",
-        sustain / linux
-    );
+    let receiver = sustain_receiver(&path, server);
+    let sender = sustain_sender(&path, server, &data);
+    common::expect_success(&sender, TIMEOUT);
+    ratio("sustain -> sustain", receiver_gbps(&receiver, bytes));
 
     // 3. sustain-host -> Linux (our sender, the kernel's receiver).
     let listener = path
@@ -175,57 +142,17 @@ fn main() {
         .unwrap()
         .expect("kernel listener");
     let sink = std::thread::spawn(move || kernel_sink(listener));
-    let mut connect = sustain_host();
-    connect
-        .args(["connect", "--no-digest", &server.to_string(), "--send-file"])
-        .arg(&data);
-    let sender = path.spawn_in(PathNode::A, connect).unwrap();
-    let status = sender
-        .wait_timeout(Duration::from_secs(300))
-        .unwrap()
-        .expect("sender timed out");
-    assert!(
-        status.success(),
-        "{}",
-        sender.read_stderr().unwrap_or_default()
-    );
+    let sender = sustain_sender(&path, server, &data);
+    common::expect_success(&sender, TIMEOUT);
     let (got, secs) = sink.join().unwrap().expect("kernel sink");
     assert_eq!(got, bytes);
-    let tx = gbps(bytes, secs);
-    println!(
-        "  sustain -> linux  : {tx:6.2} Gbit/s  ({:.2} x linux)",
-        tx / linux
-    );
+    ratio("sustain -> linux  ", gbps(bytes, secs));
 
     // 4. Linux -> sustain-host (the kernel's sender, our receiver).
-    let mut listen = sustain_host();
-    listen.args([
-        "listen",
-        "--no-digest",
-        "--bind",
-        &server.to_string(),
-        "--recv-file",
-        "/dev/null",
-    ]);
-    let receiver = path.spawn_in(PathNode::B, listen).unwrap();
+    let receiver = sustain_receiver(&path, server);
     path.run_in(PathNode::A, move || kernel_source(server, bytes))
         .unwrap()
         .expect("kernel sender");
-    let status = receiver
-        .wait_timeout(Duration::from_secs(60))
-        .unwrap()
-        .expect("receiver timed out");
-    assert!(
-        status.success(),
-        "{}",
-        receiver.read_stderr().unwrap_or_default()
-    );
-    let (got, secs) = summary_seconds(&receiver.read_stdout().unwrap());
-    assert_eq!(got, bytes);
-    let rx = gbps(bytes, secs);
-    println!(
-        "  linux  -> sustain : {rx:6.2} Gbit/s  ({:.2} x linux)",
-        rx / linux
-    );
+    ratio("linux  -> sustain ", receiver_gbps(&receiver, bytes));
     println!("target: >= 2 Gbit/s for one sustain flow");
 }

@@ -401,7 +401,9 @@ pub async fn run(
                     let _ = events.record(
                         now,
                         "closed",
-                        json!({"conn": conn.0, "reason": reason_name(reason)}),
+                        // send_drops: packets of this host the kernel refused
+                        // (no buffer, or no route mid-move), counted as lost.
+                        json!({"conn": conn.0, "reason": reason_name(reason), "send_drops": tx.dropped}),
                     );
                     let Some(mut session) = sessions.remove(&conn) else {
                         continue;

@@ -31,12 +31,17 @@ pub fn sha256_file(path: &Path) -> String {
     ))
 }
 
-/// The sustain-host binary: cargo names it for tests; examples find it in
-/// the target directory above their own.
+/// The sustain-host binary: `$SUSTAIN_HOST_BIN` if set (e.g. a wrapper that
+/// runs it under perf), else the one cargo built for this test or benchmark,
+/// else (examples) the one in the target directory above this executable.
 pub fn sustain_host() -> Command {
-    let exe = match option_env!("CARGO_BIN_EXE_sustain-host") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
+    let exe = match (
+        std::env::var_os("SUSTAIN_HOST_BIN"),
+        option_env!("CARGO_BIN_EXE_sustain-host"),
+    ) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => std::env::current_exe()
             .ok()
             .and_then(|e| Some(e.parent()?.parent()?.join("sustain-host")))
             .expect("locating sustain-host next to this executable"),
@@ -146,6 +151,9 @@ pub fn spawn_listener(
     mut cmd: Command,
     events: &Path,
 ) -> ChildProcess {
+    // The events file is appended to: start from an empty one, or an earlier
+    // listener's `listening` line would be taken for this one's.
+    let _ = std::fs::remove_file(events);
     cmd.arg("--events").arg(events);
     let child = path
         .spawn_in(node, cmd)
@@ -153,7 +161,10 @@ pub fn spawn_listener(
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(events).unwrap_or_default();
-        if text.lines().any(|l| l.contains("\"event\":\"listening\"")) {
+        let listening = text.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| e["event"] == "listening")
+        });
+        if listening {
             return child;
         }
         if let Ok(Some(status)) = child.try_wait() {
