@@ -493,6 +493,17 @@ const TOMBSTONES: usize = 4096;
 
 type FourTuple = (SocketAddrV4, SocketAddrV4);
 
+/// The live connection `id` names, if its slot still holds that generation.
+/// A free function over the slot table (not a method) so that callers can
+/// hold it alongside `&mut self.shared`.
+fn live_conn(slots: &mut [Slot], id: ConnId) -> Option<&mut Connection> {
+    let slot = slots.get_mut((id.0 & INDEX_MASK) as usize)?;
+    if slot.generation != id.0 >> INDEX_BITS {
+        return None;
+    }
+    slot.conn.as_deref_mut()
+}
+
 #[derive(Debug)]
 struct Slot {
     generation: u32,
@@ -690,10 +701,9 @@ impl Endpoint {
 
     /// Queue bytes; returns how many fit in the send buffer.
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, TcpError> {
-        let Some(idx) = self.slot_index(conn) else {
+        let Some(c) = live_conn(&mut self.slots, conn) else {
             return Err(self.gone_error(conn));
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         let n = c.app_send(data)?;
         if n > 0 {
             self.after_conn(conn);
@@ -703,14 +713,13 @@ impl Endpoint {
 
     /// Read in-order bytes; `Ok(0)` when none are available.
     pub fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> Result<usize, TcpError> {
-        let Some(idx) = self.slot_index(conn) else {
+        let Some(c) = live_conn(&mut self.slots, conn) else {
             return match self.tombstones.get(&conn) {
                 Some(t) if t.reason == CloseReason::Normal => Ok(0),
                 Some(t) => Err(closed_error(Some(t.reason))),
                 None => Err(TcpError::NoSuchConnection),
             };
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         if c.state == State::Closed && c.unread() == 0 {
             let reason = c.close_reason;
             return match reason {
@@ -748,13 +757,12 @@ impl Endpoint {
 
     /// Graceful close: FIN after the queued data.
     pub fn close(&mut self, conn: ConnId) -> Result<(), TcpError> {
-        let Some(idx) = self.slot_index(conn) else {
+        let Some(c) = live_conn(&mut self.slots, conn) else {
             return match self.tombstones.get(&conn) {
                 Some(t) if t.reason == CloseReason::Normal => Ok(()),
                 _ => Err(self.gone_error(conn)),
             };
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         let result = c.app_close();
         self.after_conn(conn);
         result
@@ -762,10 +770,9 @@ impl Endpoint {
 
     /// Abort with RST (none in MIG_SENT / MIG_WAIT: there is no path).
     pub fn abort(&mut self, conn: ConnId) {
-        let Some(idx) = self.slot_index(conn) else {
+        let Some(c) = live_conn(&mut self.slots, conn) else {
             return;
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         c.app_abort(&mut self.shared);
         self.after_conn(conn);
     }
@@ -845,8 +852,7 @@ impl Endpoint {
             return;
         }
         if let Some(&id) = self.index.get(&(local, remote)) {
-            if let Some(idx) = self.slot_index(id) {
-                let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+            if let Some(c) = live_conn(&mut self.slots, id) {
                 c.input(now, &seg, &options, &mut self.shared);
                 self.after_conn(id);
                 return;
@@ -892,10 +898,9 @@ impl Endpoint {
             due.push((t, id));
         }
         for (t, id) in due.drain(..) {
-            let Some(idx) = self.slot_index(id) else {
+            let Some(c) = live_conn(&mut self.slots, id) else {
                 continue;
             };
-            let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
             if c.timer_registered != Some(t) {
                 continue;
             }
@@ -926,10 +931,9 @@ impl Endpoint {
             }
         }
         while let Some(id) = self.ready.pop_front() {
-            let Some(idx) = self.slot_index(id) else {
+            let Some(c) = live_conn(&mut self.slots, id) else {
                 continue;
             };
-            let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
             let sent = c.poll_transmit(now, buf, &mut self.shared);
             if sent.is_some() {
                 self.ready.push_back(id);
@@ -963,8 +967,7 @@ impl Endpoint {
     /// [`address_available`]: Endpoint::address_available
     pub fn address_lost(&mut self, now: Instant, addr: Ipv4Addr) {
         for id in self.connections_where(|c| *c.local.ip() == addr) {
-            if let Some(idx) = self.slot_index(id) {
-                let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
+            if let Some(c) = live_conn(&mut self.slots, id) {
                 c.on_address_lost(now, &mut self.shared);
                 self.after_conn(id);
             }
@@ -978,10 +981,9 @@ impl Endpoint {
     /// whose address still works are left alone.
     pub fn address_available(&mut self, now: Instant, addr: Ipv4Addr) {
         for id in self.connections_where(|c| c.waiting_for_address()) {
-            let Some(idx) = self.slot_index(id) else {
+            let Some(c) = live_conn(&mut self.slots, id) else {
                 continue;
             };
-            let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
             let new_local = SocketAddrV4::new(addr, c.local.port());
             if self
                 .index
@@ -1006,10 +1008,9 @@ impl Endpoint {
         conn: ConnId,
         new_local: Ipv4Addr,
     ) -> Result<(), TcpError> {
-        let Some(idx) = self.slot_index(conn) else {
+        let Some(c) = live_conn(&mut self.slots, conn) else {
             return Err(self.gone_error(conn));
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         let new_local = SocketAddrV4::new(new_local, c.local.port());
         if self
             .index
@@ -1035,10 +1036,9 @@ impl Endpoint {
         conn: ConnId,
         new_remote: SocketAddrV4,
     ) -> Result<(), TcpError> {
-        let Some(idx) = self.slot_index(conn) else {
+        let Some(c) = live_conn(&mut self.slots, conn) else {
             return Err(self.gone_error(conn));
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         if self
             .index
             .get(&(c.local, new_remote))
@@ -1115,10 +1115,9 @@ impl Endpoint {
             self.shared.stats.msyns_refused += 1;
             return;
         }
-        let Some(idx) = self.slot_index(id) else {
+        let Some(c) = live_conn(&mut self.slots, id) else {
             return;
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         c.on_msyn(
             now,
             local,
@@ -1149,10 +1148,9 @@ impl Endpoint {
             self.shared.stats.unknown_tokens += 1;
             return;
         };
-        let Some(idx) = self.slot_index(id) else {
+        let Some(c) = live_conn(&mut self.slots, id) else {
             return;
         };
-        let c = self.slots[idx].conn.as_mut().expect("slot_index checks");
         c.on_address_update(now, local, remote, seg, options, &mut self.shared);
         self.after_conn(id);
     }
