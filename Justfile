@@ -23,6 +23,15 @@ lab *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} ./target/release/sustain-lab suite --out target/lab {{NAMES}}
 
+# Re-record the conformance snapshots and golden captures (pcaps/<scenario>/) from
+# one run of each scenario, on purpose: review `git diff` afterwards. `just bless
+# sustain-move` re-records one scenario.
+bless *NAMES:
+    cargo build --locked -p sustain -p sustain-lab
+    {{sudo}} env "PATH=$PATH" SUSTAIN_BLESS=1 INSTA_UPDATE=always INSTA_FORCE_PASS=1 \
+        {{ if NAMES == "" { "" } else { "INSTA_GLOB_FILTER=" + replace(NAMES, " ", ".toml;") + ".toml" } }} \
+        cargo test --locked -p sustain-conformance --test scenarios -- --nocapture
+
 # sustain-host against Linux's own TCP on a plain A - R - B path: [MiB] [loss-percent]
 demo *ARGS:
     cargo build --release --locked -p sustain -p sustain-lab

@@ -44,6 +44,7 @@ pub mod scenario;
 pub mod shaping;
 pub mod sysctl;
 pub mod topology;
+pub mod transcripts;
 pub mod transfer;
 mod wakeup;
 

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{IoContext, Result};
 use crate::scenario::Outcome;
+use crate::transcripts::TranscriptReport;
 use crate::transfer::unix_now;
 
 /// One line of the timeline.
@@ -220,7 +221,14 @@ pub struct Latencies {
     /// count after it (application view, sampled every 2 ms). `None`: no move, or no
     /// byte arrived after the last move.
     pub resume_after_last_move_s: Option<f64>,
-    /// The scenario's budget for it, if any.
+    /// Reconnect latency from the captures (DESIGN.md): the last move's completion to
+    /// the receiver's ACK of the first new data segment on the new path.
+    pub reconnect_s: Option<f64>,
+    /// The last move's completion to the first new data segment's arrival.
+    pub first_new_data_s: Option<f64>,
+    /// The last move's completion to the MSYN handshake's final ACK at its receiver.
+    pub handshake_s: Option<f64>,
+    /// The scenario's budget for the reconnect latency, if any.
     pub budget_s: Option<f64>,
 }
 
@@ -254,6 +262,8 @@ pub struct Report {
     pub transfer: TransferReport,
     pub moves: Vec<MoveReport>,
     pub latencies: Latencies,
+    /// Transcripts of the captures and their comparison with the golden ones.
+    pub transcript: TranscriptReport,
     pub links: Vec<LinkReport>,
     /// Files in the output directory, relative to it.
     pub captures: Vec<String>,
@@ -377,12 +387,37 @@ pub fn render_summary(report: &Report) -> String {
             mv.host, mv.action, mv.trigger, mv.completed_s
         ));
     }
-    if let Some(latency) = report.latencies.resume_after_last_move_s {
+    let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.2} ms", s * 1e3));
+    let latencies = &report.latencies;
+    if !report.moves.is_empty() {
+        let budget = latencies
+            .budget_s
+            .map(|b| format!(" (budget {:.0} ms)", b * 1e3))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  latency   receiver resumed {latency:.3}s after the last move\n"
+            "  latency   from the captures: new data acked {}{budget}, arrived {}, MSYN handshake final ACK {}\n",
+            ms(latencies.reconnect_s),
+            ms(latencies.first_new_data_s),
+            ms(latencies.handshake_s),
         ));
-    } else if !report.moves.is_empty() {
-        out.push_str("  latency   the receiver got no data after the last move\n");
+        out.push_str(&format!(
+            "  latency   application view: receiver's file grew {} after the last move\n",
+            ms(latencies.resume_after_last_move_s)
+        ));
+    }
+    match (report.transcript.matched, &report.transcript.golden) {
+        (Some(true), Some(golden)) => {
+            out.push_str(&format!("  transcript matches the golden captures in {golden}\n"))
+        }
+        (Some(false), Some(golden)) => {
+            out.push_str(&format!("  transcript DIFFERS from the golden captures in {golden}:\n"));
+            for difference in &report.transcript.differences {
+                for line in difference.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+        _ => out.push_str("  transcript no golden captures to compare with\n"),
     }
     for link in &report.links {
         out.push_str(&format!(

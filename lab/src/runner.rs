@@ -31,7 +31,9 @@ use crate::report::{
 };
 use crate::scenario::{Outcome, ProgramSpec, Scenario};
 use crate::topology::{AttachmentHook, Topology};
+use crate::transcripts::{analyse_run, NameRecorder, TranscriptReport, TRANSCRIPTS_DIR};
 use crate::transfer::{Role, RunningTransfer, TransferResult};
+use sustain_conformance::names::NAMES_FILE;
 
 /// How to run a scenario.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +45,9 @@ pub struct RunOptions {
     pub bin_dir: Option<PathBuf>,
     /// Show a live progress line on stderr.
     pub live: bool,
+    /// Golden captures to compare the run's transcripts with (see
+    /// [`golden_dir_for`](crate::transcripts::golden_dir_for)); none: not compared.
+    pub golden_dir: Option<PathBuf>,
 }
 
 /// A finished run.
@@ -84,11 +89,13 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
     if let Ok(entries) = fs::read_dir(&options.out_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours =
-                name == "report.json" || name.ends_with("events.jsonl") || name.ends_with(".pcap");
+            let ours = name == "report.json"
+                || name == NAMES_FILE
+                || name.ends_with("events.jsonl")
+                || name.ends_with(".pcap");
             if ours {
                 let _ = fs::remove_file(entry.path());
-            } else if name == "logs" {
+            } else if name == "logs" || name == TRANSCRIPTS_DIR {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -111,17 +118,22 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         transfer: TransferReport::default(),
         moves: Vec::new(),
         latencies: Latencies {
-            resume_after_last_move_s: None,
             budget_s: scenario.expect.latency_budget.map(|b| b.as_secs_f64()),
+            ..Latencies::default()
         },
+        transcript: TranscriptReport::default(),
         links: Vec::new(),
         captures: Vec::new(),
         logs: Vec::new(),
     };
-    if let Err(err) = execute(scenario, options, &timeline, &mut report) {
+    let names = Arc::new(NameRecorder::default());
+    if let Err(err) = execute(scenario, options, &timeline, &mut report, &names) {
         timeline.record("lab", "error", json!({ "error": err.to_string() }));
         report.outcome = Outcome::Error;
         report.error = Some(err.to_string());
+    }
+    if report.outcome != Outcome::Error {
+        conformance(scenario, options, &timeline, &mut report, &names);
     }
     report.duration_s = started.elapsed().as_secs_f64();
     judge(scenario, &mut report);
@@ -138,10 +150,47 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
     })
 }
 
+/// Transcripts, capture-based latency and the golden comparison of a finished run.
+fn conformance(
+    scenario: &Scenario,
+    options: &RunOptions,
+    timeline: &Timeline,
+    report: &mut Report,
+    names: &NameRecorder,
+) {
+    let last_move_ns = report
+        .moves
+        .last()
+        .map(|m| (m.completed_unix * 1e9).round() as u64);
+    match analyse_run(
+        &options.out_dir,
+        &names.names(&[scenario.transfer.port]),
+        last_move_ns,
+        &scenario.transfer.receiver,
+        options.golden_dir.as_deref(),
+    ) {
+        Ok((transcript, latency)) => {
+            report.transcript = transcript;
+            if let Some(latency) = latency {
+                let s = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
+                report.latencies.reconnect_s = s(latency.reconnect_ns);
+                report.latencies.first_new_data_s = s(latency.first_new_data_ns);
+                report.latencies.handshake_s = s(latency.handshake_ns);
+            }
+        }
+        Err(error) => {
+            timeline.record("lab", "transcript-error", json!({ "error": error }));
+            report
+                .failures
+                .push(format!("reading the captures failed: {error}"));
+        }
+    }
+}
+
 /// Sets `passed` and `failures` from the outcome and the expectation.
 fn judge(scenario: &Scenario, report: &mut Report) {
     let expect = &scenario.expect;
-    let mut failures = Vec::new();
+    let mut failures = std::mem::take(&mut report.failures);
     if report.outcome != expect.outcome {
         failures.push(format!(
             "expected outcome {}, got {}",
@@ -150,15 +199,31 @@ fn judge(scenario: &Scenario, report: &mut Report) {
     }
     if let (Some(budget), Outcome::Completed) = (expect.latency_budget, report.outcome) {
         if !scenario.moves.is_empty() {
-            match report.latencies.resume_after_last_move_s {
+            match report.latencies.reconnect_s {
                 Some(latency) if latency <= budget.as_secs_f64() => {}
                 Some(latency) => failures.push(format!(
-                    "the receiver resumed {latency:.3}s after the last move; the budget is {:.3}s",
-                    budget.as_secs_f64()
+                    "reconnect latency {:.2} ms (captures: last move completed -> first new \
+                     data acked) is over the budget of {:.0} ms",
+                    latency * 1e3,
+                    budget.as_secs_f64() * 1e3
                 )),
-                None => failures.push("no data arrived after the last move".into()),
+                None => failures.push(
+                    "the captures show no new data acknowledged after the last move".into(),
+                ),
             }
         }
+    }
+    if report.transcript.matched == Some(false) {
+        let points: Vec<&str> = report
+            .transcript
+            .differences
+            .iter()
+            .filter_map(|d| d.lines().next())
+            .collect();
+        failures.push(format!(
+            "the transcripts differ from the golden captures ({})",
+            points.join("; ")
+        ));
     }
     report.passed = failures.is_empty();
     report.failures = failures;
@@ -183,6 +248,7 @@ fn execute(
     options: &RunOptions,
     timeline: &Timeline,
     report: &mut Report,
+    names: &Arc<NameRecorder>,
 ) -> Result<()> {
     let live = options.live && std::io::stderr().is_terminal();
     let status = |text: &str| {
@@ -193,7 +259,7 @@ fn execute(
     };
     status(&format!("{}: building the topology", scenario.name));
     let captures = Arc::new(CaptureSet::new(&options.out_dir));
-    let hooks: Vec<Arc<dyn AttachmentHook>> = vec![captures.clone()];
+    let hooks: Vec<Arc<dyn AttachmentHook>> = vec![captures.clone(), names.clone()];
     let topology = Topology::build_with_hooks(&scenario.topology, hooks)?;
     report.run = Some(topology.lab().run_id().to_string());
     let mut addresses = serde_json::Map::new();

@@ -7,6 +7,8 @@
 //! sustain-lab down [SCENARIO]              tear down what `up` holds
 //! sustain-lab check FILE...                validate scenario files
 //! sustain-lab clean [--force]              remove what killed runs left behind
+//! sustain-lab transcript PATH...            normalized transcripts of captures
+//! sustain-lab pcap-diff A B                 differences of two captures' transcripts
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,7 +21,10 @@ use sustain_lab::names::RunId;
 use sustain_lab::report::{render_summary, render_timeline};
 use sustain_lab::runner::{self, RunOptions};
 use sustain_lab::scenario::{Outcome, Scenario};
+use sustain_conformance::names::NAMES_FILE;
+use sustain_conformance::{Analysis, CaptureSet, Names};
 use sustain_lab::topology::Topology;
+use sustain_lab::transcripts::golden_dir_for;
 
 /// Environment variable naming the scenario directory.
 const SCENARIOS_ENV: &str = "SUSTAIN_LAB_SCENARIOS";
@@ -72,6 +77,8 @@ enum Commands {
         #[arg(long)]
         quiet: bool,
         #[command(flatten)]
+        golden: GoldenArgs,
+        #[command(flatten)]
         dir: ScenarioArgs,
     },
     /// Run several scenarios (default: every one in the scenario directory), each
@@ -89,6 +96,8 @@ enum Commands {
         /// No progress lines.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        golden: GoldenArgs,
         #[command(flatten)]
         dir: ScenarioArgs,
     },
@@ -116,6 +125,42 @@ enum Commands {
         #[arg(long)]
         force: bool,
     },
+    /// Print the normalized transcript of captures: a run's output directory or a
+    /// golden directory (every capture in it), or pcap/pcapng files. Names come from
+    /// the directory's names.json; without one, addresses are named h1, h2, ...
+    Transcript {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the differences between the transcripts of two captures (files, or two
+    /// directories compared capture point by capture point). Exit status 0 when they
+    /// are equal, 1 when they differ.
+    PcapDiff { a: PathBuf, b: PathBuf },
+}
+
+#[derive(Args, Clone)]
+struct GoldenArgs {
+    /// Golden captures to compare the transcripts with (default: the repository's
+    /// pcaps/<scenario>, when it exists).
+    #[arg(long, value_name = "DIR")]
+    golden: Option<PathBuf>,
+    /// Do not compare with golden captures.
+    #[arg(long, conflicts_with = "golden")]
+    no_golden: bool,
+}
+
+impl GoldenArgs {
+    fn dir_for(&self, scenario: &Scenario) -> Option<PathBuf> {
+        if self.no_golden {
+            return None;
+        }
+        self.golden.clone().or_else(|| {
+            scenario
+                .file
+                .as_deref()
+                .and_then(|file| golden_dir_for(file, &scenario.name))
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -131,15 +176,17 @@ fn main() -> ExitCode {
             out,
             bin_dir,
             quiet,
+            golden,
             dir,
-        } => run(&dir, &scenario, out, bin_dir, quiet),
+        } => run(&dir, &scenario, out, bin_dir, quiet, &golden),
         Commands::Suite {
             names,
             out,
             bin_dir,
             quiet,
+            golden,
             dir,
-        } => suite(&dir, &names, &out, bin_dir, quiet),
+        } => suite(&dir, &names, &out, bin_dir, quiet, &golden),
         Commands::Up {
             scenario,
             bin_dir,
@@ -148,6 +195,8 @@ fn main() -> ExitCode {
         Commands::Down { scenario } => down(scenario.as_deref()).map(|()| ExitCode::SUCCESS),
         Commands::Check { files } => Ok(check(&files)),
         Commands::Clean { force } => clean(force).map(|()| ExitCode::SUCCESS),
+        Commands::Transcript { paths } => transcript(&paths).map(|()| ExitCode::SUCCESS),
+        Commands::PcapDiff { a, b } => pcap_diff(&a, &b),
     };
     match result {
         Ok(code) => code,
@@ -265,6 +314,7 @@ fn run(
     out: Option<PathBuf>,
     bin_dir: Option<PathBuf>,
     quiet: bool,
+    golden: &GoldenArgs,
 ) -> Result<ExitCode> {
     let scenario = load(args, scenario)?;
     sustain_lab::require_root().context("`sustain-lab run` builds namespaces")?;
@@ -273,6 +323,7 @@ fn run(
         out_dir: out_dir.clone(),
         bin_dir,
         live: !quiet,
+        golden_dir: golden.dir_for(&scenario),
     };
     println!(
         "scenario {}: {}",
@@ -302,6 +353,7 @@ fn suite(
     out: &Path,
     bin_dir: Option<PathBuf>,
     quiet: bool,
+    golden: &GoldenArgs,
 ) -> Result<ExitCode> {
     sustain_lab::require_root().context("`sustain-lab suite` builds namespaces")?;
     let names: Vec<String> = if names.is_empty() {
@@ -315,7 +367,7 @@ fn suite(
     let mut rows = Vec::new();
     let mut worst = ExitCode::SUCCESS;
     for name in &names {
-        let code = run(args, name, Some(out.join(name)), bin_dir.clone(), quiet)?;
+        let code = run(args, name, Some(out.join(name)), bin_dir.clone(), quiet, golden)?;
         println!();
         let report_path = out.join(name).join("report.json");
         let report: serde_json::Value = std::fs::read_to_string(&report_path)
@@ -327,18 +379,30 @@ fn suite(
         }
         rows.push(report);
     }
-    println!(
-        "{:<28} {:<10} {:<10} {:>10} {:<8} {:>10} {:<6}",
-        "scenario", "outcome", "expected", "received", "sha256", "resume", "result"
+    print!("{}", suite_table(&rows));
+    Ok(worst)
+}
+
+/// The table `just lab` ends with: one row per scenario.
+fn suite_table(rows: &[serde_json::Value]) -> String {
+    let mut out = format!(
+        "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<10} {:<6}\n",
+        "scenario", "outcome", "expected", "received", "sha256", "reconnect", "budget", "transcript", "result"
     );
-    for r in &rows {
+    let ms = |v: &serde_json::Value| {
+        v.as_f64()
+            .map(|s| format!("{:.1} ms", s * 1e3))
+            .unwrap_or_else(|| "-".into())
+    };
+    for r in rows {
         let received = r["transfer"]["bytes_received"].as_u64().unwrap_or(0);
-        let resume = r["latencies"]["resume_after_last_move_s"]
-            .as_f64()
-            .map(|s| format!("{:.3} s", s))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<28} {:<10} {:<10} {:>10} {:<8} {:>10} {:<6}",
+        let transcript = match r["transcript"]["matched"].as_bool() {
+            Some(true) => "match",
+            Some(false) => "DIFFERS",
+            None => "no golden",
+        };
+        out.push_str(&format!(
+            "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<10} {:<6}\n",
             r["scenario"].as_str().unwrap_or("?"),
             r["outcome"].as_str().unwrap_or("?"),
             r["expected"].as_str().unwrap_or("?"),
@@ -348,19 +412,118 @@ fn suite(
             } else {
                 "differs"
             },
-            resume,
+            ms(&r["latencies"]["reconnect_s"]),
+            ms(&r["latencies"]["budget_s"]),
+            transcript,
             if r["passed"].as_bool() == Some(true) {
                 "PASS"
             } else {
                 "FAIL"
             },
-        );
+        ));
     }
-    println!(
-        "(resume: last move completed -> first growth of the receiver's file, application view; \
-         the capture-based reconnect latency belongs to the conformance suite)"
+    out.push_str(
+        "(reconnect: from the captures, last move completed -> the receiver's ACK of the first \
+         new data on the new path; transcript: every capture point's transcript against \
+         pcaps/<scenario>)\n",
     );
-    Ok(worst)
+    out
+}
+
+/// The capture set a file is read with: every capture of its directory when that holds
+/// a lab run or golden captures (names.json; keys learned at one capture point then
+/// verify MACs at another), else the file alone.
+fn capture_set_for(path: &Path) -> Result<(CaptureSet, String)> {
+    if path.is_dir() {
+        let set = CaptureSet::read_dir(path)?;
+        return Ok((set, String::new()));
+    }
+    let point = sustain_conformance::capture::capture_point(path);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let set = if dir.join(NAMES_FILE).is_file() {
+        CaptureSet::read_dir(dir)?
+    } else {
+        CaptureSet::read_files(&[path.to_path_buf()], Names::default())?
+    };
+    if set.capture(&point).is_none() {
+        bail!("{}: not a capture of {}", path.display(), dir.display());
+    }
+    Ok((set, point))
+}
+
+fn transcripts_for(path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let (set, point) =
+        capture_set_for(path).with_context(|| format!("reading {}", path.display()))?;
+    let analysis = Analysis::of(&set);
+    Ok(analysis
+        .transcripts(&set)
+        .into_iter()
+        .filter(|(name, _)| point.is_empty() || *name == point)
+        .map(|(name, t)| (name, t.text()))
+        .collect())
+}
+
+fn transcript(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        for (point, text) in transcripts_for(path)? {
+            println!("== {point} ({})", path.display());
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+fn pcap_diff(a: &Path, b: &Path) -> Result<ExitCode> {
+    let left = transcripts_for(a)?;
+    let right = transcripts_for(b)?;
+    let mut differ = false;
+    if a.is_dir() || b.is_dir() {
+        if !(a.is_dir() && b.is_dir()) {
+            bail!("compare two files or two directories, not one of each");
+        }
+        let points: std::collections::BTreeSet<&String> = left.keys().chain(right.keys()).collect();
+        for point in points {
+            match (left.get(point), right.get(point)) {
+                (Some(x), Some(y)) => {
+                    if let Some(diff) = sustain_conformance::diff::unified(
+                        &format!("{}/{point}", a.display()),
+                        x,
+                        &format!("{}/{point}", b.display()),
+                        y,
+                    ) {
+                        differ = true;
+                        print!("{diff}");
+                    }
+                }
+                (Some(_), None) => {
+                    differ = true;
+                    println!("only in {}: {point}", a.display());
+                }
+                (None, _) => {
+                    differ = true;
+                    println!("only in {}: {point}", b.display());
+                }
+            }
+        }
+    } else {
+        let x = left.into_values().next().unwrap_or_default();
+        let y = right.into_values().next().unwrap_or_default();
+        if let Some(diff) = sustain_conformance::diff::unified(
+            &a.display().to_string(),
+            &x,
+            &b.display().to_string(),
+            &y,
+        ) {
+            differ = true;
+            print!("{diff}");
+        }
+    }
+    if differ {
+        Ok(ExitCode::FAILURE)
+    } else {
+        println!("the transcripts are equal");
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<()> {

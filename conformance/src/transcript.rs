@@ -1,0 +1,1010 @@
+//! The normalizer: a set of captures of one run becomes one transcript per capture
+//! point, equal for equivalent runs and different when a handshake differs.
+//!
+//! A transcript has one line per segment of interest, in capture order:
+//!
+//! - SYN, SYN-ACK, MSYN, MSYN-ACK, RST, FIN (retransmissions too);
+//! - the ACK completing a plain handshake;
+//! - the first segment carrying a given sustain option content (a Confirm or an
+//!   Address-Update repeated on every segment until the peer answers is one line);
+//! - any segment with a malformed or unknown option;
+//! - the first data segment of each side after a resume (an MSYN-ACK or an
+//!   Address-Update);
+//!
+//! and, before each line, a count of the data segments since the previous line, per
+//! direction, bucketed (`1`, `2-9`, `10-99`, `100-999`, `1000+`). Pure ACKs are not
+//! shown.
+//!
+//! Each line:
+//!
+//! ```text
+//! +1rtt   b:p1 > a:5001  MSYN-ACK  [S.] seq=0 ack=b.1+1 <mss 1460,nop,ws 7,migrate-ack(...)>
+//! ```
+//!
+//! - the gap since the previous line in RTTs of the run's first handshake (at least
+//!   10 ms, so that scheduling noise on an undelayed path stays `+0`): `+0` (< 0.5),
+//!   `+1rtt` (< 1.5), `+2rtt` (< 2.5), `+3-9rtt` (< 10), `+long`; never absolute time.
+//!   A FIN answering the peer's FIN shows `+close`: it leaves when the application
+//!   closes, which is the application's timing, not the protocol's;
+//! - endpoints by node name (the topology's, else `h1`, `h2`, ... in order of
+//!   appearance) and port (the scenario's ports as numbers, others `p1`, `p2`, ...);
+//! - tcpdump's flag letters without PSH (pushing is an implementation's choice);
+//! - sequence and acknowledgment numbers relative to each side's ISN; 0 and 1 as
+//!   numbers, every other value as a name of the sending side (`b.1`, `b.2`) the first
+//!   time it appears, and as that name plus or minus at most 2 afterwards: values
+//!   depend on how many bytes had gone when something happened, relations between
+//!   them (an MSYN-ACK acks MSYN.seq + 1) do not;
+//! - an RST whose sequence number is no value of its sender's stream is classified
+//!   against the receiver's window: `seq=<in-window>` or `seq=<out-of-window>`;
+//! - options in wire order by name; keys, MACs, tokens and nonces as `[key]`,
+//!   `[mac]`, `[token]`, `[nonce]` after checking them: a MAC is verified with the
+//!   keys of the run's handshake (`[mac:BAD]` when it fails, `[mac?]` when the keys
+//!   were not captured), a token must be the token of the receiver's key
+//!   (`[token:WRONG]`), a nonce must echo the MSYN-ACK's, a key must not be zero, and
+//!   an MSYN whose request number was answered already, or that appears twice at one
+//!   capture point, is marked `replay`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use sustain_core::auth::{self, Key, RequestNumber};
+use sustain_core::wire::migrate::{MigrateOption, MigratePermit};
+
+use crate::capture::{capture_files, Capture, ElidedData};
+use crate::error::Result;
+use crate::names::Names;
+use crate::options::{decode, Opt};
+use crate::segment::{Segment, ACK, FIN, RST, SYN};
+
+/// The smallest RTT unit gaps are measured in.
+pub const MIN_RTT_UNIT_NS: u64 = 10_000_000;
+
+/// The captures of one run (or one golden directory) and their names.
+#[derive(Clone, Debug)]
+pub struct CaptureSet {
+    pub captures: Vec<Capture>,
+    pub names: Names,
+}
+
+impl CaptureSet {
+    /// Every pcap/pcapng in `dir`, with `dir/names.json` if there is one.
+    pub fn read_dir(dir: &Path) -> Result<CaptureSet> {
+        let files = capture_files(dir)?;
+        CaptureSet::read_files(&files, Names::load_for_dir(dir)?)
+    }
+
+    pub fn read_files(files: &[PathBuf], names: Names) -> Result<CaptureSet> {
+        let captures = files
+            .iter()
+            .map(|file| Capture::read(file))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CaptureSet { captures, names })
+    }
+
+    pub fn capture(&self, name: &str) -> Option<usize> {
+        self.captures.iter().position(|c| c.name == name)
+    }
+}
+
+/// One line of a transcript, with the frame it comes from (none for count lines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub frame: Option<usize>,
+    pub text: String,
+}
+
+/// The transcript of one capture point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transcript {
+    pub capture: String,
+    pub lines: Vec<Line>,
+}
+
+impl Transcript {
+    /// The text: one line each, newline-terminated; empty for a capture without TCP.
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        for line in &self.lines {
+            text.push_str(&line.text);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Frames a transcript line comes from.
+    pub fn frames(&self) -> impl Iterator<Item = usize> + '_ {
+        self.lines.iter().filter_map(|line| line.frame)
+    }
+}
+
+/// Everything learned from the whole set before any transcript is written: which
+/// flows belong to which connection and side, ISNs, keys, window scales, the MSYNs'
+/// direct addresses and the MSYN-ACKs' nonces, the handshake RTT, and replays.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    conns: Vec<Conn>,
+    /// (src, dst) -> (connection, side sending on this flow).
+    flows: HashMap<(SocketAddrV4, SocketAddrV4), (usize, usize)>,
+    /// Per capture, per frame: the decoded segment.
+    segments: Vec<Vec<Option<Segment>>>,
+    /// Per capture, per frame: the connection and side each segment was bound to.
+    bound: Vec<Vec<Option<(usize, usize)>>>,
+    /// (capture, frame) of MSYNs that are replays.
+    replays: HashSet<(usize, usize)>,
+    /// Symbolic names of addresses the names file does not know.
+    hosts: HashMap<Ipv4Addr, String>,
+    /// The first handshake's RTT.
+    rtt_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Side {
+    label: Option<String>,
+    isn: Option<u32>,
+    key: Option<u64>,
+    window_scale: Option<u8>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Conn {
+    sides: [Side; 2],
+    /// Mover's direct address per MSYN request number (for the MSYN-ACK's MAC).
+    msyn_direct: HashMap<u32, SocketAddrV4>,
+    /// Nonce per answered request number.
+    nonces: HashMap<u32, u32>,
+    /// Request numbers an MSYN-ACK has answered, and when it was first seen.
+    answered: HashMap<u32, u64>,
+    /// Per capture: SYN instant, then whether the SYN-ACK was seen.
+    handshake: HashMap<usize, (u64, bool)>,
+    rtt_ns: Option<u64>,
+}
+
+impl Conn {
+    fn token_owner(&self, token: u32) -> Option<usize> {
+        (0..2).find(|&side| {
+            self.sides[side]
+                .key
+                .is_some_and(|key| Key(key).token().0 == token)
+        })
+    }
+}
+
+fn permit_of(opts: &[Opt]) -> Option<MigratePermit> {
+    opts.iter().find_map(|opt| match opt {
+        Opt::Permit(permit) => Some(*permit),
+        _ => None,
+    })
+}
+
+fn migrate_of(opts: &[Opt]) -> Option<MigrateOption> {
+    opts.iter().find_map(|opt| match opt {
+        Opt::Migrate(migrate) => Some(*migrate),
+        _ => None,
+    })
+}
+
+fn window_scale_of(opts: &[Opt]) -> Option<u8> {
+    opts.iter().find_map(|opt| match opt {
+        Opt::WindowScale(shift) => Some(*shift),
+        _ => None,
+    })
+}
+
+impl Analysis {
+    /// Learns from every capture of the set, in time order across capture points.
+    pub fn of(set: &CaptureSet) -> Analysis {
+        let mut analysis = Analysis {
+            segments: set
+                .captures
+                .iter()
+                .map(|capture| {
+                    capture
+                        .frames
+                        .iter()
+                        .map(|frame| Segment::decode(capture.link, &frame.data))
+                        .collect()
+                })
+                .collect(),
+            ..Analysis::default()
+        };
+        analysis.bound = analysis
+            .segments
+            .iter()
+            .map(|frames| vec![None; frames.len()])
+            .collect();
+        let mut order: Vec<(u64, usize, usize)> = Vec::new();
+        for (c, capture) in set.captures.iter().enumerate() {
+            for (f, frame) in capture.frames.iter().enumerate() {
+                if analysis.segments[c][f].is_some() {
+                    order.push((frame.timestamp_ns, c, f));
+                }
+            }
+        }
+        order.sort();
+        for (t, c, f) in order {
+            let Some(segment) = analysis.segments[c][f].clone() else {
+                continue;
+            };
+            analysis.name_host(&set.names, *segment.src.ip());
+            analysis.name_host(&set.names, *segment.dst.ip());
+            let opts = decode(&segment.options);
+            let bound = analysis.learn(t, c, f, &segment, &opts);
+            analysis.bound[c][f] = bound;
+        }
+        analysis.rtt_ns = analysis.conns.iter().find_map(|conn| conn.rtt_ns);
+        analysis
+    }
+
+    fn name_host(&mut self, names: &Names, address: Ipv4Addr) {
+        if names.name_of(address).is_none() && !self.hosts.contains_key(&address) {
+            let name = format!("h{}", self.hosts.len() + 1);
+            self.hosts.insert(address, name);
+        }
+    }
+
+    /// The name shown for an address.
+    pub fn host_name(&self, names: &Names, address: Ipv4Addr) -> String {
+        names
+            .name_of(address)
+            .map(str::to_string)
+            .or_else(|| self.hosts.get(&address).cloned())
+            .unwrap_or_else(|| address.to_string())
+    }
+
+    fn bind(&mut self, segment: &Segment, conn: usize, side: usize) {
+        self.flows.insert((segment.src, segment.dst), (conn, side));
+        self.flows.insert((segment.dst, segment.src), (conn, 1 - side));
+    }
+
+    fn new_conn(&mut self) -> usize {
+        self.conns.push(Conn::default());
+        self.conns.len() - 1
+    }
+
+    /// The side's label: the node of its direct address (Permit) or of the address it
+    /// was first seen with (the earliest capture of a SYN is at its sender).
+    fn label_side(&mut self, conn: usize, side: usize, segment: &Segment, opts: &[Opt]) {
+        if self.conns[conn].sides[side].label.is_some() {
+            return;
+        }
+        let address = permit_of(opts).map_or(*segment.src.ip(), |p| p.addr);
+        self.conns[conn].sides[side].label = Some(address.to_string());
+    }
+
+    fn learn(
+        &mut self,
+        t: u64,
+        capture: usize,
+        frame: usize,
+        segment: &Segment,
+        opts: &[Opt],
+    ) -> Option<(usize, usize)> {
+        let migrate = migrate_of(opts);
+        let permit = permit_of(opts);
+        let syn = segment.has(SYN);
+        let ack = segment.has(ACK);
+        let bound = match (syn, ack, migrate) {
+            (true, false, Some(MigrateOption::Msyn(m))) => {
+                // PROTOCOL.md §3.3: the token names the connection at the MSYN's receiver.
+                let owner = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .find_map(|(c, conn)| conn.token_owner(m.token).map(|side| (c, side)));
+                let (conn, sender) = match owner {
+                    Some((conn, receiver)) => (conn, 1 - receiver),
+                    None => (self.new_conn(), 0),
+                };
+                if let Some(permit) = permit {
+                    self.conns[conn]
+                        .msyn_direct
+                        .entry(m.request)
+                        .or_insert(permit.direct());
+                }
+                // A copy of an MSYN at a point that saw it already, or anywhere after it
+                // was answered, is not the network forwarding it.
+                let seen_here = self.bound[capture][..frame].iter().enumerate().any(|(i, b)| {
+                    *b == Some((conn, sender))
+                        && self.segments[capture][i].as_ref().is_some_and(|s| {
+                            s.has(SYN) && !s.has(ACK) && {
+                                matches!(migrate_of(&decode(&s.options)), Some(MigrateOption::Msyn(o)) if o.request == m.request)
+                            }
+                        })
+                });
+                let answered_before = self.conns[conn]
+                    .answered
+                    .get(&m.request)
+                    .is_some_and(|&at| at < t);
+                if seen_here || answered_before {
+                    self.replays.insert((capture, frame));
+                }
+                self.bind(segment, conn, sender);
+                Some((conn, sender))
+            }
+            (true, true, Some(MigrateOption::MsynAck(m))) => {
+                let owner = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .find_map(|(c, conn)| conn.token_owner(m.token).map(|side| (c, side)));
+                let (conn, mover) = match owner {
+                    Some(found) => found,
+                    None => match self.flows.get(&(segment.dst, segment.src)) {
+                        Some(&found) => found,
+                        None => (self.new_conn(), 1),
+                    },
+                };
+                let data = &mut self.conns[conn];
+                data.nonces.entry(m.request).or_insert(m.nonce);
+                data.answered.entry(m.request).or_insert(t);
+                self.bind(segment, conn, 1 - mover);
+                Some((conn, 1 - mover))
+            }
+            (true, false, _) => {
+                // A plain SYN: the same ISN is the same connection at every capture point
+                // (a NAPT rewrites addresses and ports, not sequence numbers).
+                let known = self.flows.get(&(segment.src, segment.dst)).copied().filter(
+                    |&(conn, side)| side == 0 && self.conns[conn].sides[0].isn == Some(segment.seq),
+                );
+                let (conn, side) = known
+                    .or_else(|| {
+                        self.conns
+                            .iter()
+                            .position(|conn| conn.sides[0].isn == Some(segment.seq))
+                            .map(|conn| (conn, 0))
+                    })
+                    .unwrap_or_else(|| {
+                        let conn = self.new_conn();
+                        self.conns[conn].sides[0].isn = Some(segment.seq);
+                        (conn, 0)
+                    });
+                let data = &mut self.conns[conn];
+                if data.sides[0].key.is_none() {
+                    data.sides[0].key = permit.and_then(|p| p.key);
+                }
+                if data.sides[0].window_scale.is_none() {
+                    data.sides[0].window_scale = window_scale_of(opts);
+                }
+                data.handshake.entry(capture).or_insert((t, false));
+                self.label_side(conn, side, segment, opts);
+                self.bind(segment, conn, side);
+                Some((conn, side))
+            }
+            (true, true, _) => {
+                let initiator_isn = segment.ack.wrapping_sub(1);
+                let conn = self
+                    .flows
+                    .get(&(segment.dst, segment.src))
+                    .map(|&(conn, _)| conn)
+                    .filter(|&conn| self.conns[conn].sides[0].isn == Some(initiator_isn))
+                    .or_else(|| {
+                        self.conns
+                            .iter()
+                            .position(|conn| conn.sides[0].isn == Some(initiator_isn))
+                    });
+                let conn = conn.unwrap_or_else(|| {
+                    let conn = self.new_conn();
+                    self.conns[conn].sides[0].isn = Some(initiator_isn);
+                    conn
+                });
+                let data = &mut self.conns[conn];
+                let responder = &mut data.sides[1];
+                responder.isn.get_or_insert(segment.seq);
+                if responder.key.is_none() {
+                    responder.key = permit.and_then(|p| p.key);
+                }
+                if responder.window_scale.is_none() {
+                    responder.window_scale = window_scale_of(opts);
+                }
+                if let Some(entry) = data.handshake.get_mut(&capture) {
+                    entry.1 = true;
+                }
+                self.label_side(conn, 1, segment, opts);
+                self.bind(segment, conn, 1);
+                Some((conn, 1))
+            }
+            _ => {
+                let mut bound = self.flows.get(&(segment.src, segment.dst)).copied();
+                if bound.is_none() {
+                    // PROTOCOL.md §9: an Address-Update finds its connection by token.
+                    let update = opts.iter().find_map(|opt| match opt {
+                        Opt::AddressUpdate(update) => Some(*update),
+                        _ => None,
+                    });
+                    if let Some(update) = update {
+                        bound = self.conns.iter().enumerate().find_map(|(c, conn)| {
+                            conn.token_owner(update.token).map(|receiver| (c, 1 - receiver))
+                        });
+                    }
+                    if let Some((conn, side)) = bound {
+                        self.bind(segment, conn, side);
+                    }
+                }
+                if bound.is_none() {
+                    // Mid-stream with no handshake anywhere in the set: a connection of
+                    // its own, sequence numbers relative to the first ones seen.
+                    let conn = self.new_conn();
+                    self.conns[conn].sides[0].isn = Some(segment.seq.wrapping_sub(1));
+                    if segment.has(ACK) {
+                        self.conns[conn].sides[1].isn = Some(segment.ack.wrapping_sub(1));
+                    }
+                    self.label_side(conn, 0, segment, opts);
+                    self.bind(segment, conn, 0);
+                    bound = Some((conn, 0));
+                }
+                if let Some((conn, 0)) = bound {
+                    // The handshake-completing ACK at a point that saw SYN and SYN-ACK.
+                    let data = &mut self.conns[conn];
+                    if let Some(&(syn_at, true)) = data.handshake.get(&capture) {
+                        if data.rtt_ns.is_none() && segment.has(ACK) {
+                            data.rtt_ns = Some(t.saturating_sub(syn_at));
+                        }
+                    }
+                }
+                bound
+            }
+        };
+        if let Some((conn, side)) = bound {
+            let other = &mut self.conns[conn].sides[1 - side];
+            if other.isn.is_none() && segment.has(ACK) {
+                other.isn = Some(segment.ack.wrapping_sub(1));
+            }
+            let this = &mut self.conns[conn].sides[side];
+            if this.isn.is_none() {
+                this.isn = Some(segment.seq.wrapping_sub(u32::from(!syn)));
+            }
+        }
+        bound
+    }
+
+    /// The transcript of capture `index` of `set` (the set this analysis was made of).
+    pub fn transcript(&self, set: &CaptureSet, index: usize) -> Transcript {
+        let capture = &set.captures[index];
+        let mut writer = Writer::new(self, &set.names);
+        for (f, frame) in capture.frames.iter().enumerate() {
+            if let Some(elision) = &frame.elided {
+                for data in &elision.data {
+                    writer.elided(data);
+                }
+            }
+            let (Some(segment), Some((conn, side))) = (&self.segments[index][f], self.bound[index][f])
+            else {
+                continue;
+            };
+            writer.segment(frame.timestamp_ns, index, f, segment, conn, side);
+        }
+        writer.flush_counts();
+        Transcript {
+            capture: capture.name.clone(),
+            lines: writer.lines,
+        }
+    }
+
+    /// Transcripts of every capture of the set, by capture point.
+    pub fn transcripts(&self, set: &CaptureSet) -> BTreeMap<String, Transcript> {
+        (0..set.captures.len())
+            .map(|i| {
+                let transcript = self.transcript(set, i);
+                (transcript.capture.clone(), transcript)
+            })
+            .collect()
+    }
+
+    /// The connection and side each frame of a capture was bound to.
+    pub fn bound(&self, capture: usize) -> &[Option<(usize, usize)>] {
+        &self.bound[capture]
+    }
+
+    pub fn segments(&self, capture: usize) -> &[Option<Segment>] {
+        &self.segments[capture]
+    }
+
+    /// The relative sequence number of `seq` sent by `side` of `conn`.
+    pub fn relative(&self, conn: usize, side: usize, seq: u32) -> u32 {
+        seq.wrapping_sub(self.conns[conn].sides[side].isn.unwrap_or(0))
+    }
+
+    /// The run's first handshake RTT, if a capture point saw a whole handshake.
+    pub fn rtt_ns(&self) -> Option<u64> {
+        self.rtt_ns
+    }
+
+    /// Whether a segment carries a Migrate Confirm.
+    pub fn is_confirm(segment: &Segment) -> bool {
+        matches!(migrate_of(&decode(&segment.options)), Some(MigrateOption::Confirm(_)))
+    }
+
+    /// Whether a segment is an MSYN (a SYN with Migrate in MSYN form).
+    pub fn is_msyn(segment: &Segment) -> bool {
+        segment.has(SYN)
+            && !segment.has(ACK)
+            && matches!(migrate_of(&decode(&segment.options)), Some(MigrateOption::Msyn(_)))
+    }
+
+    /// The connection that carried the most payload, and the side that sent it.
+    pub fn transfer_connection(&self) -> Option<(usize, usize)> {
+        let mut bytes: HashMap<(usize, usize), u64> = HashMap::new();
+        for (segments, bound) in self.segments.iter().zip(&self.bound) {
+            for (segment, bound) in segments.iter().zip(bound) {
+                if let (Some(segment), Some(bound)) = (segment, bound) {
+                    *bytes.entry(*bound).or_default() += u64::from(segment.payload_len);
+                }
+            }
+        }
+        bytes
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(side, n)| (*n, std::cmp::Reverse(*side)))
+            .map(|(side, _)| side)
+    }
+
+    /// The node name of a side of a connection.
+    pub fn side_name(&self, names: &Names, conn: usize, side: usize) -> String {
+        match self.conns[conn].sides[side]
+            .label
+            .as_deref()
+            .and_then(|l| l.parse::<Ipv4Addr>().ok())
+        {
+            Some(address) => self.host_name(names, address),
+            None => if side == 0 { "i" } else { "r" }.to_string(),
+        }
+    }
+
+    /// Whether a segment is an MSYN-ACK.
+    pub fn is_msyn_ack(segment: &Segment) -> bool {
+        segment.has(SYN)
+            && segment.has(ACK)
+            && matches!(migrate_of(&decode(&segment.options)), Some(MigrateOption::MsynAck(_)))
+    }
+}
+
+/// The bucket a count of data segments is shown as.
+pub fn count_bucket(count: u64) -> &'static str {
+    match count {
+        0 => "0",
+        1 => "1",
+        2..=9 => "2-9",
+        10..=99 => "10-99",
+        100..=999 => "100-999",
+        _ => "1000+",
+    }
+}
+
+/// The bucket a gap is shown as, in units of `rtt_ns`.
+pub fn gap_bucket(gap_ns: u64, rtt_ns: u64) -> &'static str {
+    let units = gap_ns as f64 / rtt_ns.max(1) as f64;
+    if units < 0.5 {
+        "+0"
+    } else if units < 1.5 {
+        "+1rtt"
+    } else if units < 2.5 {
+        "+2rtt"
+    } else if units < 10.0 {
+        "+3-9rtt"
+    } else {
+        "+long"
+    }
+}
+
+/// Per transcript state: symbolic names, counters, what awaits a line.
+struct Writer<'a> {
+    analysis: &'a Analysis,
+    names: &'a Names,
+    rtt_ns: u64,
+    lines: Vec<Line>,
+    last_line_ns: Option<u64>,
+    ports: HashMap<u16, String>,
+    /// Per (conn, side): named relative values.
+    values: HashMap<(usize, usize), Vec<(u32, String)>>,
+    /// Data segments since the last line, per (src, dst), in order of appearance.
+    counts: Vec<((SocketAddrV4, SocketAddrV4), u64)>,
+    /// Per (conn, side): highest relative sequence number sent, and last window.
+    sent_end: HashMap<(usize, usize), u32>,
+    window: HashMap<(usize, usize), u16>,
+    /// Per conn: the initiator's handshake ACK is awaited.
+    awaiting_handshake_ack: HashSet<usize>,
+    /// Per (conn, side): the first data segment after a resume is awaited.
+    awaiting_first_data: HashSet<(usize, usize)>,
+    /// (conn, side) that sent a FIN.
+    fin_sent: HashSet<(usize, usize)>,
+    /// Sustain option texts already shown, per (conn, side).
+    shown_options: HashSet<(usize, usize, String)>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(analysis: &'a Analysis, names: &'a Names) -> Writer<'a> {
+        Writer {
+            analysis,
+            names,
+            rtt_ns: analysis.rtt_ns.unwrap_or(0).max(MIN_RTT_UNIT_NS),
+            lines: Vec::new(),
+            last_line_ns: None,
+            ports: HashMap::new(),
+            values: HashMap::new(),
+            counts: Vec::new(),
+            sent_end: HashMap::new(),
+            window: HashMap::new(),
+            awaiting_handshake_ack: HashSet::new(),
+            awaiting_first_data: HashSet::new(),
+            shown_options: HashSet::new(),
+            fin_sent: HashSet::new(),
+        }
+    }
+
+    fn port(&mut self, port: u16) -> String {
+        if self.names.ports.contains(&port) {
+            return port.to_string();
+        }
+        let next = self.ports.len() + 1;
+        self.ports
+            .entry(port)
+            .or_insert_with(|| format!("p{next}"))
+            .clone()
+    }
+
+    fn endpoint(&mut self, address: SocketAddrV4) -> String {
+        let host = self.analysis.host_name(self.names, *address.ip());
+        format!("{host}:{}", self.port(address.port()))
+    }
+
+    fn side_label(&self, conn: usize, side: usize) -> String {
+        self.analysis.side_name(self.names, conn, side)
+    }
+
+    /// A relative value of `side`'s sequence space, symbolically.
+    fn value(&mut self, conn: usize, side: usize, relative: u32) -> String {
+        if relative <= 1 {
+            return relative.to_string();
+        }
+        let label = self.side_label(conn, side);
+        let named = self.values.entry((conn, side)).or_default();
+        for (value, name) in named.iter() {
+            let diff = relative.wrapping_sub(*value) as i32;
+            if diff == 0 {
+                return name.clone();
+            }
+            if (-2..=2).contains(&diff) {
+                return format!("{name}{diff:+}");
+            }
+        }
+        let name = format!("{label}.{}", named.len() + 1);
+        named.push((relative, name.clone()));
+        name
+    }
+
+    fn elided(&mut self, data: &ElidedData) {
+        if data.segments == 0 {
+            return;
+        }
+        self.count((data.src, data.dst), data.segments);
+        if let Some(&(conn, side)) = self.analysis.flows.get(&(data.src, data.dst)) {
+            let end = self.analysis.relative(conn, side, data.end);
+            self.advance(conn, side, end);
+        }
+    }
+
+    fn count(&mut self, flow: (SocketAddrV4, SocketAddrV4), n: u64) {
+        match self.counts.iter_mut().find(|(f, _)| *f == flow) {
+            Some((_, count)) => *count += n,
+            None => self.counts.push((flow, n)),
+        }
+    }
+
+    fn advance(&mut self, conn: usize, side: usize, end: u32) {
+        let entry = self.sent_end.entry((conn, side)).or_insert(end);
+        if (end.wrapping_sub(*entry) as i32) > 0 {
+            *entry = end;
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        for (flow, count) in std::mem::take(&mut self.counts) {
+            let src = self.endpoint(flow.0);
+            let dst = self.endpoint(flow.1);
+            self.lines.push(Line {
+                frame: None,
+                text: format!("        .. {} data {src} > {dst}", count_bucket(count)),
+            });
+        }
+    }
+
+    fn segment(
+        &mut self,
+        t: u64,
+        capture: usize,
+        frame: usize,
+        segment: &Segment,
+        conn: usize,
+        side: usize,
+    ) {
+        let opts = decode(&segment.options);
+        let relative = self.analysis.relative(conn, side, segment.seq);
+        let is_data = segment.payload_len > 0;
+        let migrate = migrate_of(&opts);
+        let resumed = matches!(migrate, Some(MigrateOption::MsynAck(_)))
+            || opts.iter().any(|o| matches!(o, Opt::AddressUpdate(_)));
+
+        let mut reason = segment.has(SYN) || segment.has(RST) || segment.has(FIN);
+        if self.awaiting_handshake_ack.contains(&conn) && side == 0 && segment.has(ACK) {
+            self.awaiting_handshake_ack.remove(&conn);
+            reason = true;
+        }
+        let rendered: Vec<(bool, String)> = opts
+            .iter()
+            .map(|opt| {
+                let text = self.option(opt, &opts, segment, conn, side, (capture, frame));
+                (opt.is_notable(), text)
+            })
+            .collect();
+        let options_text = join(rendered.iter().map(|(_, text)| text));
+        let notable_text = join(rendered.iter().filter(|(n, _)| *n).map(|(_, text)| text));
+        if !notable_text.is_empty() && !segment.has(SYN) {
+            // A repeated option content (Confirm, Address-Update until answered) is one line.
+            if self.shown_options.insert((conn, side, notable_text)) {
+                reason = true;
+            }
+        }
+        if is_data && self.awaiting_first_data.remove(&(conn, side)) {
+            reason = true;
+        }
+        if !reason {
+            if is_data {
+                self.count((segment.src, segment.dst), 1);
+            }
+            self.window.insert((conn, side), segment.window);
+            self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
+            return;
+        }
+
+        self.flush_counts();
+        // A FIN answering the peer's FIN leaves when the application closes: its gap
+        // is the application's, not the protocol's, and is not shown.
+        let passive_close = segment.has(FIN) && self.fin_sent.contains(&(conn, 1 - side));
+        let gap = match self.last_line_ns {
+            None => "0".to_string(),
+            Some(_) if passive_close => "+close".to_string(),
+            Some(last) => gap_bucket(t.saturating_sub(last), self.rtt_ns).to_string(),
+        };
+        if segment.has(FIN) {
+            self.fin_sent.insert((conn, side));
+        }
+        self.last_line_ns = Some(t);
+        let src = self.endpoint(segment.src);
+        let dst = self.endpoint(segment.dst);
+        let kind = kind_of(segment, migrate.is_some());
+        let seq = if segment.has(RST) && !self.is_known_value(conn, side, relative) {
+            self.window_class(conn, side, relative)
+        } else {
+            self.value(conn, side, relative)
+        };
+        let mut text = format!(
+            "{gap:<8}{src} > {dst}  {kind:<9}[{}] seq={seq}",
+            segment.flag_letters()
+        );
+        if segment.has(ACK) {
+            let ack = self
+                .analysis
+                .relative(conn, 1 - side, segment.ack);
+            let ack = self.value(conn, 1 - side, ack);
+            text.push_str(&format!(" ack={ack}"));
+        }
+        if is_data {
+            text.push_str(" data");
+        }
+        if !opts.is_empty() {
+            text.push_str(&format!(" <{options_text}>"));
+        }
+        self.lines.push(Line {
+            frame: Some(frame),
+            text,
+        });
+
+        if segment.has(SYN) && segment.has(ACK) && migrate.is_none() {
+            self.awaiting_handshake_ack.insert(conn);
+        }
+        if resumed {
+            self.awaiting_first_data.insert((conn, 0));
+            self.awaiting_first_data.insert((conn, 1));
+            if is_data {
+                self.awaiting_first_data.remove(&(conn, side));
+            }
+        }
+        self.window.insert((conn, side), segment.window);
+        self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
+    }
+
+    fn is_known_value(&self, conn: usize, side: usize, relative: u32) -> bool {
+        relative <= 1
+            || self.sent_end.get(&(conn, side)) == Some(&relative)
+            || self.values.get(&(conn, side)).is_some_and(|named| {
+                named
+                    .iter()
+                    .any(|(v, _)| (-2..=2).contains(&(relative.wrapping_sub(*v) as i32)))
+            })
+    }
+
+    /// RFC 5961 §3: where an RST's sequence number lies in its receiver's window.
+    fn window_class(&self, conn: usize, side: usize, relative: u32) -> String {
+        let next = self.sent_end.get(&(conn, side)).copied().unwrap_or(0);
+        let peer = 1 - side;
+        let scale = self.analysis.conns[conn].sides[peer]
+            .window_scale
+            .unwrap_or(0)
+            .min(14);
+        let window = u32::from(self.window.get(&(conn, peer)).copied().unwrap_or(u16::MAX)) << scale;
+        let ahead = relative.wrapping_sub(next);
+        if ahead < window.max(1) {
+            "<in-window>".into()
+        } else {
+            "<out-of-window>".into()
+        }
+    }
+
+    fn key_of(&self, conn: usize, side: usize) -> Option<Key> {
+        self.analysis.conns[conn].sides[side].key.map(Key)
+    }
+
+    fn token(&self, conn: usize, receiver: usize, token: u32) -> &'static str {
+        match self.key_of(conn, receiver) {
+            Some(key) if key.token().0 == token => "[token]",
+            Some(_) => "[token:WRONG]",
+            None => "[token?]",
+        }
+    }
+
+    fn mac(verified: Option<bool>) -> &'static str {
+        match verified {
+            Some(true) => "[mac]",
+            Some(false) => "[mac:BAD]",
+            None => "[mac?]",
+        }
+    }
+
+    fn option(
+        &mut self,
+        opt: &Opt,
+        all: &[Opt],
+        segment: &Segment,
+        conn: usize,
+        side: usize,
+        at: (usize, usize),
+    ) -> String {
+        let peer = 1 - side;
+        match opt {
+            Opt::Eol => "eol".into(),
+            Opt::Nop => "nop".into(),
+            Opt::Mss(mss) => format!("mss {mss}"),
+            Opt::WindowScale(shift) => format!("ws {shift}"),
+            Opt::SackPermitted => "sackOK".into(),
+            Opt::Sack(blocks) => format!("sack {blocks}"),
+            Opt::Timestamps { ecr_zero: true } => "ts ecr=0".into(),
+            Opt::Timestamps { ecr_zero: false } => "ts".into(),
+            Opt::Permit(permit) => {
+                let direct = self.endpoint(permit.direct());
+                let observed = if permit.direct() == segment.src {
+                    ""
+                } else {
+                    " natted"
+                };
+                match permit.key {
+                    Some(0) => format!("permit({direct}{observed} key=[key:ZERO])"),
+                    Some(_) => format!("permit({direct}{observed} key=[key])"),
+                    None => format!("permit({direct}{observed})"),
+                }
+            }
+            Opt::Migrate(MigrateOption::Msyn(m)) => {
+                let verified = match (self.key_of(conn, side), self.key_of(conn, peer), permit_of(all)) {
+                    (Some(mover), Some(responder), Some(permit)) => Some(auth::verify(
+                        mover,
+                        responder,
+                        &auth::MacInput::Msyn {
+                            token: responder.token(),
+                            request: RequestNumber(m.request),
+                            mover: permit.direct(),
+                        },
+                        &m.mac,
+                    )),
+                    _ => None,
+                };
+                let replay = if self.analysis.replays.contains(&at) {
+                    " replay"
+                } else {
+                    ""
+                };
+                format!(
+                    "migrate(token={} req={}{replay} mac={})",
+                    self.token(conn, peer, m.token),
+                    m.request,
+                    Self::mac(verified)
+                )
+            }
+            Opt::Migrate(MigrateOption::MsynAck(m)) => {
+                let direct = self.analysis.conns[conn].msyn_direct.get(&m.request).copied();
+                let verified = match (self.key_of(conn, side), self.key_of(conn, peer), direct) {
+                    (Some(responder), Some(mover), Some(direct)) => Some(auth::verify(
+                        responder,
+                        mover,
+                        &auth::MacInput::MsynAck {
+                            token: mover.token(),
+                            request: RequestNumber(m.request),
+                            nonce: m.nonce,
+                            mover: direct,
+                        },
+                        &m.mac,
+                    )),
+                    _ => None,
+                };
+                format!(
+                    "migrate-ack(token={} req={} nonce=[nonce] mac={})",
+                    self.token(conn, peer, m.token),
+                    m.request,
+                    Self::mac(verified)
+                )
+            }
+            Opt::Migrate(MigrateOption::Confirm(m)) => {
+                let nonce = match self.analysis.conns[conn].nonces.get(&m.request) {
+                    Some(&n) if n == m.nonce => "[nonce]",
+                    Some(_) => "[nonce:WRONG]",
+                    None => "[nonce?]",
+                };
+                format!("migrate-confirm(req={} nonce={nonce})", m.request)
+            }
+            Opt::AddressUpdate(update) => {
+                let verified = match (self.key_of(conn, side), self.key_of(conn, peer)) {
+                    (Some(mover), Some(receiver)) => Some(auth::verify(
+                        mover,
+                        receiver,
+                        &auth::MacInput::AddressUpdate {
+                            token: receiver.token(),
+                            request: RequestNumber(update.request),
+                            old_addr: update.old_addr,
+                        },
+                        &update.mac,
+                    )),
+                    _ => None,
+                };
+                let old = self.analysis.host_name(self.names, update.old_addr);
+                format!(
+                    "address-update(old={old} token={} req={} mac={})",
+                    self.token(conn, peer, update.token),
+                    update.request,
+                    Self::mac(verified)
+                )
+            }
+            Opt::RelayTicket(len) => format!("relay-ticket(len={})", len + 4),
+            Opt::BadLength { name, len } => format!("{name}(MALFORMED len={len})"),
+            Opt::Experimental { exid, len } => format!("exp(exid=0x{exid:04x} len={len})"),
+            Opt::Unknown { kind, len } => format!("opt(kind={kind} len={len})"),
+            Opt::Malformed(reason) => format!("MALFORMED({reason})"),
+        }
+    }
+}
+
+fn join<'s>(texts: impl Iterator<Item = &'s String>) -> String {
+    texts.map(String::as_str).collect::<Vec<_>>().join(",")
+}
+
+fn kind_of(segment: &Segment, migrate: bool) -> &'static str {
+    if segment.has(RST) {
+        "RST"
+    } else if segment.has(SYN) && segment.has(ACK) {
+        if migrate {
+            "MSYN-ACK"
+        } else {
+            "SYN-ACK"
+        }
+    } else if segment.has(SYN) {
+        if migrate {
+            "MSYN"
+        } else {
+            "SYN"
+        }
+    } else if segment.has(FIN) {
+        "FIN"
+    } else if segment.payload_len > 0 {
+        "DATA"
+    } else {
+        "ACK"
+    }
+}
