@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::attack::AttackEngine;
 use crate::captures::CaptureSet;
 use crate::error::{IoContext, LabError, Result};
 use crate::moves::{run_script, MoveAction, MoveRecord, ScriptStop};
@@ -115,6 +116,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
             budget_s: scenario.expect.latency_budget.map(|b| b.as_secs_f64()),
         },
         links: Vec::new(),
+        attacks: Vec::new(),
+        target_counters: None,
         captures: Vec::new(),
         logs: Vec::new(),
     };
@@ -160,6 +163,10 @@ fn judge(scenario: &Scenario, report: &mut Report) {
             }
         }
     }
+    failures.extend(crate::attack::failures(
+        &report.attacks,
+        report.target_counters.as_ref(),
+    ));
     report.passed = failures.is_empty();
     report.failures = failures;
 }
@@ -222,6 +229,8 @@ fn execute(
         std::thread::sleep(program.ready_after);
     }
 
+    // Before the transfer: the attacker's observers must see the handshake.
+    let attack_engine = AttackEngine::start(&topology, scenario)?;
     let spec = &scenario.transfer;
     status(&format!("{}: starting the transfer", scenario.name));
     let transfer = RunningTransfer::start(
@@ -248,6 +257,7 @@ fn execute(
 
     let progress = Progress::default();
     let records: Mutex<Vec<MoveRecord>> = Mutex::new(Vec::new());
+    let mut attacks = Vec::new();
     let transfer_over = AtomicBool::new(false);
     let script_stop = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -284,6 +294,17 @@ fn execute(
                         .push(record.clone());
                 },
             )
+        });
+
+        let attacker = attack_engine.map(|engine| {
+            scope.spawn(|| {
+                engine.run(
+                    transfer.started(),
+                    &|| progress.latest.load(Ordering::Relaxed),
+                    &transfer_over,
+                    timeline,
+                )
+            })
         });
 
         let mut last_change = (Instant::now(), 0u64);
@@ -326,6 +347,9 @@ fn execute(
         transfer_over.store(true, Ordering::Relaxed);
         let stop = mover.join();
         let _ = sampler.join();
+        if let Some(attacker) = attacker {
+            attacks = attacker.join().unwrap_or_default();
+        }
         stop
     });
     if live {
@@ -362,6 +386,8 @@ fn execute(
         }
     }
     report.outcome = classify(&result);
+    report.target_counters = crate::attack::target_counters(scenario, &result);
+    report.attacks = attacks;
     report.transfer = TransferReport {
         kind: spec.kind_label().into(),
         sender_kind: spec.kind_of(Role::Sender).name().into(),
