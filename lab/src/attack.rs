@@ -1855,3 +1855,410 @@ pub fn render(attacks: &[AttackReport], counters: Option<&CountersReport>) -> St
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sustain_core::wire::WireError;
+
+    const TARGET: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+    const MOVED_PEER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 10);
+    const ATTACKER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    const PORT: u16 = 5001;
+    const PEER_PORT: u16 = 40000;
+    const TARGET_KEY: u64 = 0xFEDC_BA98_7654_3210;
+    const PEER_KEY: u64 = 0x0123_4567_89AB_CDEF;
+
+    fn target() -> SocketAddrV4 {
+        SocketAddrV4::new(TARGET, PORT)
+    }
+
+    fn peer() -> SocketAddrV4 {
+        SocketAddrV4::new(PEER, PEER_PORT)
+    }
+
+    fn packet_with(
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        tcp: TcpRepr,
+        options: MigrationOptions,
+    ) -> Vec<u8> {
+        let mut scratch = MigrationScratch::default();
+        let mut tcp = tcp;
+        options.attach(&mut scratch, &mut tcp).unwrap();
+        emit_packet(src, dst, tcp).unwrap()
+    }
+
+    fn full_permit(end: SocketAddrV4, key: u64) -> MigrationOptions<'static> {
+        MigrationOptions {
+            permit: Some(MigratePermit {
+                addr: *end.ip(),
+                port: end.port(),
+                key: Some(key),
+            }),
+            ..MigrationOptions::default()
+        }
+    }
+
+    /// A view that saw the handshake (the peer connects to the target), a data
+    /// segment from the peer and the target's ACK of it.
+    fn established() -> ConnectionView {
+        let mut view = ConnectionView::new(TARGET, PORT, vec![ATTACKER]);
+        let ts = |tsval, tsecr| Some(Timestamps { tsval, tsecr });
+        view.observe(&packet_with(
+            peer(),
+            target(),
+            TcpRepr {
+                seq: SeqNumber(1000),
+                flags: TcpFlags::SYN,
+                window: 65535,
+                window_scale: Some(7),
+                timestamps: ts(50, 0),
+                ..TcpRepr::default()
+            },
+            full_permit(peer(), PEER_KEY),
+        ));
+        view.observe(&packet_with(
+            target(),
+            peer(),
+            TcpRepr {
+                seq: SeqNumber(5000),
+                ack: SeqNumber(1001),
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                window: 65535,
+                window_scale: Some(7),
+                timestamps: ts(900, 50),
+                ..TcpRepr::default()
+            },
+            full_permit(target(), TARGET_KEY),
+        ));
+        view.observe(&packet_with(
+            peer(),
+            target(),
+            TcpRepr {
+                seq: SeqNumber(1001),
+                ack: SeqNumber(5001),
+                flags: TcpFlags::ACK,
+                window: 256,
+                timestamps: ts(60, 900),
+                payload: &[7; 100],
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        view.observe(&packet_with(
+            target(),
+            peer(),
+            TcpRepr {
+                seq: SeqNumber(5001),
+                ack: SeqNumber(1101),
+                flags: TcpFlags::ACK,
+                window: 512,
+                timestamps: ts(910, 60),
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        view
+    }
+
+    /// The first MSYN of the peer, moved to MOVED_PEER.
+    fn real_msyn(request: u32) -> Vec<u8> {
+        let moved = SocketAddrV4::new(MOVED_PEER, PEER_PORT);
+        packet_with(
+            moved,
+            target(),
+            TcpRepr {
+                seq: SeqNumber(1100),
+                flags: TcpFlags::SYN,
+                window: 65535,
+                window_scale: Some(7),
+                ..TcpRepr::default()
+            },
+            MigrationOptions {
+                migrate: Some(MigrateOption::Msyn(Migrate {
+                    token: token_of(Key(TARGET_KEY)).0,
+                    request,
+                    mac: [9; 8],
+                })),
+                permit: Some(MigratePermit {
+                    addr: MOVED_PEER,
+                    port: PEER_PORT,
+                    key: None,
+                }),
+                ..MigrationOptions::default()
+            },
+        )
+    }
+
+    fn parsed(packet: &[u8]) -> (Ipv4Repr, TcpRepr<'_>, MigrationOptions<'_>) {
+        let (ip, tcp) = parse_ipv4_tcp(packet).expect("parses");
+        let options = MigrationOptions::from_repr(&tcp).expect("sustain options parse");
+        (ip, tcp, options)
+    }
+
+    #[test]
+    fn counter_checks_parse_compare_and_name_unknown_counters() {
+        let check = CounterCheck::parse("mac_failures", ">=3").unwrap();
+        assert_eq!(check.comparison, Comparison::AtLeast);
+        assert!(check.holds(3) && check.holds(4) && !check.holds(2));
+        assert_eq!(check.to_string(), "mac_failures >= 3");
+        let check = CounterCheck::parse("stale_requests+repeat_requests", "0").unwrap();
+        assert_eq!(check.counters.len(), 2);
+        assert!(check.holds(0) && !check.holds(1));
+        let counters: Map<String, Value> =
+            serde_json::from_str(r#"{"stale_requests": 2, "repeat_requests": 1}"#).unwrap();
+        assert_eq!(check.actual(&counters), Ok(3));
+        let check = CounterCheck::parse("mac_failures", "<2").unwrap();
+        assert!(check.holds(1) && !check.holds(2));
+        assert!(check.actual(&counters).unwrap_err().contains("mac_failures"));
+        assert!(CounterCheck::parse("mac_failure", "1")
+            .unwrap_err()
+            .contains("unknown counter \"mac_failure\""));
+        assert!(CounterCheck::parse("mac_failures", ">= many").is_err());
+        assert!(CounterCheck::parse("mac_failures", "-1").is_err());
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in AttackKind::ALL {
+            assert_eq!(kind.name().parse::<AttackKind>(), Ok(kind));
+        }
+        assert!("rst-flood"
+            .parse::<AttackKind>()
+            .unwrap_err()
+            .contains("\"blind-rst\""));
+    }
+
+    #[test]
+    fn the_view_learns_ends_windows_timestamps_and_the_token_from_the_handshake() {
+        let view = established();
+        assert_eq!(view.ends(), Ok((target(), peer())));
+        assert_eq!(view.from_peer.seq_next, SeqNumber(1101));
+        assert_eq!(view.from_target.ack, Some(SeqNumber(1101)));
+        // Both SYNs carried WS 7: the target's window is scaled.
+        assert_eq!(view.target_window(), 512 << 7);
+        assert!(view.timestamps());
+        assert_eq!(
+            view.peer_timestamps(),
+            Some(Timestamps {
+                tsval: 60,
+                tsecr: 910
+            })
+        );
+        assert_eq!(
+            view.token(),
+            Ok((token_of(Key(TARGET_KEY)).0, TokenSource::HandshakeKey))
+        );
+        for kind in AttackKind::ALL {
+            let ready = view.not_ready_for(kind);
+            assert_eq!(ready.is_none(), kind != AttackKind::ReplayedMsyn, "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_view_keeps_the_first_msyn_and_sees_the_move_complete() {
+        let mut view = established();
+        let msyn = real_msyn(1);
+        view.observe(&msyn);
+        view.observe(&real_msyn(2));
+        assert_eq!(view.first_msyn.as_ref().map(|(p, _)| p.clone()), Some(msyn));
+        assert_eq!(view.latest_request, Some(2));
+        assert_eq!(view.token().map(|(_, s)| s), Ok(TokenSource::Msyn));
+        assert_eq!(
+            view.not_ready_for(AttackKind::ReplayedMsyn).as_deref(),
+            Some("the real migration has not completed yet")
+        );
+        // The target's data (no SYN) to the new address: the path is confirmed.
+        let moved = SocketAddrV4::new(MOVED_PEER, PEER_PORT);
+        view.observe(&packet_with(
+            target(),
+            moved,
+            TcpRepr {
+                seq: SeqNumber(5001),
+                ack: SeqNumber(1101),
+                flags: TcpFlags::ACK,
+                window: 512,
+                timestamps: Some(Timestamps {
+                    tsval: 920,
+                    tsecr: 61,
+                }),
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        assert!(view.migration_done);
+        assert_eq!(view.peer_end, Some(moved));
+        assert_eq!(view.not_ready_for(AttackKind::ReplayedMsyn), None);
+    }
+
+    #[test]
+    fn injected_packets_and_other_ports_do_not_count_and_replies_to_the_attacker_do() {
+        let mut view = established();
+        let before = (view.from_peer.seq_next, view.segments);
+        let forged = forge(&view, Step::ForgedAddressUpdate { nth: 0 }, ATTACKER).unwrap();
+        view.injected
+            .insert(segment_fingerprint(&forged.packet).unwrap());
+        view.observe(&forged.packet);
+        let elsewhere = packet_with(
+            SocketAddrV4::new(PEER, 1),
+            SocketAddrV4::new(TARGET, 2),
+            TcpRepr {
+                seq: SeqNumber(1),
+                flags: TcpFlags::ACK,
+                payload: &[0; 10],
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        );
+        view.observe(&elsewhere);
+        assert_eq!((view.from_peer.seq_next, view.segments), before);
+        view.observe(&packet_with(
+            target(),
+            SocketAddrV4::new(ATTACKER, PEER_PORT),
+            TcpRepr {
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        assert_eq!((view.to_attacker, view.syn_acks_to_attacker), (1, 1));
+        assert_eq!(view.peer_end, Some(peer()), "a reply to x is not the peer");
+    }
+
+    #[test]
+    fn a_forged_msyn_has_the_right_token_a_fresh_request_and_the_attackers_permit() {
+        let mut view = established();
+        view.observe(&real_msyn(7));
+        let forged = forge(&view, Step::ForgedMsyn { nth: 1 }, ATTACKER).unwrap();
+        let (ip, tcp, options) = parsed(&forged.packet);
+        assert_eq!((ip.src, ip.dst), (ATTACKER, TARGET));
+        assert_eq!((tcp.src_port, tcp.dst_port), (PEER_PORT, PORT));
+        assert_eq!(tcp.flags, TcpFlags::SYN);
+        // SND.UNA - 1 of the peer, as the target acknowledged it.
+        assert_eq!(tcp.seq, SeqNumber(1100));
+        let Some(MigrateOption::Msyn(migrate)) = options.migrate else {
+            panic!("no Migrate in MSYN form: {options:?}");
+        };
+        assert_eq!(migrate.token, token_of(Key(TARGET_KEY)).0);
+        assert_eq!(migrate.request, 7 + 1001);
+        let permit = options.permit.expect("a Permit");
+        assert_eq!((permit.addr, permit.port, permit.key), (ATTACKER, PEER_PORT, None));
+        assert_eq!(forged.detail["token_from"], "msyn");
+    }
+
+    #[test]
+    fn a_forged_address_update_is_an_in_window_ack_from_the_attacker() {
+        let view = established();
+        let forged = forge(&view, Step::ForgedAddressUpdate { nth: 0 }, ATTACKER).unwrap();
+        let (ip, tcp, options) = parsed(&forged.packet);
+        assert_eq!(ip.src, ATTACKER);
+        assert_eq!(tcp.flags, TcpFlags::ACK);
+        assert_eq!((tcp.seq, tcp.ack), (SeqNumber(1101), SeqNumber(5001)));
+        assert_eq!(tcp.timestamps.map(|t| t.tsval), Some(60));
+        let update = options.address_update.expect("Address-Update");
+        assert_eq!(update.old_addr, PEER);
+        assert_eq!(update.token, token_of(Key(TARGET_KEY)).0);
+        assert_eq!(update.request, 1000);
+    }
+
+    #[test]
+    fn a_blind_rst_is_inside_the_window_but_not_at_rcv_nxt() {
+        let view = established();
+        let forged = forge(&view, Step::BlindRst, ATTACKER).unwrap();
+        let (ip, tcp, _) = parsed(&forged.packet);
+        assert_eq!((ip.src, ip.dst), (PEER, TARGET), "spoofed from the peer");
+        assert_eq!(tcp.flags, TcpFlags::RST);
+        let rcv_nxt = SeqNumber(1101);
+        assert!(tcp.seq > rcv_nxt && tcp.seq < rcv_nxt + (512 << 7));
+    }
+
+    #[test]
+    fn a_replay_is_the_msyn_byte_for_byte_but_from_the_attacker() {
+        let mut view = established();
+        let original = real_msyn(1);
+        view.observe(&original);
+        let forged = forge(&view, Step::Replay, ATTACKER).unwrap();
+        let (ip, _, options) = parsed(&forged.packet);
+        assert_eq!(ip.src, ATTACKER);
+        assert!(options.migrate.is_some());
+        let differing: Vec<usize> = (0..original.len())
+            .filter(|&i| original[i] != forged.packet[i])
+            .collect();
+        // IP checksum (10, 11), source (12..16), TCP checksum (36, 37).
+        assert!(
+            differing.iter().all(|i| [10, 11, 12, 13, 14, 15, 36, 37].contains(i)),
+            "{differing:?}"
+        );
+        assert_eq!(forged.packet.len(), original.len());
+    }
+
+    #[test]
+    fn malformed_cases_fail_where_they_should() {
+        let view = established();
+        let case = |case| {
+            forge(&view, Step::Malformed(case), ATTACKER)
+                .unwrap()
+                .packet
+        };
+        // (a), (b): the TCP option walk rejects the whole segment.
+        assert!(matches!(
+            parse_ipv4_tcp(&case(MalformedCase::KindLengthOne)),
+            Err(WireError::BadOptionLength { kind: 253, len: 1 })
+        ));
+        assert!(matches!(
+            parse_ipv4_tcp(&case(MalformedCase::LengthPastHeader)),
+            Err(WireError::TruncatedOption { kind: 253 })
+        ));
+        // (c): a valid foreign option, none of ours.
+        let packet = case(MalformedCase::UnknownExid);
+        let (_, tcp, options) = parsed(&packet);
+        assert!(options.is_empty());
+        assert_eq!(tcp.experimental[0].map(|o| o.exid), Some(UNKNOWN_EXID));
+        // (d), (e), (f): valid TCP, malformed sustain options.
+        for (malformed, syn, src) in [
+            (MalformedCase::MigrateLength19, false, PEER),
+            (MalformedCase::SynTruncatedPermit, true, ATTACKER),
+            (MalformedCase::MsynTruncatedMigrate, true, ATTACKER),
+        ] {
+            let packet = case(malformed);
+            let (ip, tcp) = parse_ipv4_tcp(&packet).expect("valid TCP");
+            assert_eq!((tcp.flags.syn(), ip.src), (syn, src), "{malformed:?}");
+            assert!(
+                matches!(
+                    MigrationOptions::from_repr(&tcp),
+                    Err(WireError::BadOptionLength { kind: 253, .. })
+                ),
+                "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checksums_are_recomputed_after_a_rewrite() {
+        let mut packet = real_msyn(1);
+        packet[19] ^= 0x55;
+        assert!(parse_ipv4_tcp(&packet).is_err());
+        refresh_checksums(&mut packet).unwrap();
+        assert!(parse_ipv4_tcp(&packet).is_ok());
+        assert!(refresh_checksums(&mut [0x45, 0, 0]).is_err());
+        assert!(replayed_msyn(&[0x45; 8], ATTACKER).is_err());
+    }
+
+    #[test]
+    fn every_kind_sends_its_packets_in_order() {
+        assert_eq!(steps_of(AttackKind::BlindRst).len(), 3);
+        assert_eq!(
+            steps_of(AttackKind::MalformedOptions)
+                .iter()
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>(),
+            MalformedCase::ALL.map(Step::Malformed).to_vec()
+        );
+        for kind in AttackKind::ALL {
+            let offsets: Vec<Duration> = steps_of(kind).iter().map(|(d, _)| *d).collect();
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{kind}");
+        }
+    }
+}
