@@ -62,8 +62,8 @@ use crate::error::{cvt, LabError, Result};
 use crate::moves::{MoveSpec, Trigger};
 use crate::report::Timeline;
 use crate::scenario::Scenario;
-use crate::topology::{NodeRole, Plan, SpecPath, TopologySpec};
 use crate::topology::{NetworkKind, Topology};
+use crate::topology::{NodeRole, Plan, SpecPath, TopologySpec};
 use crate::transfer::{EndpointKind, Role, TransferResult, TransferSpec};
 use crate::wakeup;
 
@@ -685,7 +685,11 @@ impl ConnectionView {
                     self.token = Some((token_of(Key(key)).0, TokenSource::HandshakeKey));
                 }
             }
-            if !tcp.flags.syn() && self.first_msyn.as_ref().is_some_and(|(_, src)| *src == remote)
+            if !tcp.flags.syn()
+                && self
+                    .first_msyn
+                    .as_ref()
+                    .is_some_and(|(_, src)| *src == remote)
             {
                 self.migration_done = true;
             }
@@ -709,7 +713,10 @@ impl ConnectionView {
                 self.note_request(migrate.request);
             }
             if let Some(update) = options.address_update {
-                if self.token.is_none_or(|(_, source)| source != TokenSource::Msyn) {
+                if self
+                    .token
+                    .is_none_or(|(_, source)| source != TokenSource::Msyn)
+                {
                     self.token = Some((update.token, TokenSource::AddressUpdate));
                 }
                 self.note_request(update.request);
@@ -938,8 +945,7 @@ fn refresh_checksums(packet: &mut [u8]) -> std::result::Result<(), String> {
         *packet.get(2).ok_or_else(short)?,
         *packet.get(3).ok_or_else(short)?,
     ]));
-    if header_len < IPV4_HEADER_LEN || total < header_len + TCP_HEADER_LEN || total > packet.len()
-    {
+    if header_len < IPV4_HEADER_LEN || total < header_len + TCP_HEADER_LEN || total > packet.len() {
         return Err(short());
     }
     packet.get_mut(10..12).ok_or_else(short)?.fill(0);
@@ -958,7 +964,10 @@ fn refresh_checksums(packet: &mut [u8]) -> std::result::Result<(), String> {
     pseudo.extend_from_slice(packet.get(12..20).ok_or_else(short)?);
     pseudo.extend_from_slice(&[0, 6]);
     pseudo.extend_from_slice(&u16::try_from(tcp_len).map_err(|_| short())?.to_be_bytes());
-    let sum = sum_words(sum_words(0, &pseudo), packet.get(header_len..total).ok_or_else(short)?);
+    let sum = sum_words(
+        sum_words(0, &pseudo),
+        packet.get(header_len..total).ok_or_else(short)?,
+    );
     packet
         .get_mut(header_len + 16..header_len + 18)
         .ok_or_else(short)?
@@ -980,9 +989,9 @@ fn patch_experimental_length(
     let at = packet
         .get(options.clone())
         .and_then(|bytes| {
-            bytes
-                .windows(4)
-                .position(|w| w.first() == Some(&EXPERIMENTAL_KIND) && w.get(2..4) == Some(&[hi, lo]))
+            bytes.windows(4).position(|w| {
+                w.first() == Some(&EXPERIMENTAL_KIND) && w.get(2..4) == Some(&[hi, lo])
+            })
         })
         .ok_or_else(|| format!("no option with ExID {exid:#06x} to patch"))?;
     *packet
@@ -1148,12 +1157,13 @@ fn forge(
                 .as_ref()
                 .ok_or_else(|| "no MSYN seen".to_string())?;
             let packet = replayed_msyn(original, attacker)?;
-            let request = parse_ipv4_tcp(original).ok().and_then(|(_, tcp)| {
-                match MigrationOptions::from_repr(&tcp).ok()?.migrate? {
-                    MigrateOption::Msyn(m) => Some(m.request),
-                    _ => None,
-                }
-            });
+            let request =
+                parse_ipv4_tcp(original).ok().and_then(
+                    |(_, tcp)| match MigrationOptions::from_repr(&tcp).ok()?.migrate? {
+                        MigrateOption::Msyn(m) => Some(m.request),
+                        _ => None,
+                    },
+                );
             Forged {
                 detail: describe(
                     &packet,
@@ -1215,8 +1225,7 @@ fn forge_malformed(
     const ZEROS: &[u8] = &[0; 20];
     let packet = match case {
         MalformedCase::KindLengthOne => {
-            let mut packet =
-                emit_packet(peer, target, spoofed_ack(option(UNKNOWN_EXID, &[])))?;
+            let mut packet = emit_packet(peer, target, spoofed_ack(option(UNKNOWN_EXID, &[])))?;
             patch_experimental_length(&mut packet, UNKNOWN_EXID, 1)?;
             packet
         }
@@ -1235,9 +1244,11 @@ fn forge_malformed(
             spoofed_ack(option(UNKNOWN_EXID, &[0xde, 0xad, 0xbe, 0xef])),
         )?,
         // Migrate's forms are 12, 20 and 24 bytes long.
-        MalformedCase::MigrateLength19 => {
-            emit_packet(peer, target, spoofed_ack(option(EXID_MIGRATE, &ZEROS[..15])))?
-        }
+        MalformedCase::MigrateLength19 => emit_packet(
+            peer,
+            target,
+            spoofed_ack(option(EXID_MIGRATE, &ZEROS[..15])),
+        )?,
         // A full Permit is 18 bytes, a short one 10: 9 is neither.
         MalformedCase::SynTruncatedPermit => emit_packet(
             attacker_end,
@@ -1470,10 +1481,7 @@ impl AttackEngine {
             // its only interface, which is also its route back.
             lab.run_in(&attachment.gateway_node, || -> Result<()> {
                 crate::sysctl::write("net.ipv4.conf.all.rp_filter", "0")?;
-                crate::sysctl::write(
-                    &format!("net.ipv4.conf.{}.rp_filter", attachment.port),
-                    "0",
-                )
+                crate::sysctl::write(&format!("net.ipv4.conf.{}.rp_filter", attachment.port), "0")
             })??;
             let socket = lab
                 .run_in(&attack.from, open_injector)?
@@ -1498,7 +1506,10 @@ impl AttackEngine {
                 .run_in(&attachment.gateway_node, || open_observer(&port))?
                 .map_err(|e| {
                     LabError::io(
-                        format!("observing {} in {}", attachment.port, attachment.gateway_node),
+                        format!(
+                            "observing {} in {}",
+                            attachment.port, attachment.gateway_node
+                        ),
                         e,
                     )
                 })?;
@@ -1533,7 +1544,8 @@ impl AttackEngine {
             .collect();
         let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
         // SAFETY: pollfds is a valid array of its length.
-        let ready = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) };
+        let ready =
+            unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) };
         if ready <= 0 {
             return;
         }
@@ -1719,16 +1731,12 @@ fn closed_counters(events_file: &Path) -> std::result::Result<Map<String, Value>
     let text = std::fs::read_to_string(events_file)
         .map_err(|e| format!("reading {}: {e}", events_file.display()))?;
     text.lines()
+        .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event.get("event").and_then(Value::as_str) == Some("closed"))
         .filter_map(|event| event.get("counters").and_then(Value::as_object).cloned())
-        .last()
-        .ok_or_else(|| {
-            format!(
-                "no closed event with counters in {}",
-                events_file.display()
-            )
-        })
+        .next()
+        .ok_or_else(|| format!("no closed event with counters in {}", events_file.display()))
 }
 
 /// The counters of the attacks' target (the first attack's) and the checks of
@@ -1788,7 +1796,9 @@ pub fn failures(attacks: &[AttackReport], counters: Option<&CountersReport>) -> 
         if attack.target_segments_to_attacker > 0 && reported.insert(&attack.target) {
             failures.push(format!(
                 "{} sent {} segments ({} SYN-ACKs) to the attacker's address",
-                attack.target, attack.target_segments_to_attacker, attack.target_syn_acks_to_attacker
+                attack.target,
+                attack.target_segments_to_attacker,
+                attack.target_syn_acks_to_attacker
             ));
         }
     }
@@ -1841,7 +1851,11 @@ pub fn render(attacks: &[AttackReport], counters: Option<&CountersReport>) -> St
             .iter()
             .map(|c| {
                 let actual = c.actual.map_or("?".to_string(), |a| a.to_string());
-                format!("{} [{actual}]{}", c.check, if c.passed { "" } else { " FAILED" })
+                format!(
+                    "{} [{actual}]{}",
+                    c.check,
+                    if c.passed { "" } else { " FAILED" }
+                )
             })
             .collect();
         if !checks.is_empty() {
@@ -2012,7 +2026,10 @@ mod tests {
         assert_eq!(check.actual(&counters), Ok(3));
         let check = CounterCheck::parse("mac_failures", "<2").unwrap();
         assert!(check.holds(1) && !check.holds(2));
-        assert!(check.actual(&counters).unwrap_err().contains("mac_failures"));
+        assert!(check
+            .actual(&counters)
+            .unwrap_err()
+            .contains("mac_failures"));
         assert!(CounterCheck::parse("mac_failure", "1")
             .unwrap_err()
             .contains("unknown counter \"mac_failure\""));
@@ -2144,7 +2161,10 @@ mod tests {
         assert_eq!(migrate.token, token_of(Key(TARGET_KEY)).0);
         assert_eq!(migrate.request, 7 + 1001);
         let permit = options.permit.expect("a Permit");
-        assert_eq!((permit.addr, permit.port, permit.key), (ATTACKER, PEER_PORT, None));
+        assert_eq!(
+            (permit.addr, permit.port, permit.key),
+            (ATTACKER, PEER_PORT, None)
+        );
         assert_eq!(forged.detail["token_from"], "msyn");
     }
 
@@ -2188,7 +2208,9 @@ mod tests {
             .collect();
         // IP checksum (10, 11), source (12..16), TCP checksum (36, 37).
         assert!(
-            differing.iter().all(|i| [10, 11, 12, 13, 14, 15, 36, 37].contains(i)),
+            differing
+                .iter()
+                .all(|i| [10, 11, 12, 13, 14, 15, 36, 37].contains(i)),
             "{differing:?}"
         );
         assert_eq!(forged.packet.len(), original.len());

@@ -778,8 +778,7 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         });
     }
 
-    let attacks =
-        crate::attack::convert_attacks(raw.attacks, &topology, &plan, &transfer, &moves)?;
+    let attacks = crate::attack::convert_attacks(raw.attacks, &topology, &plan, &transfer, &moves)?;
 
     let Some(expect) = raw.expect else {
         return Err((
