@@ -10,7 +10,7 @@
 //! name = "g1"                 # kind = "global" (default) or "private"
 //!
 //! [[node]]
-//! name = "b"                  # role = "host" (default), "mobility-server", "proxy"
+//! name = "b"                  # role = "host" (default), "mobility-server", "proxy", "attacker"
 //! network = "g1"
 //!
 //! [transfer]
