@@ -265,6 +265,10 @@ pub struct Report {
     /// Transcripts of the captures and their comparison with the golden ones.
     pub transcript: TranscriptReport,
     pub links: Vec<LinkReport>,
+    /// `[[attack]]`s: what each sent (attack.rs).
+    pub attacks: Vec<crate::attack::AttackReport>,
+    /// The attacks' target's counters and the `target_counters` checks.
+    pub target_counters: Option<crate::attack::CountersReport>,
     /// Files in the output directory, relative to it.
     pub captures: Vec<String>,
     pub logs: Vec<String>,
@@ -287,7 +291,9 @@ fn describe_detail(detail: &Value) -> String {
     };
     let parts: Vec<String> = map
         .iter()
-        .filter(|(_, value)| !value.is_null())
+        // sustain-host's counters (in its closed event) are in report.json; on a
+        // terminal line they would drown the timeline.
+        .filter(|(key, value)| !value.is_null() && key.as_str() != "counters")
         .map(|(key, value)| match value {
             Value::String(text) => format!("{key}={text}"),
             other => format!("{key}={other}"),
@@ -425,6 +431,10 @@ pub fn render_summary(report: &Report) -> String {
             link.link, link.direction, link.queued, link.lost, link.overload_drops
         ));
     }
+    out.push_str(&crate::attack::render(
+        &report.attacks,
+        report.target_counters.as_ref(),
+    ));
     if let Some(error) = &report.error {
         out.push_str(&format!("  error     {error}\n"));
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::attack::AttackEngine;
 use crate::captures::CaptureSet;
 use crate::error::{IoContext, LabError, Result};
 use crate::moves::{run_script, MoveAction, MoveRecord, ScriptStop};
@@ -123,6 +124,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         },
         transcript: TranscriptReport::default(),
         links: Vec::new(),
+        attacks: Vec::new(),
+        target_counters: None,
         captures: Vec::new(),
         logs: Vec::new(),
     };
@@ -225,6 +228,10 @@ fn judge(scenario: &Scenario, report: &mut Report) {
             points.join("; ")
         ));
     }
+    failures.extend(crate::attack::failures(
+        &report.attacks,
+        report.target_counters.as_ref(),
+    ));
     report.passed = failures.is_empty();
     report.failures = failures;
 }
@@ -288,6 +295,8 @@ fn execute(
         std::thread::sleep(program.ready_after);
     }
 
+    // Before the transfer: the attacker's observers must see the handshake.
+    let attack_engine = AttackEngine::start(&topology, scenario)?;
     let spec = &scenario.transfer;
     status(&format!("{}: starting the transfer", scenario.name));
     let transfer = RunningTransfer::start(
@@ -314,6 +323,7 @@ fn execute(
 
     let progress = Progress::default();
     let records: Mutex<Vec<MoveRecord>> = Mutex::new(Vec::new());
+    let mut attacks = Vec::new();
     let transfer_over = AtomicBool::new(false);
     let script_stop = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -350,6 +360,17 @@ fn execute(
                         .push(record.clone());
                 },
             )
+        });
+
+        let attacker = attack_engine.map(|engine| {
+            scope.spawn(|| {
+                engine.run(
+                    transfer.started(),
+                    &|| progress.latest.load(Ordering::Relaxed),
+                    &transfer_over,
+                    timeline,
+                )
+            })
         });
 
         let mut last_change = (Instant::now(), 0u64);
@@ -392,6 +413,9 @@ fn execute(
         transfer_over.store(true, Ordering::Relaxed);
         let stop = mover.join();
         let _ = sampler.join();
+        if let Some(attacker) = attacker {
+            attacks = attacker.join().unwrap_or_default();
+        }
         stop
     });
     if live {
@@ -428,6 +452,8 @@ fn execute(
         }
     }
     report.outcome = classify(&result);
+    report.target_counters = crate::attack::target_counters(scenario, &result);
+    report.attacks = attacks;
     report.transfer = TransferReport {
         kind: spec.kind_label().into(),
         sender_kind: spec.kind_of(Role::Sender).name().into(),

@@ -10,7 +10,7 @@
 //! name = "g1"                 # kind = "global" (default) or "private"
 //!
 //! [[node]]
-//! name = "b"                  # role = "host" (default), "mobility-server", "proxy"
+//! name = "b"                  # role = "host" (default), "mobility-server", "proxy", "attacker"
 //! network = "g1"
 //!
 //! [transfer]
@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::attack::{AttackSpec, CounterCheck, RawAttack, RawCount};
 use crate::moves::{MoveAction, MoveSpec, Trigger};
 use crate::napt::NaptProfile;
 use crate::topology::{
@@ -82,6 +83,9 @@ pub struct Expectation {
     /// Longest acceptable time from the last move's completion to the receiver's
     /// next data. Filled in by the conformance suite; `None`: not checked.
     pub latency_budget: Option<Duration>,
+    /// `target_counters`: the attacks' target's counters (sustain-host's `closed`
+    /// event) that must hold; empty: not checked.
+    pub target_counters: Vec<CounterCheck>,
 }
 
 /// A program the scenario starts in a node before the transfer, stopped at teardown.
@@ -107,6 +111,8 @@ pub struct Scenario {
     pub programs: Vec<ProgramSpec>,
     pub transfer: TransferSpec,
     pub moves: Vec<MoveSpec>,
+    /// `[[attack]]`: forged segments from attacker nodes (`attack.rs`).
+    pub attacks: Vec<AttackSpec>,
     pub expect: Expectation,
 }
 
@@ -171,6 +177,8 @@ struct RawScenario {
     transfer: Option<RawTransfer>,
     #[serde(default, rename = "move")]
     moves: Vec<RawMove>,
+    #[serde(default, rename = "attack")]
+    attacks: Vec<RawAttack>,
     expect: Option<RawExpect>,
 }
 
@@ -270,6 +278,7 @@ struct RawMove {
 struct RawExpect {
     outcome: String,
     latency_budget_ms: Option<f64>,
+    target_counters: Option<std::collections::BTreeMap<String, RawCount>>,
 }
 
 /// Default port of the accepting end.
@@ -769,6 +778,8 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         });
     }
 
+    let attacks = crate::attack::convert_attacks(raw.attacks, &topology, &plan, &transfer, &moves)?;
+
     let Some(expect) = raw.expect else {
         return Err((
             SpecPath {
@@ -793,6 +804,12 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         .map(|ms| seconds(ms / 1e3, "latency budget"))
         .transpose()
         .map_err(in_table("expect", "latency_budget_ms"))?;
+    let target_counters = crate::attack::convert_counter_checks(
+        expect.target_counters.unwrap_or_default(),
+        &attacks,
+        &transfer,
+    )
+    .map_err(in_table("expect", "target_counters"))?;
 
     Ok(Scenario {
         name,
@@ -802,9 +819,11 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         programs,
         transfer,
         moves,
+        attacks,
         expect: Expectation {
             outcome,
             latency_budget,
+            target_counters,
         },
     })
 }

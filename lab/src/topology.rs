@@ -201,6 +201,9 @@ pub enum NodeRole {
     MobilityServer,
     /// The symmetric proxy (on a global address, never moves).
     Proxy,
+    /// An off-path attacker of the negative scenarios (on a global address, never
+    /// moves): it injects forged segments (`attack.rs`).
+    Attacker,
 }
 
 impl NodeRole {
@@ -209,6 +212,7 @@ impl NodeRole {
             NodeRole::Host => "host",
             NodeRole::MobilityServer => "mobility-server",
             NodeRole::Proxy => "proxy",
+            NodeRole::Attacker => "attacker",
         }
     }
 
@@ -221,12 +225,19 @@ impl FromStr for NodeRole {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [NodeRole::Host, NodeRole::MobilityServer, NodeRole::Proxy]
-            .into_iter()
-            .find(|role| role.name() == s)
-            .ok_or_else(|| {
-                format!("unknown role {s:?}; expected \"host\", \"mobility-server\" or \"proxy\"")
-            })
+        [
+            NodeRole::Host,
+            NodeRole::MobilityServer,
+            NodeRole::Proxy,
+            NodeRole::Attacker,
+        ]
+        .into_iter()
+        .find(|role| role.name() == s)
+        .ok_or_else(|| {
+            format!(
+                "unknown role {s:?}; expected \"host\", \"mobility-server\", \"proxy\" or \"attacker\""
+            )
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use std::pin::pin;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sustain_core::tcp::{CloseReason, Config, ConnId, Endpoint, Event};
+use sustain_core::tcp::{CloseReason, Config, ConnId, Endpoint, Event, Stats};
 use sustain_core::time::Instant;
 use thiserror::Error;
 
@@ -224,6 +224,84 @@ impl Session {
     }
 }
 
+/// The endpoint's counters as a JSON object (the `counters` of the `closed`
+/// event): what the lab's negative scenarios judge a forgery by (a refused
+/// MSYN, a challenge ACK instead of a reset). Endpoint-wide: this host runs
+/// one connection per transfer.
+fn counters_json(stats: &Stats) -> serde_json::Value {
+    let Stats {
+        packets_in,
+        packets_out,
+        malformed,
+        not_ours,
+        resets_sent,
+        challenge_acks,
+        retransmitted_segments,
+        challenge_acks_suppressed,
+        syn_backlog_drops,
+        resets_received,
+        paws_drops,
+        missing_timestamp_drops,
+        fast_retransmits,
+        timeouts,
+        sustain_malformed,
+        unknown_tokens,
+        stale_requests,
+        repeat_requests,
+        mac_failures,
+        mac_rate_limited,
+        msyns_refused,
+        msyn_acks_refused,
+        msyns_sent,
+        msyn_acks_sent,
+        msyn_acks_accepted,
+        migrations_started,
+        migrations_completed,
+        moves_accepted,
+        paths_confirmed,
+        address_updates_sent,
+        mig_wait_entries,
+        migration_timeouts,
+        old_path_drops,
+        ..
+    } = stats;
+    json!({
+        "packets_in": packets_in,
+        "packets_out": packets_out,
+        "malformed": malformed,
+        "not_ours": not_ours,
+        "resets_sent": resets_sent,
+        "resets_received": resets_received,
+        "challenge_acks": challenge_acks,
+        "challenge_acks_suppressed": challenge_acks_suppressed,
+        "retransmitted_segments": retransmitted_segments,
+        "syn_backlog_drops": syn_backlog_drops,
+        "paws_drops": paws_drops,
+        "missing_timestamp_drops": missing_timestamp_drops,
+        "fast_retransmits": fast_retransmits,
+        "timeouts": timeouts,
+        "sustain_malformed": sustain_malformed,
+        "unknown_tokens": unknown_tokens,
+        "stale_requests": stale_requests,
+        "repeat_requests": repeat_requests,
+        "mac_failures": mac_failures,
+        "mac_rate_limited": mac_rate_limited,
+        "msyns_refused": msyns_refused,
+        "msyn_acks_refused": msyn_acks_refused,
+        "msyns_sent": msyns_sent,
+        "msyn_acks_sent": msyn_acks_sent,
+        "msyn_acks_accepted": msyn_acks_accepted,
+        "migrations_started": migrations_started,
+        "migrations_completed": migrations_completed,
+        "moves_accepted": moves_accepted,
+        "paths_confirmed": paths_confirmed,
+        "address_updates_sent": address_updates_sent,
+        "mig_wait_entries": mig_wait_entries,
+        "migration_timeouts": migration_timeouts,
+        "old_path_drops": old_path_drops,
+    })
+}
+
 fn reason_name(r: CloseReason) -> &'static str {
     match r {
         CloseReason::Normal => "normal",
@@ -403,7 +481,8 @@ pub async fn run(
                         "closed",
                         // send_drops: packets of this host the kernel refused
                         // (no buffer, or no route mid-move), counted as lost.
-                        json!({"conn": conn.0, "reason": reason_name(reason), "send_drops": tx.dropped}),
+                        json!({"conn": conn.0, "reason": reason_name(reason), "send_drops": tx.dropped,
+                               "counters": counters_json(ep.stats())}),
                     );
                     let Some(mut session) = sessions.remove(&conn) else {
                         continue;

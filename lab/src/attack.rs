@@ -1,0 +1,2286 @@
+//! The attacker node of the negative scenarios: `[[attack]]` tables in a scenario, and
+//! the engine that carries them out during the transfer.
+//!
+//! An attack comes from a node with `role = "attacker"` (on a global network, never
+//! moves) and aims at one end of the transfer, its *target*. The engine learns the
+//! connection's state by **observing** the target's traffic, the way an attacker who
+//! can see packets but never the hosts' memory would: an AF_PACKET socket on the
+//! gateway's end of the target's uplink (`Attachment::port` in
+//! `Attachment::gateway_node`), opened before the transfer starts so that it sees
+//! the handshake. From that it tracks the latest 4-tuple, sequence numbers,
+//! acknowledgments, windows and timestamps of each direction, the target's token
+//! and the first MSYN that reached the target.
+//!
+//! **What the attacker knows.** Tokens and sequence state, the worst case for us.
+//! The token of the target's key is read from a real MSYN or Address-Update on the
+//! wire when one was seen, else computed from the key the target sent in the clear in
+//! its SYN or SYN-ACK. The latter makes this attacker *stronger* than an off-path one
+//! (PROTOCOL.md §11.1: an off-path attacker must guess the token too); that is the
+//! point: with the right token and in-window numbers, only the MAC and the request
+//! number stand between the forgery and the connection. The engine never keeps a key
+//! and never computes a MAC: every MAC it sends is random.
+//!
+//! It injects through a raw IPv4 socket (`IPPROTO_RAW`, so the header is ours) in the
+//! attacker's namespace; segments are built with sustain-core's own emit (correct IP
+//! and TCP checksums), malformed ones are patched afterwards and re-summed.
+//!
+//! | kind                    | sent                                                                 |
+//! |-------------------------|----------------------------------------------------------------------|
+//! | `forged-msyn`           | 3 MSYNs from the attacker's address: right token, request far ahead, random MAC, short Permit with the attacker's address |
+//! | `replayed-msyn`         | the first real MSYN seen reaching the target, 3 times, IP source rewritten to the attacker's, after that move completed |
+//! | `forged-address-update` | 3 in-window ACKs from the attacker's address with Address-Update (right token, request ahead, random MAC) |
+//! | `blind-rst`             | 3 RSTs spoofed from the peer, inside the target's window but not at RCV.NXT (RFC 5961 §3.2) |
+//! | `malformed-options`     | (a) kind 253 length 1, (b) an option running past the header, (c) unknown ExID 0xBEEF, (d) Migrate of length 19 — on in-window ACKs spoofed from the peer —, (e) a SYN from the attacker with a truncated Migrate-Permit, (f) an MSYN with a truncated Migrate |
+//!
+//! Each packet is an `attack-<kind>` event in the timeline; report.json gets an
+//! `attacks` array, and `[expect] target_counters` judges the target's own counters
+//! (sustain-host's `closed` event), which show the forgery was ignored.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sustain_core::auth::{token_of, Key};
+use sustain_core::wire::{
+    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, AddressUpdate, ExperimentalOption, Ipv4Repr,
+    Migrate, MigrateOption, MigratePermit, MigrationOptions, MigrationScratch, SeqNumber, TcpFlags,
+    TcpRepr, Timestamps, EXID_MIGRATE, EXID_MIGRATE_PERMIT, EXPERIMENTAL_KIND, IPV4_HEADER_LEN,
+    TCP_HEADER_LEN,
+};
+
+use crate::error::{cvt, LabError, Result};
+use crate::moves::{MoveSpec, Trigger};
+use crate::report::Timeline;
+use crate::scenario::Scenario;
+use crate::topology::{NetworkKind, Topology};
+use crate::topology::{NodeRole, Plan, SpecPath, TopologySpec};
+use crate::transfer::{EndpointKind, Role, TransferResult, TransferSpec};
+use crate::wakeup;
+
+// ---- the scenario side --------------------------------------------------------------
+
+/// What an attack sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttackKind {
+    ForgedMsyn,
+    ReplayedMsyn,
+    ForgedAddressUpdate,
+    BlindRst,
+    MalformedOptions,
+}
+
+impl AttackKind {
+    pub const ALL: [AttackKind; 5] = [
+        AttackKind::ForgedMsyn,
+        AttackKind::ReplayedMsyn,
+        AttackKind::ForgedAddressUpdate,
+        AttackKind::BlindRst,
+        AttackKind::MalformedOptions,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::ForgedMsyn => "forged-msyn",
+            AttackKind::ReplayedMsyn => "replayed-msyn",
+            AttackKind::ForgedAddressUpdate => "forged-address-update",
+            AttackKind::BlindRst => "blind-rst",
+            AttackKind::MalformedOptions => "malformed-options",
+        }
+    }
+
+    /// Kinds that name the connection by the target's token: only a migratable
+    /// connection (both ends sustain) has one.
+    pub fn needs_token(self) -> bool {
+        matches!(
+            self,
+            AttackKind::ForgedMsyn | AttackKind::ReplayedMsyn | AttackKind::ForgedAddressUpdate
+        )
+    }
+}
+
+impl fmt::Display for AttackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for AttackKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<AttackKind, String> {
+        AttackKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = AttackKind::ALL
+                    .iter()
+                    .map(|k| format!("{:?}", k.name()))
+                    .collect();
+                format!("unknown attack kind {s:?}; expected {}", names.join(", "))
+            })
+    }
+}
+
+/// One `[[attack]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttackSpec {
+    pub kind: AttackKind,
+    /// The attacker node.
+    pub from: String,
+    /// The transfer end whose state it attacks.
+    pub target: String,
+    pub target_role: Role,
+    /// Same semantics as a move's: time since the transfer started, or bytes the
+    /// receiver has.
+    pub trigger: Trigger,
+}
+
+/// The counters sustain-host reports in its `closed` event (`counters`), the names
+/// `[expect] target_counters` may use.
+pub const TARGET_COUNTERS: &[&str] = &[
+    "packets_in",
+    "packets_out",
+    "malformed",
+    "not_ours",
+    "resets_sent",
+    "resets_received",
+    "challenge_acks",
+    "challenge_acks_suppressed",
+    "retransmitted_segments",
+    "syn_backlog_drops",
+    "paws_drops",
+    "missing_timestamp_drops",
+    "fast_retransmits",
+    "timeouts",
+    "sustain_malformed",
+    "unknown_tokens",
+    "stale_requests",
+    "repeat_requests",
+    "mac_failures",
+    "mac_rate_limited",
+    "msyns_refused",
+    "msyn_acks_refused",
+    "msyns_sent",
+    "msyn_acks_sent",
+    "msyn_acks_accepted",
+    "migrations_started",
+    "migrations_completed",
+    "moves_accepted",
+    "paths_confirmed",
+    "address_updates_sent",
+    "mig_wait_entries",
+    "migration_timeouts",
+    "old_path_drops",
+];
+
+/// How a counter is compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    Equal,
+    AtLeast,
+    AtMost,
+    Above,
+    Below,
+}
+
+impl Comparison {
+    fn symbol(self) -> &'static str {
+        match self {
+            Comparison::Equal => "==",
+            Comparison::AtLeast => ">=",
+            Comparison::AtMost => "<=",
+            Comparison::Above => ">",
+            Comparison::Below => "<",
+        }
+    }
+}
+
+/// One entry of `[expect] target_counters`: a counter (or the sum of several,
+/// `"stale_requests+repeat_requests"`) compared with a number (`"0"`, `">=1"`,
+/// `"<=3"`, `">0"`, `"<2"`, or a bare integer meaning equal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterCheck {
+    pub counters: Vec<String>,
+    pub comparison: Comparison,
+    pub value: u64,
+}
+
+impl CounterCheck {
+    /// Parses the key (counter names joined by `+`) and the expression.
+    pub fn parse(key: &str, expression: &str) -> std::result::Result<CounterCheck, String> {
+        let counters: Vec<String> = key.split('+').map(|s| s.trim().to_string()).collect();
+        for name in &counters {
+            if !TARGET_COUNTERS.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown counter {name:?}; sustain-host reports {}",
+                    TARGET_COUNTERS.join(", ")
+                ));
+            }
+        }
+        let text = expression.trim();
+        let (comparison, number) = [
+            (">=", Comparison::AtLeast),
+            ("<=", Comparison::AtMost),
+            ("==", Comparison::Equal),
+            (">", Comparison::Above),
+            ("<", Comparison::Below),
+            ("=", Comparison::Equal),
+        ]
+        .into_iter()
+        .find_map(|(prefix, comparison)| text.strip_prefix(prefix).map(|rest| (comparison, rest)))
+        .unwrap_or((Comparison::Equal, text));
+        let value = number.trim().parse().map_err(|_| {
+            format!("{expression:?} is not a count: use N, \">=N\", \"<=N\", \">N\" or \"<N\"")
+        })?;
+        Ok(CounterCheck {
+            counters,
+            comparison,
+            value,
+        })
+    }
+
+    pub fn holds(&self, actual: u64) -> bool {
+        match self.comparison {
+            Comparison::Equal => actual == self.value,
+            Comparison::AtLeast => actual >= self.value,
+            Comparison::AtMost => actual <= self.value,
+            Comparison::Above => actual > self.value,
+            Comparison::Below => actual < self.value,
+        }
+    }
+
+    /// The (summed) value in a `counters` object; an error names a missing counter.
+    pub fn actual(&self, counters: &Map<String, Value>) -> std::result::Result<u64, String> {
+        self.counters.iter().try_fold(0u64, |sum, name| {
+            counters
+                .get(name)
+                .and_then(Value::as_u64)
+                .map(|value| sum.saturating_add(value))
+                .ok_or_else(|| format!("the target's closed event has no counter {name:?}"))
+        })
+    }
+}
+
+impl fmt::Display for CounterCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.counters.join("+"),
+            self.comparison.symbol(),
+            self.value
+        )
+    }
+}
+
+/// `[[attack]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAttack {
+    kind: String,
+    from: String,
+    target: String,
+    at_s: Option<f64>,
+    at_ms: Option<f64>,
+    after_bytes: Option<RawCount>,
+}
+
+/// A number or a text (sizes with units, counter expressions).
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawCount {
+    Number(u64),
+    Text(String),
+}
+
+type Problem = (SpecPath, String);
+
+fn problem(index: usize, field: &'static str, message: String) -> Problem {
+    (SpecPath::new("attack", index, field), message)
+}
+
+/// Checks `[[attack]]` tables against the rest of the scenario (which is valid).
+pub(crate) fn convert_attacks(
+    raw: Vec<RawAttack>,
+    topology: &TopologySpec,
+    plan: &Plan,
+    transfer: &TransferSpec,
+    moves: &[MoveSpec],
+) -> std::result::Result<Vec<AttackSpec>, Problem> {
+    let mut attacks = Vec::new();
+    for (i, attack) in raw.into_iter().enumerate() {
+        let kind: AttackKind = attack.kind.parse().map_err(|m| problem(i, "kind", m))?;
+        match topology.nodes.iter().find(|node| node.name == attack.from) {
+            Some(node) if node.role == NodeRole::Attacker => {}
+            Some(node) => {
+                return Err(problem(
+                    i,
+                    "from",
+                    format!(
+                        "{} is a {}; attacks come from a node with role = \"attacker\"",
+                        node.name,
+                        node.role.name()
+                    ),
+                ))
+            }
+            None => {
+                return Err(problem(
+                    i,
+                    "from",
+                    format!("no attacker node {:?}", attack.from),
+                ))
+            }
+        }
+        let target_role = if attack.target == transfer.sender {
+            Role::Sender
+        } else if attack.target == transfer.receiver {
+            Role::Receiver
+        } else {
+            return Err(problem(
+                i,
+                "target",
+                format!(
+                    "{:?} is not an end of the transfer ({} sends, {} receives)",
+                    attack.target, transfer.sender, transfer.receiver
+                ),
+            ));
+        };
+        let starts_global = plan
+            .initial
+            .iter()
+            .find(|(node, _, _)| *node == attack.target)
+            .and_then(|(_, network, _)| plan.network(network))
+            .is_some_and(|net| net.kind == NetworkKind::Global);
+        if !starts_global {
+            return Err(problem(
+                i,
+                "target",
+                format!(
+                    "{} is not on a global network: an attacker on a global segment cannot \
+                     reach it",
+                    attack.target
+                ),
+            ));
+        }
+        if moves.iter().any(|mv| mv.host == attack.target) {
+            return Err(problem(
+                i,
+                "target",
+                format!(
+                    "{} moves in this scenario; the attacker watches the target's uplink, \
+                     so the target must stay where it is (attack the other end)",
+                    attack.target
+                ),
+            ));
+        }
+        if kind.needs_token()
+            && [Role::Sender, Role::Receiver]
+                .iter()
+                .any(|role| transfer.kind_of(*role) != EndpointKind::Sustain)
+        {
+            return Err(problem(
+                i,
+                "kind",
+                format!(
+                    "{kind} needs a migratable connection (a token): both ends must be sustain"
+                ),
+            ));
+        }
+        let trigger = match (attack.at_s, attack.at_ms, &attack.after_bytes) {
+            (Some(s), None, None) => Trigger::At(duration(s).map_err(|m| problem(i, "at_s", m))?),
+            (None, Some(ms), None) => {
+                Trigger::At(duration(ms / 1e3).map_err(|m| problem(i, "at_ms", m))?)
+            }
+            (None, None, Some(raw)) => {
+                let bytes = match raw {
+                    RawCount::Number(bytes) => *bytes,
+                    RawCount::Text(text) => crate::scenario::parse_size(text)
+                        .map_err(|m| problem(i, "after_bytes", m))?,
+                };
+                if bytes >= transfer.bytes {
+                    return Err(problem(
+                        i,
+                        "after_bytes",
+                        format!(
+                            "{bytes} is not below the transfer's {} bytes: it would never fire",
+                            transfer.bytes
+                        ),
+                    ));
+                }
+                Trigger::AfterBytes(bytes)
+            }
+            (None, None, None) => {
+                return Err(problem(
+                    i,
+                    "kind",
+                    "an attack needs a trigger: at_s, at_ms or after_bytes".into(),
+                ))
+            }
+            _ => {
+                let field = if attack.after_bytes.is_some() {
+                    "after_bytes"
+                } else {
+                    "at_ms"
+                };
+                return Err(problem(
+                    i,
+                    field,
+                    "give one trigger: at_s, at_ms or after_bytes".into(),
+                ));
+            }
+        };
+        if kind == AttackKind::ReplayedMsyn {
+            let peer = transfer.node_of(target_role.peer());
+            let moved_before = moves.iter().any(|mv| {
+                mv.host == peer
+                    && match (mv.trigger, trigger) {
+                        (Trigger::AfterBytes(m), Trigger::AfterBytes(a)) => m < a,
+                        (Trigger::At(m), Trigger::At(a)) => m < a,
+                        _ => false,
+                    }
+            });
+            if !moved_before {
+                let field = if matches!(trigger, Trigger::AfterBytes(_)) {
+                    "after_bytes"
+                } else if attack.at_ms.is_some() {
+                    "at_ms"
+                } else {
+                    "at_s"
+                };
+                return Err(problem(
+                    i,
+                    field,
+                    format!(
+                        "a replayed MSYN needs a real one first: {peer} (the other end) must \
+                         move before this trigger (both triggers after_bytes, or both times)"
+                    ),
+                ));
+            }
+        }
+        attacks.push(AttackSpec {
+            kind,
+            from: attack.from,
+            target: attack.target,
+            target_role,
+            trigger,
+        });
+    }
+    Ok(attacks)
+}
+
+fn duration(seconds: f64) -> std::result::Result<Duration, String> {
+    if (0.0..1e6).contains(&seconds) {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!("{seconds} s is not a time"))
+    }
+}
+
+/// `[expect] target_counters`, checked against the attacks (which must share one
+/// sustain target).
+pub(crate) fn convert_counter_checks(
+    raw: BTreeMap<String, RawCount>,
+    attacks: &[AttackSpec],
+    transfer: &TransferSpec,
+) -> std::result::Result<Vec<CounterCheck>, String> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(first) = attacks.first() else {
+        return Err("target_counters needs at least one [[attack]] (it names their target)".into());
+    };
+    if let Some(other) = attacks.iter().find(|a| a.target != first.target) {
+        return Err(format!(
+            "target_counters needs one target; the attacks aim at {} and {}",
+            first.target, other.target
+        ));
+    }
+    if transfer.kind_of(first.target_role) != EndpointKind::Sustain {
+        return Err(format!(
+            "{} is a {} end; only sustain-host reports counters",
+            first.target,
+            transfer.kind_of(first.target_role).name()
+        ));
+    }
+    raw.into_iter()
+        .map(|(key, value)| match value {
+            RawCount::Number(n) => CounterCheck::parse(&key, &n.to_string()),
+            RawCount::Text(text) => CounterCheck::parse(&key, &text),
+        })
+        .collect()
+}
+
+// ---- what the attacker sees -----------------------------------------------------------
+
+/// One direction of the observed connection.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    seen: bool,
+    /// Highest SEQ + LEN sent.
+    seq_next: SeqNumber,
+    /// Latest acknowledgment.
+    ack: Option<SeqNumber>,
+    /// Latest window field (unscaled).
+    window: u16,
+    tsval: Option<u32>,
+}
+
+impl Flow {
+    fn update(&mut self, tcp: &TcpRepr) {
+        let end = tcp.seq + tcp.segment_len();
+        if !self.seen || end > self.seq_next {
+            self.seq_next = end;
+        }
+        self.seen = true;
+        if tcp.flags.ack() {
+            self.ack = Some(tcp.ack);
+            self.window = tcp.window;
+        }
+        if let Some(ts) = tcp.timestamps {
+            self.tsval = Some(ts.tsval);
+        }
+    }
+}
+
+/// Where the attacker learned the target's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenSource {
+    /// A real MSYN that reached the target.
+    Msyn,
+    /// A real Address-Update that reached the target.
+    AddressUpdate,
+    /// Computed from the key in the target's SYN or SYN-ACK (stronger than off-path).
+    HandshakeKey,
+}
+
+impl TokenSource {
+    fn name(self) -> &'static str {
+        match self {
+            TokenSource::Msyn => "msyn",
+            TokenSource::AddressUpdate => "address-update",
+            TokenSource::HandshakeKey => "handshake-key",
+        }
+    }
+}
+
+/// The transfer's connection as seen on the target's uplink.
+#[derive(Debug)]
+struct ConnectionView {
+    target_addr: Ipv4Addr,
+    /// The accepting end's port: one end of the connection always has it.
+    port: u16,
+    /// Addresses of the attacker nodes: the target sending there means a forgery
+    /// took.
+    attackers: Vec<Ipv4Addr>,
+    target_end: Option<SocketAddrV4>,
+    /// Where the target currently sends.
+    peer_end: Option<SocketAddrV4>,
+    from_target: Flow,
+    from_peer: Flow,
+    target_window_shift: Option<u8>,
+    peer_window_shift: Option<u8>,
+    target_syn_timestamps: bool,
+    peer_syn_timestamps: bool,
+    token: Option<(u32, TokenSource)>,
+    /// The first MSYN that reached the target (whole IP packet) and its source.
+    first_msyn: Option<(Vec<u8>, SocketAddrV4)>,
+    /// Newest request number seen in an MSYN or Address-Update to the target.
+    latest_request: Option<u32>,
+    /// The target sent a non-SYN segment to the first MSYN's source: that move
+    /// completed (a responder sends nothing but MSYN-ACKs before confirmation).
+    migration_done: bool,
+    /// Segments the target sent to an attacker address, and SYN-ACKs among them.
+    to_attacker: u64,
+    syn_acks_to_attacker: u64,
+    /// Fingerprints of the TCP segments we injected, so they do not count as the
+    /// peer's.
+    injected: HashSet<u64>,
+    /// IPv4 packets seen, and segments of the connection among them.
+    packets: u64,
+    segments: u64,
+}
+
+/// A hash of a packet's TCP segment (unchanged by forwarding, unlike TTL and the IP
+/// checksum).
+fn segment_fingerprint(packet: &[u8]) -> Option<u64> {
+    let header_len = usize::from(packet.first()? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+    let segment = packet.get(header_len..total)?;
+    let mut hasher = DefaultHasher::new();
+    segment.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+impl ConnectionView {
+    fn new(target_addr: Ipv4Addr, port: u16, attackers: Vec<Ipv4Addr>) -> ConnectionView {
+        ConnectionView {
+            target_addr,
+            port,
+            attackers,
+            target_end: None,
+            peer_end: None,
+            from_target: Flow::default(),
+            from_peer: Flow::default(),
+            target_window_shift: None,
+            peer_window_shift: None,
+            target_syn_timestamps: false,
+            peer_syn_timestamps: false,
+            token: None,
+            first_msyn: None,
+            latest_request: None,
+            migration_done: false,
+            to_attacker: 0,
+            syn_acks_to_attacker: 0,
+            injected: HashSet::new(),
+            packets: 0,
+            segments: 0,
+        }
+    }
+
+    /// Takes in one IPv4 packet seen on the uplink. Anything that is not a valid
+    /// TCP segment of the transfer's connection is ignored.
+    fn observe(&mut self, packet: &[u8]) {
+        self.packets += 1;
+        let Ok((ip, tcp)) = parse_ipv4_tcp(packet) else {
+            return;
+        };
+        if tcp.src_port != self.port && tcp.dst_port != self.port {
+            return;
+        }
+        if segment_fingerprint(packet).is_some_and(|fp| self.injected.contains(&fp)) {
+            return;
+        }
+        let syn_without_migrate = |options: &MigrationOptions| {
+            tcp.flags.syn() && options.migrate.is_none() && !tcp.flags.rst()
+        };
+        // Malformed sustain options: the segment still counts as TCP.
+        let options = MigrationOptions::from_repr(&tcp).unwrap_or_default();
+        if ip.src == self.target_addr {
+            if self.attackers.contains(&ip.dst) {
+                self.to_attacker += 1;
+                if tcp.flags.syn() && tcp.flags.ack() {
+                    self.syn_acks_to_attacker += 1;
+                }
+                return;
+            }
+            self.segments += 1;
+            let remote = SocketAddrV4::new(ip.dst, tcp.dst_port);
+            self.target_end = Some(SocketAddrV4::new(ip.src, tcp.src_port));
+            self.peer_end = Some(remote);
+            self.from_target.update(&tcp);
+            if syn_without_migrate(&options) {
+                self.target_window_shift = tcp.window_scale;
+                self.target_syn_timestamps = tcp.timestamps.is_some();
+                if let (None, Some(key)) = (self.token, options.permit.and_then(|p| p.key)) {
+                    self.token = Some((token_of(Key(key)).0, TokenSource::HandshakeKey));
+                }
+            }
+            if !tcp.flags.syn()
+                && self
+                    .first_msyn
+                    .as_ref()
+                    .is_some_and(|(_, src)| *src == remote)
+            {
+                self.migration_done = true;
+            }
+        } else if ip.dst == self.target_addr {
+            if self.attackers.contains(&ip.src) {
+                return;
+            }
+            self.segments += 1;
+            self.from_peer.update(&tcp);
+            let is_msyn = tcp.flags.syn() && !tcp.flags.ack() && !tcp.flags.rst();
+            if let (true, Some(MigrateOption::Msyn(migrate))) = (is_msyn, options.migrate) {
+                if self.first_msyn.is_none() {
+                    let total = usize::from(u16::from_be_bytes([
+                        packet.get(2).copied().unwrap_or(0),
+                        packet.get(3).copied().unwrap_or(0),
+                    ]));
+                    let bytes = packet.get(..total).unwrap_or(packet).to_vec();
+                    self.first_msyn = Some((bytes, SocketAddrV4::new(ip.src, tcp.src_port)));
+                }
+                self.token = Some((migrate.token, TokenSource::Msyn));
+                self.note_request(migrate.request);
+            }
+            if let Some(update) = options.address_update {
+                if self
+                    .token
+                    .is_none_or(|(_, source)| source != TokenSource::Msyn)
+                {
+                    self.token = Some((update.token, TokenSource::AddressUpdate));
+                }
+                self.note_request(update.request);
+            }
+            if syn_without_migrate(&options) {
+                self.peer_window_shift = tcp.window_scale;
+                self.peer_syn_timestamps = tcp.timestamps.is_some();
+            }
+        }
+    }
+
+    fn note_request(&mut self, request: u32) {
+        // RFC 1982 serial arithmetic, as the receiver compares them (PROTOCOL.md §4.5).
+        let newer = self
+            .latest_request
+            .is_none_or(|latest| (request.wrapping_sub(latest) as i32) > 0);
+        if newer {
+            self.latest_request = Some(request);
+        }
+    }
+
+    /// Window scaling is in force only if both SYNs carried it (RFC 7323 §2.2).
+    fn target_window(&self) -> usize {
+        let shift = match (self.target_window_shift, self.peer_window_shift) {
+            (Some(shift), Some(_)) => shift.min(14),
+            _ => 0,
+        };
+        usize::from(self.from_target.window) << shift
+    }
+
+    fn timestamps(&self) -> bool {
+        self.target_syn_timestamps && self.peer_syn_timestamps
+    }
+
+    /// Timestamps for a segment posing as the peer's: its newest TSval (never older
+    /// than the target's TS.Recent, so PAWS lets it through) and the target's newest
+    /// as the echo.
+    fn peer_timestamps(&self) -> Option<Timestamps> {
+        self.timestamps().then(|| Timestamps {
+            tsval: self.from_peer.tsval.unwrap_or(0),
+            tsecr: self.from_target.tsval.unwrap_or(0),
+        })
+    }
+
+    fn ends(&self) -> std::result::Result<(SocketAddrV4, SocketAddrV4), String> {
+        match (self.target_end, self.peer_end, self.from_peer.seen) {
+            (Some(target), Some(peer), true) => Ok((target, peer)),
+            _ => Err("no traffic of the connection seen on the target's uplink yet".into()),
+        }
+    }
+
+    fn token(&self) -> std::result::Result<(u32, TokenSource), String> {
+        self.token
+            .ok_or_else(|| "no token seen (no Migrate-Permit in the target's SYN?)".into())
+    }
+
+    /// Why `kind` cannot be sent yet, if it cannot.
+    fn not_ready_for(&self, kind: AttackKind) -> Option<String> {
+        if let Err(why) = self.ends() {
+            return Some(why);
+        }
+        if self.from_target.ack.is_none() {
+            return Some("the target has acknowledged nothing yet".into());
+        }
+        if kind.needs_token() {
+            if let Err(why) = self.token() {
+                return Some(why);
+            }
+        }
+        match kind {
+            AttackKind::ReplayedMsyn if self.first_msyn.is_none() => {
+                Some("no MSYN has reached the target yet".into())
+            }
+            AttackKind::ReplayedMsyn if !self.migration_done => {
+                Some("the real migration has not completed yet".into())
+            }
+            AttackKind::BlindRst if self.target_window() < 2 => {
+                Some("the target's window is closed: no in-window RST exists".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+// ---- what the attacker sends --------------------------------------------------------------
+
+/// One malformed-options case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MalformedCase {
+    KindLengthOne,
+    LengthPastHeader,
+    UnknownExid,
+    MigrateLength19,
+    SynTruncatedPermit,
+    MsynTruncatedMigrate,
+}
+
+impl MalformedCase {
+    const ALL: [MalformedCase; 6] = [
+        MalformedCase::KindLengthOne,
+        MalformedCase::LengthPastHeader,
+        MalformedCase::UnknownExid,
+        MalformedCase::MigrateLength19,
+        MalformedCase::SynTruncatedPermit,
+        MalformedCase::MsynTruncatedMigrate,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            MalformedCase::KindLengthOne => "a-kind253-length-1",
+            MalformedCase::LengthPastHeader => "b-length-past-header",
+            MalformedCase::UnknownExid => "c-unknown-exid-beef",
+            MalformedCase::MigrateLength19 => "d-migrate-length-19",
+            MalformedCase::SynTruncatedPermit => "e-syn-truncated-permit",
+            MalformedCase::MsynTruncatedMigrate => "f-msyn-truncated-migrate",
+        }
+    }
+}
+
+/// An unassigned ExID (RFC 6994): receivers must leave it alone.
+const UNKNOWN_EXID: u16 = 0xBEEF;
+/// MSS the forged SYNs announce.
+const FORGED_MSS: u16 = 1460;
+
+/// One packet to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    ForgedMsyn { nth: u32 },
+    Replay,
+    ForgedAddressUpdate { nth: u32 },
+    BlindRst,
+    Malformed(MalformedCase),
+}
+
+/// The packets of one attack with their offsets from its trigger.
+fn steps_of(kind: AttackKind) -> Vec<(Duration, Step)> {
+    let spaced = |count: u32, every_ms: u64, step: &dyn Fn(u32) -> Step| {
+        (0..count)
+            .map(|n| (Duration::from_millis(u64::from(n) * every_ms), step(n)))
+            .collect::<Vec<_>>()
+    };
+    match kind {
+        AttackKind::ForgedMsyn => spaced(3, 100, &|nth| Step::ForgedMsyn { nth }),
+        AttackKind::ReplayedMsyn => spaced(3, 100, &|_| Step::Replay),
+        AttackKind::ForgedAddressUpdate => spaced(3, 100, &|nth| Step::ForgedAddressUpdate { nth }),
+        // Spaced well beyond any RTT, so each is judged against fresh state.
+        AttackKind::BlindRst => spaced(3, 200, &|_| Step::BlindRst),
+        AttackKind::MalformedOptions => MalformedCase::ALL
+            .iter()
+            .enumerate()
+            .map(|(n, case)| (Duration::from_millis(n as u64 * 50), Step::Malformed(*case)))
+            .collect(),
+    }
+}
+
+/// A packet ready to send and what it carries (for the timeline and the report).
+#[derive(Debug)]
+struct Forged {
+    packet: Vec<u8>,
+    detail: Map<String, Value>,
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        let rest = bytes.get_mut(filled..).unwrap_or_default();
+        // SAFETY: `rest` is valid for writes of its length.
+        let got = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if got <= 0 {
+            break;
+        }
+        filled += usize::try_from(got).unwrap_or(0);
+    }
+    bytes
+}
+
+fn random_mac() -> [u8; 8] {
+    random_bytes()
+}
+
+/// Emits `tcp` from `src` to `dst` as a whole IPv4 packet.
+fn emit_packet(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    mut tcp: TcpRepr,
+) -> std::result::Result<Vec<u8>, String> {
+    tcp.src_port = src.port();
+    tcp.dst_port = dst.port();
+    let ip = Ipv4Repr {
+        ident: u16::from_be_bytes(random_bytes()),
+        ..Ipv4Repr::new(*src.ip(), *dst.ip())
+    };
+    let mut packet = vec![0u8; ipv4_tcp_len(&tcp)];
+    let len = emit_ipv4_tcp(&ip, &tcp, &mut packet).map_err(|e| format!("emitting: {e}"))?;
+    packet.truncate(len);
+    Ok(packet)
+}
+
+/// The internet checksum's one's-complement sum of `bytes` (RFC 1071), added to
+/// `sum`; odd lengths are padded with a zero byte.
+fn sum_words(mut sum: u32, bytes: &[u8]) -> u32 {
+    for pair in bytes.chunks(2) {
+        let high = pair.first().copied().unwrap_or(0);
+        let low = pair.get(1).copied().unwrap_or(0);
+        sum += u32::from(u16::from_be_bytes([high, low]));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+fn fold(sum: u32) -> u16 {
+    let mut sum = sum;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Recomputes the IPv4 header checksum and the TCP checksum (RFC 9293 §3.1
+/// pseudo-header) of a packet whose bytes were changed.
+fn refresh_checksums(packet: &mut [u8]) -> std::result::Result<(), String> {
+    let short = || "packet too short to re-sum".to_string();
+    let header_len = usize::from(packet.first().ok_or_else(short)? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([
+        *packet.get(2).ok_or_else(short)?,
+        *packet.get(3).ok_or_else(short)?,
+    ]));
+    if header_len < IPV4_HEADER_LEN || total < header_len + TCP_HEADER_LEN || total > packet.len() {
+        return Err(short());
+    }
+    packet.get_mut(10..12).ok_or_else(short)?.fill(0);
+    let ip_sum = fold(sum_words(0, packet.get(..header_len).ok_or_else(short)?));
+    packet
+        .get_mut(10..12)
+        .ok_or_else(short)?
+        .copy_from_slice(&ip_sum.to_be_bytes());
+
+    let tcp_len = total - header_len;
+    packet
+        .get_mut(header_len + 16..header_len + 18)
+        .ok_or_else(short)?
+        .fill(0);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(packet.get(12..20).ok_or_else(short)?);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&u16::try_from(tcp_len).map_err(|_| short())?.to_be_bytes());
+    let sum = sum_words(
+        sum_words(0, &pseudo),
+        packet.get(header_len..total).ok_or_else(short)?,
+    );
+    packet
+        .get_mut(header_len + 16..header_len + 18)
+        .ok_or_else(short)?
+        .copy_from_slice(&fold(sum).to_be_bytes());
+    Ok(())
+}
+
+/// Sets the length byte of the kind-253 option with `exid` in `packet`'s TCP
+/// options, then re-sums.
+fn patch_experimental_length(
+    packet: &mut [u8],
+    exid: u16,
+    length: u8,
+) -> std::result::Result<(), String> {
+    let header_len = usize::from(packet.first().copied().unwrap_or(0) & 0x0f) * 4;
+    let data_offset = usize::from(packet.get(header_len + 12).copied().unwrap_or(0) >> 4) * 4;
+    let options = header_len + TCP_HEADER_LEN..header_len + data_offset;
+    let [hi, lo] = exid.to_be_bytes();
+    let at = packet
+        .get(options.clone())
+        .and_then(|bytes| {
+            bytes.windows(4).position(|w| {
+                w.first() == Some(&EXPERIMENTAL_KIND) && w.get(2..4) == Some(&[hi, lo])
+            })
+        })
+        .ok_or_else(|| format!("no option with ExID {exid:#06x} to patch"))?;
+    *packet
+        .get_mut(options.start + at + 1)
+        .ok_or_else(|| "option outside the packet".to_string())? = length;
+    refresh_checksums(packet)
+}
+
+/// The first MSYN again, from `attacker` instead of its real source: byte for byte
+/// except the IP source and the two checksums.
+fn replayed_msyn(original: &[u8], attacker: Ipv4Addr) -> std::result::Result<Vec<u8>, String> {
+    let mut packet = original.to_vec();
+    packet
+        .get_mut(12..16)
+        .ok_or_else(|| "captured MSYN too short".to_string())?
+        .copy_from_slice(&attacker.octets());
+    refresh_checksums(&mut packet)?;
+    Ok(packet)
+}
+
+fn describe(packet: &[u8], extra: Value) -> Map<String, Value> {
+    let mut detail = Map::new();
+    if let Ok((ip, tcp)) = parse_ipv4_tcp(packet) {
+        detail.insert(
+            "src".into(),
+            json!(SocketAddrV4::new(ip.src, tcp.src_port).to_string()),
+        );
+        detail.insert(
+            "dst".into(),
+            json!(SocketAddrV4::new(ip.dst, tcp.dst_port).to_string()),
+        );
+        detail.insert("flags".into(), json!(flag_names(tcp.flags)));
+        detail.insert("seq".into(), json!(tcp.seq.0));
+        if tcp.flags.ack() {
+            detail.insert("ack".into(), json!(tcp.ack.0));
+        }
+    } else if packet.len() >= IPV4_HEADER_LEN {
+        // Deliberately unparseable (malformed options): addresses from the header.
+        let address = |at: usize| {
+            packet
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(|b| Ipv4Addr::from(b).to_string())
+        };
+        detail.insert("src".into(), json!(address(12)));
+        detail.insert("dst".into(), json!(address(16)));
+    }
+    if let Value::Object(extra) = extra {
+        detail.extend(extra);
+    }
+    detail
+}
+
+fn flag_names(flags: TcpFlags) -> String {
+    [
+        (TcpFlags::SYN, "S"),
+        (TcpFlags::FIN, "F"),
+        (TcpFlags::RST, "R"),
+        (TcpFlags::PSH, "P"),
+        (TcpFlags::ACK, "."),
+    ]
+    .iter()
+    .filter(|(flag, _)| flags.contains(*flag))
+    .map(|(_, name)| *name)
+    .collect()
+}
+
+/// Builds the packet of `step` from what the view knows. `attacker` is the
+/// attacker's own address.
+fn forge(
+    view: &ConnectionView,
+    step: Step,
+    attacker: Ipv4Addr,
+) -> std::result::Result<Forged, String> {
+    let (target, peer) = view.ends()?;
+    let target_ack = view
+        .from_target
+        .ack
+        .ok_or_else(|| "the target has acknowledged nothing yet".to_string())?;
+    // The attacker poses as the peer having moved to the attacker's address.
+    let attacker_end = SocketAddrV4::new(attacker, peer.port());
+    // In-window from the target's view: the peer's next byte, acknowledging what the
+    // peer last acknowledged.
+    let spoofed_ack = |options: [Option<ExperimentalOption<'static>>; 4]| TcpRepr {
+        seq: view.from_peer.seq_next,
+        ack: view.from_peer.ack.unwrap_or(SeqNumber(0)),
+        flags: TcpFlags::ACK,
+        window: view.from_peer.window,
+        timestamps: view.peer_timestamps(),
+        experimental: options,
+        ..TcpRepr::default()
+    };
+    let msyn_base = || TcpRepr {
+        // PROTOCOL.md §7: an MSYN's sequence number is the mover's SND.UNA - 1,
+        // which the target's latest ACK tells.
+        seq: target_ack - 1,
+        flags: TcpFlags::SYN,
+        window: u16::MAX,
+        mss: Some(FORGED_MSS),
+        window_scale: view.peer_window_shift,
+        ..TcpRepr::default()
+    };
+    let forged = match step {
+        Step::ForgedMsyn { nth } | Step::ForgedAddressUpdate { nth } => {
+            let (token, token_from) = view.token()?;
+            // Far ahead of anything real, yet "after" in serial arithmetic.
+            let request = view.latest_request.unwrap_or(0).wrapping_add(1000 + nth);
+            let mac = random_mac();
+            let extra = json!({
+                "token": format!("{token:08x}"),
+                "token_from": token_from.name(),
+                "request": request,
+                "mac": hex::encode(mac),
+            });
+            let mut scratch = MigrationScratch::default();
+            if matches!(step, Step::ForgedMsyn { .. }) {
+                let options = MigrationOptions {
+                    migrate: Some(MigrateOption::Msyn(Migrate {
+                        token,
+                        request,
+                        mac,
+                    })),
+                    permit: Some(MigratePermit {
+                        addr: attacker,
+                        port: attacker_end.port(),
+                        key: None,
+                    }),
+                    ..MigrationOptions::default()
+                };
+                let mut tcp = msyn_base();
+                options
+                    .attach(&mut scratch, &mut tcp)
+                    .map_err(|e| e.to_string())?;
+                let packet = emit_packet(attacker_end, target, tcp)?;
+                Forged {
+                    detail: describe(&packet, extra),
+                    packet,
+                }
+            } else {
+                let options = MigrationOptions {
+                    address_update: Some(AddressUpdate {
+                        old_addr: *peer.ip(),
+                        token,
+                        request,
+                        mac,
+                    }),
+                    ..MigrationOptions::default()
+                };
+                let mut tcp = spoofed_ack([None; 4]);
+                options
+                    .attach(&mut scratch, &mut tcp)
+                    .map_err(|e| e.to_string())?;
+                let packet = emit_packet(attacker_end, target, tcp)?;
+                Forged {
+                    detail: describe(&packet, extra),
+                    packet,
+                }
+            }
+        }
+        Step::Replay => {
+            let (original, source) = view
+                .first_msyn
+                .as_ref()
+                .ok_or_else(|| "no MSYN seen".to_string())?;
+            let packet = replayed_msyn(original, attacker)?;
+            let request =
+                parse_ipv4_tcp(original).ok().and_then(
+                    |(_, tcp)| match MigrationOptions::from_repr(&tcp).ok()?.migrate? {
+                        MigrateOption::Msyn(m) => Some(m.request),
+                        _ => None,
+                    },
+                );
+            Forged {
+                detail: describe(
+                    &packet,
+                    json!({"replay_of": source.to_string(), "request": request}),
+                ),
+                packet,
+            }
+        }
+        Step::BlindRst => {
+            // RFC 5961 §3.2: inside [RCV.NXT, RCV.NXT + RCV.WND) but not RCV.NXT. The
+            // target's latest ACK is its RCV.NXT as of then (it only grows, by less
+            // than a window), so half its window on lands inside and past it.
+            let window = view.target_window();
+            let offset = (window / 2).max(1);
+            let tcp = TcpRepr {
+                seq: target_ack + offset,
+                flags: TcpFlags::RST,
+                ..TcpRepr::default()
+            };
+            let packet = emit_packet(peer, target, tcp)?;
+            Forged {
+                detail: describe(
+                    &packet,
+                    json!({"target_ack": target_ack.0, "target_window": window, "offset": offset}),
+                ),
+                packet,
+            }
+        }
+        Step::Malformed(case) => forge_malformed(view, case, attacker_end, target, peer)?,
+    };
+    Ok(forged)
+}
+
+fn forge_malformed(
+    view: &ConnectionView,
+    case: MalformedCase,
+    attacker_end: SocketAddrV4,
+    target: SocketAddrV4,
+    peer: SocketAddrV4,
+) -> std::result::Result<Forged, String> {
+    let option = |exid: u16, data: &'static [u8]| Some(ExperimentalOption { exid, data });
+    let spoofed_ack = |first: Option<ExperimentalOption<'static>>| TcpRepr {
+        seq: view.from_peer.seq_next,
+        ack: view.from_peer.ack.unwrap_or(SeqNumber(0)),
+        flags: TcpFlags::ACK,
+        window: view.from_peer.window,
+        timestamps: view.peer_timestamps(),
+        experimental: [first, None, None, None],
+        ..TcpRepr::default()
+    };
+    let syn = |options: [Option<ExperimentalOption<'static>>; 4], seq: SeqNumber| TcpRepr {
+        seq,
+        flags: TcpFlags::SYN,
+        window: u16::MAX,
+        mss: Some(FORGED_MSS),
+        experimental: options,
+        ..TcpRepr::default()
+    };
+    const ZEROS: &[u8] = &[0; 20];
+    let packet = match case {
+        MalformedCase::KindLengthOne => {
+            let mut packet = emit_packet(peer, target, spoofed_ack(option(UNKNOWN_EXID, &[])))?;
+            patch_experimental_length(&mut packet, UNKNOWN_EXID, 1)?;
+            packet
+        }
+        MalformedCase::LengthPastHeader => {
+            let mut packet =
+                emit_packet(peer, target, spoofed_ack(option(UNKNOWN_EXID, &ZEROS[..4])))?;
+            // 40 from an option that starts after the first 20 header bytes of
+            // options or more runs past the 60-byte maximum header, and in any case
+            // past this one.
+            patch_experimental_length(&mut packet, UNKNOWN_EXID, 40)?;
+            packet
+        }
+        MalformedCase::UnknownExid => emit_packet(
+            peer,
+            target,
+            spoofed_ack(option(UNKNOWN_EXID, &[0xde, 0xad, 0xbe, 0xef])),
+        )?,
+        // Migrate's forms are 12, 20 and 24 bytes long.
+        MalformedCase::MigrateLength19 => emit_packet(
+            peer,
+            target,
+            spoofed_ack(option(EXID_MIGRATE, &ZEROS[..15])),
+        )?,
+        // A full Permit is 18 bytes, a short one 10: 9 is neither.
+        MalformedCase::SynTruncatedPermit => emit_packet(
+            attacker_end,
+            target,
+            syn(
+                [option(EXID_MIGRATE_PERMIT, &ZEROS[..5]), None, None, None],
+                SeqNumber(u32::from_be_bytes(random_bytes())),
+            ),
+        )?,
+        // An MSYN's Migrate is 20 bytes: 14 is a cut one, next to a valid short Permit.
+        MalformedCase::MsynTruncatedMigrate => {
+            let permit = MigratePermit {
+                addr: *attacker_end.ip(),
+                port: attacker_end.port(),
+                key: None,
+            };
+            let mut permit_data = [0u8; MigratePermit::SHORT_LEN];
+            permit
+                .emit(&mut permit_data)
+                .map_err(|e| format!("emitting a Permit: {e}"))?;
+            let target_ack = view.from_target.ack.unwrap_or(SeqNumber(1));
+            let tcp = TcpRepr {
+                experimental: [
+                    option(EXID_MIGRATE, &ZEROS[..10]),
+                    Some(ExperimentalOption {
+                        exid: EXID_MIGRATE_PERMIT,
+                        data: &permit_data,
+                    }),
+                    None,
+                    None,
+                ],
+                ..syn([None; 4], target_ack - 1)
+            };
+            emit_packet(attacker_end, target, tcp)?
+        }
+    };
+    Ok(Forged {
+        detail: describe(&packet, json!({"case": case.name()})),
+        packet,
+    })
+}
+
+// ---- sockets ------------------------------------------------------------------------------
+
+/// An AF_PACKET socket on `ifname` (in the calling thread's namespace) that receives
+/// the frames of both directions, non-blocking. Created with protocol 0 and bound
+/// afterwards, like the captures, so no other interface's frame slips in. Bound to
+/// `ETH_P_ALL`, not `ETH_P_IP`: the kernel hands outgoing frames only to
+/// all-protocol taps.
+fn open_observer(ifname: &str) -> io::Result<OwnedFd> {
+    let c_ifname = std::ffi::CString::new(ifname)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(c_ifname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain syscall; the result is checked.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    })?;
+    // SAFETY: socket returned a fresh descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The transfer runs at hundreds of Mbit/s; the engine reads between injections.
+    wakeup::force_receive_buffer(fd, 32 << 20)?;
+    // SAFETY: zeroed sockaddr_ll is valid; the fields that matter are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = libc::c_int::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
+    // SAFETY: addr is a valid sockaddr_ll of the given size.
+    cvt(unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    Ok(socket)
+}
+
+/// A raw IPv4 socket whose packets carry our own IP header (`IPPROTO_RAW` implies
+/// `IP_HDRINCL`), in the calling thread's namespace.
+fn open_injector() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    })?;
+    // SAFETY: socket returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn send_packet(fd: RawFd, packet: &[u8]) -> io::Result<()> {
+    let destination = packet
+        .get(16..20)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "packet too short"))?;
+    // SAFETY: zeroed sockaddr_in is valid; family and address are set below.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_addr.s_addr = u32::from_ne_bytes(destination);
+    // SAFETY: packet and addr are valid for the given lengths.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// ---- the engine ---------------------------------------------------------------------------
+
+/// What one attack did, for report.json.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AttackReport {
+    pub index: usize,
+    pub kind: String,
+    pub from: String,
+    pub target: String,
+    pub trigger: String,
+    /// When the trigger fired (s since the transfer started) and the receiver's
+    /// bytes then. `None`: it never fired.
+    pub fired_s: Option<f64>,
+    pub bytes_at_fire: Option<u64>,
+    /// Every packet injected, with what it carried.
+    pub sent: Vec<Value>,
+    /// Segments the target sent to the attacker's address during the whole run, and
+    /// SYN-ACKs among them: anything but 0 means a forgery was answered.
+    pub target_segments_to_attacker: u64,
+    pub target_syn_acks_to_attacker: u64,
+    /// What the observer on the target's uplink saw during the run: IPv4 packets,
+    /// and segments of the transfer's connection among them.
+    pub observed_packets: u64,
+    pub observed_segments: u64,
+    /// Why the attack was not (completely) carried out.
+    pub error: Option<String>,
+}
+
+/// The target's counters from sustain-host's `closed` event, and the checks of
+/// `[expect] target_counters`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CountersReport {
+    pub node: String,
+    pub role: String,
+    /// The `counters` object of the target's last `closed` event.
+    pub counters: Option<Map<String, Value>>,
+    pub checks: Vec<CounterCheckReport>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CounterCheckReport {
+    pub check: String,
+    pub actual: Option<u64>,
+    pub passed: bool,
+}
+
+struct Watcher {
+    target: String,
+    socket: OwnedFd,
+    view: ConnectionView,
+}
+
+struct Injector {
+    node: String,
+    address: Ipv4Addr,
+    socket: OwnedFd,
+}
+
+/// How long an attack waits, after its trigger, for the state it needs (a token,
+/// a completed migration) before it is given up.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// The attacks of a scenario: observers on the targets' uplinks, raw sockets in the
+/// attackers' namespaces.
+pub struct AttackEngine {
+    attacks: Vec<AttackSpec>,
+    watchers: Vec<Watcher>,
+    injectors: Vec<Injector>,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for AttackEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttackEngine")
+            .field("attacks", &self.attacks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AttackEngine {
+    /// Opens the observers and raw sockets of `scenario`'s attacks (`None` if it has
+    /// none). Call before the transfer starts: the observers must see the handshake.
+    pub fn start(topology: &Topology, scenario: &Scenario) -> Result<Option<AttackEngine>> {
+        if scenario.attacks.is_empty() {
+            return Ok(None);
+        }
+        let lab = topology.lab();
+        let mut injectors: Vec<Injector> = Vec::new();
+        for attack in &scenario.attacks {
+            if injectors.iter().any(|i| i.node == attack.from) {
+                continue;
+            }
+            let attachment = topology.attachment(&attack.from).ok_or_else(|| {
+                LabError::InvalidValue(format!("attacker {} is not attached", attack.from))
+            })?;
+            // The attacker spoofs the peer's source, which arrives on the attacker's
+            // port of the gateway while the route to that source points elsewhere:
+            // reverse-path filtering (strict or loose: the effective value is the
+            // maximum of `all` and the interface's) would drop it. Routers already
+            // run with it off (Lab::make_router); this keeps the attack independent
+            // of that. The targets need nothing: a spoofed packet reaches a host on
+            // its only interface, which is also its route back.
+            lab.run_in(&attachment.gateway_node, || -> Result<()> {
+                crate::sysctl::write("net.ipv4.conf.all.rp_filter", "0")?;
+                crate::sysctl::write(&format!("net.ipv4.conf.{}.rp_filter", attachment.port), "0")
+            })??;
+            let socket = lab
+                .run_in(&attack.from, open_injector)?
+                .map_err(|e| LabError::io(format!("raw socket in {}", attack.from), e))?;
+            injectors.push(Injector {
+                node: attack.from.clone(),
+                address: attachment.address,
+                socket,
+            });
+        }
+        let attackers: Vec<Ipv4Addr> = injectors.iter().map(|i| i.address).collect();
+        let mut watchers: Vec<Watcher> = Vec::new();
+        for attack in &scenario.attacks {
+            if watchers.iter().any(|w| w.target == attack.target) {
+                continue;
+            }
+            let attachment = topology.attachment(&attack.target).ok_or_else(|| {
+                LabError::InvalidValue(format!("target {} is not attached", attack.target))
+            })?;
+            let port = attachment.port.clone();
+            let socket = lab
+                .run_in(&attachment.gateway_node, || open_observer(&port))?
+                .map_err(|e| {
+                    LabError::io(
+                        format!(
+                            "observing {} in {}",
+                            attachment.port, attachment.gateway_node
+                        ),
+                        e,
+                    )
+                })?;
+            watchers.push(Watcher {
+                target: attack.target.clone(),
+                socket,
+                view: ConnectionView::new(
+                    attachment.address,
+                    scenario.transfer.port,
+                    attackers.clone(),
+                ),
+            });
+        }
+        Ok(Some(AttackEngine {
+            attacks: scenario.attacks.clone(),
+            watchers,
+            injectors,
+            buf: vec![0u8; 1 << 16],
+        }))
+    }
+
+    /// Reads every queued frame into the views, waiting up to `timeout` for the first.
+    fn observe(&mut self, timeout: Duration) {
+        let mut pollfds: Vec<libc::pollfd> = self
+            .watchers
+            .iter()
+            .map(|w| libc::pollfd {
+                fd: w.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: pollfds is a valid array of its length.
+        let ready =
+            unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) };
+        if ready <= 0 {
+            return;
+        }
+        for watcher in &mut self.watchers {
+            // Bounded, so a flood cannot keep the triggers from being checked.
+            for _ in 0..4096 {
+                // SAFETY: buf is valid for writes of its length.
+                let len = unsafe {
+                    libc::recv(
+                        watcher.socket.as_raw_fd(),
+                        self.buf.as_mut_ptr().cast(),
+                        self.buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                let Ok(len) = usize::try_from(len) else {
+                    break; // EAGAIN, or the interface went away with its host
+                };
+                let frame = self.buf.get(..len).unwrap_or_default();
+                // Ethernet II: 14 bytes, ethertype last.
+                if let (Some([0x08, 0x00]), Some(packet)) = (frame.get(12..14), frame.get(14..)) {
+                    watcher.view.observe(packet);
+                }
+            }
+        }
+    }
+
+    /// Observes until `deadline`, or until `cancel` is set (then false).
+    fn observe_until(&mut self, deadline: Instant, cancel: &AtomicBool) -> bool {
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            self.observe((deadline - now).min(Duration::from_millis(2)));
+        }
+    }
+
+    fn watcher(&self, target: &str) -> Option<&Watcher> {
+        self.watchers.iter().find(|w| w.target == target)
+    }
+
+    /// Carries out every attack in order, each once its trigger fires, counting time
+    /// from `epoch` and bytes with `received`, until `cancel` is set (the transfer is
+    /// over); keeps observing until then. Every packet sent is an `attack-<kind>`
+    /// event of `timeline`.
+    pub fn run(
+        mut self,
+        epoch: Instant,
+        received: &(dyn Fn() -> u64 + Sync),
+        cancel: &AtomicBool,
+        timeline: &Timeline,
+    ) -> Vec<AttackReport> {
+        let mut reports: Vec<AttackReport> = self
+            .attacks
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| AttackReport {
+                index,
+                kind: spec.kind.name().into(),
+                from: spec.from.clone(),
+                target: spec.target.clone(),
+                trigger: spec.trigger.to_string(),
+                fired_s: None,
+                bytes_at_fire: None,
+                sent: Vec::new(),
+                target_segments_to_attacker: 0,
+                target_syn_acks_to_attacker: 0,
+                observed_packets: 0,
+                observed_segments: 0,
+                error: None,
+            })
+            .collect();
+        let attacks = self.attacks.clone();
+        'attacks: for (index, spec) in attacks.iter().enumerate() {
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    for report in reports.iter_mut().skip(index) {
+                        report.error = Some("the transfer ended before the trigger".into());
+                    }
+                    break 'attacks;
+                }
+                let fired = match spec.trigger {
+                    Trigger::At(at) => epoch.elapsed() >= at,
+                    Trigger::AfterBytes(bytes) => received() >= bytes,
+                };
+                if fired {
+                    break;
+                }
+                self.observe(Duration::from_millis(1));
+            }
+            let fired = Instant::now();
+            let report = &mut reports[index];
+            report.fired_s = Some(timeline.t_of(fired));
+            report.bytes_at_fire = Some(received());
+            let Some(injector_index) = self.injectors.iter().position(|i| i.node == spec.from)
+            else {
+                report.error = Some(format!("no raw socket for {}", spec.from));
+                continue;
+            };
+            let attacker = self.injectors[injector_index].address;
+            // Wait for what the attack needs to know.
+            let ready_by = fired + READY_WAIT;
+            loop {
+                let why = self
+                    .watcher(&spec.target)
+                    .map_or(Some("no observer".to_string()), |w| {
+                        w.view.not_ready_for(spec.kind)
+                    });
+                let Some(why) = why else { break };
+                if Instant::now() >= ready_by || cancel.load(Ordering::Relaxed) {
+                    reports[index].error = Some(format!("not sent: {why}"));
+                    continue 'attacks;
+                }
+                self.observe(Duration::from_millis(1));
+            }
+            let started = Instant::now();
+            for (offset, step) in steps_of(spec.kind) {
+                if !self.observe_until(started + offset, cancel) {
+                    reports[index].error =
+                        Some("the transfer ended before every packet was sent".into());
+                    continue 'attacks;
+                }
+                let Some(watcher) = self.watcher(&spec.target) else {
+                    continue 'attacks;
+                };
+                let forged = match forge(&watcher.view, step, attacker) {
+                    Ok(forged) => forged,
+                    Err(why) => {
+                        reports[index].error = Some(format!("not sent: {why}"));
+                        continue;
+                    }
+                };
+                // Registered before sending: the observers must not take our packet
+                // for the peer's.
+                if let Some(fp) = segment_fingerprint(&forged.packet) {
+                    for watcher in &mut self.watchers {
+                        watcher.view.injected.insert(fp);
+                    }
+                }
+                let mut detail = forged.detail;
+                detail.insert("attack".into(), json!(index));
+                detail.insert("target".into(), json!(spec.target));
+                let fd = self.injectors[injector_index].socket.as_raw_fd();
+                if let Err(err) = send_packet(fd, &forged.packet) {
+                    detail.insert("send_error".into(), json!(err.to_string()));
+                    reports[index].error = Some(format!("sending: {err}"));
+                }
+                timeline.record(
+                    &format!("{}-attacker", spec.from),
+                    &format!("attack-{}", spec.kind),
+                    Value::Object(detail.clone()),
+                );
+                reports[index].sent.push(Value::Object(detail));
+                tracing::info!(attack = index, kind = %spec.kind, "injected");
+            }
+        }
+        // Replies to a forgery may come late: watch until the transfer is over.
+        while !cancel.load(Ordering::Relaxed) {
+            self.observe(Duration::from_millis(5));
+        }
+        self.observe(Duration::ZERO);
+        for report in &mut reports {
+            let Some(watcher) = self.watcher(&report.target) else {
+                continue;
+            };
+            report.target_segments_to_attacker = watcher.view.to_attacker;
+            report.target_syn_acks_to_attacker = watcher.view.syn_acks_to_attacker;
+            report.observed_packets = watcher.view.packets;
+            report.observed_segments = watcher.view.segments;
+        }
+        reports
+    }
+}
+
+// ---- judging ------------------------------------------------------------------------------
+
+/// The `counters` object of the last `closed` event in a sustain-host events file.
+fn closed_counters(events_file: &Path) -> std::result::Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(events_file)
+        .map_err(|e| format!("reading {}: {e}", events_file.display()))?;
+    text.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event.get("event").and_then(Value::as_str) == Some("closed"))
+        .filter_map(|event| event.get("counters").and_then(Value::as_object).cloned())
+        .next()
+        .ok_or_else(|| format!("no closed event with counters in {}", events_file.display()))
+}
+
+/// The counters of the attacks' target (the first attack's) and the checks of
+/// `[expect] target_counters`. `None` without attacks, or when the target is not a
+/// sustain end and nothing is checked.
+pub fn target_counters(scenario: &Scenario, result: &TransferResult) -> Option<CountersReport> {
+    let attack = scenario.attacks.first()?;
+    let role = attack.target_role;
+    if scenario.transfer.kind_of(role) != EndpointKind::Sustain
+        && scenario.expect.target_counters.is_empty()
+    {
+        return None;
+    }
+    let end = if role == Role::Sender {
+        &result.sender
+    } else {
+        &result.receiver
+    };
+    let (counters, error) = match closed_counters(&end.events_file) {
+        Ok(counters) => (Some(counters), None),
+        Err(error) => (None, Some(error)),
+    };
+    let checks = scenario
+        .expect
+        .target_counters
+        .iter()
+        .map(|check| {
+            let actual = counters.as_ref().and_then(|c| check.actual(c).ok());
+            CounterCheckReport {
+                check: check.to_string(),
+                actual,
+                passed: actual.is_some_and(|value| check.holds(value)),
+            }
+        })
+        .collect();
+    Some(CountersReport {
+        node: attack.target.clone(),
+        role: role.name().into(),
+        counters,
+        checks,
+        error,
+    })
+}
+
+/// Why the attacks part of a run fails: an attack not carried out, a reply to the
+/// attacker, a counter check that does not hold.
+pub fn failures(attacks: &[AttackReport], counters: Option<&CountersReport>) -> Vec<String> {
+    let mut failures = Vec::new();
+    for attack in attacks {
+        if let Some(error) = &attack.error {
+            failures.push(format!("attack[{}] {}: {error}", attack.index, attack.kind));
+        }
+    }
+    // Every attack of a target shares the count: report it once per target.
+    let mut reported = HashSet::new();
+    for attack in attacks {
+        if attack.target_segments_to_attacker > 0 && reported.insert(&attack.target) {
+            failures.push(format!(
+                "{} sent {} segments ({} SYN-ACKs) to the attacker's address",
+                attack.target,
+                attack.target_segments_to_attacker,
+                attack.target_syn_acks_to_attacker
+            ));
+        }
+    }
+    if let Some(counters) = counters {
+        for check in counters.checks.iter().filter(|c| !c.passed) {
+            match (check.actual, &counters.error) {
+                (Some(actual), _) => failures.push(format!(
+                    "{}'s counter {} does not hold: it is {actual}",
+                    counters.node, check.check
+                )),
+                (None, Some(error)) => failures.push(format!(
+                    "{}'s counter {} cannot be checked: {error}",
+                    counters.node, check.check
+                )),
+                (None, None) => failures.push(format!(
+                    "{}'s counter {} cannot be checked: a counter is missing",
+                    counters.node, check.check
+                )),
+            }
+        }
+    }
+    failures
+}
+
+/// Summary lines for the attacks and the target's counters.
+pub fn render(attacks: &[AttackReport], counters: Option<&CountersReport>) -> String {
+    let mut out = String::new();
+    for attack in attacks {
+        let fired = attack
+            .fired_s
+            .map_or("never fired".to_string(), |t| format!("fired at {t:+.3}s"));
+        out.push_str(&format!(
+            "  attack    {} {} -> {}: {}, {} packets, target replied to the attacker {} times{}\n",
+            attack.kind,
+            attack.from,
+            attack.target,
+            fired,
+            attack.sent.len(),
+            attack.target_segments_to_attacker,
+            attack
+                .error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(counters) = counters {
+        let checks: Vec<String> = counters
+            .checks
+            .iter()
+            .map(|c| {
+                let actual = c.actual.map_or("?".to_string(), |a| a.to_string());
+                format!(
+                    "{} [{actual}]{}",
+                    c.check,
+                    if c.passed { "" } else { " FAILED" }
+                )
+            })
+            .collect();
+        if !checks.is_empty() {
+            out.push_str(&format!(
+                "  counters  {} ({}): {}\n",
+                counters.node,
+                counters.role,
+                checks.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sustain_core::wire::WireError;
+
+    const TARGET: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const PEER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+    const MOVED_PEER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 10);
+    const ATTACKER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    const PORT: u16 = 5001;
+    const PEER_PORT: u16 = 40000;
+    const TARGET_KEY: u64 = 0xFEDC_BA98_7654_3210;
+    const PEER_KEY: u64 = 0x0123_4567_89AB_CDEF;
+
+    fn target() -> SocketAddrV4 {
+        SocketAddrV4::new(TARGET, PORT)
+    }
+
+    fn peer() -> SocketAddrV4 {
+        SocketAddrV4::new(PEER, PEER_PORT)
+    }
+
+    fn packet_with(
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        tcp: TcpRepr,
+        options: MigrationOptions,
+    ) -> Vec<u8> {
+        let mut scratch = MigrationScratch::default();
+        let mut tcp = tcp;
+        options.attach(&mut scratch, &mut tcp).unwrap();
+        emit_packet(src, dst, tcp).unwrap()
+    }
+
+    fn full_permit(end: SocketAddrV4, key: u64) -> MigrationOptions<'static> {
+        MigrationOptions {
+            permit: Some(MigratePermit {
+                addr: *end.ip(),
+                port: end.port(),
+                key: Some(key),
+            }),
+            ..MigrationOptions::default()
+        }
+    }
+
+    /// A view that saw the handshake (the peer connects to the target), a data
+    /// segment from the peer and the target's ACK of it.
+    fn established() -> ConnectionView {
+        let mut view = ConnectionView::new(TARGET, PORT, vec![ATTACKER]);
+        let ts = |tsval, tsecr| Some(Timestamps { tsval, tsecr });
+        view.observe(&packet_with(
+            peer(),
+            target(),
+            TcpRepr {
+                seq: SeqNumber(1000),
+                flags: TcpFlags::SYN,
+                window: 65535,
+                window_scale: Some(7),
+                timestamps: ts(50, 0),
+                ..TcpRepr::default()
+            },
+            full_permit(peer(), PEER_KEY),
+        ));
+        view.observe(&packet_with(
+            target(),
+            peer(),
+            TcpRepr {
+                seq: SeqNumber(5000),
+                ack: SeqNumber(1001),
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                window: 65535,
+                window_scale: Some(7),
+                timestamps: ts(900, 50),
+                ..TcpRepr::default()
+            },
+            full_permit(target(), TARGET_KEY),
+        ));
+        view.observe(&packet_with(
+            peer(),
+            target(),
+            TcpRepr {
+                seq: SeqNumber(1001),
+                ack: SeqNumber(5001),
+                flags: TcpFlags::ACK,
+                window: 256,
+                timestamps: ts(60, 900),
+                payload: &[7; 100],
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        view.observe(&packet_with(
+            target(),
+            peer(),
+            TcpRepr {
+                seq: SeqNumber(5001),
+                ack: SeqNumber(1101),
+                flags: TcpFlags::ACK,
+                window: 512,
+                timestamps: ts(910, 60),
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        view
+    }
+
+    /// The first MSYN of the peer, moved to MOVED_PEER.
+    fn real_msyn(request: u32) -> Vec<u8> {
+        let moved = SocketAddrV4::new(MOVED_PEER, PEER_PORT);
+        packet_with(
+            moved,
+            target(),
+            TcpRepr {
+                seq: SeqNumber(1100),
+                flags: TcpFlags::SYN,
+                window: 65535,
+                window_scale: Some(7),
+                ..TcpRepr::default()
+            },
+            MigrationOptions {
+                migrate: Some(MigrateOption::Msyn(Migrate {
+                    token: token_of(Key(TARGET_KEY)).0,
+                    request,
+                    mac: [9; 8],
+                })),
+                permit: Some(MigratePermit {
+                    addr: MOVED_PEER,
+                    port: PEER_PORT,
+                    key: None,
+                }),
+                ..MigrationOptions::default()
+            },
+        )
+    }
+
+    fn parsed(packet: &[u8]) -> (Ipv4Repr, TcpRepr<'_>, MigrationOptions<'_>) {
+        let (ip, tcp) = parse_ipv4_tcp(packet).expect("parses");
+        let options = MigrationOptions::from_repr(&tcp).expect("sustain options parse");
+        (ip, tcp, options)
+    }
+
+    #[test]
+    fn counter_checks_parse_compare_and_name_unknown_counters() {
+        let check = CounterCheck::parse("mac_failures", ">=3").unwrap();
+        assert_eq!(check.comparison, Comparison::AtLeast);
+        assert!(check.holds(3) && check.holds(4) && !check.holds(2));
+        assert_eq!(check.to_string(), "mac_failures >= 3");
+        let check = CounterCheck::parse("stale_requests+repeat_requests", "0").unwrap();
+        assert_eq!(check.counters.len(), 2);
+        assert!(check.holds(0) && !check.holds(1));
+        let counters: Map<String, Value> =
+            serde_json::from_str(r#"{"stale_requests": 2, "repeat_requests": 1}"#).unwrap();
+        assert_eq!(check.actual(&counters), Ok(3));
+        let check = CounterCheck::parse("mac_failures", "<2").unwrap();
+        assert!(check.holds(1) && !check.holds(2));
+        assert!(check
+            .actual(&counters)
+            .unwrap_err()
+            .contains("mac_failures"));
+        assert!(CounterCheck::parse("mac_failure", "1")
+            .unwrap_err()
+            .contains("unknown counter \"mac_failure\""));
+        assert!(CounterCheck::parse("mac_failures", ">= many").is_err());
+        assert!(CounterCheck::parse("mac_failures", "-1").is_err());
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in AttackKind::ALL {
+            assert_eq!(kind.name().parse::<AttackKind>(), Ok(kind));
+        }
+        assert!("rst-flood"
+            .parse::<AttackKind>()
+            .unwrap_err()
+            .contains("\"blind-rst\""));
+    }
+
+    #[test]
+    fn the_view_learns_ends_windows_timestamps_and_the_token_from_the_handshake() {
+        let view = established();
+        assert_eq!(view.ends(), Ok((target(), peer())));
+        assert_eq!(view.from_peer.seq_next, SeqNumber(1101));
+        assert_eq!(view.from_target.ack, Some(SeqNumber(1101)));
+        // Both SYNs carried WS 7: the target's window is scaled.
+        assert_eq!(view.target_window(), 512 << 7);
+        assert!(view.timestamps());
+        assert_eq!(
+            view.peer_timestamps(),
+            Some(Timestamps {
+                tsval: 60,
+                tsecr: 910
+            })
+        );
+        assert_eq!(
+            view.token(),
+            Ok((token_of(Key(TARGET_KEY)).0, TokenSource::HandshakeKey))
+        );
+        for kind in AttackKind::ALL {
+            let ready = view.not_ready_for(kind);
+            assert_eq!(ready.is_none(), kind != AttackKind::ReplayedMsyn, "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_view_keeps_the_first_msyn_and_sees_the_move_complete() {
+        let mut view = established();
+        let msyn = real_msyn(1);
+        view.observe(&msyn);
+        view.observe(&real_msyn(2));
+        assert_eq!(view.first_msyn.as_ref().map(|(p, _)| p.clone()), Some(msyn));
+        assert_eq!(view.latest_request, Some(2));
+        assert_eq!(view.token().map(|(_, s)| s), Ok(TokenSource::Msyn));
+        assert_eq!(
+            view.not_ready_for(AttackKind::ReplayedMsyn).as_deref(),
+            Some("the real migration has not completed yet")
+        );
+        // The target's data (no SYN) to the new address: the path is confirmed.
+        let moved = SocketAddrV4::new(MOVED_PEER, PEER_PORT);
+        view.observe(&packet_with(
+            target(),
+            moved,
+            TcpRepr {
+                seq: SeqNumber(5001),
+                ack: SeqNumber(1101),
+                flags: TcpFlags::ACK,
+                window: 512,
+                timestamps: Some(Timestamps {
+                    tsval: 920,
+                    tsecr: 61,
+                }),
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        assert!(view.migration_done);
+        assert_eq!(view.peer_end, Some(moved));
+        assert_eq!(view.not_ready_for(AttackKind::ReplayedMsyn), None);
+    }
+
+    #[test]
+    fn injected_packets_and_other_ports_do_not_count_and_replies_to_the_attacker_do() {
+        let mut view = established();
+        let before = (view.from_peer.seq_next, view.segments);
+        let forged = forge(&view, Step::ForgedAddressUpdate { nth: 0 }, ATTACKER).unwrap();
+        view.injected
+            .insert(segment_fingerprint(&forged.packet).unwrap());
+        view.observe(&forged.packet);
+        let elsewhere = packet_with(
+            SocketAddrV4::new(PEER, 1),
+            SocketAddrV4::new(TARGET, 2),
+            TcpRepr {
+                seq: SeqNumber(1),
+                flags: TcpFlags::ACK,
+                payload: &[0; 10],
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        );
+        view.observe(&elsewhere);
+        assert_eq!((view.from_peer.seq_next, view.segments), before);
+        view.observe(&packet_with(
+            target(),
+            SocketAddrV4::new(ATTACKER, PEER_PORT),
+            TcpRepr {
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                ..TcpRepr::default()
+            },
+            MigrationOptions::default(),
+        ));
+        assert_eq!((view.to_attacker, view.syn_acks_to_attacker), (1, 1));
+        assert_eq!(view.peer_end, Some(peer()), "a reply to x is not the peer");
+    }
+
+    #[test]
+    fn a_forged_msyn_has_the_right_token_a_fresh_request_and_the_attackers_permit() {
+        let mut view = established();
+        view.observe(&real_msyn(7));
+        let forged = forge(&view, Step::ForgedMsyn { nth: 1 }, ATTACKER).unwrap();
+        let (ip, tcp, options) = parsed(&forged.packet);
+        assert_eq!((ip.src, ip.dst), (ATTACKER, TARGET));
+        assert_eq!((tcp.src_port, tcp.dst_port), (PEER_PORT, PORT));
+        assert_eq!(tcp.flags, TcpFlags::SYN);
+        // SND.UNA - 1 of the peer, as the target acknowledged it.
+        assert_eq!(tcp.seq, SeqNumber(1100));
+        let Some(MigrateOption::Msyn(migrate)) = options.migrate else {
+            panic!("no Migrate in MSYN form: {options:?}");
+        };
+        assert_eq!(migrate.token, token_of(Key(TARGET_KEY)).0);
+        assert_eq!(migrate.request, 7 + 1001);
+        let permit = options.permit.expect("a Permit");
+        assert_eq!(
+            (permit.addr, permit.port, permit.key),
+            (ATTACKER, PEER_PORT, None)
+        );
+        assert_eq!(forged.detail["token_from"], "msyn");
+    }
+
+    #[test]
+    fn a_forged_address_update_is_an_in_window_ack_from_the_attacker() {
+        let view = established();
+        let forged = forge(&view, Step::ForgedAddressUpdate { nth: 0 }, ATTACKER).unwrap();
+        let (ip, tcp, options) = parsed(&forged.packet);
+        assert_eq!(ip.src, ATTACKER);
+        assert_eq!(tcp.flags, TcpFlags::ACK);
+        assert_eq!((tcp.seq, tcp.ack), (SeqNumber(1101), SeqNumber(5001)));
+        assert_eq!(tcp.timestamps.map(|t| t.tsval), Some(60));
+        let update = options.address_update.expect("Address-Update");
+        assert_eq!(update.old_addr, PEER);
+        assert_eq!(update.token, token_of(Key(TARGET_KEY)).0);
+        assert_eq!(update.request, 1000);
+    }
+
+    #[test]
+    fn a_blind_rst_is_inside_the_window_but_not_at_rcv_nxt() {
+        let view = established();
+        let forged = forge(&view, Step::BlindRst, ATTACKER).unwrap();
+        let (ip, tcp, _) = parsed(&forged.packet);
+        assert_eq!((ip.src, ip.dst), (PEER, TARGET), "spoofed from the peer");
+        assert_eq!(tcp.flags, TcpFlags::RST);
+        let rcv_nxt = SeqNumber(1101);
+        assert!(tcp.seq > rcv_nxt && tcp.seq < rcv_nxt + (512 << 7));
+    }
+
+    #[test]
+    fn a_replay_is_the_msyn_byte_for_byte_but_from_the_attacker() {
+        let mut view = established();
+        let original = real_msyn(1);
+        view.observe(&original);
+        let forged = forge(&view, Step::Replay, ATTACKER).unwrap();
+        let (ip, _, options) = parsed(&forged.packet);
+        assert_eq!(ip.src, ATTACKER);
+        assert!(options.migrate.is_some());
+        let differing: Vec<usize> = (0..original.len())
+            .filter(|&i| original[i] != forged.packet[i])
+            .collect();
+        // IP checksum (10, 11), source (12..16), TCP checksum (36, 37).
+        assert!(
+            differing
+                .iter()
+                .all(|i| [10, 11, 12, 13, 14, 15, 36, 37].contains(i)),
+            "{differing:?}"
+        );
+        assert_eq!(forged.packet.len(), original.len());
+    }
+
+    #[test]
+    fn malformed_cases_fail_where_they_should() {
+        let view = established();
+        let case = |case| {
+            forge(&view, Step::Malformed(case), ATTACKER)
+                .unwrap()
+                .packet
+        };
+        // (a), (b): the TCP option walk rejects the whole segment.
+        assert!(matches!(
+            parse_ipv4_tcp(&case(MalformedCase::KindLengthOne)),
+            Err(WireError::BadOptionLength { kind: 253, len: 1 })
+        ));
+        assert!(matches!(
+            parse_ipv4_tcp(&case(MalformedCase::LengthPastHeader)),
+            Err(WireError::TruncatedOption { kind: 253 })
+        ));
+        // (c): a valid foreign option, none of ours.
+        let packet = case(MalformedCase::UnknownExid);
+        let (_, tcp, options) = parsed(&packet);
+        assert!(options.is_empty());
+        assert_eq!(tcp.experimental[0].map(|o| o.exid), Some(UNKNOWN_EXID));
+        // (d), (e), (f): valid TCP, malformed sustain options.
+        for (malformed, syn, src) in [
+            (MalformedCase::MigrateLength19, false, PEER),
+            (MalformedCase::SynTruncatedPermit, true, ATTACKER),
+            (MalformedCase::MsynTruncatedMigrate, true, ATTACKER),
+        ] {
+            let packet = case(malformed);
+            let (ip, tcp) = parse_ipv4_tcp(&packet).expect("valid TCP");
+            assert_eq!((tcp.flags.syn(), ip.src), (syn, src), "{malformed:?}");
+            assert!(
+                matches!(
+                    MigrationOptions::from_repr(&tcp),
+                    Err(WireError::BadOptionLength { kind: 253, .. })
+                ),
+                "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checksums_are_recomputed_after_a_rewrite() {
+        let mut packet = real_msyn(1);
+        packet[19] ^= 0x55;
+        assert!(parse_ipv4_tcp(&packet).is_err());
+        refresh_checksums(&mut packet).unwrap();
+        assert!(parse_ipv4_tcp(&packet).is_ok());
+        assert!(refresh_checksums(&mut [0x45, 0, 0]).is_err());
+        assert!(replayed_msyn(&[0x45; 8], ATTACKER).is_err());
+    }
+
+    #[test]
+    fn every_kind_sends_its_packets_in_order() {
+        assert_eq!(steps_of(AttackKind::BlindRst).len(), 3);
+        assert_eq!(
+            steps_of(AttackKind::MalformedOptions)
+                .iter()
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>(),
+            MalformedCase::ALL.map(Step::Malformed).to_vec()
+        );
+        for kind in AttackKind::ALL {
+            let offsets: Vec<Duration> = steps_of(kind).iter().map(|(d, _)| *d).collect();
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{kind}");
+        }
+    }
+}
