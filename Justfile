@@ -29,7 +29,7 @@ lab *NAMES:
 bless *NAMES:
     cargo build --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" SUSTAIN_BLESS=1 INSTA_UPDATE=always INSTA_FORCE_PASS=1 \
-        {{ if NAMES == "" { "" } else { "INSTA_GLOB_FILTER=" + replace(NAMES, " ", ".toml;") + ".toml" } }} \
+        {{ if NAMES == "" { "" } else { "'INSTA_GLOB_FILTER=" + replace(NAMES, " ", ".toml;") + ".toml'" } }} \
         cargo test --locked -p sustain-conformance --test scenarios -- --nocapture
 
 # sustain-host against Linux's own TCP on a plain A - R - B path: [MiB] [loss-percent]

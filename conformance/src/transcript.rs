@@ -803,7 +803,8 @@ impl<'a> Writer<'a> {
         if segment.has(SYN) && segment.has(ACK) && migrate.is_none() {
             self.awaiting_handshake_ack.insert(conn);
         }
-        if resumed {
+        // A forged MSYN-ACK or Address-Update resumes nothing.
+        if resumed && !options_text.contains("[mac:BAD]") {
             self.awaiting_first_data.insert((conn, 0));
             self.awaiting_first_data.insert((conn, 1));
             if is_data {
@@ -811,7 +812,10 @@ impl<'a> Writer<'a> {
             }
         }
         self.window.insert((conn, side), segment.window);
-        self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
+        // An RST occupies no sequence space, and a forged one must not move the model.
+        if !segment.has(RST) {
+            self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
+        }
     }
 
     fn is_known_value(&self, conn: usize, side: usize, relative: u32) -> bool {

@@ -128,6 +128,21 @@ fn scenarios_conform() {
                 }
             }
             let report = last.expect("at least one attempt");
+            let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
+            eprintln!(
+                "scenario {}: {} (expected {}), reconnect {} (budget {}), handshake {}, transcript {}",
+                report.scenario,
+                report.outcome,
+                report.expected,
+                ms(report.latencies.reconnect_s),
+                ms(report.latencies.budget_s),
+                ms(report.latencies.handshake_s),
+                match report.transcript.matched {
+                    Some(true) => "matches",
+                    Some(false) => "DIFFERS",
+                    None => "not compared",
+                }
+            );
             if !report.passed {
                 failures.push(format!(
                     "{}: outcome {:?} (expected {:?}), reconnect {:?} s (budget {:?} s): {} \

@@ -858,10 +858,12 @@ fn steps_of(kind: AttackKind) -> Vec<(Duration, Step)> {
             .map(|n| (Duration::from_millis(u64::from(n) * every_ms), step(n)))
             .collect::<Vec<_>>()
     };
+    // 200 ms apart: far from the 100 ms that separates "+3-9rtt" from "+long" in a
+    // transcript with the 10 ms RTT floor, so transcripts of two runs agree.
     match kind {
-        AttackKind::ForgedMsyn => spaced(3, 100, &|nth| Step::ForgedMsyn { nth }),
-        AttackKind::ReplayedMsyn => spaced(3, 100, &|_| Step::Replay),
-        AttackKind::ForgedAddressUpdate => spaced(3, 100, &|nth| Step::ForgedAddressUpdate { nth }),
+        AttackKind::ForgedMsyn => spaced(3, 200, &|nth| Step::ForgedMsyn { nth }),
+        AttackKind::ReplayedMsyn => spaced(3, 200, &|_| Step::Replay),
+        AttackKind::ForgedAddressUpdate => spaced(3, 200, &|nth| Step::ForgedAddressUpdate { nth }),
         // Spaced well beyond any RTT, so each is judged against fresh state.
         AttackKind::BlindRst => spaced(3, 200, &|_| Step::BlindRst),
         AttackKind::MalformedOptions => MalformedCase::ALL
