@@ -22,7 +22,7 @@
 //! ```
 //!
 //! - the gap since the previous line in RTTs of the run's first handshake (at least
-//!   10 ms, so that scheduling noise on an undelayed path stays `+0`): `+0` (< 0.5),
+//!   20 ms, so that scheduling noise on an undelayed path stays `+0`): `+0` (< 0.5),
 //!   `+1rtt` (< 1.5), `+2rtt` (< 2.5), `+3-9rtt` (< 10), `+long`; never absolute time.
 //!   A FIN answering the peer's FIN shows `+close`: it leaves when the application
 //!   closes, which is the application's timing, not the protocol's;
@@ -58,7 +58,7 @@ use crate::options::{decode, Opt};
 use crate::segment::{Segment, ACK, FIN, RST, SYN};
 
 /// The smallest RTT unit gaps are measured in.
-pub const MIN_RTT_UNIT_NS: u64 = 10_000_000;
+pub const MIN_RTT_UNIT_NS: u64 = 20_000_000;
 
 /// The captures of one run (or one golden directory) and their names.
 #[derive(Clone, Debug)]

@@ -275,15 +275,15 @@ fn transcripts(run: &Run, label: &str) -> (PathBuf, BTreeMap<String, String>) {
 }
 
 const EXPECTED: &str = "\
-0       b:p1 > a:5001  SYN      [S] seq=0 <mss 1460,sackOK,ts ecr=0,nop,ws 7,permit(b:p1 key=[key])>
-+0      a:5001 > b:p1  SYN-ACK  [S.] seq=0 ack=1 <mss 1460,sackOK,ts ecr=0,nop,ws 7,permit(a:5001 key=[key])>
+0       b:p1 > a:5001  SYN      [S] seq=0 <mss 1460,sackOK,ts ecr=0,nop,ws 7,permit(b:p1 key=[key]),eol>
++0      a:5001 > b:p1  SYN-ACK  [S.] seq=0 ack=1 <mss 1460,sackOK,ts ecr=0,nop,ws 7,permit(a:5001 key=[key]),eol>
 +1rtt   b:p1 > a:5001  DATA     [.] seq=1 ack=1 data <nop,nop,ts>
         .. 1000+ data b:p1 > a:5001
-+long   b:p1 > a:5001  MSYN     [S] seq=b.1 <mss 1460,nop,ws 7,migrate(token=[token] req=1 mac=[mac]),permit(b:p1),eol,eol>
++long   b:p1 > a:5001  MSYN     [S] seq=b.1 <mss 1460,nop,ws 7,migrate(token=[token] req=1 mac=[mac]),permit(b:p1),eol>
 +0      a:5001 > b:p1  MSYN-ACK [S.] seq=0 ack=b.1+1 <nop,nop,ts ecr=0,nop,ws 7,migrate-ack(token=[token] req=1 nonce=[nonce] mac=[mac])>
 +1rtt   b:p1 > a:5001  DATA     [.] seq=b.1+1 ack=1 data <nop,nop,ts,migrate-confirm(req=1 nonce=[nonce])>
         .. 1000+ data b:p1 > a:5001
-+long   b:p1 > a:5001  FIN      [F.] seq=b.2 ack=1 <nop,nop,ts>
++3-9rtt b:p1 > a:5001  FIN      [F.] seq=b.2 ack=1 <nop,nop,ts>
 +close  a:5001 > b:p1  FIN      [F.] seq=1 ack=b.2+1 <nop,nop,ts>
 ";
 
@@ -411,8 +411,8 @@ fn reconnect_latency_is_read_from_the_capture() {
     // The handshake's final ACK (the first Confirm) arrives 40 us + 1 RTT after the MSYN.
     assert_eq!(measured.handshake_ns, Some(200 * MS + 40_000 + 2 * run.delay_ns));
     // The first 20 resent segments are duplicates: the 21st is new, and a's ACK
-    // covering it is sent 10 us after it (every second segment is acknowledged).
+    // covering it follows the 22nd, 20 us after it (a acknowledges every second one).
     let first_new = 200 * MS + 40_000 + 2 * run.delay_ns + 20 * 10_000;
     assert_eq!(measured.first_new_data_ns, Some(first_new));
-    assert_eq!(measured.reconnect_ns, Some(first_new + 10_000));
+    assert_eq!(measured.reconnect_ns, Some(first_new + 20_000));
 }

@@ -858,18 +858,19 @@ fn steps_of(kind: AttackKind) -> Vec<(Duration, Step)> {
             .map(|n| (Duration::from_millis(u64::from(n) * every_ms), step(n)))
             .collect::<Vec<_>>()
     };
-    // 200 ms apart: far from the 100 ms that separates "+3-9rtt" from "+long" in a
-    // transcript with the 10 ms RTT floor, so transcripts of two runs agree.
+    // Transcripts bucket gaps in RTTs of at least 20 ms (+3-9rtt below 200 ms, +long
+    // above): 400 ms and 100 ms apart stay well inside one bucket, so transcripts of
+    // two runs agree.
     match kind {
-        AttackKind::ForgedMsyn => spaced(3, 200, &|nth| Step::ForgedMsyn { nth }),
-        AttackKind::ReplayedMsyn => spaced(3, 200, &|_| Step::Replay),
-        AttackKind::ForgedAddressUpdate => spaced(3, 200, &|nth| Step::ForgedAddressUpdate { nth }),
+        AttackKind::ForgedMsyn => spaced(3, 400, &|nth| Step::ForgedMsyn { nth }),
+        AttackKind::ReplayedMsyn => spaced(3, 400, &|_| Step::Replay),
+        AttackKind::ForgedAddressUpdate => spaced(3, 400, &|nth| Step::ForgedAddressUpdate { nth }),
         // Spaced well beyond any RTT, so each is judged against fresh state.
-        AttackKind::BlindRst => spaced(3, 200, &|_| Step::BlindRst),
+        AttackKind::BlindRst => spaced(3, 400, &|_| Step::BlindRst),
         AttackKind::MalformedOptions => MalformedCase::ALL
             .iter()
             .enumerate()
-            .map(|(n, case)| (Duration::from_millis(n as u64 * 50), Step::Malformed(*case)))
+            .map(|(n, case)| (Duration::from_millis(n as u64 * 100), Step::Malformed(*case)))
             .collect(),
     }
 }
