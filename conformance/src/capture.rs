@@ -281,12 +281,11 @@ fn read_pcap(path: &Path, name: String, reader: impl Read) -> Result<Capture> {
         reason: e.to_string(),
     })?;
     let datalink = pcap.header().datalink;
-    let link = LinkType::from_datalink(datalink).ok_or_else(|| {
-        ConformanceError::UnsupportedLinkType {
+    let link =
+        LinkType::from_datalink(datalink).ok_or_else(|| ConformanceError::UnsupportedLinkType {
             path: path.to_path_buf(),
             linktype: format!("{datalink:?}"),
-        }
-    })?;
+        })?;
     let mut frames = Vec::new();
     while let Some(packet) = pcap.next_packet() {
         let packet = packet.map_err(|e| ConformanceError::BadFrame {

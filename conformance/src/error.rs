@@ -11,7 +11,9 @@ pub enum ConformanceError {
     },
     #[error("{path}: not a pcap or pcapng file: {reason}")]
     NotACapture { path: PathBuf, reason: String },
-    #[error("{path}: link type {linktype} is not supported (Ethernet, Linux cooked or raw IPv4 are)")]
+    #[error(
+        "{path}: link type {linktype} is not supported (Ethernet, Linux cooked or raw IPv4 are)"
+    )]
     UnsupportedLinkType { path: PathBuf, linktype: String },
     #[error("{path}: frame {index}: {reason}")]
     BadFrame {

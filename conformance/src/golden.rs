@@ -44,7 +44,12 @@ pub fn excerpt_mask(analysis: &Analysis, transcript: &Transcript, index: usize) 
 }
 
 /// The elision record of the frames left out just before each kept frame.
-fn elisions(capture: &Capture, analysis: &Analysis, index: usize, keep: &[bool]) -> Vec<Option<Elision>> {
+fn elisions(
+    capture: &Capture,
+    analysis: &Analysis,
+    index: usize,
+    keep: &[bool],
+) -> Vec<Option<Elision>> {
     let segments = analysis.segments(index);
     let mut out = vec![None; keep.len()];
     let mut pending = Elision::default();
@@ -125,7 +130,11 @@ pub fn bless(run_dir: &Path, golden_dir: &Path) -> Result<BTreeMap<String, Trans
             path: golden_dir.to_path_buf(),
             reason: format!(
                 "the excerpts do not give the run's transcripts:\n{}",
-                diffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+                diffs
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             ),
         });
     }

@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn malformed_and_foreign_options_are_named_not_dropped() {
         // kind 253 with length 1: the walk stops there.
-        assert!(matches!(decode(&[1, 253, 1, 0, 0])[..], [Opt::Nop, Opt::Malformed(_)]));
+        assert!(matches!(
+            decode(&[1, 253, 1, 0, 0])[..],
+            [Opt::Nop, Opt::Malformed(_)]
+        ));
         // A length running past the end.
         assert!(matches!(decode(&[2, 4, 5])[..], [Opt::Malformed(_)]));
         // Unknown ExID with a valid length.
@@ -191,6 +194,9 @@ mod tests {
                 len: 19
             }]
         );
-        assert_eq!(decode(&[99, 4, 0, 0]), vec![Opt::Unknown { kind: 99, len: 4 }]);
+        assert_eq!(
+            decode(&[99, 4, 0, 0]),
+            vec![Opt::Unknown { kind: 99, len: 4 }]
+        );
     }
 }

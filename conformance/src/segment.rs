@@ -61,7 +61,9 @@ impl Segment {
         let dst = Ipv4Addr::new(*ip.get(16)?, *ip.get(17)?, *ip.get(18)?, *ip.get(19)?);
         let tcp = ip.get(ihl..)?;
         let header = tcp.get(..20)?;
-        let word = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let word = |at: usize| {
+            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
         let data_offset = usize::from(header[12] >> 4) * 4;
         if data_offset < 20 {
             return None;
@@ -114,7 +116,20 @@ mod tests {
         frame[12] = 0x08;
         let tcp_len = 24; // 20 + MSS option
         let total = 20 + tcp_len + total_len_extra;
-        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ];
         ip.extend([192, 0, 2, 10, 198, 51, 100, 10]);
         frame.extend(ip);
         let mut tcp = vec![0x13, 0x89, 0x9c, 0x41];

@@ -254,7 +254,8 @@ impl Analysis {
 
     fn bind(&mut self, segment: &Segment, conn: usize, side: usize) {
         self.flows.insert((segment.src, segment.dst), (conn, side));
-        self.flows.insert((segment.dst, segment.src), (conn, 1 - side));
+        self.flows
+            .insert((segment.dst, segment.src), (conn, 1 - side));
     }
 
     fn new_conn(&mut self) -> usize {
@@ -344,9 +345,13 @@ impl Analysis {
             (true, false, _) => {
                 // A plain SYN: the same ISN is the same connection at every capture point
                 // (a NAPT rewrites addresses and ports, not sequence numbers).
-                let known = self.flows.get(&(segment.src, segment.dst)).copied().filter(
-                    |&(conn, side)| side == 0 && self.conns[conn].sides[0].isn == Some(segment.seq),
-                );
+                let known =
+                    self.flows
+                        .get(&(segment.src, segment.dst))
+                        .copied()
+                        .filter(|&(conn, side)| {
+                            side == 0 && self.conns[conn].sides[0].isn == Some(segment.seq)
+                        });
                 let (conn, side) = known
                     .or_else(|| {
                         self.conns
@@ -414,7 +419,8 @@ impl Analysis {
                     });
                     if let Some(update) = update {
                         bound = self.conns.iter().enumerate().find_map(|(c, conn)| {
-                            conn.token_owner(update.token).map(|receiver| (c, 1 - receiver))
+                            conn.token_owner(update.token)
+                                .map(|receiver| (c, 1 - receiver))
                         });
                     }
                     if let Some((conn, side)) = bound {
@@ -468,7 +474,8 @@ impl Analysis {
                     writer.elided(data);
                 }
             }
-            let (Some(segment), Some((conn, side))) = (&self.segments[index][f], self.bound[index][f])
+            let (Some(segment), Some((conn, side))) =
+                (&self.segments[index][f], self.bound[index][f])
             else {
                 continue;
             };
@@ -512,14 +519,20 @@ impl Analysis {
 
     /// Whether a segment carries a Migrate Confirm.
     pub fn is_confirm(segment: &Segment) -> bool {
-        matches!(migrate_of(&decode(&segment.options)), Some(MigrateOption::Confirm(_)))
+        matches!(
+            migrate_of(&decode(&segment.options)),
+            Some(MigrateOption::Confirm(_))
+        )
     }
 
     /// Whether a segment is an MSYN (a SYN with Migrate in MSYN form).
     pub fn is_msyn(segment: &Segment) -> bool {
         segment.has(SYN)
             && !segment.has(ACK)
-            && matches!(migrate_of(&decode(&segment.options)), Some(MigrateOption::Msyn(_)))
+            && matches!(
+                migrate_of(&decode(&segment.options)),
+                Some(MigrateOption::Msyn(_))
+            )
     }
 
     /// The connection that carried the most payload, and the side that sent it.
@@ -555,7 +568,10 @@ impl Analysis {
     pub fn is_msyn_ack(segment: &Segment) -> bool {
         segment.has(SYN)
             && segment.has(ACK)
-            && matches!(migrate_of(&decode(&segment.options)), Some(MigrateOption::MsynAck(_)))
+            && matches!(
+                migrate_of(&decode(&segment.options)),
+                Some(MigrateOption::MsynAck(_))
+            )
     }
 }
 
@@ -783,9 +799,7 @@ impl<'a> Writer<'a> {
             segment.flag_letters()
         );
         if segment.has(ACK) {
-            let ack = self
-                .analysis
-                .relative(conn, 1 - side, segment.ack);
+            let ack = self.analysis.relative(conn, 1 - side, segment.ack);
             let ack = self.value(conn, 1 - side, ack);
             text.push_str(&format!(" ack={ack}"));
         }
@@ -836,7 +850,8 @@ impl<'a> Writer<'a> {
             .window_scale
             .unwrap_or(0)
             .min(14);
-        let window = u32::from(self.window.get(&(conn, peer)).copied().unwrap_or(u16::MAX)) << scale;
+        let window =
+            u32::from(self.window.get(&(conn, peer)).copied().unwrap_or(u16::MAX)) << scale;
         let ahead = relative.wrapping_sub(next);
         if ahead < window.max(1) {
             "<in-window>".into()
@@ -898,7 +913,11 @@ impl<'a> Writer<'a> {
                 }
             }
             Opt::Migrate(MigrateOption::Msyn(m)) => {
-                let verified = match (self.key_of(conn, side), self.key_of(conn, peer), permit_of(all)) {
+                let verified = match (
+                    self.key_of(conn, side),
+                    self.key_of(conn, peer),
+                    permit_of(all),
+                ) {
                     (Some(mover), Some(responder), Some(permit)) => Some(auth::verify(
                         mover,
                         responder,
@@ -924,7 +943,10 @@ impl<'a> Writer<'a> {
                 )
             }
             Opt::Migrate(MigrateOption::MsynAck(m)) => {
-                let direct = self.analysis.conns[conn].msyn_direct.get(&m.request).copied();
+                let direct = self.analysis.conns[conn]
+                    .msyn_direct
+                    .get(&m.request)
+                    .copied();
                 let verified = match (self.key_of(conn, side), self.key_of(conn, peer), direct) {
                     (Some(responder), Some(mover), Some(direct)) => Some(auth::verify(
                         responder,

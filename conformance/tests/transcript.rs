@@ -92,7 +92,9 @@ fn permit(addr: Ipv4Addr, port: u16, key: Option<u64>) -> Vec<u8> {
 }
 
 fn syn_options(addr: Ipv4Addr, port: u16, key: u64) -> Vec<u8> {
-    let mut options = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+    let mut options = vec![
+        2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
     options.extend(permit(addr, port, Some(key)));
     options
 }
@@ -122,7 +124,20 @@ fn frame(
     let tcp_len = 20 + options.len();
     let total = 20 + tcp_len + payload;
     let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    frame.extend([0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    frame.extend([
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
     frame.extend(src.ip().octets());
     frame.extend(dst.ip().octets());
     frame.extend(src.port().to_be_bytes());
@@ -149,16 +164,44 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
     let rtt = 2 * run.delay_ns;
     let mut out = Vec::new();
     let (ib, ia) = (run.isn_b, run.isn_a);
-    out.push((t, frame(b, a, ib, 0, SYN, &syn_options(B_OLD, run.port_b, run.key_b), 0)));
+    out.push((
+        t,
+        frame(
+            b,
+            a,
+            ib,
+            0,
+            SYN,
+            &syn_options(B_OLD, run.port_b, run.key_b),
+            0,
+        ),
+    ));
     t += 50_000;
-    out.push((t, frame(a, b, ia, ib.wrapping_add(1), SYN | ACK, &syn_options(A, PORT, run.key_a), 0)));
+    out.push((
+        t,
+        frame(
+            a,
+            b,
+            ia,
+            ib.wrapping_add(1),
+            SYN | ACK,
+            &syn_options(A, PORT, run.key_a),
+            0,
+        ),
+    ));
     t += rtt;
     let mut next = ib.wrapping_add(1);
-    out.push((t, frame(b, a, next, ia.wrapping_add(1), ACK, &ts(), mss as usize)));
+    out.push((
+        t,
+        frame(b, a, next, ia.wrapping_add(1), ACK, &ts(), mss as usize),
+    ));
     next = next.wrapping_add(mss);
     for i in 1..run.before {
         t += 10_000;
-        out.push((t, frame(b, a, next, ia.wrapping_add(1), ACK, &ts(), mss as usize)));
+        out.push((
+            t,
+            frame(b, a, next, ia.wrapping_add(1), ACK, &ts(), mss as usize),
+        ));
         next = next.wrapping_add(mss);
         if i % 2 == 0 {
             out.push((t, frame(a, b, ia.wrapping_add(1), next, ACK, &ts(), 0)));
@@ -187,7 +230,9 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
     t += 40_000;
     let nonce = 0x5eed_1234;
     let ack_mac = auth::mac_msyn_ack(Key(run.key_a), Key(run.key_b), request, nonce, b_new);
-    let mut msyn_ack = vec![1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 1, 3, 3, 7, 253, 24, 0x0a, 0x21];
+    let mut msyn_ack = vec![
+        1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 1, 3, 3, 7, 253, 24, 0x0a, 0x21,
+    ];
     msyn_ack.extend(Key(run.key_b).token().0.to_be_bytes());
     msyn_ack.extend(request.0.to_be_bytes());
     msyn_ack.extend(u32::to_be_bytes(nonce));
@@ -203,7 +248,18 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
     let mut next = una;
     for i in 0..run.after {
         let options = if i < 10 { confirm.clone() } else { ts() };
-        out.push((t, frame(b_new, a, next, ia.wrapping_add(1), ACK, &options, mss as usize)));
+        out.push((
+            t,
+            frame(
+                b_new,
+                a,
+                next,
+                ia.wrapping_add(1),
+                ACK,
+                &options,
+                mss as usize,
+            ),
+        ));
         next = next.wrapping_add(mss);
         t += 10_000;
         if i % 2 == 1 {
@@ -217,9 +273,23 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
         out.push((t, replayed));
     }
     t += 300 * MS;
-    out.push((t, frame(b_new, a, next, ia.wrapping_add(1), FIN | ACK, &ts(), 0)));
+    out.push((
+        t,
+        frame(b_new, a, next, ia.wrapping_add(1), FIN | ACK, &ts(), 0),
+    ));
     t += 30_000;
-    out.push((t, frame(a, b_new, ia.wrapping_add(1), next.wrapping_add(1), FIN | ACK, &ts(), 0)));
+    out.push((
+        t,
+        frame(
+            a,
+            b_new,
+            ia.wrapping_add(1),
+            next.wrapping_add(1),
+            FIN | ACK,
+            &ts(),
+            0,
+        ),
+    ));
     out
 }
 
@@ -329,7 +399,11 @@ fn an_extra_option_byte_in_the_msyn_changes_the_transcript_with_a_readable_diff(
     // Only the MSYN line changed.
     let changed_lines = diff
         .lines()
-        .filter(|l| (l.starts_with('-') || l.starts_with('+')) && !l.starts_with("---") && !l.starts_with("+++"))
+        .filter(|l| {
+            (l.starts_with('-') || l.starts_with('+'))
+                && !l.starts_with("---")
+                && !l.starts_with("+++")
+        })
         .count();
     assert_eq!(changed_lines, 2, "{diff}");
 }
@@ -344,7 +418,9 @@ fn a_forged_mac_and_a_replayed_msyn_are_marked() {
         "forged",
     );
     assert!(
-        forged["a-g1"].contains("MSYN     [S] seq=b.1 <mss 1460,nop,ws 7,migrate(token=[token] req=1 mac=[mac:BAD])"),
+        forged["a-g1"].contains(
+            "MSYN     [S] seq=b.1 <mss 1460,nop,ws 7,migrate(token=[token] req=1 mac=[mac:BAD])"
+        ),
         "{}",
         forged["a-g1"]
     );
@@ -378,7 +454,9 @@ fn a_golden_excerpt_gives_the_same_transcript_and_is_small() {
     assert_eq!(golden["a-g1"].text(), texts["a-g1"]);
     assert!(golden::check(&run_dir, &golden_dir).unwrap().is_empty());
     let full = std::fs::metadata(run_dir.join("a-g1.pcap")).unwrap().len();
-    let excerpt = std::fs::metadata(golden_dir.join("a-g1.pcapng")).unwrap().len();
+    let excerpt = std::fs::metadata(golden_dir.join("a-g1.pcapng"))
+        .unwrap()
+        .len();
     assert!(excerpt * 20 < full, "excerpt {excerpt} bytes of {full}");
     // And a changed run no longer matches the golden excerpt.
     let (changed_dir, _) = transcripts(
@@ -390,7 +468,11 @@ fn a_golden_excerpt_gives_the_same_transcript_and_is_small() {
     );
     let diffs = golden::check(&changed_dir, &golden_dir).unwrap();
     assert_eq!(diffs.len(), 1, "{diffs:?}");
-    assert!(diffs[0].to_string().contains("nop,nop,ws 7"), "{}", diffs[0]);
+    assert!(
+        diffs[0].to_string().contains("nop,nop,ws 7"),
+        "{}",
+        diffs[0]
+    );
 }
 
 #[test]
@@ -409,7 +491,10 @@ fn reconnect_latency_is_read_from_the_capture() {
     let moved = msyn_at - 200 * MS;
     let measured = latency::measure(&set, &analysis, moved, &names().points, "a");
     // The handshake's final ACK (the first Confirm) arrives 40 us + 1 RTT after the MSYN.
-    assert_eq!(measured.handshake_ns, Some(200 * MS + 40_000 + 2 * run.delay_ns));
+    assert_eq!(
+        measured.handshake_ns,
+        Some(200 * MS + 40_000 + 2 * run.delay_ns)
+    );
     // The first 20 resent segments are duplicates: the 21st is new, and a's ACK
     // covering it follows the 22nd, 20 us after it (a acknowledges every second one).
     let first_new = 200 * MS + 40_000 + 2 * run.delay_ns + 20 * 10_000;

@@ -870,7 +870,12 @@ fn steps_of(kind: AttackKind) -> Vec<(Duration, Step)> {
         AttackKind::MalformedOptions => MalformedCase::ALL
             .iter()
             .enumerate()
-            .map(|(n, case)| (Duration::from_millis(n as u64 * 100), Step::Malformed(*case)))
+            .map(|(n, case)| {
+                (
+                    Duration::from_millis(n as u64 * 100),
+                    Step::Malformed(*case),
+                )
+            })
             .collect(),
     }
 }

@@ -412,11 +412,13 @@ pub fn render_summary(report: &Report) -> String {
         ));
     }
     match (report.transcript.matched, &report.transcript.golden) {
-        (Some(true), Some(golden)) => {
-            out.push_str(&format!("  transcript matches the golden captures in {golden}\n"))
-        }
+        (Some(true), Some(golden)) => out.push_str(&format!(
+            "  transcript matches the golden captures in {golden}\n"
+        )),
         (Some(false), Some(golden)) => {
-            out.push_str(&format!("  transcript DIFFERS from the golden captures in {golden}:\n"));
+            out.push_str(&format!(
+                "  transcript DIFFERS from the golden captures in {golden}:\n"
+            ));
             for difference in &report.transcript.differences {
                 for line in difference.lines() {
                     out.push_str(&format!("    {line}\n"));

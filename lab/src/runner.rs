@@ -210,9 +210,8 @@ fn judge(scenario: &Scenario, report: &mut Report) {
                     latency * 1e3,
                     budget.as_secs_f64() * 1e3
                 )),
-                None => failures.push(
-                    "the captures show no new data acknowledged after the last move".into(),
-                ),
+                None => failures
+                    .push("the captures show no new data acknowledged after the last move".into()),
             }
         }
     }

@@ -108,8 +108,8 @@ pub fn analyse_run(
             .map_err(|e| e.to_string())?;
         report.files.push(format!("{TRANSCRIPTS_DIR}/{point}.txt"));
     }
-    let latency = last_move_unix_ns
-        .map(|at| latency::measure(&set, &analysis, at, &names.points, receiver));
+    let latency =
+        last_move_unix_ns.map(|at| latency::measure(&set, &analysis, at, &names.points, receiver));
     if let Some(golden) = golden_dir.filter(|dir| dir.join(NAMES_FILE).is_file()) {
         report.golden = Some(golden.display().to_string());
         let expected = golden::transcripts_of(golden).map_err(|e| e.to_string())?;

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use sustain_conformance::names::NAMES_FILE;
+use sustain_conformance::{Analysis, CaptureSet, Names};
 use sustain_lab::names::RunId;
 use sustain_lab::report::{render_summary, render_timeline};
 use sustain_lab::runner::{self, RunOptions};
 use sustain_lab::scenario::{Outcome, Scenario};
-use sustain_conformance::names::NAMES_FILE;
-use sustain_conformance::{Analysis, CaptureSet, Names};
 use sustain_lab::topology::Topology;
 use sustain_lab::transcripts::golden_dir_for;
 
@@ -367,7 +367,14 @@ fn suite(
     let mut rows = Vec::new();
     let mut worst = ExitCode::SUCCESS;
     for name in &names {
-        let code = run(args, name, Some(out.join(name)), bin_dir.clone(), quiet, golden)?;
+        let code = run(
+            args,
+            name,
+            Some(out.join(name)),
+            bin_dir.clone(),
+            quiet,
+            golden,
+        )?;
         println!();
         let report_path = out.join(name).join("report.json");
         let report: serde_json::Value = std::fs::read_to_string(&report_path)
@@ -387,7 +394,15 @@ fn suite(
 fn suite_table(rows: &[serde_json::Value]) -> String {
     let mut out = format!(
         "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<10} {:<6}\n",
-        "scenario", "outcome", "expected", "received", "sha256", "reconnect", "budget", "transcript", "result"
+        "scenario",
+        "outcome",
+        "expected",
+        "received",
+        "sha256",
+        "reconnect",
+        "budget",
+        "transcript",
+        "result"
     );
     let ms = |v: &serde_json::Value| {
         v.as_f64()
