@@ -104,7 +104,7 @@ fn ts() -> Vec<u8> {
 }
 
 fn pad(mut options: Vec<u8>) -> Vec<u8> {
-    while options.len() % 4 != 0 {
+    while !options.len().is_multiple_of(4) {
         options.push(0);
     }
     options
