@@ -672,7 +672,7 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             Some(NodeRole::Host) => {}
             Some(role) => {
                 return Err(here(format!(
-                    "{} is a {}; only hosts move",
+                    "{} has the role {}; only hosts move",
                     mv.host,
                     role.name()
                 )))

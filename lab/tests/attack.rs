@@ -302,7 +302,7 @@ fn attackers_sit_on_global_networks_and_never_move() {
     let (_, field, message) = located(&text);
     assert_eq!(field, "move[1].host", "{message}");
     assert!(
-        message.contains("x is a attacker; only hosts move"),
+        message.contains("x has the role attacker; only hosts move"),
         "{message}"
     );
 }
