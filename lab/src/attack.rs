@@ -58,6 +58,7 @@ use sustain_core::wire::{
     TCP_HEADER_LEN,
 };
 
+use crate::capture::{open_packet_socket, PacketSocketOptions};
 use crate::error::{cvt, LabError, Result};
 use crate::moves::{MoveSpec, Trigger};
 use crate::report::Timeline;
@@ -65,7 +66,6 @@ use crate::scenario::Scenario;
 use crate::topology::{NetworkKind, Topology};
 use crate::topology::{NodeRole, Plan, SpecPath, TopologySpec};
 use crate::transfer::{EndpointKind, Role, TransferResult, TransferSpec};
-use crate::wakeup;
 
 // ---- the scenario side --------------------------------------------------------------
 
@@ -1301,46 +1301,16 @@ fn forge_malformed(
 
 // ---- sockets ------------------------------------------------------------------------------
 
-/// An AF_PACKET socket on `ifname` (in the calling thread's namespace) that receives
-/// the frames of both directions, non-blocking. Created with protocol 0 and bound
-/// afterwards, like the captures, so no other interface's frame slips in. Bound to
-/// `ETH_P_ALL`, not `ETH_P_IP`: the kernel hands outgoing frames only to
-/// all-protocol taps.
+/// The observer's tap on `ifname` (in the calling thread's namespace): both
+/// directions, non-blocking.
 fn open_observer(ifname: &str) -> io::Result<OwnedFd> {
-    let c_ifname = std::ffi::CString::new(ifname)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-    // SAFETY: valid NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(c_ifname.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    })?;
-    // SAFETY: socket returned a fresh descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The transfer runs at hundreds of Mbit/s; the engine reads between injections.
-    wakeup::force_receive_buffer(fd, 32 << 20)?;
-    // SAFETY: zeroed sockaddr_ll is valid; the fields that matter are set below.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    addr.sll_ifindex = libc::c_int::try_from(ifindex)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
-    // SAFETY: addr is a valid sockaddr_ll of the given size.
-    cvt(unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    })?;
-    Ok(socket)
+    open_packet_socket(
+        ifname,
+        PacketSocketOptions {
+            nonblocking: true,
+            timestamps: false,
+        },
+    )
 }
 
 /// A raw IPv4 socket whose packets carry our own IP header (`IPPROTO_RAW` implies

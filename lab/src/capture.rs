@@ -122,7 +122,13 @@ impl Capture {
             let ifname = ifname.to_string();
             let path = path.clone();
             netns.spawn_thread(move || -> io::Result<CaptureReport> {
-                let socket = match open_bound_socket(&ifname) {
+                let socket = match open_packet_socket(
+                    &ifname,
+                    PacketSocketOptions {
+                        nonblocking: false,
+                        timestamps: true,
+                    },
+                ) {
                     Ok(socket) => {
                         let _ = bound_tx.send(Ok(()));
                         socket
@@ -218,9 +224,24 @@ impl Drop for Capture {
     }
 }
 
-/// An AF_PACKET socket on `ifname` (in the calling thread's namespace) with kernel
-/// nanosecond timestamps and a large receive buffer.
-fn open_bound_socket(ifname: &str) -> io::Result<OwnedFd> {
+/// How [`open_packet_socket`] sets up its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PacketSocketOptions {
+    /// `SOCK_NONBLOCK`.
+    pub nonblocking: bool,
+    /// Kernel receive timestamps in nanoseconds (`SO_TIMESTAMPNS`).
+    pub timestamps: bool,
+}
+
+/// An AF_PACKET socket on `ifname` (in the calling thread's namespace) receiving the
+/// frames of both directions, with a large receive buffer. Created with protocol 0,
+/// which receives nothing, and only then bound with `ETH_P_ALL` (the kernel hands
+/// outgoing frames only to all-protocol taps), so no frame of another interface slips
+/// in between socket() and bind(). Captures and the attack observer use it.
+pub(crate) fn open_packet_socket(
+    ifname: &str,
+    options: PacketSocketOptions,
+) -> io::Result<OwnedFd> {
     let c_ifname = std::ffi::CString::new(ifname)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
     // SAFETY: valid NUL-terminated string.
@@ -228,22 +249,29 @@ fn open_bound_socket(ifname: &str) -> io::Result<OwnedFd> {
     if ifindex == 0 {
         return Err(io::Error::last_os_error());
     }
+    let mut kind = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
+    if options.nonblocking {
+        kind |= libc::SOCK_NONBLOCK;
+    }
     // Protocol 0: the socket receives nothing until bound below.
     // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+    let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, kind, 0) })?;
     // SAFETY: socket returned a fresh descriptor that nothing else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let on: libc::c_int = 1;
-    // SAFETY: valid option value of the right size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
+    if options.timestamps {
+        let on: libc::c_int = 1;
+        // SAFETY: valid option value of the right size.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    // Transfers run at hundreds of Mbit/s; readers fall behind now and then.
     wakeup::force_receive_buffer(fd, 32 << 20)?;
     // SAFETY: zeroed sockaddr_ll is valid; the fields that matter are set below.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
