@@ -2,14 +2,18 @@
 //! and the errors (file, line, field) for what does not. No root needed; running
 //! the attack scenarios is the conformance suite's job (it runs every scenario file).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sustain_lab::attack::{AttackKind, Comparison};
 use sustain_lab::moves::Trigger;
-use sustain_lab::scenario::{Scenario, ScenarioError};
+use sustain_lab::scenario::Scenario;
 use sustain_lab::topology::NodeRole;
 use sustain_lab::transfer::Role;
+
+use common::{fails_at, located, parse_scenario as parse};
 
 const ATTACKED: &str = r#"
 name = "t"
@@ -60,42 +64,6 @@ after_bytes = "8MiB"
 outcome = "completed"
 target_counters = { mac_failures = ">=3", resets_received = 0, "stale_requests+repeat_requests" = "<1" }
 "#;
-
-fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-    Scenario::parse(text, Path::new("bad.toml"), "bad")
-}
-
-/// The error's line, field and message.
-fn located(text: &str) -> (usize, String, String) {
-    match parse(text).expect_err("must not load") {
-        err @ ScenarioError::Invalid { .. } => (
-            err.line().expect("line"),
-            err.field().expect("field").to_string(),
-            err.to_string(),
-        ),
-        other => panic!("not an Invalid error: {other}"),
-    }
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|line| line.contains(needle))
-        .expect("needle")
-        + 1
-}
-
-/// Asserts `text` fails at the line containing `needle`, on `field`, with a message
-/// containing `words`.
-fn fails_at(text: &str, needle: &str, field: &str, words: &str) {
-    let (line, got_field, message) = located(text);
-    assert_eq!(
-        (line, got_field.as_str()),
-        (line_of(text, needle), field),
-        "{message}"
-    );
-    assert!(message.starts_with("bad.toml:"), "{message}");
-    assert!(message.contains(words), "{message}");
-}
 
 #[test]
 fn an_attack_loads_with_its_kind_ends_trigger_and_counter_checks() {

@@ -11,12 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::process_alive;
+use common::{line_of, located, parse_scenario as parse, process_alive};
 use sustain_lab::moves::{MoveAction, Trigger};
 use sustain_lab::names::RunId;
 use sustain_lab::report::render_summary;
 use sustain_lab::runner::{self, RunOptions};
-use sustain_lab::scenario::{Outcome, Scenario, ScenarioError};
+use sustain_lab::scenario::{Outcome, Scenario};
 use sustain_lab::transfer::{EndpointKind, Initiator, Role};
 use sustain_lab::{netns, root_or_skip};
 
@@ -66,29 +66,6 @@ after_bytes = 1000
 [expect]
 outcome = "broken"
 "#;
-
-fn parse(text: &str) -> Result<Scenario, ScenarioError> {
-    Scenario::parse(text, Path::new("bad.toml"), "bad")
-}
-
-/// The error's (line, field) and its message.
-fn located(text: &str) -> (usize, String, String) {
-    match parse(text).expect_err("must not load") {
-        err @ ScenarioError::Invalid { .. } => (
-            err.line().expect("line"),
-            err.field().expect("field").to_string(),
-            err.to_string(),
-        ),
-        other => panic!("unexpected {other}"),
-    }
-}
-
-fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|line| line.contains(needle))
-        .expect("needle")
-        + 1
-}
 
 #[test]
 fn the_minimal_scenario_loads_with_defaults() {

@@ -92,3 +92,43 @@ pub fn ip_netns_list() -> Vec<String> {
         .filter_map(|line| line.split_whitespace().next().map(String::from))
         .collect()
 }
+
+/// Parses a scenario text as the file `bad.toml`.
+pub fn parse_scenario(
+    text: &str,
+) -> Result<sustain_lab::scenario::Scenario, sustain_lab::scenario::ScenarioError> {
+    sustain_lab::scenario::Scenario::parse(text, Path::new("bad.toml"), "bad")
+}
+
+/// The line, field and message of the error a scenario text must fail with.
+pub fn located(text: &str) -> (usize, String, String) {
+    match parse_scenario(text).expect_err("must not load") {
+        err @ sustain_lab::scenario::ScenarioError::Invalid { .. } => (
+            err.line().expect("line"),
+            err.field().expect("field").to_string(),
+            err.to_string(),
+        ),
+        other => panic!("not an Invalid error: {other}"),
+    }
+}
+
+/// The 1-based line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .expect("needle")
+        + 1
+}
+
+/// Asserts `text` fails at the line containing `needle`, on `field`, with a message
+/// naming the file and containing `words`.
+pub fn fails_at(text: &str, needle: &str, field: &str, words: &str) {
+    let (line, got_field, message) = located(text);
+    assert_eq!(
+        (line, got_field.as_str()),
+        (line_of(text, needle), field),
+        "{message}"
+    );
+    assert!(message.starts_with("bad.toml:"), "{message}");
+    assert!(message.contains(words), "{message}");
+}
