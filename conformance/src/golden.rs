@@ -54,20 +54,22 @@ fn elisions(
     let mut out = vec![None; keep.len()];
     let mut pending = Elision::default();
     for (frame, kept) in keep.iter().enumerate() {
-        if *kept {
-            if pending.frames > 0 {
-                out[frame] = Some(std::mem::take(&mut pending));
-            }
-            continue;
-        }
-        pending.frames += 1;
-        // Frames already elided in the source (an excerpt of an excerpt) carry theirs.
+        // A frame of an excerpt carries the record of what the source left out before
+        // it: that goes into this record too, after the frames left out now. Counts
+        // come from files: saturate rather than overflow on a crafted one.
         if let Some(earlier) = &capture.frames[frame].elided {
-            pending.frames += earlier.frames;
+            pending.frames = pending.frames.saturating_add(earlier.frames);
             for data in &earlier.data {
                 add_data(&mut pending, data.src, data.dst, data.segments, data.end);
             }
         }
+        if *kept {
+            if pending != Elision::default() {
+                out[frame] = Some(std::mem::take(&mut pending));
+            }
+            continue;
+        }
+        pending.frames = pending.frames.saturating_add(1);
         if let Some(segment) = &segments[frame] {
             if segment.payload_len > 0 {
                 let end = segment.seq.wrapping_add(segment.seq_len());
@@ -91,7 +93,7 @@ fn add_data(
         .find(|d| d.src == src && d.dst == dst)
     {
         Some(data) => {
-            data.segments += segments;
+            data.segments = data.segments.saturating_add(segments);
             if (end.wrapping_sub(data.end) as i32) > 0 {
                 data.end = end;
             }

@@ -132,6 +132,12 @@ pub struct Analysis {
     bound: Vec<Vec<Option<(usize, usize)>>>,
     /// (capture, frame) of MSYNs that are replays.
     replays: HashSet<(usize, usize)>,
+    /// (capture, connection, sender, request) of every MSYN seen, for replays.
+    msyns_seen: HashSet<(usize, usize, usize, u32)>,
+    /// Token -> (connection, side whose key it is): the first owner wins.
+    tokens: HashMap<u32, (usize, usize)>,
+    /// Initiator ISN -> connection: the first connection with it wins.
+    initiators: HashMap<u32, usize>,
     /// Symbolic names of addresses the names file does not know.
     hosts: HashMap<Ipv4Addr, String>,
     /// The first handshake's RTT.
@@ -158,16 +164,6 @@ struct Conn {
     /// Per capture: SYN instant, then whether the SYN-ACK was seen.
     handshake: HashMap<usize, (u64, bool)>,
     rtt_ns: Option<u64>,
-}
-
-impl Conn {
-    fn token_owner(&self, token: u32) -> Option<usize> {
-        (0..2).find(|&side| {
-            self.sides[side]
-                .key
-                .is_some_and(|key| Key(key).token().0 == token)
-        })
-    }
 }
 
 fn permit_of(opts: &[Opt]) -> Option<MigratePermit> {
@@ -263,6 +259,28 @@ impl Analysis {
         self.conns.len() - 1
     }
 
+    /// Sets a side's ISN unless it has one; the initiator's is indexed.
+    fn set_isn(&mut self, conn: usize, side: usize, isn: u32) {
+        let slot = &mut self.conns[conn].sides[side].isn;
+        if slot.is_none() {
+            *slot = Some(isn);
+            if side == 0 {
+                self.initiators.entry(isn).or_insert(conn);
+            }
+        }
+    }
+
+    /// Sets a side's key unless it has one, and indexes its token.
+    fn set_key(&mut self, conn: usize, side: usize, key: Option<u64>) {
+        let slot = &mut self.conns[conn].sides[side].key;
+        if let (None, Some(key)) = (*slot, key) {
+            *slot = Some(key);
+            self.tokens
+                .entry(Key(key).token().0)
+                .or_insert((conn, side));
+        }
+    }
+
     /// The side's label: the node of its direct address (Permit) or of the address it
     /// was first seen with (the earliest capture of a SYN is at its sender).
     fn label_side(&mut self, conn: usize, side: usize, segment: &Segment, opts: &[Opt]) {
@@ -285,181 +303,146 @@ impl Analysis {
         let permit = permit_of(opts);
         let syn = segment.has(SYN);
         let ack = segment.has(ACK);
-        let bound = match (syn, ack, migrate) {
-            (true, false, Some(MigrateOption::Msyn(m))) => {
-                // PROTOCOL.md §3.3: the token names the connection at the MSYN's receiver.
-                let owner = self
-                    .conns
-                    .iter()
-                    .enumerate()
-                    .find_map(|(c, conn)| conn.token_owner(m.token).map(|side| (c, side)));
-                let (conn, sender) = match owner {
-                    Some((conn, receiver)) => (conn, 1 - receiver),
-                    None => (self.new_conn(), 0),
-                };
-                if let Some(permit) = permit {
-                    self.conns[conn]
-                        .msyn_direct
-                        .entry(m.request)
-                        .or_insert(permit.direct());
-                }
-                // A copy of an MSYN at a point that saw it already, or anywhere after it
-                // was answered, is not the network forwarding it.
-                let seen_here = self.bound[capture][..frame].iter().enumerate().any(|(i, b)| {
-                    *b == Some((conn, sender))
-                        && self.segments[capture][i].as_ref().is_some_and(|s| {
-                            s.has(SYN) && !s.has(ACK) && {
-                                matches!(migrate_of(&decode(&s.options)), Some(MigrateOption::Msyn(o)) if o.request == m.request)
-                            }
-                        })
-                });
-                let answered_before = self.conns[conn]
-                    .answered
-                    .get(&m.request)
-                    .is_some_and(|&at| at < t);
-                if seen_here || answered_before {
-                    self.replays.insert((capture, frame));
-                }
-                self.bind(segment, conn, sender);
-                Some((conn, sender))
-            }
-            (true, true, Some(MigrateOption::MsynAck(m))) => {
-                let owner = self
-                    .conns
-                    .iter()
-                    .enumerate()
-                    .find_map(|(c, conn)| conn.token_owner(m.token).map(|side| (c, side)));
-                let (conn, mover) = match owner {
-                    Some(found) => found,
-                    None => match self.flows.get(&(segment.dst, segment.src)) {
-                        Some(&found) => found,
-                        None => (self.new_conn(), 1),
-                    },
-                };
-                let data = &mut self.conns[conn];
-                data.nonces.entry(m.request).or_insert(m.nonce);
-                data.answered.entry(m.request).or_insert(t);
-                self.bind(segment, conn, 1 - mover);
-                Some((conn, 1 - mover))
-            }
-            (true, false, _) => {
-                // A plain SYN: the same ISN is the same connection at every capture point
-                // (a NAPT rewrites addresses and ports, not sequence numbers).
-                let known =
-                    self.flows
-                        .get(&(segment.src, segment.dst))
-                        .copied()
-                        .filter(|&(conn, side)| {
-                            side == 0 && self.conns[conn].sides[0].isn == Some(segment.seq)
-                        });
-                let (conn, side) = known
-                    .or_else(|| {
-                        self.conns
-                            .iter()
-                            .position(|conn| conn.sides[0].isn == Some(segment.seq))
-                            .map(|conn| (conn, 0))
-                    })
-                    .unwrap_or_else(|| {
-                        let conn = self.new_conn();
-                        self.conns[conn].sides[0].isn = Some(segment.seq);
-                        (conn, 0)
-                    });
-                let data = &mut self.conns[conn];
-                if data.sides[0].key.is_none() {
-                    data.sides[0].key = permit.and_then(|p| p.key);
-                }
-                if data.sides[0].window_scale.is_none() {
-                    data.sides[0].window_scale = window_scale_of(opts);
-                }
-                data.handshake.entry(capture).or_insert((t, false));
-                self.label_side(conn, side, segment, opts);
-                self.bind(segment, conn, side);
-                Some((conn, side))
-            }
-            (true, true, _) => {
-                let initiator_isn = segment.ack.wrapping_sub(1);
-                let conn = self
-                    .flows
-                    .get(&(segment.dst, segment.src))
-                    .map(|&(conn, _)| conn)
-                    .filter(|&conn| self.conns[conn].sides[0].isn == Some(initiator_isn))
-                    .or_else(|| {
-                        self.conns
-                            .iter()
-                            .position(|conn| conn.sides[0].isn == Some(initiator_isn))
-                    });
-                let conn = conn.unwrap_or_else(|| {
-                    let conn = self.new_conn();
-                    self.conns[conn].sides[0].isn = Some(initiator_isn);
-                    conn
-                });
-                let data = &mut self.conns[conn];
-                let responder = &mut data.sides[1];
-                responder.isn.get_or_insert(segment.seq);
-                if responder.key.is_none() {
-                    responder.key = permit.and_then(|p| p.key);
-                }
-                if responder.window_scale.is_none() {
-                    responder.window_scale = window_scale_of(opts);
-                }
-                if let Some(entry) = data.handshake.get_mut(&capture) {
-                    entry.1 = true;
-                }
-                self.label_side(conn, 1, segment, opts);
-                self.bind(segment, conn, 1);
-                Some((conn, 1))
-            }
-            _ => {
-                let mut bound = self.flows.get(&(segment.src, segment.dst)).copied();
-                if bound.is_none() {
-                    // PROTOCOL.md §9: an Address-Update finds its connection by token.
-                    let update = opts.iter().find_map(|opt| match opt {
-                        Opt::AddressUpdate(update) => Some(*update),
-                        _ => None,
-                    });
-                    if let Some(update) = update {
-                        bound = self.conns.iter().enumerate().find_map(|(c, conn)| {
-                            conn.token_owner(update.token)
-                                .map(|receiver| (c, 1 - receiver))
-                        });
+        let bound =
+            match (syn, ack, migrate) {
+                (true, false, Some(MigrateOption::Msyn(m))) => {
+                    // PROTOCOL.md §3.3: the token names the connection at the MSYN's receiver.
+                    let (conn, sender) = match self.tokens.get(&m.token).copied() {
+                        Some((conn, receiver)) => (conn, 1 - receiver),
+                        None => (self.new_conn(), 0),
+                    };
+                    if let Some(permit) = permit {
+                        self.conns[conn]
+                            .msyn_direct
+                            .entry(m.request)
+                            .or_insert(permit.direct());
                     }
-                    if let Some((conn, side)) = bound {
-                        self.bind(segment, conn, side);
+                    // A copy of an MSYN at a point that saw it already, or anywhere after it
+                    // was answered, is not the network forwarding it.
+                    let seen_here = !self.msyns_seen.insert((capture, conn, sender, m.request));
+                    let answered_before = self.conns[conn]
+                        .answered
+                        .get(&m.request)
+                        .is_some_and(|&at| at < t);
+                    if seen_here || answered_before {
+                        self.replays.insert((capture, frame));
                     }
+                    self.bind(segment, conn, sender);
+                    Some((conn, sender))
                 }
-                if bound.is_none() {
-                    // Mid-stream with no handshake anywhere in the set: a connection of
-                    // its own, sequence numbers relative to the first ones seen.
-                    let conn = self.new_conn();
-                    self.conns[conn].sides[0].isn = Some(segment.seq.wrapping_sub(1));
-                    if segment.has(ACK) {
-                        self.conns[conn].sides[1].isn = Some(segment.ack.wrapping_sub(1));
-                    }
-                    self.label_side(conn, 0, segment, opts);
-                    self.bind(segment, conn, 0);
-                    bound = Some((conn, 0));
-                }
-                if let Some((conn, 0)) = bound {
-                    // The handshake-completing ACK at a point that saw SYN and SYN-ACK.
+                (true, true, Some(MigrateOption::MsynAck(m))) => {
+                    let (conn, mover) = match self.tokens.get(&m.token).copied() {
+                        Some(found) => found,
+                        None => match self.flows.get(&(segment.dst, segment.src)) {
+                            Some(&found) => found,
+                            None => (self.new_conn(), 1),
+                        },
+                    };
                     let data = &mut self.conns[conn];
-                    if let Some(&(syn_at, true)) = data.handshake.get(&capture) {
-                        if data.rtt_ns.is_none() && segment.has(ACK) {
-                            data.rtt_ns = Some(t.saturating_sub(syn_at));
+                    data.nonces.entry(m.request).or_insert(m.nonce);
+                    data.answered.entry(m.request).or_insert(t);
+                    self.bind(segment, conn, 1 - mover);
+                    Some((conn, 1 - mover))
+                }
+                (true, false, _) => {
+                    // A plain SYN: the same ISN is the same connection at every capture point
+                    // (a NAPT rewrites addresses and ports, not sequence numbers).
+                    let known = self.flows.get(&(segment.src, segment.dst)).copied().filter(
+                        |&(conn, side)| {
+                            side == 0 && self.conns[conn].sides[0].isn == Some(segment.seq)
+                        },
+                    );
+                    let (conn, side) = known
+                        .or_else(|| self.initiators.get(&segment.seq).map(|&conn| (conn, 0)))
+                        .unwrap_or_else(|| {
+                            let conn = self.new_conn();
+                            self.set_isn(conn, 0, segment.seq);
+                            (conn, 0)
+                        });
+                    self.set_key(conn, 0, permit.and_then(|p| p.key));
+                    let data = &mut self.conns[conn];
+                    if data.sides[0].window_scale.is_none() {
+                        data.sides[0].window_scale = window_scale_of(opts);
+                    }
+                    data.handshake.entry(capture).or_insert((t, false));
+                    self.label_side(conn, side, segment, opts);
+                    self.bind(segment, conn, side);
+                    Some((conn, side))
+                }
+                (true, true, _) => {
+                    let initiator_isn = segment.ack.wrapping_sub(1);
+                    let conn = self
+                        .flows
+                        .get(&(segment.dst, segment.src))
+                        .map(|&(conn, _)| conn)
+                        .filter(|&conn| self.conns[conn].sides[0].isn == Some(initiator_isn))
+                        .or_else(|| self.initiators.get(&initiator_isn).copied());
+                    let conn = conn.unwrap_or_else(|| {
+                        let conn = self.new_conn();
+                        self.set_isn(conn, 0, initiator_isn);
+                        conn
+                    });
+                    self.set_isn(conn, 1, segment.seq);
+                    self.set_key(conn, 1, permit.and_then(|p| p.key));
+                    let data = &mut self.conns[conn];
+                    let responder = &mut data.sides[1];
+                    if responder.window_scale.is_none() {
+                        responder.window_scale = window_scale_of(opts);
+                    }
+                    if let Some(entry) = data.handshake.get_mut(&capture) {
+                        entry.1 = true;
+                    }
+                    self.label_side(conn, 1, segment, opts);
+                    self.bind(segment, conn, 1);
+                    Some((conn, 1))
+                }
+                _ => {
+                    let mut bound = self.flows.get(&(segment.src, segment.dst)).copied();
+                    if bound.is_none() {
+                        // PROTOCOL.md §9: an Address-Update finds its connection by token.
+                        let update = opts.iter().find_map(|opt| match opt {
+                            Opt::AddressUpdate(update) => Some(*update),
+                            _ => None,
+                        });
+                        if let Some(update) = update {
+                            bound = self
+                                .tokens
+                                .get(&update.token)
+                                .map(|&(conn, receiver)| (conn, 1 - receiver));
+                        }
+                        if let Some((conn, side)) = bound {
+                            self.bind(segment, conn, side);
                         }
                     }
+                    if bound.is_none() {
+                        // Mid-stream with no handshake anywhere in the set: a connection of
+                        // its own, sequence numbers relative to the first ones seen.
+                        let conn = self.new_conn();
+                        self.set_isn(conn, 0, segment.seq.wrapping_sub(1));
+                        if segment.has(ACK) {
+                            self.set_isn(conn, 1, segment.ack.wrapping_sub(1));
+                        }
+                        self.label_side(conn, 0, segment, opts);
+                        self.bind(segment, conn, 0);
+                        bound = Some((conn, 0));
+                    }
+                    if let Some((conn, 0)) = bound {
+                        // The handshake-completing ACK at a point that saw SYN and SYN-ACK.
+                        let data = &mut self.conns[conn];
+                        if let Some(&(syn_at, true)) = data.handshake.get(&capture) {
+                            if data.rtt_ns.is_none() && segment.has(ACK) {
+                                data.rtt_ns = Some(t.saturating_sub(syn_at));
+                            }
+                        }
+                    }
+                    bound
                 }
-                bound
-            }
-        };
+            };
         if let Some((conn, side)) = bound {
-            let other = &mut self.conns[conn].sides[1 - side];
-            if other.isn.is_none() && segment.has(ACK) {
-                other.isn = Some(segment.ack.wrapping_sub(1));
+            if segment.has(ACK) {
+                self.set_isn(conn, 1 - side, segment.ack.wrapping_sub(1));
             }
-            let this = &mut self.conns[conn].sides[side];
-            if this.isn.is_none() {
-                this.isn = Some(segment.seq.wrapping_sub(u32::from(!syn)));
-            }
+            self.set_isn(conn, side, segment.seq.wrapping_sub(u32::from(!syn)));
         }
         bound
     }
@@ -563,16 +546,6 @@ impl Analysis {
             None => if side == 0 { "i" } else { "r" }.to_string(),
         }
     }
-
-    /// Whether a segment is an MSYN-ACK.
-    pub fn is_msyn_ack(segment: &Segment) -> bool {
-        segment.has(SYN)
-            && segment.has(ACK)
-            && matches!(
-                migrate_of(&decode(&segment.options)),
-                Some(MigrateOption::MsynAck(_))
-            )
-    }
 }
 
 /// The bucket a count of data segments is shown as.
@@ -622,6 +595,8 @@ struct Writer<'a> {
     awaiting_handshake_ack: HashSet<usize>,
     /// Per (conn, side): the first data segment after a resume is awaited.
     awaiting_first_data: HashSet<(usize, usize)>,
+    /// The connection and side of each flow as of the latest frame seen.
+    flows: HashMap<(SocketAddrV4, SocketAddrV4), (usize, usize)>,
     /// (conn, side) that sent a FIN.
     fin_sent: HashSet<(usize, usize)>,
     /// Sustain option texts already shown, per (conn, side).
@@ -645,6 +620,7 @@ impl<'a> Writer<'a> {
             awaiting_first_data: HashSet::new(),
             shown_options: HashSet::new(),
             fin_sent: HashSet::new(),
+            flows: HashMap::new(),
         }
     }
 
@@ -694,7 +670,10 @@ impl<'a> Writer<'a> {
             return;
         }
         self.count((data.src, data.dst), data.segments);
-        if let Some(&(conn, side)) = self.analysis.flows.get(&(data.src, data.dst)) {
+        // The binding of the flow's latest frame seen here, not the analysis' final one:
+        // a tuple reused by a later connection must not take this one's data. Bindings
+        // change only on frames an excerpt keeps (SYNs, MSYNs, a flow's first frame).
+        if let Some(&(conn, side)) = self.flows.get(&(data.src, data.dst)) {
             let end = self.analysis.relative(conn, side, data.end);
             self.advance(conn, side, end);
         }
@@ -702,7 +681,7 @@ impl<'a> Writer<'a> {
 
     fn count(&mut self, flow: (SocketAddrV4, SocketAddrV4), n: u64) {
         match self.counts.iter_mut().find(|(f, _)| *f == flow) {
-            Some((_, count)) => *count += n,
+            Some((_, count)) => *count = count.saturating_add(n),
             None => self.counts.push((flow, n)),
         }
     }
@@ -711,6 +690,16 @@ impl<'a> Writer<'a> {
         let entry = self.sent_end.entry((conn, side)).or_insert(end);
         if (end.wrapping_sub(*entry) as i32) > 0 {
             *entry = end;
+        }
+    }
+
+    /// Moves the model of what `side` has sent past `segment`, if it occupies sequence
+    /// space: an RST does not (and a forged one must not move the model), nor does a
+    /// pure ACK. A golden excerpt records the end of the data it leaves out, so the
+    /// model is the same whether it is read from the capture or from an excerpt.
+    fn advance_by(&mut self, conn: usize, side: usize, segment: &Segment, relative: u32) {
+        if segment.seq_len() > 0 && !segment.has(RST) {
+            self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
         }
     }
 
@@ -734,6 +723,9 @@ impl<'a> Writer<'a> {
         conn: usize,
         side: usize,
     ) {
+        self.flows.insert((segment.src, segment.dst), (conn, side));
+        self.flows
+            .insert((segment.dst, segment.src), (conn, 1 - side));
         let opts = decode(&segment.options);
         let relative = self.analysis.relative(conn, side, segment.seq);
         let is_data = segment.payload_len > 0;
@@ -769,7 +761,7 @@ impl<'a> Writer<'a> {
                 self.count((segment.src, segment.dst), 1);
             }
             self.window.insert((conn, side), segment.window);
-            self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
+            self.advance_by(conn, side, segment, relative);
             return;
         }
 
@@ -826,10 +818,7 @@ impl<'a> Writer<'a> {
             }
         }
         self.window.insert((conn, side), segment.window);
-        // An RST occupies no sequence space, and a forged one must not move the model.
-        if !segment.has(RST) {
-            self.advance(conn, side, relative.wrapping_add(segment.seq_len()));
-        }
+        self.advance_by(conn, side, segment, relative);
     }
 
     fn is_known_value(&self, conn: usize, side: usize, relative: u32) -> bool {

@@ -501,3 +501,65 @@ fn reconnect_latency_is_read_from_the_capture() {
     assert_eq!(measured.first_new_data_ns, Some(first_new));
     assert_eq!(measured.reconnect_ns, Some(first_new + 20_000));
 }
+
+/// Captures are untrusted input (`sustain-lab pcap-diff` reads anyone's): random and
+/// mutated frames, and golden comments with absurd counts, must never panic.
+#[test]
+fn hostile_frames_and_elision_comments_never_panic() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let real = capture_at_a(&Run {
+        before: 40,
+        after: 40,
+        ..Run::base()
+    });
+    let mut frames = Vec::new();
+    for round in 0..4000u64 {
+        let (t, mut data) = real[(next() as usize) % real.len()].clone();
+        match round % 4 {
+            // Flip a few bytes anywhere (headers, lengths, options).
+            0 | 1 => {
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % data.len();
+                    data[at] = next() as u8;
+                }
+            }
+            // Cut it short.
+            2 => data.truncate((next() as usize) % data.len()),
+            // Pure noise.
+            _ => data = (0..next() % 120).map(|_| next() as u8).collect(),
+        }
+        frames.push((t + round, data));
+    }
+    let dir = dir("hostile");
+    write_pcap(&dir.join("a-g1.pcap"), &frames);
+    names().save(&dir.join("names.json")).unwrap();
+    let set = CaptureSet::read_dir(&dir).unwrap();
+    let analysis = Analysis::of(&set);
+    let transcripts = analysis.transcripts(&set);
+    assert_eq!(transcripts.len(), 1);
+    latency::measure(&set, &analysis, frames[2000].0, &names().points, "a");
+    // An excerpt of it, then one whose comments claim u64::MAX elided segments.
+    let golden_dir = dir.join("golden");
+    golden::bless(&dir, &golden_dir).unwrap();
+    let excerpt = std::fs::read(golden_dir.join("a-g1.pcapng")).unwrap();
+    let text = String::from_utf8_lossy(&excerpt).into_owned();
+    let comment_at = text.find("sustain-elided: ").expect("an elision comment");
+    let digits = text[comment_at + 16..].find(' ').expect("a count");
+    assert!(digits <= 20);
+    let mut crafted = excerpt.clone();
+    // Same length, so the block stays valid: the count becomes all nines.
+    for byte in &mut crafted[comment_at + 16..comment_at + 16 + digits] {
+        *byte = b'9';
+    }
+    std::fs::write(golden_dir.join("a-g1.pcapng"), &crafted).unwrap();
+    let again = golden::transcripts_of(&golden_dir).unwrap();
+    assert_eq!(again.len(), 1);
+    let third = dir.join("golden-of-golden");
+    golden::bless(&golden_dir, &third).unwrap();
+}
