@@ -80,8 +80,9 @@ impl fmt::Display for Outcome {
 pub struct Expectation {
     /// `completed` (which includes a matching SHA-256) or `broken`.
     pub outcome: Outcome,
-    /// Longest acceptable time from the last move's completion to the receiver's
-    /// next data. Filled in by the conformance suite; `None`: not checked.
+    /// Longest acceptable reconnect latency, read from the captures: from the last
+    /// move's completion to the receiver's ACK of the first new data on the new path
+    /// (DESIGN.md). `None`: not checked. Only a scenario with moves may have one.
     pub latency_budget: Option<Duration>,
     /// `target_counters`: the attacks' target's counters (sustain-host's `closed`
     /// event) that must hold; empty: not checked.
@@ -804,6 +805,14 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         .map(|ms| seconds(ms / 1e3, "latency budget"))
         .transpose()
         .map_err(in_table("expect", "latency_budget_ms"))?;
+    if latency_budget.is_some() && moves.is_empty() {
+        // Reconnect latency is measured from the last move: without one the budget
+        // would be silently ignored.
+        return Err(in_table("expect", "latency_budget_ms")(
+            "a latency budget needs a [[move]]: reconnect latency is measured from the last move"
+                .into(),
+        ));
+    }
     let target_counters = crate::attack::convert_counter_checks(
         expect.target_counters.unwrap_or_default(),
         &attacks,

@@ -87,6 +87,34 @@ fn the_minimal_scenario_loads_with_defaults() {
 }
 
 #[test]
+fn a_latency_budget_needs_a_move_and_is_kept_with_one() {
+    let with_budget = MINIMAL.replace(
+        "outcome = \"broken\"",
+        "outcome = \"broken\"\nlatency_budget_ms = 250",
+    );
+    let scenario = parse(&with_budget).expect("loads");
+    assert_eq!(
+        scenario.expect.latency_budget,
+        Some(Duration::from_millis(250))
+    );
+    let without_move = with_budget.replace(
+        "[[move]]\nhost = \"b\"\nto = \"g1\"\nafter_bytes = 1000\n",
+        "",
+    );
+    assert_ne!(without_move, with_budget, "the move was removed");
+    let (line, field, message) = located(&without_move);
+    assert_eq!(
+        (line, field.as_str()),
+        (
+            line_of(&without_move, "latency_budget_ms"),
+            "expect.latency_budget_ms"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("needs a [[move]]"), "{message}");
+}
+
+#[test]
 fn errors_name_the_file_the_line_and_the_field() {
     // Unknown key (serde), in the second [[move]].
     let text = MINIMAL.replace("[expect]", "[[move]]\nhost = \"b\"\nbogus = 1\n\n[expect]");
