@@ -2204,33 +2204,27 @@ impl Connection {
         seg: &TcpRepr,
         sh: &mut Shared,
     ) -> Option<usize> {
-        let ip = Ipv4Repr {
-            src: *self.local.ip(),
-            dst: *self.remote.ip(),
-            ttl: 64,
-            ident: self.ip_ident,
-            dont_fragment: true,
-        };
-        match emit_ipv4_tcp(&ip, seg, buf) {
-            Ok(n) => {
-                self.ip_ident = self.ip_ident.wrapping_add(1);
-                if seg.flags.ack() {
-                    self.after_ack_sent(seg.window, seg.ack);
-                }
-                self.last_send = now;
-                sh.stats.packets_out += 1;
-                Some(n)
-            }
-            Err(err) => {
-                tracing::warn!(conn = ?self.id, %err, "cannot emit segment");
-                None
-            }
+        let n = self.emit_segment(now, buf, seg, sh)?;
+        if seg.flags.ack() {
+            self.after_ack_sent(seg.window, seg.ack);
         }
+        Some(n)
     }
 
     /// An MSYN or MSYN-ACK: its ACK field and SYN window are not ours to
     /// record as "last ACK sent" or advertised edge.
     fn emit_handshake(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        seg: &TcpRepr,
+        sh: &mut Shared,
+    ) -> Option<usize> {
+        self.emit_segment(now, buf, seg, sh)
+    }
+
+    /// Writes `seg` in an IPv4 packet from our address to the peer's.
+    fn emit_segment(
         &mut self,
         now: Instant,
         buf: &mut [u8],
@@ -2252,7 +2246,7 @@ impl Connection {
                 Some(n)
             }
             Err(err) => {
-                tracing::warn!(conn = ?self.id, %err, "cannot emit handshake segment");
+                tracing::warn!(conn = ?self.id, flags = ?seg.flags, %err, "cannot emit segment");
                 None
             }
         }

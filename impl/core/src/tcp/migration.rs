@@ -354,12 +354,18 @@ impl Connection {
     /// with a clear error when its address goes. No RST: there is no
     /// address to send it from.
     fn fail_not_migratable(&mut self, sh: &mut Shared) {
+        sh.stats.address_lost_closes += 1;
+        self.fail_migration(MigrationFailure::NotMigratable, CloseReason::AddressLost);
+    }
+
+    /// Ends the connection because a move failed: the event first, so the
+    /// application learns why before it sees the connection closed.
+    fn fail_migration(&mut self, reason: MigrationFailure, close: CloseReason) {
         self.push_event(Event::MigrationFailed {
             conn: self.id,
-            reason: MigrationFailure::NotMigratable,
+            reason,
         });
-        sh.stats.address_lost_closes += 1;
-        self.enter_closed(CloseReason::AddressLost);
+        self.enter_closed(close);
     }
 
     /// Starts a move (PROTOCOL.md §6.2 / §9): to `new_local` (a new address
@@ -1016,12 +1022,11 @@ impl Connection {
                 Phase::Sent => self.enter_mig_wait(now, MigWaitCause::MsynUnanswered, sh),
                 Phase::Wait => {
                     // §8.1: W expires: error MigrationTimedOut.
-                    self.push_event(Event::MigrationFailed {
-                        conn: self.id,
-                        reason: MigrationFailure::MigWaitExpired,
-                    });
                     sh.stats.migration_timeouts += 1;
-                    self.enter_closed(CloseReason::MigrationTimedOut);
+                    self.fail_migration(
+                        MigrationFailure::MigWaitExpired,
+                        CloseReason::MigrationTimedOut,
+                    );
                     return;
                 }
                 Phase::Normal => {}
@@ -1062,12 +1067,11 @@ impl Connection {
             } else {
                 // §9: still unanswered: drop the connection, no RST.
                 m.updating = None;
-                self.push_event(Event::MigrationFailed {
-                    conn: self.id,
-                    reason: MigrationFailure::AddressUpdateUnanswered,
-                });
                 sh.stats.migration_timeouts += 1;
-                self.enter_closed(CloseReason::MigrationTimedOut);
+                self.fail_migration(
+                    MigrationFailure::AddressUpdateUnanswered,
+                    CloseReason::MigrationTimedOut,
+                );
             }
         }
     }
