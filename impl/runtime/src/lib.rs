@@ -1,23 +1,42 @@
-//! The sustain runtime: drives the sans-IO core ([`sustain_core`]) with real
-//! IPv4 packets on a raw socket, a monotonic clock and OS randomness.
+//! sustain: TCP connections that survive IP address changes, as a library.
 //!
-//! - [`raw_socket`]: raw IPv4/TCP socket with IP_HDRINCL and SO_MARK, batched
-//!   receive and send, registered with tokio.
-//! - [`rst_guard`]: the narrow netfilter rule that stops the kernel from
-//!   resetting segments for the ports our userspace TCP owns.
-//! - [`route`]: kernel route lookups (source address, path MTU).
-//! - [`host`]: the reference host's event loop and file transfers.
-//! - [`events`]: the JSON-lines `--events` log.
-//! - [`netwatch`]: rtnetlink address/route/link events.
+//! [`Endpoint`] is to [`sustain_core`] what quinn's `Endpoint` is to
+//! quinn-proto: it owns the datapath (a raw IPv4 socket), the clock, the
+//! address watcher and the kernel-RST guard, runs one driver task around
+//! the sans-IO core ([`driver`] documents the loop), and hands out
+//! [`Stream`]s (tokio `AsyncRead` + `AsyncWrite`) and [`Listener`]s for
+//! any number of ports and connections. The `sustain-host` binary (file
+//! transfer and `forward`) is an application of it.
+//!
+//! - [`endpoint`]: `Endpoint`, `EndpointConfig`, `Listener`.
+//! - [`stream`]: `Stream` and its migration events.
+//! - [`error`]: typed errors and their `io::ErrorKind`s.
+//! - [`driver`]: the driver loop.
+//! - [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
+//!   facilities the driver uses; [`events`]: the JSON-lines `--events` log.
+//! - [`host`], [`forward`]: the applications `sustain-host` runs.
 
 pub mod clock;
+pub mod driver;
+pub mod endpoint;
+pub mod error;
 pub mod events;
+pub mod forward;
 pub mod host;
 pub mod netwatch;
 pub mod os_random;
+mod ports;
 pub mod raw_socket;
 pub mod route;
 pub mod rst_guard;
+pub mod stream;
+
+pub use endpoint::{Endpoint, EndpointConfig, Listener};
+pub use error::{ConnectionError, EndpointError, OpenError};
+pub use stream::{Stream, StreamEvent, StreamEvents};
+pub use sustain_core::tcp::{
+    CloseReason, Config, ConnId, ConnInfo, MigWaitCause, MigrationFailure, Mode, State, Stats,
+};
 
 /// Firewall mark our raw socket puts on every packet it sends, so the RST
 /// guard can tell our RSTs from the kernel's. Arbitrary, documented value.

@@ -120,8 +120,15 @@ impl RawSocket {
 
     /// Accept only TCP packets whose destination port is in `ports`
     /// (a classic BPF filter, so the kernel does not copy the namespace's
-    /// other TCP traffic to us). An empty set accepts nothing.
+    /// other TCP traffic to us). An empty set accepts nothing; more than
+    /// [`MAX_FILTER_PORTS`] is an error.
     pub fn set_port_filter(&self, ports: &[u16]) -> io::Result<()> {
+        if ports.len() > MAX_FILTER_PORTS {
+            return Err(io::Error::other(format!(
+                "{} ports owned; the raw socket's filter holds at most {MAX_FILTER_PORTS}",
+                ports.len()
+            )));
+        }
         let program = port_filter_program(ports);
         let prog = libc::sock_fprog {
             len: program.len() as u16,
@@ -257,8 +264,15 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
     }
 }
 
+/// Most ports one filter can list: the kernel takes at most 4096
+/// instructions (BPF_MAXINSNS) and each port costs two.
+pub const MAX_FILTER_PORTS: usize = 2000;
+
 /// Classic BPF: accept IPv4 TCP packets whose destination port is one of
 /// `ports`. The raw socket hands the filter the packet from the IP header.
+/// Every jump is short (each port is a compare followed by its own
+/// "accept"), so the program works for any number of ports up to
+/// [`MAX_FILTER_PORTS`], not just the 255 an 8-bit jump offset can skip.
 fn port_filter_program(ports: &[u16]) -> Vec<libc::sock_filter> {
     const BPF_LD: u16 = 0x00;
     const BPF_LDX: u16 = 0x01;
@@ -272,24 +286,26 @@ fn port_filter_program(ports: &[u16]) -> Vec<libc::sock_filter> {
     const BPF_JEQ: u16 = 0x10;
     const BPF_JSET: u16 = 0x40;
     const BPF_K: u16 = 0x00;
+    const REJECT: u32 = 0;
+    const ACCEPT: u32 = 0x0004_0000; // the whole packet
     let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
-    let n = ports.len();
-    let mut p = Vec::with_capacity(n + 6);
+    let ports = &ports[..ports.len().min(MAX_FILTER_PORTS)];
+    let mut p = Vec::with_capacity(2 * ports.len() + 6);
     // Fragments other than the first carry no TCP header: reject them
     // (the core rejects fragments anyway).
     p.push(ins(BPF_LD | BPF_H | BPF_ABS, 0, 0, 6)); // frag field
-    p.push(ins(BPF_JMP | BPF_JSET | BPF_K, n as u8 + 2, 0, 0x1fff));
+    p.push(ins(BPF_JMP | BPF_JSET | BPF_K, 0, 1, 0x1fff));
+    p.push(ins(BPF_RET | BPF_K, 0, 0, REJECT));
     // X = IP header length.
     p.push(ins(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0));
     // A = TCP destination port.
     p.push(ins(BPF_LD | BPF_H | BPF_IND, 0, 0, 2));
-    for (i, port) in ports.iter().enumerate() {
-        // Match jumps to "accept", which sits after the remaining compares and the reject.
-        let to_accept = (n - i) as u8;
-        p.push(ins(BPF_JMP | BPF_JEQ | BPF_K, to_accept, 0, *port as u32));
+    for port in ports {
+        // Equal: fall through to the accept; otherwise skip it.
+        p.push(ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, *port as u32));
+        p.push(ins(BPF_RET | BPF_K, 0, 0, ACCEPT));
     }
-    p.push(ins(BPF_RET | BPF_K, 0, 0, 0)); // reject
-    p.push(ins(BPF_RET | BPF_K, 0, 0, 0x0004_0000)); // accept whole packet
+    p.push(ins(BPF_RET | BPF_K, 0, 0, REJECT));
     p
 }
 
@@ -435,5 +451,17 @@ mod tests {
         // Non-first fragment of a packet to a listed port is rejected.
         assert_eq!(run(&prog, &packet(80, 0x0010)), 0);
         assert_eq!(run(&port_filter_program(&[]), &packet(80, 0)), 0);
+    }
+
+    #[test]
+    fn port_filter_scales_past_eight_bit_jumps() {
+        let ports: Vec<u16> = (10_000..10_000 + 1500).collect();
+        let prog = port_filter_program(&ports);
+        assert!(prog.len() <= 4096);
+        for port in [10_000, 10_255, 10_256, 11_499] {
+            assert_ne!(run(&prog, &packet(port, 0)), 0, "port {port}");
+        }
+        assert_eq!(run(&prog, &packet(11_500, 0)), 0);
+        assert_eq!(run(&prog, &packet(9_999, 0)), 0);
     }
 }

@@ -97,6 +97,19 @@ impl RstGuard {
         Ok(())
     }
 
+    /// Stop suppressing kernel RSTs from `port` (the port was given up).
+    pub fn remove_port(&mut self, port: u16) {
+        let Some(i) = self.ports.iter().position(|p| *p == port) else {
+            return;
+        };
+        self.ports.swap_remove(i);
+        let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
+        args.extend(rule_spec(port, self.mark, &self.tag));
+        if let Err(e) = iptables(&args) {
+            tracing::warn!("could not remove RST guard rule for port {port}: {e}");
+        }
+    }
+
     pub fn ports(&self) -> &[u16] {
         &self.ports
     }

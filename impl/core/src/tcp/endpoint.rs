@@ -674,6 +674,18 @@ impl Endpoint {
         local: SocketAddrV4,
         remote: SocketAddrV4,
     ) -> Result<ConnId, TcpError> {
+        self.connect_with_mss(now, local, remote, self.config.mss)
+    }
+
+    /// [`Endpoint::connect`] advertising `mss` instead of [`Config::mss`]
+    /// (the runtime derives it from the route's MTU towards `remote`).
+    pub fn connect_with_mss(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        mss: u16,
+    ) -> Result<ConnId, TcpError> {
         let local = if local.port() == 0 {
             SocketAddrV4::new(*local.ip(), self.ephemeral_port()?)
         } else {
@@ -692,8 +704,11 @@ impl Endpoint {
             Mode::Plain => None,
             Mode::Sustain | Mode::Continuation => self.unique_key(),
         };
-        let conn =
-            Connection::new_active(id, &self.config, local, remote, iss, ts_offset, now, key);
+        let config = Config {
+            mss,
+            ..self.config.clone()
+        };
+        let conn = Connection::new_active(id, &config, local, remote, iss, ts_offset, now, key);
         self.install(idx, id, conn);
         self.after_conn(id);
         Ok(id)

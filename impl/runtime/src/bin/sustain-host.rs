@@ -1,9 +1,13 @@
-//! sustain-host: the reference host. Opens or accepts a TCP connection with
-//! sustain's userspace TCP on a raw socket and sends or receives a file.
+//! sustain-host: the reference host, an application of the `sustain`
+//! library. `connect` and `listen` send or receive a file over sustain's
+//! userspace TCP; `forward` bridges kernel TCP applications and sustained
+//! connections.
 //!
-//! The last line on stdout is a JSON summary `{"bytes":N,"sha256":"…","seconds":S}`
-//! (one per connection with `listen --keep`). Exit status 0 on success; a
-//! failed transfer exits 1 with the reason on stderr.
+//! For transfers the last line on stdout is a JSON summary
+//! `{"bytes":N,"sha256":"…","seconds":S}` (one per connection with
+//! `listen --keep`). Exit status 0 on success; a failed transfer exits 1
+//! with the reason on stderr; 130/143 on SIGINT/SIGTERM (a forward exits 0
+//! on either: stopping is its normal end).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -11,6 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use sustain::forward::{self, Direction, ForwardOptions, Side};
 use sustain::host::{self, HostError, HostOptions, Role, Summary, Transfer};
 use sustain_core::tcp::{Config, Mode};
 use sustain_core::time::Duration;
@@ -50,12 +55,38 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Bridge kernel TCP and sustained connections: `--from tcp:ADDR:PORT
+    /// --to sustain:ADDR:PORT` turns each local TCP connection into a
+    /// sustained one; `--from sustain:ADDR:PORT --to tcp:ADDR:PORT` bridges
+    /// each sustained connection to a local TCP service. Runs until
+    /// SIGINT/SIGTERM.
+    Forward {
+        /// Where connections are accepted: tcp:ADDR:PORT or sustain:ADDR:PORT.
+        #[arg(long, value_name = "SIDE")]
+        from: Side,
+        /// Where each one is bridged to: sustain:ADDR:PORT or tcp:ADDR:PORT.
+        #[arg(long, value_name = "SIDE")]
+        to: Side,
+        #[command(flatten)]
+        tcp: TcpArgs,
+    },
 }
 
 #[derive(Args)]
 struct Common {
     #[command(flatten)]
     transfer: TransferArgs,
+    #[command(flatten)]
+    tcp: TcpArgs,
+    /// Skip the sha256 of the transferred bytes (the summary shows
+    /// "sha256":null). For benchmarks: hashing can cost more than the TCP.
+    #[arg(long)]
+    no_digest: bool,
+}
+
+/// The endpoint's TCP and migration settings (every subcommand).
+#[derive(Args)]
+struct TcpArgs {
     /// Append JSON-lines events (connected, retransmission-timeout, closed) to PATH.
     #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
@@ -79,10 +110,6 @@ struct Common {
     /// retransmission (only to reproduce the paper's timings).
     #[arg(long)]
     paper_faithful: bool,
-    /// Skip the sha256 of the transferred bytes (the summary shows
-    /// "sha256":null). For benchmarks: hashing can cost more than the TCP.
-    #[arg(long)]
-    no_digest: bool,
 }
 
 #[derive(Args)]
@@ -112,36 +139,42 @@ fn parse_bind(s: &str) -> Result<SocketAddrV4, String> {
         .map_err(|_| format!("'{s}' is neither ADDR nor ADDR:PORT"))
 }
 
+impl TcpArgs {
+    fn config(&self) -> Config {
+        let mut config = if self.paper_faithful {
+            Config::paper_faithful()
+        } else {
+            Config {
+                min_rto: Duration::from_millis(self.min_rto_ms),
+                ..Config::default()
+            }
+        };
+        config.mode = match self.mode {
+            ModeArg::Sustain => Mode::Sustain,
+            ModeArg::Continuation => Mode::Continuation,
+            ModeArg::Plain => Mode::Plain,
+        };
+        config.mig_wait = Duration::from_secs(self.mig_wait_secs);
+        if let Some(mss) = self.mss {
+            config.mss = mss;
+        }
+        config
+    }
+}
+
 fn options(role: Role, common: Common) -> HostOptions {
     let transfer = match (common.transfer.send_file, common.transfer.recv_file) {
         (Some(p), _) => Transfer::Send(p),
         (None, Some(p)) => Transfer::Recv(p),
         (None, None) => unreachable!("clap requires one of --send-file/--recv-file"),
     };
-    let mut config = if common.paper_faithful {
-        Config::paper_faithful()
-    } else {
-        Config {
-            min_rto: Duration::from_millis(common.min_rto_ms),
-            ..Config::default()
-        }
-    };
-    config.mode = match common.mode {
-        ModeArg::Sustain => Mode::Sustain,
-        ModeArg::Continuation => Mode::Continuation,
-        ModeArg::Plain => Mode::Plain,
-    };
-    config.mig_wait = Duration::from_secs(common.mig_wait_secs);
-    if let Some(mss) = common.mss {
-        config.mss = mss;
-    }
     HostOptions {
-        mss_from_route: common.mss.is_none() && matches!(role, Role::Connect { .. }),
         role,
         transfer,
-        events: common.events,
+        config: common.tcp.config(),
+        connect_mss: common.tcp.mss,
+        events: common.tcp.events,
         digest: !common.no_digest,
-        config,
     }
 }
 
@@ -168,14 +201,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let opts = match cli.command {
-        Command::Connect {
-            remote,
-            bind,
-            common,
-        } => options(Role::Connect { remote, bind }, common),
-        Command::Listen { bind, keep, common } => options(Role::Listen { bind, keep }, common),
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -186,18 +211,46 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let shutdown = async {
-            match shutdown_signal().await {
-                Ok(name) => name,
-                Err(e) => {
-                    eprintln!("sustain-host: {e:#}");
-                    std::future::pending().await
-                }
+    let shutdown = async {
+        match shutdown_signal().await {
+            Ok(name) => name,
+            Err(e) => {
+                eprintln!("sustain-host: {e:#}");
+                std::future::pending().await
             }
-        };
-        host::run(opts, shutdown, print_summary).await
-    });
+        }
+    };
+    let opts = match cli.command {
+        Command::Connect {
+            remote,
+            bind,
+            common,
+        } => options(Role::Connect { remote, bind }, common),
+        Command::Listen { bind, keep, common } => options(Role::Listen { bind, keep }, common),
+        Command::Forward { from, to, tcp } => {
+            let direction = match Direction::new(from, to) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("sustain-host forward: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = ForwardOptions {
+                direction,
+                config: tcp.config(),
+                connect_mss: tcp.mss,
+                events: tcp.events,
+            };
+            return match runtime.block_on(forward::run(opts, shutdown)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sustain-host forward: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let result = runtime.block_on(host::run(opts, shutdown, print_summary));
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(HostError::Interrupted(sig)) => {

@@ -1,0 +1,361 @@
+//! [`Endpoint`]: the library's front door. One per host (network namespace):
+//! it owns the raw socket, the RST guard, the address watcher, the clock
+//! and the sans-IO core, runs the driver task, and hands out [`Stream`]s
+//! and [`Listener`]s for any number of ports and connections.
+
+use std::future::poll_fn;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use sustain_core::tcp::{Config, ConnId, Endpoint as CoreEndpoint, ListenerId, Stats};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::driver::{self, ConnSlot, ListenerSlot, Shared, State};
+use crate::error::{ConnectionError, EndpointError, OpenError};
+use crate::events::EventLog;
+use crate::netwatch::{self, NetWatcher};
+use crate::os_random::OsRandom;
+use crate::ports::Ports;
+use crate::raw_socket::RawSocket;
+use crate::rst_guard::RstGuard;
+use crate::stream::Stream;
+use crate::SUSTAIN_MARK;
+
+/// How an [`Endpoint`] behaves.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointConfig {
+    /// The core's TCP and migration settings (mode, timers, buffers).
+    pub tcp: Config,
+    /// Append JSON-lines events (connected, closed, moves) to this file.
+    pub events: Option<PathBuf>,
+    /// MSS for connections this endpoint opens: `None` derives it from the
+    /// route's MTU towards the peer (listeners advertise `tcp.mss`).
+    pub connect_mss: Option<u16>,
+}
+
+/// A sustain endpoint. Cheap to clone; the driver runs until the last
+/// clone is dropped and every connection and listener has ended, or until
+/// [`Endpoint::shutdown`].
+///
+/// Needs root, or CAP_NET_RAW and CAP_NET_ADMIN: it sends real segments on
+/// a raw socket and installs one narrow iptables rule per owned port so
+/// the kernel does not reset our connections. The rules go when the
+/// endpoint stops; an application should call [`Endpoint::shutdown`] on
+/// SIGINT/SIGTERM (rules of a killed process are swept by the next
+/// endpoint).
+///
+/// ```no_run
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let endpoint = sustain::Endpoint::new(sustain::EndpointConfig::default())?;
+/// // An echo server on port 7 ...
+/// let listener = endpoint.listen("0.0.0.0:7".parse()?).await?;
+/// tokio::spawn(async move {
+///     while let Ok(mut stream) = listener.accept().await {
+///         tokio::spawn(async move {
+///             let mut buf = vec![0; 4096];
+///             while let Ok(n @ 1..) = stream.read(&mut buf).await {
+///                 if stream.write_all(&buf[..n]).await.is_err() {
+///                     break;
+///                 }
+///             }
+///         });
+///     }
+/// });
+/// // ... and a client that survives its address changing.
+/// let mut stream = endpoint.connect("192.0.2.10:7".parse()?).await?;
+/// stream.write_all(b"hello").await?;
+/// let mut reply = [0; 5];
+/// stream.read_exact(&mut reply).await?;
+/// assert_eq!(&reply, b"hello");
+/// stream.shutdown().await?;
+/// endpoint.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Endpoint {
+    shared: Arc<Shared>,
+}
+
+impl Clone for Endpoint {
+    fn clone(&self) -> Endpoint {
+        self.shared.lock().endpoint_handles += 1;
+        Endpoint {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.endpoint_handles = st.endpoint_handles.saturating_sub(1);
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Endpoint {
+    /// Opens the raw socket, sweeps RST-guard rules of dead processes,
+    /// subscribes to address and route events and spawns the driver on the
+    /// current tokio runtime.
+    pub fn new(config: EndpointConfig) -> Result<Endpoint, EndpointError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EndpointError::NoRuntime);
+        }
+        let log = EventLog::open(config.events.as_deref()).map_err(EndpointError::Events)?;
+        let socket = RawSocket::open(SUSTAIN_MARK)?;
+        // Nothing is owned yet: receive nothing.
+        socket
+            .set_port_filter(&[])
+            .map_err(|e| EndpointError::Netlink(std::io::Error::other(e)))?;
+        let guard = RstGuard::new(SUSTAIN_MARK)?;
+        let watcher = NetWatcher::start().map_err(EndpointError::Netlink)?;
+        let addresses = netwatch::local_addresses().map_err(EndpointError::Netlink)?;
+        let core = CoreEndpoint::new(config.tcp.clone(), Box::new(OsRandom::new()));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(core, log, addresses)),
+            wake: Notify::new(),
+            socket,
+            clock: Clock::new(),
+            ports: Mutex::new(Ports::new(guard)),
+            stopped: Notify::new(),
+            connect_mss: config.connect_mss,
+        });
+        tokio::spawn(driver::run(shared.clone(), watcher));
+        Ok(Endpoint { shared })
+    }
+
+    /// Opens a connection to `remote` from the address the kernel's routing
+    /// picks, on a free port.
+    pub async fn connect(&self, remote: SocketAddrV4) -> Result<Stream, OpenError> {
+        self.connect_from(None, remote).await
+    }
+
+    /// Opens a connection from `bind` (unspecified address: the route's
+    /// source; port 0: a free port). The port is reserved on every address
+    /// unless `bind` names one, so it stays ours after a move.
+    pub async fn connect_from(
+        &self,
+        bind: Option<SocketAddrV4>,
+        remote: SocketAddrV4,
+    ) -> Result<Stream, OpenError> {
+        let (ip, mtu) =
+            driver::local_for(bind, remote).map_err(|e| OpenError::NoRoute(remote, e))?;
+        let reserve_ip = match bind {
+            Some(b) if !b.ip().is_unspecified() => ip,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        let want = SocketAddrV4::new(reserve_ip, bind.map_or(0, |b| b.port()));
+        let port = self.open_port(want).await?;
+        let local = SocketAddrV4::new(ip, port);
+        let mss = self
+            .shared
+            .connect_mss
+            .unwrap_or_else(|| (mtu.saturating_sub(40)).clamp(536, 65495) as u16);
+        let conn = {
+            let mut st = self.shared.lock();
+            let now = self.shared.clock.now();
+            match st.core.connect_with_mss(now, local, remote, mss) {
+                Ok(conn) => {
+                    st.conns.insert(
+                        conn,
+                        ConnSlot {
+                            port,
+                            handle: true,
+                            ..ConnSlot::default()
+                        },
+                    );
+                    conn
+                }
+                Err(e) => {
+                    drop(st);
+                    self.release_port(port);
+                    return Err(e.into());
+                }
+            }
+        };
+        self.shared.wake.notify_one();
+        // The stream exists from here on: dropping the future aborts via
+        // the stream's Drop (a graceful close of a half-open connection).
+        let stream = Stream::new(self.shared.clone(), conn);
+        let opened = poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return Poll::Ready(Err(ConnectionError::EndpointClosed));
+            }
+            let Some(slot) = st.conns.get_mut(&conn) else {
+                return Poll::Ready(Err(ConnectionError::EndpointClosed));
+            };
+            if let Some(reason) = slot.closed {
+                return Poll::Ready(Err(
+                    ConnectionError::from_reason(reason).unwrap_or(ConnectionError::Aborted)
+                ));
+            }
+            if slot.connected {
+                return Poll::Ready(Ok(()));
+            }
+            slot.wait_state(cx.waker());
+            Poll::Pending
+        })
+        .await;
+        opened?;
+        Ok(stream)
+    }
+
+    /// Accepts connections on `local` (address 0.0.0.0: any; port 0: a
+    /// free port, see [`Listener::local_addr`]).
+    pub async fn listen(&self, local: SocketAddrV4) -> Result<Listener, OpenError> {
+        let port = self.open_port(local).await?;
+        let bound = SocketAddrV4::new(*local.ip(), port);
+        let id = {
+            let mut st = self.shared.lock();
+            match st.core.listen(bound) {
+                Ok(id) => {
+                    st.listeners.insert(
+                        id,
+                        ListenerSlot {
+                            port,
+                            queue: Default::default(),
+                            waker: None,
+                        },
+                    );
+                    id
+                }
+                Err(e) => {
+                    drop(st);
+                    self.release_port(port);
+                    return Err(e.into());
+                }
+            }
+        };
+        Ok(Listener {
+            shared: self.shared.clone(),
+            id,
+            local: bound,
+        })
+    }
+
+    /// Appends an application event to the `--events` log (with the
+    /// same `time` and `t` stamps as the endpoint's own events).
+    pub fn record_event(&self, name: &str, fields: serde_json::Value) {
+        let now = self.shared.clock.now();
+        self.shared.lock().record(now, name, fields);
+    }
+
+    /// The core's endpoint-wide counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().core.stats().clone()
+    }
+
+    /// Packets the kernel refused to send so far (counted as lost).
+    pub fn send_drops(&self) -> u64 {
+        self.shared.lock().send_drops
+    }
+
+    /// Aborts every connection (RST), stops every listener, lets the last
+    /// segments leave, removes the RST-guard rules and waits for the
+    /// driver to end. Streams answer `EndpointClosed` afterwards.
+    pub async fn shutdown(&self) {
+        let stopped = self.shared.stopped.notified();
+        {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return;
+            }
+            st.shutdown = true;
+        }
+        self.shared.wake.notify_one();
+        stopped.await;
+    }
+
+    /// Reserves and guards a port off the runtime's threads (iptables),
+    /// then lets it through the socket's filter.
+    async fn open_port(&self, want: SocketAddrV4) -> Result<u16, OpenError> {
+        let shared = self.shared.clone();
+        let port = tokio::task::spawn_blocking(move || shared.lock_ports().open(want))
+            .await
+            .map_err(|e| OpenError::Port(want.port(), std::io::Error::other(e)))??;
+        if let Err(e) = self.shared.refresh_filter() {
+            self.release_port(port);
+            return Err(OpenError::Filter(e));
+        }
+        Ok(port)
+    }
+
+    fn release_port(&self, port: u16) {
+        if self.shared.lock_ports().release(port) {
+            self.shared.remove_port_later(port);
+        }
+    }
+}
+
+/// Accepts connections on one local address. Dropping it stops listening;
+/// connections already accepted go on.
+pub struct Listener {
+    shared: Arc<Shared>,
+    id: ListenerId,
+    local: SocketAddrV4,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// The address listened on, with the port actually bound.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The next established connection.
+    pub async fn accept(&self) -> Result<Stream, ConnectionError> {
+        let conn: ConnId = poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.stopped {
+                return Poll::Ready(Err(ConnectionError::EndpointClosed));
+            }
+            let Some(slot) = st.listeners.get_mut(&self.id) else {
+                return Poll::Ready(Err(ConnectionError::EndpointClosed));
+            };
+            match slot.queue.pop_front() {
+                Some(conn) => Poll::Ready(Ok(conn)),
+                None => {
+                    slot.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await?;
+        Ok(Stream::new(self.shared.clone(), conn))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.core.unlisten(self.id);
+        let Some(slot) = st.listeners.remove(&self.id) else {
+            return;
+        };
+        // Accepted but never taken: close them as a dropped stream would.
+        for conn in slot.queue {
+            if let Some(c) = st.conns.get_mut(&conn) {
+                c.handle = false;
+            }
+            st.core.abort(conn);
+        }
+        drop(st);
+        if self.shared.lock_ports().release(slot.port) {
+            self.shared.remove_port_later(slot.port);
+        }
+        self.shared.wake.notify_one();
+    }
+}
