@@ -20,6 +20,7 @@
 //! `conformance/scenarios`), [`runner`] (run one: captures, timeline, `report.json`).
 //! `lab/README.md` documents the file format and the CLI.
 
+pub mod apps;
 pub mod attack;
 pub mod capture;
 pub mod captures;

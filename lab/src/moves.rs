@@ -26,6 +26,10 @@ pub enum MoveAction {
     Attach { network: String },
     /// Detach, wait `gap`, attach to `network`.
     Move { network: String, gap: Duration },
+    /// A new address on the same network (DHCP giving another lease, the
+    /// continuation paper's same-subnet change): detach, wait `gap`,
+    /// attach to `network` again with the next address of its pool.
+    Renumber { network: String, gap: Duration },
 }
 
 impl MoveAction {
@@ -34,6 +38,7 @@ impl MoveAction {
             MoveAction::Detach => "detach",
             MoveAction::Attach { .. } => "attach",
             MoveAction::Move { .. } => "move",
+            MoveAction::Renumber { .. } => "renumber",
         }
     }
 
@@ -41,7 +46,9 @@ impl MoveAction {
     pub fn destination(&self) -> Option<&str> {
         match self {
             MoveAction::Detach => None,
-            MoveAction::Attach { network } | MoveAction::Move { network, .. } => Some(network),
+            MoveAction::Attach { network }
+            | MoveAction::Move { network, .. }
+            | MoveAction::Renumber { network, .. } => Some(network),
         }
     }
 }
@@ -128,6 +135,12 @@ impl Topology {
             MoveAction::Attach { network } => (None, Some(self.attach(&spec.host, network)?)),
             MoveAction::Move { network, gap } => {
                 let (detached, attached) = self.move_host(&spec.host, network, *gap)?;
+                (Some(detached), Some(attached))
+            }
+            MoveAction::Renumber { network, gap } => {
+                let detached = self.detach(&spec.host)?;
+                std::thread::sleep(*gap);
+                let attached = self.attach(&spec.host, network)?;
                 (Some(detached), Some(attached))
             }
         };

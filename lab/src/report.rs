@@ -281,8 +281,14 @@ impl Report {
     }
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+/// Sizes of downloads in MiB; what an interactive session moves (a few
+/// KiB) in bytes, which "0.0 MiB" would hide.
+pub fn mib(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        format!("{bytes} B")
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
 }
 
 fn describe_detail(detail: &Value) -> String {

@@ -535,7 +535,9 @@ fn record_move(timeline: &Timeline, record: &MoveRecord) {
         &format!("{}-started", record.action.name()),
         json!({"host": record.host, "trigger": record.trigger.to_string(), "bytes": record.bytes_at_start}),
     );
-    if let (Some(detached), MoveAction::Move { .. }) = (record.detached, &record.action) {
+    if let (Some(detached), MoveAction::Move { .. } | MoveAction::Renumber { .. }) =
+        (record.detached, &record.action)
+    {
         timeline.record_at(
             detached,
             "lab",

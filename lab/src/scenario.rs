@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::apps::App;
 use crate::attack::{AttackSpec, CounterCheck, RawAttack, RawCount};
 use crate::moves::{MoveAction, MoveSpec, Trigger};
 use crate::napt::NaptProfile;
@@ -252,7 +253,10 @@ struct RawTransfer {
     sender: String,
     receiver: String,
     connect: Option<String>,
-    bytes: RawSize,
+    bytes: Option<RawSize>,
+    app: Option<String>,
+    requests: Option<u32>,
+    interval_ms: Option<u64>,
     port: Option<u16>,
     timeout_s: Option<f64>,
     stall_timeout_s: Option<f64>,
@@ -597,7 +601,41 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             "sender and receiver are the same node".into(),
         ));
     }
-    let bytes = size(&transfer.bytes).map_err(in_table("transfer", "bytes"))?;
+    let app = match transfer.app.as_deref() {
+        None => App::File,
+        Some(name) => App::from_name(name).map_err(in_table("transfer", "app"))?,
+    };
+    let requests = transfer.requests.unwrap_or(0);
+    let interval = Duration::from_millis(transfer.interval_ms.unwrap_or(0));
+    // A file or HTTP download moves `bytes`; an interactive session moves
+    // what its requests draw, which the lab computes.
+    let bytes = if app.is_session() {
+        if transfer.bytes.is_some() {
+            return Err(in_table("transfer", "bytes")(format!(
+                "app = {:?} moves what its requests draw; give requests and interval_ms, \
+                 not bytes",
+                app.name()
+            )));
+        }
+        if requests == 0 {
+            return Err(in_table("transfer", "requests")(format!(
+                "app = {:?} needs requests (at least 1) and interval_ms",
+                app.name()
+            )));
+        }
+        app.expected_output(requests).len() as u64
+    } else {
+        if transfer.requests.is_some() || transfer.interval_ms.is_some() {
+            return Err(in_table("transfer", "requests")(format!(
+                "requests and interval_ms belong to interactive apps, not app = {:?}",
+                app.name()
+            )));
+        }
+        let raw = transfer.bytes.as_ref().ok_or_else(|| {
+            in_table("transfer", "bytes")(format!("app = {:?} needs bytes", app.name()))
+        })?;
+        size(raw).map_err(in_table("transfer", "bytes"))?
+    };
     if bytes == 0 {
         return Err(in_table("transfer", "bytes")(
             "a transfer moves at least one byte".into(),
@@ -627,6 +665,9 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         seed: transfer.seed.unwrap_or(1),
         sender_args: transfer.sender_args,
         receiver_args: transfer.receiver_args,
+        app,
+        requests,
+        interval,
     };
     if transfer.port == 0 {
         return Err(in_table("transfer", "port")(
@@ -762,14 +803,38 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
                     gap: gap.unwrap_or(Duration::ZERO),
                 }
             }
+            "renumber" => {
+                if mv.to.is_some() {
+                    return Err(at("move", i, "to")(
+                        "a renumber stays on the host's network; it takes no `to`".into(),
+                    ));
+                }
+                let Some(network) = current.clone() else {
+                    return Err(here(format!(
+                        "{} is detached here; use action = \"attach\"",
+                        mv.host
+                    )));
+                };
+                MoveAction::Renumber {
+                    network,
+                    gap: gap.unwrap_or(Duration::ZERO),
+                }
+            }
             other => {
                 return Err(at("move", i, "action")(format!(
-                    "unknown action {other:?}; expected \"move\", \"detach\" or \"attach\""
+                    "unknown action {other:?}; expected \"move\", \"renumber\", \"detach\" or \"attach\""
                 )))
             }
         };
-        if gap.is_some() && !matches!(action, MoveAction::Move { .. }) {
-            return Err(at("move", i, "gap_ms")("only a move has a gap".into()));
+        if gap.is_some()
+            && !matches!(
+                action,
+                MoveAction::Move { .. } | MoveAction::Renumber { .. }
+            )
+        {
+            return Err(at("move", i, "gap_ms")(
+                "only a move or a renumber has a gap".into(),
+            ));
         }
         location.insert(mv.host.clone(), action.destination().map(str::to_string));
         moves.push(MoveSpec {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::apps::{self, App, AppEnd};
 use crate::error::{IoContext, LabError, Result};
 use crate::process::ChildProcess;
 use crate::topology::Topology;
@@ -94,6 +95,13 @@ pub struct TransferSpec {
     /// Extra arguments for `sustain-host` on each side.
     pub sender_args: Vec<String>,
     pub receiver_args: Vec<String>,
+    /// What the ends run: a file transfer, or an application (through
+    /// `sustain-host forward` on a sustain end, on kernel TCP on a linux end).
+    pub app: App,
+    /// Requests of an interactive app (`ssh`, `interactive`), ...
+    pub requests: u32,
+    /// ... one every `interval`.
+    pub interval: Duration,
 }
 
 impl TransferSpec {
@@ -348,6 +356,9 @@ enum End {
         /// its own keeps its own reason.
         stopped_by_lab: AtomicBool,
     },
+    /// An application (curl, ssh, a session), through `sustain-host forward`
+    /// or on kernel TCP.
+    App(AppEnd),
 }
 
 impl End {
@@ -355,12 +366,16 @@ impl End {
         match self {
             End::Linux(handle) => handle.is_finished(),
             End::Sustain { child, .. } => matches!(child.try_wait(), Ok(Some(_)) | Err(_)),
+            End::App(app) => app.is_finished(),
         }
     }
 
     /// Terminates a `sustain-host` that is still running (a linux end watches the
     /// shared cancel flag itself).
     fn stop(&self) {
+        if let End::App(app) = self {
+            app.stop();
+        }
         if let End::Sustain {
             child,
             stopped_by_lab,
@@ -384,6 +399,7 @@ impl End {
     ) -> EndpointResult {
         let node = spec.node_of(role);
         match self {
+            End::App(app) => app.finish(cancel_reason),
             End::Linux(handle) => handle.join().unwrap_or_else(|_| EndpointResult {
                 node: node.to_string(),
                 role,
@@ -447,6 +463,19 @@ impl Starter<'_> {
 
     /// Starts the end `role`; the accepting end is listening when this returns.
     fn start(&self, role: Role) -> Result<End> {
+        if self.spec.app != App::File {
+            return Ok(End::App(AppEnd::start(&apps::AppContext {
+                topology: self.topology,
+                spec: self.spec,
+                role,
+                events_file: self.events_file(role),
+                work_dir: self.send_file.parent().unwrap_or(Path::new("/tmp")),
+                acceptor_address: self.acceptor_address,
+                program: self.program.as_deref(),
+                send_file: &self.send_file,
+                recv_file: &self.recv_file,
+            })?));
+        }
         match self.spec.kind_of(role) {
             EndpointKind::Linux => self.start_linux(role),
             EndpointKind::Sustain => self.start_sustain(role),
@@ -548,7 +577,11 @@ impl RunningTransfer {
                 spec.acceptor()
             ))
         })?;
-        let expected_sha256 = TransferData::sha256(spec.seed, spec.bytes);
+        let expected_sha256 = if spec.app.is_session() {
+            hex::encode(Sha256::digest(spec.app.expected_output(spec.requests)))
+        } else {
+            TransferData::sha256(spec.seed, spec.bytes)
+        };
         let shared = Arc::new(Shared::default());
         let is_sustain = |role| spec.kind_of(role) == EndpointKind::Sustain;
         let program = if is_sustain(Role::Sender) || is_sustain(Role::Receiver) {
@@ -566,7 +599,7 @@ impl RunningTransfer {
             send_file: work_dir.join("send.bin"),
             recv_file: work_dir.join("recv.bin"),
         };
-        if is_sustain(Role::Sender) {
+        if is_sustain(Role::Sender) || spec.app == App::Http {
             TransferData::write_file(spec.seed, spec.bytes, &starter.send_file)?;
         }
         let started = Instant::now();
@@ -585,7 +618,8 @@ impl RunningTransfer {
             Role::Sender => (acceptor, connector),
             Role::Receiver => (connector, acceptor),
         };
-        let recv_file = is_sustain(Role::Receiver).then_some(starter.recv_file);
+        let recv_file =
+            (is_sustain(Role::Receiver) && spec.app == App::File).then_some(starter.recv_file);
         Ok(RunningTransfer {
             spec: spec.clone(),
             shared,
@@ -619,6 +653,9 @@ impl RunningTransfer {
 
     /// Bytes the receiver has received so far.
     pub fn received(&self) -> u64 {
+        if let End::App(app) = &self.receiver {
+            return app.received();
+        }
         match &self.recv_file {
             Some(recv_file) => fs::metadata(recv_file).map(|m| m.len()).unwrap_or(0),
             None => self.shared.received.load(Ordering::Relaxed),
@@ -635,7 +672,11 @@ impl RunningTransfer {
     pub fn sustain_end_running(&self) -> bool {
         [&self.sender, &self.receiver]
             .into_iter()
-            .any(|end| matches!(end, End::Sustain { .. }) && !end.is_finished())
+            .any(|end| match end {
+                End::Sustain { .. } => !end.is_finished(),
+                End::App(app) => app.sustain_running(),
+                End::Linux(_) => false,
+            })
     }
 
     /// Asks both endpoints to stop (the transfer timed out or stalled): linux

@@ -127,6 +127,8 @@ pub(crate) struct ConnSlot {
     pub(crate) fin_queued: bool,
     pub(crate) read: Option<Waker>,
     pub(crate) write: Option<Waker>,
+    /// A task waiting for everything written to be acknowledged (flush).
+    pub(crate) flush: Option<Waker>,
     /// Tasks waiting for the connection to open or to close.
     pub(crate) state_waiters: Vec<Waker>,
     pub(crate) events: Vec<UnboundedSender<StreamEvent>>,
@@ -138,6 +140,9 @@ impl ConnSlot {
             w.wake();
         }
         if let Some(w) = self.write.take() {
+            w.wake();
+        }
+        if let Some(w) = self.flush.take() {
             w.wake();
         }
         for w in self.state_waiters.drain(..) {
@@ -182,6 +187,8 @@ pub(crate) struct State {
     /// Addresses present at the last look, and those usable (routed).
     addresses: BTreeSet<Ipv4Addr>,
     usable: BTreeSet<Ipv4Addr>,
+    /// Connections with a flush waiter, checked after every pass.
+    pub(crate) flushing: Vec<ConnId>,
     /// Packets the kernel refused to send (counted as lost).
     pub(crate) send_drops: u64,
     scratch: Vec<u8>,
@@ -198,6 +205,7 @@ impl State {
             shutdown: false,
             stopped: false,
             lingering: Vec::new(),
+            flushing: Vec::new(),
             usable: addresses.clone(),
             addresses,
             send_drops: 0,
@@ -335,6 +343,26 @@ impl State {
         if let Some(slot) = self.conns.get_mut(&conn) {
             slot.emit(stream_event);
         }
+    }
+
+    /// Wakes flush waiters whose written data is all acknowledged.
+    fn wake_flushed(&mut self) {
+        let (core, conns) = (&self.core, &mut self.conns);
+        self.flushing.retain(|conn| {
+            let Some(slot) = conns.get_mut(conn) else {
+                return false;
+            };
+            if slot.flush.is_none() {
+                return false;
+            }
+            if core.send_queued(*conn) == 0 {
+                if let Some(w) = slot.flush.take() {
+                    w.wake();
+                }
+                return false;
+            }
+            true
+        });
     }
 
     /// The application is done with `conn`: drop its slot; its port goes
@@ -486,6 +514,9 @@ fn pass(
         for port in retained {
             ports.retain(port);
         }
+    }
+    if !st.flushing.is_empty() {
+        st.wake_flushed();
     }
     let released = st.released_ports(false);
     release_ports(shared, released);

@@ -5,7 +5,8 @@
 //! call the core, and wake the driver (crate docs of [`crate::driver`]).
 //! The core's send buffer is the only queue: a write the buffer cannot take
 //! is pending until acknowledged data frees space, so nothing is queued
-//! without bound. `shutdown` half-closes (our FIN after the queued data);
+//! without bound; `flush` waits until everything written is acknowledged.
+//! `shutdown` half-closes (our FIN after the queued data);
 //! reading goes on until the peer's FIN. Dropping a stream closes it
 //! gracefully: the FIN goes after what was written, and what arrives
 //! afterwards is discarded.
@@ -316,10 +317,30 @@ impl AsyncWrite for Stream {
         }
     }
 
-    /// Written bytes are in the connection's send buffer already; like a
-    /// kernel socket, there is nothing to flush.
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// Ready once everything written so far has been acknowledged by the
+    /// peer (it reached its destination, not just the send buffer). A
+    /// copy loop that flushes before `shutdown` (tokio's `copy`,
+    /// `copy_bidirectional`) thus sends its FIN on its own segment after
+    /// the data, never racing the application's last bytes.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut st = this.shared.lock();
+        if st.core.send_queued(this.conn) == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if st.stopped {
+            return Poll::Ready(Err(ConnectionError::EndpointClosed.into()));
+        }
+        match st.conns.get_mut(&this.conn) {
+            Some(slot) if slot.closed.is_none() => {
+                slot.flush = Some(cx.waker().clone());
+                if !st.flushing.contains(&this.conn) {
+                    st.flushing.push(this.conn);
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(Err(closed_error(&st, this.conn))),
+        }
     }
 
     /// Half-close: our FIN goes after the queued data; reading continues.

@@ -421,7 +421,7 @@ fn suite_table(rows: &[serde_json::Value]) -> String {
             r["scenario"].as_str().unwrap_or("?"),
             r["outcome"].as_str().unwrap_or("?"),
             r["expected"].as_str().unwrap_or("?"),
-            format!("{:.1} MiB", received as f64 / (1u64 << 20) as f64),
+            sustain_lab::report::mib(received),
             if r["transfer"]["sha256_match"].as_bool() == Some(true) {
                 "match"
             } else {
