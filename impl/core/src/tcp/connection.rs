@@ -1002,6 +1002,11 @@ impl Connection {
                     self.ts_recent_time = now;
                 } else {
                     sh.stats.paws_drops += 1;
+                    // RFC 2883 §4 (as Linux does): data already received
+                    // is reported as a D-SACK even when PAWS drops it.
+                    if !seg.payload.is_empty() && seg.seq + seg.payload.len() <= self.rcv_nxt {
+                        self.note_duplicate(seg.seq, seg.seq + seg.payload.len());
+                    }
                     self.request_ack();
                     return;
                 }
@@ -1597,6 +1602,9 @@ impl Connection {
             self.enter_closed(CloseReason::Normal);
             return;
         }
+        // RACK's reordering timer, the TLP probe timer, pacing (loss.rs);
+        // before the RTO, which a due probe replaces (RFC 8985 §7.3).
+        self.loss_timeout(now, sh);
         if self.rtx_deadline.is_some_and(|t| now >= t) {
             self.rtx_deadline = None;
             self.on_retransmission_timeout(sh);
@@ -1615,8 +1623,6 @@ impl Connection {
             self.delack_deadline = None;
             self.ack_now = true;
         }
-        // RACK's reordering timer, the TLP probe timer, pacing (loss.rs).
-        self.loss_timeout(now, sh);
     }
 
     /// RFC 6298 §5.4-5.6, with R1/R2 of RFC 9293 §3.8.3.

@@ -507,8 +507,11 @@ impl Connection {
                 self.enter_sack_recovery(now, 0, sh);
             }
         }
-        if self.lr.tlp.deadline().is_some_and(|t| now >= t) {
-            self.lr.tlp.on_timeout(now);
+        if self.lr.tlp.deadline().is_some_and(|t| now >= t) && self.lr.tlp.on_timeout(now) {
+            // RFC 8985 §7.3: the probe goes out now and the RTO is
+            // restarted behind it.
+            self.rtx_deadline = None;
+            self.arm_rtx(now);
         }
     }
 

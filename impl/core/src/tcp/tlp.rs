@@ -74,8 +74,7 @@ impl Tlp {
 
     /// RFC 8985 §7.2: PTO = 2*SRTT (1 s before any sample), plus WCDelAckT
     /// when only one segment is in flight, and never later than the RTO
-    /// would fire (`rto_at`); then the RTO is the better timer and no PTO
-    /// is armed.
+    /// would fire (`rto_at`).
     pub fn arm(
         &mut self,
         now: Instant,
@@ -93,11 +92,10 @@ impl Tlp {
         if one_segment {
             pto += WC_DEL_ACK;
         }
+        // Linux tcp_schedule_loss_probe: never later than the RTO would
+        // fire; the probe then goes out instead of the timeout.
         let at = now + pto;
-        self.deadline = match rto_at {
-            Some(rto) if rto <= at => None,
-            _ => Some(at),
-        };
+        self.deadline = Some(rto_at.map_or(at, |rto| rto.min(at)));
     }
 
     /// The PTO passed: the next transmission is a probe (§7.3).
@@ -160,7 +158,7 @@ mod tests {
         tlp.arm(ms(0), srtt, true, Some(ms(300)));
         assert_eq!(tlp.deadline(), Some(ms(260)));
         tlp.arm(ms(0), srtt, true, Some(ms(230)));
-        assert_eq!(tlp.deadline(), None, "the RTO comes first");
+        assert_eq!(tlp.deadline(), Some(ms(230)), "capped by the RTO");
         tlp.arm(ms(0), None, false, None);
         assert_eq!(tlp.deadline(), Some(ms(1000)));
     }
