@@ -271,7 +271,7 @@ fn client_data(capture: &[Captured]) -> Vec<(Instant, u32, usize)> {
         .filter_map(|c| {
             let (ip, tcp) = parse_ipv4_tcp(&c.bytes).ok()?;
             (ip.src == CLIENT && !tcp.payload.is_empty())
-                .then(|| (c.time, tcp.seq.0, tcp.payload.len()))
+                .then_some((c.time, tcp.seq.0, tcp.payload.len()))
         })
         .collect()
 }
