@@ -270,8 +270,11 @@ fn client_data(capture: &[Captured]) -> Vec<(Instant, u32, usize)> {
         .iter()
         .filter_map(|c| {
             let (ip, tcp) = parse_ipv4_tcp(&c.bytes).ok()?;
-            (ip.src == CLIENT && !tcp.payload.is_empty())
-                .then_some((c.time, tcp.seq.0, tcp.payload.len()))
+            (ip.src == CLIENT && !tcp.payload.is_empty()).then_some((
+                c.time,
+                tcp.seq.0,
+                tcp.payload.len(),
+            ))
         })
         .collect()
 }
@@ -360,11 +363,7 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
             ..LinkConfig::default()
         },
     ];
-    for kind in [
-        CongestionKind::Cubic,
-        CongestionKind::Bbr,
-        CongestionKind::NewReno,
-    ] {
+    for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
         for (i, link) in impairments.iter().enumerate() {
             for sack in [true, false] {
                 run(Scenario {
@@ -390,11 +389,7 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
 #[ignore]
 fn compare_30ms_rtt_one_percent_loss() {
     let results = RefCell::new(Vec::new());
-    for kind in [
-        CongestionKind::Cubic,
-        CongestionKind::Bbr,
-        CongestionKind::NewReno,
-    ] {
+    for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
         for seed in 1..=3u64 {
             let o = run(Scenario {
                 link: LinkConfig {
@@ -421,4 +416,54 @@ fn compare_30ms_rtt_one_percent_loss() {
             results.borrow_mut().push((kind, o.sim_time));
         }
     }
+}
+
+/// Known gap, kept as a figure (ignored): on this path HyStart++ (RFC
+/// 9406) sees the delay increase one round too late. A round's minimum RTT
+/// comes from its first ACKs, sent when the queue was still short, so CSS
+/// starts (at ~357 ms) after the queue has already overflowed (~310 ms).
+#[test]
+#[ignore]
+fn hystart_leaves_slow_start_before_the_queue_overflows() {
+    // 20 ms each way, 100 Mbit/s, a 256 KiB drop-tail queue: plain slow
+    // start doubles into the queue and overflows it (the foundation saw
+    // 886 drops); HyStart++ should see the RTT grow and slow down first.
+    let path = LinkConfig {
+        latency: Duration::from_millis(20),
+        rate_bps: Some(100_000_000),
+        queue_bytes: 256 * 1024,
+        ..LinkConfig::default()
+    };
+    let run_with = |congestion| {
+        run(Scenario {
+            link: path.clone(),
+            config: Config {
+                congestion,
+                ..Config::default()
+            },
+            bytes: 8 * MIB,
+            seed: 16,
+            ..Scenario::default()
+        })
+    };
+    let cubic = run_with(CongestionKind::Cubic);
+    let newreno = run_with(CongestionKind::NewReno);
+    eprintln!(
+        "HyStart++: {} drops, {} retransmissions; plain slow start: {} drops, {} retransmissions",
+        cubic.net_drops,
+        cubic.client.retransmitted_segments,
+        newreno.net_drops,
+        newreno.client.retransmitted_segments
+    );
+    assert!(
+        newreno.net_drops > 0,
+        "the queue overflows without HyStart++"
+    );
+    assert!(
+        cubic.net_drops * 4 <= newreno.net_drops,
+        "HyStart++ {} drops vs {}",
+        cubic.net_drops,
+        newreno.net_drops
+    );
+    assert_eq!(cubic.client.timeouts, 0);
 }

@@ -1,8 +1,8 @@
 //! Congestion control: the [`CongestionControl`] interface the connection
 //! drives, the per-connection choice [`CongestionKind`], and NewReno
 //! (RFC 5681, RFC 6582) with appropriate byte counting (RFC 3465, L =
-//! 2*SMSS) and the RFC 6928 initial window. CUBIC is in `cubic.rs`, BBR in
-//! `bbr.rs`.
+//! 2*SMSS) and the RFC 6928 initial window. CUBIC is in `cubic.rs`; a
+//! BBR-family controller is not written yet (**not implemented**).
 //!
 //! The sender drives loss recovery (RACK-TLP, PRR, undo; RFC 6582 without
 //! SACK); a controller only owns its window, its ssthresh and, for a
@@ -20,8 +20,6 @@ pub enum CongestionKind {
     /// CUBIC (RFC 9438) with HyStart++ (RFC 9406).
     #[default]
     Cubic,
-    /// BBR (draft-ietf-ccwg-bbr): a model of bandwidth and RTT, not loss.
-    Bbr,
     /// NewReno (RFC 5681, RFC 6582).
     NewReno,
 }
@@ -31,7 +29,7 @@ impl CongestionKind {
     pub fn build(self, smss: usize) -> Box<dyn CongestionControl> {
         match self {
             CongestionKind::NewReno => Box::new(NewReno::new(smss)),
-            CongestionKind::Cubic | CongestionKind::Bbr => Box::new(NewReno::new(smss)),
+            CongestionKind::Cubic => Box::new(super::cubic::Cubic::new(smss)),
         }
     }
 }
@@ -40,7 +38,6 @@ impl fmt::Display for CongestionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             CongestionKind::Cubic => "cubic",
-            CongestionKind::Bbr => "bbr",
             CongestionKind::NewReno => "newreno",
         })
     }
@@ -52,16 +49,15 @@ impl core::str::FromStr for CongestionKind {
     fn from_str(s: &str) -> Result<CongestionKind, UnknownCongestionKind> {
         match s.to_ascii_lowercase().as_str() {
             "cubic" => Ok(CongestionKind::Cubic),
-            "bbr" => Ok(CongestionKind::Bbr),
             "newreno" | "reno" => Ok(CongestionKind::NewReno),
             _ => Err(UnknownCongestionKind),
         }
     }
 }
 
-/// A name other than cubic, bbr or newreno.
+/// A name other than cubic or newreno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown congestion controller (expected cubic, bbr or newreno)")]
+#[error("unknown congestion controller (expected cubic or newreno)")]
 pub struct UnknownCongestionKind;
 
 /// One delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation

@@ -422,7 +422,7 @@ impl Connection {
             self.arm_rtx(now);
         } else {
             if retransmission {
-                self.lr.undo.on_retransmit(now);
+                self.lr.undo.on_retransmit(now, plan.seq, end, self.snd_una);
             }
             if plan.kind == SendKind::New {
                 self.arm_tlp(now);

@@ -9,6 +9,8 @@
 //! connections and demultiplexes segments to them.
 
 pub mod congestion;
+pub mod cubic;
+pub mod hystart;
 pub mod pacing;
 pub mod prr;
 pub mod rack;

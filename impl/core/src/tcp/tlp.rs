@@ -73,8 +73,8 @@ impl Tlp {
     }
 
     /// RFC 8985 §7.2: PTO = 2*SRTT (1 s before any sample), plus WCDelAckT
-    /// when only one segment is in flight, and never later than the RTO
-    /// would fire (`rto_at`).
+    /// when only one segment is in flight; none when the RTO (`rto_at`)
+    /// would fire first.
     pub fn arm(
         &mut self,
         now: Instant,
@@ -92,10 +92,13 @@ impl Tlp {
         if one_segment {
             pto += WC_DEL_ACK;
         }
-        // Linux tcp_schedule_loss_probe: never later than the RTO would
-        // fire; the probe then goes out instead of the timeout.
+        // A PTO not before the RTO would only delay the RTO's own
+        // retransmission: then the RTO stays the timer (RFC 6298 as is).
         let at = now + pto;
-        self.deadline = Some(rto_at.map_or(at, |rto| rto.min(at)));
+        self.deadline = match rto_at {
+            Some(rto) if rto <= at => None,
+            _ => Some(at),
+        };
     }
 
     /// The PTO passed: the next transmission is a probe (§7.3).
@@ -158,7 +161,7 @@ mod tests {
         tlp.arm(ms(0), srtt, true, Some(ms(300)));
         assert_eq!(tlp.deadline(), Some(ms(260)));
         tlp.arm(ms(0), srtt, true, Some(ms(230)));
-        assert_eq!(tlp.deadline(), Some(ms(230)), "capped by the RTO");
+        assert_eq!(tlp.deadline(), None, "the RTO comes first");
         tlp.arm(ms(0), None, false, None);
         assert_eq!(tlp.deadline(), Some(ms(1000)));
     }

@@ -49,8 +49,10 @@ struct Episode {
     retrans: u32,
     /// Any retransmission was sent at all.
     retransmitted: bool,
-    /// When the first retransmission of the episode was sent (Eifel).
-    first_retrans: Option<Instant>,
+    /// The first retransmission of the episode: when it was sent and the
+    /// end of the segment, if it was the oldest outstanding one (RFC 3522
+    /// §2 times the retransmission of SND.UNA only).
+    first_retrans: Option<(Instant, Option<SeqNumber>)>,
     /// The timestamps verdict was already taken (RFC 3522: only the
     /// first ACK of the retransmitted segment counts).
     eifel_checked: bool,
@@ -108,11 +110,19 @@ impl Undo {
         self.episode.is_some_and(|e| e.rto)
     }
 
-    pub fn on_retransmit(&mut self, now: Instant) {
+    /// A retransmission of `[start, end)` went out; `snd_una` is SND.UNA.
+    pub fn on_retransmit(
+        &mut self,
+        now: Instant,
+        start: SeqNumber,
+        end: SeqNumber,
+        snd_una: SeqNumber,
+    ) {
         if let Some(e) = self.episode.as_mut() {
             e.retrans = e.retrans.saturating_add(1);
             e.retransmitted = true;
-            e.first_retrans.get_or_insert(now);
+            e.first_retrans
+                .get_or_insert((now, (start == snd_una).then_some(end)));
         }
     }
 
@@ -134,11 +144,12 @@ impl Undo {
         if !e.retransmitted {
             return None;
         }
-        if !e.eifel_checked && ack > e.marker {
-            e.eifel_checked = true;
-            // RFC 3522 §3: the ACK echoes the original transmission.
-            if let (Some(echo), Some(first)) = (echoed, e.first_retrans) {
-                if echo < Instant::from_millis(first.total_millis()) {
+        if let Some((first, Some(end))) = e.first_retrans.filter(|_| !e.eifel_checked) {
+            if ack >= end {
+                e.eifel_checked = true;
+                // RFC 3522 §3: the first ACK of the retransmitted segment
+                // echoes the original transmission.
+                if echoed.is_some_and(|echo| echo < Instant::from_millis(first.total_millis())) {
                     let prior = e.prior;
                     self.episode = None;
                     return Some(Spurious::Eifel(prior));
@@ -194,8 +205,18 @@ mod tests {
         };
         let mut undo = Undo::new();
         undo.start(prior, SeqNumber(1000), SeqNumber(21_000), false);
-        undo.on_retransmit(Instant::from_millis(100));
-        undo.on_retransmit(Instant::from_millis(101));
+        undo.on_retransmit(
+            Instant::from_millis(100),
+            SeqNumber(1000),
+            SeqNumber(2000),
+            SeqNumber(1000),
+        );
+        undo.on_retransmit(
+            Instant::from_millis(101),
+            SeqNumber(2000),
+            SeqNumber(3000),
+            SeqNumber(1000),
+        );
         undo.on_dsack(b(1000, 2000));
         assert_eq!(undo.check(SeqNumber(1000), None), None);
         // Outside the episode: ignored.
@@ -217,7 +238,12 @@ mod tests {
         };
         let mut undo = Undo::new();
         undo.start(prior, SeqNumber(1000), SeqNumber(21_000), true);
-        undo.on_retransmit(Instant::from_millis(300));
+        undo.on_retransmit(
+            Instant::from_millis(300),
+            SeqNumber(1000),
+            SeqNumber(2000),
+            SeqNumber(1000),
+        );
         // The ACK echoes 250 ms: the original (sent before the RTO) arrived.
         assert_eq!(
             undo.check(SeqNumber(2000), Some(Instant::from_millis(250))),
@@ -225,7 +251,12 @@ mod tests {
         );
         // Echoing the retransmission: a real loss.
         undo.start(prior, SeqNumber(1000), SeqNumber(21_000), true);
-        undo.on_retransmit(Instant::from_millis(300));
+        undo.on_retransmit(
+            Instant::from_millis(300),
+            SeqNumber(1000),
+            SeqNumber(2000),
+            SeqNumber(1000),
+        );
         assert_eq!(
             undo.check(SeqNumber(2000), Some(Instant::from_millis(300))),
             None
