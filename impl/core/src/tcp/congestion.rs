@@ -1,11 +1,144 @@
-//! Congestion control: NewReno (RFC 5681, RFC 6582), with appropriate byte
-//! counting (RFC 3465, L = 2*SMSS) and the RFC 6928 initial window.
-//! The sender drives loss recovery (RFC 6675 with SACK, RFC 6582 without);
-//! this type only owns cwnd and ssthresh.
+//! Congestion control: the [`CongestionControl`] interface the connection
+//! drives, the per-connection choice [`CongestionKind`], and NewReno
+//! (RFC 5681, RFC 6582) with appropriate byte counting (RFC 3465, L =
+//! 2*SMSS) and the RFC 6928 initial window. CUBIC is in `cubic.rs`; a
+//! BBR-family controller is not written yet (**not implemented**).
+//!
+//! The sender drives loss recovery (RACK-TLP, PRR, undo; RFC 6582 without
+//! SACK); a controller only owns its window, its ssthresh and, for a
+//! model-based one, its pacing rate.
+
+use core::fmt;
+
+use super::undo::Prior;
+use crate::time::{Duration, Instant};
+use crate::wire::SeqNumber;
+
+/// Which congestion controller a connection runs (`Config::congestion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CongestionKind {
+    /// CUBIC (RFC 9438) with HyStart++ (RFC 9406).
+    #[default]
+    Cubic,
+    /// NewReno (RFC 5681, RFC 6582).
+    NewReno,
+}
+
+impl CongestionKind {
+    /// A fresh controller of this kind for sender MSS `smss`.
+    pub fn build(self, smss: usize) -> Box<dyn CongestionControl> {
+        match self {
+            CongestionKind::NewReno => Box::new(NewReno::new(smss)),
+            CongestionKind::Cubic => Box::new(super::cubic::Cubic::new(smss)),
+        }
+    }
+}
+
+impl fmt::Display for CongestionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CongestionKind::Cubic => "cubic",
+            CongestionKind::NewReno => "newreno",
+        })
+    }
+}
+
+impl core::str::FromStr for CongestionKind {
+    type Err = UnknownCongestionKind;
+
+    fn from_str(s: &str) -> Result<CongestionKind, UnknownCongestionKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "cubic" => Ok(CongestionKind::Cubic),
+            "newreno" | "reno" => Ok(CongestionKind::NewReno),
+            _ => Err(UnknownCongestionKind),
+        }
+    }
+}
+
+/// A name other than cubic or newreno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown congestion controller (expected cubic or newreno)")]
+pub struct UnknownCongestionKind;
+
+/// One delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation
+/// §3.3): `delivered` bytes over `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSample {
+    pub delivered: u64,
+    pub interval: Duration,
+    /// The sender was application-limited when the sampled data was sent.
+    pub app_limited: bool,
+    /// Bytes in flight when the newest sampled segment was sent.
+    pub prior_in_flight: usize,
+}
+
+impl RateSample {
+    /// Bytes per second.
+    pub fn rate(&self) -> u64 {
+        let us = self.interval.as_micros().max(1);
+        (self.delivered as u128 * 1_000_000 / us).min(u64::MAX as u128) as u64
+    }
+}
+
+/// What one ACK told the controller.
+#[derive(Debug, Clone, Copy)]
+pub struct AckSample {
+    pub now: Instant,
+    /// Bytes newly acknowledged cumulatively.
+    pub acked: usize,
+    /// Bytes newly delivered (acknowledged cumulatively or SACKed).
+    pub delivered: usize,
+    /// The RTT measured by this ACK, if any.
+    pub rtt: Option<Duration>,
+    pub srtt: Option<Duration>,
+    pub min_rtt: Option<Duration>,
+    /// Bytes in flight after this ACK.
+    pub in_flight: usize,
+    pub snd_una: SeqNumber,
+    pub snd_max: SeqNumber,
+    pub rate: Option<RateSample>,
+    /// The sender is in loss recovery (the window is PRR's).
+    pub in_recovery: bool,
+}
+
+/// A congestion controller, as the connection drives it.
+pub trait CongestionControl: fmt::Debug + Send {
+    fn kind(&self) -> CongestionKind;
+    fn cwnd(&self) -> usize;
+    fn ssthresh(&self) -> usize;
+    fn smss(&self) -> usize;
+    fn in_slow_start(&self) -> bool;
+    /// Every ACK (window growth outside recovery; model updates always).
+    fn on_ack_sample(&mut self, ack: &AckSample);
+    /// A loss was detected (fast recovery, or a TLP that repaired one):
+    /// reduce ssthresh; cwnd follows it (PRR paces the way down).
+    fn on_congestion_event(&mut self, now: Instant, flight_size: usize);
+    /// Loss recovery ended.
+    fn on_recovery_exit(&mut self, flight_size: usize);
+    /// Retransmission timeout.
+    fn on_rto(&mut self, flight_size: usize);
+    /// Idle longer than an RTO (RFC 5681 §4.1).
+    fn on_idle_restart(&mut self);
+    fn set_smss(&mut self, smss: usize);
+    /// The reduction was spurious: restore the window from before it.
+    fn undo(&mut self, prior: Prior);
+    /// Start over: a new path (PROTOCOL.md §7).
+    fn reset(&mut self);
+    /// Bytes per second to pace at, when the controller models the path;
+    /// `None`: pace at cwnd / SRTT.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
+    /// Whether PRR (RFC 6937) limits sending during recovery; a
+    /// model-based controller bounds in-flight data with its own cwnd.
+    fn uses_prr(&self) -> bool {
+        true
+    }
+}
 
 /// RFC 5681 §3.1: "the initial value of ssthresh SHOULD be set arbitrarily
 /// high". Half the address space keeps every sum below overflow.
-const SSTHRESH_INFINITE: usize = usize::MAX / 2;
+pub(crate) const SSTHRESH_INFINITE: usize = usize::MAX / 2;
 
 /// NewReno window state.
 #[derive(Debug, Clone)]
@@ -183,8 +316,67 @@ impl NewReno {
     }
 }
 
+impl CongestionControl for NewReno {
+    fn kind(&self) -> CongestionKind {
+        CongestionKind::NewReno
+    }
+
+    fn cwnd(&self) -> usize {
+        self.cwnd
+    }
+
+    fn ssthresh(&self) -> usize {
+        self.ssthresh
+    }
+
+    fn smss(&self) -> usize {
+        self.smss
+    }
+
+    fn in_slow_start(&self) -> bool {
+        NewReno::in_slow_start(self)
+    }
+
+    fn on_ack_sample(&mut self, ack: &AckSample) {
+        if !ack.in_recovery {
+            self.on_ack(ack.acked);
+        }
+    }
+
+    fn on_congestion_event(&mut self, _now: Instant, flight_size: usize) {
+        self.on_loss(flight_size);
+    }
+
+    fn on_recovery_exit(&mut self, flight_size: usize) {
+        NewReno::on_recovery_exit(self, flight_size);
+    }
+
+    fn on_rto(&mut self, flight_size: usize) {
+        NewReno::on_rto(self, flight_size);
+    }
+
+    fn on_idle_restart(&mut self) {
+        NewReno::on_idle_restart(self);
+    }
+
+    fn set_smss(&mut self, smss: usize) {
+        NewReno::set_smss(self, smss);
+    }
+
+    fn undo(&mut self, prior: Prior) {
+        // RFC 3708 §5 / Linux tcp_undo_cwnd_reduction.
+        self.cwnd = self.cwnd.max(prior.cwnd);
+        self.ssthresh = self.ssthresh.max(prior.ssthresh);
+        self.rto_pending = false;
+    }
+
+    fn reset(&mut self) {
+        NewReno::reset(self);
+    }
+}
+
 /// RFC 6928 §2: min(10*MSS, max(2*MSS, 14600)).
-fn initial_window(smss: usize) -> usize {
+pub(crate) fn initial_window(smss: usize) -> usize {
     (10 * smss).min((2 * smss).max(14_600))
 }
 

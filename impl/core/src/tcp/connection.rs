@@ -22,13 +22,16 @@
 use core::net::SocketAddrV4;
 use std::collections::VecDeque;
 
+#[path = "loss.rs"]
+mod loss;
 #[path = "migration.rs"]
 mod migration;
 
+use self::loss::LossRecovery;
 use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
-use super::congestion::NewReno;
+use super::congestion::CongestionControl;
 use super::endpoint::{
     CloseReason, Config, ConnId, ConnInfo, Event, ListenerId, State, Stats, TcpError,
 };
@@ -265,7 +268,9 @@ pub(crate) struct Connection {
     last_send: Instant,
 
     // Congestion control and loss recovery.
-    cc: NewReno,
+    cc: Box<dyn CongestionControl>,
+    /// RACK-TLP, PRR, undo and pacing (SACK connections; loss.rs).
+    lr: LossRecovery,
     scoreboard: Scoreboard,
     dupacks: u32,
     recovery: Recovery,
@@ -394,7 +399,8 @@ impl Connection {
             time_wait_deadline: None,
             rtt_probe: None,
             last_send: now,
-            cc: NewReno::new(smss),
+            cc: cfg.congestion.build(smss),
+            lr: LossRecovery::new(),
             scoreboard: Scoreboard::new(),
             dupacks: 0,
             recovery: Recovery::None,
@@ -996,6 +1002,11 @@ impl Connection {
                     self.ts_recent_time = now;
                 } else {
                     sh.stats.paws_drops += 1;
+                    // RFC 2883 §4 (as Linux does): data already received
+                    // is reported as a D-SACK even when PAWS drops it.
+                    if !seg.payload.is_empty() && seg.seq + seg.payload.len() <= self.rcv_nxt {
+                        self.note_duplicate(seg.seq, seg.seq + seg.payload.len());
+                    }
                     self.request_ack();
                     return;
                 }
@@ -1045,6 +1056,7 @@ impl Connection {
             && seg.seq + seg_len <= rcv_nxt
             && seg.seq >= rcv_nxt - self.rcv_buf.max();
         if old_duplicate && seg_len > 0 {
+            self.note_duplicate(seg.seq, seg.seq + seg.payload.len());
             self.request_ack();
         }
         if acceptable && seg.seq >= rcv_nxt {
@@ -1067,7 +1079,11 @@ impl Connection {
             if self.state == State::TimeWait && seg.flags.fin() && seg.seq + seg_len == rcv_nxt {
                 self.time_wait_deadline = Some(now + self.cfg.time_wait);
             }
-            // "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>", then drop.
+            // "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>", then drop; RFC 2883
+            // §4: report data received twice as a D-SACK.
+            if !seg.payload.is_empty() && seg.seq + seg.payload.len() <= rcv_nxt {
+                self.note_duplicate(seg.seq, seg.seq + seg.payload.len());
+            }
             self.request_ack();
             return;
         }
@@ -1292,59 +1308,11 @@ impl Connection {
             self.dupacks = 0;
         }
 
-        match self.recovery {
-            Recovery::None => {
-                if advanced {
-                    // RFC 5681 §3.1 slow start / congestion avoidance.
-                    self.cc.on_ack(data_acked);
-                }
-                if dupack && !self.persist_mode {
-                    self.dupacks += 1;
-                    // RFC 6675 §5.1 / RFC 6582 §3.2 step 2: no new recovery
-                    // until the previous one (or an RTO's) RecoveryPoint is
-                    // cumulatively acknowledged.
-                    let may_enter = self.snd_una >= self.recovery_point;
-                    // RFC 6675 §5 steps 1 and 2.
-                    let lost = self.dupacks as usize >= DUPTHRESH
-                        || (self.sack_enabled
-                            && self.scoreboard.is_lost(self.snd_una, self.smss, DUPTHRESH));
-                    if may_enter && lost && self.snd_max > self.snd_una {
-                        self.enter_recovery(sh);
-                    }
-                }
-            }
-            Recovery::Sack => {
-                // RFC 6675 §5 (A): a cumulative ACK at or beyond
-                // RecoveryPoint ends recovery; (B) is the Update() above and
-                // (C) runs in poll_transmit.
-                if ack >= self.recovery_point {
-                    self.recovery = Recovery::None;
-                    self.cc.on_recovery_exit(self.snd_max - self.snd_una);
-                }
-            }
-            Recovery::NewReno => {
-                if advanced && ack >= self.recovery_point {
-                    // RFC 6582 §3.2 step 3, full acknowledgment: deflate
-                    // and leave fast recovery.
-                    self.recovery = Recovery::None;
-                    self.cwnd_adjust = 0;
-                    self.cc.on_recovery_exit(self.snd_max - self.snd_una);
-                } else if advanced {
-                    // RFC 6582 §3.2 step 3, partial acknowledgment:
-                    // retransmit the first unacknowledged segment, deflate
-                    // by the amount acknowledged, add back one SMSS if at
-                    // least one SMSS was acknowledged.
-                    self.retransmit_una = true;
-                    self.cwnd_adjust -= data_acked as isize;
-                    if data_acked >= self.smss {
-                        self.cwnd_adjust += self.smss as isize;
-                    }
-                } else if dupack {
-                    // RFC 6582 §3.2 step 4 (RFC 5681 §3.2 step 4): inflate
-                    // by one SMSS per additional duplicate ACK.
-                    self.cwnd_adjust += self.smss as isize;
-                }
-            }
+        if self.sack_enabled {
+            // RACK-TLP, PRR and undo (loss.rs).
+            self.on_ack_sack(now, seg, advanced, sh);
+        } else {
+            self.on_ack_newreno(now, advanced, dupack, data_acked, sh);
         }
 
         // RFC 9293 §3.10.7.4 fifth check: update the send window "If
@@ -1381,13 +1349,82 @@ impl Connection {
         }
     }
 
+    /// RFC 6582 NewReno loss recovery on an ACK of a connection without
+    /// SACK (RFC 5681 §3.2 duplicate ACKs).
+    fn on_ack_newreno(
+        &mut self,
+        now: Instant,
+        advanced: bool,
+        dupack: bool,
+        data_acked: usize,
+        sh: &mut Shared,
+    ) {
+        let ack = self.snd_una;
+        match self.recovery {
+            Recovery::None => {
+                if advanced {
+                    // RFC 5681 §3.1 slow start / congestion avoidance.
+                    let sample = self.plain_ack_sample(now, data_acked);
+                    self.cc.on_ack_sample(&sample);
+                }
+                if dupack && !self.persist_mode {
+                    self.dupacks += 1;
+                    // RFC 6675 §5.1 / RFC 6582 §3.2 step 2: no new recovery
+                    // until the previous one (or an RTO's) RecoveryPoint is
+                    // cumulatively acknowledged.
+                    let may_enter = self.snd_una >= self.recovery_point;
+                    // RFC 6675 §5 steps 1 and 2.
+                    let lost = self.dupacks as usize >= DUPTHRESH
+                        || (self.sack_enabled
+                            && self.scoreboard.is_lost(self.snd_una, self.smss, DUPTHRESH));
+                    if may_enter && lost && self.snd_max > self.snd_una {
+                        self.enter_recovery(now, sh);
+                    }
+                }
+            }
+            Recovery::Sack => {
+                // RFC 6675 §5 (A): a cumulative ACK at or beyond
+                // RecoveryPoint ends recovery; (B) is the Update() above and
+                // (C) runs in poll_transmit.
+                if ack >= self.recovery_point {
+                    self.recovery = Recovery::None;
+                    self.cc.on_recovery_exit(self.snd_max - self.snd_una);
+                }
+            }
+            Recovery::NewReno => {
+                if advanced && ack >= self.recovery_point {
+                    // RFC 6582 §3.2 step 3, full acknowledgment: deflate
+                    // and leave fast recovery.
+                    self.recovery = Recovery::None;
+                    self.cwnd_adjust = 0;
+                    self.cc.on_recovery_exit(self.snd_max - self.snd_una);
+                } else if advanced {
+                    // RFC 6582 §3.2 step 3, partial acknowledgment:
+                    // retransmit the first unacknowledged segment, deflate
+                    // by the amount acknowledged, add back one SMSS if at
+                    // least one SMSS was acknowledged.
+                    self.retransmit_una = true;
+                    self.cwnd_adjust -= data_acked as isize;
+                    if data_acked >= self.smss {
+                        self.cwnd_adjust += self.smss as isize;
+                    }
+                } else if dupack {
+                    // RFC 6582 §3.2 step 4 (RFC 5681 §3.2 step 4): inflate
+                    // by one SMSS per additional duplicate ACK.
+                    self.cwnd_adjust += self.smss as isize;
+                }
+            }
+        }
+    }
+
     /// RFC 6675 §5 step 4 / RFC 6582 §3.2 step 2: fast retransmit and
     /// enter loss recovery.
-    fn enter_recovery(&mut self, sh: &mut Shared) {
+    fn enter_recovery(&mut self, now: Instant, sh: &mut Shared) {
         // (4.1) RecoveryPoint = HighData.
         self.recovery_point = self.snd_max;
         // (4.2) ssthresh = cwnd = FlightSize / 2 (RFC 5681 eq. 4).
-        self.cc.on_loss(self.snd_max - self.snd_una);
+        self.cc
+            .on_congestion_event(now, self.snd_max - self.snd_una);
         // (4.3) retransmit the segment starting at HighACK + 1; HighRxt and
         // RescueRxt are set when it is sent.
         self.retransmit_una = true;
@@ -1417,6 +1454,9 @@ impl Connection {
         // new, only the new parts are processed."
         if seq < self.rcv_nxt {
             let skip = self.rcv_nxt - seq;
+            // RFC 2883 §4: the part received twice is reported as a D-SACK.
+            let dup_end = self.rcv_nxt.min(seq + payload.len());
+            self.note_duplicate(seq, dup_end);
             if skip > payload.len() {
                 // Payload and FIN are both old.
                 payload = &[];
@@ -1542,6 +1582,7 @@ impl Connection {
             self.delack_deadline,
             self.time_wait_deadline,
             self.migration_deadline(),
+            self.loss_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -1561,6 +1602,9 @@ impl Connection {
             self.enter_closed(CloseReason::Normal);
             return;
         }
+        // RACK's reordering timer, the TLP probe timer, pacing (loss.rs);
+        // before the RTO, which a due probe replaces (RFC 8985 §7.3).
+        self.loss_timeout(now, sh);
         if self.rtx_deadline.is_some_and(|t| now >= t) {
             self.rtx_deadline = None;
             self.on_retransmission_timeout(sh);
@@ -1610,6 +1654,12 @@ impl Connection {
                 self.retries += 1;
                 self.timeouts += 1;
                 sh.stats.timeouts += 1;
+                if self.sack_enabled {
+                    // Everything outstanding is resent from the log.
+                    self.on_rto_sack();
+                    self.push_rto_event();
+                    return;
+                }
                 // RFC 5681 §3.1 eq. 4 and loss window.
                 self.cc.on_rto(self.snd_max - self.snd_una);
                 // RFC 6298 §5.5: back off.
@@ -1631,6 +1681,10 @@ impl Connection {
                 self.rewind_to_una();
             }
         }
+        self.push_rto_event();
+    }
+
+    fn push_rto_event(&mut self) {
         if self.announced {
             self.push_event(Event::RetransmissionTimeout {
                 conn: self.id,
@@ -1714,7 +1768,10 @@ impl Connection {
                 if buf.len() < fixed {
                     return None;
                 }
-                if let Some(plan) = self.plan(now, max_payload) {
+                // Pacing (loss.rs): data waits for its release time.
+                if let Some(release) = self.paced_until(now) {
+                    self.lr.pacer.hold_until(release);
+                } else if let Some(plan) = self.plan(now, max_payload) {
                     return self.send_data(now, buf, &hdr, plan, sh);
                 }
                 self.ensure_timer(now);
@@ -1780,12 +1837,20 @@ impl Connection {
                 tsecr: self.ts_recent,
             });
         }
-        if self.sack_enabled && !self.assembler.is_empty() {
+        if self.sack_enabled && (!self.assembler.is_empty() || self.lr.dsack_rx.is_some()) {
             // RFC 2018 §3: as many blocks as fit next to the timestamps
             // and any sustain option (PROTOCOL.md §5.5, §5.6).
             let max = self.sack_block_limit(if self.ts_enabled { 3 } else { 4 });
             let mut blocks: [Option<SackBlock>; 4] = [None; 4];
-            self.assembler.sack_blocks(&mut blocks, max);
+            // RFC 2883 §4: a D-SACK block goes first.
+            let dsack = self.lr.dsack_rx.filter(|_| max > 0);
+            let skip = usize::from(dsack.is_some());
+            let mut rest: [Option<SackBlock>; 4] = [None; 4];
+            self.assembler.sack_blocks(&mut rest, max - skip);
+            blocks[0] = dsack;
+            for (i, b) in rest.into_iter().take(4 - skip).enumerate() {
+                blocks[i + skip] = b;
+            }
             hdr.sack_blocks = blocks;
         }
         hdr
@@ -1838,8 +1903,9 @@ impl Connection {
         if self.persist_mode {
             return self.plan_probe(max_payload);
         }
-        if self.recovery == Recovery::Sack {
-            return self.plan_sack_recovery(now, max_payload);
+        if self.sack_enabled {
+            // RACK-TLP, PRR (loss.rs).
+            return self.plan_sack(now, max_payload);
         }
         let flight = self.snd_nxt - self.snd_una;
         let mut cwnd = self.effective_cwnd();
@@ -2011,73 +2077,6 @@ impl Connection {
         })
     }
 
-    /// RFC 6675 §5 (C) and NextSeg() (§4).
-    fn plan_sack_recovery(&mut self, now: Instant, max_payload: usize) -> Option<Plan> {
-        let pipe = self.scoreboard.pipe(
-            self.snd_una,
-            self.snd_max,
-            self.high_rxt,
-            self.smss,
-            DUPTHRESH,
-        );
-        let cwnd = self.cc.cwnd();
-        // (C): only while cwnd - pipe >= 1 SMSS.
-        if cwnd < pipe + self.smss {
-            return None;
-        }
-        let limit = max_payload.min(self.smss);
-        // NextSeg rule 1: the first lost, un-SACKed, not yet retransmitted
-        // range.
-        if let Some((seq, hole)) = self.scoreboard.next_seg(
-            self.snd_una,
-            self.snd_max,
-            self.high_rxt,
-            self.smss,
-            DUPTHRESH,
-        ) {
-            let (len, fin) = self.extent(seq, hole.min(limit), seq + hole);
-            if len > 0 || fin {
-                return Some(Plan {
-                    seq,
-                    len,
-                    fin,
-                    kind: SendKind::SackRetransmit,
-                });
-            }
-        }
-        // NextSeg rule 2: new data, if the receiver's window allows.
-        if self.snd_nxt == self.snd_max {
-            if let Some(plan) = self.plan_at_snd_nxt(now, max_payload, cwnd - pipe) {
-                return Some(plan);
-            }
-        }
-        // NextSeg rule 3 (un-SACKed, not lost) is optional and not used.
-        // NextSeg rule 4: one rescue retransmission per recovery of the
-        // highest outstanding octets when the tail above the last SACK is
-        // un-SACKed.
-        if !self.rescue_done && self.snd_max > self.high_rxt {
-            let tail_unsacked = self
-                .scoreboard
-                .highest_sacked()
-                .is_none_or(|h| h < self.snd_max);
-            if tail_unsacked {
-                let floor = self.high_rxt.max(self.snd_una);
-                let len = (self.snd_max - floor).min(limit);
-                let seq = self.snd_max - len;
-                let (dlen, fin) = self.extent(seq, len, self.snd_max);
-                if dlen > 0 || fin {
-                    return Some(Plan {
-                        seq,
-                        len: dlen,
-                        fin,
-                        kind: SendKind::Rescue,
-                    });
-                }
-            }
-        }
-        None
-    }
-
     fn send_data(
         &mut self,
         now: Instant,
@@ -2175,6 +2174,7 @@ impl Connection {
         if end > plan.seq && self.rtx_deadline.is_none() && !self.persist_mode {
             self.arm_rtx(now);
         }
+        self.on_segment_sent(now, &plan, end, sh);
         sh.stats.packets_out += 1;
         Some(written)
     }
@@ -2189,6 +2189,7 @@ impl Connection {
     /// Bookkeeping for any segment carrying our current ACK and window.
     fn after_ack_sent(&mut self, window: u16, ack: SeqNumber) {
         self.ack_now = false;
+        self.lr.dsack_rx = None;
         self.delack_deadline = None;
         self.rcv_acked = ack;
         let edge = ack + ((window as usize) << self.rcv_wscale);

@@ -63,6 +63,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use thiserror::Error;
 
+use super::congestion::CongestionKind;
 use super::connection::{closed_error, Connection, ControlSegment, RateLimiter, Shared};
 use crate::auth::{ConnectionKeys, Key, Token};
 use crate::rand::Random;
@@ -189,6 +190,11 @@ pub struct Config {
     /// ...and for the whole endpoint; beyond either, MSYNs and
     /// Address-Updates are dropped unverified.
     pub mac_verifications_per_endpoint: u32,
+    /// The congestion controller of each new connection (default CUBIC).
+    pub congestion: CongestionKind,
+    /// Pace data at the controller's rate (cwnd / SRTT when it has no
+    /// model of its own); the driver follows `poll_timeout` (default on).
+    pub pacing: bool,
 }
 
 impl Config {
@@ -231,6 +237,8 @@ impl Default for Config {
             address_update_retries: 4,
             mac_verifications_per_connection: 20,
             mac_verifications_per_endpoint: 10_000,
+            congestion: CongestionKind::default(),
+            pacing: true,
         }
     }
 }
@@ -418,6 +426,14 @@ pub struct Stats {
     pub newreno_recoveries: u64,
     /// Retransmission-timer expirations.
     pub timeouts: u64,
+    /// RFC 8985 §7 tail loss probes sent.
+    pub tlp_probes: u64,
+    /// Probes that repaired a tail loss (RFC 8985 §7.4).
+    pub tlp_repairs: u64,
+    /// ACKs carrying a D-SACK (RFC 2883).
+    pub dsacks_received: u64,
+    /// Window reductions undone as spurious (RFC 3708, RFC 3522).
+    pub spurious_undos: u64,
     pub zero_window_probes: u64,
     /// Connections closed with `CloseReason::TimedOut` (R1/R2 exhausted).
     pub connections_timed_out: u64,

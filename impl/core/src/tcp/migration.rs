@@ -20,7 +20,6 @@ use crate::auth::{
     Token,
 };
 use crate::rand::Random;
-use crate::tcp::congestion::NewReno;
 use crate::tcp::endpoint::{
     CloseReason, Config, Event, MigWaitCause, MigrationFailure, Mode, State, TcpError,
 };
@@ -497,8 +496,9 @@ impl Connection {
     fn restart_path(&mut self, now: Instant) {
         // RFC 6298 §2.1: RTO back to its initial value until a sample.
         self.rtt.reset();
-        // RFC 5681 §3.1: initial window, ssthresh arbitrarily high.
-        self.cc = NewReno::new(self.smss);
+        // RFC 5681 §3.1: initial window, ssthresh arbitrarily high; RACK,
+        // TLP, PRR, undo and pacing start over too.
+        self.restart_congestion();
         self.scoreboard.clear();
         self.recovery = Recovery::None;
         self.dupacks = 0;

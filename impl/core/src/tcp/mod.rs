@@ -1,6 +1,7 @@
 //! TCP per RFC 9293, with RFC 6298 timers, RFC 7323 window scaling,
-//! timestamps and PAWS, RFC 2018 SACK with RFC 6675 loss recovery, NewReno
-//! congestion control, delayed ACKs, zero-window probing and RFC 5961
+//! timestamps and PAWS, RFC 2018 SACK with RACK-TLP (RFC 8985), PRR (RFC 6937) and
+//! D-SACK undo (RFC 2883, RFC 3708), CUBIC / BBR / NewReno congestion
+//! control with pacing, delayed ACKs, zero-window probing and RFC 5961
 //! hardening.
 //!
 //! [`Endpoint`] is the sans-IO entry point: it takes whole IPv4 packets and
@@ -8,14 +9,23 @@
 //! connections and demultiplexes segments to them.
 
 pub mod congestion;
+pub mod cubic;
+pub mod hystart;
+pub mod pacing;
+pub mod prr;
+pub mod rack;
 pub mod rtt;
 pub mod sack;
+pub mod sent;
+pub mod tlp;
+pub mod undo;
 
 mod assembler;
 mod buffer;
 mod connection;
 mod endpoint;
 
+pub use congestion::CongestionKind;
 pub use endpoint::{
     CloseReason, Config, ConnId, ConnInfo, Endpoint, Event, IndexSizes, ListenerId, MigWaitCause,
     MigrationFailure, Mode, State, Stats, TcpError,

@@ -14,6 +14,8 @@ pub struct RttEstimator {
     granularity: Duration,
     /// `(SRTT, RTTVAR)` once the first sample has arrived.
     estimate: Option<(Duration, Duration)>,
+    /// The most recent sample.
+    latest: Option<Duration>,
     backoff: u32,
 }
 
@@ -34,6 +36,7 @@ impl RttEstimator {
             max_rto: max_rto.max(min_rto),
             granularity,
             estimate: None,
+            latest: None,
             backoff: 0,
         }
     }
@@ -41,6 +44,7 @@ impl RttEstimator {
     /// Feed one RTT measurement (RFC 6298 §2.2 first, §2.3 later). Also
     /// clears the exponential backoff.
     pub fn on_sample(&mut self, rtt: Duration) {
+        self.latest = Some(rtt);
         // Saturating arithmetic throughout: the sample may come from a
         // timestamp echo the peer controls, and must never panic.
         self.estimate = Some(match self.estimate {
@@ -86,6 +90,11 @@ impl RttEstimator {
         self.backoff
     }
 
+    /// The most recent sample, if any since the last reset.
+    pub fn latest(&self) -> Option<Duration> {
+        self.latest
+    }
+
     pub fn srtt(&self) -> Option<Duration> {
         self.estimate.map(|(srtt, _)| srtt)
     }
@@ -97,6 +106,7 @@ impl RttEstimator {
     /// Forget all samples (a new path): back to `initial_rto`.
     pub fn reset(&mut self) {
         self.estimate = None;
+        self.latest = None;
         self.backoff = 0;
     }
 }

@@ -1,0 +1,553 @@
+//! Loss recovery of a SACK connection: where the connection calls RACK
+//! (`rack.rs`), TLP (`tlp.rs`), PRR (`prr.rs`), the undo of spurious
+//! reductions (`undo.rs`), pacing (`pacing.rs`) and its congestion
+//! controller, on ACK, on timer and on send.
+//!
+//! Read first: RFC 8985 §6-§7 (RACK-TLP), RFC 6937 (PRR), RFC 2883 §4 and
+//! RFC 3708 (D-SACK and undo), RFC 6675 §4-§5 (what "pipe" is) and
+//! PROTOCOL.md §7 (a new path restarts all of it).
+//!
+//! The sender keeps one record per segment in flight (`sent.rs`). Losses
+//! are marked by RACK (by time, not by counting duplicate ACKs), and
+//! after an RTO every outstanding segment is marked lost; marked segments
+//! are resent lowest first before new data. A resent segment that is lost
+//! again is marked again by RACK once a later segment is delivered, and
+//! resent without waiting for the RTO. Without SACK the connection keeps
+//! RFC 6582 NewReno (in connection.rs).
+
+use super::{Connection, Plan, Recovery, SendKind, Shared};
+use crate::tcp::congestion::{AckSample, RateSample};
+use crate::tcp::pacing::Pacer;
+use crate::tcp::prr::Prr;
+use crate::tcp::rack::Rack;
+use crate::tcp::sent::{RateSnapshot, Segment, SentLog};
+use crate::tcp::tlp::{Tlp, TlpOutcome};
+use crate::tcp::undo::{dsack_block, Prior, Spurious, Undo};
+use crate::time::{Duration, Instant};
+use crate::wire::{SackBlock, SeqNumber, TcpRepr};
+
+/// Per-connection loss-recovery state (SACK connections), besides the
+/// RFC 6675 variables the connection already has (RecoveryPoint, the
+/// scoreboard).
+#[derive(Debug, Default)]
+pub(super) struct LossRecovery {
+    pub(super) log: SentLog,
+    pub(super) rack: Rack,
+    pub(super) tlp: Tlp,
+    pub(super) prr: Prr,
+    pub(super) undo: Undo,
+    pub(super) pacer: Pacer,
+    /// The next transmission is the TLP probe and it was planned.
+    probing: bool,
+    /// Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation
+    /// §3.1): C.delivered, C.delivered_time, C.first_sent_time.
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+    /// C.app_limited: the delivered count until which samples are
+    /// application-limited.
+    app_limited_until: u64,
+    /// Receiver side: a duplicate segment arrived; the next ACK reports it
+    /// first as a D-SACK (RFC 2883 §4).
+    pub(super) dsack_rx: Option<SackBlock>,
+}
+
+impl LossRecovery {
+    pub(super) fn new() -> LossRecovery {
+        LossRecovery::default()
+    }
+}
+
+impl Connection {
+    /// The send time a TSecr names, on our clock (ms resolution).
+    fn echoed_time(&self, seg: &TcpRepr) -> Option<Instant> {
+        let ts = seg.timestamps.filter(|_| self.ts_enabled)?;
+        let ms = ts.tsecr.wrapping_sub(self.ts_offset);
+        // Our timestamp clock is `now` in ms truncated to 32 bits; rebuild
+        // the full value near the last send.
+        let now_ms = self.last_send.total_millis();
+        let hi = now_ms & !0xFFFF_FFFF;
+        let mut full = hi | u64::from(ms);
+        if full > now_ms + (1 << 31) {
+            full = full.saturating_sub(1 << 32);
+        }
+        Some(Instant::from_millis(full))
+    }
+
+    /// Whether the connection is recovering: fast recovery, or the
+    /// RTO's recovery until everything outstanding at the timeout is
+    /// acknowledged.
+    fn recovering(&self) -> bool {
+        self.recovery != Recovery::None || self.snd_una < self.recovery_point
+    }
+
+    /// RFC 8985 §6.2, RFC 6937, RFC 3708 on one acceptable ACK of a SACK
+    /// connection. `data_acked` is what the cumulative ACK freed from the
+    /// send buffer; SND.UNA is already advanced.
+    pub(super) fn on_ack_sack(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        advanced: bool,
+        sh: &mut Shared,
+    ) {
+        let echoed = self.echoed_time(seg);
+        let mut blocks = [SackBlock {
+            left: SeqNumber(0),
+            right: SeqNumber(0),
+        }; 4];
+        let mut n = 0;
+        for b in seg.sack_blocks().take(4) {
+            blocks[n] = b;
+            n += 1;
+        }
+        let blocks = &blocks[..n];
+        let dsack = dsack_block(blocks, seg.ack);
+
+        // RFC 8985 §6.2 step 2-3 for every newly delivered segment, and the
+        // delivery-rate sample's newest segment.
+        let lr = &mut self.lr;
+        let mut delivered = 0usize;
+        let mut acked = 0usize;
+        let mut newest: Option<Segment> = None;
+        let mut on_delivered = |s: &Segment, rack: &mut Rack| {
+            rack.on_delivered(s, now, echoed);
+            delivered += s.len();
+            if newest.is_none_or(|p| s.rate.delivered >= p.rate.delivered) {
+                newest = Some(*s);
+            }
+        };
+        lr.log.ack(self.snd_una, |s| {
+            acked += s.len();
+            on_delivered(s, &mut lr.rack)
+        });
+        for (i, b) in blocks.iter().enumerate() {
+            if i == 0 && dsack.is_some() {
+                continue;
+            }
+            if self.snd_una <= b.left && b.left < b.right && b.right <= self.snd_max {
+                lr.log
+                    .sack(b.left, b.right, |s| on_delivered(s, &mut lr.rack));
+            }
+        }
+        let rate = self.rate_sample(now, delivered, newest);
+
+        if let Some(d) = dsack {
+            sh.stats.dsacks_received += 1;
+            self.lr.rack.on_dsack(self.snd_una, self.snd_max);
+            self.lr.undo.on_dsack(d);
+        }
+        // RFC 3708 / RFC 3522: the reduction was for nothing.
+        if let Some(spurious) = self.lr.undo.check(seg.ack, echoed) {
+            self.undo_reduction(spurious, sh);
+        }
+        // RFC 8985 §7.4: the probe's verdict.
+        let probe_dsacked = dsack.is_some_and(|d| {
+            self.lr
+                .log
+                .last()
+                .is_none_or(|last| d.right >= last.end || d.right <= self.snd_una)
+        });
+        if self.lr.tlp.on_ack(seg.ack, probe_dsacked) == TlpOutcome::Repaired
+            && self.recovery == Recovery::None
+        {
+            // §7.4.2: the probe repaired a loss: react as to one.
+            sh.stats.tlp_repairs += 1;
+            let flight = self.snd_max - self.snd_una;
+            self.cc.on_congestion_event(now, flight);
+        }
+
+        // RFC 8985 §6.2 step 4-5: mark losses by time.
+        self.rack_detect_loss(now);
+
+        // RFC 6675 §5 (A) / RFC 6937: leave, continue or enter recovery.
+        let in_flight = self.lr.log.in_flight();
+        match self.recovery {
+            Recovery::Sack if seg.ack >= self.recovery_point => {
+                self.recovery = Recovery::None;
+                self.cc.on_recovery_exit(self.snd_max - self.snd_una);
+                self.lr.rack.on_recovery_exit();
+            }
+            Recovery::Sack => {
+                let ssthresh = self.cc.ssthresh();
+                self.lr
+                    .prr
+                    .on_ack(delivered, in_flight, ssthresh, self.smss);
+            }
+            _ => {
+                if self.lr.log.lost_bytes() > 0 && self.snd_una >= self.recovery_point {
+                    self.enter_sack_recovery(now, delivered, sh);
+                }
+            }
+        }
+
+        let sample = AckSample {
+            now,
+            acked,
+            delivered,
+            rtt: if advanced { self.rtt.latest() } else { None },
+            srtt: self.rtt.srtt(),
+            min_rtt: self.lr.rack.min_rtt(),
+            in_flight: self.lr.log.in_flight(),
+            snd_una: self.snd_una,
+            snd_max: self.snd_max,
+            rate,
+            in_recovery: self.recovery != Recovery::None,
+        };
+        self.cc.on_ack_sample(&sample);
+
+        // RFC 8985 §7.2: re-arm the PTO on an ACK that advances SND.UNA.
+        if advanced {
+            self.arm_tlp(now);
+        }
+    }
+
+    /// draft-cheng-iccrg-delivery-rate-estimation §3.3.
+    fn rate_sample(
+        &mut self,
+        now: Instant,
+        delivered: usize,
+        newest: Option<Segment>,
+    ) -> Option<RateSample> {
+        if delivered == 0 {
+            return None;
+        }
+        let lr = &mut self.lr;
+        lr.delivered += delivered as u64;
+        lr.delivered_time = now;
+        let p = newest?;
+        lr.first_sent_time = p.xmit;
+        let send_elapsed = p.xmit.saturating_duration_since(p.rate.first_sent_time);
+        let ack_elapsed = now.saturating_duration_since(p.rate.delivered_time);
+        let interval = send_elapsed.max(ack_elapsed);
+        if interval.is_zero() {
+            return None;
+        }
+        if lr.app_limited_until > 0 && lr.delivered > lr.app_limited_until {
+            lr.app_limited_until = 0;
+        }
+        Some(RateSample {
+            delivered: lr.delivered - p.rate.delivered,
+            interval,
+            app_limited: p.rate.app_limited,
+            prior_in_flight: 0,
+        })
+    }
+
+    /// RFC 8985 §6.2 step 4-5 (and §6.3 when the reordering timer fires).
+    fn rack_detect_loss(&mut self, now: Instant) -> usize {
+        let srtt = self.rtt.srtt().unwrap_or(Duration::from_secs(1));
+        let reo_wnd = self.lr.rack.reo_wnd(
+            self.recovering(),
+            self.lr.log.sacked_bytes(),
+            self.smss,
+            srtt,
+        );
+        let lr = &mut self.lr;
+        let marked = lr.rack.detect_loss(&mut lr.log, now, reo_wnd);
+        if self.migration_holds_timers() {
+            self.lr.rack.clear_deadline();
+        }
+        marked
+    }
+
+    /// RFC 6675 §5 step 4 with RFC 6937 (PRR) instead of the immediate
+    /// halving, entered when RACK marked a loss.
+    fn enter_sack_recovery(&mut self, now: Instant, delivered: usize, sh: &mut Shared) {
+        let prior = Prior {
+            cwnd: self.cc.cwnd(),
+            ssthresh: self.cc.ssthresh(),
+        };
+        let flight = self.snd_max - self.snd_una;
+        self.lr.undo.start(prior, self.snd_una, self.snd_max, false);
+        // (4.1) RecoveryPoint = HighData.
+        self.recovery_point = self.snd_max;
+        // (4.2) ssthresh per the controller; PRR paces cwnd down to it.
+        self.cc.on_congestion_event(now, flight);
+        self.lr.prr.start(flight);
+        let in_flight = self.lr.log.in_flight();
+        let ssthresh = self.cc.ssthresh();
+        self.lr
+            .prr
+            .on_ack(delivered, in_flight, ssthresh, self.smss);
+        self.recovery = Recovery::Sack;
+        self.rtt_probe = None;
+        // RFC 8985 §7.2: no probes while recovering.
+        self.lr.tlp.cancel();
+        sh.stats.sack_recoveries += 1;
+        self.fast_retransmits += 1;
+        sh.stats.fast_retransmits += 1;
+    }
+
+    /// RFC 3708 §5 / RFC 4015: restore the window from before the
+    /// reduction, and stop treating its segments as lost.
+    fn undo_reduction(&mut self, spurious: Spurious, sh: &mut Shared) {
+        let (Spurious::Dsack(prior) | Spurious::Eifel(prior)) = spurious;
+        tracing::debug!(conn = ?self.id, ?spurious, "undoing a spurious window reduction");
+        self.cc.undo(prior);
+        self.lr.log.unmark_lost();
+        if self.recovery == Recovery::Sack {
+            self.recovery = Recovery::None;
+            self.lr.rack.on_recovery_exit();
+        }
+        self.recovery_point = self.snd_una;
+        sh.stats.spurious_undos += 1;
+    }
+
+    /// RFC 6298 §5.4-5.7 for a SACK connection (the caller counted the
+    /// timeout): every outstanding segment is presumed lost and resent
+    /// from the log, lowest first, as cwnd (one SMSS) opens.
+    pub(super) fn on_rto_sack(&mut self) {
+        let prior = Prior {
+            cwnd: self.cc.cwnd(),
+            ssthresh: self.cc.ssthresh(),
+        };
+        self.lr.undo.start(prior, self.snd_una, self.snd_max, true);
+        self.cc.on_rto(self.snd_max - self.snd_una);
+        self.rtt.on_timeout();
+        // RFC 2018 §8 / RFC 6675 §5.1: the receiver may have reneged. The
+        // first timeout keeps what was SACKed (as Linux does); a second one
+        // in a row forgets it.
+        let forget = self.retries > 1;
+        if forget {
+            self.scoreboard.clear();
+        }
+        self.lr.log.mark_all_lost(forget);
+        self.lr.tlp.reset();
+        self.lr.rack.clear_deadline();
+        self.recovery = Recovery::None;
+        self.cwnd_adjust = 0;
+        self.dupacks = 0;
+        self.retransmit_una = false;
+        self.recovery_point = self.snd_max;
+        self.high_rxt = self.snd_una;
+        self.rtt_probe = None;
+    }
+
+    /// What to send next on a SACK connection (after the persist check):
+    /// the TLP probe, then RACK-lost segments, then new data, within cwnd
+    /// (PRR's allowance in recovery).
+    pub(super) fn plan_sack(&mut self, now: Instant, max_payload: usize) -> Option<Plan> {
+        let limit = max_payload.min(self.smss).max(1);
+        self.lr.probing = false;
+        if self.lr.tlp.probe_due() {
+            // RFC 8985 §7.3: new data if the window allows, else the
+            // highest segment again; not limited by cwnd.
+            if self.snd_nxt == self.snd_max {
+                if let Some(plan) = self.plan_at_snd_nxt(now, max_payload, max_payload) {
+                    self.lr.probing = true;
+                    return Some(plan);
+                }
+            }
+            if let Some(last) = self.lr.log.last().copied() {
+                let start = if last.len() > limit {
+                    last.end - limit
+                } else {
+                    last.start
+                };
+                let (len, fin) = self.extent(start, last.end - start, last.end);
+                if len > 0 || fin {
+                    self.lr.probing = true;
+                    return Some(Plan {
+                        seq: start,
+                        len,
+                        fin,
+                        kind: SendKind::Rescue,
+                    });
+                }
+            }
+            self.lr.tlp.cancel();
+        }
+        let room = if self.recovery == Recovery::Sack && self.cc.uses_prr() {
+            self.lr.prr.allowance()
+        } else {
+            self.effective_cwnd()
+                .saturating_sub(self.lr.log.in_flight())
+        };
+        if room == 0 {
+            return None;
+        }
+        // RACK-lost segments first, lowest first (RFC 6675 NextSeg rule 1
+        // with RACK's marks, RFC 8985 §6.2).
+        if let Some(lost) = self.lr.log.next_lost(self.snd_una, self.snd_nxt).copied() {
+            let (len, fin) = self.extent(lost.start, lost.len().min(limit), lost.end);
+            if len > 0 || fin {
+                return Some(Plan {
+                    seq: lost.start,
+                    len,
+                    fin,
+                    kind: SendKind::SackRetransmit,
+                });
+            }
+        }
+        self.plan_at_snd_nxt(now, max_payload, room)
+    }
+
+    /// Bookkeeping after a data segment `[plan.seq, end)` went out.
+    pub(super) fn on_segment_sent(
+        &mut self,
+        now: Instant,
+        plan: &Plan,
+        end: SeqNumber,
+        sh: &mut Shared,
+    ) {
+        if !self.sack_enabled || end <= plan.seq {
+            return;
+        }
+        let in_flight = self.lr.log.in_flight();
+        let lr = &mut self.lr;
+        if in_flight == 0 {
+            // §3.2: a new flight starts the send-elapsed interval.
+            lr.first_sent_time = now;
+            lr.delivered_time = now;
+        }
+        let snapshot = RateSnapshot {
+            delivered: lr.delivered,
+            delivered_time: lr.delivered_time,
+            first_sent_time: lr.first_sent_time,
+            app_limited: lr.app_limited_until > 0,
+        };
+        lr.log.on_send(plan.seq, end, now, snapshot);
+        let len = end - plan.seq;
+        let retransmission = plan.kind != SendKind::New && plan.kind != SendKind::WindowProbe;
+        if self.recovery == Recovery::Sack {
+            self.lr.prr.on_sent(len);
+        }
+        if self.lr.probing {
+            self.lr.probing = false;
+            self.lr.tlp.on_probe_sent(self.snd_max, retransmission);
+            sh.stats.tlp_probes += 1;
+            // RFC 8985 §7.3: the RTO covers the probe.
+            self.rtx_deadline = None;
+            self.arm_rtx(now);
+        } else {
+            if retransmission {
+                self.lr.undo.on_retransmit(now, plan.seq, end, self.snd_una);
+            }
+            if plan.kind == SendKind::New {
+                self.arm_tlp(now);
+            }
+        }
+        let rate = self.pacing_rate();
+        self.lr.pacer.on_send(now, len, rate, self.smss);
+    }
+
+    /// RFC 8985 §7.2: (re)arm the PTO while data is outstanding and the
+    /// connection is not recovering.
+    fn arm_tlp(&mut self, now: Instant) {
+        if !self.sack_enabled
+            || self.recovering()
+            || self.snd_una == self.snd_max
+            || self.persist_mode
+            || self.migration_holds_timers()
+            || self.rtt.backoff_count() > 0
+        {
+            self.lr.tlp.cancel();
+            return;
+        }
+        let one_segment = self.snd_max - self.snd_una <= self.smss;
+        self.lr
+            .tlp
+            .arm(now, self.rtt.srtt(), one_segment, self.rtx_deadline);
+    }
+
+    /// The pacing rate in bytes per second: the controller's model, else
+    /// cwnd / SRTT times 2 in slow start and 1.2 after (Linux
+    /// `tcp_update_pacing_rate`).
+    pub(super) fn pacing_rate(&self) -> Option<u64> {
+        if !self.cfg.pacing {
+            return None;
+        }
+        if let Some(rate) = self.cc.pacing_rate() {
+            return Some(rate);
+        }
+        let srtt = self.rtt.srtt()?;
+        let us = srtt.as_micros().max(1);
+        let cwnd = self.cc.cwnd().max(self.lr.log.in_flight()) as u128;
+        let (num, den) = if self.cc.in_slow_start() {
+            (2, 1)
+        } else {
+            (12, 10)
+        };
+        Some((cwnd * 1_000_000 * num / den / us).min(u64::MAX as u128) as u64)
+    }
+
+    /// Whether pacing holds data back now; with `Some(t)` the caller asks
+    /// to be woken at `t`.
+    pub(super) fn paced_until(&self, now: Instant) -> Option<Instant> {
+        if !self.cfg.pacing {
+            return None;
+        }
+        self.lr.pacer.release_time().filter(|&t| t > now)
+    }
+
+    /// The earliest loss-recovery timer: RACK's reordering timer, the
+    /// PTO, or the pacing release when something waits for it.
+    pub(super) fn loss_deadline(&self) -> Option<Instant> {
+        [
+            self.lr.rack.deadline(),
+            self.lr.tlp.deadline(),
+            self.lr.pacer.wakeup(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The loss-recovery timers at `now` (RFC 8985 §6.3, §7.3).
+    pub(super) fn loss_timeout(&mut self, now: Instant, sh: &mut Shared) {
+        self.lr.pacer.on_wakeup(now);
+        if self.lr.rack.deadline().is_some_and(|t| now >= t) {
+            self.lr.rack.clear_deadline();
+            self.rack_detect_loss(now);
+            if self.recovery == Recovery::None
+                && self.lr.log.lost_bytes() > 0
+                && self.snd_una >= self.recovery_point
+            {
+                self.enter_sack_recovery(now, 0, sh);
+            }
+        }
+        if self.lr.tlp.deadline().is_some_and(|t| now >= t) && self.lr.tlp.on_timeout(now) {
+            // RFC 8985 §7.3: the probe goes out now and the RTO is
+            // restarted behind it.
+            self.rtx_deadline = None;
+            self.arm_rtx(now);
+        }
+    }
+
+    /// PROTOCOL.md §7 "Path restart": congestion control, RACK, TLP, PRR,
+    /// undo and pacing start over; everything outstanding is presumed
+    /// lost on the old path (the go-back resend covers it).
+    pub(super) fn restart_congestion(&mut self) {
+        self.cc.reset();
+        let log = core::mem::take(&mut self.lr.log);
+        self.lr = LossRecovery::new();
+        self.lr.log = log;
+        self.lr.log.mark_all_lost(true);
+    }
+
+    /// The controller's view of an ACK on a connection without SACK.
+    pub(super) fn plain_ack_sample(&self, now: Instant, acked: usize) -> AckSample {
+        AckSample {
+            now,
+            acked,
+            delivered: acked,
+            rtt: self.rtt.latest(),
+            srtt: self.rtt.srtt(),
+            min_rtt: None,
+            in_flight: self.snd_max - self.snd_una,
+            snd_una: self.snd_una,
+            snd_max: self.snd_max,
+            rate: None,
+            in_recovery: self.recovery != Recovery::None,
+        }
+    }
+
+    /// Receiver side (RFC 2883 §4): `[left, right)` arrived again; the
+    /// next ACK reports it as a D-SACK.
+    pub(super) fn note_duplicate(&mut self, left: SeqNumber, right: SeqNumber) {
+        if self.sack_enabled && left < right {
+            self.lr.dsack_rx = Some(SackBlock { left, right });
+        }
+    }
+}

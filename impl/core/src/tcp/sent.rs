@@ -1,0 +1,461 @@
+//! The sender's transmission log: one record per segment in flight, from
+//! SND.UNA to the highest byte sent, with when it was (re)sent and whether it
+//! is SACKed, presumed lost or retransmitted.
+//!
+//! Read first: RFC 8985 §5.2 (the per-segment state RACK needs), RFC 6675
+//! §4 SetPipe (what counts as in flight), and the delivery-rate sampling
+//! of draft-cheng-iccrg-delivery-rate-estimation §3 (the snapshot every
+//! record keeps for BBR). Linux keeps the same flags on its retransmission
+//! queue (`TCPCB_SACKED_ACKED`, `TCPCB_LOST`, `TCPCB_SACKED_RETRANS`).
+//!
+//! In-flight bytes follow Linux's `tcp_packets_in_flight`: everything
+//! outstanding, less what is SACKed, less what is marked lost, plus lost
+//! data whose retransmission is itself still outstanding.
+
+use std::collections::VecDeque;
+
+use crate::time::Instant;
+use crate::wire::SeqNumber;
+
+/// The delivery-rate snapshot taken when a segment is sent
+/// (draft-cheng-iccrg-delivery-rate-estimation §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSnapshot {
+    /// Bytes delivered (acked or SACKed) when the segment was sent.
+    pub delivered: u64,
+    /// When `delivered` was last increased.
+    pub delivered_time: Instant,
+    /// Send time of the first segment of the flight this one belongs to.
+    pub first_sent_time: Instant,
+    /// The sender had nothing more to send (the sample may understate).
+    pub app_limited: bool,
+}
+
+/// One segment as it was last sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: SeqNumber,
+    /// Exclusive; a FIN counts as one byte.
+    pub end: SeqNumber,
+    /// Time of the last (re)transmission (RFC 8985 `Segment.xmit_ts`).
+    pub xmit: Instant,
+    /// Ever retransmitted (RFC 8985 §6.2 step 2 ambiguity rule).
+    pub retransmitted: bool,
+    /// Presumed lost (by RACK, or all outstanding data after an RTO).
+    pub lost: bool,
+    /// A retransmission of this segment is outstanding.
+    pub retrans: bool,
+    pub sacked: bool,
+    pub rate: RateSnapshot,
+}
+
+impl Segment {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Lost and not yet resent: what the sender must retransmit.
+    pub fn needs_retransmission(&self) -> bool {
+        self.lost && !self.retrans && !self.sacked
+    }
+}
+
+/// The transmission log.
+#[derive(Debug, Clone, Default)]
+pub struct SentLog {
+    segs: VecDeque<Segment>,
+    /// Bytes covered by `segs`.
+    total: usize,
+    sacked: usize,
+    /// Lost and not SACKed.
+    lost: usize,
+    /// Retransmitted, outstanding, not SACKed (and, if lost, resent since).
+    retrans: usize,
+}
+
+impl SentLog {
+    pub fn new() -> SentLog {
+        SentLog::default()
+    }
+
+    pub fn clear(&mut self) {
+        *self = SentLog::default();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.segs.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Segment> + '_ {
+        self.segs.iter()
+    }
+
+    pub fn last(&self) -> Option<&Segment> {
+        self.segs.back()
+    }
+
+    /// Bytes SACKed above SND.UNA.
+    pub fn sacked_bytes(&self) -> usize {
+        self.sacked
+    }
+
+    /// Bytes presumed lost (not SACKed).
+    pub fn lost_bytes(&self) -> usize {
+        self.lost
+    }
+
+    /// Bytes lost and not yet retransmitted.
+    pub fn pending_retransmission(&self) -> usize {
+        self.segs
+            .iter()
+            .filter(|s| s.needs_retransmission())
+            .map(Segment::len)
+            .sum()
+    }
+
+    /// RFC 6675 §4 SetPipe, Linux `tcp_packets_in_flight`: outstanding
+    /// bytes not SACKed and not lost, plus outstanding retransmissions.
+    pub fn in_flight(&self) -> usize {
+        (self.total + self.retrans).saturating_sub(self.sacked + self.lost)
+    }
+
+    /// A segment `[start, end)` was sent at `now`. Data at or above the
+    /// last record is new; anything below it is a retransmission of the
+    /// records it overlaps (split where the boundaries differ).
+    pub fn on_send(&mut self, start: SeqNumber, end: SeqNumber, now: Instant, rate: RateSnapshot) {
+        if start >= end {
+            return;
+        }
+        let top = self.segs.back().map_or(start, |s| s.end);
+        if start < top {
+            let resent_end = end.min(top);
+            self.split_at(start);
+            self.split_at(resent_end);
+            let first = self.index_of(start);
+            for i in first..self.segs.len() {
+                let seg = self.segs[i];
+                if seg.start >= resent_end {
+                    break;
+                }
+                if seg.sacked {
+                    continue;
+                }
+                let s = &mut self.segs[i];
+                s.xmit = now;
+                s.retransmitted = true;
+                s.rate = rate;
+                if !s.retrans {
+                    s.retrans = true;
+                    self.retrans += seg.len();
+                }
+            }
+        }
+        if end > top {
+            let new_start = start.max(top);
+            // A gap (never expected) is treated as if it had been sent.
+            let seg = Segment {
+                start: new_start,
+                end,
+                xmit: now,
+                retransmitted: false,
+                lost: false,
+                retrans: false,
+                sacked: false,
+                rate,
+            };
+            self.total += seg.len();
+            self.segs.push_back(seg);
+        }
+    }
+
+    /// A cumulative ACK up to `una`: drops the records below it, calling
+    /// `delivered` for each newly delivered (not previously SACKed) one.
+    pub fn ack(&mut self, una: SeqNumber, mut delivered: impl FnMut(&Segment)) {
+        while let Some(&seg) = self.segs.front() {
+            if seg.end <= una {
+                self.segs.pop_front();
+                self.forget(&seg);
+                if !seg.sacked {
+                    delivered(&seg);
+                }
+            } else {
+                if seg.start < una {
+                    // A partial ACK of one record.
+                    let cut = una - seg.start;
+                    self.forget(&seg);
+                    let s = self.segs.front_mut().expect("front exists");
+                    s.start = una;
+                    let s = *s;
+                    self.remember(&s);
+                    let mut part = seg;
+                    part.end = una;
+                    debug_assert_eq!(part.len(), cut);
+                    if !seg.sacked {
+                        delivered(&part);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// The peer SACKed `[left, right)`: marks the records inside it,
+    /// calling `delivered` for each newly SACKed one.
+    pub fn sack(&mut self, left: SeqNumber, right: SeqNumber, mut delivered: impl FnMut(&Segment)) {
+        let (Some(first), Some(last)) = (self.segs.front(), self.segs.back()) else {
+            return;
+        };
+        let left = left.max(first.start);
+        let right = right.min(last.end);
+        if left >= right {
+            return;
+        }
+        self.split_at(left);
+        self.split_at(right);
+        for i in self.index_of(left)..self.segs.len() {
+            let seg = self.segs[i];
+            if seg.start >= right {
+                break;
+            }
+            if seg.sacked {
+                continue;
+            }
+            self.forget(&seg);
+            self.segs[i].sacked = true;
+            self.segs[i].lost = false;
+            self.segs[i].retrans = false;
+            let s = self.segs[i];
+            self.remember(&s);
+            delivered(&seg);
+        }
+    }
+
+    /// Marks record `i` lost; a retransmission of it is no longer in flight.
+    pub fn mark_lost(&mut self, i: usize) {
+        let seg = self.segs[i];
+        if seg.sacked || (seg.lost && !seg.retrans) {
+            return;
+        }
+        self.forget(&seg);
+        self.segs[i].lost = true;
+        self.segs[i].retrans = false;
+        let s = self.segs[i];
+        self.remember(&s);
+    }
+
+    /// Every un-SACKed record is lost (an RTO, or a new path). With
+    /// `forget_sacks` (RFC 2018 §8: the receiver may have reneged) SACKed
+    /// records become lost too.
+    pub fn mark_all_lost(&mut self, forget_sacks: bool) {
+        for s in self.segs.iter_mut() {
+            if forget_sacks {
+                s.sacked = false;
+            }
+            if !s.sacked {
+                s.lost = true;
+                s.retrans = false;
+            }
+        }
+        self.recount();
+    }
+
+    /// No record is lost any more (a spurious timeout was undone).
+    pub fn unmark_lost(&mut self) {
+        for s in self.segs.iter_mut() {
+            s.lost = false;
+        }
+        self.recount();
+    }
+
+    /// Index of the first record to retransmit at or above `from` and below
+    /// `below`, if any.
+    pub fn next_lost(&self, from: SeqNumber, below: SeqNumber) -> Option<&Segment> {
+        if self.lost == 0 {
+            return None;
+        }
+        let i = self.index_of(from);
+        self.segs
+            .range(i..)
+            .take_while(|s| s.start < below)
+            .find(|s| s.needs_retransmission() && s.end > from)
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Segment> {
+        self.segs.get(i)
+    }
+
+    /// The index of the record containing `seq` (or the first after it).
+    pub fn index_of(&self, seq: SeqNumber) -> usize {
+        self.segs.partition_point(|s| s.end <= seq)
+    }
+
+    fn split_at(&mut self, seq: SeqNumber) {
+        let i = self.index_of(seq);
+        let Some(&seg) = self.segs.get(i) else {
+            return;
+        };
+        if seg.start < seq && seq < seg.end {
+            let mut head = seg;
+            head.end = seq;
+            self.segs[i].start = seq;
+            self.segs.insert(i, head);
+        }
+    }
+
+    fn forget(&mut self, seg: &Segment) {
+        let len = seg.len();
+        self.total -= len;
+        if seg.sacked {
+            self.sacked -= len;
+        }
+        if seg.lost && !seg.sacked {
+            self.lost -= len;
+        }
+        if seg.retrans && !seg.sacked {
+            self.retrans -= len;
+        }
+    }
+
+    fn remember(&mut self, seg: &Segment) {
+        let len = seg.len();
+        self.total += len;
+        if seg.sacked {
+            self.sacked += len;
+        }
+        if seg.lost && !seg.sacked {
+            self.lost += len;
+        }
+        if seg.retrans && !seg.sacked {
+            self.retrans += len;
+        }
+    }
+
+    fn recount(&mut self) {
+        let segs = core::mem::take(&mut self.segs);
+        self.total = 0;
+        self.sacked = 0;
+        self.lost = 0;
+        self.retrans = 0;
+        for s in &segs {
+            self.remember(s);
+        }
+        self.segs = segs;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: u32) -> SeqNumber {
+        SeqNumber(v)
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn snap() -> RateSnapshot {
+        RateSnapshot {
+            delivered: 0,
+            delivered_time: Instant::ZERO,
+            first_sent_time: Instant::ZERO,
+            app_limited: false,
+        }
+    }
+
+    fn log_of_ten() -> SentLog {
+        let mut log = SentLog::new();
+        for i in 0..10u32 {
+            log.on_send(s(1000 + i * 1000), s(2000 + i * 1000), t(i as u64), snap());
+        }
+        log
+    }
+
+    #[test]
+    fn new_sends_append_and_count_in_flight() {
+        let log = log_of_ten();
+        assert_eq!(log.len(), 10);
+        assert_eq!(log.in_flight(), 10_000);
+        assert_eq!(log.sacked_bytes(), 0);
+    }
+
+    #[test]
+    fn sack_lost_and_retransmit_follow_setpipe() {
+        let mut log = log_of_ten();
+        let mut newly = 0;
+        log.sack(s(3000), s(6000), |seg| newly += seg.len());
+        assert_eq!(newly, 3000);
+        assert_eq!(log.in_flight(), 7000);
+        log.mark_lost(0);
+        log.mark_lost(1);
+        assert_eq!(log.in_flight(), 5000);
+        assert_eq!(
+            log.next_lost(s(0), s(11_000)).map(|x| x.start),
+            Some(s(1000))
+        );
+        // Retransmitting the first lost record puts it back in flight.
+        log.on_send(s(1000), s(2000), t(50), snap());
+        assert_eq!(log.in_flight(), 6000);
+        assert_eq!(
+            log.next_lost(s(0), s(11_000)).map(|x| x.start),
+            Some(s(2000))
+        );
+        // The retransmission is lost again: out of flight, to resend.
+        log.mark_lost(0);
+        assert_eq!(log.in_flight(), 5000);
+        assert_eq!(
+            log.next_lost(s(0), s(11_000)).map(|x| x.start),
+            Some(s(1000))
+        );
+        // A cumulative ACK past everything SACKed.
+        let mut acked = Vec::new();
+        log.ack(s(6000), |seg| acked.push(seg.start.0));
+        assert_eq!(acked, [1000, 2000]);
+        assert_eq!(log.in_flight(), 5000);
+        assert_eq!(log.sacked_bytes(), 0);
+        assert_eq!(log.lost_bytes(), 0);
+    }
+
+    #[test]
+    fn misaligned_retransmissions_and_sacks_split_records() {
+        let mut log = log_of_ten();
+        log.mark_all_lost(false);
+        assert_eq!(log.in_flight(), 0);
+        // Resend 1500..2500 (straddling two records).
+        log.on_send(s(1500), s(2500), t(20), snap());
+        assert_eq!(log.in_flight(), 1000);
+        assert_eq!(log.len(), 12);
+        log.sack(s(1700), s(2200), |_| {});
+        assert_eq!(log.sacked_bytes(), 500);
+        assert_eq!(log.in_flight(), 500);
+        // The ACK covers 100 bytes of the outstanding retransmission.
+        log.ack(s(1600), |_| {});
+        assert_eq!(log.iter().next().unwrap().start, s(1600));
+        assert_eq!(log.in_flight(), 400);
+        // Sending past the top appends the new part only.
+        log.on_send(s(10_500), s(11_500), t(30), snap());
+        assert_eq!(log.last().unwrap().start, s(11_000));
+        assert_eq!(log.in_flight(), 1400, "500 resent, 500 new");
+    }
+
+    #[test]
+    fn mark_all_lost_can_forget_sacks() {
+        let mut log = log_of_ten();
+        log.sack(s(2000), s(4000), |_| {});
+        log.mark_all_lost(false);
+        assert_eq!((log.sacked_bytes(), log.lost_bytes()), (2000, 8000));
+        log.mark_all_lost(true);
+        assert_eq!((log.sacked_bytes(), log.lost_bytes()), (0, 10_000));
+        log.unmark_lost();
+        assert_eq!(log.in_flight(), 10_000);
+    }
+}

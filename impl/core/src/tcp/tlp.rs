@@ -1,0 +1,194 @@
+//! Tail Loss Probe (RFC 8985 §7).
+//!
+//! Read first: RFC 8985 §7.1-§7.4. When the last segments of a flight are
+//! lost no later segment is delivered, so RACK has nothing to go on and
+//! only the RTO would repair them. The probe timeout (PTO, about two
+//! round trips) fires first: the sender sends one segment (new data, or
+//! the highest segment again) to draw an ACK whose SACK lets RACK find the
+//! loss. One probe per episode; the episode ends when the ACK of the
+//! probe arrives, and if the probe itself repaired a loss (§7.4) the
+//! connection reduces its window as for a fast recovery.
+//!
+//! The connection calls [`Tlp::arm`] after sending new data and after an
+//! ACK that advances SND.UNA, [`Tlp::on_timeout`] when [`Tlp::deadline`]
+//! passes, [`Tlp::on_probe_sent`] when the probe went out, and
+//! [`Tlp::on_ack`] on every ACK.
+
+use crate::time::{Duration, Instant};
+use crate::wire::SeqNumber;
+
+/// RFC 8985 §7.2 WCDelAckT: worst-case delayed-ACK timer.
+pub const WC_DEL_ACK: Duration = Duration::from_millis(200);
+/// Lower bound on the PTO (Linux `TCP_TIMEOUT_MIN`-like: a PTO of
+/// microseconds on a LAN would probe what is merely queued).
+const MIN_PTO: Duration = Duration::from_millis(10);
+
+/// What an ACK told about the current probe (RFC 8985 §7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlpOutcome {
+    /// Nothing to conclude (no probe out, or its ACK has not come).
+    Pending,
+    /// The probe's ACK came and nothing was lost, or the probe was new
+    /// data (RACK handles any loss it uncovers).
+    Done,
+    /// A D-SACK shows the probe duplicated delivered data: no loss.
+    Spurious,
+    /// The probe repaired a tail loss: react as to a fast recovery.
+    Repaired,
+}
+
+/// TLP state (RFC 8985 §7.1: `TLP.end_seq`, `TLP.is_retrans`).
+#[derive(Debug, Clone, Default)]
+pub struct Tlp {
+    deadline: Option<Instant>,
+    /// The PTO fired: the next transmission is the probe.
+    pending: bool,
+    /// `(TLP.end_seq, TLP.is_retrans)` while a probe is unanswered.
+    episode: Option<(SeqNumber, bool)>,
+}
+
+impl Tlp {
+    pub fn new() -> Tlp {
+        Tlp::default()
+    }
+
+    /// Forget everything (a new path, an RTO).
+    pub fn reset(&mut self) {
+        *self = Tlp::default();
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub fn cancel(&mut self) {
+        self.deadline = None;
+        self.pending = false;
+    }
+
+    /// No probe may be sent while the previous one is unanswered
+    /// (RFC 8985 §7.3: at most one per episode).
+    pub fn in_episode(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// RFC 8985 §7.2: PTO = 2*SRTT (1 s before any sample), plus WCDelAckT
+    /// when only one segment is in flight; none when the RTO (`rto_at`)
+    /// would fire first.
+    pub fn arm(
+        &mut self,
+        now: Instant,
+        srtt: Option<Duration>,
+        one_segment: bool,
+        rto_at: Option<Instant>,
+    ) {
+        if self.episode.is_some() {
+            return;
+        }
+        let mut pto = match srtt {
+            Some(srtt) => (srtt * 2).max(MIN_PTO),
+            None => Duration::from_secs(1),
+        };
+        if one_segment {
+            pto += WC_DEL_ACK;
+        }
+        // A PTO not before the RTO would only delay the RTO's own
+        // retransmission: then the RTO stays the timer (RFC 6298 as is).
+        let at = now + pto;
+        self.deadline = match rto_at {
+            Some(rto) if rto <= at => None,
+            _ => Some(at),
+        };
+    }
+
+    /// The PTO passed: the next transmission is a probe (§7.3).
+    pub fn on_timeout(&mut self, now: Instant) -> bool {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.deadline = None;
+            self.pending = self.episode.is_none();
+        }
+        self.pending
+    }
+
+    /// Whether the next transmission should be the probe.
+    pub fn probe_due(&self) -> bool {
+        self.pending
+    }
+
+    /// §7.3: the probe went out; `end_seq` is SND.NXT after it.
+    pub fn on_probe_sent(&mut self, end_seq: SeqNumber, is_retrans: bool) {
+        self.pending = false;
+        self.episode = Some((end_seq, is_retrans));
+    }
+
+    /// §7.4 on every ACK: `ack` is SEG.ACK, `dsack_probe` whether it
+    /// carried a D-SACK for the probe's data.
+    pub fn on_ack(&mut self, ack: SeqNumber, dsack_probe: bool) -> TlpOutcome {
+        let Some((end_seq, is_retrans)) = self.episode else {
+            return TlpOutcome::Pending;
+        };
+        if is_retrans && dsack_probe {
+            self.episode = None;
+            return TlpOutcome::Spurious;
+        }
+        if ack >= end_seq {
+            self.episode = None;
+            // §7.4.2: an ACK covering a retransmitted probe without a
+            // D-SACK means the original was lost and the probe repaired it.
+            if is_retrans {
+                return TlpOutcome::Repaired;
+            }
+            return TlpOutcome::Done;
+        }
+        TlpOutcome::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    #[test]
+    fn pto_is_two_srtt_plus_delack_for_one_segment_and_yields_to_the_rto() {
+        let mut tlp = Tlp::new();
+        let srtt = Some(Duration::from_millis(30));
+        tlp.arm(ms(0), srtt, false, Some(ms(230)));
+        assert_eq!(tlp.deadline(), Some(ms(60)));
+        tlp.arm(ms(0), srtt, true, Some(ms(300)));
+        assert_eq!(tlp.deadline(), Some(ms(260)));
+        tlp.arm(ms(0), srtt, true, Some(ms(230)));
+        assert_eq!(tlp.deadline(), None, "the RTO comes first");
+        tlp.arm(ms(0), None, false, None);
+        assert_eq!(tlp.deadline(), Some(ms(1000)));
+    }
+
+    #[test]
+    fn one_probe_per_episode_and_its_outcomes() {
+        let mut tlp = Tlp::new();
+        tlp.arm(ms(0), Some(Duration::from_millis(30)), false, None);
+        assert!(!tlp.on_timeout(ms(59)));
+        assert!(tlp.on_timeout(ms(60)));
+        tlp.on_probe_sent(SeqNumber(5000), true);
+        assert!(!tlp.probe_due());
+        // No second PTO while the probe is unanswered.
+        tlp.arm(ms(61), Some(Duration::from_millis(30)), false, None);
+        assert_eq!(tlp.deadline(), None);
+        assert_eq!(tlp.on_ack(SeqNumber(3000), false), TlpOutcome::Pending);
+        assert_eq!(tlp.on_ack(SeqNumber(5000), false), TlpOutcome::Repaired);
+        assert!(!tlp.in_episode());
+        // A probe that duplicated delivered data.
+        tlp.arm(ms(100), Some(Duration::from_millis(30)), false, None);
+        assert!(tlp.on_timeout(ms(160)));
+        tlp.on_probe_sent(SeqNumber(9000), true);
+        assert_eq!(tlp.on_ack(SeqNumber(9000), true), TlpOutcome::Spurious);
+        // A probe of new data.
+        tlp.arm(ms(200), Some(Duration::from_millis(30)), false, None);
+        assert!(tlp.on_timeout(ms(260)));
+        tlp.on_probe_sent(SeqNumber(10_000), false);
+        assert_eq!(tlp.on_ack(SeqNumber(10_000), false), TlpOutcome::Done);
+    }
+}
