@@ -1358,6 +1358,9 @@ impl Connection {
             self.snd_wl2 = ack;
             self.max_snd_wnd = self.max_snd_wnd.max(window);
         }
+        // PROTOCOL.md §7: after a fast resume the peer's clamped ACKs still
+        // carry its right edge.
+        self.window_from_clamped_ack(seg, window);
 
         // RFC 9293 §3.8.6.1: the window reopened, stop probing. An
         // unacknowledged probe octet is simply resent as ordinary data.
@@ -1764,14 +1767,16 @@ impl Connection {
     /// Options every non-SYN segment carries, with the current ACK and
     /// window.
     fn header(&self, now: Instant, flags: TcpFlags) -> TcpRepr<'static> {
+        // RCV.NXT, clamped on a young path, with the window counted from
+        // it (PROTOCOL.md §7).
+        let ack = self.ack_to_send();
         let mut hdr = TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
             seq: self.snd_nxt,
-            // RCV.NXT, clamped on a young path (PROTOCOL.md §7).
-            ack: self.ack_to_send(),
+            ack,
             flags,
-            window: self.window_field(),
+            window: self.window_field_for(self.window_field(), ack),
             ..TcpRepr::default()
         };
         if self.ts_enabled {

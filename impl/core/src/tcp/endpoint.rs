@@ -465,6 +465,12 @@ pub struct Stats {
     /// Segments on the 4-tuple a connection moved away from, dropped
     /// without a reset.
     pub old_path_drops: u64,
+    /// Fast resume (PROTOCOL.md §7): bytes the peer's received offset in an
+    /// MSYN-ACK or Confirm showed it already had, not sent again.
+    pub resume_skipped_bytes: u64,
+    /// Careful resume (PROTOCOL.md §7): congestion-window jumps to half the
+    /// old path's window after the new path was validated.
+    pub careful_resume_jumps: u64,
 }
 
 /// Sizes of the endpoint's lookup tables, for tests that check nothing
