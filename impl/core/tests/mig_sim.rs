@@ -2331,3 +2331,130 @@ fn fast_resume_acks_new_data_within_the_limit_at_40ms_rtt() {
         );
     }
 }
+
+/// Shifts the sequence numbers of the inside node's segments by `shift`
+/// and its peer's acknowledgements back, as ISN-randomising firewalls do.
+struct SeqShifter {
+    shift: u32,
+}
+
+impl Middlebox for SeqShifter {
+    fn process(&mut self, _now: Instant, direction: Direction, packet: &mut Vec<u8>) -> bool {
+        let Ok((ip, tcp)) = parse_ipv4_tcp(packet) else {
+            return true;
+        };
+        let mut repr = tcp.clone();
+        match direction {
+            Direction::Outbound => repr.seq = SeqNumber(repr.seq.0.wrapping_add(self.shift)),
+            Direction::Inbound if repr.flags.ack() => {
+                repr.ack = SeqNumber(repr.ack.0.wrapping_sub(self.shift))
+            }
+            Direction::Inbound => {}
+        }
+        let mut buf = vec![0u8; ipv4_tcp_len(&repr)];
+        if emit_ipv4_tcp(&Ipv4Repr::new(ip.src, ip.dst), &repr, &mut buf).is_err() {
+            return false;
+        }
+        *packet = buf;
+        true
+    }
+}
+
+fn closed_at(events: &[(Instant, Event)]) -> Option<(Instant, CloseReason)> {
+    events.iter().find_map(|(t, e)| match e {
+        Event::Closed { reason, .. } => Some((*t, *reason)),
+        _ => None,
+    })
+}
+
+/// PROTOCOL.md §10: a middlebox on the new path that shifts the mover's
+/// sequence numbers makes its MSYN name a position the responder never
+/// had (§6.3 step 7), so the move cannot resume: it fails cleanly. The
+/// mover ends with `MigrationTimedOut` after its MSYNs and W; the responder,
+/// which only receives, learns by keep-alive (RFC 9293 §3.8.4) within
+/// W + probes x interval that its peer is gone. What was delivered is an
+/// intact prefix.
+#[test]
+fn sequence_shifting_path_fails_cleanly_and_the_idle_receiver_learns() {
+    let mut h = Harness::new(Setup {
+        up: 8 * MIB,
+        down: 0,
+        ..Setup::default()
+    });
+    let shifter = h
+        .net
+        .add_middlebox(SeqShifter { shift: 0x8000_0000 }, InsideScope::Public);
+    h.established();
+    h.transfer(MIB);
+    h.lose(h.mover, MOVER_A);
+    let t_loss = h.now();
+    h.gain(h.mover, MOVER_B, Some(Some(shifter)));
+    let deadline = h.now() + Duration::from_secs(400);
+    assert!(
+        h.run_until(deadline, |h| closed_at(&h.mover_events).is_some()
+            && closed_at(&h.peer_events).is_some())
+    );
+    let (mover_t, mover_reason) = closed_at(&h.mover_events).unwrap();
+    let (peer_t, peer_reason) = closed_at(&h.peer_events).unwrap();
+    assert_eq!(mover_reason, CloseReason::MigrationTimedOut);
+    assert_eq!(peer_reason, CloseReason::KeepaliveTimedOut);
+    let cfg = Config::default();
+    // Every MSYN was refused by the responder's sequence check, silently.
+    let ps = h.net.node(h.peer).stats();
+    assert_eq!(ps.msyns_refused, h.net.node(h.mover).stats().msyns_sent);
+    assert_eq!(ps.moves_accepted, 0);
+    assert_eq!(ps.keepalive_timeouts, 1);
+    // The mover: 5 MSYNs over 31 T0, then W.
+    assert!(mover_t - t_loss <= Duration::from_secs(31) + cfg.mig_wait);
+    // The responder: W idle, then the probes.
+    let bound = cfg.mig_wait + cfg.keepalive_interval * cfg.keepalive_probes;
+    assert!(
+        peer_t - t_loss <= bound,
+        "{:?} > {bound:?}",
+        peer_t - t_loss
+    );
+    assert!(peer_t - t_loss >= cfg.mig_wait);
+    // What arrived is an intact prefix of what was sent.
+    let got = std::mem::replace(&mut h.up.hasher, Sha256::new());
+    assert!(h.up.read >= MIB);
+    assert_eq!(hex::encode(got.finalize()), sha256(&h.up.data[..h.up.read]));
+}
+
+/// RFC 9293 §3.8.4: keep-alives are off for plain connections (MUST-25),
+/// and an idle migratable connection whose peer answers its probes stays
+/// open however long it idles.
+#[test]
+fn keepalives_answered_keep_an_idle_connection_and_plain_ones_send_none() {
+    for mode in [Mode::Sustain, Mode::Plain] {
+        let cfg = Config {
+            mode,
+            ..Config::default()
+        };
+        let mut h = Harness::new(Setup {
+            mover: cfg.clone(),
+            peer: cfg.clone(),
+            up: 64 * 1024,
+            down: 0,
+            capture_all: true,
+            ..Setup::default()
+        });
+        h.established();
+        h.transfer(64 * 1024);
+        let t = h.now();
+        h.run_for(Duration::from_secs(600));
+        assert_eq!(h.mover_info().state, State::Established, "{mode:?}");
+        assert_eq!(h.peer_info().state, State::Established, "{mode:?}");
+        let probes = h
+            .seen_after(t + Duration::from_secs(1))
+            .iter()
+            .filter(|s| s.sent.len == 0 && s.sent.is(TcpFlags::ACK))
+            .count();
+        if mode == Mode::Plain {
+            assert_eq!(probes, 0, "no keep-alives on plain connections");
+        } else {
+            // After W of silence one end probes and the other answers,
+            // which resets both: a probe and an answer per W.
+            assert!(probes >= 4, "{probes}");
+        }
+    }
+}

@@ -25,6 +25,9 @@ use std::collections::VecDeque;
 #[path = "migration.rs"]
 mod migration;
 
+#[path = "keepalive.rs"]
+mod keepalive;
+
 use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
@@ -306,6 +309,8 @@ pub(crate) struct Connection {
     local_key: Option<Key>,
     /// Present once the connection is migratable (both keys known).
     mig: Option<Box<Mig>>,
+    /// RFC 9293 §3.8.4 keep-alives.
+    keepalive: keepalive::Keepalive,
 
     // Endpoint bookkeeping.
     pub(crate) in_ready_queue: bool,
@@ -419,6 +424,7 @@ impl Connection {
             zero_window_probes: 0,
             local_key: None,
             mig: None,
+            keepalive: keepalive::Keepalive::new(now),
             in_ready_queue: false,
             timer_registered: None,
             counted_in_backlog: false,
@@ -817,6 +823,8 @@ impl Connection {
         options: &MigrationOptions,
         sh: &mut Shared,
     ) {
+        // RFC 9293 §3.8.4: any segment shows the peer is alive.
+        self.keepalive_heard(now);
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.input_syn_sent(now, seg, options, sh),
@@ -1545,6 +1553,7 @@ impl Connection {
             self.delack_deadline,
             self.time_wait_deadline,
             self.migration_deadline(),
+            self.keepalive_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -1582,6 +1591,7 @@ impl Connection {
             self.delack_deadline = None;
             self.ack_now = true;
         }
+        self.keepalive_timeout(now, sh);
     }
 
     /// RFC 6298 §5.4-5.6, with R1/R2 of RFC 9293 §3.8.3.
@@ -1721,6 +1731,9 @@ impl Connection {
                     return self.send_data(now, buf, &hdr, plan, sh);
                 }
                 self.ensure_timer(now);
+                if let Some(probe) = self.keepalive_probe(now) {
+                    return self.emit(now, buf, &probe, sh);
+                }
                 if self.ack_now {
                     hdr.seq = self.pure_ack_seq();
                     let sent = self.emit(now, buf, &hdr, sh);
@@ -2336,7 +2349,7 @@ impl Connection {
 pub(crate) fn closed_error(reason: Option<CloseReason>) -> TcpError {
     match reason {
         Some(CloseReason::Reset) | Some(CloseReason::Refused) => TcpError::Reset,
-        Some(CloseReason::TimedOut) => TcpError::TimedOut,
+        Some(CloseReason::TimedOut) | Some(CloseReason::KeepaliveTimedOut) => TcpError::TimedOut,
         Some(CloseReason::MigrationTimedOut) => TcpError::MigrationTimedOut,
         Some(CloseReason::AddressLost) => TcpError::AddressLost,
         Some(CloseReason::Normal) => TcpError::NotOpenForSend,

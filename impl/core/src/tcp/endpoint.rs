@@ -189,6 +189,18 @@ pub struct Config {
     /// ...and for the whole endpoint; beyond either, MSYNs and
     /// Address-Updates are dropped unverified.
     pub mac_verifications_per_endpoint: u32,
+    /// RFC 9293 §3.8.4 keep-alive idle time for every connection; `None`
+    /// (the default, MUST-25) leaves plain connections without them.
+    pub keepalive_idle: Option<Duration>,
+    /// Migratable connections probe an idle peer after `mig_wait` even
+    /// when `keepalive_idle` is `None` (PROTOCOL.md §8.2): a peer that
+    /// vanished is detected within W + probes x interval. Default on.
+    pub mig_keepalive: bool,
+    /// Between keep-alive probes (10 s).
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is closed with
+    /// `KeepaliveTimedOut` (4).
+    pub keepalive_probes: u32,
 }
 
 impl Config {
@@ -231,6 +243,10 @@ impl Default for Config {
             address_update_retries: 4,
             mac_verifications_per_connection: 20,
             mac_verifications_per_endpoint: 10_000,
+            keepalive_idle: None,
+            mig_keepalive: true,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_probes: 4,
         }
     }
 }
@@ -259,6 +275,9 @@ pub enum CloseReason {
     /// The local address went away under a connection that cannot move
     /// (plain TCP, or still opening).
     AddressLost,
+    /// Keep-alive probes went unanswered (RFC 9293 §3.8.4): the peer is
+    /// gone (e.g. it moved onto a path that strips sustain's options).
+    KeepaliveTimedOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,6 +481,8 @@ pub struct Stats {
     pub migration_timeouts: u64,
     /// Connections closed with `AddressLost`.
     pub address_lost_closes: u64,
+    /// Connections closed with `KeepaliveTimedOut`.
+    pub keepalive_timeouts: u64,
     /// Segments on the 4-tuple a connection moved away from, dropped
     /// without a reset.
     pub old_path_drops: u64,
