@@ -143,6 +143,15 @@ impl NewReno {
         self.bytes_acked = 0;
     }
 
+    /// Careful Resume (draft-ietf-tsvwg-careful-resume §4.3): once a new
+    /// path is validated, cwnd may jump to `jump` (half the old path's
+    /// window). Never lowers cwnd; ssthresh is left alone.
+    pub fn resume_jump(&mut self, jump: usize) {
+        self.pristine = false;
+        self.cwnd = self.cwnd.max(jump).min(SSTHRESH_INFINITE);
+        self.bytes_acked = 0;
+    }
+
     /// Start over on a new path: cwnd = IW, ssthresh high (DESIGN.md: a new
     /// path restarts congestion control).
     pub fn reset(&mut self) {

@@ -28,6 +28,9 @@ mod migration;
 #[path = "keepalive.rs"]
 mod keepalive;
 
+#[path = "resume.rs"]
+mod resume;
+
 use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
@@ -1369,6 +1372,10 @@ impl Connection {
         // PROTOCOL.md §7: after a fast resume the peer's clamped ACKs still
         // carry its right edge.
         self.window_from_clamped_ack(seg, window);
+        // PROTOCOL.md §7: careful resume of cwnd on a new path.
+        if advanced && self.mig.is_some() {
+            self.careful_resume_on_ack(sh);
+        }
 
         // RFC 9293 §3.8.6.1: the window reopened, stop probing. An
         // unacknowledged probe octet is simply resent as ordinary data.

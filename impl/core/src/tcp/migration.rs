@@ -110,6 +110,9 @@ pub(super) struct Mig {
     /// Since the last path restart the peer has been resending from its
     /// SND.UNA and has not yet caught up with our RCV.NXT (§7).
     catching_up: bool,
+    /// Careful resume (§7): the old path's window until the new path
+    /// confirms or refutes it.
+    resume: Option<super::resume::CarefulResume>,
     /// Fast resume (§7): SND.UNA before the peer's received offset
     /// advanced it. The peer's ACKs on the new path stay clamped at or
     /// above it until they catch up; their right edge still counts.
@@ -149,6 +152,7 @@ impl Mig {
             path_high: None,
             catching_up: false,
             skip_base: None,
+            resume: None,
             peer_behind_napt: false,
             updating: None,
             confirmed_local: *local.ip(),
@@ -167,6 +171,10 @@ impl Mig {
         let span = last.0.wrapping_sub(self.move_first.0);
         let offset = r.0.wrapping_sub(self.move_first.0);
         self.msyns_sent > 0 && offset <= span && span < 1 << 31
+    }
+
+    pub(super) fn careful_resume(&self) -> Option<super::resume::CarefulResume> {
+        self.resume
     }
 
     pub(super) fn peer_behind_napt(&self) -> bool {
@@ -511,6 +519,14 @@ impl Connection {
     /// A new path: RTT estimation and congestion control start over, and
     /// everything unacknowledged is sent again from SND.UNA.
     fn restart_path(&mut self, now: Instant) {
+        // §7 careful resume: what the old path knew, before forgetting it
+        // (a restart during a restart keeps the first path's figures).
+        let saved = self.careful_resume_saved();
+        if let Some(m) = self.mig.as_mut() {
+            if saved.is_some() || m.resume.is_none() {
+                m.resume = saved;
+            }
+        }
         // RFC 6298 §2.1: RTO back to its initial value until a sample.
         self.rtt.reset();
         // RFC 5681 §3.1: initial window, ssthresh arbitrarily high.
@@ -566,7 +582,17 @@ impl Connection {
         });
     }
 
+    pub(super) fn set_careful_resume(&mut self, resume: Option<super::resume::CarefulResume>) {
+        if let Some(m) = self.mig.as_mut() {
+            m.resume = resume;
+        }
+    }
+
     fn path_resumed(&mut self, now: Instant) {
+        let snd_una = self.snd_una;
+        if let Some(m) = self.mig.as_mut() {
+            Connection::careful_resume_start(&mut m.resume, snd_una);
+        }
         if let Some(since) = self.mig.as_mut().and_then(|m| m.stalled_since.take()) {
             self.push_event(Event::Resumed {
                 conn: self.id,
