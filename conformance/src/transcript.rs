@@ -945,15 +945,19 @@ impl<'a> Writer<'a> {
                             request: RequestNumber(m.request),
                             nonce: m.nonce,
                             mover: direct,
+                            received: m.received,
                         },
                         &m.mac,
                     )),
                     _ => None,
                 };
+                // PROTOCOL.md §7 fast resume: the offset's value depends on
+                // what was in flight, so only its presence is shown.
                 format!(
-                    "migrate-ack(token={} req={} nonce=[nonce] mac={})",
+                    "migrate-ack(token={} req={} nonce=[nonce]{} mac={})",
                     self.token(conn, peer, m.token),
                     m.request,
+                    if m.received.is_some() { " rcvd" } else { "" },
                     Self::mac(verified)
                 )
             }
@@ -963,7 +967,8 @@ impl<'a> Writer<'a> {
                     Some(_) => "[nonce:WRONG]",
                     None => "[nonce?]",
                 };
-                format!("migrate-confirm(req={} nonce={nonce})", m.request)
+                let rcvd = if m.received.is_some() { " rcvd" } else { "" };
+                format!("migrate-confirm(req={} nonce={nonce}{rcvd})", m.request)
             }
             Opt::AddressUpdate(update) => {
                 let verified = match (self.key_of(conn, side), self.key_of(conn, peer)) {

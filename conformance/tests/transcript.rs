@@ -229,7 +229,8 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
     out.push((t, msyn_frame.clone()));
     t += 40_000;
     let nonce = 0x5eed_1234;
-    let ack_mac = auth::mac_msyn_ack(Key(run.key_a), Key(run.key_b), request, nonce, b_new);
+    // The version 0 form (no received offset, PROTOCOL.md §3.3), still accepted.
+    let ack_mac = auth::mac_msyn_ack(Key(run.key_a), Key(run.key_b), request, nonce, b_new, None);
     let mut msyn_ack = vec![
         1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0, 1, 3, 3, 7, 253, 24, 0x0a, 0x21,
     ];

@@ -223,13 +223,16 @@ pub enum MacInput {
         mover: SocketAddrV4,
     },
     /// Migrate in an MSYN-ACK: `token` of the mover's key, the `request`
-    /// of the MSYN answered, the responder's `nonce`, and the mover's
-    /// direct address from that MSYN's Migrate-Permit.
+    /// of the MSYN answered, the responder's `nonce`, the mover's direct
+    /// address from that MSYN's Migrate-Permit, and the responder's
+    /// `received` offset as carried (24 bits; `None` in the version 0
+    /// form, whose message ends after the port).
     MsynAck {
         token: Token,
         request: RequestNumber,
         nonce: u32,
         mover: SocketAddrV4,
+        received: Option<u32>,
     },
     /// Address-Update: `token` of the receiver's key, the sender's
     /// `request`, and the `old_addr` carried in the option.
@@ -241,7 +244,7 @@ pub enum MacInput {
 }
 
 /// Longest MAC message: "sustain ADDRESS-UPDATE" (22) + 0 + 12 bytes, or
-/// "sustain MSYN-ACK" (16) + 0 + 18 bytes.
+/// "sustain MSYN-ACK" (16) + 0 + 21 bytes.
 const MAX_MESSAGE_LEN: usize = 40;
 
 /// The exact bytes a MAC is computed over.
@@ -308,12 +311,18 @@ impl MacInput {
                 request,
                 nonce,
                 mover,
+                received,
             } => {
                 m.push(&token.0.to_be_bytes());
                 m.push(&request.0.to_be_bytes());
                 m.push(&nonce.to_be_bytes());
                 m.push(&mover.ip().octets());
                 m.push(&mover.port().to_be_bytes());
+                if let Some(received) = received {
+                    // PROTOCOL.md §4.3: the 24 bits as they are on the wire.
+                    let wire = received.min(crate::wire::MAX_ACK_RECEIVED);
+                    m.push(&wire.to_be_bytes()[1..]);
+                }
             }
             MacInput::AddressUpdate {
                 token,
@@ -383,12 +392,14 @@ pub fn mac_msyn_ack(
     request: RequestNumber,
     nonce: u32,
     mover_direct: SocketAddrV4,
+    received: Option<u32>,
 ) -> Mac {
     let input = MacInput::MsynAck {
         token: mover_key.token(),
         request,
         nonce,
         mover: mover_direct,
+        received,
     };
     mac(responder_key, mover_key, &input)
 }

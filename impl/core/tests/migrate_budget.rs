@@ -132,6 +132,7 @@ mod migrate_budget {
                 token: 0x55c5_3f5d,
                 request: 1,
                 nonce: 0x5eed_1234,
+                received: Some(0x01_2345),
                 mac: MAC,
             })),
             ..MigrationOptions::default()
@@ -145,24 +146,26 @@ mod migrate_budget {
             window_scale: Some(7),
             ..TcpRepr::default()
         };
+        // PROTOCOL.md §5.4: TS 12 + NOP,WS 4 + Migrate 27 = 43 aligned;
+        // packed TS 10 + WS 3 + 27 = 40 exactly.
         let area = check(base.clone(), options, 40);
         assert_eq!(
             hex::encode(area),
-            "0101080a000001000000000001030307\
-             fd180a2155c53f5d000000015eed1234816173d7179a9da9"
+            "080a0000010000000000030307\
+             fd1b0a2155c53f5d000000015eed1234012345816173d7179a9da9"
         );
         let no_ts = TcpRepr {
             timestamps: None,
             ..base.clone()
         };
-        check(no_ts, options, 28);
+        check(no_ts, options, 32);
         let neither = TcpRepr {
             timestamps: None,
             window_scale: None,
             ..base.clone()
         };
-        check(neither, options, 24);
-        // No room left for MSS next to TS + WS: 44.
+        check(neither, options, 28);
+        // No room left for MSS next to TS + WS: 4 + 40 = 44 packed.
         let with_mss = TcpRepr {
             mss: Some(1460),
             ..base
@@ -180,6 +183,7 @@ mod migrate_budget {
             migrate: Some(MigrateOption::Confirm(MigrateConfirm {
                 request: 1,
                 nonce: 0x5eed_1234,
+                received: Some(0x2d0),
             })),
             ..MigrationOptions::default()
         };
@@ -188,26 +192,29 @@ mod migrate_budget {
             timestamps: Some(TS),
             ..TcpRepr::default()
         };
-        let area = check(ack.clone(), options, 24);
+        let area = check(ack.clone(), options, 28);
         assert_eq!(
             hex::encode(area),
-            "0101080a0000010000000200fd0c0a21000000015eed1234"
+            "0101080a0000010000000200fd100a21000000015eed1234000002d0"
         );
-        // Data carrying the confirmation still has room for SACK blocks:
-        // one aligned (36), two packed (10 + 18 + 12 = 40).
+        // Data carrying the confirmation still has room for one SACK block
+        // (12 + 12 + 16 = 40); two do not fit even packed (10 + 18 + 16).
         let payload = [0u8; 100];
         let one = TcpRepr {
             sack_blocks: [block(1000), None, None, None],
             payload: &payload,
             ..ack.clone()
         };
-        check(one, options, 36);
+        check(one, options, 40);
         let two = TcpRepr {
             sack_blocks: [block(1000), block(3000), None, None],
             payload: &payload,
             ..ack
         };
-        check(two, options, 40);
+        let mut scratch = MigrationScratch::default();
+        let mut repr = two;
+        options.attach(&mut scratch, &mut repr).unwrap();
+        assert_eq!(repr.options_len(), 44);
     }
 
     #[test]

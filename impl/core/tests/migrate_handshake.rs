@@ -26,6 +26,8 @@ mod migrate_handshake {
     const RESPONDER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 20), 443);
     /// The NAPT also shifts sequence numbers (some middleboxes randomise ISNs).
     const SEQ_SHIFT: u32 = 0x4000_0000;
+    /// The responder's RCV.NXT - SEG.ACK in its MSYN-ACK (§7 fast resume).
+    const RESPONDER_RECEIVED: u32 = 0x00_1234;
 
     fn packet(src: SocketAddrV4, dst: SocketAddrV4, tcp: &TcpRepr<'_>) -> Vec<u8> {
         let ip = Ipv4Repr::new(*src.ip(), *dst.ip());
@@ -114,17 +116,22 @@ mod migrate_handshake {
             conn.behind_napt = permit.direct() != source;
             let nonce = new_nonce(&mut self.rng);
             conn.pending = Some((request, nonce));
+            // §7 fast resume: RCV.NXT relative to this segment's own ACK
+            // field (a constant here: the test has no receive stream).
+            let received = Some(RESPONDER_RECEIVED);
             let ack_input = MacInput::MsynAck {
                 token: conn.keys.remote_token(),
                 request,
                 nonce,
                 mover: permit.direct(),
+                received,
             };
             let options = MigrationOptions {
                 migrate: Some(MigrateOption::MsynAck(MigrateAck {
                     token: conn.keys.remote_token().0,
                     request: request.0,
                     nonce,
+                    received,
                     mac: conn.keys.sign(&ack_input),
                 })),
                 ..MigrationOptions::default()
@@ -223,11 +230,13 @@ mod migrate_handshake {
                 request: RequestNumber(ack.request),
                 nonce: ack.nonce,
                 mover: MOVER_PRIVATE,
+                received: ack.received,
             };
             let valid = tcp.flags == TcpFlags::SYN | TcpFlags::ACK
                 && ack.token == self.keys.local_token().0
                 && ack.request == request.0
                 && tcp.ack == self.snd_una
+                && ack.received == Some(RESPONDER_RECEIVED)
                 && self.keys.verify(&input, &ack.mac);
             if !valid {
                 return None;
@@ -236,6 +245,7 @@ mod migrate_handshake {
                 migrate: Some(MigrateOption::Confirm(MigrateConfirm {
                     request: ack.request,
                     nonce: ack.nonce,
+                    received: Some(0),
                 })),
                 ..MigrationOptions::default()
             };
@@ -414,6 +424,7 @@ mod migrate_handshake {
                 token: mover.keys.local_token().0,
                 request: m.request,
                 nonce: 0,
+                received: Some(0),
                 mac: m.mac,
             })),
             ..MigrationOptions::default()

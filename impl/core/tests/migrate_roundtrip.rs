@@ -9,7 +9,7 @@ mod migrate_roundtrip {
 
     use proptest::prelude::*;
     use sustain_core::rand::{Random, SplitMix64};
-    use sustain_core::wire::migrate::{OptionScratch, MAX_DATA_LEN};
+    use sustain_core::wire::migrate::{OptionScratch, MAX_ACK_RECEIVED, MAX_DATA_LEN};
     use sustain_core::wire::{
         AddressUpdate, ExperimentalOption, Migrate, MigrateAck, MigrateConfirm, MigrateOption,
         MigratePermit, MigrationOptions, MigrationScratch, TcpFlags, TcpOption, TcpOptionIter,
@@ -39,17 +39,34 @@ mod migrate_roundtrip {
                     mac,
                 })
             }),
-            (any::<u32>(), any::<u32>(), any::<u32>(), any::<[u8; 8]>()).prop_map(
-                |(token, request, nonce, mac)| MigrateOption::MsynAck(MigrateAck {
-                    token,
-                    request,
-                    nonce,
-                    mac,
-                })
-            ),
-            (any::<u32>(), any::<u32>()).prop_map(|(request, nonce)| MigrateOption::Confirm(
-                MigrateConfirm { request, nonce }
-            )),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::option::of(0..=MAX_ACK_RECEIVED),
+                any::<[u8; 8]>()
+            )
+                .prop_map(|(token, request, nonce, received, mac)| {
+                    MigrateOption::MsynAck(MigrateAck {
+                        token,
+                        request,
+                        nonce,
+                        received,
+                        mac,
+                    })
+                }),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                proptest::option::of(any::<u32>())
+            )
+                .prop_map(|(request, nonce, received)| MigrateOption::Confirm(
+                    MigrateConfirm {
+                        request,
+                        nonce,
+                        received
+                    }
+                )),
         ]
     }
 

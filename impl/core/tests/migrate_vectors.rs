@@ -33,6 +33,11 @@ mod migrate_vectors {
     const MSYN_ACK_MESSAGE: &str =
         "7375737461696e204d53594e2d41434b0055c53f5d000000015eed1234c000020ac822";
     const MSYN_ACK_MAC: &str = "cd52ba2a401814f9";
+    // Version 1 MSYN-ACK (fast resume): received offset 0x012345.
+    const RECEIVED: u32 = 0x01_2345;
+    const MSYN_ACK_V1_MESSAGE: &str =
+        "7375737461696e204d53594e2d41434b0055c53f5d000000015eed1234c000020ac822012345";
+    const MSYN_ACK_V1_MAC: &str = "3faf2fdd12c25ba0";
     const AU_MESSAGE: &str =
         "7375737461696e20414444524553532d5550444154450018f9781b00000002c6336407";
     const AU_MAC: &str = "f6be63c2fe112155";
@@ -45,6 +50,10 @@ mod migrate_vectors {
     const MSYN_MIGRATE_OPTION: &str = "fd140a2118f9781b00000001816173d7179a9da9";
     const MSYN_ACK_MIGRATE_OPTION: &str = "fd180a2155c53f5d000000015eed1234cd52ba2a401814f9";
     const CONFIRM_OPTION: &str = "fd0c0a21000000015eed1234";
+    const MSYN_ACK_V1_MIGRATE_OPTION: &str =
+        "fd1b0a2155c53f5d000000015eed12340123453faf2fdd12c25ba0";
+    /// Confirm with received offset 720 (0x2d0).
+    const CONFIRM_V1_OPTION: &str = "fd100a21000000015eed1234000002d0";
     const AU_OPTION: &str = "fd183b4cc633640718f9781b00000002f6be63c2fe112155";
 
     fn mac_of(hex_str: &str) -> Mac {
@@ -81,6 +90,17 @@ mod migrate_vectors {
             request: RequestNumber(1),
             nonce: NONCE,
             mover: MOVER,
+            received: None,
+        }
+    }
+
+    fn msyn_ack_v1_input() -> MacInput {
+        MacInput::MsynAck {
+            token: token_of(KEY_A),
+            request: RequestNumber(1),
+            nonce: NONCE,
+            mover: MOVER,
+            received: Some(RECEIVED),
         }
     }
 
@@ -107,6 +127,10 @@ mod migrate_vectors {
             MSYN_ACK_MESSAGE
         );
         assert_eq!(hex::encode(au_input().message().as_bytes()), AU_MESSAGE);
+        assert_eq!(
+            hex::encode(msyn_ack_v1_input().message().as_bytes()),
+            MSYN_ACK_V1_MESSAGE
+        );
     }
 
     #[test]
@@ -126,7 +150,7 @@ mod migrate_vectors {
 
     #[test]
     fn msyn_ack_mac_both_directions() {
-        let computed = mac_msyn_ack(KEY_B, KEY_A, RequestNumber(1), NONCE, MOVER);
+        let computed = mac_msyn_ack(KEY_B, KEY_A, RequestNumber(1), NONCE, MOVER, None);
         assert_eq!(hex::encode(computed), MSYN_ACK_MAC);
         let at_a = ConnectionKeys {
             local: KEY_A,
@@ -136,6 +160,24 @@ mod migrate_vectors {
             |tag| at_a.verify(&msyn_ack_input(), tag),
             mac_of(MSYN_ACK_MAC),
         );
+        // The fast-resume form: the MAC covers the received offset, so
+        // neither form's MAC verifies for the other (no downgrade, no
+        // rewritten offset).
+        let v1 = mac_msyn_ack(KEY_B, KEY_A, RequestNumber(1), NONCE, MOVER, Some(RECEIVED));
+        assert_eq!(hex::encode(v1), MSYN_ACK_V1_MAC);
+        assert_flips_fail(
+            |tag| at_a.verify(&msyn_ack_v1_input(), tag),
+            mac_of(MSYN_ACK_V1_MAC),
+        );
+        assert!(!at_a.verify(&msyn_ack_input(), &mac_of(MSYN_ACK_V1_MAC)));
+        let other = MacInput::MsynAck {
+            token: token_of(KEY_A),
+            request: RequestNumber(1),
+            nonce: NONCE,
+            mover: MOVER,
+            received: Some(RECEIVED + 1),
+        };
+        assert!(!at_a.verify(&other, &mac_of(MSYN_ACK_V1_MAC)));
     }
 
     #[test]
@@ -237,18 +279,40 @@ mod migrate_vectors {
             token: token_of(KEY_A).0,
             request: 1,
             nonce: NONCE,
+            received: None,
             mac: mac_of(MSYN_ACK_MAC),
         });
         assert_eq!(
             option_hex(ack.to_option(&mut scratch)),
             MSYN_ACK_MIGRATE_OPTION
         );
+        let ack_v1 = MigrateOption::MsynAck(MigrateAck {
+            token: token_of(KEY_A).0,
+            request: 1,
+            nonce: NONCE,
+            received: Some(RECEIVED),
+            mac: mac_of(MSYN_ACK_V1_MAC),
+        });
+        assert_eq!(
+            option_hex(ack_v1.to_option(&mut scratch)),
+            MSYN_ACK_V1_MIGRATE_OPTION
+        );
 
         let confirm = MigrateOption::Confirm(MigrateConfirm {
             request: 1,
             nonce: NONCE,
+            received: None,
         });
         assert_eq!(option_hex(confirm.to_option(&mut scratch)), CONFIRM_OPTION);
+        let confirm_v1 = MigrateOption::Confirm(MigrateConfirm {
+            request: 1,
+            nonce: NONCE,
+            received: Some(720),
+        });
+        assert_eq!(
+            option_hex(confirm_v1.to_option(&mut scratch)),
+            CONFIRM_V1_OPTION
+        );
 
         let au = AddressUpdate {
             old_addr: OLD_ADDR,

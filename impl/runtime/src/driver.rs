@@ -679,6 +679,7 @@ pub fn reason_name(r: CloseReason) -> &'static str {
         CloseReason::Refused => "refused",
         CloseReason::MigrationTimedOut => "migration timed out",
         CloseReason::AddressLost => "local address lost (plain TCP cannot move)",
+        CloseReason::KeepaliveTimedOut => "peer gone (keep-alive probes unanswered)",
     }
 }
 

@@ -33,6 +33,9 @@ pub enum ConnectionError {
     /// The local address went away under a connection that cannot move.
     #[error("local address lost (plain TCP cannot move)")]
     AddressLost,
+    /// The peer answered no keep-alive probe: it is gone (RFC 9293 §3.8.4).
+    #[error("peer gone (keep-alive probes unanswered)")]
+    KeepaliveTimedOut,
     /// The endpoint's driver stopped (shut down, or failed).
     #[error("the endpoint was shut down")]
     EndpointClosed,
@@ -49,6 +52,7 @@ impl ConnectionError {
             CloseReason::Refused => ConnectionError::Refused,
             CloseReason::MigrationTimedOut => ConnectionError::MigrationTimedOut,
             CloseReason::AddressLost => ConnectionError::AddressLost,
+            CloseReason::KeepaliveTimedOut => ConnectionError::KeepaliveTimedOut,
         })
     }
 
@@ -62,6 +66,7 @@ impl ConnectionError {
             ConnectionError::Aborted => CloseReason::Aborted,
             ConnectionError::MigrationTimedOut => CloseReason::MigrationTimedOut,
             ConnectionError::AddressLost => CloseReason::AddressLost,
+            ConnectionError::KeepaliveTimedOut => CloseReason::KeepaliveTimedOut,
             ConnectionError::EndpointClosed => return None,
         })
     }
@@ -77,7 +82,9 @@ impl ConnectionError {
     pub fn kind(self) -> io::ErrorKind {
         match self {
             ConnectionError::Reset => io::ErrorKind::ConnectionReset,
-            ConnectionError::TimedOut | ConnectionError::MigrationTimedOut => {
+            ConnectionError::TimedOut
+            | ConnectionError::MigrationTimedOut
+            | ConnectionError::KeepaliveTimedOut => {
                 io::ErrorKind::TimedOut
             }
             ConnectionError::Refused => io::ErrorKind::ConnectionRefused,
@@ -179,6 +186,7 @@ mod tests {
             (CloseReason::Aborted, io::ErrorKind::ConnectionAborted),
             (CloseReason::MigrationTimedOut, io::ErrorKind::TimedOut),
             (CloseReason::AddressLost, io::ErrorKind::AddrNotAvailable),
+            (CloseReason::KeepaliveTimedOut, io::ErrorKind::TimedOut),
         ] {
             let typed = ConnectionError::from_reason(reason).unwrap();
             let err: io::Error = typed.into();

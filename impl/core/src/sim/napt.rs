@@ -19,9 +19,15 @@
 //!   over only when the SYN-ACK answering it arrives, as in Linux;
 //! - mappings idle longer than `idle_timeout` expire.
 //!
-//! Window checks are not modelled, so the model does not depend on window
-//! scaling (PROTOCOL.md §10 explains why MSYN and MSYN-ACK carry WS for the
-//! real tracker). Sequence numbers are not rewritten.
+//! - the data upper bound (`tcp_in_window` condition I, `td_maxend`): a
+//!   segment with data or FIN must start at or below the other side's
+//!   highest ACK + window seen, the window scaled by the shift the SYN and
+//!   SYN-ACK of this flow both announced (a SYN-ACK's own window unscaled);
+//!   this is what makes a resumed sender's first data after a move depend
+//!   on the responder's window (PROTOCOL.md §7, §10).
+//!
+//! Sequence numbers are not rewritten (see `SeqShifter` in the tests for a
+//! middlebox that does).
 //!
 //! Attach with [`InsideScope::Private`](super::InsideScope::Private) and give
 //! the middlebox its public address with
@@ -49,6 +55,8 @@ pub struct NaptStats {
     pub bad_synack_dropped: u64,
     /// ACKs above what the tracker saw from the other side.
     pub ack_over_bound_dropped: u64,
+    /// Data starting beyond the other side's ACK + window (td_maxend).
+    pub seq_over_bound_dropped: u64,
     /// Other segments the tracker found invalid (non-SYN before the
     /// handshake, SYN from outside, no TCP).
     pub invalid_dropped: u64,
@@ -76,6 +84,16 @@ struct Mapping {
     /// A SYN from inside on a flow past its handshake: tracking restarts
     /// only if the SYN-ACK that follows answers it (Linux's "reopen").
     reopen_syn: Option<SeqNumber>,
+    /// Window scale of the latest SYN from inside, taken over when a
+    /// SYN-ACK answers it.
+    syn_ws: Option<u8>,
+    /// Window scale of the inside SYN and of the outside SYN-ACK.
+    inside_ws: Option<u8>,
+    outside_ws: Option<u8>,
+    /// td_maxend: the highest SEG.ACK + window seen from the other side,
+    /// the bound for where data from inside (outside) may start.
+    inside_maxend: Option<SeqNumber>,
+    outside_maxend: Option<SeqNumber>,
     last_seen: Instant,
 }
 
@@ -101,6 +119,8 @@ struct Header {
     rst: bool,
     fin: bool,
     payload: usize,
+    window: u16,
+    wscale: Option<u8>,
 }
 
 fn parse(packet: &[u8]) -> Option<Header> {
@@ -129,6 +149,25 @@ fn parse(packet: &[u8]) -> Option<Header> {
     if data_offset < 20 || data_offset > tcp.len() {
         return None;
     }
+    // Window scale (kind 3, length 3), as conntrack's tcp_options reads it.
+    let mut wscale = None;
+    let mut options = tcp.get(20..data_offset)?;
+    while let [kind, rest @ ..] = options {
+        match kind {
+            0 => break,
+            1 => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                if len < 2 || len > options.len() {
+                    break;
+                }
+                if *kind == 3 && len == 3 {
+                    wscale = Some(options[2].min(14));
+                }
+                options = &options[len..];
+            }
+        }
+    }
     Some(Header {
         ihl,
         total,
@@ -141,6 +180,8 @@ fn parse(packet: &[u8]) -> Option<Header> {
         rst: flags & 0x04 != 0,
         fin: flags & 0x01 != 0,
         payload: tcp.len() - data_offset,
+        window: u16::from_be_bytes(tcp.get(14..16)?.try_into().ok()?),
+        wscale,
     })
 }
 
@@ -187,10 +228,21 @@ fn rewrite(packet: &mut [u8], h: &Header, src: SocketAddrV4, dst: SocketAddrV4) 
 enum Refusal {
     BadSynAck,
     AckOverBound,
+    SeqOverBound,
     Invalid,
 }
 
 impl Mapping {
+    /// A SYN-ACK starts window tracking: scales from the SYN pair, the
+    /// inside's bound from the SYN-ACK's unscaled window, the outside's
+    /// at the SYN-ACK's end (Linux: td_maxend = end until an ACK).
+    fn learn_synack(&mut self, h: &Header, end: SeqNumber) {
+        self.inside_ws = self.syn_ws;
+        self.outside_ws = h.wscale;
+        self.inside_maxend = Some(h.ack + usize::from(h.window));
+        self.outside_maxend = Some(end);
+    }
+
     /// Linux `tcp_in_window`, reduced to the checks PROTOCOL.md §10 relies
     /// on: the SYN-ACK acknowledges SYN.seq + 1; no ACK exceeds what the
     /// other side has sent.
@@ -201,6 +253,7 @@ impl Mapping {
             if !from_inside {
                 return Err(Refusal::Invalid);
             }
+            self.syn_ws = h.wscale;
             if self.state == TrackState::SynSent {
                 // A retransmitted SYN (MSYN): the newest is answered.
                 self.syn_seq = h.seq;
@@ -224,10 +277,14 @@ impl Mapping {
                 self.state = TrackState::SynRecv;
                 self.inside_end = syn + 1;
                 self.outside_end = Some(end);
+                self.learn_synack(h, end);
                 return Ok(());
             }
             if h.ack != self.syn_seq + 1 {
                 return Err(Refusal::BadSynAck);
+            }
+            if self.state != TrackState::Established {
+                self.learn_synack(h, end);
             }
             if self.state != TrackState::Established {
                 self.state = TrackState::SynRecv;
@@ -252,6 +309,29 @@ impl Mapping {
         };
         if h.ack_flag && h.ack > other_end {
             return Err(Refusal::AckOverBound);
+        }
+        // Condition I: data starts at or below td_maxend.
+        let maxend = if from_inside {
+            self.inside_maxend
+        } else {
+            self.outside_maxend
+        };
+        if len > 0 && maxend.is_some_and(|m| h.seq > m) {
+            return Err(Refusal::SeqOverBound);
+        }
+        if h.ack_flag {
+            // The receiver's data may now reach SEG.ACK + scaled window.
+            let scaled = |ws: Option<u8>| match (self.inside_ws, self.outside_ws) {
+                (Some(_), Some(_)) => usize::from(h.window) << ws.unwrap_or(0),
+                _ => usize::from(h.window),
+            };
+            if from_inside {
+                let edge = h.ack + scaled(self.inside_ws);
+                self.outside_maxend = Some(self.outside_maxend.map_or(edge, |m| m.max(edge)));
+            } else {
+                let edge = h.ack + scaled(self.outside_ws);
+                self.inside_maxend = Some(self.inside_maxend.map_or(edge, |m| m.max(edge)));
+            }
         }
         if from_inside {
             self.inside_end = self.inside_end.max(end);
@@ -372,6 +452,7 @@ impl Napt {
         match refusal {
             Refusal::BadSynAck => self.stats.bad_synack_dropped += 1,
             Refusal::AckOverBound => self.stats.ack_over_bound_dropped += 1,
+            Refusal::SeqOverBound => self.stats.seq_over_bound_dropped += 1,
             Refusal::Invalid => self.stats.invalid_dropped += 1,
         }
         false
@@ -397,6 +478,11 @@ impl Napt {
                     inside_end: h.seq,
                     outside_end: None,
                     reopen_syn: None,
+                    syn_ws: None,
+                    inside_ws: None,
+                    outside_ws: None,
+                    inside_maxend: None,
+                    outside_maxend: None,
                     last_seen: now,
                 },
             );

@@ -124,6 +124,13 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn undo(&mut self, prior: Prior);
     /// Start over: a new path (PROTOCOL.md §7).
     fn reset(&mut self);
+    /// RFC 6928 initial window for the current SMSS.
+    fn initial_window(&self) -> usize {
+        initial_window(self.smss())
+    }
+    /// Careful Resume (draft-ietf-tsvwg-careful-resume §4.3): the new path
+    /// is validated and cwnd may jump to `jump`; never lowers cwnd.
+    fn resume_jump(&mut self, jump: usize);
     /// Bytes per second to pace at, when the controller models the path;
     /// `None`: pace at cwnd / SRTT.
     fn pacing_rate(&self) -> Option<u64> {
@@ -276,6 +283,15 @@ impl NewReno {
         self.bytes_acked = 0;
     }
 
+    /// Careful Resume (draft-ietf-tsvwg-careful-resume §4.3): once a new
+    /// path is validated, cwnd may jump to `jump` (half the old path's
+    /// window). Never lowers cwnd; ssthresh is left alone.
+    pub fn resume_jump(&mut self, jump: usize) {
+        self.pristine = false;
+        self.cwnd = self.cwnd.max(jump).min(SSTHRESH_INFINITE);
+        self.bytes_acked = 0;
+    }
+
     /// Start over on a new path: cwnd = IW, ssthresh high (DESIGN.md: a new
     /// path restarts congestion control).
     pub fn reset(&mut self) {
@@ -372,6 +388,10 @@ impl CongestionControl for NewReno {
 
     fn reset(&mut self) {
         NewReno::reset(self);
+    }
+
+    fn resume_jump(&mut self, jump: usize) {
+        NewReno::resume_jump(self, jump);
     }
 }
 

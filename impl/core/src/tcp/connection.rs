@@ -28,6 +28,12 @@ mod loss;
 mod migration;
 
 use self::loss::LossRecovery;
+#[path = "keepalive.rs"]
+mod keepalive;
+
+#[path = "resume.rs"]
+mod resume;
+
 use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
@@ -311,6 +317,8 @@ pub(crate) struct Connection {
     local_key: Option<Key>,
     /// Present once the connection is migratable (both keys known).
     mig: Option<Box<Mig>>,
+    /// RFC 9293 §3.8.4 keep-alives.
+    keepalive: keepalive::Keepalive,
 
     // Endpoint bookkeeping.
     pub(crate) in_ready_queue: bool,
@@ -425,6 +433,7 @@ impl Connection {
             zero_window_probes: 0,
             local_key: None,
             mig: None,
+            keepalive: keepalive::Keepalive::new(now),
             in_ready_queue: false,
             timer_registered: None,
             counted_in_backlog: false,
@@ -823,6 +832,8 @@ impl Connection {
         options: &MigrationOptions,
         sh: &mut Shared,
     ) {
+        // RFC 9293 §3.8.4: any segment shows the peer is alive.
+        self.keepalive_heard(now);
         match self.state {
             State::Closed | State::Listen => {}
             State::SynSent => self.input_syn_sent(now, seg, options, sh),
@@ -1326,6 +1337,13 @@ impl Connection {
             self.snd_wl2 = ack;
             self.max_snd_wnd = self.max_snd_wnd.max(window);
         }
+        // PROTOCOL.md §7: after a fast resume the peer's clamped ACKs still
+        // carry its right edge.
+        self.window_from_clamped_ack(seg, window);
+        // PROTOCOL.md §7: careful resume of cwnd on a new path.
+        if advanced && self.mig.is_some() {
+            self.careful_resume_on_ack(sh);
+        }
 
         // RFC 9293 §3.8.6.1: the window reopened, stop probing. An
         // unacknowledged probe octet is simply resent as ordinary data.
@@ -1583,6 +1601,7 @@ impl Connection {
             self.time_wait_deadline,
             self.migration_deadline(),
             self.loss_deadline(),
+            self.keepalive_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -1623,6 +1642,7 @@ impl Connection {
             self.delack_deadline = None;
             self.ack_now = true;
         }
+        self.keepalive_timeout(now, sh);
     }
 
     /// RFC 6298 §5.4-5.6, with R1/R2 of RFC 9293 §3.8.3.
@@ -1775,6 +1795,9 @@ impl Connection {
                     return self.send_data(now, buf, &hdr, plan, sh);
                 }
                 self.ensure_timer(now);
+                if let Some(probe) = self.keepalive_probe(now) {
+                    return self.emit(now, buf, &probe, sh);
+                }
                 if self.ack_now {
                     hdr.seq = self.pure_ack_seq();
                     let sent = self.emit(now, buf, &hdr, sh);
@@ -1821,14 +1844,16 @@ impl Connection {
     /// Options every non-SYN segment carries, with the current ACK and
     /// window.
     fn header(&self, now: Instant, flags: TcpFlags) -> TcpRepr<'static> {
+        // RCV.NXT, clamped on a young path, with the window counted from
+        // it (PROTOCOL.md §7).
+        let ack = self.ack_to_send();
         let mut hdr = TcpRepr {
             src_port: self.local.port(),
             dst_port: self.remote.port(),
             seq: self.snd_nxt,
-            // RCV.NXT, clamped on a young path (PROTOCOL.md §7).
-            ack: self.ack_to_send(),
+            ack,
             flags,
-            window: self.window_field(),
+            window: self.window_field_for(self.window_field(), ack),
             ..TcpRepr::default()
         };
         if self.ts_enabled {
@@ -2332,7 +2357,7 @@ impl Connection {
 pub(crate) fn closed_error(reason: Option<CloseReason>) -> TcpError {
     match reason {
         Some(CloseReason::Reset) | Some(CloseReason::Refused) => TcpError::Reset,
-        Some(CloseReason::TimedOut) => TcpError::TimedOut,
+        Some(CloseReason::TimedOut) | Some(CloseReason::KeepaliveTimedOut) => TcpError::TimedOut,
         Some(CloseReason::MigrationTimedOut) => TcpError::MigrationTimedOut,
         Some(CloseReason::AddressLost) => TcpError::AddressLost,
         Some(CloseReason::Normal) => TcpError::NotOpenForSend,

@@ -259,6 +259,13 @@ impl CongestionControl for Cubic {
     fn reset(&mut self) {
         *self = Cubic::new(self.smss);
     }
+
+    fn resume_jump(&mut self, jump: usize) {
+        // A new congestion-avoidance epoch starts from the jumped window
+        // (RFC 9438 §4.2: K from where the window is now).
+        self.cwnd = self.cwnd.max(jump).min(SSTHRESH_INFINITE);
+        self.epoch_start = None;
+    }
 }
 
 #[cfg(test)]

@@ -195,6 +195,18 @@ pub struct Config {
     /// Pace data at the controller's rate (cwnd / SRTT when it has no
     /// model of its own); the driver follows `poll_timeout` (default on).
     pub pacing: bool,
+    /// RFC 9293 §3.8.4 keep-alive idle time for every connection; `None`
+    /// (the default, MUST-25) leaves plain connections without them.
+    pub keepalive_idle: Option<Duration>,
+    /// Migratable connections probe an idle peer after `mig_wait` even
+    /// when `keepalive_idle` is `None` (PROTOCOL.md §8.2): a peer that
+    /// vanished is detected within W + probes x interval. Default on.
+    pub mig_keepalive: bool,
+    /// Between keep-alive probes (10 s).
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is closed with
+    /// `KeepaliveTimedOut` (4).
+    pub keepalive_probes: u32,
 }
 
 impl Config {
@@ -239,6 +251,10 @@ impl Default for Config {
             mac_verifications_per_endpoint: 10_000,
             congestion: CongestionKind::default(),
             pacing: true,
+            keepalive_idle: None,
+            mig_keepalive: true,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_probes: 4,
         }
     }
 }
@@ -267,6 +283,9 @@ pub enum CloseReason {
     /// The local address went away under a connection that cannot move
     /// (plain TCP, or still opening).
     AddressLost,
+    /// Keep-alive probes went unanswered (RFC 9293 §3.8.4): the peer is
+    /// gone (e.g. it moved onto a path that strips sustain's options).
+    KeepaliveTimedOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,9 +497,17 @@ pub struct Stats {
     pub migration_timeouts: u64,
     /// Connections closed with `AddressLost`.
     pub address_lost_closes: u64,
+    /// Connections closed with `KeepaliveTimedOut`.
+    pub keepalive_timeouts: u64,
     /// Segments on the 4-tuple a connection moved away from, dropped
     /// without a reset.
     pub old_path_drops: u64,
+    /// Fast resume (PROTOCOL.md §7): bytes the peer's received offset in an
+    /// MSYN-ACK or Confirm showed it already had, not sent again.
+    pub resume_skipped_bytes: u64,
+    /// Careful resume (PROTOCOL.md §7): congestion-window jumps to half the
+    /// old path's window after the new path was validated.
+    pub careful_resume_jumps: u64,
 }
 
 /// Sizes of the endpoint's lookup tables, for tests that check nothing

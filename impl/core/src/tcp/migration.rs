@@ -26,7 +26,7 @@ use crate::tcp::endpoint::{
 use crate::time::{Duration, Instant};
 use crate::wire::{
     AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
-    MigrationOptions, MigrationScratch, SeqNumber, TcpFlags, TcpRepr, Timestamps,
+    MigrationOptions, MigrationScratch, SeqNumber, TcpFlags, TcpRepr, Timestamps, MAX_ACK_RECEIVED,
 };
 
 /// MSYN send times kept for RTT samples (N + 1 = 5 per move normally).
@@ -56,6 +56,9 @@ struct Pending {
     interval: Duration,
     deadline: Instant,
     send_now: bool,
+    /// A pure ACK with the scaled window is due right after the MSYN-ACK
+    /// (PROTOCOL.md §7, §10 td_maxend).
+    window_ack: bool,
     first_sent: Option<Instant>,
     retransmitted: bool,
 }
@@ -87,7 +90,10 @@ pub(super) struct Mig {
     msyn_pending: bool,
     /// First request number of the current move (PROTOCOL.md §6.4 step 2).
     move_first: RequestNumber,
-    sent_times: VecDeque<(RequestNumber, Instant)>,
+    /// Each MSYN transmission: request, send time, and the MSYN.seq + 1
+    /// its MSYN-ACK must acknowledge (SND.UNA then; a fast resume may have
+    /// advanced SND.UNA since).
+    sent_times: VecDeque<(RequestNumber, Instant, SeqNumber)>,
     /// The direct address and port our MSYNs of this move carried.
     sent_direct: SocketAddrV4,
     /// The local address went away and no new one has been given.
@@ -103,6 +109,13 @@ pub(super) struct Mig {
     /// Since the last path restart the peer has been resending from its
     /// SND.UNA and has not yet caught up with our RCV.NXT (§7).
     catching_up: bool,
+    /// Careful resume (§7): the old path's window until the new path
+    /// confirms or refutes it.
+    resume: Option<super::resume::CarefulResume>,
+    /// Fast resume (§7): SND.UNA before the peer's received offset
+    /// advanced it. The peer's ACKs on the new path stay clamped at or
+    /// above it until they catch up; their right edge still counts.
+    skip_base: Option<SeqNumber>,
     peer_behind_napt: bool,
     updating: Option<Updating>,
     /// Our address as the peer last confirmed it (Address-Update's "old").
@@ -137,6 +150,8 @@ impl Mig {
             pending: None,
             path_high: None,
             catching_up: false,
+            skip_base: None,
+            resume: None,
             peer_behind_napt: false,
             updating: None,
             confirmed_local: *local.ip(),
@@ -155,6 +170,10 @@ impl Mig {
         let span = last.0.wrapping_sub(self.move_first.0);
         let offset = r.0.wrapping_sub(self.move_first.0);
         self.msyns_sent > 0 && offset <= span && span < 1 << 31
+    }
+
+    pub(super) fn careful_resume(&self) -> Option<super::resume::CarefulResume> {
+        self.resume
     }
 
     pub(super) fn peer_behind_napt(&self) -> bool {
@@ -242,7 +261,8 @@ impl Connection {
                 1
             }
         } else if m.confirm.is_some() {
-            max.min(2)
+            // §5.5: Confirm (16) leaves room for one block next to TS.
+            max.min(1)
         } else {
             max
         }
@@ -264,9 +284,13 @@ impl Connection {
         let mut options = MigrationOptions::default();
         if let Some(m) = &self.mig {
             if let Some((request, nonce)) = m.confirm {
+                // §3.3, §7: our RCV.NXT relative to this segment's own
+                // ACK field (the clamped one, if the clamp holds).
+                let received = self.rcv_nxt - self.ack_to_send();
                 options.migrate = Some(MigrateOption::Confirm(MigrateConfirm {
                     request: request.0,
                     nonce,
+                    received: Some(received as u32),
                 }));
             }
             if let Some(u) = &m.updating {
@@ -494,6 +518,14 @@ impl Connection {
     /// A new path: RTT estimation and congestion control start over, and
     /// everything unacknowledged is sent again from SND.UNA.
     fn restart_path(&mut self, now: Instant) {
+        // §7 careful resume: what the old path knew, before forgetting it
+        // (a restart during a restart keeps the first path's figures).
+        let saved = self.careful_resume_saved();
+        if let Some(m) = self.mig.as_mut() {
+            if saved.is_some() || m.resume.is_none() {
+                m.resume = saved;
+            }
+        }
         // RFC 6298 §2.1: RTO back to its initial value until a sample.
         self.rtt.reset();
         // RFC 5681 §3.1: initial window, ssthresh arbitrarily high; RACK,
@@ -518,6 +550,7 @@ impl Connection {
         self.last_send = now;
         if let Some(m) = self.mig.as_mut() {
             m.catching_up = true;
+            m.skip_base = None;
         }
     }
 
@@ -549,7 +582,17 @@ impl Connection {
         });
     }
 
+    pub(super) fn set_careful_resume(&mut self, resume: Option<super::resume::CarefulResume>) {
+        if let Some(m) = self.mig.as_mut() {
+            m.resume = resume;
+        }
+    }
+
     fn path_resumed(&mut self, now: Instant) {
+        let snd_una = self.snd_una;
+        if let Some(m) = self.mig.as_mut() {
+            Connection::careful_resume_start(&mut m.resume, snd_una);
+        }
         if let Some(since) = self.mig.as_mut().and_then(|m| m.stalled_since.take()) {
             self.push_event(Event::Resumed {
                 conn: self.id,
@@ -559,6 +602,93 @@ impl Connection {
         if let Some(m) = self.mig.as_mut() {
             m.t0 = None;
         }
+    }
+
+    // ----------------------------------------------------------------
+    // Fast resume (PROTOCOL.md §7)
+    // ----------------------------------------------------------------
+
+    /// The peer's received offset says it has everything below `received`:
+    /// SND.UNA advances there as a cumulative ACK would (send buffer, FIN,
+    /// state), but without an RTT sample or congestion-window growth: the
+    /// bytes crossed the old path. Bounded by SND.MAX (RFC 5961 §5.2: no
+    /// acknowledgement of what was never sent).
+    pub(super) fn accept_peer_received(
+        &mut self,
+        now: Instant,
+        received: SeqNumber,
+        sh: &mut Shared,
+    ) {
+        let received = received.min(self.snd_max);
+        if received <= self.snd_una {
+            return;
+        }
+        let base = self.snd_una;
+        let new_start = received.min(self.data_end());
+        if new_start > self.snd_buf_start {
+            let consumed = new_start - self.snd_buf_start;
+            self.snd_buf.consume(consumed);
+            self.snd_buf_start = new_start;
+        }
+        sh.stats.resume_skipped_bytes += (received - base) as u64;
+        self.snd_una = received;
+        self.snd_nxt = self.snd_nxt.max(received);
+        self.high_rxt = self.high_rxt.max(received);
+        self.retries = 0;
+        if let Some(m) = self.mig.as_mut() {
+            m.skip_base.get_or_insert(base);
+        }
+        tracing::debug!(conn = ?self.id, skipped = received - base, "fast resume");
+        // RFC 9293 §3.10.7.4 fifth check, as for an ACK of our FIN.
+        match self.state {
+            State::FinWait1 if self.fin_acked() => self.state = State::FinWait2,
+            State::Closing if self.fin_acked() => self.enter_time_wait(now),
+            State::LastAck if self.fin_acked() => self.enter_closed(CloseReason::Normal),
+            _ => {}
+        }
+        if self.writable_armed && self.fin_seq.is_none() && self.snd_buf.free() > 0 {
+            self.writable_armed = false;
+            self.push_event(Event::Writable(self.id));
+        }
+    }
+
+    /// After a fast resume the peer's ACKs on the new path stay below our
+    /// SND.UNA until the clamp of §7 ends on its side; their window counts
+    /// from their ACK field, so their right edge SEG.ACK + SEG.WND is the
+    /// window (RFC 9293 §3.8.6: the right edge never moves left). Called
+    /// from the ACK processing after the RFC 9293 window update.
+    pub(super) fn window_from_clamped_ack(&mut self, seg: &TcpRepr, window: usize) {
+        let Some(base) = self.mig.as_ref().and_then(|m| m.skip_base) else {
+            return;
+        };
+        if seg.ack >= self.snd_una {
+            // The peer caught up: the ordinary rule applies from now on.
+            if let Some(m) = self.mig.as_mut() {
+                m.skip_base = None;
+            }
+            return;
+        }
+        if seg.ack < base || seg.seq < self.snd_wl1 {
+            return;
+        }
+        let edge = seg.ack + window;
+        if edge > self.snd_una + self.snd_wnd {
+            self.snd_wnd = edge - self.snd_una;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = seg.seq;
+        }
+    }
+
+    /// The window field for a segment acking `ack`: while the clamp of §7
+    /// holds the ACK field lies below RCV.NXT and the window counts from
+    /// it, so the right edge the peer and any tracker (§10, td_maxend)
+    /// learn is RCV.NXT + the window.
+    pub(super) fn window_field_for(&self, field: u16, ack: SeqNumber) -> u16 {
+        if ack >= self.rcv_nxt {
+            return field;
+        }
+        let bytes = ((field as usize) << self.rcv_wscale) + (self.rcv_nxt - ack);
+        (bytes >> self.rcv_wscale).min(u16::MAX as usize) as u16
     }
 
     // ----------------------------------------------------------------
@@ -664,6 +794,7 @@ impl Connection {
             interval: t0,
             deadline: now + t0,
             send_now: true,
+            window_ack: false,
             first_sent: None,
             retransmitted: false,
         });
@@ -760,6 +891,12 @@ impl Connection {
                 if c.request == p.request.0 && c.nonce == p.nonce {
                     m.pending = None;
                     sh.stats.paths_confirmed += 1;
+                    // §7 fast resume: the mover already has everything
+                    // below SEG.ACK + received (the nonce binds the offset
+                    // to the MSYN-ACK's receiver).
+                    if let (Some(received), true) = (c.received, flags.ack()) {
+                        self.accept_peer_received(now, seg.ack + received as usize, sh);
+                    }
                     // §7: the Confirm's TSecr echoes the MSYN-ACK's TSval:
                     // the first RTT sample of the new path.
                     match (self.ts_enabled, seg.timestamps) {
@@ -798,8 +935,14 @@ impl Connection {
             return;
         };
         let request = RequestNumber(ack.request);
-        // Steps 1-3: our token, a request of this move, ACK = SND.UNA.
-        if ack.token != m.keys.local_token().0 || !m.in_current_move(request) || seg.ack != snd_una
+        // Steps 1-3: our token, a request of this move, ACK = MSYN.seq + 1
+        // of the MSYN answered (SND.UNA when it was sent).
+        let msyn_una = m
+            .sent_times
+            .iter()
+            .find(|(r, ..)| *r == request)
+            .map_or(snd_una, |&(.., una)| una);
+        if ack.token != m.keys.local_token().0 || !m.in_current_move(request) || seg.ack != msyn_una
         {
             sh.stats.msyn_acks_refused += 1;
             return;
@@ -810,6 +953,7 @@ impl Connection {
             request,
             nonce: ack.nonce,
             mover: m.sent_direct,
+            received: ack.received,
         };
         if !m.keys.verify(&input, &ack.mac) {
             sh.stats.mac_failures += 1;
@@ -834,8 +978,8 @@ impl Connection {
         let sent = m
             .sent_times
             .iter()
-            .find(|(r, _)| *r == request)
-            .map(|&(_, at)| at);
+            .find(|(r, ..)| *r == request)
+            .map(|&(_, at, _)| at);
         m.phase = Phase::Normal;
         m.deadline = None;
         m.msyn_pending = false;
@@ -853,9 +997,21 @@ impl Connection {
             self.ts_recent = ts.tsval;
             self.ts_recent_time = now;
         }
-        self.snd_wnd = seg.window as usize;
+        // §7 fast resume: the responder already has everything below
+        // SEG.ACK + received; the MAC vouches for the offset.
+        if let Some(received) = ack.received {
+            self.accept_peer_received(now, seg.ack + received as usize, sh);
+        }
+        // The MSYN-ACK's window is a SYN window, never scaled, and counts
+        // from its ACK field: keep its right edge.
+        let right_edge = seg.ack + seg.window as usize;
+        self.snd_wnd = if right_edge > self.snd_una {
+            right_edge - self.snd_una
+        } else {
+            0
+        };
         self.snd_wl1 = seg.seq;
-        self.snd_wl2 = snd_una;
+        self.snd_wl2 = seg.ack;
         self.rewind_to_una();
         tracing::debug!(conn = ?self.id, r = request.0, "MSYN-ACK accepted");
         self.path_resumed(now);
@@ -877,6 +1033,11 @@ impl Connection {
         let Some(high) = m.path_high else {
             return;
         };
+        // §10: a tracker learns td_end only from segments that occupy
+        // sequence space; an empty ACK's SEG.SEQ tells it nothing.
+        if seg.segment_len() == 0 {
+            return;
+        }
         let end = seg.seq + seg.segment_len();
         let plausible = seg.seq >= rcv_nxt - max_window && end <= rcv_nxt + max_window;
         let high = if end > high && plausible { end } else { high };
@@ -1105,6 +1266,13 @@ impl Connection {
             if p.send_now {
                 return Some(self.send_msyn_ack(now, buf, p, sh));
             }
+            // §7, §10: a SYN window cannot reach our right edge, and a NAPT
+            // on the new path would drop the mover's resumed data beyond
+            // MSYN.seq + 1 + that window (td_maxend). One pure ACK with the
+            // scaled window, acking MSYN.seq + 1, lets it through.
+            if p.window_ack {
+                return Some(self.send_window_ack(now, buf, sh));
+            }
             // ...except, when MSYNs crossed (§6.6), the Confirm answering
             // the MSYN-ACK to our own MSYN: it carries the nonce the peer
             // waits for.
@@ -1114,6 +1282,17 @@ impl Connection {
             return Some(None);
         }
         None
+    }
+
+    /// The responder's pure ACK right after an MSYN-ACK (§7): the ACK
+    /// clamp's ACK field with the scaled window counted from it.
+    fn send_window_ack(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
+        if let Some(p) = self.mig.as_mut().and_then(|m| m.pending.as_mut()) {
+            p.window_ack = false;
+        }
+        let mut seg: TcpRepr<'_> = self.header(now, TcpFlags::ACK);
+        seg.seq = self.pure_ack_seq();
+        self.emit(now, buf, &seg, sh)
     }
 
     /// A pure ACK carrying Confirm (§6.4 steps 7 and 8).
@@ -1129,6 +1308,7 @@ impl Connection {
     /// An MSYN (PROTOCOL.md §6.2 step 3, §5.3, §7).
     fn send_msyn(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
         let direct = self.local;
+        let snd_una = self.snd_una;
         let window = self.rcv_buf.free().min(u16::MAX as usize) as u16;
         let window_scale = self.ws_enabled.then_some(self.rcv_wscale);
         let m = self.mig.as_mut()?;
@@ -1157,7 +1337,7 @@ impl Connection {
         if m.sent_times.len() == SENT_TIMES {
             m.sent_times.pop_front();
         }
-        m.sent_times.push_back((request, now));
+        m.sent_times.push_back((request, now, snd_una));
         m.msyns_sent += 1;
         let attempt = m.attempts + 1;
         let mut scratch = MigrationScratch::default();
@@ -1192,7 +1372,12 @@ impl Connection {
         pending: Pending,
         sh: &mut Shared,
     ) -> Option<usize> {
-        let window = self.rcv_buf.free().min(u16::MAX as usize) as u16;
+        // §7 fast resume: RCV.NXT relative to the MSYN-ACK's own ACK field
+        // (exactly MSYN.seq + 1), and the window counted from that field
+        // too, so the right edge is ours (§10: td_maxend).
+        let received = self.rcv_nxt - pending.ack;
+        let right = received + self.rcv_buf.free();
+        let window = right.min(u16::MAX as usize) as u16;
         let window_scale = self.ws_enabled.then_some(self.rcv_wscale);
         let timestamps = self.ts_enabled.then(|| Timestamps {
             tsval: self.ts_now(now),
@@ -1200,23 +1385,28 @@ impl Connection {
         });
         let m = self.mig.as_mut()?;
         let token = m.keys.remote_token();
+        let received = Some((received as u32).min(MAX_ACK_RECEIVED));
         let mac = m.keys.sign(&MacInput::MsynAck {
             token,
             request: pending.request,
             nonce: pending.nonce,
             mover: pending.direct,
+            received,
         });
         let options = MigrationOptions {
             migrate: Some(MigrateOption::MsynAck(MigrateAck {
                 token: token.0,
                 request: pending.request.0,
                 nonce: pending.nonce,
+                received,
                 mac,
             })),
             ..MigrationOptions::default()
         };
+        let window_ack = window_scale.is_some() && right > u16::MAX as usize;
         if let Some(p) = m.pending.as_mut() {
             p.send_now = false;
+            p.window_ack = window_ack;
             p.first_sent.get_or_insert(now);
         }
         m.msyn_acks_sent += 1;

@@ -31,9 +31,13 @@ pub const MAC_LEN: usize = 8;
 /// A truncated HMAC-SHA256 (the leftmost [`MAC_LEN`] bytes).
 pub type Mac = [u8; MAC_LEN];
 
-/// The longest data part of any sustain option (Address-Update, MSYN-ACK
-/// Migrate): one [`OptionScratch`] holds any of them.
-pub const MAX_DATA_LEN: usize = 20;
+/// The longest data part of any sustain option (the MSYN-ACK Migrate with
+/// its received offset): one [`OptionScratch`] holds any of them.
+pub const MAX_DATA_LEN: usize = 23;
+
+/// The largest value of the 24-bit received offset of an MSYN-ACK
+/// (PROTOCOL.md §3.3): a larger RCV.NXT - SEG.ACK is sent as this value.
+pub const MAX_ACK_RECEIVED: u32 = 0x00ff_ffff;
 /// Storage for one option's data while it sits in a [`TcpRepr`].
 pub type OptionScratch = [u8; MAX_DATA_LEN];
 
@@ -86,6 +90,10 @@ impl Writer<'_> {
     fn u32(&mut self, v: u32) {
         self.bytes(&v.to_be_bytes());
     }
+    /// The low 24 bits of `v`.
+    fn u24(&mut self, v: u32) {
+        self.bytes(&v.to_be_bytes()[1..]);
+    }
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_be_bytes());
     }
@@ -110,6 +118,10 @@ impl Reader<'_> {
     }
     fn u32(&mut self) -> u32 {
         u32::from_be_bytes(self.take())
+    }
+    fn u24(&mut self) -> u32 {
+        let [a, b, c] = self.take::<3>();
+        u32::from_be_bytes([0, a, b, c])
     }
     fn u64(&mut self) -> u64 {
         u64::from_be_bytes(self.take())
@@ -229,26 +241,43 @@ impl Migrate {
 
 /// The Migrate option of an MSYN-ACK (PROTOCOL.md §3.3): the token of the
 /// mover's key, the request number of the MSYN it answers, a fresh nonce
-/// the mover must echo (return routability) and the MAC.
+/// the mover must echo (return routability), the responder's received
+/// offset (fast resume, §7) and the MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MigrateAck {
     pub token: u32,
     pub request: u32,
     pub nonce: u32,
+    /// The responder's RCV.NXT minus the MSYN-ACK's own ACK field (24 bits
+    /// on the wire, saturating at [`MAX_ACK_RECEIVED`]); `None` in the
+    /// version 0 form without it, which is still accepted.
+    pub received: Option<u32>,
     pub mac: Mac,
 }
 
 impl MigrateAck {
-    /// Data bytes: token, request, nonce, MAC.
-    pub const LEN: usize = 20;
+    /// Data bytes: token, request, nonce, received (24 bits), MAC.
+    pub const LEN: usize = 23;
+    /// Data bytes of the version 0 form, without the received offset.
+    pub const LEN_V0: usize = 20;
 
     fn parse_exact(data: &[u8]) -> MigrateAck {
+        let with_received = data.len() == Self::LEN;
         let mut r = Reader { data };
         MigrateAck {
             token: r.u32(),
             request: r.u32(),
             nonce: r.u32(),
+            received: with_received.then(|| r.u24()),
             mac: r.take(),
+        }
+    }
+
+    fn buffer_len(&self) -> usize {
+        if self.received.is_some() {
+            Self::LEN
+        } else {
+            Self::LEN_V0
         }
     }
 
@@ -256,39 +285,62 @@ impl MigrateAck {
         w.u32(self.token);
         w.u32(self.request);
         w.u32(self.nonce);
+        if let Some(received) = self.received {
+            w.u24(received.min(MAX_ACK_RECEIVED));
+        }
         w.bytes(&self.mac);
     }
 }
 
 /// The Migrate option of the mover's ACKs after an MSYN-ACK (PROTOCOL.md
 /// §3.3): echoes the request number and nonce of the MSYN-ACK, proving the
-/// mover receives at the address it claimed.
+/// mover receives at the address it claimed, and carries the mover's
+/// received offset (fast resume, §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MigrateConfirm {
     pub request: u32,
     pub nonce: u32,
+    /// The mover's RCV.NXT minus this segment's own ACK field; `None` in
+    /// the version 0 form without it, which is still accepted.
+    pub received: Option<u32>,
 }
 
 impl MigrateConfirm {
-    /// Data bytes: request, nonce.
-    pub const LEN: usize = 8;
+    /// Data bytes: request, nonce, received.
+    pub const LEN: usize = 12;
+    /// Data bytes of the version 0 form: request, nonce.
+    pub const LEN_V0: usize = 8;
 
     fn parse_exact(data: &[u8]) -> MigrateConfirm {
+        let with_received = data.len() == Self::LEN;
         let mut r = Reader { data };
         MigrateConfirm {
             request: r.u32(),
             nonce: r.u32(),
+            received: with_received.then(|| r.u32()),
+        }
+    }
+
+    fn buffer_len(&self) -> usize {
+        if self.received.is_some() {
+            Self::LEN
+        } else {
+            Self::LEN_V0
         }
     }
 
     fn write(&self, w: &mut Writer<'_>) {
         w.u32(self.request);
         w.u32(self.nonce);
+        if let Some(received) = self.received {
+            w.u32(received);
+        }
     }
 }
 
 /// The three forms of the Migrate option (one ExID), told apart by length:
-/// 16 data bytes in an MSYN, 20 in an MSYN-ACK, 8 in the confirming ACK.
+/// 16 data bytes in an MSYN, 23 (version 0: 20) in an MSYN-ACK, 12
+/// (version 0: 8) in the confirming ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MigrateOption {
     Msyn(Migrate),
@@ -301,8 +353,12 @@ impl MigrateOption {
     pub fn parse(data: &[u8]) -> Result<MigrateOption, WireError> {
         match data.len() {
             Migrate::LEN => Ok(MigrateOption::Msyn(Migrate::parse_exact(data))),
-            MigrateAck::LEN => Ok(MigrateOption::MsynAck(MigrateAck::parse_exact(data))),
-            MigrateConfirm::LEN => Ok(MigrateOption::Confirm(MigrateConfirm::parse_exact(data))),
+            MigrateAck::LEN | MigrateAck::LEN_V0 => {
+                Ok(MigrateOption::MsynAck(MigrateAck::parse_exact(data)))
+            }
+            MigrateConfirm::LEN | MigrateConfirm::LEN_V0 => {
+                Ok(MigrateOption::Confirm(MigrateConfirm::parse_exact(data)))
+            }
             other => Err(bad_length(other)),
         }
     }
@@ -311,8 +367,8 @@ impl MigrateOption {
     pub fn buffer_len(&self) -> usize {
         match self {
             MigrateOption::Msyn(_) => Migrate::LEN,
-            MigrateOption::MsynAck(_) => MigrateAck::LEN,
-            MigrateOption::Confirm(_) => MigrateConfirm::LEN,
+            MigrateOption::MsynAck(m) => m.buffer_len(),
+            MigrateOption::Confirm(m) => m.buffer_len(),
         }
     }
 
@@ -582,24 +638,59 @@ mod tests {
             token: 0x5566_7788,
             request: 0xffff_fffe,
             nonce: 0xdead_beef,
+            received: Some(0x01_0203),
             mac: MAC,
         });
         let ack_wire = [
-            0x55, 0x66, 0x77, 0x88, 0xff, 0xff, 0xff, 0xfe, 0xde, 0xad, 0xbe, 0xef, 0xa0, 0xa1,
-            0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+            0x55, 0x66, 0x77, 0x88, 0xff, 0xff, 0xff, 0xfe, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02,
+            0x03, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
         ];
         assert_eq!(emitted(|b| ack.emit(b)), ack_wire);
         assert_eq!(MigrateOption::parse(&ack_wire), Ok(ack));
 
+        // Version 0 MSYN-ACK: no received offset.
+        let ack_v0 = MigrateOption::MsynAck(MigrateAck {
+            token: 0x5566_7788,
+            request: 0xffff_fffe,
+            nonce: 0xdead_beef,
+            received: None,
+            mac: MAC,
+        });
+        let ack_v0_wire = [
+            0x55, 0x66, 0x77, 0x88, 0xff, 0xff, 0xff, 0xfe, 0xde, 0xad, 0xbe, 0xef, 0xa0, 0xa1,
+            0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+        ];
+        assert_eq!(emitted(|b| ack_v0.emit(b)), ack_v0_wire);
+        assert_eq!(MigrateOption::parse(&ack_v0_wire), Ok(ack_v0));
+
+        // The 24-bit offset saturates.
+        let big = MigrateOption::MsynAck(MigrateAck {
+            received: Some(0x0100_0000),
+            ..match ack {
+                MigrateOption::MsynAck(a) => a,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(emitted(|b| big.emit(b))[12..15], [0xff, 0xff, 0xff]);
+
         let confirm = MigrateOption::Confirm(MigrateConfirm {
             request: 0x0102_0304,
             nonce: 0x0a0b_0c0d,
+            received: Some(0x8000_0001),
         });
-        let confirm_wire = [1, 2, 3, 4, 0x0a, 0x0b, 0x0c, 0x0d];
+        let confirm_wire = [1, 2, 3, 4, 0x0a, 0x0b, 0x0c, 0x0d, 0x80, 0, 0, 1];
         assert_eq!(emitted(|b| confirm.emit(b)), confirm_wire);
         assert_eq!(MigrateOption::parse(&confirm_wire), Ok(confirm));
 
-        for len in [0usize, 4, 12, 15, 17, 19, 21, 36] {
+        let confirm_v0 = MigrateOption::Confirm(MigrateConfirm {
+            request: 0x0102_0304,
+            nonce: 0x0a0b_0c0d,
+            received: None,
+        });
+        assert_eq!(emitted(|b| confirm_v0.emit(b)), confirm_wire[..8]);
+        assert_eq!(MigrateOption::parse(&confirm_wire[..8]), Ok(confirm_v0));
+
+        for len in [0usize, 4, 13, 15, 17, 19, 21, 22, 24, 36] {
             assert_eq!(
                 MigrateOption::parse(&vec![0; len]),
                 Err(WireError::BadOptionLength {
