@@ -19,7 +19,12 @@ use crate::control::{
     Ack, Body, ControlError, ControlRepr, ErrorReply, Header, Incoming, MoveReport, PeerLocation,
     Register, RelayAssignment, UNSPECIFIED,
 };
+use crate::time::Duration;
 use crate::verifier::{Credentials, CredentialsError, Direction};
+
+/// How often a host re-sends its Register on an idle session: a third of
+/// the server's default TTL (PROTOCOL.md §15.5).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(200);
 
 /// What the server said, once verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

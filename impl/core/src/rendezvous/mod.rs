@@ -24,7 +24,7 @@ pub mod server;
 use core::fmt;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-pub use client::{ClientError, ClientStats, ControlClient, ServerMessage};
+pub use client::{ClientError, ClientStats, ControlClient, ServerMessage, REFRESH_INTERVAL};
 pub use rate::RateLimiter;
 pub use registry::{EndRecord, Entry, MemoryRegistry, Registry, RegistryFull};
 pub use server::{Output, Server, ServerConfig, ServerError, ServerEvent, ServerStats, SessionId};
