@@ -18,6 +18,7 @@ pub mod os_random;
 pub mod raw_socket;
 pub mod route;
 pub mod rst_guard;
+pub mod server;
 
 /// Firewall mark our raw socket puts on every packet it sends, so the RST
 /// guard can tell our RSTs from the kernel's. Arbitrary, documented value.
