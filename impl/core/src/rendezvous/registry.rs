@@ -139,8 +139,8 @@ impl Registry for MemoryRegistry {
         self.map.remove(&conn)
     }
 
-    /// A full scan; the server calls it once per sweep interval (about
-    /// 2 ms per million entries, measured by the bench).
+    /// A full scan; the server calls it once per sweep interval (15 ms
+    /// per million entries on the development machine, `benches/rendezvous.rs`).
     fn expire(&mut self, now: Instant) -> usize {
         let before = self.map.len();
         self.map.retain(|_, e| e.expires > now);
