@@ -452,11 +452,14 @@ impl<R: Registry> Server<R> {
             conn: view.conn(),
             number: view.number(),
         };
-        self.event(ServerEvent::Rejected {
-            code,
-            observed,
-            conn: reply.conn,
-        });
+        // A flood is counted, not logged line by line.
+        if code != ErrorCode::RateLimited {
+            self.event(ServerEvent::Rejected {
+                code,
+                observed,
+                conn: reply.conn,
+            });
+        }
         self.stats.errors_sent += 1;
         self.outputs.push_back(Output::Send {
             session,
