@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -23,6 +23,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct ServerProcess {
     child: Child,
+    stdout: BufReader<ChildStdout>,
     local: SocketAddrV4,
     events: PathBuf,
 }
@@ -39,14 +40,15 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting sustain-server");
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let listening: Value = serde_json::from_str(&line).expect("a JSON listening line");
         assert_eq!(listening["event"], "listening");
         let local = listening["local"].as_str().unwrap().parse().unwrap();
         ServerProcess {
             child,
+            stdout,
             local,
             events,
         }
@@ -240,4 +242,32 @@ async fn napt_host_is_told_where_the_moved_peer_is_and_garbage_disturbs_nobody()
         .map(|e| e["code"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(rejected, ["garbage", "unknown-version", "bad-mac"]);
+
+    // SIGTERM: a clean exit with the counters in a `stopped` event.
+    let mut server = server;
+    // SAFETY: kill(2) on the pid of the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut line = String::new();
+    server.stdout.read_line(&mut line).unwrap();
+    let last: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(last["event"], "stopped");
+    let events = server.events();
+    let stopped = events.iter().find(|e| e["event"] == "stopped").unwrap();
+    assert_eq!(stopped["bad_mac"], last["stats"]["bad_mac"]);
+    for (counter, value) in [
+        ("registered", 2),
+        ("reports", 1),
+        ("notices_sent", 1),
+        ("garbage", 1),
+        ("unknown_version", 1),
+        ("bad_mac", 1),
+        ("rejected", 3),
+    ] {
+        assert_eq!(stopped[counter], value, "{counter} in {stopped}");
+    }
 }

@@ -7,6 +7,7 @@
 //! stdout (and logs it with `--events`); on SIGINT/SIGTERM it logs a
 //! `stopped` event with its counters, prints them on stdout and exits 0.
 
+use std::io::Write as _;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,8 +82,16 @@ async fn run(cli: Cli) -> Result<()> {
     events
         .record(clock.now(), "stopped", stats.clone())
         .context("writing the events file")?;
-    println!("{}", json!({"event": "stopped", "stats": stats}));
+    say(&json!({"event": "stopped", "stats": stats}));
     Ok(())
+}
+
+/// One JSON line on stdout. A closed stdout (the starter stopped reading)
+/// must not kill the server, so write errors are ignored.
+fn say(line: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn main() -> ExitCode {
