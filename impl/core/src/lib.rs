@@ -8,12 +8,17 @@
 //! - [`wire`]: IPv4 + TCP parse/emit, the TCP option walker, sequence numbers.
 //! - [`tcp`]: the TCP state machine (RFC 9293 and friends) and the endpoint
 //!   that demultiplexes segments to connections and listeners.
+//! - [`verifier`], [`control`], [`rendezvous`]: the mobility server's
+//!   credentials, control protocol and decisions (PROTOCOL.md §15).
 //! - [`sim`]: a deterministic network of endpoints with latency, loss,
 //!   reordering and duplication.
 
 pub mod auth;
+pub mod control;
 pub mod rand;
+pub mod rendezvous;
 pub mod sim;
 pub mod tcp;
 pub mod time;
+pub mod verifier;
 pub mod wire;

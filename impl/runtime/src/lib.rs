@@ -29,6 +29,7 @@ mod ports;
 pub mod raw_socket;
 pub mod route;
 pub mod rst_guard;
+pub mod server;
 pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointConfig, Listener};

@@ -1,0 +1,785 @@
+//! The mobility server's state machine (PROTOCOL.md §15.11), sans-IO.
+//!
+//! The driver (`sustain-server`) owns the sockets: for each accepted
+//! control session it calls [`Server::open_session`] with the peer address
+//! it observes, feeds received bytes to [`Server::handle_stream`], calls
+//! [`Server::close_session`] when the session ends, and
+//! [`Server::handle_timeout`] at [`Server::poll_timeout`]. After each call
+//! it drains [`Server::poll_output`] (bytes to write to a session, or a
+//! session to close) and [`Server::poll_event`] (for its log). Nothing
+//! here reads a clock or touches a socket.
+//!
+//! Processing order per message, cheapest first: rate limit (per observed
+//! source address), framing and header checks, type direction, parse,
+//! registry lookup, MAC, replay, then the state change, the Ack and any
+//! notices. Every rejection is counted in [`ServerStats`] and answered with
+//! an Error; none changes any registration.
+
+use std::collections::{HashMap, VecDeque};
+
+use core::net::SocketAddrV4;
+
+use thiserror::Error;
+
+use super::registry::{EndRecord, Entry, MemoryRegistry, Registry};
+use super::{decide, Decision, RateLimiter};
+use crate::auth::RequestNumber;
+use crate::control::{
+    Ack, Body, ControlRepr, ErrorCode, ErrorReply, FrameBuffer, Header, Message, MoveReport,
+    Outcome, PeerLocation, Register,
+};
+use crate::time::{Duration, Instant};
+use crate::verifier::{ConnectionId, Direction, Side};
+
+/// Names one control session (one accepted TCP connection). Never reused.
+pub type SessionId = u64;
+
+/// Limits and timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// A registration expires this long after its last accepted message
+    /// (hosts refresh by re-registering, PROTOCOL.md §15.5).
+    pub ttl: Duration,
+    /// Most connections the registry holds; a Register for a new one
+    /// beyond it gets `RegistryFull`.
+    pub max_entries: usize,
+    /// Most open control sessions; `open_session` refuses beyond it.
+    pub max_sessions: usize,
+    /// Messages per second per observed source address (0: unlimited) and
+    /// the burst allowed.
+    pub rate_per_source: u32,
+    pub burst_per_source: u32,
+    /// Most source addresses tracked by the rate limiter.
+    pub max_sources: usize,
+    /// How often expired registrations and idle rate buckets are swept.
+    pub sweep_interval: Duration,
+    /// Most events kept for [`Server::poll_event`]; older ones are dropped
+    /// (counted) if the driver does not drain them.
+    pub max_events: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            ttl: Duration::from_secs(600),
+            max_entries: 2_000_000,
+            max_sessions: 262_144,
+            rate_per_source: 200,
+            burst_per_source: 400,
+            max_sources: 65_536,
+            sweep_interval: Duration::from_secs(1),
+            max_events: 4096,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Write these bytes (one whole message) to the session.
+    Send { session: SessionId, bytes: Vec<u8> },
+    /// Close the session after writing what was queued for it.
+    Close { session: SessionId },
+}
+
+/// Things worth a line in the server's event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEvent {
+    Registered {
+        conn: ConnectionId,
+        side: Side,
+        observed: SocketAddrV4,
+        direct: SocketAddrV4,
+        behind_napt: bool,
+    },
+    MoveReported {
+        conn: ConnectionId,
+        side: Side,
+        observed: SocketAddrV4,
+        old_direct: SocketAddrV4,
+        new_direct: SocketAddrV4,
+        behind_napt: bool,
+    },
+    Decided {
+        conn: ConnectionId,
+        decision: Decision,
+    },
+    NoticeSent {
+        conn: ConnectionId,
+        side: Side,
+        target: SocketAddrV4,
+        number: u32,
+    },
+    Unregistered {
+        conn: ConnectionId,
+        side: Side,
+    },
+    Rejected {
+        code: ErrorCode,
+        observed: SocketAddrV4,
+        conn: ConnectionId,
+    },
+    Expired {
+        count: usize,
+    },
+}
+
+/// Counters; every rejected message is in exactly one of the rejection
+/// counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub sessions_opened: u64,
+    pub sessions_refused: u64,
+    pub messages: u64,
+    pub registered: u64,
+    pub reports: u64,
+    pub unregistered: u64,
+    pub repeats: u64,
+    pub decisions: u64,
+    pub relays_needed: u64,
+    pub acks_sent: u64,
+    pub notices_sent: u64,
+    pub notices_undeliverable: u64,
+    pub errors_sent: u64,
+    pub expired: u64,
+    pub events_dropped: u64,
+    // Rejections:
+    pub garbage: u64,
+    pub truncated: u64,
+    pub oversized: u64,
+    pub unknown_version: u64,
+    pub unknown_type: u64,
+    pub malformed: u64,
+    pub unexpected_type: u64,
+    pub bad_mac: u64,
+    pub replayed: u64,
+    pub unknown_connection: u64,
+    pub conflicts: u64,
+    pub rate_limited: u64,
+    pub registry_full: u64,
+}
+
+impl ServerStats {
+    /// Sum of the rejection counters.
+    pub fn rejected(&self) -> u64 {
+        self.garbage
+            + self.truncated
+            + self.oversized
+            + self.unknown_version
+            + self.unknown_type
+            + self.malformed
+            + self.unexpected_type
+            + self.bad_mac
+            + self.replayed
+            + self.unknown_connection
+            + self.conflicts
+            + self.rate_limited
+            + self.registry_full
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ServerError {
+    #[error("too many control sessions ({0})")]
+    TooManySessions(usize),
+}
+
+#[derive(Debug)]
+struct Session {
+    observed: SocketAddrV4,
+    frames: FrameBuffer,
+}
+
+/// How a request number relates to the last accepted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    Fresh,
+    Repeat,
+    Stale,
+}
+
+fn freshness(last: u32, number: u32) -> Freshness {
+    if number == last {
+        Freshness::Repeat
+    } else if RequestNumber(number).is_after(RequestNumber(last)) {
+        Freshness::Fresh
+    } else {
+        Freshness::Stale
+    }
+}
+
+/// The mobility server. `R` is where registrations live.
+#[derive(Debug)]
+pub struct Server<R: Registry = MemoryRegistry> {
+    config: ServerConfig,
+    registry: R,
+    sessions: HashMap<SessionId, Session>,
+    next_session: SessionId,
+    rate: RateLimiter,
+    order: u64,
+    outputs: VecDeque<Output>,
+    events: VecDeque<ServerEvent>,
+    stats: ServerStats,
+    next_sweep: Option<Instant>,
+}
+
+impl Server<MemoryRegistry> {
+    /// A server with the in-memory registry.
+    pub fn new(config: ServerConfig) -> Server<MemoryRegistry> {
+        Server::with_registry(config, MemoryRegistry::new(config.max_entries))
+    }
+}
+
+impl<R: Registry> Server<R> {
+    pub fn with_registry(config: ServerConfig, registry: R) -> Server<R> {
+        Server {
+            config,
+            registry,
+            sessions: HashMap::new(),
+            next_session: 1,
+            rate: RateLimiter::new(
+                config.rate_per_source,
+                config.burst_per_source,
+                config.max_sources,
+            ),
+            order: 0,
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ServerStats::default(),
+            next_sweep: None,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    pub fn registry(&self) -> &R {
+        &self.registry
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A new control session whose peer the driver observes at `observed`
+    /// (after any NAPT). Refused beyond `max_sessions`.
+    pub fn open_session(
+        &mut self,
+        _now: Instant,
+        observed: SocketAddrV4,
+    ) -> Result<SessionId, ServerError> {
+        if self.sessions.len() >= self.config.max_sessions {
+            self.stats.sessions_refused += 1;
+            return Err(ServerError::TooManySessions(self.config.max_sessions));
+        }
+        let id = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            id,
+            Session {
+                observed,
+                frames: FrameBuffer::new(),
+            },
+        );
+        self.stats.sessions_opened += 1;
+        Ok(id)
+    }
+
+    /// The session ended (peer closed, error). A partial message left in
+    /// it counts as truncated. Registrations stay until they expire.
+    pub fn close_session(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.remove(&session) {
+            if s.frames.pending_len() > 0 {
+                self.stats.truncated += 1;
+            }
+        }
+    }
+
+    /// Bytes received on a session, in any chunking.
+    pub fn handle_stream(&mut self, now: Instant, session: SessionId, data: &[u8]) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.frames.push(data);
+        loop {
+            let Some(s) = self.sessions.get_mut(&session) else {
+                return;
+            };
+            let observed = s.observed;
+            match s.frames.next_frame() {
+                Ok(Some(frame)) => self.handle_message(now, session, &frame),
+                Ok(None) => return,
+                Err(e) => {
+                    // Framing is lost: answer, then end the session.
+                    self.stats.messages += 1;
+                    self.reject(session, observed, e.code(), &[]);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Exactly one message received on a session.
+    pub fn handle_message(&mut self, now: Instant, session: SessionId, bytes: &[u8]) {
+        let Some(observed) = self.sessions.get(&session).map(|s| s.observed) else {
+            return;
+        };
+        self.stats.messages += 1;
+        self.maybe_schedule_sweep(now);
+        if !self.rate.allow(now, *observed.ip()) {
+            self.reject(session, observed, ErrorCode::RateLimited, bytes);
+            return;
+        }
+        let msg = match Message::new_checked(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.reject(session, observed, e.code(), bytes);
+                return;
+            }
+        };
+        let repr = match msg
+            .msg_type()
+            .and_then(|t| t.direction())
+            .filter(|d| *d == Direction::HostToServer)
+        {
+            None => {
+                self.reject(session, observed, ErrorCode::UnexpectedType, bytes);
+                return;
+            }
+            Some(_) => match ControlRepr::parse(&msg) {
+                Ok(repr) => repr,
+                Err(e) => {
+                    self.reject(session, observed, e.code(), bytes);
+                    return;
+                }
+            },
+        };
+        let ctx = Ctx {
+            now,
+            session,
+            observed,
+            bytes,
+        };
+        match repr.body {
+            Body::Register(reg) => self.on_register(&ctx, &msg, repr.header, reg),
+            Body::MoveReport(rep) => self.on_move_report(&ctx, &msg, repr.header, rep),
+            Body::Unregister => self.on_unregister(&ctx, &msg, repr.header),
+            _ => self.reject(session, observed, ErrorCode::UnexpectedType, bytes),
+        }
+    }
+
+    /// Sweeps expired registrations and idle rate buckets when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.next_sweep {
+            Some(due) if now >= due => {
+                let count = self.registry.expire(now);
+                if count > 0 {
+                    self.stats.expired += count as u64;
+                    self.event(ServerEvent::Expired { count });
+                }
+                self.rate.sweep(now);
+                self.next_sweep = Some(now + self.config.sweep_interval);
+            }
+            Some(_) => {}
+            None => self.next_sweep = Some(now + self.config.sweep_interval),
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    fn maybe_schedule_sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.config.sweep_interval);
+        }
+    }
+
+    fn event(&mut self, event: ServerEvent) {
+        if self.events.len() >= self.config.max_events {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// Counts a rejection, answers it with an Error carrying what could be
+    /// read of the offending message, and closes the session if framing is
+    /// lost.
+    fn reject(
+        &mut self,
+        session: SessionId,
+        observed: SocketAddrV4,
+        code: ErrorCode,
+        bytes: &[u8],
+    ) {
+        let counter = match code {
+            ErrorCode::Garbage => &mut self.stats.garbage,
+            ErrorCode::Truncated => &mut self.stats.truncated,
+            ErrorCode::Oversized => &mut self.stats.oversized,
+            ErrorCode::UnknownVersion => &mut self.stats.unknown_version,
+            ErrorCode::UnknownType => &mut self.stats.unknown_type,
+            ErrorCode::UnexpectedType => &mut self.stats.unexpected_type,
+            ErrorCode::BadMac => &mut self.stats.bad_mac,
+            ErrorCode::Replayed => &mut self.stats.replayed,
+            ErrorCode::UnknownConnection => &mut self.stats.unknown_connection,
+            ErrorCode::Conflict => &mut self.stats.conflicts,
+            ErrorCode::RateLimited => &mut self.stats.rate_limited,
+            ErrorCode::RegistryFull => &mut self.stats.registry_full,
+            ErrorCode::Malformed | ErrorCode::Other(_) => &mut self.stats.malformed,
+        };
+        *counter += 1;
+        // Getters of an unchecked view read zeros where bytes are missing.
+        let view = Message::new_unchecked(bytes);
+        let reply = ErrorReply {
+            code,
+            offending_type: view.raw_type(),
+            conn: view.conn(),
+            number: view.number(),
+        };
+        // A flood is counted, not logged line by line.
+        if code != ErrorCode::RateLimited {
+            self.event(ServerEvent::Rejected {
+                code,
+                observed,
+                conn: reply.conn,
+            });
+        }
+        self.stats.errors_sent += 1;
+        self.outputs.push_back(Output::Send {
+            session,
+            bytes: reply.to_vec(),
+        });
+        if code.closes_session() {
+            self.sessions.remove(&session);
+            self.outputs.push_back(Output::Close { session });
+        }
+    }
+
+    fn on_register(&mut self, ctx: &Ctx<'_>, msg: &Message<&[u8]>, h: Header, reg: Register) {
+        // The Register carries its verifier: the MAC proves only that the
+        // sender holds it (integrity), the comparison below that it is the
+        // one registered first (PROTOCOL.md §15.5, §11.9).
+        if !msg.verify_mac(&reg.verifier) {
+            self.reject(ctx.session, ctx.observed, ErrorCode::BadMac, ctx.bytes);
+            return;
+        }
+        let existing = self.registry.get(h.conn);
+        let mut entry = match existing {
+            Some(e) if !e.verifier.ct_eq(&reg.verifier) => {
+                self.reject(ctx.session, ctx.observed, ErrorCode::Conflict, ctx.bytes);
+                return;
+            }
+            Some(e) => e,
+            None => Entry::new(reg.verifier, ctx.now),
+        };
+        let fresh_record = EndRecord {
+            direct: reg.direct,
+            observed: *ctx.observed.ip(),
+            peer_seen: reg.peer_seen,
+            moved_at: 0,
+            last_move: None,
+            last_request: h.number,
+            last_notice: reg.last_notice,
+            notified_at: 0,
+            notified_seq: 0,
+            session: ctx.session,
+        };
+        let slot = &mut entry.ends[h.side.index()];
+        match slot {
+            None => *slot = Some(fresh_record),
+            Some(rec) => match freshness(rec.last_request, h.number) {
+                Freshness::Stale => {
+                    self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
+                    return;
+                }
+                Freshness::Repeat => {
+                    self.stats.repeats += 1;
+                    rec.session = ctx.session;
+                }
+                Freshness::Fresh => {
+                    rec.direct = reg.direct;
+                    rec.observed = *ctx.observed.ip();
+                    rec.peer_seen = reg.peer_seen;
+                    rec.last_request = h.number;
+                    rec.session = ctx.session;
+                    if RequestNumber(reg.last_notice).is_after(RequestNumber(rec.last_notice)) {
+                        rec.last_notice = reg.last_notice;
+                    }
+                }
+            },
+        }
+        entry.expires = ctx.now + self.config.ttl;
+        if let Err(_full) = self.registry.insert(h.conn, entry) {
+            self.reject(
+                ctx.session,
+                ctx.observed,
+                ErrorCode::RegistryFull,
+                ctx.bytes,
+            );
+            return;
+        }
+        self.stats.registered += 1;
+        self.event(ServerEvent::Registered {
+            conn: h.conn,
+            side: h.side,
+            observed: ctx.observed,
+            direct: reg.direct,
+            behind_napt: *reg.direct.ip() != *ctx.observed.ip(),
+        });
+        self.ack(&mut entry, h, Outcome::Registered);
+        // A notice this end never accepted (its session died, or the server
+        // sent it before the end re-registered) is delivered again.
+        if let Some((Decision::Msyn { sender, target }, stamp)) = self.current_decision(&entry) {
+            let host_has_it = |r: &EndRecord| {
+                r.notified_at == stamp
+                    && (reg.last_notice == r.notified_seq
+                        || RequestNumber(reg.last_notice).is_after(RequestNumber(r.notified_seq)))
+            };
+            if sender == h.side && !entry.end(sender).is_some_and(host_has_it) {
+                self.notify(&mut entry, h.conn, sender, target, stamp, 0);
+            }
+        }
+        let _ = self.registry.insert(h.conn, entry);
+    }
+
+    fn on_move_report(&mut self, ctx: &Ctx<'_>, msg: &Message<&[u8]>, h: Header, rep: MoveReport) {
+        let Some(mut entry) = self
+            .registry
+            .get(h.conn)
+            .filter(|e| e.end(h.side).is_some())
+        else {
+            self.reject(
+                ctx.session,
+                ctx.observed,
+                ErrorCode::UnknownConnection,
+                ctx.bytes,
+            );
+            return;
+        };
+        if !msg.verify_mac(&entry.verifier) {
+            self.reject(ctx.session, ctx.observed, ErrorCode::BadMac, ctx.bytes);
+            return;
+        }
+        let Some(rec) = entry.end_mut(h.side) else {
+            return;
+        };
+        match freshness(rec.last_request, h.number) {
+            Freshness::Stale => {
+                self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
+                return;
+            }
+            Freshness::Repeat => {
+                self.stats.repeats += 1;
+                rec.session = ctx.session;
+            }
+            Freshness::Fresh => {
+                let location = (rep.new_direct, *ctx.observed.ip());
+                if rec.last_move != Some(location) {
+                    // A distinct move: it is now the latest (DESIGN: the
+                    // later reporter sends when both are global).
+                    self.order += 1;
+                    rec.moved_at = self.order;
+                    rec.last_move = Some(location);
+                }
+                rec.direct = rep.new_direct;
+                rec.observed = *ctx.observed.ip();
+                rec.last_request = h.number;
+                rec.session = ctx.session;
+                self.stats.reports += 1;
+            }
+        }
+        entry.expires = ctx.now + self.config.ttl;
+        self.event(ServerEvent::MoveReported {
+            conn: h.conn,
+            side: h.side,
+            observed: ctx.observed,
+            old_direct: rep.old_direct,
+            new_direct: rep.new_direct,
+            behind_napt: *rep.new_direct.ip() != *ctx.observed.ip(),
+        });
+        let outcome = match self.current_decision(&entry) {
+            None => Outcome::Waiting,
+            Some((decision, stamp)) => {
+                self.stats.decisions += 1;
+                self.event(ServerEvent::Decided {
+                    conn: h.conn,
+                    decision,
+                });
+                match decision {
+                    Decision::NoMove => Outcome::Waiting,
+                    Decision::RelayNeeded => {
+                        self.stats.relays_needed += 1;
+                        Outcome::RelayNeeded
+                    }
+                    Decision::Msyn { sender, target } => {
+                        // Ack first, so the reporter reads the outcome
+                        // before the notice it announces.
+                        let outcome = if sender == h.side {
+                            Outcome::YouSend
+                        } else {
+                            Outcome::PeerSends
+                        };
+                        self.ack(&mut entry, h, outcome);
+                        let already = entry.end(sender).is_some_and(|r| r.notified_at == stamp);
+                        if !already {
+                            let request = if sender == h.side { h.number } else { 0 };
+                            self.notify(&mut entry, h.conn, sender, target, stamp, request);
+                        }
+                        let _ = self.registry.insert(h.conn, entry);
+                        return;
+                    }
+                }
+            }
+        };
+        self.ack(&mut entry, h, outcome);
+        let _ = self.registry.insert(h.conn, entry);
+    }
+
+    fn on_unregister(&mut self, ctx: &Ctx<'_>, msg: &Message<&[u8]>, h: Header) {
+        let Some(mut entry) = self
+            .registry
+            .get(h.conn)
+            .filter(|e| e.end(h.side).is_some())
+        else {
+            self.reject(
+                ctx.session,
+                ctx.observed,
+                ErrorCode::UnknownConnection,
+                ctx.bytes,
+            );
+            return;
+        };
+        if !msg.verify_mac(&entry.verifier) {
+            self.reject(ctx.session, ctx.observed, ErrorCode::BadMac, ctx.bytes);
+            return;
+        }
+        let last = entry.end(h.side).map(|r| r.last_request).unwrap_or(0);
+        if freshness(last, h.number) != Freshness::Fresh {
+            self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
+            return;
+        }
+        if let Some(rec) = entry.end_mut(h.side) {
+            rec.session = ctx.session;
+        }
+        self.ack(&mut entry, h, Outcome::Unregistered);
+        if let Some(slot) = entry.ends.get_mut(h.side.index()) {
+            *slot = None;
+        }
+        if entry.ends.iter().all(Option::is_none) {
+            self.registry.remove(h.conn);
+        } else {
+            let _ = self.registry.insert(h.conn, entry);
+        }
+        self.stats.unregistered += 1;
+        self.event(ServerEvent::Unregistered {
+            conn: h.conn,
+            side: h.side,
+        });
+    }
+
+    /// The decision for an entry with both ends registered, and its stamp
+    /// (the latest move's order), or `None` if an end is missing.
+    fn current_decision(&self, entry: &Entry) -> Option<(Decision, u64)> {
+        let low = entry.end(Side::Low)?.state();
+        let high = entry.end(Side::High)?.state();
+        Some((decide([&low, &high]), low.moved_at.max(high.moved_at)))
+    }
+
+    /// Sends `body` to the end `side` on its current session, with the next
+    /// notice number. False if that session is gone.
+    fn send_to(
+        &mut self,
+        entry: &mut Entry,
+        conn: ConnectionId,
+        side: Side,
+        body: Body,
+    ) -> Option<u32> {
+        let verifier = entry.verifier;
+        let rec = entry.end_mut(side)?;
+        if !self.sessions.contains_key(&rec.session) {
+            return None;
+        }
+        rec.last_notice = rec.last_notice.wrapping_add(1);
+        let repr = ControlRepr {
+            header: Header {
+                conn,
+                side,
+                number: rec.last_notice,
+            },
+            body,
+        };
+        self.outputs.push_back(Output::Send {
+            session: rec.session,
+            bytes: repr.to_vec(&verifier),
+        });
+        Some(rec.last_notice)
+    }
+
+    fn ack(&mut self, entry: &mut Entry, h: Header, outcome: Outcome) {
+        let body = Body::Ack(Ack {
+            request: h.number,
+            outcome,
+        });
+        if self.send_to(entry, h.conn, h.side, body).is_some() {
+            self.stats.acks_sent += 1;
+        }
+    }
+
+    fn notify(
+        &mut self,
+        entry: &mut Entry,
+        conn: ConnectionId,
+        side: Side,
+        target: SocketAddrV4,
+        stamp: u64,
+        request: u32,
+    ) {
+        let napt = |s: Side| entry.end(s).is_some_and(|r| r.state().behind_napt());
+        let body = Body::PeerLocation(PeerLocation {
+            request,
+            target,
+            you_behind_napt: napt(side),
+            peer_behind_napt: napt(side.other()),
+        });
+        match self.send_to(entry, conn, side, body) {
+            Some(number) => {
+                if let Some(rec) = entry.end_mut(side) {
+                    rec.notified_at = stamp;
+                    rec.notified_seq = number;
+                }
+                self.stats.notices_sent += 1;
+                self.event(ServerEvent::NoticeSent {
+                    conn,
+                    side,
+                    target,
+                    number,
+                });
+            }
+            None => self.stats.notices_undeliverable += 1,
+        }
+    }
+}
+
+/// Where the message being handled came from.
+struct Ctx<'b> {
+    now: Instant,
+    session: SessionId,
+    observed: SocketAddrV4,
+    bytes: &'b [u8],
+}

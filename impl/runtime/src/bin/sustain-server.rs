@@ -1,0 +1,123 @@
+//! sustain-server: the mobility information server (PROTOCOL.md §15).
+//! Hosts keep a control session to it over kernel TCP; it detects NAPTs,
+//! pairs the reports of a connection's two ends and tells the right end
+//! where to send its MSYN.
+//!
+//! When ready it prints `{"event":"listening","local":"ADDR:PORT"}` on
+//! stdout (and logs it with `--events`); on SIGINT/SIGTERM it logs a
+//! `stopped` event with its counters, prints them on stdout and exits 0.
+
+use std::io::Write as _;
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::json;
+use sustain::clock::Clock;
+use sustain::events::EventLog;
+use sustain::server::{serve, stats_json};
+use sustain_core::rendezvous::ServerConfig;
+use sustain_core::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "sustain-server",
+    version,
+    about = "sustain mobility information server"
+)]
+struct Cli {
+    /// Address and port to accept control sessions on.
+    #[arg(long)]
+    bind: SocketAddrV4,
+    /// Append JSON-lines events (listening, server-registered,
+    /// move-reported, decided, peer-location, rejected, stopped) to PATH.
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
+    /// Seconds a registration lives without a refresh.
+    #[arg(long, default_value_t = 600)]
+    ttl_secs: u64,
+    /// Messages per second allowed per source address (0: unlimited).
+    #[arg(long, default_value_t = 200)]
+    rate_per_source: u32,
+    /// Most registered connections.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_entries: usize,
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let clock = Clock::new();
+    let mut events = EventLog::open(cli.events.as_deref()).context("opening the events file")?;
+    let config = ServerConfig {
+        ttl: Duration::from_secs(cli.ttl_secs),
+        rate_per_source: cli.rate_per_source,
+        burst_per_source: cli.rate_per_source.saturating_mul(2),
+        max_entries: cli.max_entries,
+        ..ServerConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(cli.bind)
+        .await
+        .with_context(|| format!("binding {}", cli.bind))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    let fields = json!({"local": local.to_string()});
+    events
+        .record(clock.now(), "listening", fields.clone())
+        .context("writing the events file")?;
+    println!(
+        "{}",
+        json!({"event": "listening", "local": local.to_string()})
+    );
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let shutdown = async {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let stats = serve(listener, config, clock, &mut events, shutdown).await?;
+    let stats = stats_json(&stats);
+    events
+        .record(clock.now(), "stopped", stats.clone())
+        .context("writing the events file")?;
+    say(&json!({"event": "stopped", "stats": stats}));
+    Ok(())
+}
+
+/// One JSON line on stdout. A closed stdout (the starter stopped reading)
+/// must not kill the server, so write errors are ignored.
+fn say(line: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sustain-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sustain-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

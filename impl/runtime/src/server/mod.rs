@@ -1,0 +1,269 @@
+//! The `sustain-server` driver: kernel TCP sessions from hosts on one side,
+//! the core's sans-IO mobility server ([`sustain_core::rendezvous::Server`])
+//! on the other (PROTOCOL.md §15).
+//!
+//! One task owns the state machine. It loops: accept a session, or take
+//! bytes a session's reader task received, or fire the sweep timer; hand
+//! that to the core; then write every output to its session's writer task
+//! and log every event, until none of these makes progress. Reader tasks
+//! only read; writer tasks only write; nothing here parses a message.
+//!
+//! Memory is bounded: the core bounds sessions, registrations and buffered
+//! bytes; readers share one bounded channel (backpressure); each writer
+//! queue is bounded and a host that does not read its replies is
+//! disconnected.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+
+use serde_json::{json, Value};
+use sustain_core::rendezvous::{Output, Server, ServerConfig, ServerEvent, ServerStats, SessionId};
+use sustain_core::time::Instant;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::events::EventLog;
+
+/// Bytes a reader task asks the kernel for at once.
+const READ_CHUNK: usize = 4096;
+/// Chunks waiting for the core, all sessions together.
+const INBOX: usize = 1024;
+/// Messages waiting to be written to one session.
+const OUTBOX: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("accepting a control session: {0}")]
+    Accept(io::Error),
+    #[error("writing the event log: {0}")]
+    Events(io::Error),
+}
+
+enum Inbound {
+    Data(SessionId, Vec<u8>),
+    Closed(SessionId),
+}
+
+struct SessionTasks {
+    writer: mpsc::Sender<Vec<u8>>,
+    reader: JoinHandle<()>,
+}
+
+/// Runs the server on `listener` until `shutdown` completes; returns the
+/// final counters. The caller has already logged `listening`.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    clock: Clock,
+    events: &mut EventLog,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<ServerStats, ServeError> {
+    let mut server = Server::new(config);
+    let mut sessions: HashMap<SessionId, SessionTasks> = HashMap::new();
+    let (inbox_tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
+    let mut shutdown = std::pin::pin!(shutdown);
+    server.handle_timeout(clock.now());
+    loop {
+        let timer = server
+            .poll_timeout()
+            .map(|t| tokio::time::Instant::from_std(clock.to_std(t)));
+        let sleep = async {
+            match timer {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted.map_err(ServeError::Accept)?;
+                open(&mut server, &mut sessions, &inbox_tx, clock.now(), stream, peer);
+            }
+            Some(inbound) = inbox.recv() => match inbound {
+                Inbound::Data(session, bytes) => server.handle_stream(clock.now(), session, &bytes),
+                Inbound::Closed(session) => {
+                    server.close_session(session);
+                    sessions.remove(&session);
+                }
+            },
+            _ = sleep => server.handle_timeout(clock.now()),
+        }
+        drain(&mut server, &mut sessions, clock.now(), events)?;
+    }
+    for (_, tasks) in sessions.drain() {
+        tasks.reader.abort();
+    }
+    Ok(*server.stats())
+}
+
+fn open(
+    server: &mut Server,
+    sessions: &mut HashMap<SessionId, SessionTasks>,
+    inbox: &mpsc::Sender<Inbound>,
+    now: Instant,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    // The control protocol is IPv4 only, like the rest of sustain.
+    let SocketAddr::V4(observed) = peer else {
+        return;
+    };
+    let Ok(session) = server.open_session(now, observed) else {
+        return; // counted in sessions_refused; dropping the stream closes it
+    };
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (writer, outbox) = mpsc::channel(OUTBOX);
+    tokio::spawn(write_loop(write, outbox));
+    let reader = tokio::spawn(read_loop(session, read, inbox.clone()));
+    sessions.insert(session, SessionTasks { writer, reader });
+}
+
+async fn read_loop(session: SessionId, mut read: OwnedReadHalf, inbox: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = buf.get(..n).unwrap_or_default().to_vec();
+                if inbox.send(Inbound::Data(session, chunk)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = inbox.send(Inbound::Closed(session)).await;
+}
+
+/// Writes queued messages; when the queue's sender is dropped (the core
+/// closed the session), flushes and shuts the connection down.
+async fn write_loop(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = outbox.recv().await {
+        if write.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+fn drain(
+    server: &mut Server,
+    sessions: &mut HashMap<SessionId, SessionTasks>,
+    now: Instant,
+    events: &mut EventLog,
+) -> Result<(), ServeError> {
+    while let Some(output) = server.poll_output() {
+        match output {
+            Output::Send { session, bytes } => {
+                let slow = sessions
+                    .get(&session)
+                    .is_some_and(|t| t.writer.try_send(bytes).is_err());
+                if slow {
+                    // A host that does not read its replies loses its session.
+                    server.close_session(session);
+                    if let Some(t) = sessions.remove(&session) {
+                        t.reader.abort();
+                    }
+                }
+            }
+            Output::Close { session } => {
+                // Dropping the writer's sender flushes and shuts down.
+                if let Some(t) = sessions.remove(&session) {
+                    t.reader.abort();
+                }
+            }
+        }
+    }
+    while let Some(event) = server.poll_event() {
+        let (name, fields) = event_json(&event);
+        events
+            .record(now, name, fields)
+            .map_err(ServeError::Events)?;
+    }
+    Ok(())
+}
+
+fn addr(a: SocketAddrV4) -> String {
+    a.to_string()
+}
+
+/// The event log line of a server event (names as in PROTOCOL.md §15).
+pub fn event_json(event: &ServerEvent) -> (&'static str, Value) {
+    match *event {
+        ServerEvent::Registered {
+            conn,
+            side,
+            observed,
+            direct,
+            behind_napt,
+        } => (
+            "server-registered",
+            json!({"conn": conn.to_string(), "side": side.to_string(),
+                   "observed": addr(observed), "direct": addr(direct), "behind_napt": behind_napt}),
+        ),
+        ServerEvent::MoveReported {
+            conn,
+            side,
+            observed,
+            old_direct,
+            new_direct,
+            behind_napt,
+        } => (
+            "move-reported",
+            json!({"conn": conn.to_string(), "side": side.to_string(), "observed": addr(observed),
+                   "old_direct": addr(old_direct), "new_direct": addr(new_direct),
+                   "behind_napt": behind_napt}),
+        ),
+        ServerEvent::Decided { conn, decision } => (
+            "decided",
+            json!({"conn": conn.to_string(), "decision": decision.to_string()}),
+        ),
+        ServerEvent::NoticeSent {
+            conn,
+            side,
+            target,
+            number,
+        } => (
+            "peer-location",
+            json!({"conn": conn.to_string(), "side": side.to_string(),
+                   "target": addr(target), "number": number}),
+        ),
+        ServerEvent::Unregistered { conn, side } => (
+            "unregistered",
+            json!({"conn": conn.to_string(), "side": side.to_string()}),
+        ),
+        ServerEvent::Rejected {
+            code,
+            observed,
+            conn,
+        } => (
+            "rejected",
+            json!({"code": code.to_string(), "observed": addr(observed), "conn": conn.to_string()}),
+        ),
+        ServerEvent::Expired { count } => ("expired", json!({ "count": count })),
+    }
+}
+
+/// The counters as JSON, for the `stopped` event and the final stdout line.
+pub fn stats_json(s: &ServerStats) -> Value {
+    json!({
+        "sessions_opened": s.sessions_opened, "sessions_refused": s.sessions_refused,
+        "messages": s.messages, "registered": s.registered, "reports": s.reports,
+        "unregistered": s.unregistered, "repeats": s.repeats, "decisions": s.decisions,
+        "relays_needed": s.relays_needed, "acks_sent": s.acks_sent,
+        "notices_sent": s.notices_sent, "notices_undeliverable": s.notices_undeliverable,
+        "errors_sent": s.errors_sent, "expired": s.expired,
+        "garbage": s.garbage, "truncated": s.truncated, "oversized": s.oversized,
+        "unknown_version": s.unknown_version, "unknown_type": s.unknown_type,
+        "malformed": s.malformed, "unexpected_type": s.unexpected_type, "bad_mac": s.bad_mac,
+        "replayed": s.replayed, "unknown_connection": s.unknown_connection,
+        "conflicts": s.conflicts, "rate_limited": s.rate_limited,
+        "registry_full": s.registry_full, "rejected": s.rejected(),
+    })
+}
