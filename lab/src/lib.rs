@@ -43,6 +43,7 @@ pub mod report;
 mod rtnl;
 pub mod runner;
 pub mod scenario;
+pub mod services;
 pub mod shaping;
 pub mod sysctl;
 pub mod topology;

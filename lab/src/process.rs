@@ -293,6 +293,13 @@ impl ChildProcess {
         Ok(status)
     }
 
+    /// Kills the process group at once (SIGKILL, a crash as far as the
+    /// process is concerned) and reaps it.
+    pub fn kill(&self) -> Result<ExitStatus> {
+        self.signal_if_running(libc::SIGKILL)?;
+        self.wait()
+    }
+
     /// Sends `signal` to the process group if the process has not exited; returns
     /// whether it was still running.
     pub(crate) fn signal_if_running(&self, signal: libc::c_int) -> Result<bool> {

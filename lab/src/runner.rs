@@ -31,9 +31,10 @@ use crate::report::{
     Latencies, LinkReport, MoveReport, Report, Timeline, TimelineEvent, TransferReport,
 };
 use crate::scenario::{Outcome, ProgramSpec, Scenario};
-use crate::topology::{AttachmentHook, Topology};
+use crate::services::MobilityServer;
+use crate::topology::{AttachmentHook, NodeRole, Topology};
 use crate::transcripts::{analyse_run, NameRecorder, TranscriptReport, TRANSCRIPTS_DIR};
-use crate::transfer::{Role, RunningTransfer, TransferResult};
+use crate::transfer::{EndpointKind, Role, RunningTransfer, TransferResult};
 use sustain_conformance::names::NAMES_FILE;
 
 /// How to run a scenario.
@@ -294,9 +295,34 @@ fn execute(
         std::thread::sleep(program.ready_after);
     }
 
+    // Role services: the mobility server, and `--server` for every sustain end.
+    let mut spec = scenario.transfer.clone();
+    let mut server = if has_role(scenario, NodeRole::MobilityServer) {
+        let sustain_host = crate::transfer::find_sustain_host(Some(&bin_dir(options)))?;
+        MobilityServer::start(&topology, &sustain_host, &options.out_dir)?
+    } else {
+        None
+    };
+    if let Some(server) = &server {
+        timeline.record(
+            "lab",
+            "server-started",
+            json!({"node": server.node(), "address": server.address().to_string()}),
+        );
+        for role in [Role::Sender, Role::Receiver] {
+            if spec.kind_of(role) == EndpointKind::Sustain {
+                let args = match role {
+                    Role::Sender => &mut spec.sender_args,
+                    Role::Receiver => &mut spec.receiver_args,
+                };
+                args.extend(server.host_args());
+            }
+        }
+    }
+    let spec = &spec;
+
     // Before the transfer: the attacker's observers must see the handshake.
     let attack_engine = AttackEngine::start(&topology, scenario)?;
-    let spec = &scenario.transfer;
     status(&format!("{}: starting the transfer", scenario.name));
     let transfer = RunningTransfer::start(
         &topology,
@@ -511,6 +537,14 @@ fn execute(
     for program in &programs {
         let _ = program.terminate(Duration::from_secs(2));
     }
+    if let Some(server) = server.as_mut() {
+        server.stop();
+        let source = format!("{}-sustain-server", server.node());
+        timeline.import(server.events_file(), &source)?;
+        if let Some(file) = server.events_file().file_name() {
+            report.logs.push(file.to_string_lossy().into_owned());
+        }
+    }
     report.logs.extend(copy_logs(
         topology.lab().run_dir(),
         &options.out_dir.join("logs"),
@@ -520,6 +554,10 @@ fn execute(
         timeline.record("lab", "teardown-error", json!({ "error": error }));
     }
     Ok(())
+}
+
+fn has_role(scenario: &Scenario, role: NodeRole) -> bool {
+    scenario.topology.nodes.iter().any(|n| n.role == role)
 }
 
 fn record_move(timeline: &Timeline, record: &MoveRecord) {

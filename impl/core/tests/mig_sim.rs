@@ -1106,14 +1106,15 @@ fn lost_msyn_ack_recovers_by_msyn_retransmission() {
     }
     let confirm = first(&seen, |s| s.sent.confirm().is_some());
     let accepted = synacks[1].sent.msyn_ack().unwrap();
+    let sent = confirm.sent.confirm().expect("a Confirm");
     assert_eq!(
-        confirm.sent.confirm(),
-        Some(MigrateConfirm {
-            request: accepted.request,
-            nonce: accepted.nonce,
-            received: Some(0),
-        })
+        (sent.request, sent.nonce),
+        (accepted.request, accepted.nonce)
     );
+    // §7 fast resume: the offset is whatever the mover had received beyond
+    // the (clamped) ACK it sent; with paced data in flight at the move that
+    // can be a segment or so, never a window.
+    assert!(sent.received.is_some_and(|r| r < 64 * 1024), "{sent:?}");
     assert_eq!(h.net.node(h.peer).stats().paths_confirmed, 1);
     assert_eq!(h.mover_info().migrations, 1);
 }
@@ -2425,7 +2426,9 @@ fn sequence_shifting_path_fails_cleanly_and_the_idle_receiver_learns() {
     // The mover: 5 MSYNs over 31 T0, then W.
     assert!(mover_t - t_loss <= Duration::from_secs(31) + cfg.mig_wait);
     // The responder: W idle, then the probes.
-    let bound = cfg.mig_wait + cfg.keepalive_interval * cfg.keepalive_probes;
+    // The idle time counts from the last segment the responder received,
+    // which can arrive a one-way delay after the loss: allow that.
+    let bound = cfg.mig_wait + cfg.keepalive_interval * cfg.keepalive_probes + ms(10);
     assert!(
         peer_t - t_loss <= bound,
         "{:?} > {bound:?}",

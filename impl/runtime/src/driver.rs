@@ -47,12 +47,14 @@ use std::task::Waker;
 
 use futures::channel::mpsc::UnboundedSender;
 use serde_json::json;
+use sustain_core::rendezvous::ControlClient;
 use sustain_core::tcp::{CloseReason, ConnId, Endpoint as CoreEndpoint, Event, ListenerId, Stats};
 use sustain_core::time::Instant;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::events::EventLog;
+use crate::mobility::{self, ControlCmd};
 use crate::netwatch::{self, NetWatcher};
 use crate::ports::Ports;
 use crate::raw_socket::{RawSocket, RecvBatch, SendBatch};
@@ -76,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) stopped: Notify,
     /// `EndpointConfig::connect_mss`.
     pub(crate) connect_mss: Option<u16>,
+    /// `EndpointConfig::server`: the mobility information server.
+    pub(crate) server: Option<SocketAddrV4>,
 }
 
 impl Shared {
@@ -132,6 +136,8 @@ pub(crate) struct ConnSlot {
     /// Tasks waiting for the connection to open or to close.
     pub(crate) state_waiters: Vec<Waker>,
     pub(crate) events: Vec<UnboundedSender<StreamEvent>>,
+    /// The connection's mobility-server task, once it is migratable.
+    pub(crate) control: Option<UnboundedSender<ControlCmd>>,
 }
 
 impl ConnSlot {
@@ -235,13 +241,20 @@ impl State {
         }
     }
 
-    /// Steps 3: every core event. Returns ports whose last user left.
-    fn dispatch_events(&mut self, now: Instant, ports: &mut Vec<u16>) -> bool {
+    /// Steps 3: every core event. `ports`: ports a new connection retains;
+    /// `opened`: connections that became established (for the server).
+    fn dispatch_events(
+        &mut self,
+        now: Instant,
+        ports: &mut Vec<u16>,
+        opened: &mut Vec<ConnId>,
+    ) -> bool {
         let mut progress = false;
         while let Some(event) = self.core.poll_event() {
             progress = true;
             match event {
                 Event::Connected(conn) => {
+                    opened.push(conn);
                     self.record_connected(now, conn);
                     if let Some(slot) = self.conns.get_mut(&conn) {
                         slot.connected = true;
@@ -271,6 +284,7 @@ impl State {
                         },
                     );
                     ports.push(port);
+                    opened.push(conn);
                     self.record_connected(now, conn);
                 }
                 Event::Readable(conn) => {
@@ -310,6 +324,9 @@ impl State {
                     if let Some(slot) = self.conns.get_mut(&conn) {
                         slot.closed = Some(reason);
                         slot.wake_all();
+                        if let Some(control) = slot.control.take() {
+                            let _ = control.unbounded_send(ControlCmd::Closed);
+                        }
                         if !slot.handle {
                             self.forget(conn);
                         }
@@ -340,7 +357,18 @@ impl State {
         let (name, fields) = stream_event.to_json(conn);
         tracing::info!(?conn, "{name}");
         self.record(now, name, fields);
+        // The server hears of this end's moves and of the peer's.
+        let cmd = match &stream_event {
+            StreamEvent::MigrationStarted { .. } => {
+                self.core.info(conn).map(|i| ControlCmd::Moved(i.local))
+            }
+            StreamEvent::PeerMoved { new_remote, .. } => Some(ControlCmd::PeerMoved(*new_remote)),
+            _ => None,
+        };
         if let Some(slot) = self.conns.get_mut(&conn) {
+            if let (Some(control), Some(cmd)) = (&slot.control, cmd) {
+                let _ = control.unbounded_send(cmd);
+            }
             slot.emit(stream_event);
         }
     }
@@ -507,8 +535,13 @@ fn pass(
         progress = true;
     }
     // 3. Events.
-    let mut retained = Vec::new();
-    progress |= st.dispatch_events(now, &mut retained);
+    let (mut retained, mut opened) = (Vec::new(), Vec::new());
+    progress |= st.dispatch_events(now, &mut retained, &mut opened);
+    if let Some(server) = shared.server {
+        for conn in opened {
+            start_control(shared, st, conn, server);
+        }
+    }
     if !retained.is_empty() {
         let mut ports = shared.lock_ports();
         for port in retained {
@@ -523,6 +556,26 @@ fn pass(
     // 4. Everything the core wants to send.
     progress |= transmit(shared, st, tx)?;
     Ok(progress)
+}
+
+/// Registers a migratable connection with the mobility server: its control
+/// task ([`crate::mobility`]). Plain connections have nothing to report.
+fn start_control(shared: &Arc<Shared>, st: &mut State, conn: ConnId, server: SocketAddrV4) {
+    let Some(info) = st.core.info(conn).filter(|i| i.migratable) else {
+        return;
+    };
+    let Some(keys) = st.core.connection_keys(conn) else {
+        return;
+    };
+    match ControlClient::new(&keys, info.local, info.remote) {
+        Ok(client) => {
+            let control = mobility::spawn(shared.clone(), conn, server, client);
+            if let Some(slot) = st.conns.get_mut(&conn) {
+                slot.control = Some(control);
+            }
+        }
+        Err(e) => tracing::warn!(?conn, "cannot register with the mobility server: {e}"),
+    }
 }
 
 fn release_ports(shared: &Arc<Shared>, ports: Vec<u16>) {

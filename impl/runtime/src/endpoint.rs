@@ -34,6 +34,10 @@ pub struct EndpointConfig {
     /// MSS for connections this endpoint opens: `None` derives it from the
     /// route's MTU towards the peer (listeners advertise `tcp.mss`).
     pub connect_mss: Option<u16>,
+    /// The mobility information server: every migratable connection
+    /// registers with it, reports this end's moves, and follows its notices
+    /// ([`crate::mobility`]). `None`: moves as without a server.
+    pub server: Option<SocketAddrV4>,
 }
 
 /// A sustain endpoint. Cheap to clone; the driver runs until the last
@@ -124,6 +128,7 @@ impl Endpoint {
             ports: Mutex::new(Ports::new(guard)),
             stopped: Notify::new(),
             connect_mss: config.connect_mss,
+            server: config.server,
         });
         tokio::spawn(driver::run(shared.clone(), watcher));
         Ok(Endpoint { shared })

@@ -104,6 +104,8 @@ pub struct ForwardOptions {
     pub config: Config,
     /// MSS of sustained connections this forward opens; `None`: from the route.
     pub connect_mss: Option<u16>,
+    /// The mobility information server (`--server`).
+    pub server: Option<SocketAddrV4>,
 }
 
 #[derive(Debug, Error)]
@@ -137,6 +139,7 @@ pub async fn run(
         tcp: opts.config.clone(),
         events: opts.events.clone(),
         connect_mss: opts.connect_mss,
+        server: opts.server,
     })?;
     let stats = Arc::new(ForwardStats::default());
     let result = tokio::select! {

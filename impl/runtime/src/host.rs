@@ -52,6 +52,8 @@ pub struct HostOptions {
     pub config: Config,
     /// MSS of connections this host opens; `None`: from the route's MTU.
     pub connect_mss: Option<u16>,
+    /// The mobility information server (`--server`).
+    pub server: Option<SocketAddrV4>,
     /// Compute the sha256 of the transferred bytes (off only for benchmarks:
     /// without SHA extensions hashing costs more CPU than the TCP itself).
     pub digest: bool,
@@ -220,6 +222,7 @@ pub async fn run(
         tcp: opts.config.clone(),
         events: opts.events.clone(),
         connect_mss: opts.connect_mss,
+        server: opts.server,
     })?;
     let work = serve(&endpoint, &opts, &mut on_summary);
     let result = tokio::select! {

@@ -14,7 +14,10 @@
 //! - [`driver`]: the driver loop.
 //! - [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
 //!   facilities the driver uses; [`events`]: the JSON-lines `--events` log.
-//! - [`host`], [`forward`]: the applications `sustain-host` runs.
+//! - [`mobility`]: each migratable connection's session with the mobility
+//!   information server.
+//! - [`host`], [`forward`]: the applications `sustain-host` runs;
+//!   [`server`]: `sustain-server`.
 
 pub mod clock;
 pub mod driver;
@@ -23,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod forward;
 pub mod host;
+pub mod mobility;
 pub mod netwatch;
 pub mod os_random;
 mod ports;

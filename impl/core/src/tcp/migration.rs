@@ -842,6 +842,9 @@ impl Connection {
         options: &MigrationOptions,
         sh: &mut Shared,
     ) -> bool {
+        // The Confirm answering an MSYN-ACK has not left yet (it goes with
+        // the next ACK we send).
+        let confirm_unsent = self.ack_now;
         let Some(m) = self.mig.as_mut() else {
             return false;
         };
@@ -884,8 +887,12 @@ impl Connection {
         }
         if !flags.syn() {
             // §6.4 step 7: anything but an MSYN-ACK from the responder ends
-            // the Confirm echo.
-            m.confirm = None;
+            // the Confirm echo, once the Confirm has been sent: a segment
+            // the responder sent right behind its MSYN-ACK (the window ACK
+            // of §7) can arrive in the same receive batch, before we answer.
+            if !confirm_unsent {
+                m.confirm = None;
+            }
             // §6.5: the mover's Confirm.
             if let (Some(p), Some(MigrateOption::Confirm(c))) = (m.pending, options.migrate) {
                 if c.request == p.request.0 && c.nonce == p.nonce {

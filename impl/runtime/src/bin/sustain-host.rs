@@ -110,6 +110,12 @@ struct TcpArgs {
     /// retransmission (only to reproduce the paper's timings).
     #[arg(long)]
     paper_faithful: bool,
+    /// The mobility information server (sustain-server) at ADDR:PORT: each
+    /// migratable connection registers with it, reports this host's moves
+    /// from the new address, and sends its MSYN where the server's
+    /// authenticated notice says (both ends moving, NAPTs).
+    #[arg(long, value_name = "ADDR:PORT")]
+    server: Option<SocketAddrV4>,
 }
 
 #[derive(Args)]
@@ -173,6 +179,7 @@ fn options(role: Role, common: Common) -> HostOptions {
         transfer,
         config: common.tcp.config(),
         connect_mss: common.tcp.mss,
+        server: common.tcp.server,
         events: common.tcp.events,
         digest: !common.no_digest,
     }
@@ -239,6 +246,7 @@ fn main() -> ExitCode {
                 direction,
                 config: tcp.config(),
                 connect_mss: tcp.mss,
+                server: tcp.server,
                 events: tcp.events,
             };
             return match runtime.block_on(forward::run(opts, shutdown)) {
