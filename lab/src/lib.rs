@@ -37,6 +37,7 @@ pub mod names;
 pub mod napt;
 pub mod netfilter;
 pub mod netns;
+pub mod paper;
 mod path_lab;
 pub mod process;
 pub mod report;

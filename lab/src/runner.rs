@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::attack::AttackEngine;
 use crate::captures::CaptureSet;
 use crate::error::{IoContext, LabError, Result};
-use crate::moves::{run_script, MoveAction, MoveRecord, ScriptStop};
+use crate::moves::{run_script, MoveAction, MoveRecord, ScriptStop, Trigger};
 use crate::process::ChildProcess;
 use crate::report::{
     Latencies, LinkReport, MoveReport, Report, Timeline, TimelineEvent, TransferReport,
@@ -297,7 +297,7 @@ fn execute(
 
     // Role services: the mobility server, and `--server` for every sustain end.
     let mut spec = scenario.transfer.clone();
-    let mut server = if has_role(scenario, NodeRole::MobilityServer) {
+    let server = if has_role(scenario, NodeRole::MobilityServer) {
         let sustain_host = crate::transfer::find_sustain_host(Some(&bin_dir(options)))?;
         MobilityServer::start(&topology, &sustain_host, &options.out_dir)?
     } else {
@@ -320,6 +320,7 @@ fn execute(
         }
     }
     let spec = &spec;
+    let server = Mutex::new(server);
 
     // Before the transfer: the attacker's observers must see the handshake.
     let attack_engine = AttackEngine::start(&topology, scenario)?;
@@ -387,6 +388,46 @@ fn execute(
             )
         });
 
+        // `[[restart]]`: the mobility server killed and started again.
+        let restarter = (!scenario.restarts.is_empty()).then(|| {
+            scope.spawn(|| {
+                for restart in &scenario.restarts {
+                    loop {
+                        if transfer_over.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let fired = match restart.trigger {
+                            Trigger::At(at) => transfer.started().elapsed() >= at,
+                            Trigger::AfterBytes(bytes) => {
+                                progress.latest.load(Ordering::Relaxed) >= bytes
+                            }
+                        };
+                        if fired {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some(server) = server.as_mut() else {
+                        return;
+                    };
+                    timeline.record("lab", "server-killed", json!({"node": restart.node}));
+                    match server.restart(&topology) {
+                        Ok(()) => timeline.record(
+                            "lab",
+                            "server-restarted",
+                            json!({"node": restart.node, "address": server.address().to_string()}),
+                        ),
+                        Err(err) => timeline.record(
+                            "lab",
+                            "server-restart-failed",
+                            json!({"node": restart.node, "error": err.to_string()}),
+                        ),
+                    }
+                }
+            })
+        });
+
         let attacker = attack_engine.map(|engine| {
             scope.spawn(|| {
                 engine.run(
@@ -441,8 +482,12 @@ fn execute(
         if let Some(attacker) = attacker {
             attacks = attacker.join().unwrap_or_default();
         }
+        if let Some(restarter) = restarter {
+            let _ = restarter.join();
+        }
         stop
     });
+    let mut server = server.into_inner().unwrap_or_else(|p| p.into_inner());
     if live {
         eprintln!();
     }

@@ -39,6 +39,7 @@ use crate::apps::App;
 use crate::attack::{AttackSpec, CounterCheck, RawAttack, RawCount};
 use crate::moves::{MoveAction, MoveSpec, Trigger};
 use crate::napt::NaptProfile;
+use crate::paper::PaperReference;
 use crate::topology::{
     LinkConditions, LinkSpec, NetworkKind, NetworkSpec, NodeRole, NodeSpec, RouterSpec, SpecPath,
     TopologySpec,
@@ -115,7 +116,21 @@ pub struct Scenario {
     pub moves: Vec<MoveSpec>,
     /// `[[attack]]`: forged segments from attacker nodes (`attack.rs`).
     pub attacks: Vec<AttackSpec>,
+    /// `[[restart]]`: the mobility server killed and started again.
+    pub restarts: Vec<RestartSpec>,
+    /// `[paper]`: what a paper observed in the experiment this reproduces.
+    pub paper: Option<PaperReference>,
     pub expect: Expectation,
+}
+
+/// `[[restart]]`: kill the mobility server (SIGKILL: nothing said to the
+/// hosts) and start a new, empty one on the same address when `trigger`
+/// fires (`services.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestartSpec {
+    /// The mobility-server node.
+    pub node: String,
+    pub trigger: Trigger,
 }
 
 /// Why a scenario file cannot be used.
@@ -181,7 +196,27 @@ struct RawScenario {
     moves: Vec<RawMove>,
     #[serde(default, rename = "attack")]
     attacks: Vec<RawAttack>,
+    #[serde(default, rename = "restart")]
+    restarts: Vec<RawRestart>,
+    paper: Option<RawPaper>,
     expect: Option<RawExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaper {
+    figure: String,
+    moves_s: f64,
+    resume_s: f64,
+    min_rto_s: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    node: String,
+    at_s: Option<f64>,
+    after_bytes: Option<RawSize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -846,6 +881,58 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
 
     let attacks = crate::attack::convert_attacks(raw.attacks, &topology, &plan, &transfer, &moves)?;
 
+    let mut restarts = Vec::new();
+    for (i, restart) in raw.restarts.into_iter().enumerate() {
+        match node_index(&restart.node).map(|n| topology.nodes[n].role) {
+            Some(NodeRole::MobilityServer) => {}
+            Some(role) => {
+                return Err(at("restart", i, "node")(format!(
+                    "{} has the role {}; only the mobility server restarts",
+                    restart.node,
+                    role.name()
+                )))
+            }
+            None => {
+                return Err(at("restart", i, "node")(format!(
+                    "no node {:?}",
+                    restart.node
+                )))
+            }
+        }
+        let trigger = match (restart.at_s, &restart.after_bytes) {
+            (Some(s), None) => Trigger::At(seconds(s, "time").map_err(at("restart", i, "at_s"))?),
+            (None, Some(raw)) => {
+                let bytes_at = size(raw).map_err(at("restart", i, "after_bytes"))?;
+                if bytes_at >= transfer.bytes {
+                    return Err(at("restart", i, "after_bytes")(format!(
+                        "{bytes_at} is not below the transfer's {} bytes: it would never fire",
+                        transfer.bytes
+                    )));
+                }
+                Trigger::AfterBytes(bytes_at)
+            }
+            _ => {
+                return Err(at("restart", i, "node")(
+                    "a restart needs exactly one trigger: at_s or after_bytes".into(),
+                ))
+            }
+        };
+        restarts.push(RestartSpec {
+            node: restart.node,
+            trigger,
+        });
+    }
+
+    let paper = match raw.paper {
+        None => None,
+        Some(p) => Some(PaperReference {
+            figure: p.figure,
+            moves: seconds(p.moves_s, "time").map_err(in_table("paper", "moves_s"))?,
+            resume: seconds(p.resume_s, "time").map_err(in_table("paper", "resume_s"))?,
+            min_rto: seconds(p.min_rto_s, "time").map_err(in_table("paper", "min_rto_s"))?,
+        }),
+    };
+
     let Some(expect) = raw.expect else {
         return Err((
             SpecPath {
@@ -894,6 +981,8 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         transfer,
         moves,
         attacks,
+        restarts,
+        paper,
         expect: Expectation {
             outcome,
             latency_budget,

@@ -1238,6 +1238,12 @@ impl Topology {
             let port = attachment.port.clone();
             self.lab.run_in(&net.gateway_node, || -> Result<()> {
                 sysctl::write(&format!("net.ipv4.conf.{port}.proxy_arp"), "1")?;
+                // Linux delays each proxy-ARP answer by a random time up to
+                // proxy_delay (0.8 s by default): the first packet between two
+                // hosts of a segment (a NAPT's first packet to a host that just
+                // moved there) would wait for it. A real segment answers ARP at
+                // once.
+                sysctl::write(&format!("net.ipv4.neigh.{port}.proxy_delay"), "0")?;
                 sysctl::write(&format!("net.ipv4.conf.{port}.send_redirects"), "0")
             })??;
             let gateway = net.gateway;

@@ -76,6 +76,11 @@ enum Commands {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// `paper`: the timing of the paper the scenario reproduces (its `[paper]`
+        /// table): each move takes the paper's time and the sustain ends run the
+        /// paper's timer profile (--paper-faithful); golden captures do not apply.
+        #[arg(long, value_enum)]
+        profile: Option<Profile>,
         #[command(flatten)]
         golden: GoldenArgs,
         #[command(flatten)]
@@ -176,9 +181,10 @@ fn main() -> ExitCode {
             out,
             bin_dir,
             quiet,
+            profile,
             golden,
             dir,
-        } => run(&dir, &scenario, out, bin_dir, quiet, &golden),
+        } => run(&dir, &scenario, out, bin_dir, quiet, profile, &golden),
         Commands::Suite {
             names,
             out,
@@ -245,7 +251,11 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
         .collect();
-    files.sort();
+    // The papers' experiments (a `[paper]` table) lead, then by name.
+    files.sort_by_key(|path| {
+        let paper = Scenario::load(path).is_ok_and(|s| s.paper.is_some());
+        (!paper, path.clone())
+    });
     Ok(files)
 }
 
@@ -308,22 +318,37 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// A scenario's timing profile (`run --profile`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Profile {
+    /// The paper's move durations and timer profile.
+    Paper,
+}
+
 fn run(
     args: &ScenarioArgs,
     scenario: &str,
     out: Option<PathBuf>,
     bin_dir: Option<PathBuf>,
     quiet: bool,
+    profile: Option<Profile>,
     golden: &GoldenArgs,
 ) -> Result<ExitCode> {
-    let scenario = load(args, scenario)?;
+    let mut scenario = load(args, scenario)?;
+    let golden_dir = match profile {
+        None => golden.dir_for(&scenario),
+        Some(Profile::Paper) => {
+            scenario = sustain_lab::paper::paper_profile(&scenario).map_err(anyhow::Error::msg)?;
+            None
+        }
+    };
     sustain_lab::require_root().context("`sustain-lab run` builds namespaces")?;
     let out_dir = out.unwrap_or_else(|| PathBuf::from("sustain-lab-out").join(&scenario.name));
     let options = RunOptions {
         out_dir: out_dir.clone(),
         bin_dir,
         live: !quiet,
-        golden_dir: golden.dir_for(&scenario),
+        golden_dir,
     };
     println!(
         "scenario {}: {}",
@@ -339,6 +364,12 @@ fn run(
     println!("timeline (t = 0 when the transfer started):");
     print!("{}", render_timeline(&output.timeline));
     print!("{}", render_summary(&output.report));
+    if let Some(reference) = &scenario.paper {
+        print!(
+            "{}",
+            sustain_lab::paper::render_comparison(reference, &output.report, &output.timeline)
+        );
+    }
     println!("output in {}", out_dir.display());
     Ok(match (output.report.passed, output.report.outcome) {
         (true, _) => ExitCode::SUCCESS,
@@ -373,6 +404,7 @@ fn suite(
             Some(out.join(name)),
             bin_dir.clone(),
             quiet,
+            None,
             golden,
         )?;
         println!();
