@@ -24,6 +24,12 @@ pub struct Names {
     /// Each node's capture points (capture file names without extension).
     #[serde(default)]
     pub points: BTreeMap<String, Vec<String>>,
+    /// Ports of control sessions (the mobility server's): kernel TCP between a
+    /// host and the server, left out of transcripts. They are not what a
+    /// transcript is about (the sustained connection's handshakes), and their
+    /// segments interleave with it differently in every run.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub control_ports: BTreeSet<u16>,
 }
 
 impl Names {

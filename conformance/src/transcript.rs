@@ -198,7 +198,12 @@ impl Analysis {
                     capture
                         .frames
                         .iter()
-                        .map(|frame| Segment::decode(capture.link, &frame.data))
+                        .map(|frame| {
+                            Segment::decode(capture.link, &frame.data).filter(|s| {
+                                let control = &set.names.control_ports;
+                                !control.contains(&s.src.port()) && !control.contains(&s.dst.port())
+                            })
+                        })
                         .collect()
                 })
                 .collect(),

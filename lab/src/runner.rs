@@ -168,7 +168,7 @@ fn conformance(
         .map(|m| (m.completed_unix * 1e9).round() as u64);
     match analyse_run(
         &options.out_dir,
-        &names.names(&[scenario.transfer.port]),
+        &names.names(&[scenario.transfer.port], &control_ports(scenario)),
         last_move_ns,
         &scenario.transfer.receiver,
         options.golden_dir.as_deref(),
@@ -599,6 +599,15 @@ fn execute(
         timeline.record("lab", "teardown-error", json!({ "error": error }));
     }
     Ok(())
+}
+
+/// Ports of the scenario's control sessions (left out of transcripts).
+fn control_ports(scenario: &Scenario) -> Vec<u16> {
+    if has_role(scenario, NodeRole::MobilityServer) {
+        vec![crate::services::SERVER_PORT]
+    } else {
+        Vec::new()
+    }
 }
 
 fn has_role(scenario: &Scenario, role: NodeRole) -> bool {

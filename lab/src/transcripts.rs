@@ -27,11 +27,13 @@ pub struct NameRecorder {
 }
 
 impl NameRecorder {
-    /// The names, with `ports` shown as numbers.
-    pub fn names(&self, ports: &[u16]) -> Names {
+    /// The names, with `ports` shown as numbers and `control_ports` left
+    /// out of transcripts.
+    pub fn names(&self, ports: &[u16], control_ports: &[u16]) -> Names {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut names = state.0.clone();
         names.ports.extend(ports.iter().copied());
+        names.control_ports.extend(control_ports.iter().copied());
         names
     }
 }
