@@ -363,7 +363,11 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
             ..LinkConfig::default()
         },
     ];
-    for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
+    for kind in [
+        CongestionKind::Cubic,
+        CongestionKind::NewReno,
+        CongestionKind::Bbr,
+    ] {
         for (i, link) in impairments.iter().enumerate() {
             for sack in [true, false] {
                 run(Scenario {
@@ -382,39 +386,52 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
     }
 }
 
-/// Simulated time to move 32 MiB over 30 ms RTT with 1 % loss each way
-/// (the path of issue 12), per controller. A figure, not an assertion:
-/// `cargo test --release --test loss_sim -- --ignored --nocapture`.
+/// Simulated time to move 32 MiB over 30 ms RTT with 1 % and 3 % loss
+/// each way (the path of issue 12), per controller. A figure, not an
+/// assertion: `cargo test --release --test loss_sim -- --ignored
+/// --nocapture`.
 #[test]
 #[ignore]
-fn compare_30ms_rtt_one_percent_loss() {
+fn compare_30ms_rtt_one_and_three_percent_loss() {
     let results = RefCell::new(Vec::new());
-    for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
-        for seed in 1..=3u64 {
-            let o = run(Scenario {
-                link: LinkConfig {
-                    latency: Duration::from_millis(15),
-                    loss: 0.01,
-                    ..LinkConfig::default()
-                },
-                config: Config {
-                    congestion: kind,
-                    ..Config::default()
-                },
-                bytes: 32 * MIB,
-                seed,
-                ..Scenario::default()
-            });
-            eprintln!(
-                "{kind}: seed {seed}: 32 MiB in {:?} simulated; {} timeouts, {} TLPs, {} retransmissions, {} undos",
-                o.sim_time,
-                o.client.timeouts,
-                o.client.tlp_probes,
-                o.client.retransmitted_segments,
-                o.client.spurious_undos
-            );
-            results.borrow_mut().push((kind, o.sim_time));
+    for loss in [0.01, 0.03] {
+        for kind in [
+            CongestionKind::NewReno,
+            CongestionKind::Cubic,
+            CongestionKind::Bbr,
+        ] {
+            for seed in 1..=3u64 {
+                let o = run(Scenario {
+                    link: LinkConfig {
+                        latency: Duration::from_millis(15),
+                        loss,
+                        ..LinkConfig::default()
+                    },
+                    config: Config {
+                        congestion: kind,
+                        ..Config::default()
+                    },
+                    bytes: 32 * MIB,
+                    seed,
+                    deadline: Instant::from_millis(3_600_000),
+                    ..Scenario::default()
+                });
+                eprintln!(
+                    "{:.0} % loss, {kind}: seed {seed}: 32 MiB in {:?} simulated; {} timeouts, {} TLPs, {} retransmissions, {} undos",
+                    loss * 100.0,
+                    o.sim_time,
+                    o.client.timeouts,
+                    o.client.tlp_probes,
+                    o.client.retransmitted_segments,
+                    o.client.spurious_undos
+                );
+                results.borrow_mut().push((loss, kind, o.sim_time));
+            }
         }
+    }
+    eprintln!("32 MiB, 30 ms RTT, loss each way: simulated seconds (seeds 1-3)");
+    for (loss, kind, t) in results.borrow().iter() {
+        eprintln!("  {:.0} %  {kind:8} {:8.2}", loss * 100.0, t.as_secs_f64());
     }
 }
 

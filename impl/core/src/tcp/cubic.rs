@@ -288,6 +288,9 @@ mod tests {
             snd_max: SeqNumber(0),
             rate: None,
             in_recovery: false,
+            loss_recovery: false,
+            delivered_total: 0,
+            cwnd_limited: true,
         }
     }
 
