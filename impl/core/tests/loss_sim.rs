@@ -334,6 +334,70 @@ fn prr_spreads_sending_over_the_recovery() {
     );
 }
 
+/// The most client data segments sent at one instant, and the most
+/// payload bytes sent within any `window`.
+fn burstiness(sent: &[(Instant, u32, usize)], window: Duration) -> (usize, usize) {
+    let mut same_instant = 0;
+    let mut run = 0;
+    let mut last: Option<Instant> = None;
+    for &(t, _, _) in sent {
+        run = if last == Some(t) { run + 1 } else { 1 };
+        same_instant = usize::max(same_instant, run);
+        last = Some(t);
+    }
+    let (mut busiest, mut bytes, mut from) = (0, 0, 0);
+    for &(t, _, len) in sent {
+        bytes += len;
+        while sent[from].0 + window <= t {
+            bytes -= sent[from].2;
+            from += 1;
+        }
+        busiest = usize::max(busiest, bytes);
+    }
+    (same_instant, busiest)
+}
+
+#[test]
+fn pacing_spreads_sends_over_the_round_trip() {
+    // An unloaded 40 ms RTT path (no bottleneck, no loss): without pacing
+    // every ACK burst releases the next window at one instant; paced, the
+    // sender releases at most one quantum (64 KiB, Linux's TSO ceiling) at
+    // once and spreads the rest at the pacing rate.
+    for kind in [CongestionKind::Bbr, CongestionKind::Cubic] {
+        let run_with = |pacing| {
+            run(Scenario {
+                link: LinkConfig {
+                    latency: Duration::from_millis(20),
+                    ..LinkConfig::default()
+                },
+                config: Config {
+                    congestion: kind,
+                    pacing,
+                    ..Config::default()
+                },
+                bytes: 8 * MIB,
+                capture: true,
+                ..Scenario::default()
+            })
+        };
+        let paced = run_with(true);
+        let unpaced = run_with(false);
+        let (p_instant, p_ms) = burstiness(&client_data(&paced.capture), Duration::from_millis(1));
+        let (u_instant, u_ms) =
+            burstiness(&client_data(&unpaced.capture), Duration::from_millis(1));
+        eprintln!(
+            "{kind}: paced: {p_instant} segments at one instant, {p_ms} bytes in the busiest ms; \
+             unpaced: {u_instant} segments, {u_ms} bytes"
+        );
+        assert!(p_instant * 1448 <= 64 * 1024 + 1448, "{kind}: {p_instant}");
+        assert!(
+            u_instant >= 4 * p_instant,
+            "{kind}: {u_instant} vs {p_instant}"
+        );
+        assert!(u_ms >= 4 * p_ms, "{kind}: {u_ms} vs {p_ms}");
+    }
+}
+
 #[test]
 fn every_controller_delivers_identical_bytes_under_impairments() {
     let impairments = [
