@@ -499,6 +499,65 @@ fn compare_30ms_rtt_one_and_three_percent_loss() {
     }
 }
 
+/// The issue 12 bench grid in the simulator: 32 MiB at {0, 1, 3} % loss
+/// each way x {0, 20} ms one way x {100 Mbit/s (1 BDP of queue, at least
+/// 256 KiB), unlimited}, two seeds, per controller; what the default is
+/// chosen from (Config::congestion). A figure, not an assertion:
+/// `cargo test --release --test loss_sim grid -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn compare_controllers_on_the_issue_12_grid() {
+    eprintln!("loss  one-way  rate       newreno          cubic            bbr   (simulated s, seeds 1-2)");
+    for loss in [0.0, 0.01, 0.03] {
+        for one_way in [0u64, 20] {
+            for rate in [Some(100_000_000u64), None] {
+                let mut row = format!(
+                    "{:3.0} %  {one_way:2} ms  {:9}",
+                    loss * 100.0,
+                    rate.map_or("unlimited".to_string(), |r| format!(
+                        "{} Mbit",
+                        r / 1_000_000
+                    ))
+                );
+                for kind in [
+                    CongestionKind::NewReno,
+                    CongestionKind::Cubic,
+                    CongestionKind::Bbr,
+                ] {
+                    let mut times = Vec::new();
+                    for seed in 1..=2u64 {
+                        let bdp = rate.map_or(0, |r| (r / 8 * 2 * one_way / 1000) as usize);
+                        let o = run(Scenario {
+                            link: LinkConfig {
+                                latency: Duration::from_millis(one_way),
+                                loss,
+                                rate_bps: rate,
+                                queue_bytes: bdp.max(256 * 1024),
+                                ..LinkConfig::default()
+                            },
+                            config: Config {
+                                congestion: kind,
+                                ..Config::default()
+                            },
+                            bytes: 32 * MIB,
+                            seed,
+                            deadline: Instant::from_millis(3_600_000),
+                            ..Scenario::default()
+                        });
+                        times.push(o.sim_time.as_secs_f64());
+                    }
+                    row += &format!(
+                        "  {:6.2}-{:<6.2}",
+                        times[0].min(times[1]),
+                        times[0].max(times[1])
+                    );
+                }
+                eprintln!("{row}");
+            }
+        }
+    }
+}
+
 /// HyStart++ (RFC 9406) on the path where plain slow start overflows a
 /// drop-tail queue half the BDP deep (the foundation measured 1027
 /// retransmissions for 886 drops). It judges the delay increase on each

@@ -273,3 +273,30 @@ fn names_parse_and_print() {
     assert_eq!(CongestionKind::Bbr.to_string(), "bbr");
     assert_eq!(CongestionKind::Bbr.build(1460).kind(), CongestionKind::Bbr);
 }
+
+#[test]
+fn the_short_term_model_only_follows_rounds_lossier_than_the_threshold() {
+    let rate = 2_500_000;
+    for (loss_per_round, lowered) in [(1_000usize, false), (5_000, true)] {
+        let mut d = Driver::new();
+        d.fill_pipe(rate);
+        // Rounds outside bandwidth probing (DOWN or CRUISE), 100 kB
+        // delivered each, losing 1 % or 5 % of it.
+        for _ in 0..5 {
+            assert!(matches!(
+                d.bbr.state(),
+                State::ProbeBwDown | State::ProbeBwCruise
+            ));
+            d.lose(loss_per_round, 100_000, loss_per_round as u64);
+            // What is delivered in the round is 90 % of the rate.
+            d.round(rate * 9 / 10, 100_000, 100_000, loss_per_round as u64, true);
+        }
+        assert_eq!(
+            d.bbr.bw < d.bbr.max_bw(),
+            lowered,
+            "{loss_per_round} lost per round: bw {} max {}",
+            d.bbr.bw,
+            d.bbr.max_bw()
+        );
+    }
+}
