@@ -204,7 +204,14 @@ fn tail_loss_is_repaired_by_tlp_without_rto() {
     // The segment carrying the FIN (the tail of the transfer) is lost:
     // no later segment can be SACKed, so only a probe or the RTO can help.
     let mut fins = 0;
+    // CUBIC: under BBR's pacing the FIN leaves alone, and with one
+    // segment in flight the PTO (2 SRTT + the worst-case delayed ACK,
+    // RFC 8985 §7.2) comes after the RTO, which then repairs it.
     let o = run(Scenario {
+        config: Config {
+            congestion: CongestionKind::Cubic,
+            ..Config::default()
+        },
         bytes: 300_000,
         pick: Some(Box::new(move |_, _, fin| {
             fins += usize::from(fin);
@@ -291,6 +298,11 @@ fn prr_spreads_sending_over_the_recovery() {
             rate_bps: Some(100_000_000),
             queue_bytes: 4 * MIB,
             ..LinkConfig::default()
+        },
+        // PRR is CUBIC's and NewReno's (BBR bounds cwnd by its model).
+        config: Config {
+            congestion: CongestionKind::Cubic,
+            ..Config::default()
         },
         bytes: 4 * MIB,
         pick: Some(Box::new(move |off, len, _| {

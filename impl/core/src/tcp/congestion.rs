@@ -18,12 +18,13 @@ use crate::wire::SeqNumber;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CongestionKind {
     /// CUBIC (RFC 9438) with HyStart++ (RFC 9406).
-    #[default]
     Cubic,
     /// NewReno (RFC 5681, RFC 6582).
     NewReno,
     /// BBRv3 (draft-ietf-ccwg-bbr): paced at its bandwidth model, cwnd
     /// from the BDP; random loss below 2 % per round does not slow it.
+    /// The default: see `Config::congestion`.
+    #[default]
     Bbr,
 }
 

@@ -118,6 +118,11 @@ impl Connection {
         let mut acked = 0usize;
         let mut newest: Option<Segment> = None;
         let mut on_delivered = |s: &Segment, rack: &mut Rack| {
+            if s.stale {
+                // Sent on the old path (PROTOCOL.md §7): neither an RTT
+                // nor a delivery of this one.
+                return;
+            }
             rack.on_delivered(s, now, echoed);
             delivered += s.len();
             if newest.is_none_or(|p| s.rate.delivered >= p.rate.delivered) {
@@ -125,7 +130,9 @@ impl Connection {
             }
         };
         lr.log.ack(self.snd_una, |s| {
-            acked += s.len();
+            if !s.stale {
+                acked += s.len();
+            }
             on_delivered(s, &mut lr.rack)
         });
         for (i, b) in blocks.iter().enumerate() {
@@ -614,6 +621,7 @@ impl Connection {
         self.lr.delivered_time = delivered_time;
         self.lr.lost_total = lost;
         self.lr.log.mark_all_lost(true);
+        self.lr.log.mark_all_stale();
     }
 
     /// The controller's view of an ACK on a connection without SACK: the
@@ -624,6 +632,9 @@ impl Connection {
         let mut delivered = 0usize;
         let mut newest: Option<Segment> = None;
         self.lr.log.ack(self.snd_una, |s| {
+            if s.stale {
+                return;
+            }
             delivered += s.len();
             if newest.is_none_or(|p| s.rate.delivered >= p.rate.delivered) {
                 newest = Some(*s);

@@ -52,6 +52,9 @@ pub struct Segment {
     /// A retransmission of this segment is outstanding.
     pub retrans: bool,
     pub sacked: bool,
+    /// Last sent on a path the connection has since left (PROTOCOL.md §7):
+    /// its delivery says nothing about the current path.
+    pub stale: bool,
     pub rate: RateSnapshot,
 }
 
@@ -157,6 +160,7 @@ impl SentLog {
                 let s = &mut self.segs[i];
                 s.xmit = now;
                 s.retransmitted = true;
+                s.stale = false;
                 s.rate = rate;
                 if !s.retrans {
                     s.retrans = true;
@@ -175,6 +179,7 @@ impl SentLog {
                 lost: false,
                 retrans: false,
                 sacked: false,
+                stale: false,
                 rate,
             };
             self.total += seg.len();
@@ -273,6 +278,13 @@ impl SentLog {
             }
         }
         self.recount();
+    }
+
+    /// Every record was sent on a path the connection has left.
+    pub fn mark_all_stale(&mut self) {
+        for s in self.segs.iter_mut() {
+            s.stale = true;
+        }
     }
 
     /// No record is lost any more (a spurious timeout was undone).
