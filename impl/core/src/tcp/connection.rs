@@ -585,6 +585,8 @@ impl Connection {
             State::Closed => return Err(closed_error(self.close_reason)),
             _ => return Err(TcpError::NotOpenForSend),
         }
+        // draft-ietf-ccwg-bbr §4.1.2.4 (loss.rs).
+        self.check_app_limited();
         let n = self.snd_buf.push(data);
         if n < data.len() {
             self.writable_armed = true;
@@ -1455,6 +1457,7 @@ impl Connection {
         } else {
             // RFC 6582 §3.2 step 2: cwnd = ssthresh + 3*SMSS.
             self.recovery = Recovery::NewReno;
+            self.report_plain_loss(now);
             self.cwnd_adjust = (DUPTHRESH * self.smss) as isize;
             sh.stats.newreno_recoveries += 1;
         }
@@ -1940,6 +1943,10 @@ impl Connection {
             cwnd += self.dupacks.min(2) as usize * self.smss;
         }
         let cwnd_room = cwnd.saturating_sub(flight);
+        if cwnd_room == 0 {
+            // RFC 7661 §4.3 (loss.rs).
+            self.note_cwnd_limited();
+        }
         self.plan_at_snd_nxt(now, max_payload, cwnd_room)
     }
 

@@ -175,9 +175,18 @@ impl CongestionControl for Cubic {
         self.pristine = false;
         self.rto_pending = false;
         if self.in_slow_start() {
-            // RFC 9406 §4.2 with RFC 3465 L = 2.
-            let increase = ack.acked.min(2 * self.smss);
-            match self.hystart.on_ack(ack.snd_una, ack.snd_max, ack.rtt) {
+            // RFC 9406 §4.2 with RFC 3465 L = 2; RFC 7661 §4.3: a window
+            // the sender did not fill within the last round does not grow.
+            let increase = if ack.cwnd_limited {
+                ack.acked.min(2 * self.smss)
+            } else {
+                0
+            };
+            // RFC 9406 §4.2 "currentRTT": the unambiguous RTT of the newest
+            // segment this ACK delivered (µs resolution), else the
+            // connection's latest sample.
+            let rtt = ack.rate.and_then(|r| r.rtt).or(ack.rtt);
+            match self.hystart.on_ack(ack.snd_una, ack.snd_max, rtt) {
                 Phase::SlowStart => self.cwnd += increase,
                 Phase::Css => self.cwnd += increase / CSS_GROWTH_DIVISOR,
                 Phase::Exit => {
@@ -288,6 +297,9 @@ mod tests {
             snd_max: SeqNumber(0),
             rate: None,
             in_recovery: false,
+            loss_recovery: false,
+            delivered_total: 0,
+            cwnd_limited: true,
         }
     }
 

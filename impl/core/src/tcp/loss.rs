@@ -16,7 +16,7 @@
 //! RFC 6582 NewReno (in connection.rs).
 
 use super::{Connection, Plan, Recovery, SendKind, Shared};
-use crate::tcp::congestion::{AckSample, RateSample};
+use crate::tcp::congestion::{AckSample, LostSegment, RateSample};
 use crate::tcp::pacing::Pacer;
 use crate::tcp::prr::Prr;
 use crate::tcp::rack::Rack;
@@ -47,6 +47,11 @@ pub(super) struct LossRecovery {
     /// C.app_limited: the delivered count until which samples are
     /// application-limited.
     app_limited_until: u64,
+    /// C.lost (draft-ietf-ccwg-bbr §2.2): bytes marked lost so far.
+    lost_total: u64,
+    /// cwnd held data back while SND.MAX was here; the connection is
+    /// cwnd-limited until SND.UNA passes it (one round trip, RFC 7661 §4.3).
+    cwnd_limited_until: Option<SeqNumber>,
     /// Receiver side: a duplicate segment arrived; the next ACK reports it
     /// first as a D-SACK (RFC 2883 §4).
     pub(super) dsack_rx: Option<SackBlock>,
@@ -92,6 +97,8 @@ impl Connection {
         sh: &mut Shared,
     ) {
         let echoed = self.echoed_time(seg);
+        // draft-ietf-ccwg-bbr §4.1.2.4: at the start of ACK processing.
+        self.check_app_limited();
         let mut blocks = [SackBlock {
             left: SeqNumber(0),
             right: SeqNumber(0),
@@ -111,6 +118,11 @@ impl Connection {
         let mut acked = 0usize;
         let mut newest: Option<Segment> = None;
         let mut on_delivered = |s: &Segment, rack: &mut Rack| {
+            if s.stale {
+                // Sent on the old path (PROTOCOL.md §7): neither an RTT
+                // nor a delivery of this one.
+                return;
+            }
             rack.on_delivered(s, now, echoed);
             delivered += s.len();
             if newest.is_none_or(|p| s.rate.delivered >= p.rate.delivered) {
@@ -118,7 +130,9 @@ impl Connection {
             }
         };
         lr.log.ack(self.snd_una, |s| {
-            acked += s.len();
+            if !s.stale {
+                acked += s.len();
+            }
             on_delivered(s, &mut lr.rack)
         });
         for (i, b) in blocks.iter().enumerate() {
@@ -130,7 +144,6 @@ impl Connection {
                     .sack(b.left, b.right, |s| on_delivered(s, &mut lr.rack));
             }
         }
-        let rate = self.rate_sample(now, delivered, newest);
 
         if let Some(d) = dsack {
             sh.stats.dsacks_received += 1;
@@ -157,8 +170,12 @@ impl Connection {
             self.cc.on_congestion_event(now, flight);
         }
 
-        // RFC 8985 §6.2 step 4-5: mark losses by time.
+        // RFC 8985 §6.2 step 4-5: mark losses by time (the controller
+        // hears of each, draft-ietf-ccwg-bbr §5.2.4).
         self.rack_detect_loss(now);
+        // draft-ietf-ccwg-bbr §4.1.2.3, after loss marking as Linux's
+        // tcp_rate_gen: RS.lost covers what this ACK revealed.
+        let rate = self.rate_sample(now, delivered, newest);
 
         // RFC 6675 §5 (A) / RFC 6937: leave, continue or enter recovery.
         let in_flight = self.lr.log.in_flight();
@@ -193,6 +210,9 @@ impl Connection {
             snd_max: self.snd_max,
             rate,
             in_recovery: self.recovery != Recovery::None,
+            loss_recovery: self.recovering(),
+            delivered_total: self.lr.delivered,
+            cwnd_limited: self.cwnd_limited(),
         };
         self.cc.on_ack_sample(&sample);
 
@@ -202,36 +222,73 @@ impl Connection {
         }
     }
 
-    /// draft-cheng-iccrg-delivery-rate-estimation §3.3.
+    /// draft-ietf-ccwg-bbr §4.1.2.3 UpdateRateSample / GenerateRateSample
+    /// for the segments an ACK newly delivered (`newest` is the most
+    /// recently sent of them).
     fn rate_sample(
         &mut self,
         now: Instant,
         delivered: usize,
         newest: Option<Segment>,
     ) -> Option<RateSample> {
-        if delivered == 0 {
-            return None;
-        }
+        let min_rtt = self.lr.rack.min_rtt();
         let lr = &mut self.lr;
-        lr.delivered += delivered as u64;
-        lr.delivered_time = now;
-        let p = newest?;
-        lr.first_sent_time = p.xmit;
-        let send_elapsed = p.xmit.saturating_duration_since(p.rate.first_sent_time);
-        let ack_elapsed = now.saturating_duration_since(p.rate.delivered_time);
-        let interval = send_elapsed.max(ack_elapsed);
-        if interval.is_zero() {
-            return None;
+        if delivered > 0 {
+            lr.delivered += delivered as u64;
+            lr.delivered_time = now;
         }
+        // "Clear app-limited field if bubble is ACKed and gone."
         if lr.app_limited_until > 0 && lr.delivered > lr.app_limited_until {
             lr.app_limited_until = 0;
         }
+        let p = newest.filter(|_| delivered > 0)?;
+        lr.first_sent_time = p.xmit;
+        let send_elapsed = p.xmit.saturating_duration_since(p.rate.first_sent_time);
+        let ack_elapsed = now.saturating_duration_since(p.rate.delivered_time);
+        let mut interval = send_elapsed.max(ack_elapsed);
+        // "if RS.interval < C.min_rtt: no reliable rate sample".
+        if min_rtt.is_some_and(|m| interval < m) {
+            interval = Duration::ZERO;
+        }
         Some(RateSample {
-            delivered: lr.delivered - p.rate.delivered,
+            delivered: lr.delivered.saturating_sub(p.rate.delivered),
             interval,
             app_limited: p.rate.app_limited,
-            prior_in_flight: 0,
+            prior_delivered: p.rate.delivered,
+            tx_in_flight: p.rate.tx_in_flight,
+            lost: lr.lost_total.saturating_sub(p.rate.lost),
+            // §4.2: RS.rtt = Now() - P.send_time, unambiguous only for a
+            // segment sent once.
+            rtt: (!p.retransmitted).then(|| now.saturating_duration_since(p.xmit)),
         })
+    }
+
+    /// draft-ietf-ccwg-bbr §4.1.2.4 CheckIfApplicationLimited: nothing
+    /// unsent, cwnd not full and no loss waiting for a resend marks the
+    /// connection application-limited until what is in flight is
+    /// delivered. Called on application writes and at ACK processing.
+    pub(super) fn check_app_limited(&mut self) {
+        let unsent = self.snd_max < self.data_end() || self.snd_nxt < self.snd_max;
+        let in_flight = self.lr.log.in_flight();
+        if !unsent && in_flight < self.cc.cwnd() && self.lr.log.pending_retransmission() == 0 {
+            let lr = &mut self.lr;
+            lr.app_limited_until = (lr.delivered + in_flight as u64).max(1);
+        }
+    }
+
+    /// cwnd held data back within the last round trip.
+    fn cwnd_limited(&self) -> bool {
+        self.lr
+            .cwnd_limited_until
+            .is_some_and(|mark| self.snd_una <= mark)
+    }
+
+    /// Sending found cwnd full with data waiting (RFC 7661 §4.3).
+    pub(super) fn note_cwnd_limited(&mut self) {
+        let unsent = self.snd_nxt < self.data_end() || self.lr.log.pending_retransmission() > 0;
+        if unsent {
+            self.lr.cwnd_limited_until = Some(self.snd_max);
+        }
     }
 
     /// RFC 8985 §6.2 step 4-5 (and §6.3 when the reordering timer fires).
@@ -244,7 +301,20 @@ impl Connection {
             srtt,
         );
         let lr = &mut self.lr;
-        let marked = lr.rack.detect_loss(&mut lr.log, now, reo_wnd);
+        let cc = &mut self.cc;
+        let (delivered, lost_total) = (&lr.delivered, &mut lr.lost_total);
+        let marked = lr.rack.detect_loss(&mut lr.log, now, reo_wnd, |seg| {
+            *lost_total += seg.len() as u64;
+            cc.on_segment_lost(&LostSegment {
+                now,
+                len: seg.len(),
+                tx_in_flight: seg.rate.tx_in_flight,
+                lost_since_sent: lost_total.saturating_sub(seg.rate.lost),
+                app_limited: seg.rate.app_limited,
+                delivered: *delivered,
+                selective_acks: true,
+            });
+        });
         if self.migration_holds_timers() {
             self.lr.rack.clear_deadline();
         }
@@ -312,7 +382,10 @@ impl Connection {
         if forget {
             self.scoreboard.clear();
         }
+        let before = self.lr.log.lost_bytes();
         self.lr.log.mark_all_lost(forget);
+        let newly = self.lr.log.lost_bytes().saturating_sub(before);
+        self.lr.lost_total += newly as u64;
         self.lr.tlp.reset();
         self.lr.rack.clear_deadline();
         self.recovery = Recovery::None;
@@ -365,6 +438,7 @@ impl Connection {
                 .saturating_sub(self.lr.log.in_flight())
         };
         if room == 0 {
+            self.note_cwnd_limited();
             return None;
         }
         // RACK-lost segments first, lowest first (RFC 6675 NextSeg rule 1
@@ -391,24 +465,37 @@ impl Connection {
         end: SeqNumber,
         sh: &mut Shared,
     ) {
-        if !self.sack_enabled || end <= plan.seq {
+        if end <= plan.seq {
             return;
         }
+        // draft-ietf-ccwg-bbr §5.2.2: the controller sees each transmit
+        // first (restart from idle).
         let in_flight = self.lr.log.in_flight();
+        self.cc
+            .on_transmit(now, in_flight, self.lr.app_limited_until > 0);
         let lr = &mut self.lr;
         if in_flight == 0 {
-            // §3.2: a new flight starts the send-elapsed interval.
+            // §4.1.2.2: a new flight starts the send-elapsed interval.
             lr.first_sent_time = now;
             lr.delivered_time = now;
         }
+        let len = end - plan.seq;
         let snapshot = RateSnapshot {
             delivered: lr.delivered,
             delivered_time: lr.delivered_time,
             first_sent_time: lr.first_sent_time,
             app_limited: lr.app_limited_until > 0,
+            lost: lr.lost_total,
+            tx_in_flight: in_flight + len,
         };
         lr.log.on_send(plan.seq, end, now, snapshot);
-        let len = end - plan.seq;
+        if !self.sack_enabled {
+            // Without SACK the log only feeds delivery-rate samples
+            // (draft-ietf-ccwg-bbr §4.1.3.5.1) and pacing.
+            let rate = self.pacing_rate();
+            self.lr.pacer.on_send(now, len, rate, self.smss);
+            return;
+        }
         let retransmission = plan.kind != SendKind::New && plan.kind != SendKind::WindowProbe;
         if self.recovery == Recovery::Sack {
             self.lr.prr.on_sent(len);
@@ -521,13 +608,39 @@ impl Connection {
     pub(super) fn restart_congestion(&mut self) {
         self.cc.reset();
         let log = core::mem::take(&mut self.lr.log);
+        // C.delivered and C.lost count over the connection's life
+        // (draft-ietf-ccwg-bbr §2.2): the log's snapshots refer to them.
+        let (delivered, delivered_time, lost) = (
+            self.lr.delivered,
+            self.lr.delivered_time,
+            self.lr.lost_total,
+        );
         self.lr = LossRecovery::new();
         self.lr.log = log;
+        self.lr.delivered = delivered;
+        self.lr.delivered_time = delivered_time;
+        self.lr.lost_total = lost;
         self.lr.log.mark_all_lost(true);
+        self.lr.log.mark_all_stale();
     }
 
-    /// The controller's view of an ACK on a connection without SACK.
-    pub(super) fn plain_ack_sample(&self, now: Instant, acked: usize) -> AckSample {
+    /// The controller's view of an ACK on a connection without SACK: the
+    /// log gives a delivery-rate sample from the cumulative ACK alone
+    /// (draft-ietf-ccwg-bbr §4.1.3.5.1; duplicate ACKs are not counted).
+    pub(super) fn plain_ack_sample(&mut self, now: Instant, acked: usize) -> AckSample {
+        self.check_app_limited();
+        let mut delivered = 0usize;
+        let mut newest: Option<Segment> = None;
+        self.lr.log.ack(self.snd_una, |s| {
+            if s.stale {
+                return;
+            }
+            delivered += s.len();
+            if newest.is_none_or(|p| s.rate.delivered >= p.rate.delivered) {
+                newest = Some(*s);
+            }
+        });
+        let rate = self.rate_sample(now, delivered, newest);
         AckSample {
             now,
             acked,
@@ -538,9 +651,33 @@ impl Connection {
             in_flight: self.snd_max - self.snd_una,
             snd_una: self.snd_una,
             snd_max: self.snd_max,
-            rate: None,
+            rate,
             in_recovery: self.recovery != Recovery::None,
+            loss_recovery: self.recovering(),
+            delivered_total: self.lr.delivered,
+            cwnd_limited: self.cwnd_limited(),
         }
+    }
+
+    /// A fast retransmit without SACK: the segment at SND.UNA is the one
+    /// loss the sender knows of; the controller hears of it as of a
+    /// RACK-marked one (draft-ietf-ccwg-bbr §5.5.10.2, C.has_selective_acks
+    /// false).
+    pub(super) fn report_plain_loss(&mut self, now: Instant) {
+        let Some(seg) = self.lr.log.iter().next().copied() else {
+            return;
+        };
+        let lr = &mut self.lr;
+        lr.lost_total += seg.len() as u64;
+        self.cc.on_segment_lost(&LostSegment {
+            now,
+            len: seg.len(),
+            tx_in_flight: seg.rate.tx_in_flight,
+            lost_since_sent: lr.lost_total.saturating_sub(seg.rate.lost),
+            app_limited: seg.rate.app_limited,
+            delivered: lr.delivered,
+            selective_acks: false,
+        });
     }
 
     /// Receiver side (RFC 2883 §4): `[left, right)` arrived again; the

@@ -8,6 +8,7 @@
 //! timeouts, and yields IPv4 packets and [`Event`]s. It owns listeners and
 //! connections and demultiplexes segments to them.
 
+pub mod bbr;
 pub mod congestion;
 pub mod cubic;
 pub mod hystart;

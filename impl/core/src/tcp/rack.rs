@@ -167,7 +167,13 @@ impl Rack {
     /// sent before the newest delivered one whose time is up, and arms the
     /// reordering timer for the earliest one that is not yet. Returns the
     /// bytes newly marked lost.
-    pub fn detect_loss(&mut self, log: &mut SentLog, now: Instant, reo_wnd: Duration) -> usize {
+    pub fn detect_loss(
+        &mut self,
+        log: &mut SentLog,
+        now: Instant,
+        reo_wnd: Duration,
+        mut on_lost: impl FnMut(&Segment),
+    ) -> usize {
         self.deadline = None;
         let Some((rack_xmit, rack_end)) = self.newest else {
             return 0;
@@ -182,7 +188,9 @@ impl Rack {
             if candidate && sent_after(rack_xmit, rack_end, seg.xmit, seg.end) {
                 let due = seg.xmit + self.rtt + reo_wnd;
                 if due <= now {
-                    log.mark_lost(i);
+                    if log.mark_lost(i) {
+                        on_lost(&seg);
+                    }
                     marked += seg.len();
                 } else {
                     let remaining = due - now;
@@ -220,6 +228,8 @@ mod tests {
             delivered_time: Instant::ZERO,
             first_sent_time: Instant::ZERO,
             app_limited: false,
+            lost: 0,
+            tx_in_flight: 0,
         }
     }
 
@@ -248,10 +258,10 @@ mod tests {
         let wnd = rack.reo_wnd(false, log.sacked_bytes(), 1000, Duration::from_millis(100));
         assert_eq!(wnd, Duration::from_millis(25), "min RTT / 4");
         // Segments 0 and 1 are due at 125 and 126 ms: not yet.
-        assert_eq!(rack.detect_loss(&mut log, ms(102), wnd), 0);
+        assert_eq!(rack.detect_loss(&mut log, ms(102), wnd, |_| {}), 0);
         assert_eq!(rack.deadline(), Some(ms(126)));
         // The reordering timer fires at 126 ms: both are lost.
-        assert_eq!(rack.detect_loss(&mut log, ms(126), wnd), 2000);
+        assert_eq!(rack.detect_loss(&mut log, ms(126), wnd, |_| {}), 2000);
         assert_eq!(log.lost_bytes(), 2000);
         // Segments 3 and 4 were sent after the delivered one: not lost.
         assert!(log.iter().skip(3).all(|x| !x.lost));
@@ -265,14 +275,17 @@ mod tests {
         let wnd = rack.reo_wnd(true, log.sacked_bytes(), 1000, Duration::from_millis(100));
         assert_eq!(wnd, Duration::ZERO);
         // Due at 100 and 101 ms: lost at once.
-        assert_eq!(rack.detect_loss(&mut log, ms(102), wnd), 2000);
+        assert_eq!(rack.detect_loss(&mut log, ms(102), wnd, |_| {}), 2000);
     }
 
     #[test]
     fn a_lost_retransmission_is_detected_by_time() {
         let (mut rack, mut log) = setup();
         deliver_sack(&mut rack, &mut log, 1000, 5000, ms(104));
-        assert_eq!(rack.detect_loss(&mut log, ms(104), Duration::ZERO), 1000);
+        assert_eq!(
+            rack.detect_loss(&mut log, ms(104), Duration::ZERO, |_| {}),
+            1000
+        );
         // Retransmit segment 0 at 104 ms, then send new data at 110 ms.
         log.on_send(s(0), s(1000), ms(104), snap());
         log.on_send(s(5000), s(6000), ms(110), snap());
@@ -280,7 +293,10 @@ mod tests {
         // The new segment is SACKed at 210 ms; the retransmission never
         // arrives: it was sent before the delivered segment and is overdue.
         deliver_sack(&mut rack, &mut log, 5000, 6000, ms(210));
-        assert_eq!(rack.detect_loss(&mut log, ms(210), Duration::ZERO), 1000);
+        assert_eq!(
+            rack.detect_loss(&mut log, ms(210), Duration::ZERO, |_| {}),
+            1000
+        );
         assert_eq!(log.next_lost(s(0), s(6000)).map(|x| x.start), Some(s(0)));
     }
 

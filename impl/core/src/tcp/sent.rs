@@ -29,6 +29,12 @@ pub struct RateSnapshot {
     pub first_sent_time: Instant,
     /// The sender had nothing more to send (the sample may understate).
     pub app_limited: bool,
+    /// C.lost when the segment was sent (draft-ietf-ccwg-bbr §4.1.2.1
+    /// P.lost): bytes marked lost over the connection's life.
+    pub lost: u64,
+    /// C.inflight just after the segment was sent, itself included
+    /// (draft-ietf-ccwg-bbr §4.1.2.1 P.tx_in_flight).
+    pub tx_in_flight: usize,
 }
 
 /// One segment as it was last sent.
@@ -46,6 +52,9 @@ pub struct Segment {
     /// A retransmission of this segment is outstanding.
     pub retrans: bool,
     pub sacked: bool,
+    /// Last sent on a path the connection has since left (PROTOCOL.md §7):
+    /// its delivery says nothing about the current path.
+    pub stale: bool,
     pub rate: RateSnapshot,
 }
 
@@ -151,6 +160,7 @@ impl SentLog {
                 let s = &mut self.segs[i];
                 s.xmit = now;
                 s.retransmitted = true;
+                s.stale = false;
                 s.rate = rate;
                 if !s.retrans {
                     s.retrans = true;
@@ -169,6 +179,7 @@ impl SentLog {
                 lost: false,
                 retrans: false,
                 sacked: false,
+                stale: false,
                 rate,
             };
             self.total += seg.len();
@@ -238,17 +249,19 @@ impl SentLog {
         }
     }
 
-    /// Marks record `i` lost; a retransmission of it is no longer in flight.
-    pub fn mark_lost(&mut self, i: usize) {
+    /// Marks record `i` lost; a retransmission of it is no longer in
+    /// flight. Returns whether the record was newly marked.
+    pub fn mark_lost(&mut self, i: usize) -> bool {
         let seg = self.segs[i];
         if seg.sacked || (seg.lost && !seg.retrans) {
-            return;
+            return false;
         }
         self.forget(&seg);
         self.segs[i].lost = true;
         self.segs[i].retrans = false;
         let s = self.segs[i];
         self.remember(&s);
+        true
     }
 
     /// Every un-SACKed record is lost (an RTO, or a new path). With
@@ -265,6 +278,13 @@ impl SentLog {
             }
         }
         self.recount();
+    }
+
+    /// Every record was sent on a path the connection has left.
+    pub fn mark_all_stale(&mut self) {
+        for s in self.segs.iter_mut() {
+            s.stale = true;
+        }
     }
 
     /// No record is lost any more (a spurious timeout was undone).
@@ -369,6 +389,8 @@ mod tests {
             delivered_time: Instant::ZERO,
             first_sent_time: Instant::ZERO,
             app_limited: false,
+            lost: 0,
+            tx_in_flight: 0,
         }
     }
 
