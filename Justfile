@@ -37,10 +37,12 @@ demo *ARGS:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
 
-# Throughput of sustain-host vs Linux TCP over the same veth path.
+# Throughput of sustain-host vs Linux TCP over the same veth path; forward's
+# throughput, added latency and 100 concurrent connections.
 bench:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
 
 # Remove namespaces (and what is in them) left behind by a killed lab run.
 clean:

@@ -16,5 +16,8 @@ fn readme_echo_example_is_the_compiled_one() {
         .skip_while(|l| l.starts_with("//!") || l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    assert_eq!(shown, code, "README.md's example and examples/echo.rs differ");
+    assert_eq!(
+        shown, code,
+        "README.md's example and examples/echo.rs differ"
+    );
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sustain::forward::{self, Direction, ForwardOptions, Side};
 use sustain::host::{self, HostError, HostOptions, Role, Summary, Transfer};
-use sustain_core::tcp::{Config, Mode};
+use sustain_core::tcp::{Config, CongestionKind, Mode};
 use sustain_core::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -110,6 +110,11 @@ struct TcpArgs {
     /// retransmission (only to reproduce the paper's timings).
     #[arg(long)]
     paper_faithful: bool,
+    /// Congestion controller of every connection: `bbr` (default: BBRv3,
+    /// random loss on radio links does not slow it), `cubic` (CUBIC with
+    /// HyStart++) or `newreno`.
+    #[arg(long, value_name = "NAME", default_value = "bbr")]
+    congestion: CongestionKind,
     /// The mobility information server (sustain-server) at ADDR:PORT: each
     /// migratable connection registers with it, reports this host's moves
     /// from the new address, and sends its MSYN where the server's
@@ -161,6 +166,7 @@ impl TcpArgs {
             ModeArg::Plain => Mode::Plain,
         };
         config.mig_wait = Duration::from_secs(self.mig_wait_secs);
+        config.congestion = self.congestion;
         if let Some(mss) = self.mss {
             config.mss = mss;
         }
