@@ -595,6 +595,9 @@ struct Writer<'a> {
     counts: Vec<((SocketAddrV4, SocketAddrV4), u64)>,
     /// Per (conn, side): highest relative sequence number sent, and last window.
     sent_end: HashMap<(usize, usize), u32>,
+    /// Per (connection, side): where its data resumes after a fast resume,
+    /// as the peer declared it (PROTOCOL.md §7).
+    resume_points: HashMap<(usize, usize), u32>,
     window: HashMap<(usize, usize), u16>,
     /// Per conn: the initiator's handshake ACK is awaited.
     awaiting_handshake_ack: HashSet<usize>,
@@ -620,6 +623,7 @@ impl<'a> Writer<'a> {
             values: HashMap::new(),
             counts: Vec::new(),
             sent_end: HashMap::new(),
+            resume_points: HashMap::new(),
             window: HashMap::new(),
             awaiting_handshake_ack: HashSet::new(),
             awaiting_first_data: HashSet::new(),
@@ -655,6 +659,9 @@ impl<'a> Writer<'a> {
             return relative.to_string();
         }
         let label = self.side_label(conn, side);
+        if self.resume_points.get(&(conn, side)) == Some(&relative) {
+            return format!("{label}.rcvd");
+        }
         let named = self.values.entry((conn, side)).or_default();
         for (value, name) in named.iter() {
             let diff = relative.wrapping_sub(*value) as i32;
@@ -810,6 +817,21 @@ impl<'a> Writer<'a> {
             frame: Some(frame),
             text,
         });
+        // PROTOCOL.md §7 fast resume: an MSYN-ACK or Confirm declares the
+        // sender's RCV.NXT as an offset from its ACK field. The peer's data
+        // resumes exactly there; where that is depends on what was in flight at
+        // the move, so the point gets a name of its own (`b.rcvd`) that does
+        // not count among the side's named values.
+        let received = match migrate {
+            Some(MigrateOption::MsynAck(m)) => m.received,
+            Some(MigrateOption::Confirm(m)) => m.received,
+            _ => None,
+        };
+        if let (Some(offset), true) = (received, segment.has(ACK)) {
+            let ack = self.analysis.relative(conn, 1 - side, segment.ack);
+            self.resume_points
+                .insert((conn, 1 - side), ack.wrapping_add(offset));
+        }
 
         if segment.has(SYN) && segment.has(ACK) && migrate.is_none() {
             self.awaiting_handshake_ack.insert(conn);

@@ -16,8 +16,8 @@
 //! INVALID. This matters to a migrating connection: after a move the NAPT has no
 //! mapping for the connection, and only a SYN (an MSYN) may create one.
 //!
-//! Every DROP rule carries a comment ([`INVALID_COMMENT`], [`UNSOLICITED_COMMENT`]) so
-//! its packet counter can be read back ([`NaptCounters`]).
+//! Every DROP rule carries a comment ([`INVALID_COMMENT`], [`UNSOLICITED_COMMENT`],
+//! [`OFF_LAN_COMMENT`]) so its packet counter can be read back ([`NaptCounters`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +30,11 @@ use crate::netfilter;
 pub const INVALID_COMMENT: &str = "sustain-napt-invalid";
 /// Comment on the rules dropping unsolicited inbound packets.
 pub const UNSOLICITED_COMMENT: &str = "sustain-napt-unsolicited";
+/// Comment on the rule dropping what came in on the WAN and would not leave
+/// on the LAN: a reply for a host that has left the LAN would otherwise
+/// follow the default route back out of the WAN, where a home router's
+/// connected LAN subnet (ARP failing) drops it.
+pub const OFF_LAN_COMMENT: &str = "sustain-napt-off-lan";
 
 /// How a NAPT router treats traffic. See the module documentation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,6 +98,7 @@ pub fn ruleset(wan: &str, lan: &str) -> String {
          -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
          -A INPUT -m comment --comment {UNSOLICITED_COMMENT} -j DROP\n\
          -A FORWARD -m conntrack --ctstate INVALID -m comment --comment {INVALID_COMMENT} -j DROP\n\
+         -A FORWARD -i {wan} ! -o {lan} -m comment --comment {OFF_LAN_COMMENT} -j DROP\n\
          -A FORWARD -i {lan} -o {wan} -j ACCEPT\n\
          -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
          -A FORWARD -m comment --comment {UNSOLICITED_COMMENT} -j DROP\n\
