@@ -275,6 +275,8 @@ local function reset_state()
         frames = {},       -- frame number -> analysis of that frame's segment
         verifiers = {},    -- control connection id (hex) -> { verifier, from }
         ctl = {},          -- control message results by "frame:offset"
+        last = 0,          -- the highest frame number dissected since the reset
+        learning = nil,    -- the frame that may add to the state now
     }
 end
 reset_state()
@@ -597,8 +599,9 @@ local function analyze(seg)
     return result
 end
 
--- The segment being dissected, from the TCP/IP headers; nil when it is not
--- a plain IPv4/TCP segment (e.g. a TCP header quoted inside an ICMP error).
+-- The segment being dissected, from the TCP/IP header fields; nil when it is
+-- not a plain IPv4/TCP segment (e.g. a TCP header quoted inside an ICMP error)
+-- or when the fields are not there (a pass without a protocol tree).
 local function current_segment()
     local proto = first(x_ip_proto)
     if not proto or proto.value ~= 6 then
@@ -630,11 +633,96 @@ local function current_segment()
 end
 
 -- The analysis of the frame being dissected: made once, on the first pass.
-local function frame_analysis(pinfo)
+
+-- The segment of a whole frame (Ethernet, Linux cooked capture or raw IPv4), read
+-- from its bytes as the conformance crate reads it (conformance/src/segment.rs):
+-- what the follower uses when there is no protocol tree to take fields from.
+local function frame_segment(tvb)
+    local n = tvb:len()
+    local function u8(at)
+        return at < n and tvb(at, 1):uint() or nil
+    end
+    local function is_ipv4(at)
+        local b = u8(at)
+        return b ~= nil and bit32.rshift(b, 4) == 4
+    end
+    local ip
+    local function ethertype(at)
+        return at + 1 < n and tvb(at, 2):uint() or nil
+    end
+    if ethertype(12) == 0x0800 and is_ipv4(14) then
+        ip = 14
+    elseif ethertype(12) == 0x8100 and ethertype(16) == 0x0800 and is_ipv4(18) then
+        ip = 18
+    elseif ethertype(14) == 0x0800 and is_ipv4(16) then
+        ip = 16
+    elseif is_ipv4(0) then
+        ip = 0
+    else
+        return nil
+    end
+    local ihl = band(u8(ip), 0x0f) * 4
+    if ihl < 20 or ip + 20 > n or u8(ip + 9) ~= 6 then
+        return nil
+    end
+    if band(tvb(ip + 6, 2):uint(), 0x1fff) ~= 0 then
+        return nil
+    end
+    local tcp = ip + ihl
+    if tcp + 20 > n then
+        return nil
+    end
+    local data_offset = bit32.rshift(u8(tcp + 12), 4) * 4
+    if data_offset < 20 then
+        return nil
+    end
+    local flags = u8(tcp + 13)
+    local opt_len = math.min(data_offset, n - tcp) - 20
+    return {
+        src = ip_string(tvb:raw(ip + 12, 4)),
+        dst = ip_string(tvb:raw(ip + 16, 4)),
+        sport = tvb(tcp, 2):uint(),
+        dport = tvb(tcp + 2, 2):uint(),
+        seq = tvb(tcp + 4, 4):uint(),
+        ack = tvb(tcp + 8, 4):uint(),
+        syn = band(flags, 0x02) ~= 0,
+        ack_flag = band(flags, 0x10) ~= 0,
+        rst = band(flags, 0x04) ~= 0,
+        fin = band(flags, 0x01) ~= 0,
+        options = opt_len > 0 and tvb:raw(tcp + 20, opt_len) or "",
+        options_offset = opt_len > 0 and tvb:offset() + tcp + 20 or nil,
+    }
+end
+
+-- Whether the frame being dissected may add to the state: only while the frames
+-- go by in order. That is Wireshark's first pass, and tshark's second pass
+-- (`-2`), which comes after a reset with the frames already marked visited; never
+-- a later look at one frame (a click in the packet list).
+local function learning(pinfo)
+    local num = pinfo.number
+    if num > state.last and (not pinfo.visited or num == state.last + 1) then
+        state.last = num
+        state.learning = num
+    end
+    return state.learning == num
+end
+
+-- The analysis of the frame being dissected, made once while learning: from
+-- the header fields (the option dissector; there are fields when there is a
+-- tree) or from the frame's bytes (the postdissector, `frame` its whole tvb).
+local function frame_analysis(pinfo, frame)
     local num = pinfo.number
     local a = state.frames[num]
-    if a == nil and not pinfo.visited then
-        local seg = current_segment()
+    if a == nil and learning(pinfo) then
+        local seg
+        if frame then
+            seg = frame_segment(frame)
+        else
+            seg = current_segment()
+            if seg == nil and first(x_flags) == nil then
+                return nil -- no tree: the postdissector learns from the bytes
+            end
+        end
         if seg then
             a = analyze(seg)
             a.seg = seg
@@ -881,9 +969,7 @@ tcp_option_table:add(253, p_opt)
 -- not, so that connections are followed as the normalizer follows them.
 local p_follow = Proto("sustain_follow", "sustain connection follower")
 function p_follow.dissector(tvb, pinfo, tree)
-    if not pinfo.visited then
-        frame_analysis(pinfo)
-    end
+    frame_analysis(pinfo, tvb)
 end
 register_postdissector(p_follow)
 
@@ -1010,7 +1096,7 @@ end
 local function ctl_check(pinfo, tvb, mtype, len)
     local key = pinfo.number .. ":" .. tvb:offset() .. ":" .. hex(tvb:raw(0, len))
     local cached = state.ctl[key]
-    if cached or pinfo.visited then
+    if cached or not learning(pinfo) then
         return cached or { status = "unknown" }
     end
     local msg = tvb:raw(0, len)

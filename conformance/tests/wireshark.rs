@@ -477,7 +477,7 @@ impl Tally {
 
 /// Compares tshark's view of `file` with the crate's, frame by frame; mismatches are
 /// pushed to `errors`.
-fn compare_file(tshark: &Path, file: &Path, errors: &mut Vec<String>) -> Tally {
+fn compare_file(tshark: &Path, file: &Path, extra: &[&str], errors: &mut Vec<String>) -> Tally {
     let capture = Capture::read(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
     let set = CaptureSet {
         captures: vec![capture],
@@ -487,8 +487,12 @@ fn compare_file(tshark: &Path, file: &Path, errors: &mut Vec<String>) -> Tally {
     let analysis = Analysis::of(&set);
     let transcript = analysis.transcript(&set, 0);
     let capture = &set.captures[0];
-    let packets = run_tshark(tshark, file, &[]);
-    let name = file.display().to_string();
+    let packets = run_tshark(tshark, file, extra);
+    let name = format!(
+        "{}{}",
+        file.display(),
+        extra.iter().map(|a| format!(" {a}")).collect::<String>()
+    );
     let mut tally = Tally::default();
     if packets.len() != capture.frames.len() {
         errors.push(format!(
@@ -619,7 +623,9 @@ fn dissector_agrees_with_the_normalizer_on_every_golden_capture() {
     dirs.sort();
     for dir in dirs {
         for file in capture_files(&dir).expect("capture files") {
-            let tally = compare_file(&tshark, &file, &mut errors);
+            // Two passes (`-2`): the first has no protocol tree, as in Wireshark's first
+            // pass, so the dissector must follow connections from the frames' bytes.
+            let tally = compare_file(&tshark, &file, &["-2"], &mut errors);
             files += 1;
             total.frames += tally.frames;
             total.options += tally.options;
@@ -1028,7 +1034,9 @@ fn dissector_decodes_every_form_and_control_message_like_the_crate() {
 
     // Options: the same comparison as for the golden captures...
     let mut errors = Vec::new();
-    let tally = compare_file(&tshark, &file, &mut errors);
+    // One pass (a protocol tree throughout) and two (`-2`: none in the first).
+    compare_file(&tshark, &file, &["-2"], &mut errors);
+    let tally = compare_file(&tshark, &file, &[], &mut errors);
     assert!(
         errors.is_empty(),
         "disagreements on the synthetic capture:\n{}",
