@@ -14,7 +14,7 @@
 //! keys. Nothing here is a per-frame value of a golden capture: the expectations
 //! come from the captures through the crate, so re-recorded captures need no edit.
 //!
-//! Without tshark the tests print a SKIP line; with `CI` set they fail instead.
+//! Without tshark the tests print a SKIPPED line; with `CI` set they fail instead.
 
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ fn script() -> PathBuf {
     repo().join("wireshark/sustain.lua")
 }
 
-/// tshark from `TSHARK` or `PATH`; `None` (after a SKIP line) when missing, a
+/// tshark from `TSHARK` or `PATH`; `None` (after a SKIPPED line) when missing, a
 /// failure under CI.
 fn tshark_or_skip(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("TSHARK")
@@ -59,8 +59,12 @@ fn tshark_or_skip(test: &str) -> Option<PathBuf> {
             "{test}: tshark is not installed, and CI requires it (./justw installs it; \
              by hand: DEBIAN_FRONTEND=noninteractive apt-get install -y tshark)"
         );
-        eprintln!(
-            "SKIP {test}: tshark is not installed \
+        // Written to the stderr handle, not with eprintln!, which the harness
+        // captures for passing tests: a skip must be visible.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: tshark is not installed \
              (DEBIAN_FRONTEND=noninteractive apt-get install -y tshark)"
         );
     }
@@ -1012,9 +1016,10 @@ fn synthetic_capture(path: &Path) -> Vec<Vec<u8>> {
         frames.push(tcp_frame(server, host, s_seq, h_seq, ACK, &[], msg));
         s_seq += msg.len() as u32;
     }
-    for msg in &host_msgs[2..] {
-        frames.push(tcp_frame(host, server, h_seq, s_seq, ACK, &[], msg));
-        h_seq += msg.len() as u32;
+    // The Unregister split over two segments (reassembled), then the forged one.
+    for part in [&host_msgs[2][..10], &host_msgs[2][10..], &host_msgs[3][..]] {
+        frames.push(tcp_frame(host, server, h_seq, s_seq, ACK, &[], part));
+        h_seq += part.len() as u32;
     }
     write_pcap(path, &frames);
     host_msgs.iter().chain(&server_msgs).cloned().collect()
