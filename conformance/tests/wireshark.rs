@@ -114,7 +114,12 @@ fn unescape(text: &str) -> String {
 /// at a scratch directory so that a user's own preferences or an installed copy of
 /// the plugin (`just wireshark`) cannot change what is tested.
 fn run_tshark(tshark: &Path, file: &Path, extra: &[&str]) -> Vec<Packet> {
-    let home = std::env::temp_dir().join(format!("sustain-wireshark-home-{}", std::process::id()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home = std::env::temp_dir().join(format!(
+        "sustain-wireshark-home-{}-{run}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&home).expect("scratch HOME");
     let output = Command::new(tshark)
         .env("HOME", &home)
@@ -128,6 +133,7 @@ fn run_tshark(tshark: &Path, file: &Path, extra: &[&str]) -> Vec<Packet> {
         .args(["-T", "pdml"])
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", tshark.display()));
+    let _ = std::fs::remove_dir_all(&home);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
