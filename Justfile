@@ -44,6 +44,13 @@ bench:
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
 
+# Install the Wireshark dissector (sustain's options, the control protocol) into
+# the personal plugin folder; restart Wireshark to load it.
+wireshark:
+    mkdir -p "$HOME/.local/lib/wireshark/plugins"
+    cp wireshark/sustain.lua "$HOME/.local/lib/wireshark/plugins/sustain.lua"
+    @echo "installed $HOME/.local/lib/wireshark/plugins/sustain.lua (Wireshark: Help > About > Plugins; tshark loads it too)"
+
 # Remove namespaces (and what is in them) left behind by a killed lab run.
 clean:
     cargo build --release --locked -p sustain-lab
