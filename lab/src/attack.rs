@@ -3707,16 +3707,21 @@ mod tests {
         let mut session = None;
         for round in 0..3 {
             let replies = world.attack(ControlStep::Replay { round }, &mut session);
-            // The Register is stale; the MoveReport is the target's latest: a repeat,
-            // acknowledged again (to the attacker, who cannot verify it).
+            // The Register is stale; the MoveReport is the target's latest, but a
+            // repeat from another address than the target's is a replay too
+            // (PROTOCOL.md §11.9).
+            assert_eq!(replies.len(), 2, "{replies:?}");
             assert!(
                 replies[0].starts_with("error replayed (type 0x01"),
                 "{replies:?}"
             );
-            assert!(replies[1].starts_with("ack "), "{replies:?}");
+            assert!(
+                replies[1].starts_with("error replayed (type 0x02"),
+                "{replies:?}"
+            );
         }
         let stats = world.server.stats();
-        assert_eq!((stats.replayed, stats.repeats), (3, 3));
+        assert_eq!((stats.replayed, stats.repeats), (6, 0));
         assert_eq!(
             (stats.reports, stats.notices_sent),
             (before.reports, before.notices_sent),
