@@ -31,26 +31,42 @@
 //! | `forged-address-update` | 3 in-window ACKs from the attacker's address with Address-Update (right token, request ahead, random MAC) |
 //! | `blind-rst`             | 3 RSTs spoofed from the peer, inside the target's window but not at RCV.NXT (RFC 5961 §3.2) |
 //! | `malformed-options`     | (a) kind 253 length 1, (b) an option running past the header, (c) unknown ExID 0xBEEF, (d) Migrate of length 19 — on in-window ACKs spoofed from the peer —, (e) a SYN from the attacker with a truncated Migrate-Permit, (f) an MSYN with a truncated Migrate |
+//! | `forged-report`         | to the mobility server: 3 MoveReports of the target's side claiming it moved to the attacker (random MAC), a Register with a random verifier and MAC, a squatting Register (own verifier, its right MAC), version 2, a message cut short, garbage and oversized length fields |
+//! | `replayed-report`       | to the mobility server: every control message of the target's captured so far (Register, MoveReport), byte for byte, 3 times |
+//!
+//! The last two talk to the mobility server (PROTOCOL.md §15, §11.9) over the
+//! attacker's own kernel TCP connection, made in its namespace. Their observer is on
+//! the **server's** uplink, where every control session passes whichever address the
+//! target reports from: a [`ControlView`] reassembles each session's stream and parses
+//! it with sustain-core's `control` types; the target's connection id and side come
+//! from its first Register (the id is both tokens, not a secret). Every reply of the
+//! server is recorded, and `[expect] server_counters` judges the server's counters
+//! (its `stopped` event).
 //!
 //! Each packet is an `attack-<kind>` event in the timeline; report.json gets an
 //! `attacks` array, and `[expect] target_counters` judges the target's own counters
 //! (sustain-host's `closed` event), which show the forgery was ignored.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sustain_core::auth::{token_of, Key};
+use sustain_core::control::{
+    Body, ControlRepr, FrameBuffer, Header, Incoming, MoveReport, Register, UNSPECIFIED, VERSION,
+};
+use sustain_core::verifier::{ConnectionId, Side, Verifier, CONTROL_MAC_LEN, VERIFIER_LEN};
 use sustain_core::wire::{
     emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, AddressUpdate, ExperimentalOption, Ipv4Repr,
     Migrate, MigrateOption, MigratePermit, MigrationOptions, MigrationScratch, SeqNumber, TcpFlags,
@@ -61,8 +77,10 @@ use sustain_core::wire::{
 use crate::capture::{open_packet_socket, PacketSocketOptions};
 use crate::error::{cvt, LabError, Result};
 use crate::moves::{MoveSpec, Trigger};
+use crate::netns::Netns;
 use crate::report::Timeline;
 use crate::scenario::Scenario;
+use crate::services::SERVER_PORT;
 use crate::topology::{NetworkKind, Topology};
 use crate::topology::{NodeRole, Plan, SpecPath, TopologySpec};
 use crate::transfer::{EndpointKind, Role, TransferResult, TransferSpec};
@@ -77,15 +95,19 @@ pub enum AttackKind {
     ForgedAddressUpdate,
     BlindRst,
     MalformedOptions,
+    ForgedReport,
+    ReplayedReport,
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 5] = [
+    pub const ALL: [AttackKind; 7] = [
         AttackKind::ForgedMsyn,
         AttackKind::ReplayedMsyn,
         AttackKind::ForgedAddressUpdate,
         AttackKind::BlindRst,
         AttackKind::MalformedOptions,
+        AttackKind::ForgedReport,
+        AttackKind::ReplayedReport,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,16 +117,30 @@ impl AttackKind {
             AttackKind::ForgedAddressUpdate => "forged-address-update",
             AttackKind::BlindRst => "blind-rst",
             AttackKind::MalformedOptions => "malformed-options",
+            AttackKind::ForgedReport => "forged-report",
+            AttackKind::ReplayedReport => "replayed-report",
         }
     }
 
-    /// Kinds that name the connection by the target's token: only a migratable
-    /// connection (both ends sustain) has one.
+    /// Kinds that name the connection by the target's token (or by the connection
+    /// id made of both tokens): only a migratable connection (both ends sustain) has
+    /// one.
     pub fn needs_token(self) -> bool {
         matches!(
             self,
-            AttackKind::ForgedMsyn | AttackKind::ReplayedMsyn | AttackKind::ForgedAddressUpdate
+            AttackKind::ForgedMsyn
+                | AttackKind::ReplayedMsyn
+                | AttackKind::ForgedAddressUpdate
+                | AttackKind::ForgedReport
+                | AttackKind::ReplayedReport
         )
+    }
+
+    /// Kinds that talk to the mobility server over the attacker's own kernel TCP
+    /// connection (PROTOCOL.md §15) instead of injecting segments at the target;
+    /// they learn what they send from the control sessions on the server's uplink.
+    pub fn aims_at_server(self) -> bool {
+        matches!(self, AttackKind::ForgedReport | AttackKind::ReplayedReport)
     }
 }
 
@@ -183,6 +219,65 @@ pub const TARGET_COUNTERS: &[&str] = &[
     "old_path_drops",
 ];
 
+/// The counters sustain-server logs in its `stopped` event (PROTOCOL.md §15.9 names
+/// the rejection counters), the names `[expect] server_counters` may use.
+pub const SERVER_COUNTERS: &[&str] = &[
+    "sessions_opened",
+    "sessions_refused",
+    "messages",
+    "registered",
+    "reports",
+    "unregistered",
+    "repeats",
+    "decisions",
+    "relays_needed",
+    "acks_sent",
+    "notices_sent",
+    "notices_undeliverable",
+    "errors_sent",
+    "expired",
+    "garbage",
+    "truncated",
+    "oversized",
+    "unknown_version",
+    "unknown_type",
+    "malformed",
+    "unexpected_type",
+    "bad_mac",
+    "replayed",
+    "unknown_connection",
+    "conflicts",
+    "rate_limited",
+    "registry_full",
+    "rejected",
+];
+
+/// Whose counters a [`CounterCheck`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterSource {
+    /// The attacks' target: sustain-host's `closed` event (`[expect] target_counters`).
+    Target,
+    /// The mobility server: sustain-server's `stopped` event (`[expect] server_counters`).
+    Server,
+}
+
+impl CounterSource {
+    /// The counter names it reports.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            CounterSource::Target => TARGET_COUNTERS,
+            CounterSource::Server => SERVER_COUNTERS,
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            CounterSource::Target => "sustain-host",
+            CounterSource::Server => "sustain-server",
+        }
+    }
+}
+
 /// How a counter is compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Comparison {
@@ -205,9 +300,9 @@ impl Comparison {
     }
 }
 
-/// One entry of `[expect] target_counters`: a counter (or the sum of several,
-/// `"stale_requests+repeat_requests"`) compared with a number (`"0"`, `">=1"`,
-/// `"<=3"`, `">0"`, `"<2"`, or a bare integer meaning equal).
+/// One entry of `[expect] target_counters` or `server_counters`: a counter (or the
+/// sum of several, `"stale_requests+repeat_requests"`) compared with a number (`"0"`,
+/// `">=1"`, `"<=3"`, `">0"`, `"<2"`, or a bare integer meaning equal).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CounterCheck {
     pub counters: Vec<String>,
@@ -216,14 +311,25 @@ pub struct CounterCheck {
 }
 
 impl CounterCheck {
-    /// Parses the key (counter names joined by `+`) and the expression.
+    /// Parses the key (counter names joined by `+`) and the expression of a check
+    /// of the target's counters.
     pub fn parse(key: &str, expression: &str) -> std::result::Result<CounterCheck, String> {
+        CounterCheck::parse_for(CounterSource::Target, key, expression)
+    }
+
+    /// Parses a check of `source`'s counters.
+    pub fn parse_for(
+        source: CounterSource,
+        key: &str,
+        expression: &str,
+    ) -> std::result::Result<CounterCheck, String> {
         let counters: Vec<String> = key.split('+').map(|s| s.trim().to_string()).collect();
         for name in &counters {
-            if !TARGET_COUNTERS.contains(&name.as_str()) {
+            if !source.names().contains(&name.as_str()) {
                 return Err(format!(
-                    "unknown counter {name:?}; sustain-host reports {}",
-                    TARGET_COUNTERS.join(", ")
+                    "unknown counter {name:?}; {} reports {}",
+                    source.program(),
+                    source.names().join(", ")
                 ));
             }
         }
@@ -266,7 +372,7 @@ impl CounterCheck {
                 .get(name)
                 .and_then(Value::as_u64)
                 .map(|value| sum.saturating_add(value))
-                .ok_or_else(|| format!("the target's closed event has no counter {name:?}"))
+                .ok_or_else(|| format!("no counter {name:?} was reported"))
         })
     }
 }
@@ -355,13 +461,42 @@ pub(crate) fn convert_attacks(
                 ),
             ));
         };
-        let starts_global = plan
-            .initial
-            .iter()
-            .find(|(node, _, _)| *node == attack.target)
-            .and_then(|(_, network, _)| plan.network(network))
-            .is_some_and(|net| net.kind == NetworkKind::Global);
-        if !starts_global {
+        let starts_global = |name: &str| {
+            plan.initial
+                .iter()
+                .find(|(node, _, _)| *node == name)
+                .and_then(|(_, network, _)| plan.network(network))
+                .is_some_and(|net| net.kind == NetworkKind::Global)
+        };
+        if kind.aims_at_server() {
+            // The attacker talks to the server and watches the server's uplink; the
+            // target may sit anywhere and move (its reports are what it attacks).
+            match topology
+                .nodes
+                .iter()
+                .find(|node| node.role == NodeRole::MobilityServer)
+            {
+                Some(server) if starts_global(&server.name) => {}
+                Some(server) => {
+                    return Err(problem(
+                        i,
+                        "kind",
+                        format!(
+                            "{kind} talks to the mobility server, but {} is not on a global \
+                             network",
+                            server.name
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(problem(
+                        i,
+                        "kind",
+                        format!("{kind} needs a node with role = \"mobility-server\""),
+                    ))
+                }
+            }
+        } else if !starts_global(&attack.target) {
             return Err(problem(
                 i,
                 "target",
@@ -372,7 +507,7 @@ pub(crate) fn convert_attacks(
                 ),
             ));
         }
-        if moves.iter().any(|mv| mv.host == attack.target) {
+        if !kind.aims_at_server() && moves.iter().any(|mv| mv.host == attack.target) {
             return Err(problem(
                 i,
                 "target",
@@ -439,10 +574,22 @@ pub(crate) fn convert_attacks(
                 ));
             }
         };
-        if kind == AttackKind::ReplayedMsyn {
-            let peer = transfer.node_of(target_role.peer());
+        if matches!(kind, AttackKind::ReplayedMsyn | AttackKind::ReplayedReport) {
+            // An MSYN to replay comes from the other end's move; a MoveReport from
+            // the target's own.
+            let (mover, what) = if kind == AttackKind::ReplayedMsyn {
+                (
+                    transfer.node_of(target_role.peer()),
+                    "a replayed MSYN needs a real one first",
+                )
+            } else {
+                (
+                    attack.target.as_str(),
+                    "a replayed MoveReport needs a real one first",
+                )
+            };
             let moved_before = moves.iter().any(|mv| {
-                mv.host == peer
+                mv.host == mover
                     && match (mv.trigger, trigger) {
                         (Trigger::AfterBytes(m), Trigger::AfterBytes(a)) => m < a,
                         (Trigger::At(m), Trigger::At(a)) => m < a,
@@ -461,8 +608,13 @@ pub(crate) fn convert_attacks(
                     i,
                     field,
                     format!(
-                        "a replayed MSYN needs a real one first: {peer} (the other end) must \
-                         move before this trigger (both triggers after_bytes, or both times)"
+                        "{what}: {mover} ({}) must move before this trigger (both triggers \
+                         after_bytes, or both times)",
+                        if kind == AttackKind::ReplayedMsyn {
+                            "the other end"
+                        } else {
+                            "the target"
+                        }
                     ),
                 ));
             }
@@ -512,10 +664,37 @@ pub(crate) fn convert_counter_checks(
             transfer.kind_of(first.target_role).name()
         ));
     }
+    parse_counter_checks(raw, CounterSource::Target)
+}
+
+/// `[expect] server_counters`: the scenario needs a mobility server.
+pub(crate) fn convert_server_counter_checks(
+    raw: BTreeMap<String, RawCount>,
+    topology: &TopologySpec,
+) -> std::result::Result<Vec<CounterCheck>, String> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !topology
+        .nodes
+        .iter()
+        .any(|node| node.role == NodeRole::MobilityServer)
+    {
+        return Err(
+            "server_counters needs a node with role = \"mobility-server\" (whose counters?)".into(),
+        );
+    }
+    parse_counter_checks(raw, CounterSource::Server)
+}
+
+fn parse_counter_checks(
+    raw: BTreeMap<String, RawCount>,
+    source: CounterSource,
+) -> std::result::Result<Vec<CounterCheck>, String> {
     raw.into_iter()
         .map(|(key, value)| match value {
-            RawCount::Number(n) => CounterCheck::parse(&key, &n.to_string()),
-            RawCount::Text(text) => CounterCheck::parse(&key, &text),
+            RawCount::Number(n) => CounterCheck::parse_for(source, &key, &n.to_string()),
+            RawCount::Text(text) => CounterCheck::parse_for(source, &key, &text),
         })
         .collect()
 }
@@ -801,6 +980,217 @@ impl ConnectionView {
     }
 }
 
+/// A control message a host sent the server, as captured on the server's uplink.
+#[derive(Clone, Debug)]
+struct CapturedMessage {
+    /// The whole message, byte for byte.
+    bytes: Vec<u8>,
+    repr: ControlRepr,
+    /// Its session's source as the server sees it.
+    from: SocketAddrV4,
+}
+
+/// One direction of one TCP connection to or from the server, reassembled in
+/// sequence order into control messages.
+#[derive(Debug, Default)]
+struct ControlStream {
+    /// The next sequence number expected; `None` until its SYN was seen.
+    next: Option<SeqNumber>,
+    frames: FrameBuffer,
+    /// A gap (a segment beyond `next`): the rest of the stream is not read.
+    lost: bool,
+}
+
+impl ControlStream {
+    /// Appends what `tcp` adds to the stream in order; returns the whole
+    /// messages it completes.
+    fn push(&mut self, tcp: &TcpRepr) -> Vec<Vec<u8>> {
+        if tcp.flags.syn() {
+            *self = ControlStream {
+                next: Some(tcp.seq + 1),
+                ..ControlStream::default()
+            };
+            return Vec::new();
+        }
+        let Some(next) = self.next else {
+            return Vec::new();
+        };
+        if self.lost || tcp.payload.is_empty() {
+            return Vec::new();
+        }
+        let end = tcp.seq + tcp.payload.len();
+        if tcp.seq > next {
+            self.lost = true;
+            return Vec::new();
+        }
+        if end <= next {
+            return Vec::new(); // a retransmission of what we have
+        }
+        let skip = next - tcp.seq;
+        self.frames
+            .push(tcp.payload.get(skip..).unwrap_or_default());
+        self.next = Some(end);
+        let mut messages = Vec::new();
+        while let Ok(Some(frame)) = self.frames.next_frame() {
+            messages.push(frame);
+        }
+        messages
+    }
+}
+
+/// The mobility server's control sessions as seen on the server's uplink: the
+/// target's own control messages (to replay, and whose connection id and side a
+/// forgery names) and the notices the server sends.
+#[derive(Debug)]
+struct ControlView {
+    server: SocketAddrV4,
+    /// The target's initial address: the direct address of its first Register.
+    target_addr: Ipv4Addr,
+    attackers: Vec<Ipv4Addr>,
+    streams: HashMap<(SocketAddrV4, SocketAddrV4), ControlStream>,
+    /// The target's connection id and side (PROTOCOL.md §15.2), from its Register.
+    target_conn: Option<(ConnectionId, Side)>,
+    /// Every message of the target's (connection, side), in the order seen.
+    captured: Vec<CapturedMessage>,
+    /// Request numbers of the target's the server acknowledged.
+    acked: Vec<u32>,
+    /// PeerLocations the server sent, and those naming an attacker's address.
+    notices: u64,
+    notices_to_attacker: u64,
+    packets: u64,
+    segments: u64,
+}
+
+impl ControlView {
+    fn new(server: SocketAddrV4, target_addr: Ipv4Addr, attackers: Vec<Ipv4Addr>) -> ControlView {
+        ControlView {
+            server,
+            target_addr,
+            attackers,
+            streams: HashMap::new(),
+            target_conn: None,
+            captured: Vec::new(),
+            acked: Vec::new(),
+            notices: 0,
+            notices_to_attacker: 0,
+            packets: 0,
+            segments: 0,
+        }
+    }
+
+    /// Takes in one IPv4 packet seen on the server's uplink. Only TCP segments of
+    /// hosts' control sessions count (never the attackers' own).
+    fn observe(&mut self, packet: &[u8]) {
+        self.packets += 1;
+        let Ok((ip, tcp)) = parse_ipv4_tcp(packet) else {
+            return;
+        };
+        let src = SocketAddrV4::new(ip.src, tcp.src_port);
+        let dst = SocketAddrV4::new(ip.dst, tcp.dst_port);
+        let to_server = dst == self.server;
+        let host = if to_server {
+            src
+        } else if src == self.server {
+            dst
+        } else {
+            return;
+        };
+        if self.attackers.contains(host.ip()) {
+            return;
+        }
+        self.segments += 1;
+        let messages = self.streams.entry((src, dst)).or_default().push(&tcp);
+        for bytes in messages {
+            let Ok((Incoming::Control(repr), _)) = Incoming::parse(&bytes) else {
+                continue;
+            };
+            if to_server {
+                self.host_message(bytes, repr, host);
+            } else {
+                self.server_message(repr);
+            }
+        }
+    }
+
+    fn host_message(&mut self, bytes: Vec<u8>, repr: ControlRepr, from: SocketAddrV4) {
+        let conn = (repr.header.conn, repr.header.side);
+        if let (None, Body::Register(register)) = (self.target_conn, repr.body) {
+            if *register.direct.ip() == self.target_addr {
+                self.target_conn = Some(conn);
+            }
+        }
+        if self.target_conn == Some(conn) {
+            self.captured.push(CapturedMessage { bytes, repr, from });
+        }
+    }
+
+    fn server_message(&mut self, repr: ControlRepr) {
+        match repr.body {
+            Body::PeerLocation(notice) => {
+                self.notices += 1;
+                if self.attackers.contains(notice.target.ip()) {
+                    self.notices_to_attacker += 1;
+                }
+            }
+            Body::Ack(ack) if self.target_conn == Some((repr.header.conn, repr.header.side)) => {
+                self.acked.push(ack.request);
+            }
+            _ => {}
+        }
+    }
+
+    /// The target's first Register.
+    fn register(&self) -> Option<(&CapturedMessage, Register)> {
+        self.captured.iter().find_map(|m| match m.repr.body {
+            Body::Register(register) => Some((m, register)),
+            _ => None,
+        })
+    }
+
+    /// The newest request number of the target's seen.
+    fn latest_request(&self) -> u32 {
+        self.captured
+            .iter()
+            .map(|m| m.repr.header.number)
+            .fold(0, |latest, n| {
+                if (n.wrapping_sub(latest) as i32) > 0 {
+                    n
+                } else {
+                    latest
+                }
+            })
+    }
+
+    /// The target's current direct address: its latest MoveReport's new one, else
+    /// its Register's.
+    fn target_direct(&self) -> Option<SocketAddrV4> {
+        self.captured.iter().rev().find_map(|m| match m.repr.body {
+            Body::MoveReport(report) => Some(report.new_direct),
+            Body::Register(register) => Some(register.direct),
+            _ => None,
+        })
+    }
+
+    /// Why `kind` cannot be sent yet, if it cannot.
+    fn not_ready_for(&self, kind: AttackKind) -> Option<String> {
+        if self.target_conn.is_none() {
+            return Some(format!(
+                "no Register from {} seen on the server's uplink yet",
+                self.target_addr
+            ));
+        }
+        let acked_report = self.captured.iter().any(|m| {
+            matches!(m.repr.body, Body::MoveReport(_)) && self.acked.contains(&m.repr.header.number)
+        });
+        match kind {
+            AttackKind::ReplayedReport if !acked_report => {
+                Some("no MoveReport of the target's acknowledged by the server yet".into())
+            }
+            _ => None,
+        }
+    }
+}
+
 // ---- what the attacker sends --------------------------------------------------------------
 
 /// One malformed-options case.
@@ -844,11 +1234,81 @@ const FORGED_MSS: u16 = 1460;
 /// One packet to inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
-    ForgedMsyn { nth: u32 },
+    ForgedMsyn {
+        nth: u32,
+    },
     Replay,
-    ForgedAddressUpdate { nth: u32 },
+    ForgedAddressUpdate {
+        nth: u32,
+    },
     BlindRst,
     Malformed(MalformedCase),
+    /// Bytes for the mobility server, over the attacker's own TCP connection.
+    Control(ControlStep),
+}
+
+/// One thing `forged-report` or `replayed-report` sends the mobility server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ControlStep {
+    /// A MoveReport of the target's side claiming it moved to the attacker's
+    /// address: request far ahead, random MAC (`BadMac`).
+    ForgedMoveReport { nth: u32 },
+    /// A Register of the target's side with the attacker's address, a random
+    /// verifier and a random MAC (`BadMac`).
+    ForgedRegister,
+    /// A Register of the target's side under a verifier of the attacker's own, its
+    /// MAC right for that verifier: squatting the id (`Conflict`, PROTOCOL.md
+    /// §11.9).
+    SquattingRegister,
+    /// A forged MoveReport with version 2 (`UnknownVersion`; the session goes on).
+    UnknownVersion,
+    /// The first 30 bytes of a forged MoveReport, then the end of the session
+    /// (`truncated`, counted when the server sees it close).
+    Truncated,
+    /// A length field of 2, on a new session (`Garbage`; the server closes it).
+    Garbage,
+    /// A length field of 300, on a new session (`Oversized`; closed too).
+    Oversized,
+    /// Every captured message of the target's, byte for byte, in the order seen.
+    Replay { round: u32 },
+}
+
+impl ControlStep {
+    /// `forged-report`'s steps, in order.
+    const FORGED: [ControlStep; 9] = [
+        ControlStep::ForgedMoveReport { nth: 0 },
+        ControlStep::ForgedMoveReport { nth: 1 },
+        ControlStep::ForgedMoveReport { nth: 2 },
+        ControlStep::ForgedRegister,
+        ControlStep::SquattingRegister,
+        ControlStep::UnknownVersion,
+        ControlStep::Truncated,
+        ControlStep::Garbage,
+        ControlStep::Oversized,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ControlStep::ForgedMoveReport { .. } => "forged-move-report",
+            ControlStep::ForgedRegister => "forged-register",
+            ControlStep::SquattingRegister => "squatting-register",
+            ControlStep::UnknownVersion => "unknown-version",
+            ControlStep::Truncated => "truncated",
+            ControlStep::Garbage => "garbage",
+            ControlStep::Oversized => "oversized",
+            ControlStep::Replay { .. } => "replay",
+        }
+    }
+
+    /// Sent on a session of its own (the server closes it after its reply).
+    fn fresh_session(self) -> bool {
+        matches!(self, ControlStep::Garbage | ControlStep::Oversized)
+    }
+
+    /// The session ends after it (the attacker closes its side).
+    fn ends_session(self) -> bool {
+        matches!(self, ControlStep::Truncated)
+    }
 }
 
 /// The packets of one attack with their offsets from its trigger.
@@ -877,6 +1337,16 @@ fn steps_of(kind: AttackKind) -> Vec<(Duration, Step)> {
                 )
             })
             .collect(),
+        // Replies come back within a millisecond: 150 ms apart, each is answered
+        // before the next.
+        AttackKind::ForgedReport => ControlStep::FORGED
+            .iter()
+            .enumerate()
+            .map(|(n, step)| (Duration::from_millis(n as u64 * 150), Step::Control(*step)))
+            .collect(),
+        AttackKind::ReplayedReport => spaced(3, 300, &|round| {
+            Step::Control(ControlStep::Replay { round })
+        }),
     }
 }
 
@@ -1201,6 +1671,7 @@ fn forge(
             }
         }
         Step::Malformed(case) => forge_malformed(view, case, attacker_end, target, peer)?,
+        Step::Control(step) => return Err(format!("{} goes to the server", step.name())),
     };
     Ok(forged)
 }
@@ -1299,6 +1770,146 @@ fn forge_malformed(
     })
 }
 
+/// Messages for the mobility server, ready to write, and what they carry.
+#[derive(Debug)]
+struct ForgedControl {
+    /// Written in order, each whole.
+    messages: Vec<Vec<u8>>,
+    detail: Map<String, Value>,
+}
+
+/// Replaces a message's MAC (its last 16 bytes) with random bytes.
+fn randomize_mac(message: &mut [u8]) {
+    let len = message.len();
+    if let Some(mac) = message.get_mut(len.saturating_sub(CONTROL_MAC_LEN)..) {
+        mac.copy_from_slice(&random_bytes::<CONTROL_MAC_LEN>()[..mac.len()]);
+    }
+}
+
+/// One line per message: `move-report 55c53f5d:18f9781b high #1001 ...`, or what
+/// could be read of a malformed one.
+fn describe_control(bytes: &[u8]) -> String {
+    match Incoming::parse(bytes) {
+        Ok((Incoming::Control(repr), _)) => repr.to_string(),
+        Ok((Incoming::Error(error), _)) => format!(
+            "error {} (type {:#04x}, conn {}, #{})",
+            error.code, error.offending_type, error.conn, error.number
+        ),
+        Err(e) => format!("{} bytes: {e}", bytes.len()),
+    }
+}
+
+/// Builds what `step` sends the server from what the control view captured.
+/// `attacker` is the attacker's own address.
+fn forge_control(
+    view: &ControlView,
+    step: ControlStep,
+    attacker: Ipv4Addr,
+) -> std::result::Result<ForgedControl, String> {
+    let (conn, side) = view
+        .target_conn
+        .ok_or_else(|| "no Register of the target's seen".to_string())?;
+    let (_, register) = view
+        .register()
+        .ok_or_else(|| "no Register of the target's seen".to_string())?;
+    let direct = view.target_direct().unwrap_or(register.direct);
+    // The attacker claims the target now sits at its address, on the same port.
+    let claimed = SocketAddrV4::new(attacker, direct.port());
+    let request = view.latest_request().wrapping_add(1000);
+    let header = |number: u32| Header { conn, side, number };
+    let move_report = |number: u32| {
+        let mut bytes = ControlRepr {
+            header: header(number),
+            body: Body::MoveReport(MoveReport {
+                old_direct: direct,
+                old_seen: UNSPECIFIED,
+                old_peer_direct: UNSPECIFIED,
+                old_peer_seen: register.peer_seen,
+                new_direct: claimed,
+            }),
+        }
+        // Any verifier: the MAC is replaced below.
+        .to_vec(&Verifier([0; VERIFIER_LEN]));
+        randomize_mac(&mut bytes);
+        bytes
+    };
+    let register_with = |verifier: Verifier, number: u32| {
+        ControlRepr {
+            header: header(number),
+            body: Body::Register(Register {
+                verifier,
+                direct: claimed,
+                peer_seen: register.peer_seen,
+                last_notice: 0,
+            }),
+        }
+        .to_vec(&verifier)
+    };
+    let messages: Vec<Vec<u8>> = match step {
+        ControlStep::ForgedMoveReport { nth } => vec![move_report(request.wrapping_add(nth))],
+        ControlStep::ForgedRegister => {
+            let mut bytes = register_with(Verifier(random_bytes()), request.wrapping_add(10));
+            randomize_mac(&mut bytes);
+            vec![bytes]
+        }
+        ControlStep::SquattingRegister => {
+            vec![register_with(
+                Verifier(random_bytes()),
+                request.wrapping_add(11),
+            )]
+        }
+        ControlStep::UnknownVersion => {
+            let mut bytes = move_report(request.wrapping_add(12));
+            if let Some(version) = bytes.first_mut() {
+                *version = VERSION + 1;
+            }
+            vec![bytes]
+        }
+        ControlStep::Truncated => {
+            let mut bytes = move_report(request.wrapping_add(13));
+            bytes.truncate(30);
+            vec![bytes]
+        }
+        // Version, type, length: all a receiver can rely on (PROTOCOL.md §15.3).
+        ControlStep::Garbage => vec![vec![VERSION, 0x02, 0x00, 0x02, 0xde, 0xad, 0xbe, 0xef]],
+        ControlStep::Oversized => {
+            let mut bytes = vec![VERSION, 0x02, 0x01, 0x2c];
+            bytes.resize(64, 0);
+            vec![bytes]
+        }
+        ControlStep::Replay { .. } => view.captured.iter().map(|m| m.bytes.clone()).collect(),
+    };
+    if messages.is_empty() {
+        return Err("nothing of the target's captured to replay".into());
+    }
+    let mut detail = Map::new();
+    detail.insert("step".into(), json!(step.name()));
+    detail.insert("server".into(), json!(view.server.to_string()));
+    detail.insert("conn".into(), json!(conn.to_string()));
+    detail.insert("side".into(), json!(side.to_string()));
+    detail.insert(
+        "messages".into(),
+        json!(messages
+            .iter()
+            .map(|m| describe_control(m))
+            .collect::<Vec<_>>()),
+    );
+    if let ControlStep::Replay { round } = step {
+        detail.insert("round".into(), json!(round));
+        detail.insert(
+            "replay_of".into(),
+            json!(view
+                .captured
+                .iter()
+                .map(|m| m.from.to_string())
+                .collect::<Vec<_>>()),
+        );
+    } else if !step.fresh_session() {
+        detail.insert("claimed".into(), json!(claimed.to_string()));
+    }
+    Ok(ForgedControl { messages, detail })
+}
+
 // ---- sockets ------------------------------------------------------------------------------
 
 /// The observer's tap on `ifname` (in the calling thread's namespace): both
@@ -1354,6 +1965,91 @@ fn send_packet(fd: RawFd, packet: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// How long the attacker waits for its TCP connection to the server.
+const CONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// The attacker's own kernel TCP connection to the mobility server, opened in the
+/// attacker's namespace; replies are read without blocking.
+struct ControlSession {
+    stream: TcpStream,
+    frames: FrameBuffer,
+    /// The server closed it (or reading failed).
+    closed: bool,
+}
+
+impl ControlSession {
+    fn open(netns: &Netns, server: SocketAddrV4) -> io::Result<ControlSession> {
+        let stream = netns
+            .run(|| TcpStream::connect_timeout(&server.into(), CONNECT_WAIT))
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        Ok(ControlSession {
+            stream,
+            frames: FrameBuffer::new(),
+            closed: false,
+        })
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut rest = bytes;
+        let deadline = Instant::now() + CONNECT_WAIT;
+        while !rest.is_empty() {
+            match self.stream.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the attacker's side (the server then sees the session close).
+    fn finish(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Whole messages the server sent since the last call.
+    fn replies(&mut self) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 1024];
+        while !self.closed {
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.frames.push(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.closed = true,
+            }
+        }
+        let mut messages = Vec::new();
+        while let Ok(Some(frame)) = self.frames.next_frame() {
+            messages.push(frame);
+        }
+        messages
+    }
+}
+
+/// Reads every queued frame of an observer socket and hands its IPv4 packets to
+/// `observe`.
+fn read_frames(fd: RawFd, buf: &mut [u8], mut observe: impl FnMut(&[u8])) {
+    // Bounded, so a flood cannot keep the triggers from being checked.
+    for _ in 0..4096 {
+        // SAFETY: buf is valid for writes of its length.
+        let len = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let Ok(len) = usize::try_from(len) else {
+            break; // EAGAIN, or the interface went away with its host
+        };
+        let frame = buf.get(..len).unwrap_or_default();
+        // Ethernet II: 14 bytes, ethertype last.
+        if let (Some([0x08, 0x00]), Some(packet)) = (frame.get(12..14), frame.get(14..)) {
+            observe(packet);
+        }
+    }
+}
+
 // ---- the engine ---------------------------------------------------------------------------
 
 /// What one attack did, for report.json.
@@ -1368,7 +2064,8 @@ pub struct AttackReport {
     /// bytes then. `None`: it never fired.
     pub fired_s: Option<f64>,
     pub bytes_at_fire: Option<u64>,
-    /// Every packet injected, with what it carried.
+    /// Every packet injected (or, for the kinds aimed at the mobility server, every
+    /// step's messages), with what it carried.
     pub sent: Vec<Value>,
     /// Segments the target sent to the attacker's address during the whole run, and
     /// SYN-ACKs among them: anything but 0 means a forgery was answered.
@@ -1376,19 +2073,32 @@ pub struct AttackReport {
     pub target_syn_acks_to_attacker: u64,
     /// What the observer on the target's uplink saw during the run: IPv4 packets,
     /// and segments of the transfer's connection among them.
+    /// For `forged-report` and `replayed-report`, the observer sits on the mobility
+    /// server's uplink: packets, and segments of hosts' control sessions.
     pub observed_packets: u64,
     pub observed_segments: u64,
+    /// What the mobility server answered the attacker (`forged-report`,
+    /// `replayed-report`), one line per message, e.g. `error bad-mac (type 0x02, ...)`.
+    pub server_replies: Vec<Value>,
+    /// PeerLocation notices naming the attacker's address that the server sent,
+    /// seen on its uplink during the run (any is a failure).
+    pub notices_to_attacker: u64,
+    /// `peer-location` events of the transfer's ends naming the attacker's address
+    /// (from their events files; any is a failure).
+    pub peer_locations_to_attacker: u64,
     /// Why the attack was not (completely) carried out.
     pub error: Option<String>,
 }
 
-/// The target's counters from sustain-host's `closed` event, and the checks of
-/// `[expect] target_counters`.
+/// The target's counters from sustain-host's `closed` event and the checks of
+/// `[expect] target_counters`; or the mobility server's from sustain-server's
+/// `stopped` event and the checks of `[expect] server_counters`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CountersReport {
     pub node: String,
     pub role: String,
-    /// The `counters` object of the target's last `closed` event.
+    /// The counters of the target's last `closed` event (or the server's last
+    /// `stopped` event).
     pub counters: Option<Map<String, Value>>,
     pub checks: Vec<CounterCheckReport>,
     pub error: Option<String>,
@@ -1407,21 +2117,36 @@ struct Watcher {
     view: ConnectionView,
 }
 
+/// The observer of the mobility server's uplink, for the attacks on `target`'s
+/// control messages.
+struct ControlWatcher {
+    target: String,
+    socket: OwnedFd,
+    view: ControlView,
+}
+
 struct Injector {
     node: String,
     address: Ipv4Addr,
     socket: OwnedFd,
+    /// The attacker's namespace, where its TCP connections to the server are made.
+    netns: Arc<Netns>,
 }
+
+/// How long the last replies of the server are waited for after an attack's last
+/// step.
+const REPLY_WAIT: Duration = Duration::from_millis(500);
 
 /// How long an attack waits, after its trigger, for the state it needs (a token,
 /// a completed migration) before it is given up.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
-/// The attacks of a scenario: observers on the targets' uplinks, raw sockets in the
-/// attackers' namespaces.
+/// The attacks of a scenario: observers on the targets' uplinks (and on the mobility
+/// server's), raw sockets in the attackers' namespaces.
 pub struct AttackEngine {
     attacks: Vec<AttackSpec>,
     watchers: Vec<Watcher>,
+    controls: Vec<ControlWatcher>,
     injectors: Vec<Injector>,
     buf: Vec<u8>,
 }
@@ -1468,12 +2193,13 @@ impl AttackEngine {
                 node: attack.from.clone(),
                 address: attachment.address,
                 socket,
+                netns: lab.netns(&attack.from)?,
             });
         }
         let attackers: Vec<Ipv4Addr> = injectors.iter().map(|i| i.address).collect();
         let mut watchers: Vec<Watcher> = Vec::new();
         for attack in &scenario.attacks {
-            if watchers.iter().any(|w| w.target == attack.target) {
+            if attack.kind.aims_at_server() || watchers.iter().any(|w| w.target == attack.target) {
                 continue;
             }
             let attachment = topology.attachment(&attack.target).ok_or_else(|| {
@@ -1501,9 +2227,51 @@ impl AttackEngine {
                 ),
             });
         }
+        let mut controls: Vec<ControlWatcher> = Vec::new();
+        for attack in &scenario.attacks {
+            if !attack.kind.aims_at_server() || controls.iter().any(|c| c.target == attack.target) {
+                continue;
+            }
+            let server = topology
+                .spec()
+                .nodes
+                .iter()
+                .find(|node| node.role == NodeRole::MobilityServer)
+                .and_then(|node| topology.attachment(&node.name))
+                .ok_or_else(|| {
+                    LabError::InvalidValue(format!(
+                        "{} needs an attached mobility server",
+                        attack.kind
+                    ))
+                })?;
+            let target = topology.attachment(&attack.target).ok_or_else(|| {
+                LabError::InvalidValue(format!("target {} is not attached", attack.target))
+            })?;
+            // Every control session crosses the server's uplink, whichever address
+            // the target reports from; the target's own uplink changes when it moves.
+            let port = server.port.clone();
+            let socket = lab
+                .run_in(&server.gateway_node, || open_observer(&port))?
+                .map_err(|e| {
+                    LabError::io(
+                        format!("observing {} in {}", server.port, server.gateway_node),
+                        e,
+                    )
+                })?;
+            controls.push(ControlWatcher {
+                target: attack.target.clone(),
+                socket,
+                view: ControlView::new(
+                    SocketAddrV4::new(server.address, SERVER_PORT),
+                    target.address,
+                    attackers.clone(),
+                ),
+            });
+        }
         Ok(Some(AttackEngine {
             attacks: scenario.attacks.clone(),
             watchers,
+            controls,
             injectors,
             buf: vec![0u8; 1 << 16],
         }))
@@ -1514,8 +2282,10 @@ impl AttackEngine {
         let mut pollfds: Vec<libc::pollfd> = self
             .watchers
             .iter()
-            .map(|w| libc::pollfd {
-                fd: w.socket.as_raw_fd(),
+            .map(|w| w.socket.as_raw_fd())
+            .chain(self.controls.iter().map(|c| c.socket.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             })
@@ -1528,26 +2298,14 @@ impl AttackEngine {
             return;
         }
         for watcher in &mut self.watchers {
-            // Bounded, so a flood cannot keep the triggers from being checked.
-            for _ in 0..4096 {
-                // SAFETY: buf is valid for writes of its length.
-                let len = unsafe {
-                    libc::recv(
-                        watcher.socket.as_raw_fd(),
-                        self.buf.as_mut_ptr().cast(),
-                        self.buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                let Ok(len) = usize::try_from(len) else {
-                    break; // EAGAIN, or the interface went away with its host
-                };
-                let frame = self.buf.get(..len).unwrap_or_default();
-                // Ethernet II: 14 bytes, ethertype last.
-                if let (Some([0x08, 0x00]), Some(packet)) = (frame.get(12..14), frame.get(14..)) {
-                    watcher.view.observe(packet);
-                }
-            }
+            read_frames(watcher.socket.as_raw_fd(), &mut self.buf, |packet| {
+                watcher.view.observe(packet)
+            });
+        }
+        for control in &mut self.controls {
+            read_frames(control.socket.as_raw_fd(), &mut self.buf, |packet| {
+                control.view.observe(packet)
+            });
         }
     }
 
@@ -1567,6 +2325,129 @@ impl AttackEngine {
 
     fn watcher(&self, target: &str) -> Option<&Watcher> {
         self.watchers.iter().find(|w| w.target == target)
+    }
+
+    fn control(&self, target: &str) -> Option<&ControlWatcher> {
+        self.controls.iter().find(|c| c.target == target)
+    }
+
+    /// Why `spec` cannot be carried out yet, if it cannot.
+    fn not_ready_for(&self, spec: &AttackSpec) -> Option<String> {
+        if spec.kind.aims_at_server() {
+            self.control(&spec.target)
+                .map_or(Some("no observer of the server's uplink".into()), |c| {
+                    c.view.not_ready_for(spec.kind)
+                })
+        } else {
+            self.watcher(&spec.target)
+                .map_or(Some("no observer".into()), |w| {
+                    w.view.not_ready_for(spec.kind)
+                })
+        }
+    }
+
+    /// Carries out a `forged-report` or `replayed-report` (its trigger fired and
+    /// what it needs was observed): each step over the attacker's own TCP
+    /// connection to the mobility server, reading the server's replies meanwhile.
+    fn run_control_attack(
+        &mut self,
+        index: usize,
+        spec: &AttackSpec,
+        injector: usize,
+        cancel: &AtomicBool,
+        timeline: &Timeline,
+        report: &mut AttackReport,
+    ) {
+        let source = format!("{}-attacker", spec.from);
+        let (attacker, netns) = {
+            let injector = &self.injectors[injector];
+            (injector.address, injector.netns.clone())
+        };
+        let mut session: Option<ControlSession> = None;
+        let record_replies = |session: &mut Option<ControlSession>, report: &mut AttackReport| {
+            let Some(open) = session.as_mut() else {
+                return;
+            };
+            for reply in open.replies() {
+                let detail = json!({
+                    "attack": index,
+                    "target": spec.target,
+                    "reply": describe_control(&reply),
+                });
+                timeline.record(&source, "attack-reply", detail.clone());
+                report.server_replies.push(detail);
+            }
+        };
+        let started = Instant::now();
+        for (offset, step) in steps_of(spec.kind) {
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    report.error = Some("the transfer ended before every message was sent".into());
+                    return;
+                }
+                let now = Instant::now();
+                record_replies(&mut session, report);
+                if now >= started + offset {
+                    break;
+                }
+                self.observe((started + offset - now).min(Duration::from_millis(2)));
+            }
+            let Step::Control(step) = step else {
+                continue;
+            };
+            let Some(control) = self.control(&spec.target) else {
+                report.error = Some("no observer of the server's uplink".into());
+                return;
+            };
+            let forged = match forge_control(&control.view, step, attacker) {
+                Ok(forged) => forged,
+                Err(why) => {
+                    report.error = Some(format!("not sent: {why}"));
+                    continue;
+                }
+            };
+            let server = control.view.server;
+            if step.fresh_session() || session.as_ref().is_some_and(|s| s.closed) {
+                session = None;
+            }
+            let mut detail = forged.detail;
+            detail.insert("attack".into(), json!(index));
+            detail.insert("target".into(), json!(spec.target));
+            if session.is_none() {
+                match ControlSession::open(&netns, server) {
+                    Ok(opened) => session = Some(opened),
+                    Err(err) => {
+                        detail.insert("send_error".into(), json!(err.to_string()));
+                        report.error = Some(format!("connecting to the server: {err}"));
+                    }
+                }
+            }
+            if let Some(open) = session.as_mut() {
+                for message in &forged.messages {
+                    if let Err(err) = open.send(message) {
+                        detail.insert("send_error".into(), json!(err.to_string()));
+                        report.error = Some(format!("sending to the server: {err}"));
+                        break;
+                    }
+                }
+                if step.ends_session() {
+                    open.finish();
+                }
+            }
+            timeline.record(
+                &source,
+                &format!("attack-{}", spec.kind),
+                Value::Object(detail.clone()),
+            );
+            report.sent.push(Value::Object(detail));
+            tracing::info!(attack = index, kind = %spec.kind, step = step.name(), "sent to the server");
+        }
+        let until = Instant::now() + REPLY_WAIT;
+        while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
+            self.observe(Duration::from_millis(2));
+            record_replies(&mut session, report);
+        }
+        record_replies(&mut session, report);
     }
 
     /// Carries out every attack in order, each once its trigger fires, counting time
@@ -1597,6 +2478,9 @@ impl AttackEngine {
                 target_syn_acks_to_attacker: 0,
                 observed_packets: 0,
                 observed_segments: 0,
+                server_replies: Vec::new(),
+                notices_to_attacker: 0,
+                peer_locations_to_attacker: 0,
                 error: None,
             })
             .collect();
@@ -1630,18 +2514,23 @@ impl AttackEngine {
             let attacker = self.injectors[injector_index].address;
             // Wait for what the attack needs to know.
             let ready_by = fired + READY_WAIT;
-            loop {
-                let why = self
-                    .watcher(&spec.target)
-                    .map_or(Some("no observer".to_string()), |w| {
-                        w.view.not_ready_for(spec.kind)
-                    });
-                let Some(why) = why else { break };
+            while let Some(why) = self.not_ready_for(spec) {
                 if Instant::now() >= ready_by || cancel.load(Ordering::Relaxed) {
                     reports[index].error = Some(format!("not sent: {why}"));
                     continue 'attacks;
                 }
                 self.observe(Duration::from_millis(1));
+            }
+            if spec.kind.aims_at_server() {
+                self.run_control_attack(
+                    index,
+                    spec,
+                    injector_index,
+                    cancel,
+                    timeline,
+                    &mut reports[index],
+                );
+                continue;
             }
             let started = Instant::now();
             for (offset, step) in steps_of(spec.kind) {
@@ -1690,6 +2579,18 @@ impl AttackEngine {
         }
         self.observe(Duration::ZERO);
         for report in &mut reports {
+            let aims_at_server = self
+                .attacks
+                .get(report.index)
+                .is_some_and(|spec| spec.kind.aims_at_server());
+            if aims_at_server {
+                if let Some(control) = self.control(&report.target) {
+                    report.notices_to_attacker = control.view.notices_to_attacker;
+                    report.observed_packets = control.view.packets;
+                    report.observed_segments = control.view.segments;
+                }
+                continue;
+            }
             let Some(watcher) = self.watcher(&report.target) else {
                 continue;
             };
@@ -1704,17 +2605,73 @@ impl AttackEngine {
 
 // ---- judging ------------------------------------------------------------------------------
 
-/// The `counters` object of the last `closed` event in a sustain-host events file.
-fn closed_counters(events_file: &Path) -> std::result::Result<Map<String, Value>, String> {
+/// The JSON events of an events file, newest first.
+fn events_newest_first(events_file: &Path) -> std::result::Result<Vec<Value>, String> {
     let text = std::fs::read_to_string(events_file)
         .map_err(|e| format!("reading {}: {e}", events_file.display()))?;
-    text.lines()
+    Ok(text
+        .lines()
         .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect())
+}
+
+/// The `counters` object of the last `closed` event in a sustain-host events file.
+fn closed_counters(events_file: &Path) -> std::result::Result<Map<String, Value>, String> {
+    events_newest_first(events_file)?
+        .into_iter()
         .filter(|event| event.get("event").and_then(Value::as_str) == Some("closed"))
-        .filter_map(|event| event.get("counters").and_then(Value::as_object).cloned())
-        .next()
+        .find_map(|event| event.get("counters").and_then(Value::as_object).cloned())
         .ok_or_else(|| format!("no closed event with counters in {}", events_file.display()))
+}
+
+/// The counters of the last `stopped` event in a sustain-server events file (they
+/// are the event's own fields). After a restart they are the last process's.
+fn stopped_counters(events_file: &Path) -> std::result::Result<Map<String, Value>, String> {
+    events_newest_first(events_file)?
+        .into_iter()
+        .find(|event| event.get("event").and_then(Value::as_str) == Some("stopped"))
+        .and_then(|event| match event {
+            Value::Object(mut fields) => {
+                for key in ["time", "t", "event"] {
+                    fields.remove(key);
+                }
+                Some(fields)
+            }
+            _ => None,
+        })
+        .ok_or_else(|| format!("no stopped event in {}", events_file.display()))
+}
+
+/// Reads `counters` and judges `checks` against them.
+fn counters_report(
+    node: &str,
+    role: &str,
+    counters: std::result::Result<Map<String, Value>, String>,
+    checks: &[CounterCheck],
+) -> CountersReport {
+    let (counters, error) = match counters {
+        Ok(counters) => (Some(counters), None),
+        Err(error) => (None, Some(error)),
+    };
+    let checks = checks
+        .iter()
+        .map(|check| {
+            let actual = counters.as_ref().and_then(|c| check.actual(c).ok());
+            CounterCheckReport {
+                check: check.to_string(),
+                actual,
+                passed: actual.is_some_and(|value| check.holds(value)),
+            }
+        })
+        .collect();
+    CountersReport {
+        node: node.into(),
+        role: role.into(),
+        counters,
+        checks,
+        error,
+    }
 }
 
 /// The counters of the attacks' target (the first attack's) and the checks of
@@ -1733,39 +2690,86 @@ pub fn target_counters(scenario: &Scenario, result: &TransferResult) -> Option<C
     } else {
         &result.receiver
     };
-    let (counters, error) = match closed_counters(&end.events_file) {
-        Ok(counters) => (Some(counters), None),
-        Err(error) => (None, Some(error)),
-    };
-    let checks = scenario
-        .expect
-        .target_counters
+    Some(counters_report(
+        &attack.target,
+        role.name(),
+        closed_counters(&end.events_file),
+        &scenario.expect.target_counters,
+    ))
+}
+
+/// The mobility server's counters (its last `stopped` event in `events_file`) and
+/// the checks of `[expect] server_counters`. `None` without a mobility server.
+pub fn server_counters(scenario: &Scenario, events_file: &Path) -> Option<CountersReport> {
+    let node = scenario
+        .topology
+        .nodes
         .iter()
-        .map(|check| {
-            let actual = counters.as_ref().and_then(|c| check.actual(c).ok());
-            CounterCheckReport {
-                check: check.to_string(),
-                actual,
-                passed: actual.is_some_and(|value| check.holds(value)),
-            }
+        .find(|node| node.role == NodeRole::MobilityServer)?;
+    Some(counters_report(
+        &node.name,
+        node.role.name(),
+        stopped_counters(events_file),
+        &scenario.expect.server_counters,
+    ))
+}
+
+/// Counts, for each attack, the `peer-location` events of the transfer's ends whose
+/// target is its attacker's address: a notice that would send an MSYN there.
+pub fn count_peer_locations_to_attackers(
+    attacks: &mut [AttackReport],
+    scenario: &Scenario,
+    result: &TransferResult,
+) {
+    let Ok(plan) = scenario.topology.plan() else {
+        return;
+    };
+    let targets: Vec<Ipv4Addr> = [&result.sender, &result.receiver]
+        .iter()
+        .flat_map(|end| events_newest_first(&end.events_file).unwrap_or_default())
+        .filter(|event| event.get("event").and_then(Value::as_str) == Some("peer-location"))
+        .filter_map(|event| {
+            event
+                .get("target")
+                .and_then(Value::as_str)
+                .and_then(|target| target.parse::<SocketAddrV4>().ok())
+                .map(|target| *target.ip())
         })
         .collect();
-    Some(CountersReport {
-        node: attack.target.clone(),
-        role: role.name().into(),
-        counters,
-        checks,
-        error,
-    })
+    for attack in attacks {
+        // Attackers never move: their address is the initial one.
+        let Some(address) = plan.initial_address(&attack.from) else {
+            continue;
+        };
+        attack.peer_locations_to_attacker =
+            targets.iter().filter(|target| **target == address).count() as u64;
+    }
 }
 
 /// Why the attacks part of a run fails: an attack not carried out, a reply to the
-/// attacker, a counter check that does not hold.
-pub fn failures(attacks: &[AttackReport], counters: Option<&CountersReport>) -> Vec<String> {
+/// attacker, a notice naming the attacker, a counter check (of the target or the
+/// mobility server) that does not hold.
+pub fn failures(
+    attacks: &[AttackReport],
+    counters: Option<&CountersReport>,
+    server: Option<&CountersReport>,
+) -> Vec<String> {
     let mut failures = Vec::new();
     for attack in attacks {
         if let Some(error) = &attack.error {
             failures.push(format!("attack[{}] {}: {error}", attack.index, attack.kind));
+        }
+        if attack.notices_to_attacker > 0 {
+            failures.push(format!(
+                "the mobility server sent {} peer-location notices naming {}'s address",
+                attack.notices_to_attacker, attack.from
+            ));
+        }
+        if attack.peer_locations_to_attacker > 0 {
+            failures.push(format!(
+                "the ends logged {} peer-location events naming {}'s address",
+                attack.peer_locations_to_attacker, attack.from
+            ));
         }
     }
     // Every attack of a target shares the count: report it once per target.
@@ -1780,7 +2784,7 @@ pub fn failures(attacks: &[AttackReport], counters: Option<&CountersReport>) -> 
             ));
         }
     }
-    if let Some(counters) = counters {
+    for counters in [counters, server].into_iter().flatten() {
         for check in counters.checks.iter().filter(|c| !c.passed) {
             match (check.actual, &counters.error) {
                 (Some(actual), _) => failures.push(format!(
@@ -1801,21 +2805,39 @@ pub fn failures(attacks: &[AttackReport], counters: Option<&CountersReport>) -> 
     failures
 }
 
-/// Summary lines for the attacks and the target's counters.
-pub fn render(attacks: &[AttackReport], counters: Option<&CountersReport>) -> String {
+/// Summary lines for the attacks, the target's counters and the server's.
+pub fn render(
+    attacks: &[AttackReport],
+    counters: Option<&CountersReport>,
+    server: Option<&CountersReport>,
+) -> String {
     let mut out = String::new();
     for attack in attacks {
         let fired = attack
             .fired_s
             .map_or("never fired".to_string(), |t| format!("fired at {t:+.3}s"));
         out.push_str(&format!(
-            "  attack    {} {} -> {}: {}, {} packets, target replied to the attacker {} times{}\n",
+            "  attack    {} {} -> {}: {}, {} {}, target replied to the attacker {} times{}{}\n",
             attack.kind,
             attack.from,
             attack.target,
             fired,
             attack.sent.len(),
+            if attack
+                .kind
+                .parse::<AttackKind>()
+                .is_ok_and(AttackKind::aims_at_server)
+            {
+                "steps"
+            } else {
+                "packets"
+            },
             attack.target_segments_to_attacker,
+            if attack.server_replies.is_empty() {
+                String::new()
+            } else {
+                format!(", {} server replies", attack.server_replies.len())
+            },
             attack
                 .error
                 .as_ref()
@@ -1823,7 +2845,7 @@ pub fn render(attacks: &[AttackReport], counters: Option<&CountersReport>) -> St
                 .unwrap_or_default()
         ));
     }
-    if let Some(counters) = counters {
+    for counters in [counters, server].into_iter().flatten() {
         let checks: Vec<String> = counters
             .checks
             .iter()
@@ -1851,6 +2873,10 @@ pub fn render(attacks: &[AttackReport], counters: Option<&CountersReport>) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sustain_core::auth::ConnectionKeys;
+    use sustain_core::control::ControlError;
+    use sustain_core::rendezvous::{ControlClient, Output, Server, ServerConfig, SessionId};
+    use sustain_core::time::{Duration as CoreDuration, Instant as CoreInstant};
     use sustain_core::wire::WireError;
 
     const TARGET: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -2260,5 +3286,487 @@ mod tests {
             let offsets: Vec<Duration> = steps_of(kind).iter().map(|(d, _)| *d).collect();
             assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{kind}");
         }
+    }
+
+    // ---- the attacks on the mobility server ----
+
+    const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 99);
+
+    fn server() -> SocketAddrV4 {
+        SocketAddrV4::new(SERVER_ADDR, SERVER_PORT)
+    }
+
+    fn moved_target() -> SocketAddrV4 {
+        SocketAddrV4::new(MOVED_PEER, PORT)
+    }
+
+    /// A segment of a control session carrying `payload`.
+    fn control_segment(
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        seq: u32,
+        flags: TcpFlags,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        emit_packet(
+            src,
+            dst,
+            TcpRepr {
+                seq: SeqNumber(seq),
+                flags,
+                window: 65535,
+                payload,
+                ..TcpRepr::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// One control session as the observer sees it: both SYNs, then `host_bytes`
+    /// in one segment (if any) and the server's replies in another.
+    struct SessionTap {
+        host: SocketAddrV4,
+        host_seq: u32,
+        server_seq: u32,
+    }
+
+    impl SessionTap {
+        fn open(view: &mut ControlView, host: SocketAddrV4) -> SessionTap {
+            view.observe(&control_segment(host, server(), 100, TcpFlags::SYN, &[]));
+            view.observe(&control_segment(
+                server(),
+                host,
+                900,
+                TcpFlags::SYN | TcpFlags::ACK,
+                &[],
+            ));
+            SessionTap {
+                host,
+                host_seq: 101,
+                server_seq: 901,
+            }
+        }
+
+        fn host_sends(&mut self, view: &mut ControlView, bytes: &[u8]) {
+            view.observe(&control_segment(
+                self.host,
+                server(),
+                self.host_seq,
+                TcpFlags::ACK | TcpFlags::PSH,
+                bytes,
+            ));
+            self.host_seq += bytes.len() as u32;
+        }
+
+        fn server_sends(&mut self, view: &mut ControlView, bytes: &[u8]) {
+            view.observe(&control_segment(
+                server(),
+                self.host,
+                self.server_seq,
+                TcpFlags::ACK | TcpFlags::PSH,
+                bytes,
+            ));
+            self.server_seq += bytes.len() as u32;
+        }
+    }
+
+    /// The core's server with the target and its peer registered, the target moved
+    /// and reported it, and the observer's view of all that; also the bytes the
+    /// target sent (Register, MoveReport).
+    struct ControlWorld {
+        server: Server,
+        view: ControlView,
+        target: ControlClient,
+        sent: Vec<Vec<u8>>,
+        now: CoreInstant,
+    }
+
+    impl ControlWorld {
+        fn new() -> ControlWorld {
+            let mut world = ControlWorld {
+                server: Server::new(ServerConfig::default()),
+                view: ControlView::new(server(), TARGET, vec![ATTACKER]),
+                target: ControlClient::new(
+                    &ConnectionKeys {
+                        local: Key(TARGET_KEY),
+                        remote: Key(PEER_KEY),
+                    },
+                    target(),
+                    peer(),
+                )
+                .unwrap(),
+                sent: Vec::new(),
+                now: CoreInstant::ZERO,
+            };
+            let mut peer_client = ControlClient::new(
+                &ConnectionKeys {
+                    local: Key(PEER_KEY),
+                    remote: Key(TARGET_KEY),
+                },
+                peer(),
+                target(),
+            )
+            .unwrap();
+            let peer_session = SocketAddrV4::new(PEER, 41000);
+            let register = peer_client.register();
+            world.exchange(peer_session, &register);
+            let register = world.target.register();
+            world.exchange(SocketAddrV4::new(TARGET, 42000), &register);
+            world.sent.push(register);
+            world
+        }
+
+        /// A new session from `host` sending `bytes`; the server's replies on it go
+        /// back through the observer too. Returns them.
+        fn exchange(&mut self, host: SocketAddrV4, bytes: &[u8]) -> Vec<Vec<u8>> {
+            self.now += CoreDuration::from_millis(10);
+            let session = self.server.open_session(self.now, host).unwrap();
+            let mut tap = SessionTap::open(&mut self.view, host);
+            tap.host_sends(&mut self.view, bytes);
+            self.server.handle_stream(self.now, session, bytes);
+            let mut replies = Vec::new();
+            while let Some(output) = self.server.poll_output() {
+                if let Output::Send { session: to, bytes } = output {
+                    if to == session {
+                        tap.server_sends(&mut self.view, &bytes);
+                        replies.push(bytes);
+                    } else {
+                        // A notice to the other end: the observer sees it too.
+                        let other = SocketAddrV4::new(PEER, 41000);
+                        let mut tap = SessionTap::open(&mut self.view, other);
+                        tap.server_sends(&mut self.view, &bytes);
+                    }
+                }
+            }
+            replies
+        }
+
+        fn move_target(&mut self) {
+            let report = self.target.report_move(moved_target());
+            self.exchange(SocketAddrV4::new(MOVED_PEER, 43000), &report);
+            self.sent.push(report);
+        }
+
+        /// Sends what `step` forges on an attacker session (a new one when `fresh`)
+        /// and returns the server's error codes in reply.
+        fn attack(&mut self, step: ControlStep, session: &mut Option<SessionId>) -> Vec<String> {
+            let forged = forge_control(&self.view, step, ATTACKER).expect("forges");
+            self.now += CoreDuration::from_millis(150);
+            if step.fresh_session() {
+                *session = None;
+            }
+            let id = *session.get_or_insert_with(|| {
+                self.server
+                    .open_session(self.now, SocketAddrV4::new(ATTACKER, 50000))
+                    .unwrap()
+            });
+            for message in &forged.messages {
+                self.server.handle_stream(self.now, id, message);
+            }
+            if step.ends_session() {
+                self.server.close_session(id);
+                *session = None;
+            }
+            let mut replies = Vec::new();
+            while let Some(output) = self.server.poll_output() {
+                if let Output::Send { bytes, .. } = output {
+                    replies.push(describe_control(&bytes));
+                }
+            }
+            replies
+        }
+    }
+
+    #[test]
+    fn the_control_view_captures_the_targets_messages_and_the_servers_answers() {
+        let mut world = ControlWorld::new();
+        let creds = *world.target.credentials();
+        assert_eq!(world.view.target_conn, Some((creds.id, creds.side)));
+        assert!(world.view.not_ready_for(AttackKind::ForgedReport).is_none());
+        assert_eq!(
+            world
+                .view
+                .not_ready_for(AttackKind::ReplayedReport)
+                .as_deref(),
+            Some("no MoveReport of the target's acknowledged by the server yet")
+        );
+        world.move_target();
+        // Register and MoveReport, byte for byte, with their sources.
+        let captured: Vec<&[u8]> = world.view.captured.iter().map(|m| &m.bytes[..]).collect();
+        assert_eq!(
+            captured,
+            world.sent.iter().map(|b| &b[..]).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            world
+                .view
+                .captured
+                .iter()
+                .map(|m| m.from)
+                .collect::<Vec<_>>(),
+            [
+                SocketAddrV4::new(TARGET, 42000),
+                SocketAddrV4::new(MOVED_PEER, 43000)
+            ]
+        );
+        assert_eq!(world.view.acked, [1, 2]);
+        assert_eq!(world.view.latest_request(), 2);
+        assert_eq!(world.view.target_direct(), Some(moved_target()));
+        assert!(world
+            .view
+            .not_ready_for(AttackKind::ReplayedReport)
+            .is_none());
+        // Both ends global: the mover reported last and is told where its peer is.
+        assert_eq!((world.view.notices, world.view.notices_to_attacker), (1, 0));
+
+        // The attacker's own session is not the target's, whatever it carries.
+        let before = world.view.captured.len();
+        let mut tap = SessionTap::open(&mut world.view, SocketAddrV4::new(ATTACKER, 50000));
+        tap.host_sends(&mut world.view, &world.sent[0].clone());
+        assert_eq!(world.view.captured.len(), before);
+    }
+
+    #[test]
+    fn control_streams_are_reassembled_in_order_and_stop_at_a_gap() {
+        let message = {
+            let mut client = ControlClient::new(
+                &ConnectionKeys {
+                    local: Key(TARGET_KEY),
+                    remote: Key(PEER_KEY),
+                },
+                target(),
+                peer(),
+            )
+            .unwrap();
+            client.register()
+        };
+        let segment = |seq: u32, payload: &[u8]| {
+            let packet = control_segment(target(), server(), seq, TcpFlags::ACK, payload);
+            parse_ipv4_tcp(&packet).unwrap().1.payload.to_vec()
+        };
+        let tcp = |seq: u32, flags: TcpFlags, payload: &'static [u8]| TcpRepr {
+            seq: SeqNumber(seq),
+            flags,
+            payload,
+            ..TcpRepr::default()
+        };
+        let leak = |bytes: Vec<u8>| -> &'static [u8] { Box::leak(bytes.into_boxed_slice()) };
+        let (first, rest) = message.split_at(20);
+        let (first, rest) = (leak(segment(1, first)), leak(segment(21, rest)));
+
+        let mut stream = ControlStream::default();
+        assert!(
+            stream.push(&tcp(1, TcpFlags::ACK, first)).is_empty(),
+            "no SYN seen"
+        );
+        stream.push(&tcp(0, TcpFlags::SYN, &[]));
+        assert!(stream.push(&tcp(1, TcpFlags::ACK, first)).is_empty());
+        // A retransmission of the first part, then the rest overlapping it by 5.
+        assert!(stream.push(&tcp(1, TcpFlags::ACK, first)).is_empty());
+        let overlapping = leak(message[15..].to_vec());
+        assert_eq!(
+            stream.push(&tcp(16, TcpFlags::ACK, overlapping)),
+            vec![message.clone()]
+        );
+
+        let mut stream = ControlStream::default();
+        stream.push(&tcp(0, TcpFlags::SYN, &[]));
+        assert!(stream.push(&tcp(21, TcpFlags::ACK, rest)).is_empty());
+        assert!(stream.lost);
+        assert!(stream.push(&tcp(1, TcpFlags::ACK, first)).is_empty());
+    }
+
+    #[test]
+    fn every_forged_report_is_rejected_for_what_it_is() {
+        let mut world = ControlWorld::new();
+        let mut session = None;
+        let mut replies = Vec::new();
+        for step in ControlStep::FORGED {
+            let forged = forge_control(&world.view, step, ATTACKER).unwrap();
+            if step != ControlStep::Garbage && step != ControlStep::Oversized {
+                assert_eq!(forged.detail["claimed"], "203.0.113.10:5001", "{step:?}");
+            }
+            replies.push(world.attack(step, &mut session));
+        }
+        let first = |r: &Vec<String>| r.first().cloned().unwrap_or_default();
+        let codes: Vec<String> = replies
+            .iter()
+            .map(|r| first(r).split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "error bad-mac",
+                "error bad-mac",
+                "error bad-mac",
+                "error bad-mac",
+                "error conflict",
+                "error unknown-version",
+                "", // truncated: counted when the session closes, not answered
+                "error garbage",
+                "error oversized",
+            ]
+        );
+        let stats = world.server.stats();
+        assert_eq!(
+            (
+                stats.bad_mac,
+                stats.conflicts,
+                stats.unknown_version,
+                stats.truncated,
+                stats.garbage,
+                stats.oversized,
+                stats.rejected()
+            ),
+            (4, 1, 1, 1, 1, 1, 9)
+        );
+        // Nothing was accepted: the target's registration is as it was.
+        assert_eq!(
+            (stats.reports, stats.decisions, stats.notices_sent),
+            (0, 0, 0)
+        );
+        // A real move afterwards is decided as if nothing had happened.
+        world.move_target();
+        let stats = world.server.stats();
+        assert_eq!((stats.reports, stats.notices_sent), (1, 1));
+        assert_eq!(world.view.notices_to_attacker, 0);
+    }
+
+    #[test]
+    fn forged_messages_claim_the_attackers_address_and_never_verify() {
+        let world = ControlWorld::new();
+        let verifier = world.target.credentials().verifier;
+        let parsed = |step| {
+            let forged = forge_control(&world.view, step, ATTACKER).unwrap();
+            let bytes = forged.messages[0].clone();
+            let (incoming, message) = Incoming::parse(&bytes).expect("parses");
+            let Incoming::Control(repr) = incoming else {
+                panic!("not a control message")
+            };
+            (repr, message.verify_mac(&verifier))
+        };
+        let (repr, verifies) = parsed(ControlStep::ForgedMoveReport { nth: 2 });
+        assert!(!verifies);
+        assert_eq!(repr.header.number, 1 + 1000 + 2);
+        let Body::MoveReport(report) = repr.body else {
+            panic!("{repr}")
+        };
+        assert_eq!(
+            (report.old_direct, report.new_direct),
+            (target(), SocketAddrV4::new(ATTACKER, PORT))
+        );
+        for step in [ControlStep::ForgedRegister, ControlStep::SquattingRegister] {
+            let bytes = forge_control(&world.view, step, ATTACKER).unwrap().messages[0].clone();
+            let (Incoming::Control(repr), message) = Incoming::parse(&bytes).unwrap() else {
+                panic!("not a control message")
+            };
+            assert!(!message.verify_mac(&verifier), "{step:?}");
+            let Body::Register(register) = repr.body else {
+                panic!("{repr}")
+            };
+            assert_eq!(register.direct, SocketAddrV4::new(ATTACKER, PORT));
+            assert!(!register.verifier.ct_eq(&verifier));
+            // The squatter's MAC is right for its own verifier, the forger's is not.
+            assert_eq!(
+                message.verify_mac(&register.verifier),
+                step == ControlStep::SquattingRegister
+            );
+        }
+        let bytes = |step| forge_control(&world.view, step, ATTACKER).unwrap().messages[0].clone();
+        assert!(matches!(
+            Incoming::parse(&bytes(ControlStep::UnknownVersion)),
+            Err(ControlError::UnknownVersion(2))
+        ));
+        assert!(matches!(
+            Incoming::parse(&bytes(ControlStep::Truncated)),
+            Err(ControlError::Truncated {
+                needed: 64,
+                have: 30
+            })
+        ));
+        let mut frames = FrameBuffer::new();
+        frames.push(&bytes(ControlStep::Garbage));
+        assert_eq!(frames.next_frame(), Err(ControlError::Garbage(2)));
+        let mut frames = FrameBuffer::new();
+        frames.push(&bytes(ControlStep::Oversized));
+        assert_eq!(frames.next_frame(), Err(ControlError::Oversized(300)));
+    }
+
+    #[test]
+    fn replayed_reports_are_the_targets_bytes_and_change_nothing() {
+        let mut world = ControlWorld::new();
+        world.move_target();
+        let forged =
+            forge_control(&world.view, ControlStep::Replay { round: 0 }, ATTACKER).unwrap();
+        assert_eq!(forged.messages, world.sent, "byte for byte");
+        assert_eq!(
+            forged.detail["replay_of"],
+            json!(["192.0.2.10:42000", "100.64.0.10:43000"])
+        );
+        let before = *world.server.stats();
+        let mut session = None;
+        for round in 0..3 {
+            let replies = world.attack(ControlStep::Replay { round }, &mut session);
+            // The Register is stale; the MoveReport is the target's latest, but a
+            // repeat from another address than the target's is a replay too
+            // (PROTOCOL.md §11.9).
+            assert_eq!(replies.len(), 2, "{replies:?}");
+            assert!(
+                replies[0].starts_with("error replayed (type 0x01"),
+                "{replies:?}"
+            );
+            assert!(
+                replies[1].starts_with("error replayed (type 0x02"),
+                "{replies:?}"
+            );
+        }
+        let stats = world.server.stats();
+        assert_eq!((stats.replayed, stats.repeats), (6, 0));
+        assert_eq!(
+            (stats.reports, stats.notices_sent),
+            (before.reports, before.notices_sent),
+            "no new report, no new notice"
+        );
+    }
+
+    #[test]
+    fn server_counter_checks_use_the_servers_names_and_its_stopped_event() {
+        let check =
+            CounterCheck::parse_for(CounterSource::Server, "bad_mac+conflicts", ">=4").unwrap();
+        assert_eq!(check.to_string(), "bad_mac+conflicts >= 4");
+        assert!(
+            CounterCheck::parse_for(CounterSource::Server, "mac_failures", "0")
+                .unwrap_err()
+                .contains("sustain-server reports")
+        );
+        assert!(CounterCheck::parse("bad_mac", "0")
+            .unwrap_err()
+            .contains("sustain-host reports"));
+
+        let dir = std::env::temp_dir().join(format!("attack-stopped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c-sustain-server.events.jsonl");
+        std::fs::write(
+            &file,
+            "{\"t\":0.1,\"event\":\"listening\",\"local\":\"192.0.2.10:7001\"}\n\
+             {\"t\":1.0,\"event\":\"stopped\",\"bad_mac\":9,\"conflicts\":9}\n\
+             {\"t\":2.0,\"event\":\"listening\",\"local\":\"192.0.2.10:7001\"}\n\
+             {\"time\":5.0,\"t\":3.0,\"event\":\"stopped\",\"bad_mac\":3,\"conflicts\":1}\n",
+        )
+        .unwrap();
+        let counters = stopped_counters(&file).unwrap();
+        assert_eq!(
+            counters,
+            serde_json::from_str::<Map<String, Value>>(r#"{"bad_mac":3,"conflicts":1}"#).unwrap(),
+            "the last stopped event, without time, t and event"
+        );
+        assert_eq!(check.actual(&counters), Ok(4));
+        let report = counters_report("c", "mobility-server", Ok(counters), &[check]);
+        assert!(report.checks[0].passed);
+        std::fs::write(&file, "{\"event\":\"listening\"}\n").unwrap();
+        assert!(stopped_counters(&file)
+            .unwrap_err()
+            .contains("no stopped event"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

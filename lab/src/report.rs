@@ -269,6 +269,8 @@ pub struct Report {
     pub attacks: Vec<crate::attack::AttackReport>,
     /// The attacks' target's counters and the `target_counters` checks.
     pub target_counters: Option<crate::attack::CountersReport>,
+    /// The mobility server's counters and the `server_counters` checks.
+    pub server_counters: Option<crate::attack::CountersReport>,
     /// Files in the output directory, relative to it.
     pub captures: Vec<String>,
     pub logs: Vec<String>,
@@ -442,6 +444,7 @@ pub fn render_summary(report: &Report) -> String {
     out.push_str(&crate::attack::render(
         &report.attacks,
         report.target_counters.as_ref(),
+        report.server_counters.as_ref(),
     ));
     if let Some(error) = &report.error {
         out.push_str(&format!("  error     {error}\n"));

@@ -127,6 +127,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         links: Vec::new(),
         attacks: Vec::new(),
         target_counters: None,
+        server_counters: None,
         captures: Vec::new(),
         logs: Vec::new(),
     };
@@ -231,6 +232,7 @@ fn judge(scenario: &Scenario, report: &mut Report) {
     failures.extend(crate::attack::failures(
         &report.attacks,
         report.target_counters.as_ref(),
+        report.server_counters.as_ref(),
     ));
     report.passed = failures.is_empty();
     report.failures = failures;
@@ -523,6 +525,7 @@ fn execute(
     }
     report.outcome = classify(&result);
     report.target_counters = crate::attack::target_counters(scenario, &result);
+    crate::attack::count_peer_locations_to_attackers(&mut attacks, scenario, &result);
     report.attacks = attacks;
     report.transfer = TransferReport {
         kind: spec.kind_label().into(),
@@ -586,6 +589,7 @@ fn execute(
         server.stop();
         let source = format!("{}-sustain-server", server.node());
         timeline.import(server.events_file(), &source)?;
+        report.server_counters = crate::attack::server_counters(scenario, server.events_file());
         if let Some(file) = server.events_file().file_name() {
             report.logs.push(file.to_string_lossy().into_owned());
         }

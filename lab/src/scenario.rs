@@ -89,6 +89,9 @@ pub struct Expectation {
     /// `target_counters`: the attacks' target's counters (sustain-host's `closed`
     /// event) that must hold; empty: not checked.
     pub target_counters: Vec<CounterCheck>,
+    /// `server_counters`: the mobility server's counters (sustain-server's `stopped`
+    /// event) that must hold; empty: not checked.
+    pub server_counters: Vec<CounterCheck>,
 }
 
 /// A program the scenario starts in a node before the transfer, stopped at teardown.
@@ -319,6 +322,7 @@ struct RawExpect {
     outcome: String,
     latency_budget_ms: Option<f64>,
     target_counters: Option<std::collections::BTreeMap<String, RawCount>>,
+    server_counters: Option<std::collections::BTreeMap<String, RawCount>>,
 }
 
 /// Default port of the accepting end.
@@ -971,6 +975,11 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         &transfer,
     )
     .map_err(in_table("expect", "target_counters"))?;
+    let server_counters = crate::attack::convert_server_counter_checks(
+        expect.server_counters.unwrap_or_default(),
+        &topology,
+    )
+    .map_err(in_table("expect", "server_counters"))?;
 
     Ok(Scenario {
         name,
@@ -987,6 +996,7 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             outcome,
             latency_budget,
             target_counters,
+            server_counters,
         },
     })
 }

@@ -1,4 +1,5 @@
-//! `[[attack]]` tables and `[expect] target_counters` in scenario files: what loads,
+//! `[[attack]]` tables and `[expect] target_counters` / `server_counters` in scenario
+//! files: what loads,
 //! and the errors (file, line, field) for what does not. No root needed; running
 //! the attack scenarios is the conformance suite's job (it runs every scenario file).
 
@@ -304,8 +305,186 @@ fn shipped_attack_scenarios_load_with_their_checks() {
                     || c.to_string().starts_with("moves_accepted")),
             "{name}: the counters show the connection unharmed"
         );
+        if scenario.attacks[0].kind.aims_at_server() {
+            assert!(
+                !scenario.expect.server_counters.is_empty(),
+                "{name}: the server's counters show every forgery rejected"
+            );
+        }
         kinds.push(scenario.attacks[0].kind);
     }
     kinds.sort();
     assert_eq!(kinds, AttackKind::ALL.to_vec());
+}
+
+/// The target b moves and reports it to the mobility server c; the attacker talks
+/// to c.
+const REPORTED: &str = r#"
+name = "t"
+
+[[network]]
+name = "g1"
+
+[[network]]
+name = "g2"
+
+[[network]]
+name = "g3"
+
+[[network]]
+name = "g4"
+
+[[network]]
+name = "g5"
+
+[[node]]
+name = "c"
+role = "mobility-server"
+network = "g1"
+
+[[node]]
+name = "a"
+network = "g2"
+
+[[node]]
+name = "b"
+network = "g3"
+
+[[node]]
+name = "x"
+role = "attacker"
+network = "g5"
+
+[transfer]
+kind = "sustain"
+sender = "b"
+receiver = "a"
+bytes = "64MiB"
+
+[[move]]
+host = "b"
+to = "g4"
+after_bytes = "16MiB"
+
+[[attack]]
+kind = "replayed-report"
+from = "x"
+target = "b"
+after_bytes = "32MiB"
+
+[expect]
+outcome = "completed"
+server_counters = { replayed = ">=1", "bad_mac+conflicts" = 0, notices_sent = 1 }
+"#;
+
+#[test]
+fn attacks_on_the_server_may_target_a_moving_end_and_check_the_servers_counters() {
+    let scenario = parse(REPORTED).expect("loads");
+    let attack = &scenario.attacks[0];
+    assert_eq!(attack.kind, AttackKind::ReplayedReport);
+    assert!(attack.kind.aims_at_server());
+    assert_eq!(attack.target_role, Role::Sender);
+    let checks: Vec<String> = scenario
+        .expect
+        .server_counters
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            "bad_mac+conflicts == 0",
+            "notices_sent == 1",
+            "replayed >= 1"
+        ]
+    );
+    let text = REPORTED.replace("\"replayed-report\"", "\"forged-report\"");
+    let scenario = parse(&text).expect("a forgery needs no move");
+    assert_eq!(scenario.attacks[0].kind, AttackKind::ForgedReport);
+    let text = text.replace(
+        "[[move]]\nhost = \"b\"\nto = \"g4\"\nafter_bytes = \"16MiB\"\n",
+        "",
+    );
+    parse(&text).expect("nor a move at all");
+}
+
+#[test]
+fn attacks_on_the_server_need_a_server_and_a_replay_needs_the_targets_move() {
+    // The replayed MoveReport is the target's own: b must move first.
+    let text = REPORTED.replace("after_bytes = \"16MiB\"", "after_bytes = \"40MiB\"");
+    fails_at(
+        &text,
+        "\"32MiB\"",
+        "attack[0].after_bytes",
+        "a replayed MoveReport needs a real one first: b (the target) must move",
+    );
+    // Moving the other end is no help.
+    let text = REPORTED.replace("host = \"b\"\nto = \"g4\"", "host = \"a\"\nto = \"g4\"");
+    fails_at(
+        &text,
+        "\"32MiB\"",
+        "attack[0].after_bytes",
+        "b (the target)",
+    );
+
+    let no_server = REPORTED
+        .replace(
+            "[[node]]\nname = \"c\"\nrole = \"mobility-server\"\nnetwork = \"g1\"\n",
+            "",
+        )
+        .replace(
+            "server_counters = { replayed = \">=1\", \"bad_mac+conflicts\" = 0, notices_sent = 1 }",
+            "",
+        );
+    fails_at(
+        &no_server,
+        "kind = \"replayed-report\"",
+        "attack[0].kind",
+        "needs a node with role = \"mobility-server\"",
+    );
+    // Only migratable connections register.
+    let linux = REPORTED.replace(
+        "kind = \"sustain\"",
+        "kind = \"sustain\"\nreceiver_kind = \"linux\"",
+    );
+    fails_at(
+        &linux,
+        "kind = \"replayed-report\"",
+        "attack[0].kind",
+        "both ends must be sustain",
+    );
+}
+
+#[test]
+fn server_counter_checks_are_validated() {
+    let text = REPORTED.replace("replayed = \">=1\"", "mac_failures = \">=1\"");
+    fails_at(
+        &text,
+        "server_counters",
+        "expect.server_counters",
+        "unknown counter \"mac_failures\"; sustain-server reports",
+    );
+    let text = REPORTED.replace("notices_sent = 1", "notices_sent = \"few\"");
+    fails_at(
+        &text,
+        "server_counters",
+        "expect.server_counters",
+        "not a count",
+    );
+    // Without a mobility server there are no server counters (and no attack on it).
+    let text = REPORTED
+        .replace(
+            "[[node]]\nname = \"c\"\nrole = \"mobility-server\"\nnetwork = \"g1\"\n",
+            "",
+        )
+        .replace(
+            "[[attack]]\nkind = \"replayed-report\"\nfrom = \"x\"\ntarget = \"b\"\nafter_bytes = \"32MiB\"\n",
+            "",
+        );
+    fails_at(
+        &text,
+        "server_counters",
+        "expect.server_counters",
+        "needs a node with role = \"mobility-server\"",
+    );
 }

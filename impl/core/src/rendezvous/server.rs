@@ -508,6 +508,13 @@ impl<R: Registry> Server<R> {
                     self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
                     return;
                 }
+                // A repeat moves the side's session (notices go there), so it
+                // must come from where the side was last observed: from anywhere
+                // else it is a replay of captured bytes (PROTOCOL.md §11.9).
+                Freshness::Repeat if *ctx.observed.ip() != rec.observed => {
+                    self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
+                    return;
+                }
                 Freshness::Repeat => {
                     self.stats.repeats += 1;
                     rec.session = ctx.session;
@@ -581,6 +588,11 @@ impl<R: Registry> Server<R> {
         };
         match freshness(rec.last_request, h.number) {
             Freshness::Stale => {
+                self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
+                return;
+            }
+            // As for Register: a repeat from elsewhere is a replay.
+            Freshness::Repeat if *ctx.observed.ip() != rec.observed => {
                 self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
                 return;
             }

@@ -382,6 +382,34 @@ fn a_report_twice_changes_nothing() {
 }
 
 #[test]
+fn a_repeat_from_another_address_is_a_replay_and_keeps_the_session() {
+    // A sits behind a NAPT and never moves: its Register is its latest message.
+    // Someone who captured it replays it byte for byte from elsewhere. Were that a
+    // repeat, A's side would move to the replayer's session and the notice of B's
+    // move below would never reach A (found by the lab's attack-replayed-report).
+    let mut net = Net::new(ServerConfig::default(), A_NAPT1, B_GLOBAL);
+    let register = net.hosts[0].client.register();
+    net.send(0, &register);
+    net.register(1);
+    net.deliver();
+    let replayer = net
+        .server
+        .open_session(net.now, sa("100.64.2.10:40000"))
+        .unwrap();
+    net.server.handle_stream(net.now, replayer, &register);
+    net.server.close_session(replayer);
+    let stats = *net.server.stats();
+    assert_eq!((stats.replayed, stats.repeats), (1, 0));
+    // The same bytes from A's own address (a resend) are still a repeat.
+    net.send(0, &register);
+    assert_eq!(net.server.stats().repeats, 1);
+    net.move_to(1, "198.51.100.21:80", "198.51.100.21");
+    net.deliver();
+    assert_eq!(net.locations(0), [sa("198.51.100.21:80")]);
+    assert_eq!(net.server.stats().notices_undeliverable, 0);
+}
+
+#[test]
 fn napt_end_that_did_not_move_is_told_over_its_open_session() {
     let mut net = registered(A_NAPT1, B_GLOBAL);
     net.move_to(1, "198.51.100.21:80", "198.51.100.21");
