@@ -19,7 +19,7 @@
 --     Lua: Wireshark 4.0's Lua has no Gcrypt bindings), Confirm nonces (§4.4) and
 --     MSYN replays (§4.5) wherever the capture holds what is needed;
 --   * dissects the control protocol (§15) on a TCP port (preference, default
---     7000, the lab's) and checks control MACs under the verifier a Register
+--     7001, the lab's) and checks control MACs under the verifier a Register
 --     carries or one derived from the captured keys (§15.2);
 --   * claims the lab's transfer port (preference, default 5001) for opaque data,
 --     so that Wireshark does not guess the bulk data as Thrift.
@@ -1080,8 +1080,8 @@ for _, e in pairs(CE) do
 end
 p_ctl.experts = cexperts
 
-p_ctl.prefs.port = Pref.uint("Control port", 7000,
-    "TCP port of the mobility server (sustain-server --bind ADDR:PORT; the lab uses 7000)")
+p_ctl.prefs.port = Pref.uint("Control port", 7001,
+    "TCP port of the mobility server (sustain-server --bind ADDR:PORT; the lab uses 7001)")
 p_data.prefs.ports = Pref.range("Transfer ports", "5001",
     "TCP ports whose payload is the lab's opaque transfer data (not guessed as Thrift or anything else); empty to disable",
     65535)

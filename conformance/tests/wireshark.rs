@@ -800,7 +800,7 @@ fn synthetic_capture(path: &Path) -> Vec<Vec<u8>> {
     let a_update = sa("203.0.113.9:51234");
     let forger = sa("198.51.100.66:40000");
     let host = sa("192.0.2.10:40001");
-    let server = sa("192.0.2.99:7000");
+    let server = sa("192.0.2.99:7001");
     let mss = unhex("020405b4");
     let (isn_a, isn_b) = (1000u32, 5000u32);
     let mut frames = vec![
