@@ -101,6 +101,9 @@ pub(super) struct Mig {
     stalled_since: Option<Instant>,
     /// (request, nonce) to echo in a Confirm on what we send (§6.4 step 7).
     confirm: Option<(RequestNumber, u32)>,
+    /// The first Confirm after an accepted MSYN-ACK goes at once as a pure
+    /// ACK (§6.4 step 7), ahead of any data pacing holds back.
+    confirm_now: bool,
     pending: Option<Pending>,
     /// ACK clamp of §7: the highest SEG.SEQ + SEG.LEN seen on the new
     /// path, kept until it covers RCV.NXT with nothing from before the move
@@ -147,6 +150,7 @@ impl Mig {
             local_gone: false,
             stalled_since: None,
             confirm: None,
+            confirm_now: false,
             pending: None,
             path_high: None,
             catching_up: false,
@@ -975,6 +979,7 @@ impl Connection {
         }
         sh.stats.msyn_acks_accepted += 1;
         m.confirm = Some((request, ack.nonce));
+        m.confirm_now = true;
         self.ack_now = true;
         if m.phase != Phase::Sent {
             // Step 8: a repeat (lost Confirm) or the answer to an MSYN that
@@ -1268,6 +1273,12 @@ impl Connection {
         if m.local_gone {
             return Some(None);
         }
+        if m.confirm_now && m.pending.is_none() && m.confirm.is_some() {
+            // §6.4 step 7: the Confirm leaves now, on its own: the responder
+            // confirms the path a pacing interval sooner, and the Confirm is
+            // one segment whether or not data is ready.
+            return Some(self.send_confirm(now, buf, sh));
+        }
         if let Some(p) = m.pending {
             // §6.3 step 10: nothing but the MSYN-ACK until confirmed...
             if p.send_now {
@@ -1304,6 +1315,9 @@ impl Connection {
 
     /// A pure ACK carrying Confirm (§6.4 steps 7 and 8).
     fn send_confirm(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
+        if let Some(m) = self.mig.as_mut() {
+            m.confirm_now = false;
+        }
         let options = self.segment_options();
         let mut scratch = MigrationScratch::default();
         let mut seg: TcpRepr<'_> = self.header(now, TcpFlags::ACK);
