@@ -1,0 +1,782 @@
+//! The symmetric proxy's relay, sans-IO (PROTOCOL.md §3.5, §6.9, §11.5).
+//!
+//! Read first: PROTOCOL.md §6.9 (the relay procedure), §4.7 (tickets) and
+//! §7 (sequence numbers). When both ends of a connection are behind NAPTs
+//! the mobility server asks the proxy for a relay port ([`Relay::allocate`])
+//! and gives each end the proxy's address, that port and a ticket for its
+//! leg. Each end sends the proxy an MSYN carrying Relay-Ticket instead of
+//! Migrate; the proxy checks it with the ticket's key (never with connection
+//! keys, which it does not have), and once both legs have sent one it
+//! answers each with an MSYN-ACK whose sequence number is the *other* end's
+//! MSYN sequence number: each end's stream continues as if the other had
+//! answered, and the splice needs no sequence offset at all. From then on it
+//! forwards segments between the legs rewriting only addresses, ports and
+//! checksums ([`rewrite_ipv4_tcp_endpoints`]): ACKs, SACK blocks, windows
+//! and timestamps are the ends' own.
+//!
+//! One relay is a small state machine ([`RelayState`]): waiting for the
+//! first leg, waiting for the second, spliced, one leg moving (a relayed end
+//! sent a new MSYN: still behind a NAPT, it is answered and the splice goes
+//! on; now global, it is refused with an RST and the relay released), closed
+//! (FIN both ways, RST, idle, or never completed). Nothing is buffered.
+//!
+//! Driven like the TCP endpoint: [`Relay::handle_packet`],
+//! [`Relay::handle_timeout`] when [`Relay::poll_timeout`] is due, then
+//! [`Relay::poll_transmit`] and [`Relay::poll_event`] until `None`.
+
+pub mod ticket;
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+use std::collections::{BTreeMap, VecDeque};
+
+use thiserror::Error;
+
+pub use ticket::{HostTicket, RelaySecret, SecretError, TicketId, TicketKey, TicketMacInput};
+
+use crate::auth::{new_nonce, ReplayWindow, RequestCheck, RequestNumber};
+use crate::rand::Random;
+use crate::tcp::handshake;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    emit_ipv4_tcp, parse_ipv4_tcp, rewrite_ipv4_tcp_endpoints, Ipv4Repr, MigrationOptions,
+    MigrationScratch, OptionScratch, RelayMsyn, SeqNumber, TcpFlags, TcpRepr,
+};
+
+/// Tunables of a relay proxy.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The proxy's (global) address: relay ports live there.
+    pub addr: Ipv4Addr,
+    /// First and last relay port.
+    pub ports: (u16, u16),
+    /// A spliced relay with no segment either way for this long is
+    /// released. Longer than a host's MIG_WAIT plus its keep-alives
+    /// (PROTOCOL.md §8.2: 120 s + 4 × 10 s), so a relayed end between
+    /// networks keeps its relay: 300 s.
+    pub idle_timeout: Duration,
+    /// After FINs both ways (or an RST) the relay lingers this long for
+    /// the last ACKs, then is released (10 s).
+    pub close_linger: Duration,
+    /// First MSYN-ACK retransmission interval (1 s, doubling, as §8.2).
+    pub msyn_ack_t0: Duration,
+    /// MSYN-ACK retransmissions before the proxy waits for a new MSYN (4).
+    pub msyn_ack_retries: u32,
+    /// Ticket MAC verifications per second, all relays together (§11.8).
+    pub mac_verifications_per_second: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            addr: Ipv4Addr::UNSPECIFIED,
+            ports: (40000, 40999),
+            idle_timeout: Duration::from_secs(300),
+            close_linger: Duration::from_secs(10),
+            msyn_ack_t0: Duration::from_secs(1),
+            msyn_ack_retries: 4,
+            mac_verifications_per_second: 10_000,
+        }
+    }
+}
+
+/// Where one relay stands (DESIGN.md: "The proxy splices").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayState {
+    /// Allocated; no leg has sent a valid MSYN yet.
+    WaitingFirst,
+    /// One leg's MSYN arrived; it is answered when the other's does.
+    WaitingSecond,
+    /// Both legs confirmed: segments are forwarded.
+    Spliced,
+    /// A leg sent a new MSYN (or its first path is not yet confirmed):
+    /// segments towards it wait for its Confirm.
+    LegMoving,
+    /// Released: FIN both ways, RST, idle, refused, or never completed.
+    Closed,
+}
+
+/// Why a relay was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReleaseReason {
+    /// FIN seen both ways (after the linger).
+    Finished,
+    /// An RST crossed the relay.
+    Reset,
+    /// No segment for [`RelayConfig::idle_timeout`].
+    Idle,
+    /// Not spliced within the lifetime given at allocation.
+    Expired,
+    /// A relayed end came back from a global address (PROTOCOL.md §6.9).
+    LegWentGlobal,
+    /// [`Relay::release`] was called (the server gave up on it).
+    Released,
+}
+
+/// What the relay reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A leg's MSYN was accepted (first time, or after a move).
+    LegAttached {
+        port: u16,
+        leg: usize,
+        remote: SocketAddrV4,
+        behind_napt: bool,
+    },
+    /// Both legs confirmed: the relay forwards.
+    Spliced { port: u16 },
+    /// A relayed end sent a valid MSYN from a global address: refused
+    /// with an RST; the relay is released.
+    Refused { port: u16, leg: usize },
+    /// The relay is gone and its port free again.
+    Released { port: u16, reason: ReleaseReason },
+}
+
+/// Why [`Relay::allocate`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RelayError {
+    #[error("no relay port is free")]
+    NoFreePort,
+    #[error("the two ticket ids must differ")]
+    SameTicket,
+}
+
+/// Counters (PROTOCOL.md §11.5: every refusal is counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    pub packets_in: u64,
+    pub malformed: u64,
+    pub allocated: u64,
+    pub released: u64,
+    pub msyns: u64,
+    /// MSYNs to a port with no relay.
+    pub unknown_port: u64,
+    /// MSYNs naming a ticket that is not one of the port's two.
+    pub unknown_ticket: u64,
+    /// MSYNs whose MAC did not verify under the ticket's key (forged, or a
+    /// ticket of another port or proxy).
+    pub bad_mac: u64,
+    /// Stale or repeated request numbers (replayed MSYNs).
+    pub replayed: u64,
+    /// MSYNs dropped by the MAC-verification budget.
+    pub rate_limited: u64,
+    /// SYNs to a relay port that are not relay MSYNs.
+    pub not_relay_msyn: u64,
+    /// Valid MSYNs from an end no longer behind a NAPT, refused with RST.
+    pub refused_global: u64,
+    pub msyn_acks_sent: u64,
+    pub confirms: u64,
+    pub forwarded: u64,
+    /// Segments towards a leg whose path is not confirmed, dropped.
+    pub dropped_unconfirmed: u64,
+    /// Segments to a relay port from neither leg's current address.
+    pub stray: u64,
+}
+
+/// One leg: what the proxy knows of one end (PROTOCOL.md §6.9).
+#[derive(Debug, Clone)]
+struct Leg {
+    /// The end's address and port as the proxy sees them (after its NAPT).
+    remote: SocketAddrV4,
+    /// Its direct address from the MSYN's Permit (the MAC covers it).
+    direct: SocketAddrV4,
+    replay: ReplayWindow,
+    /// The accepted MSYN: request, SEG.SEQ (= the end's SND.UNA - 1),
+    /// unscaled window, window scale.
+    request: RequestNumber,
+    msyn_seq: SeqNumber,
+    msyn_window: u16,
+    wscale: Option<u8>,
+    /// The MSYN-ACK due or sent and not yet confirmed.
+    pending: Option<Pending>,
+    confirmed: bool,
+    /// Highest ACK field seen from this end (in the other end's sequence
+    /// space): a lower bound of its RCV.NXT.
+    acked: Option<SeqNumber>,
+    /// This end's RCV.NXT as its last Confirm stated it, or `acked`.
+    rcv_nxt: Option<SeqNumber>,
+    /// Its right edge: ACK + scaled window of its latest segment.
+    right_edge: Option<SeqNumber>,
+    fin: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    nonce: u32,
+    attempts: u32,
+    interval: Duration,
+    /// `None` while waiting for the other leg's MSYN.
+    deadline: Option<Instant>,
+    send_now: bool,
+}
+
+/// One relay: a port, its two tickets and legs.
+#[derive(Debug)]
+struct Entry {
+    tickets: [TicketId; 2],
+    keys: [TicketKey; 2],
+    legs: [Option<Leg>; 2],
+    /// Until splicing: the lifetime given at allocation.
+    expires: Option<Instant>,
+    last_activity: Instant,
+    /// Set once the relay is finishing (FIN both ways, RST).
+    closing: Option<(Instant, ReleaseReason)>,
+    spliced_once: bool,
+}
+
+impl Entry {
+    fn state(&self) -> RelayState {
+        match (&self.legs[0], &self.legs[1]) {
+            (None, None) => RelayState::WaitingFirst,
+            (Some(_), None) | (None, Some(_)) => RelayState::WaitingSecond,
+            (Some(a), Some(b)) if a.confirmed && b.confirmed => RelayState::Spliced,
+            _ => RelayState::LegMoving,
+        }
+    }
+
+    fn deadline(&self, cfg: &RelayConfig) -> Instant {
+        let mut t = self.last_activity + cfg.idle_timeout;
+        if let Some(e) = self.expires {
+            t = t.min(e);
+        }
+        if let Some((c, _)) = self.closing {
+            t = t.min(c);
+        }
+        for leg in self.legs.iter().flatten() {
+            if let Some(d) = leg.pending.and_then(|p| p.deadline) {
+                t = t.min(d);
+            }
+        }
+        t
+    }
+}
+
+/// Per-second budget of MAC verifications (PROTOCOL.md §11.8).
+#[derive(Debug)]
+struct Budget {
+    per_second: u32,
+    window: Option<Instant>,
+    used: u32,
+}
+
+impl Budget {
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|w| now - w >= Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= self.per_second
+    }
+}
+
+/// The proxy's relay table (sans-IO).
+pub struct Relay {
+    cfg: RelayConfig,
+    secret: RelaySecret,
+    rng: Box<dyn Random + Send>,
+    entries: BTreeMap<u16, Entry>,
+    next_port: u16,
+    budget: Budget,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<RelayEvent>,
+    stats: RelayStats,
+}
+
+impl core::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Relay")
+            .field("relays", &self.entries.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub fn new(cfg: RelayConfig, secret: RelaySecret, rng: Box<dyn Random + Send>) -> Relay {
+        let budget = Budget {
+            per_second: cfg.mac_verifications_per_second,
+            window: None,
+            used: 0,
+        };
+        Relay {
+            next_port: cfg.ports.0,
+            cfg,
+            secret,
+            rng,
+            entries: BTreeMap::new(),
+            budget,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
+    }
+
+    /// Relays in the table.
+    pub fn relay_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether `port` is an allocated relay port.
+    pub fn owns_port(&self, port: u16) -> bool {
+        self.entries.contains_key(&port)
+    }
+
+    /// The state of the relay on `port` (`Closed` if there is none).
+    pub fn state(&self, port: u16) -> RelayState {
+        self.entries
+            .get(&port)
+            .map_or(RelayState::Closed, Entry::state)
+    }
+
+    /// The server's request (PROTOCOL.md §15.14): a relay port for the two
+    /// legs' ticket ids (low side first), to be spliced within `lifetime`.
+    /// The server derives the ticket keys itself
+    /// ([`RelaySecret::ticket_key`] with the port returned) and sends each
+    /// end its RelayAssignment.
+    pub fn allocate(
+        &mut self,
+        now: Instant,
+        tickets: [TicketId; 2],
+        lifetime: Duration,
+    ) -> Result<u16, RelayError> {
+        if tickets[0] == tickets[1] {
+            return Err(RelayError::SameTicket);
+        }
+        let (lo, hi) = self.cfg.ports;
+        let count = u32::from(hi.saturating_sub(lo)) + 1;
+        let mut port = None;
+        for i in 0..count {
+            let candidate = lo + ((u32::from(self.next_port - lo) + i) % count) as u16;
+            if !self.entries.contains_key(&candidate) {
+                port = Some(candidate);
+                break;
+            }
+        }
+        let port = port.ok_or(RelayError::NoFreePort)?;
+        self.next_port = if port == hi { lo } else { port + 1 };
+        let keys = [
+            self.secret.ticket_key(port, tickets[0]),
+            self.secret.ticket_key(port, tickets[1]),
+        ];
+        self.entries.insert(
+            port,
+            Entry {
+                tickets,
+                keys,
+                legs: [None, None],
+                expires: Some(now + lifetime),
+                last_activity: now,
+                closing: None,
+                spliced_once: false,
+            },
+        );
+        self.stats.allocated += 1;
+        Ok(port)
+    }
+
+    /// Frees a relay port now.
+    pub fn release(&mut self, port: u16) {
+        self.remove(port, ReleaseReason::Released);
+    }
+
+    fn remove(&mut self, port: u16, reason: ReleaseReason) {
+        if self.entries.remove(&port).is_some() {
+            self.stats.released += 1;
+            self.events.push_back(RelayEvent::Released { port, reason });
+        }
+    }
+
+    /// One IPv4 packet addressed to the proxy.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.packets_in += 1;
+        let Ok((ip, seg)) = parse_ipv4_tcp(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if ip.dst != self.cfg.addr {
+            self.stats.stray += 1;
+            return;
+        }
+        let port = seg.dst_port;
+        let from = SocketAddrV4::new(ip.src, seg.src_port);
+        let options = MigrationOptions::from_repr(&seg).unwrap_or_default();
+        let flags = seg.flags;
+        if flags.syn() && !flags.ack() {
+            self.stats.msyns += 1;
+            // PROTOCOL.md §6.9 step 1: a relay MSYN or nothing.
+            let Some((msyn, permit)) = handshake::classify_relay_msyn(&seg, &options) else {
+                self.stats.not_relay_msyn += 1;
+                return;
+            };
+            self.on_msyn(now, port, from, &seg, &msyn, permit.direct());
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&port) else {
+            self.stats.unknown_port += 1;
+            return;
+        };
+        let Some(i) = (0..2).find(|&i| entry.legs[i].as_ref().is_some_and(|l| l.remote == from))
+        else {
+            // A leg's old address after it moved, or anybody else: never
+            // answered (an RST could reach the moved end's old peer).
+            self.stats.stray += 1;
+            return;
+        };
+        let j = 1 - i;
+        entry.last_activity = now;
+        let mut became_spliced = false;
+        {
+            let Some(leg) = entry.legs[i].as_mut() else {
+                return;
+            };
+            // §6.5 at the proxy: the Confirm echoing the pending nonce.
+            if let Some(p) = leg.pending {
+                if let Some(received) = handshake::confirm_matches(&options, leg.request, p.nonce) {
+                    leg.pending = None;
+                    leg.confirmed = true;
+                    self.stats.confirms += 1;
+                    if let (Some(r), true) = (received, flags.ack()) {
+                        leg.rcv_nxt = Some(max_seq(leg.rcv_nxt, seg.ack + r as usize));
+                    }
+                    became_spliced = true;
+                }
+            }
+            if flags.ack() {
+                leg.acked = Some(max_seq(leg.acked, seg.ack));
+                leg.rcv_nxt = Some(max_seq(leg.rcv_nxt, seg.ack));
+                let window = usize::from(seg.window) << leg.wscale.unwrap_or(0);
+                leg.right_edge = Some(max_seq(leg.right_edge, seg.ack + window));
+            }
+            if flags.fin() {
+                leg.fin = true;
+            }
+        }
+        if became_spliced && entry.state() == RelayState::Spliced {
+            entry.expires = None;
+            if !entry.spliced_once {
+                entry.spliced_once = true;
+            }
+            self.events.push_back(RelayEvent::Spliced { port });
+        }
+        let (Some(src_leg), Some(dst_leg)) = (&entry.legs[i], &entry.legs[j]) else {
+            self.stats.dropped_unconfirmed += 1;
+            return;
+        };
+        // §6.5: nothing but the MSYN-ACK towards a path not yet confirmed.
+        if !src_leg.confirmed || !dst_leg.confirmed {
+            self.stats.dropped_unconfirmed += 1;
+            return;
+        }
+        let dst = dst_leg.remote;
+        let mut bytes = packet.to_vec();
+        if rewrite_ipv4_tcp_endpoints(&mut bytes, SocketAddrV4::new(self.cfg.addr, port), dst)
+            .is_err()
+        {
+            self.stats.malformed += 1;
+            return;
+        }
+        self.out.push_back(bytes);
+        self.stats.forwarded += 1;
+        if flags.rst() {
+            entry.closing = Some((now, ReleaseReason::Reset));
+        } else if entry.legs.iter().flatten().all(|l| l.fin) && entry.closing.is_none() {
+            entry.closing = Some((now + self.cfg.close_linger, ReleaseReason::Finished));
+        }
+    }
+
+    /// PROTOCOL.md §6.9 steps 2-7 for one relay MSYN. Every refusal before
+    /// the MAC verified is a counted drop that creates no state.
+    fn on_msyn(
+        &mut self,
+        now: Instant,
+        port: u16,
+        from: SocketAddrV4,
+        seg: &TcpRepr,
+        msyn: &RelayMsyn,
+        direct: SocketAddrV4,
+    ) {
+        let Some(entry) = self.entries.get_mut(&port) else {
+            self.stats.unknown_port += 1;
+            return;
+        };
+        let Some(i) = entry.tickets.iter().position(|t| t.0 == msyn.ticket) else {
+            self.stats.unknown_ticket += 1;
+            return;
+        };
+        if !self.budget.allow(now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        let request = RequestNumber(msyn.request);
+        if let Some(leg) = &mut entry.legs[i] {
+            match leg.replay.check(request) {
+                RequestCheck::Fresh => {}
+                RequestCheck::Repeat => {
+                    // A network duplicate of the MSYN being answered.
+                    if let Some(p) = leg.pending.as_mut() {
+                        if leg.remote == from && leg.direct == direct && p.deadline.is_some() {
+                            p.send_now = true;
+                            return;
+                        }
+                    }
+                    self.stats.replayed += 1;
+                    return;
+                }
+                RequestCheck::Stale => {
+                    self.stats.replayed += 1;
+                    return;
+                }
+            }
+        }
+        if !handshake::verify_relay_msyn(&entry.keys[i], msyn, &handshake::short_permit(direct)) {
+            self.stats.bad_mac += 1;
+            return;
+        }
+        // §6.9 step 6: an end outside any NAPT needs no relay: refuse with
+        // <SEQ=0><ACK=MSYN.seq+1><CTL=RST,ACK> (§6.8), release the relay.
+        if direct == from {
+            self.stats.refused_global += 1;
+            let rst = TcpRepr {
+                src_port: port,
+                dst_port: from.port(),
+                seq: SeqNumber(0),
+                ack: seg.seq + 1,
+                flags: TcpFlags::RST | TcpFlags::ACK,
+                ..TcpRepr::default()
+            };
+            self.emit(self.cfg.addr, from, &rst);
+            self.events.push_back(RelayEvent::Refused { port, leg: i });
+            self.remove(port, ReleaseReason::LegWentGlobal);
+            return;
+        }
+        // Accept.
+        let nonce = new_nonce(&mut *self.rng);
+        let previous = entry.legs[i].take();
+        let mut replay = previous
+            .as_ref()
+            .map(|l| l.replay.clone())
+            .unwrap_or_default();
+        replay.accept(request);
+        let leg = Leg {
+            remote: from,
+            direct,
+            replay,
+            request,
+            msyn_seq: seg.seq,
+            msyn_window: seg.window,
+            wscale: seg.window_scale,
+            pending: Some(Pending {
+                nonce,
+                attempts: 0,
+                interval: self.cfg.msyn_ack_t0,
+                deadline: None,
+                send_now: false,
+            }),
+            confirmed: false,
+            acked: previous.as_ref().and_then(|l| l.acked),
+            rcv_nxt: previous.as_ref().and_then(|l| l.rcv_nxt),
+            right_edge: previous.as_ref().and_then(|l| l.right_edge),
+            fin: previous.as_ref().is_some_and(|l| l.fin),
+        };
+        entry.legs[i] = Some(leg);
+        entry.last_activity = now;
+        self.events.push_back(RelayEvent::LegAttached {
+            port,
+            leg: i,
+            remote: from,
+            behind_napt: true,
+        });
+        // Answer every leg whose MSYN waits, once both are known.
+        if entry.legs.iter().all(Option::is_some) {
+            for k in 0..2 {
+                if let Some(p) = entry.legs[k].as_mut().and_then(|l| l.pending.as_mut()) {
+                    if k == i || p.deadline.is_none() {
+                        p.send_now = true;
+                        p.deadline = Some(now + p.interval);
+                    }
+                }
+            }
+        }
+        self.send_due(port);
+    }
+
+    /// Sends the MSYN-ACKs that are due on `port`.
+    fn send_due(&mut self, port: u16) {
+        let Some(entry) = self.entries.get_mut(&port) else {
+            return;
+        };
+        let mut packets = Vec::new();
+        for i in 0..2 {
+            let due = entry.legs[i]
+                .as_ref()
+                .and_then(|l| l.pending)
+                .is_some_and(|p| p.send_now);
+            if !due {
+                continue;
+            }
+            if let Some(p) = entry.legs[i].as_mut().and_then(|l| l.pending.as_mut()) {
+                p.send_now = false;
+            }
+            if let Some(seg) = msyn_ack_for(entry, i, self.cfg.addr, port) {
+                packets.push(seg);
+            }
+        }
+        for p in packets {
+            self.out.push_back(p);
+            self.stats.msyn_acks_sent += 1;
+        }
+    }
+
+    fn emit(&mut self, src: Ipv4Addr, dst: SocketAddrV4, seg: &TcpRepr) {
+        let mut buf = vec![0u8; crate::wire::ipv4_tcp_len(seg)];
+        if let Ok(n) = emit_ipv4_tcp(&Ipv4Repr::new(src, *dst.ip()), seg, &mut buf) {
+            buf.truncate(n);
+            self.out.push_back(buf);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ports: Vec<u16> = self.entries.keys().copied().collect();
+        for port in ports {
+            let Some(entry) = self.entries.get_mut(&port) else {
+                continue;
+            };
+            if let Some((at, reason)) = entry.closing {
+                if now >= at {
+                    self.remove(port, reason);
+                    continue;
+                }
+            }
+            if entry.expires.is_some_and(|e| now >= e) {
+                self.remove(port, ReleaseReason::Expired);
+                continue;
+            }
+            if now >= entry.last_activity + self.cfg.idle_timeout {
+                self.remove(port, ReleaseReason::Idle);
+                continue;
+            }
+            let retries = self.cfg.msyn_ack_retries;
+            let max = Duration::from_secs(60);
+            for leg in entry.legs.iter_mut().flatten() {
+                let Some(p) = leg.pending.as_mut() else {
+                    continue;
+                };
+                if p.deadline.is_some_and(|d| now >= d) {
+                    if p.attempts < retries {
+                        p.attempts += 1;
+                        p.interval = (p.interval * 2).min(max);
+                        p.deadline = Some(now + p.interval);
+                        p.send_now = true;
+                    } else {
+                        // The end is not reachable where its MSYN came
+                        // from; its next MSYN starts over.
+                        p.deadline = None;
+                    }
+                }
+            }
+            self.send_due(port);
+        }
+    }
+
+    /// Earliest instant [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries.values().map(|e| e.deadline(&self.cfg)).min()
+    }
+
+    /// Writes the next packet to send into `buf`; returns its length.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let packet = self.out.pop_front()?;
+        let n = packet.len().min(buf.len());
+        buf[..n].copy_from_slice(&packet[..n]);
+        Some(n)
+    }
+
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+}
+
+fn max_seq(a: Option<SeqNumber>, b: SeqNumber) -> SeqNumber {
+    match a {
+        Some(a) if a > b => a,
+        _ => b,
+    }
+}
+
+/// The proxy's MSYN-ACK to leg `i` (PROTOCOL.md §6.9 step 8): a pure
+/// function of the relay entry.
+///
+/// - seq + 1 = the other end's position in leg i's receive space: its
+///   MSYN.seq + 1 (its SND.UNA), or the highest ACK end i has sent since,
+///   whichever is later; both are at most end i's RCV.NXT, so end i's
+///   sanity check (§6.4 step 5) passes and its stream from the other end
+///   continues without any offset;
+/// - ack = leg i's MSYN.seq + 1 exactly (§7, §10);
+/// - received = the other end's RCV.NXT as last known (its Confirm, its
+///   ACKs) minus that ACK field, or 0;
+/// - window: the other end's right edge counted from the ACK field, at
+///   most 65535 and unscaled; WS = the other end's shift (its MSYN's), so
+///   leg i's NAPT scales the other end's forwarded windows right;
+/// - no timestamps: the proxy has no clock of the other end's, and the
+///   mover keeps its TS.Recent (§7: the MSYN-ACK is exempt from PAWS).
+fn msyn_ack_for(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -> Option<Vec<u8>> {
+    let leg = entry.legs[i].as_ref()?;
+    let other = entry.legs[1 - i].as_ref()?;
+    let pending = leg.pending?;
+    let ack = leg.msyn_seq + 1;
+    let mut other_una = other.msyn_seq + 1;
+    if let Some(a) = leg.acked {
+        if a > other_una {
+            other_una = a;
+        }
+    }
+    let received = match other.rcv_nxt {
+        Some(r) if r > ack => (r - ack) as u32,
+        _ => 0,
+    };
+    let right = other
+        .right_edge
+        .filter(|&e| e > ack)
+        .map(|e| e - ack)
+        .unwrap_or(usize::from(other.msyn_window));
+    let window = right.min(usize::from(u16::MAX)) as u16;
+    let option = handshake::relay_msyn_ack_option(
+        &entry.keys[i],
+        entry.tickets[i].0,
+        leg.request.0,
+        pending.nonce,
+        leg.direct,
+        received,
+    );
+    let mut ticket_scratch = OptionScratch::default();
+    let options = MigrationOptions {
+        relay_ticket: Some(option.to_option(&mut ticket_scratch).data),
+        ..MigrationOptions::default()
+    };
+    let mut seg = handshake::msyn_ack_header(
+        port,
+        leg.remote.port(),
+        other_una,
+        ack,
+        window,
+        other.wscale,
+        None,
+    );
+    let mut scratch = MigrationScratch::default();
+    options.attach(&mut scratch, &mut seg).ok()?;
+    let mut buf = vec![0u8; crate::wire::ipv4_tcp_len(&seg)];
+    let n = emit_ipv4_tcp(&Ipv4Repr::new(addr, *leg.remote.ip()), &seg, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
