@@ -38,8 +38,8 @@ use crate::rand::Random;
 use crate::tcp::handshake;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_ipv4_tcp, parse_ipv4_tcp, rewrite_ipv4_tcp_endpoints, Ipv4Repr, MigrationOptions,
-    MigrationScratch, OptionScratch, RelayMsyn, SeqNumber, TcpFlags, TcpRepr,
+    emit_ipv4_tcp, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints, Ipv4Repr,
+    MigrationOptions, MigrationScratch, OptionScratch, RelayMsyn, SeqNumber, TcpFlags, TcpRepr,
 };
 
 /// Tunables of a relay proxy.
@@ -170,6 +170,8 @@ pub struct RelayStats {
     pub dropped_unconfirmed: u64,
     /// Segments to a relay port from neither leg's current address.
     pub stray: u64,
+    /// ACKs lowered to a moved leg's path_high (§6.9, §7).
+    pub acks_clamped: u64,
 }
 
 /// One leg: what the proxy knows of one end (PROTOCOL.md §6.9).
@@ -196,6 +198,10 @@ struct Leg {
     rcv_nxt: Option<SeqNumber>,
     /// Its right edge: ACK + scaled window of its latest segment.
     right_edge: Option<SeqNumber>,
+    /// The ACK clamp of §7, kept by the proxy for this leg's NAPT: the
+    /// highest SEG.SEQ + SEG.LEN this end sent on its current path
+    /// (from its MSYN.seq + 1). ACKs forwarded to it never exceed it.
+    path_high: SeqNumber,
     fin: bool,
 }
 
@@ -461,6 +467,15 @@ impl Relay {
             if flags.fin() {
                 leg.fin = true;
             }
+            let len = seg.segment_len();
+            if len > 0 {
+                let end = seg.seq + len;
+                // A plausible advance only (within 1 GiB, RFC 7323's
+                // largest window), so garbage cannot open the clamp.
+                if end > leg.path_high && end - leg.path_high <= 1 << 30 {
+                    leg.path_high = end;
+                }
+            }
         }
         if became_spliced && entry.state() == RelayState::Spliced {
             entry.expires = None;
@@ -485,6 +500,22 @@ impl Relay {
         {
             self.stats.malformed += 1;
             return;
+        }
+        // §6.9, §7: the end that did not move does not know the other
+        // moved, and acks what reached it over the old path; the NAPT on
+        // the new path drops an ACK above what it saw from its inside. The
+        // proxy clamps such ACKs to the leg's path_high and widens the
+        // window by as much, so the right edge stays the sender's.
+        if flags.ack() && seg.ack > dst_leg.path_high {
+            let excess = seg.ack - dst_leg.path_high;
+            let shift = src_leg.wscale.unwrap_or(0);
+            let window = ((usize::from(seg.window) << shift) + excess) >> shift;
+            let window = window.min(usize::from(u16::MAX)) as u16;
+            if rewrite_ipv4_tcp_ack(&mut bytes, dst_leg.path_high.0, window).is_err() {
+                self.stats.malformed += 1;
+                return;
+            }
+            self.stats.acks_clamped += 1;
         }
         self.out.push_back(bytes);
         self.stats.forwarded += 1;
@@ -587,6 +618,7 @@ impl Relay {
             acked: previous.as_ref().and_then(|l| l.acked),
             rcv_nxt: previous.as_ref().and_then(|l| l.rcv_nxt),
             right_edge: previous.as_ref().and_then(|l| l.right_edge),
+            path_high: seg.seq + 1,
             fin: previous.as_ref().is_some_and(|l| l.fin),
         };
         entry.legs[i] = Some(leg);

@@ -232,3 +232,46 @@ fn incremental(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// Rewrites the ACK field and window of an IPv4/TCP packet in place and
+/// updates the TCP checksum incrementally (RFC 1624): the relay's ACK
+/// clamp towards a leg that has just moved (PROTOCOL.md §6.9). Same checks
+/// and errors as [`rewrite_ipv4_tcp_endpoints`].
+pub fn rewrite_ipv4_tcp_ack(packet: &mut [u8], ack: u32, window: u16) -> Result<(), WireError> {
+    let first = *packet.first().ok_or(WireError::Truncated {
+        needed: IPV4_HEADER_LEN,
+        have: 0,
+    })?;
+    if first >> 4 != 4 {
+        return Err(WireError::NotIpv4(first >> 4));
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    let needed = ihl.max(IPV4_HEADER_LEN) + 18;
+    if packet.len() < needed {
+        return Err(WireError::Truncated {
+            needed,
+            have: packet.len(),
+        });
+    }
+    if packet[9] != 6 {
+        return Err(WireError::NotTcp(packet[9]));
+    }
+    let t = ihl;
+    let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
+    let old = [
+        word(packet, t + 8),
+        word(packet, t + 10),
+        word(packet, t + 14),
+    ];
+    let a = ack.to_be_bytes();
+    let new = [
+        u16::from_be_bytes([a[0], a[1]]),
+        u16::from_be_bytes([a[2], a[3]]),
+        window,
+    ];
+    packet[t + 8..t + 12].copy_from_slice(&a);
+    packet[t + 14..t + 16].copy_from_slice(&window.to_be_bytes());
+    let sum = incremental(word(packet, t + 16), &old, &new);
+    packet[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}

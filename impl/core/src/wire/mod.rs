@@ -12,8 +12,8 @@ pub mod tcp;
 
 pub use error::WireError;
 pub use ip::{
-    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, rewrite_ipv4_tcp_endpoints, Ipv4Repr,
-    IPV4_HEADER_LEN,
+    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints,
+    Ipv4Repr, IPV4_HEADER_LEN,
 };
 pub use migrate::{
     AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
