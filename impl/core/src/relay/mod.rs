@@ -24,6 +24,7 @@
 //! [`Relay::handle_timeout`] when [`Relay::poll_timeout`] is due, then
 //! [`Relay::poll_transmit`] and [`Relay::poll_event`] until `None`.
 
+pub mod control;
 pub mod ticket;
 
 use core::net::{Ipv4Addr, SocketAddrV4};

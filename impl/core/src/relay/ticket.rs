@@ -77,6 +77,12 @@ impl RelaySecret {
         Ok(RelaySecret(bytes))
     }
 
+    /// HMAC-SHA256 keyed with the secret (the proxy control session's
+    /// key derivation, §15.14).
+    pub(crate) fn hmac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+    }
+
     /// The key of ticket `ticket` for the relay on `port` (PROTOCOL.md
     /// §4.7): leftmost 16 bytes of HMAC-SHA256(secret, "sustain relay
     /// ticket" || 0x00 || port (2) || ticket id (4)).
