@@ -26,6 +26,7 @@ pub mod host;
 pub mod netwatch;
 pub mod os_random;
 mod ports;
+pub mod proxy;
 pub mod raw_socket;
 pub mod route;
 pub mod rst_guard;

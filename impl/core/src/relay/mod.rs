@@ -116,6 +116,9 @@ pub enum ReleaseReason {
 /// What the relay reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEvent {
+    /// [`Relay::allocate`] reserved `port` (the runtime installs its
+    /// RST-guard rule).
+    Allocated { port: u16 },
     /// A leg's MSYN was accepted (first time, or after a move).
     LegAttached {
         port: u16,
@@ -389,6 +392,7 @@ impl Relay {
             },
         );
         self.stats.allocated += 1;
+        self.events.push_back(RelayEvent::Allocated { port });
         Ok(port)
     }
 
