@@ -84,7 +84,9 @@ impl ConnectionError {
             ConnectionError::Reset => io::ErrorKind::ConnectionReset,
             ConnectionError::TimedOut
             | ConnectionError::MigrationTimedOut
-            | ConnectionError::KeepaliveTimedOut => io::ErrorKind::TimedOut,
+            | ConnectionError::KeepaliveTimedOut => {
+                io::ErrorKind::TimedOut
+            }
             ConnectionError::Refused => io::ErrorKind::ConnectionRefused,
             ConnectionError::Aborted | ConnectionError::EndpointClosed => {
                 io::ErrorKind::ConnectionAborted
