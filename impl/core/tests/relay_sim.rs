@@ -8,7 +8,9 @@
 //! address (RST from the proxy, then a direct MSYN), and forged, replayed,
 //! other-port and unknown-port tickets (no effect, counted, no state).
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 use sustain_core::rand::{Random, SplitMix64};
@@ -139,6 +141,7 @@ struct Harness {
     relay_events: Vec<RelayEvent>,
     chunk: Vec<u8>,
     port: Option<u16>,
+    napts: Vec<Rc<RefCell<Napt>>>,
 }
 
 impl Harness {
@@ -191,6 +194,7 @@ impl Harness {
             relay_events: Vec::new(),
             chunk: vec![0; 256 * 1024],
             port: None,
+            napts: Vec::new(),
         }
     }
 
@@ -316,11 +320,23 @@ impl Harness {
     }
 
     fn add_napt(&mut self, public: Ipv4Addr) -> MiddleboxId {
-        let napt = self
-            .net
-            .add_middlebox(Napt::new(public), InsideScope::Private);
-        self.net.add_middlebox_address(napt, public);
-        napt
+        let napt = Rc::new(RefCell::new(Napt::new(public)));
+        let id = self.net.add_middlebox(napt.clone(), InsideScope::Private);
+        self.net.add_middlebox_address(id, public);
+        self.napts.push(napt);
+        id
+    }
+
+    /// Segments the NAPTs dropped for the tracker's ACK and data bounds
+    /// (PROTOCOL.md §10): what the relay's clamp and saved ACK prevent.
+    fn bound_drops(&self) -> u64 {
+        self.napts
+            .iter()
+            .map(|n| {
+                let s = n.borrow().stats().clone();
+                s.ack_over_bound_dropped + s.seq_over_bound_dropped
+            })
+            .sum()
     }
 
     /// The test plays the mobility server of PROTOCOL.md §15.14: a relay
@@ -418,7 +434,14 @@ fn both_behind_napts_are_spliced_and_16_mib_cross_each_way() {
         0
     );
     assert!(h.relay_events.contains(&RelayEvent::Spliced { port }));
+    // §6.9 fast resume: each end skipped what the other already had, as
+    // the other's relay MSYN told the proxy.
+    for node in [h.a, h.b] {
+        assert!(h.host(node).stats().resume_skipped_bytes > 0);
+    }
     h.finish();
+    // §10: the trackers on both legs never dropped an ACK or data segment.
+    assert_eq!(h.bound_drops(), 0);
     // Both ends resumed through the proxy, never directly.
     for (node, conn) in [(h.a, h.a_conn), (h.b, h.b_conn())] {
         let info = h.host(node).info(conn).unwrap();
@@ -448,6 +471,10 @@ fn relayed_end_moves_behind_another_napt_and_the_relay_resumes() {
         .count()
         == 2));
     h.finish();
+    // B did not move and acked what A had sent over its old path: the
+    // proxy clamped those ACKs for A's new NAPT, which dropped none.
+    assert!(h.relay().stats().acks_clamped > 0);
+    assert_eq!(h.bound_drops(), 0);
     let attached: Vec<&RelayEvent> = h
         .relay_events
         .iter()
@@ -554,6 +581,7 @@ fn forged_replayed_and_misdirected_tickets_change_nothing_and_are_counted() {
             },
             sustain_core::auth::RequestNumber(request),
             SocketAddrV4::new(A_PRIVATE, 5555),
+            sustain_core::wire::SeqNumber(0),
         )
     };
     // 1. Forged: a random MAC on a real ticket id.
@@ -606,4 +634,44 @@ fn forged_replayed_and_misdirected_tickets_change_nothing_and_are_counted() {
     assert_eq!(h.relay().relay_count(), relays, "no state");
     assert_eq!(h.relay().state(port), RelayState::Spliced);
     h.finish();
+}
+
+#[test]
+fn relays_are_released_on_fin_and_when_never_spliced() {
+    let (mut h, _, _) = Harness::relayed(MIB, 19);
+    let port = h.port.unwrap();
+    h.finish();
+    let (a, b, a_conn, b_conn) = (h.a, h.b, h.a_conn, h.b_conn());
+    h.net.node_mut(a).host().close(a_conn).unwrap();
+    h.net.node_mut(b).host().close(b_conn).unwrap();
+    h.run_for(Duration::from_secs(15));
+    assert!(h.relay_events.contains(&RelayEvent::Released {
+        port,
+        reason: ReleaseReason::Finished
+    }));
+    assert!(!h.relay().owns_port(port));
+    assert_eq!(h.relay().relay_count(), 0);
+
+    // A relay nobody uses, and one only one leg reaches, expire after
+    // their lifetime; the ports are reused.
+    let now = h.now();
+    let proxy = h.proxy;
+    let relay = h.net.node_mut(proxy).relay();
+    let p1 = relay
+        .allocate(now, [TicketId(7), TicketId(8)], Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(relay.state(p1), RelayState::WaitingFirst);
+    h.run_for(Duration::from_secs(6));
+    assert!(h.relay_events.contains(&RelayEvent::Released {
+        port: p1,
+        reason: ReleaseReason::Expired
+    }));
+    assert_eq!(h.relay().relay_count(), 0);
+    let now = h.now();
+    let same = h.net.node_mut(proxy).relay().allocate(
+        now,
+        [TicketId(7), TicketId(7)],
+        Duration::from_secs(5),
+    );
+    assert_eq!(same, Err(sustain_core::relay::RelayError::SameTicket));
 }

@@ -15,14 +15,16 @@ const MOVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 51234)
 const REQUEST: u32 = 2;
 const NONCE: u32 = 0x5eed_1234;
 const RECEIVED: u32 = 0x01_2345;
+/// The mover's RCV.NXT, in the relay MSYN's ACK field.
+const RCV_NXT: u32 = 0x1234_5678;
 
 const TICKET_KEY: &str = "786cd21991c97afc4c258f12d305da9e";
-const MSYN_M: &str = "7375737461696e2052454c41592d4d53594e00deadbeef000000020a000002c822";
-const MSYN_MAC: &str = "9f1b68c19b9365a2";
+const MSYN_M: &str = "7375737461696e2052454c41592d4d53594e00deadbeef000000020a000002c82212345678";
+const MSYN_MAC: &str = "49cdd0beea2f39e1";
 const ACK_M: &str =
     "7375737461696e2052454c41592d4d53594e2d41434b00deadbeef000000025eed12340a000002c822012345";
 const ACK_MAC: &str = "dad7f1e1010edf92";
-const MSYN_OPTION: &str = "fd14ab48deadbeef000000029f1b68c19b9365a2";
+const MSYN_OPTION: &str = "fd14ab48deadbeef0000000249cdd0beea2f39e1";
 const ACK_OPTION: &str = "fd1bab48deadbeef000000025eed1234012345dad7f1e1010edf92";
 
 fn secret() -> RelaySecret {
@@ -34,6 +36,7 @@ fn msyn_input() -> TicketMacInput {
         ticket: TICKET,
         request: REQUEST,
         mover: MOVER,
+        rcv_nxt: RCV_NXT,
     }
 }
 

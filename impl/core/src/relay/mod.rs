@@ -202,6 +202,10 @@ struct Leg {
     rcv_nxt: Option<SeqNumber>,
     /// Its right edge: ACK + scaled window of its latest segment.
     right_edge: Option<SeqNumber>,
+    /// The latest pure ACK from this end that was dropped because the other
+    /// leg was not yet confirmed (one packet, no payload): delivered when
+    /// it is (§6.9).
+    saved_ack: Option<Vec<u8>>,
     /// The ACK clamp of §7, kept by the proxy for this leg's NAPT: the
     /// highest SEG.SEQ + SEG.LEN this end sent on its current path
     /// (from its MSYN.seq + 1). ACKs forwarded to it never exceed it.
@@ -489,6 +493,26 @@ impl Relay {
             }
             self.events.push_back(RelayEvent::Spliced { port });
         }
+        if became_spliced {
+            // §6.9: the other end's latest pure ACK, dropped while this leg
+            // was unconfirmed, carries its window (and, for a fresh splice,
+            // opens td_maxend on this leg's NAPT): deliver it now.
+            let saved = entry.legs[j].as_mut().and_then(|l| l.saved_ack.take());
+            if let (Some(saved), Some(src), Some(dst)) = (saved, &entry.legs[j], &entry.legs[i]) {
+                if src.confirmed && dst.confirmed {
+                    if let Ok((_, s)) = parse_ipv4_tcp(&saved) {
+                        let (ack, window) = (s.ack, s.window);
+                        if let Some((bytes, clamped)) =
+                            splice_copy(self.cfg.addr, port, src, dst, &saved, Some(ack), window)
+                        {
+                            self.out.push_back(bytes);
+                            self.stats.forwarded += 1;
+                            self.stats.acks_clamped += u64::from(clamped);
+                        }
+                    }
+                }
+            }
+        }
         let (Some(src_leg), Some(dst_leg)) = (&entry.legs[i], &entry.legs[j]) else {
             self.stats.dropped_unconfirmed += 1;
             return;
@@ -496,32 +520,32 @@ impl Relay {
         // §6.5: nothing but the MSYN-ACK towards a path not yet confirmed.
         if !src_leg.confirmed || !dst_leg.confirmed {
             self.stats.dropped_unconfirmed += 1;
+            let pure_ack = seg.payload.is_empty()
+                && flags.ack()
+                && !flags.syn()
+                && !flags.fin()
+                && !flags.rst();
+            if pure_ack && src_leg.confirmed {
+                if let Some(leg) = entry.legs[i].as_mut() {
+                    leg.saved_ack = Some(packet.to_vec());
+                }
+            }
             return;
         }
-        let dst = dst_leg.remote;
-        let mut bytes = packet.to_vec();
-        if rewrite_ipv4_tcp_endpoints(&mut bytes, SocketAddrV4::new(self.cfg.addr, port), dst)
-            .is_err()
-        {
+        let ack = flags.ack().then_some(seg.ack);
+        let Some((bytes, clamped)) = splice_copy(
+            self.cfg.addr,
+            port,
+            src_leg,
+            dst_leg,
+            packet,
+            ack,
+            seg.window,
+        ) else {
             self.stats.malformed += 1;
             return;
-        }
-        // §6.9, §7: the end that did not move does not know the other
-        // moved, and acks what reached it over the old path; the NAPT on
-        // the new path drops an ACK above what it saw from its inside. The
-        // proxy clamps such ACKs to the leg's path_high and widens the
-        // window by as much, so the right edge stays the sender's.
-        if flags.ack() && seg.ack > dst_leg.path_high {
-            let excess = seg.ack - dst_leg.path_high;
-            let shift = src_leg.wscale.unwrap_or(0);
-            let window = ((usize::from(seg.window) << shift) + excess) >> shift;
-            let window = window.min(usize::from(u16::MAX)) as u16;
-            if rewrite_ipv4_tcp_ack(&mut bytes, dst_leg.path_high.0, window).is_err() {
-                self.stats.malformed += 1;
-                return;
-            }
-            self.stats.acks_clamped += 1;
-        }
+        };
+        self.stats.acks_clamped += u64::from(clamped);
         self.out.push_back(bytes);
         self.stats.forwarded += 1;
         if flags.rst() {
@@ -575,7 +599,12 @@ impl Relay {
                 }
             }
         }
-        if !handshake::verify_relay_msyn(&entry.keys[i], msyn, &handshake::short_permit(direct)) {
+        if !handshake::verify_relay_msyn(
+            &entry.keys[i],
+            msyn,
+            &handshake::short_permit(direct),
+            seg.ack,
+        ) {
             self.stats.bad_mac += 1;
             return;
         }
@@ -621,9 +650,12 @@ impl Relay {
             }),
             confirmed: false,
             acked: previous.as_ref().and_then(|l| l.acked),
-            rcv_nxt: previous.as_ref().and_then(|l| l.rcv_nxt),
+            // §6.9: the MSYN's ACK field is the end's RCV.NXT (the MAC
+            // covers it): the other end resumes from there.
+            rcv_nxt: Some(max_seq(previous.as_ref().and_then(|l| l.rcv_nxt), seg.ack)),
             right_edge: previous.as_ref().and_then(|l| l.right_edge),
             path_high: seg.seq + 1,
+            saved_ack: None,
             fin: previous.as_ref().is_some_and(|l| l.fin),
         };
         entry.legs[i] = Some(leg);
@@ -744,6 +776,35 @@ impl Relay {
     }
 }
 
+/// A copy of `packet` (from leg `src`) for leg `dst`: addresses, ports and
+/// checksums rewritten, and an ACK above `dst`'s path_high clamped
+/// (§6.9, §7: the end that did not move does not know the other moved and
+/// acks what reached it over the old path, and the NAPT on the new path
+/// drops an ACK above what it saw from its inside; the window widens by as
+/// much, so the right edge stays the sender's). `None` if the packet is
+/// too short to rewrite. The flag says whether the ACK was clamped.
+fn splice_copy(
+    addr: Ipv4Addr,
+    port: u16,
+    src: &Leg,
+    dst: &Leg,
+    packet: &[u8],
+    ack: Option<SeqNumber>,
+    window: u16,
+) -> Option<(Vec<u8>, bool)> {
+    let mut bytes = packet.to_vec();
+    rewrite_ipv4_tcp_endpoints(&mut bytes, SocketAddrV4::new(addr, port), dst.remote).ok()?;
+    let Some(ack) = ack.filter(|&a| a > dst.path_high) else {
+        return Some((bytes, false));
+    };
+    let excess = ack - dst.path_high;
+    let shift = src.wscale.unwrap_or(0);
+    let window = ((usize::from(window) << shift) + excess) >> shift;
+    let window = window.min(usize::from(u16::MAX)) as u16;
+    rewrite_ipv4_tcp_ack(&mut bytes, dst.path_high.0, window).ok()?;
+    Some((bytes, true))
+}
+
 fn max_seq(a: Option<SeqNumber>, b: SeqNumber) -> SeqNumber {
     match a {
         Some(a) if a > b => a,
@@ -778,8 +839,10 @@ fn msyn_ack_for(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -> Option<Ve
             other_una = a;
         }
     }
+    // A plausible RCV.NXT only (at most 1 GiB, the largest window, past
+    // this leg's SND.UNA); otherwise the mover resends from SND.UNA.
     let received = match other.rcv_nxt {
-        Some(r) if r > ack => (r - ack) as u32,
+        Some(r) if r > ack && r - ack <= 1 << 30 => (r - ack) as u32,
         _ => 0,
     };
     let right = other

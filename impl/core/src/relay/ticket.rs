@@ -130,11 +130,13 @@ impl fmt::Debug for TicketKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketMacInput {
     /// The mover's relay MSYN: ticket id, request number, the mover's
-    /// direct address and port from the MSYN's Migrate-Permit.
+    /// direct address and port from the MSYN's Migrate-Permit, and the
+    /// mover's RCV.NXT as the MSYN's ACK field carries it (§6.9).
     Msyn {
         ticket: TicketId,
         request: u32,
         mover: SocketAddrV4,
+        rcv_nxt: u32,
     },
     /// The proxy's MSYN-ACK: ticket id, request answered, nonce, the
     /// mover's direct address and port from that MSYN, and the received
@@ -157,6 +159,7 @@ impl TicketMacInput {
                 ticket,
                 request,
                 mover,
+                rcv_nxt,
             } => {
                 m.extend_from_slice(LABEL_RELAY_MSYN);
                 m.push(0);
@@ -164,6 +167,7 @@ impl TicketMacInput {
                 m.extend_from_slice(&request.to_be_bytes());
                 m.extend_from_slice(&mover.ip().octets());
                 m.extend_from_slice(&mover.port().to_be_bytes());
+                m.extend_from_slice(&rcv_nxt.to_be_bytes());
             }
             TicketMacInput::MsynAck {
                 ticket,
@@ -267,6 +271,7 @@ mod tests {
             ticket: TicketId(1),
             request: 7,
             mover,
+            rcv_nxt: 0x1234_5678,
         };
         let mac = k.sign(&input);
         assert!(k.verify(&input, &mac));

@@ -305,16 +305,20 @@ pub fn classify_relay_msyn(
 }
 
 /// The mover's Relay-Ticket for an MSYN to the proxy (it replaces Migrate;
-/// the short Permit goes next to it).
+/// the short Permit goes next to it). `rcv_nxt` is the mover's RCV.NXT,
+/// which the relay MSYN carries in its ACK field (ACK bit clear, §6.9) and
+/// the MAC covers.
 pub fn relay_msyn_option(
     ticket: &HostTicket,
     request: RequestNumber,
     direct: SocketAddrV4,
+    rcv_nxt: SeqNumber,
 ) -> RelayTicket {
     let mac = ticket.key.sign(&TicketMacInput::Msyn {
         ticket: ticket.ticket,
         request: request.0,
         mover: direct,
+        rcv_nxt: rcv_nxt.0,
     });
     RelayTicket::Msyn(RelayMsyn {
         ticket: ticket.ticket.0,
@@ -323,12 +327,19 @@ pub fn relay_msyn_option(
     })
 }
 
-/// The proxy's check of a relay MSYN's MAC under the ticket's key.
-pub fn verify_relay_msyn(key: &TicketKey, msyn: &RelayMsyn, permit: &MigratePermit) -> bool {
+/// The proxy's check of a relay MSYN's MAC under the ticket's key;
+/// `rcv_nxt` is the MSYN's ACK field.
+pub fn verify_relay_msyn(
+    key: &TicketKey,
+    msyn: &RelayMsyn,
+    permit: &MigratePermit,
+    rcv_nxt: SeqNumber,
+) -> bool {
     let input = TicketMacInput::Msyn {
         ticket: crate::relay::ticket::TicketId(msyn.ticket),
         request: msyn.request,
         mover: permit.direct(),
+        rcv_nxt: rcv_nxt.0,
     };
     key.verify(&input, &msyn.mac)
 }

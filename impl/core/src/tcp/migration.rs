@@ -1430,7 +1430,7 @@ impl Connection {
             Some(ticket) => MigrationOptions {
                 permit: Some(handshake::short_permit(direct)),
                 relay_ticket: Some(
-                    handshake::relay_msyn_option(&ticket, request, direct)
+                    handshake::relay_msyn_option(&ticket, request, direct, self.rcv_nxt)
                         .to_option(&mut ticket_scratch)
                         .data,
                 ),
@@ -1455,6 +1455,12 @@ impl Connection {
             self.cfg.mss,
             window_scale,
         );
+        if options.relay_ticket.is_some() {
+            // §6.9: a relay MSYN carries RCV.NXT in its ACK field (the ACK
+            // bit stays clear), so the proxy can tell the other end where
+            // to resume; the MAC covers it.
+            seg.ack = self.rcv_nxt;
+        }
         options.attach(&mut scratch, &mut seg).ok()?;
         let n = self.emit_handshake(now, buf, &seg, sh)?;
         sh.stats.msyns_sent += 1;
