@@ -10,6 +10,7 @@
 //! accepted. Framing as §15.3: version, type, length, then the body.
 
 use core::fmt;
+use core::net::SocketAddrV4;
 
 use hmac::{Hmac, KeyInit, Mac as _};
 use sha2::Sha256;
@@ -17,6 +18,7 @@ use thiserror::Error;
 
 use super::ticket::{RelaySecret, TicketId};
 use super::{Relay, RelayError, ReleaseReason};
+use crate::control::RelayAssignment;
 use crate::rand::Random;
 use crate::time::{Duration, Instant};
 
@@ -653,6 +655,36 @@ impl ServerSession {
     }
 }
 
+/// The server's tickets for a new relay: two distinct random ids, the low
+/// side's first (PROTOCOL.md §4.7, §15.14).
+pub fn mint_tickets(rng: &mut dyn Random) -> [TicketId; 2] {
+    let low = TicketId(rng.next_u32());
+    let mut high = TicketId(rng.next_u32());
+    while high == low {
+        high = TicketId(rng.next_u32());
+    }
+    [low, high]
+}
+
+/// The RelayAssignment body (PROTOCOL.md §15.8) the server sends one end
+/// once the proxy granted `proxy` (its address and the relay port):
+/// the end's ticket id and the key derived from the shared secret.
+pub fn relay_assignment(
+    secret: &RelaySecret,
+    proxy: SocketAddrV4,
+    ticket: TicketId,
+    request: u32,
+    lifetime_secs: u16,
+) -> RelayAssignment {
+    RelayAssignment {
+        request,
+        proxy,
+        ticket_id: ticket.0,
+        ticket_key: secret.ticket_key(proxy.port(), ticket).0,
+        lifetime_secs,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,6 +796,23 @@ mod tests {
             );
         }
         assert_eq!(relay.relay_count(), 0);
+    }
+
+    #[test]
+    fn minted_tickets_differ_and_assignments_carry_the_derived_key() {
+        let mut rng = SplitMix64::new(9);
+        let [low, high] = mint_tickets(&mut rng);
+        assert_ne!(low, high);
+        let secret = RelaySecret::new([7; 32]);
+        let proxy = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 100), 40001);
+        let a = relay_assignment(&secret, proxy, low, 4, 30);
+        assert_eq!(a.ticket_key, secret.ticket_key(40001, low).0);
+        assert_eq!(
+            (a.request, a.proxy, a.ticket_id, a.lifetime_secs),
+            (4, proxy, low.0, 30)
+        );
+        let host = crate::relay::HostTicket::from(&a);
+        assert_eq!(host.key, secret.ticket_key(40001, low));
     }
 
     #[test]

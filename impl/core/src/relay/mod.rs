@@ -408,14 +408,32 @@ impl Relay {
 
     /// One IPv4 packet addressed to the proxy.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        self.input(now, packet, None);
+    }
+
+    /// As [`handle_packet`](Self::handle_packet), but a segment to forward
+    /// is written, rewritten, straight into `out` (a send slot of at least
+    /// the packet's length) and its length returned: the datapath's copy
+    /// without an allocation. Handshake answers still come from
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn handle_packet_into(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        self.input(now, packet, Some(out))
+    }
+
+    fn input(&mut self, now: Instant, packet: &[u8], out: Option<&mut [u8]>) -> Option<usize> {
         self.stats.packets_in += 1;
         let Ok((ip, seg)) = parse_ipv4_tcp(packet) else {
             self.stats.malformed += 1;
-            return;
+            return None;
         };
         if ip.dst != self.cfg.addr {
             self.stats.stray += 1;
-            return;
+            return None;
         }
         let port = seg.dst_port;
         let from = SocketAddrV4::new(ip.src, seg.src_port);
@@ -426,29 +444,27 @@ impl Relay {
             // PROTOCOL.md §6.9 step 1: a relay MSYN or nothing.
             let Some((msyn, permit)) = handshake::classify_relay_msyn(&seg, &options) else {
                 self.stats.not_relay_msyn += 1;
-                return;
+                return None;
             };
             self.on_msyn(now, port, from, &seg, &msyn, permit.direct());
-            return;
+            return None;
         }
         let Some(entry) = self.entries.get_mut(&port) else {
             self.stats.unknown_port += 1;
-            return;
+            return None;
         };
         let Some(i) = (0..2).find(|&i| entry.legs[i].as_ref().is_some_and(|l| l.remote == from))
         else {
             // A leg's old address after it moved, or anybody else: never
             // answered (an RST could reach the moved end's old peer).
             self.stats.stray += 1;
-            return;
+            return None;
         };
         let j = 1 - i;
         entry.last_activity = now;
         let mut became_spliced = false;
         {
-            let Some(leg) = entry.legs[i].as_mut() else {
-                return;
-            };
+            let leg = entry.legs[i].as_mut()?;
             // §6.5 at the proxy: the Confirm echoing the pending nonce.
             if let Some(p) = leg.pending {
                 if let Some(received) = handshake::confirm_matches(&options, leg.request, p.nonce) {
@@ -509,7 +525,7 @@ impl Relay {
         }
         let (Some(src_leg), Some(dst_leg)) = (&entry.legs[i], &entry.legs[j]) else {
             self.stats.dropped_unconfirmed += 1;
-            return;
+            return None;
         };
         // §6.5: nothing but the MSYN-ACK towards a path not yet confirmed.
         if !src_leg.confirmed || !dst_leg.confirmed {
@@ -524,23 +540,25 @@ impl Relay {
                     leg.saved_ack = Some(packet.to_vec());
                 }
             }
-            return;
+            return None;
         }
         let ack = flags.ack().then_some(seg.ack);
-        let Some((bytes, clamped)) = splice_copy(
-            self.cfg.addr,
-            port,
-            src_leg,
-            dst_leg,
-            packet,
-            ack,
-            seg.window,
-        ) else {
+        let addr = self.cfg.addr;
+        let written = match out {
+            Some(out) => splice_into(addr, port, src_leg, dst_leg, packet, ack, seg.window, out)
+                .map(|(n, clamped)| (Some(n), clamped)),
+            None => splice_copy(addr, port, src_leg, dst_leg, packet, ack, seg.window).map(
+                |(bytes, clamped)| {
+                    self.out.push_back(bytes);
+                    (None, clamped)
+                },
+            ),
+        };
+        let Some((written, clamped)) = written else {
             self.stats.malformed += 1;
-            return;
+            return None;
         };
         self.stats.acks_clamped += u64::from(clamped);
-        self.out.push_back(bytes);
         self.stats.forwarded += 1;
         if flags.rst() {
             entry.closing = Some((now, ReleaseReason::Reset));
@@ -550,6 +568,7 @@ impl Relay {
             self.timers
                 .push(Reverse((now + self.cfg.close_linger, port)));
         }
+        written
     }
 
     /// PROTOCOL.md §6.9 steps 2-7 for one relay MSYN. Every refusal before
@@ -813,17 +832,37 @@ fn splice_copy(
     ack: Option<SeqNumber>,
     window: u16,
 ) -> Option<(Vec<u8>, bool)> {
-    let mut bytes = packet.to_vec();
-    rewrite_ipv4_tcp_endpoints(&mut bytes, SocketAddrV4::new(addr, port), dst.remote).ok()?;
+    let mut bytes = vec![0u8; packet.len()];
+    let (n, clamped) = splice_into(addr, port, src, dst, packet, ack, window, &mut bytes)?;
+    bytes.truncate(n);
+    Some((bytes, clamped))
+}
+
+/// [`splice_copy`] into a caller's buffer; `None` if it is too short.
+#[allow(clippy::too_many_arguments)]
+fn splice_into(
+    addr: Ipv4Addr,
+    port: u16,
+    src: &Leg,
+    dst: &Leg,
+    packet: &[u8],
+    ack: Option<SeqNumber>,
+    window: u16,
+    out: &mut [u8],
+) -> Option<(usize, bool)> {
+    let n = packet.len();
+    let bytes = out.get_mut(..n)?;
+    bytes.copy_from_slice(packet);
+    rewrite_ipv4_tcp_endpoints(bytes, SocketAddrV4::new(addr, port), dst.remote).ok()?;
     let Some(ack) = ack.filter(|&a| a > dst.path_high) else {
-        return Some((bytes, false));
+        return Some((n, false));
     };
     let excess = ack - dst.path_high;
     let shift = src.wscale.unwrap_or(0);
     let window = ((usize::from(window) << shift) + excess) >> shift;
     let window = window.min(usize::from(u16::MAX)) as u16;
-    rewrite_ipv4_tcp_ack(&mut bytes, dst.path_high.0, window).ok()?;
-    Some((bytes, true))
+    rewrite_ipv4_tcp_ack(bytes, dst.path_high.0, window).ok()?;
+    Some((n, true))
 }
 
 fn max_seq(a: Option<SeqNumber>, b: SeqNumber) -> SeqNumber {
@@ -906,7 +945,7 @@ fn msyn_ack_for(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -> Option<Ve
 mod tests {
     use super::*;
     use crate::rand::SplitMix64;
-    use crate::wire::ipv4_tcp_len;
+    use crate::wire::{ipv4_tcp_len, RelayTicket, TcpFlags, TcpRepr};
 
     const PROXY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
 
@@ -932,6 +971,150 @@ mod tests {
         let mut buf = vec![0u8; ipv4_tcp_len(&seg)];
         emit_ipv4_tcp(&Ipv4Repr::new(*from.ip(), PROXY), &seg, &mut buf).unwrap();
         buf
+    }
+
+    fn packet(src: SocketAddrV4, dst: SocketAddrV4, seg: &TcpRepr) -> Vec<u8> {
+        let mut buf = vec![0u8; ipv4_tcp_len(seg)];
+        emit_ipv4_tcp(&Ipv4Repr::new(*src.ip(), *dst.ip()), seg, &mut buf).unwrap();
+        buf
+    }
+
+    /// Splices one relay by hand: both MSYNs, both MSYN-ACKs checked,
+    /// both Confirms. Returns the relay, its port and the legs' sources.
+    fn spliced() -> (Relay, u16, [SocketAddrV4; 2]) {
+        let secret = RelaySecret::new([3; 32]);
+        let mut relay = Relay::new(
+            RelayConfig {
+                addr: PROXY,
+                ports: (20000, 20001),
+                ..RelayConfig::default()
+            },
+            secret.clone(),
+            Box::new(SplitMix64::new(4)),
+        );
+        let now = Instant::ZERO;
+        let tickets = [TicketId(1), TicketId(2)];
+        let port = relay
+            .allocate(now, tickets, Duration::from_secs(30))
+            .unwrap();
+        let legs = [
+            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 30000),
+            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 30001),
+        ];
+        for (ticket, from) in tickets.iter().zip(legs) {
+            relay.handle_packet(now, &msyn(&secret, port, *ticket, from));
+        }
+        let mut buf = vec![0u8; 1500];
+        let mut confirms = Vec::new();
+        while let Some(n) = relay.poll_transmit(&mut buf) {
+            let (ip, seg) = parse_ipv4_tcp(&buf[..n]).unwrap();
+            let options = MigrationOptions::from_repr(&seg).unwrap();
+            let Some(RelayTicket::MsynAck(a)) = options.relay() else {
+                panic!("not an MSYN-ACK")
+            };
+            let to = SocketAddrV4::new(ip.dst, seg.dst_port);
+            let leg = usize::from(to == legs[1]);
+            let key = secret.ticket_key(port, tickets[leg]);
+            let host = HostTicket {
+                ticket: tickets[leg],
+                key,
+            };
+            let direct = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), to.port());
+            assert!(handshake::verify_relay_msyn_ack(&host, &a, direct));
+            // §6.9: seq + 1 is the other end's SND.UNA (both MSYNs sit at
+            // 999), ack this end's, received the other's RCV.NXT (5000)
+            // - ack.
+            assert_eq!((seg.seq + 1, seg.ack), (SeqNumber(1000), SeqNumber(1000)));
+            assert_eq!(a.received, 5000 - 1000);
+            let confirm = MigrationOptions {
+                migrate: Some(handshake::confirm_option(
+                    RequestNumber(a.request),
+                    a.nonce,
+                    0,
+                )),
+                ..MigrationOptions::default()
+            };
+            let mut seg = TcpRepr {
+                src_port: to.port(),
+                dst_port: port,
+                seq: SeqNumber(1000),
+                ack: SeqNumber(1000),
+                flags: TcpFlags::ACK,
+                window: 500,
+                ..TcpRepr::default()
+            };
+            let mut scratch = MigrationScratch::default();
+            confirm.attach(&mut scratch, &mut seg).unwrap();
+            confirms.push(packet(to, SocketAddrV4::new(PROXY, port), &seg));
+        }
+        for c in confirms {
+            relay.handle_packet(now, &c);
+        }
+        assert_eq!(relay.state(port), RelayState::Spliced);
+        while relay.poll_transmit(&mut buf).is_some() {}
+        (relay, port, legs)
+    }
+
+    #[test]
+    fn forwarding_rewrites_only_addresses_ports_and_checksums() {
+        let (mut relay, port, legs) = spliced();
+        let payload = [0x5au8; 1000];
+        let seg = TcpRepr {
+            src_port: legs[0].port(),
+            dst_port: port,
+            seq: SeqNumber(1000),
+            ack: SeqNumber(1000),
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            window: 700,
+            payload: &payload,
+            ..TcpRepr::default()
+        };
+        let pkt = packet(legs[0], SocketAddrV4::new(PROXY, port), &seg);
+        let mut out = vec![0u8; 2000];
+        let n = relay
+            .handle_packet_into(Instant::ZERO, &pkt, &mut out)
+            .unwrap();
+        let (ip, fwd) = parse_ipv4_tcp(&out[..n]).expect("checksums verify");
+        assert_eq!((ip.src, ip.dst), (PROXY, *legs[1].ip()));
+        assert_eq!((fwd.src_port, fwd.dst_port), (port, legs[1].port()));
+        assert_eq!(
+            (fwd.seq, fwd.ack, fwd.window),
+            (seg.seq, seg.ack, seg.window)
+        );
+        assert_eq!(fwd.payload, &payload[..]);
+        // The queued path produces the same bytes.
+        relay.handle_packet(Instant::ZERO, &pkt);
+        let mut queued = vec![0u8; 2000];
+        let m = relay.poll_transmit(&mut queued).unwrap();
+        assert_eq!(&queued[..m], &out[..n]);
+        // An ACK above what leg 0 sent on its path is clamped for its NAPT,
+        // the window widened by as much (shift 7): the right edge stays.
+        let ack_seg = TcpRepr {
+            src_port: legs[1].port(),
+            dst_port: port,
+            seq: SeqNumber(1000),
+            ack: SeqNumber(1000 + 1000 + 640),
+            flags: TcpFlags::ACK,
+            window: 10,
+            ..TcpRepr::default()
+        };
+        let pkt = packet(legs[1], SocketAddrV4::new(PROXY, port), &ack_seg);
+        let n = relay
+            .handle_packet_into(Instant::ZERO, &pkt, &mut out)
+            .unwrap();
+        let (_, fwd) = parse_ipv4_tcp(&out[..n]).expect("checksums verify");
+        assert_eq!(fwd.ack, SeqNumber(2000));
+        assert_eq!(fwd.window, 15);
+        assert_eq!(relay.stats().acks_clamped, 1);
+        // From anyone else: dropped, counted, never answered.
+        let stranger = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 1);
+        let pkt = packet(stranger, SocketAddrV4::new(PROXY, port), &ack_seg);
+        assert_eq!(
+            relay.handle_packet_into(Instant::ZERO, &pkt, &mut out),
+            None
+        );
+        assert_eq!(relay.stats().stray, 1);
+        assert!(relay.poll_transmit(&mut out).is_none());
     }
 
     /// The figure: one proxy holds 10 000 relays with both legs

@@ -215,7 +215,16 @@ pub async fn serve(
             }
             let now = clock.now();
             for pkt in rx.packets() {
-                relay.handle_packet(now, pkt);
+                if tx.is_full() {
+                    socket.send_batch(&mut tx).map_err(ProxyError::Socket)?;
+                }
+                if tx.is_full() {
+                    // The socket is full: the relay queues the copy.
+                    relay.handle_packet(now, pkt);
+                } else {
+                    // A forwarded segment goes straight into a send slot.
+                    tx.push_with(|slot| relay.handle_packet_into(now, pkt, slot));
+                }
             }
             progress = true;
         }
