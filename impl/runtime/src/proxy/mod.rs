@@ -12,7 +12,9 @@
 //!
 //! The raw socket's BPF filter covers the whole relay port range (at most
 //! [`MAX_FILTER_PORTS`](crate::raw_socket::MAX_FILTER_PORTS) ports); the
-//! RST guard holds a rule only for allocated ports.
+//! RST guard gets a rule for a port when it is first allocated and keeps it
+//! until the proxy exits (a released relay's ends may still send there, and
+//! a kernel RST would reset them).
 
 use std::collections::HashMap;
 use std::io;
@@ -413,8 +415,12 @@ fn after_events(
                 relay.release(port);
             }
         }
+        // A released port keeps its rule until the proxy exits: the end
+        // that did not move keeps sending there until the server moves it
+        // (§6.9 step 7), and a kernel RST would carry SEQ = its own ACK,
+        // exactly its RCV.NXT, and reset the connection (RFC 5961 lets an
+        // exact RST through).
         if let RelayEvent::Released { port, reason } = event {
-            guard.remove_port(port);
             for s in sessions.values_mut() {
                 if let Some(bytes) = s.core.closed(port, reason) {
                     let _ = s.writer.try_send(bytes);
