@@ -238,7 +238,6 @@ struct Entry {
     last_activity: Instant,
     /// Set once the relay is finishing (FIN both ways, RST).
     closing: Option<(Instant, ReleaseReason)>,
-    spliced_once: bool,
 }
 
 impl Entry {
@@ -386,7 +385,6 @@ impl Relay {
                 expires: Some(now + lifetime),
                 last_activity: now,
                 closing: None,
-                spliced_once: false,
             },
         );
         self.stats.allocated += 1;
@@ -498,9 +496,6 @@ impl Relay {
         }
         if became_spliced && entry.state() == RelayState::Spliced {
             entry.expires = None;
-            if !entry.spliced_once {
-                entry.spliced_once = true;
-            }
             self.events.push_back(RelayEvent::Spliced { port });
         }
         if became_spliced {
