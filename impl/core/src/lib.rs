@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod control;
 pub mod rand;
+pub mod relay;
 pub mod rendezvous;
 pub mod sim;
 pub mod tcp;

@@ -74,6 +74,25 @@ impl SimNode for crate::tcp::Endpoint {
     }
 }
 
+/// The proxy's relay as a simulator node (PROTOCOL.md §6.9).
+impl SimNode for crate::relay::Relay {
+    fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        crate::relay::Relay::handle_packet(self, now, packet)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        crate::relay::Relay::handle_timeout(self, now)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::relay::Relay::poll_timeout(self)
+    }
+
+    fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<usize> {
+        crate::relay::Relay::poll_transmit(self, buf)
+    }
+}
+
 /// Impairments of one directional link.
 #[derive(Clone, Debug)]
 pub struct LinkConfig {

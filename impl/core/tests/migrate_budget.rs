@@ -9,8 +9,8 @@ mod migrate_budget {
 
     use sustain_core::wire::{
         AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
-        MigrationOptions, MigrationScratch, SackBlock, SeqNumber, TcpFlags, TcpRepr, Timestamps,
-        WireError,
+        MigrationOptions, MigrationScratch, OptionScratch, RelayMsyn, RelayMsynAck, RelayTicket,
+        SackBlock, SeqNumber, TcpFlags, TcpRepr, Timestamps, WireError,
     };
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -262,12 +262,18 @@ mod migrate_budget {
     }
 
     #[test]
-    fn relay_msyn_reservation_fits() {
-        // Provisional (PROTOCOL.md §3.5): ticket id 4 + MAC 8 replaces Migrate.
-        let ticket = [0u8; 12];
+    fn relay_msyn_and_msyn_ack() {
+        // PROTOCOL.md §5.7: MSS 4 + NOP,WS 4 + Relay-Ticket 20 + Permit 10
+        // = 38, padded 40; Relay-Ticket replaces Migrate.
+        let mut scratch = OptionScratch::default();
+        let ticket = RelayTicket::Msyn(RelayMsyn {
+            ticket: 0xdead_beef,
+            request: 1,
+            mac: MAC,
+        });
         let options = MigrationOptions {
             permit: Some(permit(None)),
-            relay_ticket: Some(&ticket),
+            relay_ticket: Some(ticket.to_option(&mut scratch).data),
             ..MigrationOptions::default()
         };
         let base = TcpRepr {
@@ -276,7 +282,48 @@ mod migrate_budget {
             window_scale: Some(7),
             ..TcpRepr::default()
         };
-        check(base, options, 36);
+        let area = check(base.clone(), options, 40);
+        assert_eq!(&area[8..12], &[253, 10, 0x5e, 0x9a]);
+        assert_eq!(&area[18..22], &[253, 20, 0xab, 0x48]);
+        // Migrate and Relay-Ticket together do not fit (20 + 20 + 18 > 40).
+        let migrate = MigrateOption::Msyn(Migrate {
+            token: 1,
+            request: 1,
+            mac: MAC,
+        });
+        let both = MigrationOptions {
+            migrate: Some(migrate),
+            ..options
+        };
+        let mut scratch2 = MigrationScratch::default();
+        let mut repr = base;
+        both.attach(&mut scratch2, &mut repr).unwrap();
+        let mut buf = vec![0u8; 120];
+        assert!(matches!(
+            repr.emit(SRC, DST, &mut buf),
+            Err(WireError::OptionsTooLong(_))
+        ));
+
+        // The proxy's MSYN-ACK: WS 3 + Relay-Ticket 27 = 30, padded 32 (no
+        // timestamps, §6.9; no MSS, as §5.4).
+        let mut scratch = OptionScratch::default();
+        let ack = RelayTicket::MsynAck(RelayMsynAck {
+            ticket: 0xdead_beef,
+            request: 1,
+            nonce: 0x5eed_1234,
+            received: 0x01_2345,
+            mac: MAC,
+        });
+        let options = MigrationOptions {
+            relay_ticket: Some(ack.to_option(&mut scratch).data),
+            ..MigrationOptions::default()
+        };
+        let base = TcpRepr {
+            flags: TcpFlags::SYN | TcpFlags::ACK,
+            window_scale: Some(7),
+            ..TcpRepr::default()
+        };
+        check(base, options, 32);
     }
 
     #[test]

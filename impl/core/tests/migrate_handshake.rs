@@ -1,5 +1,7 @@
 //! PROTOCOL.md §4.5 and §6 as executable steps, at the byte level and
-//! without the TCP state machine: an MSYN built by the mover crosses a NAPT
+//! without the TCP state machine, driving the real handshake module
+//! (`sustain_core::tcp::handshake`, which `Connection` and the relay use):
+//! an MSYN built by the mover crosses a NAPT
 //! that rewrites its address, port and sequence numbers, and the responder
 //! still finds the connection by token, authenticates it with the direct
 //! address from Migrate-Permit, detects the NAPT, and answers with an
@@ -11,14 +13,14 @@ mod migrate_handshake {
     use std::net::{Ipv4Addr, SocketAddrV4};
 
     use sustain_core::auth::{
-        new_nonce, ConnectionKeys, Key, MacInput, ReplayWindow, RequestCheck, RequestCounter,
-        RequestNumber, Token,
+        new_nonce, ConnectionKeys, Key, ReplayWindow, RequestCounter, RequestNumber, Token,
     };
     use sustain_core::rand::SplitMix64;
+    use sustain_core::tcp::handshake::{self, Accepted, MsynVerdict};
     use sustain_core::wire::{
-        emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, Migrate, MigrateAck, MigrateConfirm,
-        MigrateOption, MigratePermit, MigrationOptions, MigrationScratch, SeqNumber, TcpFlags,
-        TcpRepr, Timestamps,
+        emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, Migrate, MigrateAck, MigrateOption,
+        MigratePermit, MigrationOptions, MigrationScratch, SeqNumber, TcpFlags, TcpRepr,
+        Timestamps,
     };
 
     const MOVER_PRIVATE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 40000);
@@ -64,6 +66,8 @@ mod migrate_handshake {
         replay: ReplayWindow,
         remote: SocketAddrV4,
         behind_napt: bool,
+        /// The direct address of the accepted MSYN's Permit.
+        direct: SocketAddrV4,
         pending: Option<(RequestNumber, u32)>,
     }
 
@@ -73,6 +77,8 @@ mod migrate_handshake {
         UnknownToken,
         Stale,
         BadMac,
+        /// A duplicate of the pending MSYN: the MSYN-ACK is due again.
+        AnswerAgain,
     }
 
     struct Responder {
@@ -86,73 +92,63 @@ mod migrate_handshake {
         fn on_msyn(&mut self, pkt: &[u8]) -> Result<Vec<u8>, Refused> {
             let (ip, tcp) = parse_ipv4_tcp(pkt).unwrap();
             let options = MigrationOptions::from_repr(&tcp).unwrap();
-            let (Some(MigrateOption::Msyn(migrate)), Some(permit)) =
-                (options.migrate, options.permit)
-            else {
-                return Err(Refused::NotMsyn);
-            };
-            if tcp.flags != TcpFlags::SYN {
-                return Err(Refused::NotMsyn);
-            }
+            let (migrate, permit) =
+                handshake::classify_msyn(&tcp, &options).ok_or(Refused::NotMsyn)?;
             let conn = self
                 .by_token
                 .get_mut(&Token(migrate.token))
                 .ok_or(Refused::UnknownToken)?;
-            let request = RequestNumber(migrate.request);
-            if conn.replay.check(request) != RequestCheck::Fresh {
-                return Err(Refused::Stale);
-            }
-            let input = MacInput::Msyn {
-                token: Token(migrate.token),
-                request,
-                mover: permit.direct(),
-            };
-            if !conn.keys.verify(&input, &migrate.mac) {
-                return Err(Refused::BadMac);
-            }
-            conn.replay.accept(request);
             let source = SocketAddrV4::new(ip.src, tcp.src_port);
+            let accepted = conn.pending.map(|(request, _)| Accepted {
+                request,
+                direct: conn.direct,
+            });
+            match handshake::check_msyn(
+                &conn.keys,
+                &conn.replay,
+                accepted,
+                source == conn.remote,
+                &migrate,
+                &permit,
+            ) {
+                MsynVerdict::Accept => {}
+                MsynVerdict::BadMac => return Err(Refused::BadMac),
+                MsynVerdict::AnswerAgain => return Err(Refused::AnswerAgain),
+                MsynVerdict::Stale | MsynVerdict::Repeat => return Err(Refused::Stale),
+            }
+            let request = RequestNumber(migrate.request);
+            conn.replay.accept(request);
             conn.remote = source;
+            conn.direct = permit.direct();
             conn.behind_napt = permit.direct() != source;
             let nonce = new_nonce(&mut self.rng);
             conn.pending = Some((request, nonce));
             // §7 fast resume: RCV.NXT relative to this segment's own ACK
             // field (a constant here: the test has no receive stream).
-            let received = Some(RESPONDER_RECEIVED);
-            let ack_input = MacInput::MsynAck {
-                token: conn.keys.remote_token(),
-                request,
-                nonce,
-                mover: permit.direct(),
-                received,
-            };
             let options = MigrationOptions {
-                migrate: Some(MigrateOption::MsynAck(MigrateAck {
-                    token: conn.keys.remote_token().0,
-                    request: request.0,
+                migrate: Some(handshake::msyn_ack_option(
+                    &conn.keys,
+                    request,
                     nonce,
-                    received,
-                    mac: conn.keys.sign(&ack_input),
-                })),
+                    permit.direct(),
+                    RESPONDER_RECEIVED,
+                )),
                 ..MigrationOptions::default()
             };
-            let responder_snd_una = SeqNumber(900_001);
-            let mut repr = TcpRepr {
-                src_port: RESPONDER.port(),
-                dst_port: source.port(),
-                // §7: the SYN sits on the byte before SND.UNA...
-                seq: responder_snd_una - 1,
-                // ...and the ACK is exactly MSYN.seq + 1.
-                ack: tcp.seq + 1,
-                flags: TcpFlags::SYN | TcpFlags::ACK,
-                window: 65535,
-                window_scale: Some(7),
-                timestamps: Some(Timestamps {
+            // §7: the SYN sits on the byte before SND.UNA, and the ACK is
+            // exactly MSYN.seq + 1.
+            let mut repr = handshake::msyn_ack_header(
+                RESPONDER.port(),
+                source.port(),
+                SeqNumber(900_001),
+                tcp.seq + 1,
+                65535,
+                Some(7),
+                Some(Timestamps {
                     tsval: 77,
                     tsecr: 0,
                 }),
-                ..TcpRepr::default()
-            };
+            );
             let mut scratch = MigrationScratch::default();
             options.attach(&mut scratch, &mut repr).unwrap();
             Ok(packet(RESPONDER, source, &repr))
@@ -164,14 +160,14 @@ mod migrate_handshake {
             let conn = self.by_token.get_mut(&token).unwrap();
             let options = MigrationOptions::from_repr(&tcp).unwrap();
             let from_path = SocketAddrV4::new(ip.src, tcp.src_port) == conn.remote;
-            match (options.migrate, conn.pending) {
-                (Some(MigrateOption::Confirm(c)), Some((request, nonce)))
-                    if from_path && c.request == request.0 && c.nonce == nonce =>
-                {
-                    conn.pending = None;
-                    true
-                }
-                _ => false,
+            let Some((request, nonce)) = conn.pending else {
+                return false;
+            };
+            if from_path && handshake::confirm_matches(&options, request, nonce).is_some() {
+                conn.pending = None;
+                true
+            } else {
+                false
             }
         }
     }
@@ -185,34 +181,15 @@ mod migrate_handshake {
     impl Mover {
         fn msyn(&mut self) -> (RequestNumber, Vec<u8>) {
             let request = self.requests.take();
-            let input = MacInput::Msyn {
-                token: self.keys.remote_token(),
-                request,
-                mover: MOVER_PRIVATE,
-            };
-            let options = MigrationOptions {
-                migrate: Some(MigrateOption::Msyn(Migrate {
-                    token: self.keys.remote_token().0,
-                    request: request.0,
-                    mac: self.keys.sign(&input),
-                })),
-                permit: Some(MigratePermit {
-                    addr: *MOVER_PRIVATE.ip(),
-                    port: MOVER_PRIVATE.port(),
-                    key: None,
-                }),
-                ..MigrationOptions::default()
-            };
-            let mut repr = TcpRepr {
-                src_port: MOVER_PRIVATE.port(),
-                dst_port: RESPONDER.port(),
-                seq: self.snd_una - 1,
-                flags: TcpFlags::SYN,
-                window: 65535,
-                mss: Some(1400),
-                window_scale: Some(7),
-                ..TcpRepr::default()
-            };
+            let options = handshake::msyn_options(&self.keys, request, MOVER_PRIVATE);
+            let mut repr = handshake::msyn_header(
+                MOVER_PRIVATE.port(),
+                RESPONDER.port(),
+                self.snd_una,
+                65535,
+                1400,
+                Some(7),
+            );
             let mut scratch = MigrationScratch::default();
             options.attach(&mut scratch, &mut repr).unwrap();
             (request, packet(MOVER_PRIVATE, RESPONDER, &repr))
@@ -225,28 +202,20 @@ mod migrate_handshake {
             let Some(MigrateOption::MsynAck(ack)) = options.migrate else {
                 return None;
             };
-            let input = MacInput::MsynAck {
-                token: self.keys.local_token(),
-                request: RequestNumber(ack.request),
-                nonce: ack.nonce,
-                mover: MOVER_PRIVATE,
-                received: ack.received,
-            };
             let valid = tcp.flags == TcpFlags::SYN | TcpFlags::ACK
-                && ack.token == self.keys.local_token().0
                 && ack.request == request.0
                 && tcp.ack == self.snd_una
                 && ack.received == Some(RESPONDER_RECEIVED)
-                && self.keys.verify(&input, &ack.mac);
+                && handshake::verify_msyn_ack(&self.keys, &ack, MOVER_PRIVATE);
             if !valid {
                 return None;
             }
             let confirm = MigrationOptions {
-                migrate: Some(MigrateOption::Confirm(MigrateConfirm {
-                    request: ack.request,
-                    nonce: ack.nonce,
-                    received: Some(0),
-                })),
+                migrate: Some(handshake::confirm_option(
+                    RequestNumber(ack.request),
+                    ack.nonce,
+                    0,
+                )),
                 ..MigrationOptions::default()
             };
             let mut repr = TcpRepr {
@@ -291,6 +260,7 @@ mod migrate_handshake {
                 replay: ReplayWindow::new(),
                 remote: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 40000),
                 behind_napt: false,
+                direct: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 99), 40000),
                 pending: None,
             },
         );
@@ -335,7 +305,14 @@ mod migrate_handshake {
         responder.on_msyn(&napt_out(&second)).unwrap();
         // The earlier transmission arriving late, and the same one again.
         assert_eq!(responder.on_msyn(&napt_out(&first)), Err(Refused::Stale));
-        assert_eq!(responder.on_msyn(&napt_out(&second)), Err(Refused::Stale));
+        // §4.5 Repeat: a network duplicate from the same path with the same
+        // Permit gets the pending MSYN-ACK again; from anywhere else
+        // (an attacker replaying it) it is dropped.
+        assert_eq!(
+            responder.on_msyn(&napt_out(&second)),
+            Err(Refused::AnswerAgain)
+        );
+        assert_eq!(responder.on_msyn(&second), Err(Refused::Stale));
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod mobility;
 pub mod netwatch;
 pub mod os_random;
 mod ports;
+pub mod proxy;
 pub mod raw_socket;
 pub mod route;
 pub mod rst_guard;

@@ -38,11 +38,11 @@ use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
 use super::congestion::CongestionControl;
-use super::endpoint::{
-    CloseReason, Config, ConnId, ConnInfo, Event, ListenerId, State, Stats, TcpError,
-};
 use super::rtt::RttEstimator;
 use super::sack::Scoreboard;
+use super::types::{
+    CloseReason, Config, ConnId, ConnInfo, Event, ListenerId, State, Stats, TcpError,
+};
 use crate::auth::{ConnectionKeys, Key};
 use crate::time::{Duration, Instant};
 use crate::wire::{

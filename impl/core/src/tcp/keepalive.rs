@@ -16,7 +16,7 @@
 //! answer (MUST-26: one unanswered probe is not a dead peer).
 
 use super::{Connection, Shared};
-use crate::tcp::endpoint::{CloseReason, State};
+use crate::tcp::types::{CloseReason, State};
 use crate::time::{Duration, Instant};
 use crate::wire::TcpFlags;
 

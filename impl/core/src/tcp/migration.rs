@@ -20,13 +20,15 @@ use crate::auth::{
     Token,
 };
 use crate::rand::Random;
-use crate::tcp::endpoint::{
+use crate::relay::ticket::HostTicket;
+use crate::tcp::handshake::{self, Accepted, MsynVerdict};
+use crate::tcp::types::{
     CloseReason, Config, Event, MigWaitCause, MigrationFailure, Mode, State, TcpError,
 };
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
-    MigrationOptions, MigrationScratch, SeqNumber, TcpFlags, TcpRepr, Timestamps, MAX_ACK_RECEIVED,
+    AddressUpdate, Migrate, MigrateOption, MigratePermit, MigrationOptions, MigrationScratch,
+    OptionScratch, RelayMsynAck, RelayTicket, SeqNumber, TcpFlags, TcpRepr, Timestamps,
 };
 
 /// MSYN send times kept for RTT samples (N + 1 = 5 per move normally).
@@ -120,6 +122,10 @@ pub(super) struct Mig {
     /// above it until they catch up; their right edge still counts.
     skip_base: Option<SeqNumber>,
     peer_behind_napt: bool,
+    /// The peer is a relay (PROTOCOL.md §6.9): MSYNs to it carry this
+    /// ticket instead of Migrate, and its MSYN-ACK is checked with the
+    /// ticket's key. Cleared by a direct notice or a direct MSYN.
+    relay: Option<HostTicket>,
     updating: Option<Updating>,
     /// Our address as the peer last confirmed it (Address-Update's "old").
     confirmed_local: Ipv4Addr,
@@ -157,6 +163,7 @@ impl Mig {
             skip_base: None,
             resume: None,
             peer_behind_napt: false,
+            relay: None,
             updating: None,
             confirmed_local: *local.ip(),
             mac_limit: RateLimiter::new(cfg.mac_verifications_per_connection),
@@ -291,11 +298,7 @@ impl Connection {
                 // §3.3, §7: our RCV.NXT relative to this segment's own
                 // ACK field (the clamped one, if the clamp holds).
                 let received = self.rcv_nxt - self.ack_to_send();
-                options.migrate = Some(MigrateOption::Confirm(MigrateConfirm {
-                    request: request.0,
-                    nonce,
-                    received: Some(received as u32),
-                }));
+                options.migrate = Some(handshake::confirm_option(request, nonce, received as u32));
             }
             if let Some(u) = &m.updating {
                 options.address_update = Some(u.option);
@@ -511,8 +514,46 @@ impl Connection {
         match self.state {
             // Ignored in these states (§6.7 table).
             State::TimeWait | State::SynSent | State::SynReceived | State::Closed => Ok(()),
-            _ => self.start_move(now, None, Some(remote), sh),
+            _ => {
+                // A direct location: the peer is no longer behind a relay.
+                if let Some(m) = self.mig.as_mut() {
+                    m.relay = None;
+                }
+                self.start_move(now, None, Some(remote), sh)
+            }
         }
+    }
+
+    /// PROTOCOL.md §6.9: a RelayAssignment: the proxy at `proxy` is the
+    /// peer from now on; MSYNs go there with `ticket` in place of Migrate.
+    /// Otherwise exactly a peer location notice (§6.7).
+    pub(crate) fn on_relay_location(
+        &mut self,
+        now: Instant,
+        proxy: SocketAddrV4,
+        ticket: HostTicket,
+        sh: &mut Shared,
+    ) -> Result<(), TcpError> {
+        if self.mig.is_none() {
+            return match self.state {
+                State::Closed => Err(super::closed_error(self.close_reason)),
+                _ => Err(TcpError::NotMigratable),
+            };
+        }
+        match self.state {
+            State::TimeWait | State::SynSent | State::SynReceived | State::Closed => Ok(()),
+            _ => {
+                if let Some(m) = self.mig.as_mut() {
+                    m.relay = Some(ticket);
+                }
+                self.start_move(now, None, Some(proxy), sh)
+            }
+        }
+    }
+
+    /// The relay ticket in use, if the peer is a proxy.
+    pub(crate) fn relay_ticket(&self) -> Option<HostTicket> {
+        self.mig.as_ref().and_then(|m| m.relay)
     }
 
     // ----------------------------------------------------------------
@@ -736,45 +777,49 @@ impl Connection {
             sh.stats.mac_rate_limited += 1;
             return;
         }
-        // Step 5: replay.
+        // Steps 5 (replay) and 6 (MAC over the Permit's direct address,
+        // K = remote || local).
         let request = RequestNumber(migrate.request);
-        match m.replay.check(request) {
-            RequestCheck::Fresh => {}
-            RequestCheck::Repeat => {
+        let accepted = m.pending.map(|p| Accepted {
+            request: p.request,
+            direct: p.direct,
+        });
+        match handshake::check_msyn(
+            &m.keys,
+            &m.replay,
+            accepted,
+            remote == self.remote,
+            migrate,
+            permit,
+        ) {
+            MsynVerdict::Accept => {}
+            MsynVerdict::AnswerAgain => {
                 // A network duplicate of the accepted MSYN: answer it with
                 // the same MSYN-ACK while the path is unconfirmed.
                 if let Some(p) = m.pending.as_mut() {
-                    if p.request == request && remote == self.remote && permit.direct() == p.direct
-                    {
-                        p.send_now = true;
-                        return;
-                    }
+                    p.send_now = true;
                 }
+                return;
+            }
+            MsynVerdict::Repeat => {
                 sh.stats.repeat_requests += 1;
                 m.forged += 1;
                 return;
             }
-            RequestCheck::Stale => {
+            MsynVerdict::Stale => {
                 sh.stats.stale_requests += 1;
                 m.forged += 1;
                 return;
             }
-        }
-        // Step 6: MAC over the Permit's direct address, K = remote || local.
-        let input = MacInput::Msyn {
-            token: m.keys.local_token(),
-            request,
-            mover: permit.direct(),
-        };
-        if !m.keys.verify(&input, &migrate.mac) {
-            sh.stats.mac_failures += 1;
-            m.forged += 1;
-            return;
+            MsynVerdict::BadMac => {
+                sh.stats.mac_failures += 1;
+                m.forged += 1;
+                return;
+            }
         }
         // Step 7: RCV.NXT - MAX.RCV.WND <= MSYN.seq + 1 <= RCV.NXT.
         let mover_una = seg.seq + 1;
-        let max_window = self.rcv_buf.max();
-        if mover_una > self.rcv_nxt || mover_una < self.rcv_nxt - max_window {
+        if !handshake::syn_seq_plausible(seg.seq, self.rcv_nxt, self.rcv_buf.max()) {
             sh.stats.msyns_refused += 1;
             return;
         }
@@ -789,6 +834,8 @@ impl Connection {
         m.confirm = None;
         m.peer_behind_napt = permit.direct() != remote;
         m.confirmed_local = *local.ip();
+        // The peer reached us directly: no relay in between any more.
+        m.relay = None;
         m.pending = Some(Pending {
             request,
             nonce: new_nonce(rng),
@@ -873,6 +920,10 @@ impl Connection {
                 self.on_msyn_ack(now, seg, &ack, sh);
                 return true;
             }
+            if let (Some(RelayTicket::MsynAck(ack)), Some(_)) = (options.relay(), m.relay) {
+                self.on_relay_msyn_ack(now, seg, &ack, sh);
+                return true;
+            }
             if m.phase == Phase::Sent {
                 // §10: a SYN-ACK without Migrate answers an option-stripped
                 // MSYN as a connection request: free the listener's
@@ -898,14 +949,17 @@ impl Connection {
                 m.confirm = None;
             }
             // §6.5: the mover's Confirm.
-            if let (Some(p), Some(MigrateOption::Confirm(c))) = (m.pending, options.migrate) {
-                if c.request == p.request.0 && c.nonce == p.nonce {
+            let confirmed = m.pending.and_then(|p| {
+                handshake::confirm_matches(options, p.request, p.nonce).map(|r| (p, r))
+            });
+            if let Some((p, received)) = confirmed {
+                {
                     m.pending = None;
                     sh.stats.paths_confirmed += 1;
                     // §7 fast resume: the mover already has everything
                     // below SEG.ACK + received (the nonce binds the offset
                     // to the MSYN-ACK's receiver).
-                    if let (Some(received), true) = (c.received, flags.ack()) {
+                    if let (Some(received), true) = (received, flags.ack()) {
                         self.accept_peer_received(now, seg.ack + received as usize, sh);
                     }
                     // §7: the Confirm's TSecr echoes the MSYN-ACK's TSval:
@@ -938,47 +992,104 @@ impl Connection {
         false
     }
 
-    fn on_msyn_ack(&mut self, now: Instant, seg: &TcpRepr, ack: &MigrateAck, sh: &mut Shared) {
-        let rcv_nxt = self.rcv_nxt;
-        let max_window = self.rcv_buf.max();
-        let snd_una = self.snd_una;
+    fn on_msyn_ack(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        ack: &crate::wire::MigrateAck,
+        sh: &mut Shared,
+    ) {
+        // Steps 2-3, then 1 and 4: our token; MAC, K = remote || local,
+        // over our Permit's address.
+        let request = RequestNumber(ack.request);
+        if !self.msyn_ack_matches(seg, request, sh) {
+            return;
+        }
         let Some(m) = self.mig.as_mut() else {
             return;
         };
+        if !handshake::verify_msyn_ack(&m.keys, ack, m.sent_direct) {
+            if ack.token == m.keys.local_token().0 {
+                sh.stats.mac_failures += 1;
+                m.forged += 1;
+            } else {
+                sh.stats.msyn_acks_refused += 1;
+            }
+            return;
+        }
+        self.msyn_ack_verified(now, seg, request, ack.nonce, ack.received, sh);
+    }
+
+    /// PROTOCOL.md §6.9: the proxy's MSYN-ACK, authenticated with our
+    /// relay ticket instead of the connection keys; then as §6.4.
+    fn on_relay_msyn_ack(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        ack: &RelayMsynAck,
+        sh: &mut Shared,
+    ) {
         let request = RequestNumber(ack.request);
-        // Steps 1-3: our token, a request of this move, ACK = MSYN.seq + 1
-        // of the MSYN answered (SND.UNA when it was sent).
+        if !self.msyn_ack_matches(seg, request, sh) {
+            return;
+        }
+        let Some(m) = self.mig.as_mut() else {
+            return;
+        };
+        let Some(ticket) = m.relay else {
+            return;
+        };
+        if !handshake::verify_relay_msyn_ack(&ticket, ack, m.sent_direct) {
+            sh.stats.mac_failures += 1;
+            m.forged += 1;
+            return;
+        }
+        self.msyn_ack_verified(now, seg, request, ack.nonce, Some(ack.received), sh);
+    }
+
+    /// §6.4 steps 2-3: `request` was sent during the current move and the
+    /// ACK field is MSYN.seq + 1 of that transmission (SND.UNA when it
+    /// was sent). Counts a refusal.
+    fn msyn_ack_matches(&mut self, seg: &TcpRepr, request: RequestNumber, sh: &mut Shared) -> bool {
+        let snd_una = self.snd_una;
+        let Some(m) = self.mig.as_ref() else {
+            return false;
+        };
         let msyn_una = m
             .sent_times
             .iter()
             .find(|(r, ..)| *r == request)
             .map_or(snd_una, |&(.., una)| una);
-        if ack.token != m.keys.local_token().0 || !m.in_current_move(request) || seg.ack != msyn_una
-        {
+        let ok = m.in_current_move(request) && seg.ack == msyn_una;
+        if !ok {
             sh.stats.msyn_acks_refused += 1;
-            return;
         }
-        // Step 4: MAC, K = remote || local, over our Permit's address.
-        let input = MacInput::MsynAck {
-            token: m.keys.local_token(),
-            request,
-            nonce: ack.nonce,
-            mover: m.sent_direct,
-            received: ack.received,
+        ok
+    }
+
+    /// §6.4 steps 5-8 once the MSYN-ACK (direct or relay) is authentic.
+    fn msyn_ack_verified(
+        &mut self,
+        now: Instant,
+        seg: &TcpRepr,
+        request: RequestNumber,
+        nonce: u32,
+        received: Option<u32>,
+        sh: &mut Shared,
+    ) {
+        let rcv_nxt = self.rcv_nxt;
+        let max_window = self.rcv_buf.max();
+        let Some(m) = self.mig.as_mut() else {
+            return;
         };
-        if !m.keys.verify(&input, &ack.mac) {
-            sh.stats.mac_failures += 1;
-            m.forged += 1;
-            return;
-        }
         // Step 5: sequence sanity.
         let responder_una = seg.seq + 1;
-        if responder_una > rcv_nxt || responder_una < rcv_nxt - max_window {
+        if !handshake::syn_seq_plausible(seg.seq, rcv_nxt, max_window) {
             sh.stats.msyn_acks_refused += 1;
             return;
         }
         sh.stats.msyn_acks_accepted += 1;
-        m.confirm = Some((request, ack.nonce));
+        m.confirm = Some((request, nonce));
         m.confirm_now = true;
         self.ack_now = true;
         if m.phase != Phase::Sent {
@@ -1011,7 +1122,7 @@ impl Connection {
         }
         // §7 fast resume: the responder already has everything below
         // SEG.ACK + received; the MAC vouches for the offset.
-        if let Some(received) = ack.received {
+        if let Some(received) = received {
             self.accept_peer_received(now, seg.ack + received as usize, sh);
         }
         // The MSYN-ACK's window is a SYN window, never scaled, and counts
@@ -1326,7 +1437,8 @@ impl Connection {
         self.emit(now, buf, &seg, sh)
     }
 
-    /// An MSYN (PROTOCOL.md §6.2 step 3, §5.3, §7).
+    /// An MSYN (PROTOCOL.md §6.2 step 3, §5.3, §7); to a relay, with the
+    /// Relay-Ticket in place of Migrate (§6.9).
     fn send_msyn(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
         let direct = self.local;
         let snd_una = self.snd_una;
@@ -1334,24 +1446,18 @@ impl Connection {
         let window_scale = self.ws_enabled.then_some(self.rcv_wscale);
         let m = self.mig.as_mut()?;
         let request = m.requests.take();
-        let token = m.keys.remote_token();
-        let mac = m.keys.sign(&MacInput::Msyn {
-            token,
-            request,
-            mover: direct,
-        });
-        let options = MigrationOptions {
-            migrate: Some(MigrateOption::Msyn(Migrate {
-                token: token.0,
-                request: request.0,
-                mac,
-            })),
-            permit: Some(MigratePermit {
-                addr: *direct.ip(),
-                port: direct.port(),
-                key: None,
-            }),
-            ..MigrationOptions::default()
+        let mut ticket_scratch = OptionScratch::default();
+        let options = match m.relay {
+            Some(ticket) => MigrationOptions {
+                permit: Some(handshake::short_permit(direct)),
+                relay_ticket: Some(
+                    handshake::relay_msyn_option(&ticket, request, direct, self.rcv_nxt)
+                        .to_option(&mut ticket_scratch)
+                        .data,
+                ),
+                ..MigrationOptions::default()
+            },
+            None => handshake::msyn_options(&m.keys, request, direct),
         };
         m.msyn_pending = false;
         m.sent_direct = direct;
@@ -1362,18 +1468,20 @@ impl Connection {
         m.msyns_sent += 1;
         let attempt = m.attempts + 1;
         let mut scratch = MigrationScratch::default();
-        let mut seg = TcpRepr {
-            src_port: self.local.port(),
-            dst_port: self.remote.port(),
-            // §7: the SYN occupies the byte before SND.UNA.
-            seq: self.snd_una - 1,
-            ack: SeqNumber(0),
-            flags: TcpFlags::SYN,
+        let mut seg = handshake::msyn_header(
+            self.local.port(),
+            self.remote.port(),
+            snd_una,
             window,
-            mss: Some(self.cfg.mss),
+            self.cfg.mss,
             window_scale,
-            ..TcpRepr::default()
-        };
+        );
+        if options.relay_ticket.is_some() {
+            // §6.9: a relay MSYN carries RCV.NXT in its ACK field (the ACK
+            // bit stays clear), so the proxy can tell the other end where
+            // to resume; the MAC covers it.
+            seg.ack = self.rcv_nxt;
+        }
         options.attach(&mut scratch, &mut seg).ok()?;
         let n = self.emit_handshake(now, buf, &seg, sh)?;
         sh.stats.msyns_sent += 1;
@@ -1405,23 +1513,14 @@ impl Connection {
             tsecr: 0,
         });
         let m = self.mig.as_mut()?;
-        let token = m.keys.remote_token();
-        let received = Some((received as u32).min(MAX_ACK_RECEIVED));
-        let mac = m.keys.sign(&MacInput::MsynAck {
-            token,
-            request: pending.request,
-            nonce: pending.nonce,
-            mover: pending.direct,
-            received,
-        });
         let options = MigrationOptions {
-            migrate: Some(MigrateOption::MsynAck(MigrateAck {
-                token: token.0,
-                request: pending.request.0,
-                nonce: pending.nonce,
-                received,
-                mac,
-            })),
+            migrate: Some(handshake::msyn_ack_option(
+                &m.keys,
+                pending.request,
+                pending.nonce,
+                pending.direct,
+                handshake::msyn_ack_received(self.rcv_nxt, pending.ack),
+            )),
             ..MigrationOptions::default()
         };
         let window_ack = window_scale.is_some() && right > u16::MAX as usize;
@@ -1432,18 +1531,15 @@ impl Connection {
         }
         m.msyn_acks_sent += 1;
         let mut scratch = MigrationScratch::default();
-        let mut seg = TcpRepr {
-            src_port: self.local.port(),
-            dst_port: self.remote.port(),
-            seq: self.snd_una - 1,
-            // §7: exactly MSYN.seq + 1, whatever RCV.NXT is.
-            ack: pending.ack,
-            flags: TcpFlags::SYN | TcpFlags::ACK,
+        let mut seg = handshake::msyn_ack_header(
+            self.local.port(),
+            self.remote.port(),
+            self.snd_una,
+            pending.ack,
             window,
             window_scale,
             timestamps,
-            ..TcpRepr::default()
-        };
+        );
         options.attach(&mut scratch, &mut seg).ok()?;
         let n = self.emit_handshake(now, buf, &seg, sh)?;
         sh.stats.msyn_acks_sent += 1;

@@ -11,6 +11,7 @@
 pub mod bbr;
 pub mod congestion;
 pub mod cubic;
+pub mod handshake;
 pub mod hystart;
 pub mod pacing;
 pub mod prr;
@@ -25,9 +26,11 @@ mod assembler;
 mod buffer;
 mod connection;
 mod endpoint;
+mod types;
 
 pub use congestion::CongestionKind;
-pub use endpoint::{
-    CloseReason, Config, ConnId, ConnInfo, Endpoint, Event, IndexSizes, ListenerId, MigWaitCause,
+pub use endpoint::Endpoint;
+pub use types::{
+    CloseReason, Config, ConnId, ConnInfo, Event, IndexSizes, ListenerId, MigWaitCause,
     MigrationFailure, Mode, State, Stats, TcpError,
 };

@@ -141,3 +141,137 @@ pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usi
     header_out.copy_from_slice(&header.to_bytes());
     Ok(total)
 }
+
+/// Rewrites the addresses and ports of an IPv4/TCP packet in place and
+/// updates both checksums incrementally (RFC 1624 eqn. 3): what a NAPT or
+/// the relay's splice does (PROTOCOL.md §6.9). Nothing else changes: TTL,
+/// sequence numbers, options and payload stay as they are.
+///
+/// Length-checked, never panics: `Truncated` if the IPv4 header (its IHL)
+/// or the TCP ports and checksum are not all there, `NotIpv4` / `NotTcp`
+/// for other packets. The caller has parsed the packet already
+/// ([`parse_ipv4_tcp`]), so its checksums verified before the update.
+pub fn rewrite_ipv4_tcp_endpoints(
+    packet: &mut [u8],
+    src: core::net::SocketAddrV4,
+    dst: core::net::SocketAddrV4,
+) -> Result<(), WireError> {
+    let first = *packet.first().ok_or(WireError::Truncated {
+        needed: IPV4_HEADER_LEN,
+        have: 0,
+    })?;
+    if first >> 4 != 4 {
+        return Err(WireError::NotIpv4(first >> 4));
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    let needed = ihl.max(IPV4_HEADER_LEN) + 18;
+    if packet.len() < needed {
+        return Err(WireError::Truncated {
+            needed,
+            have: packet.len(),
+        });
+    }
+    if packet[9] != 6 {
+        return Err(WireError::NotTcp(packet[9]));
+    }
+    let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
+    let old_addrs: [u16; 4] = [
+        word(packet, 12),
+        word(packet, 14),
+        word(packet, 16),
+        word(packet, 18),
+    ];
+    let old_ports: [u16; 2] = [word(packet, ihl), word(packet, ihl + 2)];
+    let s = src.ip().octets();
+    let d = dst.ip().octets();
+    let new_addrs: [u16; 4] = [
+        u16::from_be_bytes([s[0], s[1]]),
+        u16::from_be_bytes([s[2], s[3]]),
+        u16::from_be_bytes([d[0], d[1]]),
+        u16::from_be_bytes([d[2], d[3]]),
+    ];
+    let new_ports = [src.port(), dst.port()];
+    packet[12..16].copy_from_slice(&s);
+    packet[16..20].copy_from_slice(&d);
+    packet[ihl..ihl + 2].copy_from_slice(&src.port().to_be_bytes());
+    packet[ihl + 2..ihl + 4].copy_from_slice(&dst.port().to_be_bytes());
+    let ip_sum = incremental(word(packet, 10), &old_addrs, &new_addrs);
+    packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    let old_tcp = [
+        old_addrs[0],
+        old_addrs[1],
+        old_addrs[2],
+        old_addrs[3],
+        old_ports[0],
+        old_ports[1],
+    ];
+    let new_tcp = [
+        new_addrs[0],
+        new_addrs[1],
+        new_addrs[2],
+        new_addrs[3],
+        new_ports[0],
+        new_ports[1],
+    ];
+    let tcp_sum = incremental(word(packet, ihl + 16), &old_tcp, &new_tcp);
+    packet[ihl + 16..ihl + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    Ok(())
+}
+
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') over every changed word.
+fn incremental(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
+    let mut sum = u32::from(!checksum);
+    for &o in old {
+        sum += u32::from(!o);
+    }
+    for &n in new {
+        sum += u32::from(n);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Rewrites the ACK field and window of an IPv4/TCP packet in place and
+/// updates the TCP checksum incrementally (RFC 1624): the relay's ACK
+/// clamp towards a leg that has just moved (PROTOCOL.md §6.9). Same checks
+/// and errors as [`rewrite_ipv4_tcp_endpoints`].
+pub fn rewrite_ipv4_tcp_ack(packet: &mut [u8], ack: u32, window: u16) -> Result<(), WireError> {
+    let first = *packet.first().ok_or(WireError::Truncated {
+        needed: IPV4_HEADER_LEN,
+        have: 0,
+    })?;
+    if first >> 4 != 4 {
+        return Err(WireError::NotIpv4(first >> 4));
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    let needed = ihl.max(IPV4_HEADER_LEN) + 18;
+    if packet.len() < needed {
+        return Err(WireError::Truncated {
+            needed,
+            have: packet.len(),
+        });
+    }
+    if packet[9] != 6 {
+        return Err(WireError::NotTcp(packet[9]));
+    }
+    let t = ihl;
+    let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
+    let old = [
+        word(packet, t + 8),
+        word(packet, t + 10),
+        word(packet, t + 14),
+    ];
+    let a = ack.to_be_bytes();
+    let new = [
+        u16::from_be_bytes([a[0], a[1]]),
+        u16::from_be_bytes([a[2], a[3]]),
+        window,
+    ];
+    packet[t + 8..t + 12].copy_from_slice(&a);
+    packet[t + 14..t + 16].copy_from_slice(&window.to_be_bytes());
+    let sum = incremental(word(packet, t + 16), &old, &new);
+    packet[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}

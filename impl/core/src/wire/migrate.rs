@@ -1,6 +1,7 @@
 //! sustain's own TCP options (PROTOCOL.md §3): Migrate-Permit, Migrate
 //! (three forms) and Address-Update, each an RFC 6994 experimental option
-//! (kind 253, length, 16-bit ExID, data). Reserved: Relay-Ticket.
+//! (kind 253, length, 16-bit ExID, data), and Relay-Ticket (two forms) for
+//! the relay handshake with the symmetric proxy (PROTOCOL.md §3.5).
 //!
 //! Each type parses and emits only the *data* part (after the ExID); the
 //! option walker in [`super::options`] has already checked kind and length
@@ -22,8 +23,8 @@ pub const EXID_MIGRATE_PERMIT: u16 = 0x5E9A;
 pub const EXID_MIGRATE: u16 = 0x0A21;
 /// ExID of Address-Update: first two bytes of SHA-256("sustain Address-Update").
 pub const EXID_ADDRESS_UPDATE: u16 = 0x3B4C;
-/// Reserved for the relay ticket (PROTOCOL.md §3.5): first two bytes of
-/// SHA-256("sustain Relay-Ticket"). Recognised and handed over raw.
+/// ExID of Relay-Ticket (PROTOCOL.md §3.5): first two bytes of
+/// SHA-256("sustain Relay-Ticket").
 pub const EXID_RELAY_TICKET: u16 = 0xAB48;
 
 /// Bytes of truncated HMAC-SHA256 carried in Migrate and Address-Update.
@@ -456,6 +457,99 @@ impl AddressUpdate {
     }
 }
 
+/// Relay-Ticket in an MSYN to the proxy (PROTOCOL.md §3.5): the ticket id
+/// the mobility server gave this end, the sender's request number and the
+/// MAC under the ticket's key. Replaces Migrate in that MSYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayMsyn {
+    pub ticket: u32,
+    pub request: u32,
+    pub mac: Mac,
+}
+
+/// Relay-Ticket in the proxy's MSYN-ACK (PROTOCOL.md §3.5): the ticket id,
+/// the request number answered, the proxy's nonce, the received offset
+/// (24 bits, as in Migrate's MSYN-ACK form) and the MAC under the ticket's
+/// key, which proves the proxy knows the ticket secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelayMsynAck {
+    pub ticket: u32,
+    pub request: u32,
+    pub nonce: u32,
+    pub received: u32,
+    pub mac: Mac,
+}
+
+/// The two forms of Relay-Ticket, told apart by length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayTicket {
+    /// Length 20: in an MSYN to the proxy.
+    Msyn(RelayMsyn),
+    /// Length 27: in the proxy's MSYN-ACK.
+    MsynAck(RelayMsynAck),
+}
+
+impl RelayTicket {
+    /// Data bytes of the MSYN form: ticket, request, MAC.
+    pub const MSYN_LEN: usize = 16;
+    /// Data bytes of the MSYN-ACK form: ticket, request, nonce, received
+    /// (24 bits), MAC.
+    pub const MSYN_ACK_LEN: usize = 23;
+
+    /// Parses the data after the ExID; any length but 16 or 23 is
+    /// `BadOptionLength`.
+    pub fn parse(data: &[u8]) -> Result<RelayTicket, WireError> {
+        let mut r = Reader { data };
+        match data.len() {
+            Self::MSYN_LEN => Ok(RelayTicket::Msyn(RelayMsyn {
+                ticket: r.u32(),
+                request: r.u32(),
+                mac: r.take(),
+            })),
+            Self::MSYN_ACK_LEN => Ok(RelayTicket::MsynAck(RelayMsynAck {
+                ticket: r.u32(),
+                request: r.u32(),
+                nonce: r.u32(),
+                received: r.u24(),
+                mac: r.take(),
+            })),
+            n => Err(bad_length(n)),
+        }
+    }
+
+    pub fn buffer_len(&self) -> usize {
+        match self {
+            RelayTicket::Msyn(_) => Self::MSYN_LEN,
+            RelayTicket::MsynAck(_) => Self::MSYN_ACK_LEN,
+        }
+    }
+
+    /// Writes the data part; `BufferTooSmall` (nothing written) if `buf`
+    /// is too short. A received offset above 2^24 - 1 saturates.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        emit_with(buf, self.buffer_len(), |w| match self {
+            RelayTicket::Msyn(m) => {
+                w.u32(m.ticket);
+                w.u32(m.request);
+                w.bytes(&m.mac);
+            }
+            RelayTicket::MsynAck(a) => {
+                w.u32(a.ticket);
+                w.u32(a.request);
+                w.u32(a.nonce);
+                w.u24(a.received.min(MAX_ACK_RECEIVED));
+                w.bytes(&a.mac);
+            }
+        })
+    }
+
+    /// The option, with its data stored in `scratch`, for `TcpRepr.experimental`
+    /// or [`MigrationOptions::relay_ticket`].
+    pub fn to_option<'b>(&self, scratch: &'b mut OptionScratch) -> ExperimentalOption<'b> {
+        into_option(EXID_RELAY_TICKET, scratch, |buf| self.emit(buf))
+    }
+}
+
 /// Storage for the options [`MigrationOptions::attach`] puts into a segment.
 #[derive(Debug, Clone, Default)]
 pub struct MigrationScratch {
@@ -473,7 +567,9 @@ pub struct MigrationOptions<'a> {
     pub permit: Option<MigratePermit>,
     pub migrate: Option<MigrateOption>,
     pub address_update: Option<AddressUpdate>,
-    /// Data of a Relay-Ticket option, uninterpreted until its issue defines it.
+    /// Data of a Relay-Ticket option (16 or 23 bytes, checked when parsed;
+    /// [`relay`](Self::relay) reads it). Senders fill it from
+    /// [`RelayTicket::to_option`].
     pub relay_ticket: Option<&'a [u8]>,
 }
 
@@ -510,11 +606,19 @@ impl<'a> MigrationOptions<'a> {
                     &mut found.address_update,
                     AddressUpdate::parse(option.data)?,
                 )?,
-                EXID_RELAY_TICKET => set_once(&mut found.relay_ticket, option.data)?,
+                EXID_RELAY_TICKET => {
+                    RelayTicket::parse(option.data)?;
+                    set_once(&mut found.relay_ticket, option.data)?
+                }
                 _ => {}
             }
         }
         Ok(found)
+    }
+
+    /// The Relay-Ticket, parsed (its length was checked by `from_options`).
+    pub fn relay(&self) -> Option<RelayTicket> {
+        RelayTicket::parse(self.relay_ticket?).ok()
     }
 
     /// True when the segment carried none of sustain's options.
@@ -771,7 +875,7 @@ mod tests {
             },
             ExperimentalOption {
                 exid: EXID_RELAY_TICKET,
-                data: &[9, 9],
+                data: &[9; 16],
             },
         ];
         let found = MigrationOptions::from_options(options).unwrap();
@@ -785,9 +889,50 @@ mod tests {
         );
         assert!(matches!(found.migrate, Some(MigrateOption::Msyn(_))));
         assert_eq!(found.address_update, None);
-        assert_eq!(found.relay_ticket, Some(&[9u8, 9][..]));
+        assert_eq!(found.relay_ticket, Some(&[9u8; 16][..]));
+        assert_eq!(
+            found.relay(),
+            Some(RelayTicket::Msyn(RelayMsyn {
+                ticket: 0x0909_0909,
+                request: 0x0909_0909,
+                mac: [9; 8]
+            }))
+        );
         assert!(!found.is_empty());
         assert!(MigrationOptions::from_options([]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn relay_ticket_forms_byte_exact() {
+        let msyn = RelayTicket::Msyn(RelayMsyn {
+            ticket: 0xdead_beef,
+            request: 1,
+            mac: MAC,
+        });
+        let msyn_wire = [
+            0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+        ];
+        assert_eq!(emitted(|b| msyn.emit(b)), msyn_wire);
+        assert_eq!(RelayTicket::parse(&msyn_wire), Ok(msyn));
+        let ack = RelayTicket::MsynAck(RelayMsynAck {
+            ticket: 0xdead_beef,
+            request: 1,
+            nonce: 0x5eed_1234,
+            received: 0x0100_0000,
+            mac: MAC,
+        });
+        let ack_wire = emitted(|b| ack.emit(b));
+        assert_eq!(ack_wire.len(), 23);
+        assert_eq!(ack_wire[12..15], [0xff, 0xff, 0xff], "24 bits, saturated");
+        for len in [0usize, 12, 15, 17, 20, 22, 24] {
+            assert_eq!(
+                RelayTicket::parse(&vec![0; len]),
+                Err(WireError::BadOptionLength {
+                    kind: 253,
+                    len: 4 + len
+                })
+            );
+        }
     }
 
     #[test]

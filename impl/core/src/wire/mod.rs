@@ -11,11 +11,14 @@ pub mod seq;
 pub mod tcp;
 
 pub use error::WireError;
-pub use ip::{emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, IPV4_HEADER_LEN};
+pub use ip::{
+    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints,
+    Ipv4Repr, IPV4_HEADER_LEN,
+};
 pub use migrate::{
     AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
-    MigrationOptions, MigrationScratch, EXID_ADDRESS_UPDATE, EXID_MIGRATE, EXID_MIGRATE_PERMIT,
-    EXID_RELAY_TICKET, MAX_ACK_RECEIVED,
+    MigrationOptions, MigrationScratch, OptionScratch, RelayMsyn, RelayMsynAck, RelayTicket,
+    EXID_ADDRESS_UPDATE, EXID_MIGRATE, EXID_MIGRATE_PERMIT, EXID_RELAY_TICKET, MAX_ACK_RECEIVED,
 };
 pub use options::{
     ExperimentalOption, SackBlock, TcpOption, TcpOptionIter, Timestamps, EXPERIMENTAL_KIND,

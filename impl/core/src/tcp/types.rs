@@ -1,0 +1,483 @@
+//! The types the TCP layer shares between its modules and with the
+//! runtime: configuration, ids, states, events, errors and counters.
+//! Re-exported as `sustain_core::tcp::*`; [`connection`](super::connection)
+//! and [`endpoint`](super::endpoint) both depend on this module and never on
+//! each other's definitions of these.
+
+use core::net::SocketAddrV4;
+
+use thiserror::Error;
+
+use super::congestion::CongestionKind;
+use crate::auth::Token;
+use crate::time::Duration;
+use crate::wire::SeqNumber;
+
+/// RFC 9293 §3.3.2 connection states plus sustain's two migration states
+/// (PROTOCOL.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+    /// MIG_SENT: an MSYN is out and unanswered. The underlying RFC 9293
+    /// state (one of ESTABLISHED .. LAST-ACK) resumes with the MSYN-ACK.
+    MigSent,
+    /// MIG_WAIT: no usable local address, or the MSYNs (or MSYN-ACKs) went
+    /// unanswered. The connection is kept until the peer's MSYN, a new local
+    /// address, a peer location notice, or [`Config::mig_wait`] runs out.
+    MigWait,
+}
+
+/// How this endpoint behaves towards migration (DESIGN.md: `--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Negotiate with Migrate-Permit; move with the MSYN handshake (the
+    /// newer paper, PROTOCOL.md §6).
+    #[default]
+    Sustain,
+    /// Negotiate with Migrate-Permit; move by putting an authenticated
+    /// Address-Update on segments from the new address (the older paper,
+    /// PROTOCOL.md §9).
+    Continuation,
+    /// Plain TCP: no sustain options are sent or understood, exactly like a
+    /// legacy stack. Connections end with `AddressLost` when their address
+    /// goes away.
+    Plain,
+}
+
+/// Why a connection entered MIG_WAIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigWaitCause {
+    /// The runtime reported the connection's local address gone.
+    AddressLost,
+    /// N MSYN retransmissions went unanswered.
+    MsynUnanswered,
+    /// The peer (or a proxy) refused the MSYN with an RST (PROTOCOL.md §6.8).
+    Refused,
+    /// As responder: N MSYN-ACK retransmissions were never confirmed.
+    ConfirmMissing,
+}
+
+/// Why a move failed and took the connection with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationFailure {
+    /// MIG_WAIT lasted [`Config::mig_wait`] without resumption.
+    MigWaitExpired,
+    /// Continuation mode: no segment came back to the new address after
+    /// [`Config::address_update_retries`] retransmissions.
+    AddressUpdateUnanswered,
+    /// The address went away under a connection that cannot move (plain
+    /// TCP peer, `Mode::Plain`, or still in the opening handshake).
+    NotMigratable,
+}
+
+/// Tunables. Defaults are sustain's choices; each field says why.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// MSS we advertise (MTU - 40). 1460 for Ethernet.
+    pub mss: u16,
+    /// RFC 6298 §2.4 says 1 s; sustain defaults to 200 ms like Linux.
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    pub initial_rto: Duration,
+    pub clock_granularity: Duration,
+    pub send_buffer: usize,
+    /// Receive buffer; also the largest window advertised (at most 1 GiB).
+    pub recv_buffer: usize,
+    pub window_scaling: bool,
+    pub timestamps: bool,
+    pub sack: bool,
+    /// Delayed-ACK timer (RFC 9293 §3.8.6.3: < 0.5 s); `None` acks every segment.
+    pub delayed_ack: Option<Duration>,
+    /// TIME-WAIT duration (2*MSL).
+    pub time_wait: Duration,
+    /// SYN retransmissions before giving up.
+    pub syn_retries: u32,
+    /// Data retransmissions (R2, RFC 9293 §3.8.3) before giving up; also
+    /// the limit of consecutive unanswered zero-window probes.
+    pub data_retries: u32,
+    /// Default listener backlog: SYN-RECEIVED entries plus established
+    /// connections not yet accepted.
+    pub syn_backlog: usize,
+    /// RFC 5961 §7: challenge ACKs per second for the whole endpoint
+    /// (Linux historically used 1000 per second).
+    pub challenge_ack_limit: u32,
+    /// Sustain, continuation or plain TCP (default sustain).
+    pub mode: Mode,
+    /// Ceiling of the first MSYN, MSYN-ACK and Address-Update
+    /// retransmission interval T0 = min(ceiling, RTO before the move)
+    /// (PROTOCOL.md §8.2): 1 s; 3 s in the paper-faithful profile.
+    pub mig_t0_ceiling: Duration,
+    /// N: MSYN (and MSYN-ACK) retransmissions before MIG_WAIT (4: five
+    /// MSYNs in all).
+    pub msyn_retries: u32,
+    /// W: how long MIG_WAIT keeps a connection (120 s: a laptop lid or a
+    /// tunnel).
+    pub mig_wait: Duration,
+    /// Address-Update retransmissions before the connection is dropped
+    /// (4: with T0 = 1 s the connection goes 31 s after the move).
+    pub address_update_retries: u32,
+    /// PROTOCOL.md §11.8: MAC verifications per second per connection...
+    pub mac_verifications_per_connection: u32,
+    /// ...and for the whole endpoint; beyond either, MSYNs and
+    /// Address-Updates are dropped unverified.
+    pub mac_verifications_per_endpoint: u32,
+    /// The congestion controller of each new connection (default BBR).
+    ///
+    /// Chosen from the simulated issue-12 grid (tests/loss_sim.rs,
+    /// `compare_controllers_on_the_issue_12_grid`, 32 MiB): without loss
+    /// BBR finishes within 4 % of CUBIC on every path (0.73 s vs 0.70 s at
+    /// 20 ms one way unlimited, 3.09 s vs 3.05 s at 100 Mbit/s); with random
+    /// loss on a long path CUBIC and NewReno halve their window on every
+    /// loss and BBR does not: at 20 ms one way and 1 % loss each way
+    /// 1.1-3.3 s against CUBIC's 67 s, at 3 % 3-38 s against 134-139 s;
+    /// at 30 ms RTT and 1 % (the lab path) 0.82-0.87 s against CUBIC's
+    /// 50 s (Linux in the lab: BBR 0.94 s, CUBIC 62 s). No cell has BBR
+    /// below 0.9x CUBIC. The price: BBR's Startup overshoots a drop-tail
+    /// queue shallower than the BDP (360 drops against HyStart++'s 207 at
+    /// 20 ms / 100 Mbit/s / 256 KiB) and it takes a larger share than
+    /// CUBIC of a bottleneck it shares with CUBIC flows (BBRv3's known
+    /// coexistence trade-off). CUBIC stays one setting away.
+    pub congestion: CongestionKind,
+    /// Pace data at the controller's rate (cwnd / SRTT when it has no
+    /// model of its own); the driver follows `poll_timeout` (default on).
+    pub pacing: bool,
+    /// RFC 9293 §3.8.4 keep-alive idle time for every connection; `None`
+    /// (the default, MUST-25) leaves plain connections without them.
+    pub keepalive_idle: Option<Duration>,
+    /// Migratable connections probe an idle peer after `mig_wait` even
+    /// when `keepalive_idle` is `None` (PROTOCOL.md §8.2): a peer that
+    /// vanished is detected within W + probes x interval. Default on.
+    pub mig_keepalive: bool,
+    /// Between keep-alive probes (10 s).
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is closed with
+    /// `KeepaliveTimedOut` (4).
+    pub keepalive_probes: u32,
+}
+
+impl Config {
+    /// The profile that reproduces the papers' timings (DESIGN.md): a 3 s
+    /// minimum (and initial) RTO and a 3 s ceiling for T0. Everything else
+    /// is the default.
+    pub fn paper_faithful() -> Config {
+        Config {
+            min_rto: Duration::from_secs(3),
+            initial_rto: Duration::from_secs(3),
+            mig_t0_ceiling: Duration::from_secs(3),
+            ..Config::default()
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mss: 1460,
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(60),
+            initial_rto: Duration::from_secs(1),
+            clock_granularity: Duration::from_millis(1),
+            send_buffer: 4 << 20,
+            recv_buffer: 4 << 20,
+            window_scaling: true,
+            timestamps: true,
+            sack: true,
+            delayed_ack: Some(Duration::from_millis(40)),
+            time_wait: Duration::from_secs(60),
+            syn_retries: 6,
+            data_retries: 15,
+            syn_backlog: 128,
+            challenge_ack_limit: 1000,
+            mode: Mode::Sustain,
+            mig_t0_ceiling: Duration::from_secs(1),
+            msyn_retries: 4,
+            mig_wait: Duration::from_secs(120),
+            address_update_retries: 4,
+            mac_verifications_per_connection: 20,
+            mac_verifications_per_endpoint: 10_000,
+            congestion: CongestionKind::default(),
+            pacing: true,
+            keepalive_idle: None,
+            mig_keepalive: true,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_probes: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both FINs exchanged and acknowledged.
+    Normal,
+    /// The peer sent an acceptable RST.
+    Reset,
+    /// SYN or data retransmissions exhausted.
+    TimedOut,
+    /// The application aborted.
+    Aborted,
+    /// A SYN was refused (RST in SYN-SENT).
+    Refused,
+    /// A move did not complete: MIG_WAIT expired, or (continuation mode)
+    /// the Address-Update was never answered.
+    MigrationTimedOut,
+    /// The local address went away under a connection that cannot move
+    /// (plain TCP, or still opening).
+    AddressLost,
+    /// Keep-alive probes went unanswered (RFC 9293 §3.8.4): the peer is
+    /// gone (e.g. it moved onto a path that strips sustain's options).
+    KeepaliveTimedOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Active open completed (SYN-SENT -> ESTABLISHED).
+    Connected(ConnId),
+    /// A passive open completed and the connection is ready to `accept`.
+    Incoming { listener: ListenerId, conn: ConnId },
+    /// New in-order data (or FIN) can be read.
+    Readable(ConnId),
+    /// Send-buffer space became available.
+    Writable(ConnId),
+    /// The retransmission timer fired.
+    RetransmissionTimeout {
+        conn: ConnId,
+        rto: Duration,
+        backoff: u32,
+    },
+    /// The connection reached CLOSED (or TIME-WAIT counts as closed for the
+    /// application: emitted once, when the application's part is done).
+    /// See the module documentation for exactly when.
+    Closed { conn: ConnId, reason: CloseReason },
+    /// This end started a move (new local address, explicit `migrate`, or
+    /// a peer location notice): `mode` is `Sustain` (MSYN) or
+    /// `Continuation` (Address-Update).
+    MigrationStarted { conn: ConnId, mode: Mode },
+    /// An MSYN left; `attempt` counts from 1 within the current move.
+    MsynSent { conn: ConnId, attempt: u32 },
+    /// The connection entered MIG_WAIT (or, for `AddressLost`, holds there
+    /// until an address appears).
+    MigWait { conn: ConnId, cause: MigWaitCause },
+    /// A stalled connection is sending again: this end's move completed
+    /// (MSYN-ACK accepted, Address-Update answered) or, after being in
+    /// MIG_SENT / MIG_WAIT itself, it accepted and confirmed the peer's
+    /// MSYN. `stall` runs from the address loss (or the start of the move
+    /// when no loss was reported) to now.
+    Resumed { conn: ConnId, stall: Duration },
+    /// A move failed and the connection is closing; `Closed` follows.
+    MigrationFailed {
+        conn: ConnId,
+        reason: MigrationFailure,
+    },
+    /// The peer moved: an authenticated MSYN or Address-Update retargeted
+    /// the connection to `new_remote` (as observed, after any NAPT).
+    /// `behind_napt`: the peer's Migrate-Permit named another address.
+    PeerMoved {
+        conn: ConnId,
+        new_remote: SocketAddrV4,
+        behind_napt: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum TcpError {
+    #[error("no such connection")]
+    NoSuchConnection,
+    #[error("address in use")]
+    AddrInUse,
+    #[error("connection is not open for sending")]
+    NotOpenForSend,
+    #[error("connection reset by peer")]
+    Reset,
+    #[error("connection timed out")]
+    TimedOut,
+    #[error("connection lost: a move did not complete in time")]
+    MigrationTimedOut,
+    #[error("connection lost: its local address went away and it cannot move")]
+    AddressLost,
+    #[error("connection cannot move (plain TCP peer, plain mode, or not established)")]
+    NotMigratable,
+}
+
+/// A snapshot for logs, tests and the `--events` file.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub state: State,
+    pub srtt: Option<Duration>,
+    pub rto: Duration,
+    pub cwnd: usize,
+    pub ssthresh: usize,
+    /// Payload bytes sent for the first time.
+    pub bytes_sent: u64,
+    /// Payload bytes delivered in order to the receive buffer.
+    pub bytes_received: u64,
+    pub retransmitted_segments: u64,
+    /// Retransmission timeouts (SYN and data).
+    pub timeouts: u64,
+    /// Entries into fast retransmit / loss recovery.
+    pub fast_retransmits: u64,
+    pub zero_window_probes: u64,
+    /// Peer's current window (scaled).
+    pub snd_wnd: usize,
+    /// Free receive-buffer space.
+    pub rcv_wnd: usize,
+    /// Sender MSS used for congestion control.
+    pub smss: usize,
+    /// (peer's shift, our shift) when RFC 7323 window scaling is on.
+    pub window_scaling: Option<(u8, u8)>,
+    pub timestamps: bool,
+    pub sack: bool,
+    /// SND.UNA, the highest sequence number sent plus one, and RCV.NXT.
+    pub snd_una: SeqNumber,
+    pub snd_max: SeqNumber,
+    pub rcv_nxt: SeqNumber,
+    /// In RFC 6675 / RFC 6582 loss recovery.
+    pub in_recovery: bool,
+    /// Both SYNs carried a full Migrate-Permit (PROTOCOL.md §6.1).
+    pub migratable: bool,
+    /// Token of our key (names this connection in the peer's options) and
+    /// of the peer's key, once migratable.
+    pub local_token: Option<Token>,
+    pub remote_token: Option<Token>,
+    /// Moves this end made that completed.
+    pub migrations: u64,
+    /// Moves of the peer this end accepted.
+    pub peer_moves: u64,
+    pub msyns_sent: u64,
+    pub msyn_acks_sent: u64,
+    /// Forged or replayed MSYNs / Address-Updates naming this connection
+    /// that were dropped (bad MAC, stale or misplaced request number).
+    pub forged_dropped: u64,
+    /// As responder: the current path has been confirmed (PROTOCOL.md §6.5).
+    pub path_confirmed: bool,
+    /// The peer's last MSYN came through a NAPT (Permit != observed source).
+    pub peer_behind_napt: bool,
+}
+
+/// Endpoint-wide counters.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    /// Packets that failed to parse (checksum, truncation, bad options).
+    pub malformed: u64,
+    /// Segments for ports we do not own, ignored.
+    pub not_ours: u64,
+    pub resets_sent: u64,
+    pub challenge_acks: u64,
+    pub retransmitted_segments: u64,
+    /// Challenge ACKs not sent because of the RFC 5961 §7 rate limit.
+    pub challenge_acks_suppressed: u64,
+    /// SYNs dropped because the listener's backlog was full.
+    pub syn_backlog_drops: u64,
+    /// Acceptable RSTs that closed a connection.
+    pub resets_received: u64,
+    /// Segments dropped by PAWS (RFC 7323 §5).
+    pub paws_drops: u64,
+    /// Segments dropped for lacking timestamps once negotiated (RFC 7323 §3.2).
+    pub missing_timestamp_drops: u64,
+    /// Loss recoveries entered (fast retransmits).
+    pub fast_retransmits: u64,
+    /// Of which RFC 6675 SACK-based.
+    pub sack_recoveries: u64,
+    /// Of which RFC 6582 NewReno.
+    pub newreno_recoveries: u64,
+    /// Retransmission-timer expirations.
+    pub timeouts: u64,
+    /// RFC 8985 §7 tail loss probes sent.
+    pub tlp_probes: u64,
+    /// Probes that repaired a tail loss (RFC 8985 §7.4).
+    pub tlp_repairs: u64,
+    /// ACKs carrying a D-SACK (RFC 2883).
+    pub dsacks_received: u64,
+    /// Window reductions undone as spurious (RFC 3708, RFC 3522).
+    pub spurious_undos: u64,
+    pub zero_window_probes: u64,
+    /// Connections closed with `CloseReason::TimedOut` (R1/R2 exhausted).
+    pub connections_timed_out: u64,
+    /// Control segments (resets) dropped because too many were queued.
+    pub control_dropped: u64,
+
+    // Migration (PROTOCOL.md §13.4).
+    /// Segments with malformed sustain options (PROTOCOL.md §3.6 rule 3).
+    pub sustain_malformed: u64,
+    /// MSYNs / Address-Updates naming no connection of ours.
+    pub unknown_tokens: u64,
+    /// MSYNs / Address-Updates with a stale (replayed) request number.
+    pub stale_requests: u64,
+    /// Repeats of an accepted request that were dropped (not answered).
+    pub repeat_requests: u64,
+    /// MSYNs / Address-Updates / MSYN-ACKs whose MAC did not verify.
+    pub mac_failures: u64,
+    /// MSYNs / Address-Updates dropped by the MAC-verification rate limit.
+    pub mac_rate_limited: u64,
+    /// MSYNs refused for other reasons (state, sequence sanity, 4-tuple
+    /// clash, not migratable, malformed Migrate on a SYN).
+    pub msyns_refused: u64,
+    /// MSYN-ACKs dropped (wrong request, ACK, MAC or sequence).
+    pub msyn_acks_refused: u64,
+    pub msyns_sent: u64,
+    pub msyn_acks_sent: u64,
+    /// MSYN-ACKs accepted (this end's move completed, or a repeat answered).
+    pub msyn_acks_accepted: u64,
+    /// Moves started by this end (MSYN or Address-Update).
+    pub migrations_started: u64,
+    /// Moves of this end that completed.
+    pub migrations_completed: u64,
+    /// Peer moves accepted (valid MSYN or Address-Update).
+    pub moves_accepted: u64,
+    /// Responder: new paths confirmed by the mover's nonce echo.
+    pub paths_confirmed: u64,
+    /// Address-Update moves started by this end.
+    pub address_updates_sent: u64,
+    /// Entries into MIG_WAIT.
+    pub mig_wait_entries: u64,
+    /// Connections closed with `MigrationTimedOut`.
+    pub migration_timeouts: u64,
+    /// Connections closed with `AddressLost`.
+    pub address_lost_closes: u64,
+    /// Connections closed with `KeepaliveTimedOut`.
+    pub keepalive_timeouts: u64,
+    /// Segments on the 4-tuple a connection moved away from, dropped
+    /// without a reset.
+    pub old_path_drops: u64,
+    /// Fast resume (PROTOCOL.md §7): bytes the peer's received offset in an
+    /// MSYN-ACK or Confirm showed it already had, not sent again.
+    pub resume_skipped_bytes: u64,
+    /// Careful resume (PROTOCOL.md §7): congestion-window jumps to half the
+    /// old path's window after the new path was validated.
+    pub careful_resume_jumps: u64,
+}
+
+/// Sizes of the endpoint's lookup tables, for tests that check nothing
+/// accumulates across moves (DESIGN.md: every move recovers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSizes {
+    /// Connections in the table.
+    pub connections: usize,
+    /// (local, remote) -> connection.
+    pub four_tuples: usize,
+    /// The 4-tuple each connection last moved away from (at most one each).
+    pub previous_paths: usize,
+    /// Token -> connection.
+    pub tokens: usize,
+    /// Local ports in use by connections.
+    pub ports: usize,
+}
