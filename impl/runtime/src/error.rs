@@ -71,11 +71,17 @@ impl ConnectionError {
         })
     }
 
-    /// The typed reason inside an `io::Error` a stream returned.
+    /// The typed reason inside an `io::Error` a stream (or a connect, as
+    /// an [`OpenError`]) returned.
     pub fn of(e: &io::Error) -> Option<ConnectionError> {
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<ConnectionError>())
-            .copied()
+        let inner = e.get_ref()?;
+        if let Some(c) = inner.downcast_ref::<ConnectionError>() {
+            return Some(*c);
+        }
+        match inner.downcast_ref::<OpenError>() {
+            Some(OpenError::Connection(c)) => Some(*c),
+            _ => None,
+        }
     }
 
     /// The `io::ErrorKind` applications match on.
