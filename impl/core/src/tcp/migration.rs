@@ -106,6 +106,13 @@ pub(super) struct Mig {
     /// The first Confirm after an accepted MSYN-ACK goes at once as a pure
     /// ACK (§6.4 step 7), ahead of any data pacing holds back.
     confirm_now: bool,
+    /// The accepted MSYN-ACK's ACK field (MSYN.seq + 1): what the responder
+    /// acknowledges before it has our Confirm. Only a segment acknowledging
+    /// beyond it, or carrying data, shows the Confirm arrived.
+    confirm_floor: Option<SeqNumber>,
+    /// The MSYN-ACK declared the responder's RCV.NXT (fast resume): SND.UNA
+    /// is exactly where the responder expects us.
+    confirm_exact: bool,
     pending: Option<Pending>,
     /// ACK clamp of §7: the highest SEG.SEQ + SEG.LEN seen on the new
     /// path, kept until it covers RCV.NXT with nothing from before the move
@@ -157,6 +164,8 @@ impl Mig {
             stalled_since: None,
             confirm: None,
             confirm_now: false,
+            confirm_floor: None,
+            confirm_exact: false,
             pending: None,
             path_high: None,
             catching_up: false,
@@ -945,7 +954,13 @@ impl Connection {
             // the Confirm echo, once the Confirm has been sent: a segment
             // the responder sent right behind its MSYN-ACK (the window ACK
             // of §7) can arrive in the same receive batch, before we answer.
-            if !confirm_unsent {
+            // Only what the responder sent after it had the Confirm counts:
+            // data, or an ACK beyond MSYN.seq + 1 (its window ACK and
+            // retransmitted MSYN-ACKs do not), so the echo ends the same way
+            // whatever order the two arrive in.
+            let after_confirm = !seg.payload.is_empty()
+                || (flags.ack() && m.confirm_floor.is_some_and(|floor| seg.ack > floor));
+            if !confirm_unsent && after_confirm {
                 m.confirm = None;
             }
             // §6.5: the mover's Confirm.
@@ -1091,6 +1106,8 @@ impl Connection {
         sh.stats.msyn_acks_accepted += 1;
         m.confirm = Some((request, nonce));
         m.confirm_now = true;
+        m.confirm_floor = Some(seg.ack);
+        m.confirm_exact = received.is_some();
         self.ack_now = true;
         if m.phase != Phase::Sent {
             // Step 8: a repeat (lost Confirm) or the answer to an MSYN that
@@ -1426,13 +1443,20 @@ impl Connection {
 
     /// A pure ACK carrying Confirm (§6.4 steps 7 and 8).
     fn send_confirm(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
+        let exact = self.mig.as_ref().is_some_and(|m| m.confirm_exact);
         if let Some(m) = self.mig.as_mut() {
             m.confirm_now = false;
         }
         let options = self.segment_options();
         let mut scratch = MigrationScratch::default();
         let mut seg: TcpRepr<'_> = self.header(now, TcpFlags::ACK);
-        seg.seq = self.pure_ack_seq();
+        // §7: after a fast resume SND.UNA is the responder's declared RCV.NXT,
+        // the one value it accepts exactly; otherwise the pure-ACK rule.
+        seg.seq = if exact {
+            self.snd_una
+        } else {
+            self.pure_ack_seq()
+        };
         options.attach(&mut scratch, &mut seg).ok()?;
         self.emit(now, buf, &seg, sh)
     }
