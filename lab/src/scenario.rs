@@ -92,6 +92,10 @@ pub struct Expectation {
     /// `server_counters`: the mobility server's counters (sustain-server's `stopped`
     /// event) that must hold; empty: not checked.
     pub server_counters: Vec<CounterCheck>,
+    /// `transcript = false`: the transcripts are written but not compared with
+    /// golden captures or snapshots, for the reason given in `transcript_reason`
+    /// (an application whose own pace decides what is in flight at a move).
+    pub transcript_reason: Option<String>,
 }
 
 /// A program the scenario starts in a node before the transfer, stopped at teardown.
@@ -323,6 +327,8 @@ struct RawExpect {
     latency_budget_ms: Option<f64>,
     target_counters: Option<std::collections::BTreeMap<String, RawCount>>,
     server_counters: Option<std::collections::BTreeMap<String, RawCount>>,
+    transcript: Option<bool>,
+    transcript_reason: Option<String>,
 }
 
 /// Default port of the accepting end.
@@ -981,6 +987,22 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
     )
     .map_err(in_table("expect", "server_counters"))?;
 
+    let transcript_reason =
+        match (expect.transcript, expect.transcript_reason) {
+            (None | Some(true), None) => None,
+            (Some(false), Some(reason)) if !reason.trim().is_empty() => Some(reason),
+            (Some(false), _) => return Err(in_table("expect", "transcript_reason")(
+                "transcript = false needs a transcript_reason: why this scenario's transcripts \
+                 cannot be compared"
+                    .into(),
+            )),
+            (_, Some(_)) => {
+                return Err(in_table("expect", "transcript_reason")(
+                    "a transcript_reason goes with transcript = false".into(),
+                ))
+            }
+        };
+
     Ok(Scenario {
         name,
         description: raw.description.unwrap_or_default(),
@@ -997,6 +1019,7 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             latency_budget,
             target_counters,
             server_counters,
+            transcript_reason,
         },
     })
 }
