@@ -16,7 +16,7 @@
 //! against what the server sent (the download's sha256, or the output a
 //! run without any move gives, computed here).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{IoContext, LabError, Result};
 use crate::process::ChildProcess;
 use crate::topology::Topology;
-use crate::transfer::{EndpointKind, EndpointResult, EventWriter, Role, TransferSpec};
+use crate::transfer::{
+    hash_file, listening_events, EndpointKind, EndpointResult, EventWriter, Role, TransferSpec,
+};
 
 /// The application port on a serving node's loopback (behind its forward).
 const APP_PORT: u16 = 8080;
@@ -263,13 +265,7 @@ impl AppEnd {
         let child = ctx.topology.lab().spawn(&self.node, command)?;
         let deadline = Instant::now() + READY_WAIT;
         loop {
-            let listening = fs::read_to_string(&ctx.events_file).is_ok_and(|text| {
-                text.lines().any(|line| {
-                    serde_json::from_str::<serde_json::Value>(line)
-                        .is_ok_and(|e| e["event"] == "listening")
-                })
-            });
-            if listening {
+            if listening_events(&ctx.events_file) > 0 {
                 break;
             }
             if let Some(status) = child.try_wait()? {
@@ -591,22 +587,6 @@ fn tool(program: &str, package: &str) -> Result<PathBuf> {
         "{program} is not installed: this scenario needs Debian's {package} \
          (apt-get install {package}; ./justw installs it)"
     )))
-}
-
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((total, hex::encode(hasher.finalize())))
 }
 
 /// A throwaway host key and client key per run.

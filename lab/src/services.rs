@@ -8,7 +8,6 @@
 //! register again with the new process, and a move after that must still
 //! be decided by the server.
 
-use std::fs;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::{LabError, Result};
 use crate::process::ChildProcess;
 use crate::topology::{NodeRole, Topology};
+use crate::transfer::listening_events;
 
 /// The port sustain-server listens on in its node.
 pub const SERVER_PORT: u16 = 7001;
@@ -82,10 +82,10 @@ impl MobilityServer {
             .arg(self.address.to_string())
             .arg("--events")
             .arg(&self.events_file);
-        let before = listening_count(&self.events_file);
+        let before = listening_events(&self.events_file);
         let child = topology.lab().spawn(&self.node, command)?;
         let deadline = Instant::now() + READY_WAIT;
-        while listening_count(&self.events_file) <= before {
+        while listening_events(&self.events_file) <= before {
             if let Some(status) = child.try_wait()? {
                 return Err(LabError::CommandFailed {
                     netns: child.netns().to_string(),
@@ -149,17 +149,4 @@ impl Drop for MobilityServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn listening_count(events_file: &Path) -> usize {
-    fs::read_to_string(events_file)
-        .map(|text| {
-            text.lines()
-                .filter(|line| {
-                    serde_json::from_str::<serde_json::Value>(line)
-                        .is_ok_and(|e| e["event"] == "listening")
-                })
-                .count()
-        })
-        .unwrap_or(0)
 }

@@ -773,14 +773,24 @@ pub fn find_sustain_host(bin_dir: Option<&Path>) -> Result<PathBuf> {
 /// event (written once its RST guard and filter are up), it exited, or
 /// [`LISTEN_WAIT`] passed (a sustain-host without that event: then the wait is the
 /// grace it gets).
+/// How many `listening` events a JSON-lines events file holds (a restarted
+/// process appends another).
+pub(crate) fn listening_events(events_file: &Path) -> usize {
+    fs::read_to_string(events_file)
+        .map(|text| {
+            text.lines()
+                .filter(|line| {
+                    serde_json::from_str::<Value>(line).is_ok_and(|e| e["event"] == "listening")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn wait_listening(acceptor: &ChildProcess, events_file: &Path) {
     let deadline = Instant::now() + LISTEN_WAIT;
     while Instant::now() < deadline {
-        let listening = fs::read_to_string(events_file).is_ok_and(|text| {
-            text.lines().any(|line| {
-                serde_json::from_str::<Value>(line).is_ok_and(|event| event["event"] == "listening")
-            })
-        });
+        let listening = listening_events(events_file) > 0;
         if listening || !matches!(acceptor.try_wait(), Ok(None)) {
             return;
         }
@@ -852,7 +862,8 @@ fn sustain_result(
     }
 }
 
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+/// Bytes and SHA-256 (hex) of a file.
+pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
