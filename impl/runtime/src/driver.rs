@@ -233,7 +233,7 @@ impl State {
 
     /// Reads and discards what a connection without a handle received, so
     /// it can finish closing.
-    fn drain_orphan(&mut self, conn: ConnId) {
+    pub(crate) fn drain_orphan(&mut self, conn: ConnId) {
         while let Ok(n) = self.core.recv(conn, &mut self.scratch) {
             if n == 0 {
                 break;
@@ -402,11 +402,11 @@ impl State {
     }
 
     /// Ports of forgotten connections the core let go of.
-    fn released_ports(&mut self, force: bool) -> Vec<u16> {
+    fn released_ports(&mut self) -> Vec<u16> {
         let core = &self.core;
         let mut out = Vec::new();
         self.lingering.retain(|p| {
-            if force || !core.owns_port(*p) {
+            if !core.owns_port(*p) {
                 out.push(*p);
                 false
             } else {
@@ -551,7 +551,7 @@ fn pass(
     if !st.flushing.is_empty() {
         st.wake_flushed();
     }
-    let released = st.released_ports(false);
+    let released = st.released_ports();
     release_ports(shared, released);
     // 4. Everything the core wants to send.
     progress |= transmit(shared, st, tx)?;

@@ -19,6 +19,7 @@
 //! - [`host`], [`forward`]: the applications `sustain-host` runs;
 //!   [`server`]: `sustain-server`.
 
+pub mod app;
 pub mod clock;
 pub mod driver;
 pub mod endpoint;

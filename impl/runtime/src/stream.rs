@@ -383,12 +383,9 @@ impl Drop for Stream {
             if !fin_queued {
                 let _ = st.core.close(self.conn);
             }
-            // Nobody reads any more: discard what came and what comes.
-            while let Ok(n) = st.core.recv(self.conn, &mut [0u8; 4096]) {
-                if n == 0 {
-                    break;
-                }
-            }
+            // Nobody reads any more: discard what came (and, in the
+            // driver, what comes).
+            st.drain_orphan(self.conn);
         }
         drop(st);
         self.shared.wake.notify_one();

@@ -98,23 +98,10 @@ fn say(line: &serde_json::Value) {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sustain::app::init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sustain-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = sustain::app::runtime("sustain-proxy") else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
