@@ -331,6 +331,9 @@ struct RawExpect {
     transcript_reason: Option<String>,
 }
 
+/// Most requests of an interactive app (`ssh`, `interactive`).
+pub const MAX_REQUESTS: u32 = 100_000;
+
 /// Default port of the accepting end.
 pub const DEFAULT_PORT: u16 = 5001;
 /// Default limit on the whole transfer.
@@ -666,6 +669,13 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             return Err(in_table("transfer", "requests")(format!(
                 "app = {:?} needs requests (at least 1) and interval_ms",
                 app.name()
+            )));
+        }
+        // The expected output is computed when the file loads: a huge count
+        // must be an error, not an allocation that takes the lab down.
+        if requests > MAX_REQUESTS {
+            return Err(in_table("transfer", "requests")(format!(
+                "{requests} requests; an interactive session has at most {MAX_REQUESTS}"
             )));
         }
         app.expected_output(requests).len() as u64

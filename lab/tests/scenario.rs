@@ -960,3 +960,14 @@ fn every_pair_of_endpoint_kinds_completes() {
         let _ = std::fs::remove_dir_all(out);
     }
 }
+
+/// An interactive session's expected output is computed at load time: a huge
+/// request count is an error naming the field, not an allocation.
+#[test]
+fn a_huge_request_count_is_refused() {
+    let text = include_str!("../../conformance/scenarios/paper-continuation.toml")
+        .replace("requests = 40", "requests = 4000000000");
+    let (_, field, message) = located(&text);
+    assert_eq!(field, "transfer.requests", "{message}");
+    assert!(message.contains("at most 100000"), "{message}");
+}
