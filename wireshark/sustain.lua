@@ -452,11 +452,14 @@ local function analyze(seg)
             conn, side = new_conn(), 0
         end
         local c = state.conns[conn]
-        if permit and c.msyn_direct[migrate.request] == nil then
-            c.msyn_direct[migrate.request] = permit.addr .. u16be(permit.port)
+        -- PROTOCOL.md §4.5: each side numbers its own MSYNs (when both ends
+        -- move, both send a request 1), so requests are keyed by the mover.
+        local req = side .. "/" .. migrate.request
+        if permit and c.msyn_direct[req] == nil then
+            c.msyn_direct[req] = permit.addr .. u16be(permit.port)
         end
-        local seen = conn .. "/" .. side .. "/" .. migrate.request
-        if state.msyns_seen[seen] or c.answered[migrate.request] then
+        local seen = conn .. "/" .. req
+        if state.msyns_seen[seen] or c.answered[req] then
             replay = true
         end
         state.msyns_seen[seen] = true
@@ -471,10 +474,11 @@ local function analyze(seg)
             conn, mover = new_conn(), 1
         end
         local c = state.conns[conn]
-        if c.nonces[migrate.request] == nil then
-            c.nonces[migrate.request] = migrate.nonce
+        local req = mover .. "/" .. migrate.request
+        if c.nonces[req] == nil then
+            c.nonces[req] = migrate.nonce
         end
-        c.answered[migrate.request] = true
+        c.answered[req] = true
         side = 1 - mover
         bind(seg, conn, side)
     elseif syn and not ack then
@@ -564,7 +568,7 @@ local function analyze(seg)
             end
         elseif dec and (dec.form == "msyn-ack" or dec.form == "msyn-ack-v0") then
             r.token_status = token_status(dec.token)
-            local direct = c.msyn_direct[dec.request]
+            local direct = c.msyn_direct[(1 - side) .. "/" .. dec.request]
             if my_key and peer_key and direct then
                 -- PROTOCOL.md §4.3: M = "sustain MSYN-ACK" 0 token request nonce
                 -- addr port [received offset, 3 bytes as on the wire].
@@ -577,7 +581,7 @@ local function analyze(seg)
                     or "the keys of this connection are not in the capture"
             end
         elseif dec and (dec.form == "confirm" or dec.form == "confirm-v0") then
-            local n = c.nonces[dec.request]
+            local n = c.nonces[side .. "/" .. dec.request]
             if n == nil then
                 r.nonce_status = "unknown"
             else

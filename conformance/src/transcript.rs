@@ -155,12 +155,15 @@ struct Side {
 #[derive(Clone, Debug, Default)]
 struct Conn {
     sides: [Side; 2],
-    /// Mover's direct address per MSYN request number (for the MSYN-ACK's MAC).
-    msyn_direct: HashMap<u32, SocketAddrV4>,
-    /// Nonce per answered request number.
-    nonces: HashMap<u32, u32>,
-    /// Request numbers an MSYN-ACK has answered, and when it was first seen.
-    answered: HashMap<u32, u64>,
+    /// Mover's direct address per (mover side, MSYN request number), for the
+    /// MSYN-ACK's MAC. Each side numbers its own MSYNs: when both ends move,
+    /// both send a request 1.
+    msyn_direct: HashMap<(usize, u32), SocketAddrV4>,
+    /// Nonce per answered (mover side, request number).
+    nonces: HashMap<(usize, u32), u32>,
+    /// (Mover side, request number)s an MSYN-ACK has answered, and when it
+    /// was first seen.
+    answered: HashMap<(usize, u32), u64>,
     /// Per capture: SYN instant, then whether the SYN-ACK was seen.
     handshake: HashMap<usize, (u64, bool)>,
     rtt_ns: Option<u64>,
@@ -319,7 +322,7 @@ impl Analysis {
                     if let Some(permit) = permit {
                         self.conns[conn]
                             .msyn_direct
-                            .entry(m.request)
+                            .entry((sender, m.request))
                             .or_insert(permit.direct());
                     }
                     // A copy of an MSYN at a point that saw it already, or anywhere after it
@@ -327,7 +330,7 @@ impl Analysis {
                     let seen_here = !self.msyns_seen.insert((capture, conn, sender, m.request));
                     let answered_before = self.conns[conn]
                         .answered
-                        .get(&m.request)
+                        .get(&(sender, m.request))
                         .is_some_and(|&at| at < t);
                     if seen_here || answered_before {
                         self.replays.insert((capture, frame));
@@ -344,8 +347,8 @@ impl Analysis {
                         },
                     };
                     let data = &mut self.conns[conn];
-                    data.nonces.entry(m.request).or_insert(m.nonce);
-                    data.answered.entry(m.request).or_insert(t);
+                    data.nonces.entry((mover, m.request)).or_insert(m.nonce);
+                    data.answered.entry((mover, m.request)).or_insert(t);
                     self.bind(segment, conn, 1 - mover);
                     Some((conn, 1 - mover))
                 }
@@ -961,7 +964,7 @@ impl<'a> Writer<'a> {
             Opt::Migrate(MigrateOption::MsynAck(m)) => {
                 let direct = self.analysis.conns[conn]
                     .msyn_direct
-                    .get(&m.request)
+                    .get(&(peer, m.request))
                     .copied();
                 let verified = match (self.key_of(conn, side), self.key_of(conn, peer), direct) {
                     (Some(responder), Some(mover), Some(direct)) => Some(auth::verify(
@@ -989,7 +992,7 @@ impl<'a> Writer<'a> {
                 )
             }
             Opt::Migrate(MigrateOption::Confirm(m)) => {
-                let nonce = match self.analysis.conns[conn].nonces.get(&m.request) {
+                let nonce = match self.analysis.conns[conn].nonces.get(&(side, m.request)) {
                     Some(&n) if n == m.nonce => "[nonce]",
                     Some(_) => "[nonce:WRONG]",
                     None => "[nonce?]",
