@@ -10,6 +10,8 @@
 //!   packets would stay charged to its sockets (TCP small queues) and throttle them.
 //! - rate: a tbf on the egress of both veth ends (`X` in N, `v-N` in the gateway), one
 //!   per direction.
+//! - stripped TCP options: iptables TCPOPTSTRIP in the gateway's mangle table, on
+//!   `PREROUTING -i v-N` and `POSTROUTING -o v-N`, as a firewall on that path would.
 //!
 //! Each delay line's random draws are seeded from the attachment and the direction, so
 //! a scenario loses the same packets in every run (given the same packet arrivals).
@@ -84,6 +86,9 @@ impl Conditioner {
             shaping::set_rate_limit(lab, &attachment.node, &attachment.ifname, &limit)?;
             shaping::set_rate_limit(lab, &attachment.gateway_node, &attachment.port, &limit)?;
         }
+        if !conditions.strip_options.is_empty() {
+            strip_options(topology, attachment, &conditions.strip_options)?;
+        }
         if conditions.delay.is_zero() && conditions.jitter.is_zero() && conditions.loss == 0.0 {
             return Ok(());
         }
@@ -152,6 +157,68 @@ impl Conditioner {
     }
 }
 
+/// The comment that marks the TCPOPTSTRIP rules of one attachment.
+fn strip_comment(attachment: &Attachment) -> String {
+    format!("{STRIP_COMMENT}-{}", attachment.label())
+}
+
+/// The comment prefix of the lab's option-stripping rules.
+pub const STRIP_COMMENT: &str = "sustain-optstrip";
+
+/// The two TCPOPTSTRIP rules (each direction) of one attachment, as iptables
+/// arguments after `-A`/`-D`.
+fn strip_rules(attachment: &Attachment, kinds: &[u8]) -> [Vec<String>; 2] {
+    let kinds = kinds
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let comment = strip_comment(attachment);
+    let rule = |chain: &str, dir: &str| {
+        [
+            chain,
+            dir,
+            &attachment.port,
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "TCPOPTSTRIP",
+            "--strip-options",
+            &kinds,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    [rule("PREROUTING", "-i"), rule("POSTROUTING", "-o")]
+}
+
+fn strip_options(topology: &Topology, attachment: &Attachment, kinds: &[u8]) -> Result<()> {
+    let lab = topology.lab();
+    for rule in strip_rules(attachment, kinds) {
+        let mut args = vec!["-t", "mangle", "-A"];
+        args.extend(rule.iter().map(String::as_str));
+        lab.iptables(&attachment.gateway_node, &args)?;
+    }
+    Ok(())
+}
+
+/// Removes an attachment's TCPOPTSTRIP rules (the gateway namespace outlives the
+/// attachment: a later one with the same port name must not inherit them).
+fn unstrip_options(topology: &Topology, attachment: &Attachment, kinds: &[u8]) {
+    let lab = topology.lab();
+    for rule in strip_rules(attachment, kinds) {
+        let mut args = vec!["-t", "mangle", "-D"];
+        args.extend(rule.iter().map(String::as_str));
+        if let Err(err) = lab.iptables(&attachment.gateway_node, &args) {
+            tracing::warn!(label = %attachment.label(), %err, "removing TCPOPTSTRIP rules");
+        }
+    }
+}
+
 impl AttachmentHook for Conditioner {
     fn created(&self, topology: &Topology, attachment: &Attachment) -> Result<()> {
         match topology.link_conditions(&attachment.node, &attachment.network) {
@@ -166,8 +233,14 @@ impl AttachmentHook for Conditioner {
     // Stopped before the link goes: the lines release what they hold while the link
     // still exists (the kernel drops a vanished device's queued packets itself, and
     // late verdicts for them would fail).
-    fn removing(&self, _topology: &Topology, attachment: &Attachment) {
+    fn removing(&self, topology: &Topology, attachment: &Attachment) {
         self.stop(&attachment.label());
+        if let Some(conditions) = topology.link_conditions(&attachment.node, &attachment.network) {
+            if !conditions.strip_options.is_empty() {
+                let kinds = conditions.strip_options.clone();
+                unstrip_options(topology, attachment, &kinds);
+            }
+        }
     }
 
     fn shutdown(&self) {

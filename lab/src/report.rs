@@ -189,6 +189,9 @@ pub struct TransferReport {
     pub sha256_expected: String,
     pub sha256_received: Option<String>,
     pub sha256_match: bool,
+    /// For a receiver that got fewer bytes than sent: whether they are exactly
+    /// the start of the stream (`None`: not checked).
+    pub prefix_intact: Option<bool>,
     /// The receiver's time from start to end.
     pub seconds: Option<f64>,
     pub sender_error: Option<String>,
@@ -368,10 +371,11 @@ pub fn render_summary(report: &Report) -> String {
             "  transfer  {ends}: {} of {} received, sha256 {}\n",
             mib(transfer.bytes_received),
             mib(transfer.bytes_expected),
-            if transfer.sha256_match {
-                "matches"
-            } else {
-                "does not match"
+            match (transfer.sha256_match, transfer.prefix_intact) {
+                (true, _) => "matches",
+                (false, Some(true)) => "of the start of the stream matches (a prefix, intact)",
+                (false, Some(false)) => "does not match, not even as a prefix",
+                (false, None) => "does not match",
             }
         ));
         for (end, kind, error) in [

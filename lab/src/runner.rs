@@ -221,6 +221,29 @@ fn judge(scenario: &Scenario, report: &mut Report) {
             }
         }
     }
+    for (role, wanted, end) in [
+        (
+            "sender",
+            &expect.sender_error,
+            &report.transfer.sender_error,
+        ),
+        (
+            "receiver",
+            &expect.receiver_error,
+            &report.transfer.receiver_error,
+        ),
+    ] {
+        let Some(wanted) = wanted else { continue };
+        match end {
+            Some(error) if error.contains(wanted.as_str()) => {}
+            Some(error) => failures.push(format!(
+                "the {role}'s error should contain {wanted:?}, it was {error:?}"
+            )),
+            None => failures.push(format!(
+                "the {role} should have ended with an error containing {wanted:?}, it ended cleanly"
+            )),
+        }
+    }
     if report.transcript.matched == Some(false) {
         let points: Vec<&str> = report
             .transcript
@@ -248,8 +271,12 @@ pub fn classify(result: &TransferResult) -> Outcome {
     let all_bytes = result.receiver.bytes >= result.expected_bytes;
     if result.intact() && clean {
         Outcome::Completed
-    } else if (all_bytes && !result.intact()) || (clean && !result.intact()) {
-        // Wrong bytes, or a clean end without the right bytes: not a break.
+    } else if (all_bytes && !result.intact())
+        || (clean && !result.intact())
+        || result.prefix_intact == Some(false)
+    {
+        // Wrong bytes, a clean end without the right bytes, or a break that
+        // delivered something other than the start of the stream.
         Outcome::Corrupted
     } else {
         Outcome::Broken
@@ -542,6 +569,7 @@ fn execute(
         sha256_expected: result.expected_sha256.clone(),
         sha256_received: result.receiver.sha256.clone(),
         sha256_match: result.intact(),
+        prefix_intact: result.prefix_intact,
         seconds: Some(result.receiver.seconds),
         sender_error: result.sender.error.clone(),
         receiver_error: result.receiver.error.clone(),
@@ -803,6 +831,7 @@ mod tests {
             receiver,
             expected_bytes: 100,
             expected_sha256: "good".into(),
+            prefix_intact: None,
         }
     }
 
@@ -818,6 +847,16 @@ mod tests {
             end(Role::Receiver, Some("stalled"), 40, Some("partial")),
         );
         assert_eq!(classify(&broken), Outcome::Broken);
+        let broken_with_wrong_prefix = TransferResult {
+            prefix_intact: Some(false),
+            ..broken.clone()
+        };
+        assert_eq!(classify(&broken_with_wrong_prefix), Outcome::Corrupted);
+        let broken_with_right_prefix = TransferResult {
+            prefix_intact: Some(true),
+            ..broken
+        };
+        assert_eq!(classify(&broken_with_right_prefix), Outcome::Broken);
         let corrupted = result(
             end(Role::Sender, None, 100, None),
             end(Role::Receiver, None, 100, Some("bad")),

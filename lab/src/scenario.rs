@@ -96,6 +96,11 @@ pub struct Expectation {
     /// golden captures or snapshots, for the reason given in `transcript_reason`
     /// (an application whose own pace decides what is in flight at a move).
     pub transcript_reason: Option<String>,
+    /// `sender_error` / `receiver_error`: text the end's error must contain (a
+    /// broken transfer must end each side for the right reason, e.g. its own
+    /// timer, not the lab's stall timeout). `None`: not checked.
+    pub sender_error: Option<String>,
+    pub receiver_error: Option<String>,
 }
 
 /// A program the scenario starts in a node before the transfer, stopped at teardown.
@@ -268,6 +273,7 @@ struct RawLink {
     jitter_ms: Option<f64>,
     loss: Option<f64>,
     rate_kbit: Option<u64>,
+    strip_options: Option<Vec<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +335,8 @@ struct RawExpect {
     server_counters: Option<std::collections::BTreeMap<String, RawCount>>,
     transcript: Option<bool>,
     transcript_reason: Option<String>,
+    sender_error: Option<String>,
+    receiver_error: Option<String>,
 }
 
 /// Most requests of an interactive app (`ssh`, `interactive`).
@@ -556,6 +564,7 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
                 ))?,
                 loss: link.loss.unwrap_or(0.0),
                 rate_kbit: link.rate_kbit,
+                strip_options: link.strip_options.unwrap_or_default(),
             },
         });
     }
@@ -1030,6 +1039,8 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             target_counters,
             server_counters,
             transcript_reason,
+            sender_error: expect.sender_error,
+            receiver_error: expect.receiver_error,
         },
     })
 }

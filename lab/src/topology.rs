@@ -264,6 +264,10 @@ pub struct LinkConditions {
     pub loss: f64,
     /// Rate limit in each direction, kbit/s.
     pub rate_kbit: Option<u64>,
+    /// TCP option kinds a firewall on this attachment strips, in both directions
+    /// (iptables TCPOPTSTRIP in the gateway): the path of a middlebox that removes
+    /// options it does not know, such as sustain's kind 253.
+    pub strip_options: Vec<u8>,
 }
 
 impl LinkConditions {
@@ -272,6 +276,7 @@ impl LinkConditions {
             && self.jitter.is_zero()
             && self.loss == 0.0
             && self.rate_kbit.is_none()
+            && self.strip_options.is_empty()
     }
 }
 
@@ -786,6 +791,14 @@ impl TopologySpec {
                     index,
                     "jitter_ms",
                     "a jitter above 10 s is not a link".into(),
+                ));
+            }
+            if let Some(&kind) = c.strip_options.iter().find(|&&k| k < 2) {
+                return Err(spec_error(
+                    "link",
+                    index,
+                    "strip_options",
+                    format!("option kind {kind} (end of list, no-op) cannot be stripped"),
                 ));
             }
             if c.rate_kbit == Some(0) {

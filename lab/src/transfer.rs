@@ -323,6 +323,10 @@ pub struct TransferResult {
     pub receiver: EndpointResult,
     pub expected_bytes: u64,
     pub expected_sha256: String,
+    /// For a receiver that got fewer bytes than sent (a file transfer): whether
+    /// what it got is exactly the start of the stream. A broken connection may
+    /// deliver less, never different bytes. `None`: not checked.
+    pub prefix_intact: Option<bool>,
 }
 
 impl TransferResult {
@@ -725,11 +729,20 @@ impl RunningTransfer {
             cancel_reason.as_deref(),
             recv_file,
         );
+        // The stream is generated, so the hash of its first N bytes is the hash
+        // of TransferData(seed, N).
+        let prefix_intact = match (&receiver.sha256, recv_file) {
+            (Some(sha), Some(_)) if receiver.bytes < self.spec.bytes => {
+                Some(*sha == TransferData::sha256(self.spec.seed, receiver.bytes))
+            }
+            _ => None,
+        };
         TransferResult {
             sender,
             receiver,
             expected_bytes: self.spec.bytes,
             expected_sha256: self.expected_sha256,
+            prefix_intact,
         }
     }
 }
@@ -1146,6 +1159,22 @@ fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shorter_stream_is_the_prefix_of_a_longer_one() {
+        // The prefix check of a broken transfer relies on it.
+        let mut long = vec![0u8; 4096];
+        TransferData::new(7, 4096).fill(&mut long);
+        for n in [0u64, 1, 7, 8, 13, 1000, 4095] {
+            let mut hasher = Sha256::new();
+            hasher.update(&long[..n as usize]);
+            assert_eq!(
+                TransferData::sha256(7, n),
+                hex::encode(hasher.finalize()),
+                "prefix of {n} bytes"
+            );
+        }
+    }
 
     #[test]
     fn data_stream_does_not_depend_on_chunking_and_hashes_consistently() {

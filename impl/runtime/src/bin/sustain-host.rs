@@ -106,6 +106,16 @@ struct TcpArgs {
     /// MSYN or a peer location before it fails.
     #[arg(long, default_value_t = 120)]
     mig_wait_secs: u64,
+    /// Keep-alive idle time (RFC 9293 §3.8.4): an idle connection with
+    /// nothing outstanding probes its peer after this long. Default: off
+    /// for plain connections, the MIG_WAIT time for migratable ones (a
+    /// peer whose address went away may take that long to come back).
+    #[arg(long, value_name = "SECS")]
+    keepalive_secs: Option<u64>,
+    /// Time between unanswered keep-alive probes; after 4 the connection
+    /// ends ("keep-alive timed out").
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    keepalive_interval_secs: u64,
     /// The paper's timing profile: 3 s minimum and initial RTO, 3 s MSYN
     /// retransmission (only to reproduce the paper's timings).
     #[arg(long)]
@@ -166,6 +176,8 @@ impl TcpArgs {
             ModeArg::Plain => Mode::Plain,
         };
         config.mig_wait = Duration::from_secs(self.mig_wait_secs);
+        config.keepalive_idle = self.keepalive_secs.map(Duration::from_secs);
+        config.keepalive_interval = Duration::from_secs(self.keepalive_interval_secs.max(1));
         config.congestion = self.congestion;
         if let Some(mss) = self.mss {
             config.mss = mss;
