@@ -31,7 +31,7 @@ use crate::report::{
     Latencies, LinkReport, MoveReport, Report, Timeline, TimelineEvent, TransferReport,
 };
 use crate::scenario::{Outcome, ProgramSpec, Scenario};
-use crate::services::MobilityServer;
+use crate::services::{MobilityServer, Proxy};
 use crate::topology::{AttachmentHook, NodeRole, Topology};
 use crate::transcripts::{analyse_run, NameRecorder, TranscriptReport, TRANSCRIPTS_DIR};
 use crate::transfer::{EndpointKind, Role, RunningTransfer, TransferResult};
@@ -328,11 +328,25 @@ fn execute(
         std::thread::sleep(program.ready_after);
     }
 
-    // Role services: the mobility server, and `--server` for every sustain end.
+    // Role services: the proxy, the mobility server (told where the proxy
+    // is), and `--server` for every sustain end.
     let mut spec = scenario.transfer.clone();
+    let mut proxy = if has_role(scenario, NodeRole::Proxy) {
+        let sustain_host = crate::transfer::find_sustain_host(Some(&bin_dir(options)))?;
+        Proxy::start(&topology, &sustain_host, &options.out_dir)?
+    } else {
+        None
+    };
+    if let Some(proxy) = &proxy {
+        timeline.record(
+            "lab",
+            "proxy-started",
+            json!({"node": proxy.node(), "control": proxy.control().to_string()}),
+        );
+    }
     let server = if has_role(scenario, NodeRole::MobilityServer) {
         let sustain_host = crate::transfer::find_sustain_host(Some(&bin_dir(options)))?;
-        MobilityServer::start(&topology, &sustain_host, &options.out_dir)?
+        MobilityServer::start(&topology, &sustain_host, &options.out_dir, proxy.as_ref())?
     } else {
         None
     };
@@ -623,6 +637,14 @@ fn execute(
         timeline.import(server.events_file(), &source)?;
         report.server_counters = crate::attack::server_counters(scenario, server.events_file());
         if let Some(file) = server.events_file().file_name() {
+            report.logs.push(file.to_string_lossy().into_owned());
+        }
+    }
+    if let Some(proxy) = proxy.as_mut() {
+        proxy.stop();
+        let source = format!("{}-sustain-proxy", proxy.node());
+        timeline.import(proxy.events_file(), &source)?;
+        if let Some(file) = proxy.events_file().file_name() {
             report.logs.push(file.to_string_lossy().into_owned());
         }
     }

@@ -110,6 +110,17 @@ fn vectors() -> Vec<(&'static str, ControlRepr, &'static str)> {
             },
             RELAY_ASSIGNMENT,
         ),
+        (
+            "Ack Relayed to A, notice 4 (request 2)",
+            ControlRepr {
+                header: h(Side::Low, 4),
+                body: Body::Ack(Ack {
+                    request: 2,
+                    outcome: Outcome::Relayed,
+                }),
+            },
+            ACK_RELAYED,
+        ),
     ]
 }
 
@@ -123,6 +134,8 @@ const ACK: &str =
 const PEER_LOCATION: &str =
     "0182002e55c53f5d18f9781b01000000000200000000cb007105c82201002d9506e0f354c54fb239fc8ceb25c9e5";
 const RELAY_ASSIGNMENT: &str = "0183004255c53f5d18f9781b00000000000300000002c63364639c40deadbeef42424242424242424242424242424242001e172fce401f26d8b7e9720b0fbcf530e6";
+const ACK_RELAYED: &str =
+    "0181002855c53f5d18f9781b000000000004000000020700bf1d73c8bdc867556261abf341fb0960";
 const ERROR: &str = "01ff0012080255c53f5d18f9781b00000002";
 
 fn error_reply() -> ErrorReply {

@@ -21,6 +21,13 @@
 //!   an end that did not move, also one behind a NAPT, hears it on its
 //!   still-open session. Errors are unauthenticated: the only reaction is
 //!   to register again when the server does not know the connection.
+//! - A RelayAssignment that verifies (both ends behind NAPTs, PROTOCOL.md
+//!   §6.9, §15.8) makes the connection send its MSYN, with the relay
+//!   ticket, to the proxy ([`sustain_core::tcp::Endpoint::relay_location`]);
+//!   later moves of this end go there too. If the proxy refuses a move
+//!   with an RST (this end is global again) the connection waits in
+//!   MIG_WAIT while this task reports the move, and the server's
+//!   PeerLocation (to the peer, or to this end) arranges a direct MSYN.
 //! - When the connection closes: an Unregister, and the task ends.
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -30,7 +37,8 @@ use std::time::Duration;
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::StreamExt;
 use serde_json::json;
-use sustain_core::control::{ErrorCode, FrameBuffer, Outcome};
+use sustain_core::control::{ErrorCode, FrameBuffer, Outcome, RelayAssignment};
+use sustain_core::relay::HostTicket;
 use sustain_core::rendezvous::{ControlClient, ServerMessage, REFRESH_INTERVAL};
 use sustain_core::tcp::{ConnId, State};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -278,9 +286,11 @@ impl Task {
             }
             Ok(ServerMessage::RelayAssignment(r)) => {
                 self.record(
-                    "relay-assignment",
-                    json!({"proxy": r.proxy.to_string(), "ticket": r.ticket_id}),
+                    "relay-assigned",
+                    json!({"proxy": r.proxy.to_string(), "ticket": format!("{:08x}", r.ticket_id),
+                           "lifetime_s": r.lifetime_secs}),
                 );
+                self.relay_location(&r);
                 None
             }
             Ok(ServerMessage::Error(e)) => {
@@ -293,6 +303,32 @@ impl Task {
                 None
             }
         }
+    }
+
+    /// Acts on a verified RelayAssignment (PROTOCOL.md §6.9): the MSYN, with
+    /// the ticket, goes to the proxy, unless the connection already uses
+    /// this relay with this ticket and is not waiting (a redundant notice,
+    /// e.g. the server confirming the relay after this end's move, whose
+    /// MSYN already went to the proxy).
+    fn relay_location(&self, r: &RelayAssignment) {
+        let ticket = HostTicket::from(r);
+        let now = self.shared.clock.now();
+        let mut st = self.shared.lock();
+        let Some(info) = st.core.info(self.conn) else {
+            return;
+        };
+        if info.remote == r.proxy
+            && st.core.relay_ticket(self.conn) == Some(ticket)
+            && info.state != State::MigWait
+        {
+            return;
+        }
+        let result = st.core.relay_location(now, self.conn, r.proxy, ticket);
+        drop(st);
+        if let Err(e) = result {
+            self.record("relay-location-ignored", json!({"error": e.to_string()}));
+        }
+        self.shared.wake.notify_one();
     }
 
     /// Acts on a verified notice: the MSYN goes to `target`, unless the

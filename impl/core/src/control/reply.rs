@@ -1,7 +1,6 @@
 //! Bodies of what the server sends a host (PROTOCOL.md §15.7, §15.8): the
 //! Ack of each accepted request, the PeerLocation notice ("you send the
-//! MSYN to X") and the RelayAssignment notice (defined now, used by the
-//! proxy issue).
+//! MSYN to X") and the RelayAssignment notice ("the proxy is your peer").
 
 use core::fmt;
 use core::net::SocketAddrV4;
@@ -21,10 +20,13 @@ pub enum Outcome {
     /// The peer was told to send the MSYN; wait for it.
     PeerSends,
     /// Both ends are behind NAPTs: only a relay can join them, and none
-    /// is configured (the proxy issue fills this in).
+    /// is available (no proxy configured or reachable, or it refused).
     RelayNeeded,
     /// The peer is not registered (yet): nothing can be decided.
     Waiting,
+    /// Both ends are behind NAPTs and the proxy relays them: a
+    /// RelayAssignment follows (PROTOCOL.md §15.7, §15.14).
+    Relayed,
 }
 
 impl Outcome {
@@ -36,6 +38,7 @@ impl Outcome {
             Outcome::PeerSends => 4,
             Outcome::RelayNeeded => 5,
             Outcome::Waiting => 6,
+            Outcome::Relayed => 7,
         }
     }
 
@@ -47,6 +50,7 @@ impl Outcome {
             4 => Outcome::PeerSends,
             5 => Outcome::RelayNeeded,
             6 => Outcome::Waiting,
+            7 => Outcome::Relayed,
             other => return Err(ControlError::BadOutcome(other)),
         })
     }
@@ -61,6 +65,7 @@ impl fmt::Display for Outcome {
             Outcome::PeerSends => "peer-sends",
             Outcome::RelayNeeded => "relay-needed",
             Outcome::Waiting => "waiting",
+            Outcome::Relayed => "relayed",
         })
     }
 }

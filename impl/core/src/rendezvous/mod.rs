@@ -12,11 +12,14 @@
 //! - [`registry`]: where registrations live ([`Registry`] trait, in-memory
 //!   [`MemoryRegistry`] by default).
 //! - [`rate`]: per-source token buckets.
+//! - [`proxy_link`]: the server's control session with the symmetric
+//!   proxy (§15.14): relay requests in flight and relays granted.
 //! - [`client`]: the host's side, [`ControlClient`]: builds Register,
 //!   MoveReport and Unregister for one connection and accepts only notices
 //!   that verify and are fresh.
 
 pub mod client;
+pub mod proxy_link;
 pub mod rate;
 pub mod registry;
 pub mod server;
@@ -25,8 +28,9 @@ use core::fmt;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 pub use client::{ClientError, ClientStats, ControlClient, ServerMessage, REFRESH_INTERVAL};
+pub use proxy_link::ProxyConfig;
 pub use rate::RateLimiter;
-pub use registry::{EndRecord, Entry, MemoryRegistry, Registry, RegistryFull};
+pub use registry::{EndRecord, Entry, MemoryRegistry, Registry, RegistryFull, RelayRecord};
 pub use server::{Output, Server, ServerConfig, ServerError, ServerEvent, ServerStats, SessionId};
 
 use crate::verifier::Side;

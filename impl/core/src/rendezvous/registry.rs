@@ -11,6 +11,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use thiserror::Error;
 
 use super::EndState;
+use crate::relay::ticket::TicketId;
 use crate::time::Instant;
 use crate::verifier::{ConnectionId, Side, Verifier};
 
@@ -51,12 +52,26 @@ impl EndRecord {
     }
 }
 
+/// The relay the proxy granted a connection whose ends are both behind
+/// NAPTs (PROTOCOL.md §6.9, §15.14): enough to send either end its
+/// RelayAssignment again (the ticket keys are derived from the relay
+/// secret, never stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayRecord {
+    /// The proxy's address and the relay port.
+    pub proxy: SocketAddrV4,
+    /// The legs' ticket ids, low side first.
+    pub tickets: [TicketId; 2],
+    pub lifetime_secs: u16,
+}
+
 /// A connection's registration: the verifier, both ends (each registers
-/// itself) and when it expires unless refreshed.
+/// itself), its relay if it has one, and when it expires unless refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub verifier: Verifier,
     pub ends: [Option<EndRecord>; 2],
+    pub relay: Option<RelayRecord>,
     pub expires: Instant,
 }
 
@@ -65,6 +80,7 @@ impl Entry {
         Entry {
             verifier,
             ends: [None, None],
+            relay: None,
             expires,
         }
     }

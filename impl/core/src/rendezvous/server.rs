@@ -21,13 +21,17 @@ use core::net::SocketAddrV4;
 
 use thiserror::Error;
 
-use super::registry::{EndRecord, Entry, MemoryRegistry, Registry};
+use super::proxy_link::{PendingRelay, ProxyConfig, ProxyLink};
+use super::registry::{EndRecord, Entry, MemoryRegistry, Registry, RelayRecord};
 use super::{decide, Decision, RateLimiter};
 use crate::auth::RequestNumber;
 use crate::control::{
     Ack, Body, ControlRepr, ErrorCode, ErrorReply, FrameBuffer, Header, Message, MoveReport,
     Outcome, PeerLocation, Register,
 };
+use crate::rand::Random;
+use crate::relay::control::{GrantStatus, ProxyControlError, ProxyReply};
+use crate::relay::ReleaseReason;
 use crate::time::{Duration, Instant};
 use crate::verifier::{ConnectionId, Direction, Side};
 
@@ -80,6 +84,12 @@ pub enum Output {
     Send { session: SessionId, bytes: Vec<u8> },
     /// Close the session after writing what was queued for it.
     Close { session: SessionId },
+    /// Write these bytes (one whole message) to the proxy's control
+    /// session (PROTOCOL.md §15.14).
+    ProxySend { bytes: Vec<u8> },
+    /// Close the proxy's control session (it misbehaved); the driver opens
+    /// a new one later and calls [`Server::proxy_session_opened`].
+    ProxyClose,
 }
 
 /// Things worth a line in the server's event log.
@@ -122,6 +132,44 @@ pub enum ServerEvent {
     Expired {
         count: usize,
     },
+    /// The proxy's control session is established (its Welcome verified).
+    ProxyUp {
+        control: SocketAddrV4,
+    },
+    /// The proxy's control session ended; `error` if the server closed it.
+    ProxyDown {
+        error: Option<ProxyControlError>,
+    },
+    /// A relay was asked for (PROTOCOL.md §15.14).
+    RelayRequested {
+        conn: ConnectionId,
+        number: u32,
+    },
+    /// The proxy granted one: `proxy` is its address and the relay port.
+    RelayGranted {
+        conn: ConnectionId,
+        proxy: SocketAddrV4,
+    },
+    /// The proxy refused (or the session failed while asking).
+    RelayRefused {
+        conn: ConnectionId,
+        status: Option<GrantStatus>,
+    },
+    /// A RelayAssignment went to one end.
+    RelayAssigned {
+        conn: ConnectionId,
+        side: Side,
+        proxy: SocketAddrV4,
+        ticket: u32,
+        number: u32,
+    },
+    /// A relay is gone: the proxy reported it (`reason`), or the server
+    /// released it (`None`: an end is reachable again, or unregistered).
+    RelayReleased {
+        conn: ConnectionId,
+        port: u16,
+        reason: Option<ReleaseReason>,
+    },
 }
 
 /// Counters; every rejected message is in exactly one of the rejection
@@ -157,6 +205,13 @@ pub struct ServerStats {
     pub conflicts: u64,
     pub rate_limited: u64,
     pub registry_full: u64,
+    // The proxy (PROTOCOL.md §15.14):
+    pub proxy_sessions: u64,
+    pub relays_requested: u64,
+    pub relays_granted: u64,
+    pub relays_refused: u64,
+    pub relay_assignments_sent: u64,
+    pub relays_released: u64,
 }
 
 impl ServerStats {
@@ -222,6 +277,7 @@ pub struct Server<R: Registry = MemoryRegistry> {
     events: VecDeque<ServerEvent>,
     stats: ServerStats,
     next_sweep: Option<Instant>,
+    proxy: Option<ProxyLink>,
 }
 
 impl Server<MemoryRegistry> {
@@ -248,6 +304,63 @@ impl<R: Registry> Server<R> {
             events: VecDeque::new(),
             stats: ServerStats::default(),
             next_sweep: None,
+            proxy: None,
+        }
+    }
+
+    /// Relays through the proxy of `cfg` when both ends are behind NAPTs
+    /// (PROTOCOL.md §15.10, §15.14); `rng` mints session nonces and ticket
+    /// ids. The driver then connects to `cfg.control` and calls
+    /// [`proxy_session_opened`](Self::proxy_session_opened).
+    pub fn set_proxy(&mut self, cfg: ProxyConfig, rng: Box<dyn Random + Send>) {
+        self.proxy = Some(ProxyLink::new(cfg, rng));
+    }
+
+    /// The proxy's control address, if one is configured.
+    pub fn proxy_control(&self) -> Option<SocketAddrV4> {
+        self.proxy.as_ref().map(|p| p.cfg.control)
+    }
+
+    /// Whether the proxy's control session is established.
+    pub fn proxy_established(&self) -> bool {
+        self.proxy.as_ref().is_some_and(ProxyLink::established)
+    }
+
+    /// The driver opened a TCP session to the proxy: the Hello goes out
+    /// ([`Output::ProxySend`]).
+    pub fn proxy_session_opened(&mut self, _now: Instant) {
+        let Some(link) = self.proxy.as_mut() else {
+            return;
+        };
+        let hello = link.open();
+        self.stats.proxy_sessions += 1;
+        self.outputs.push_back(Output::ProxySend { bytes: hello });
+    }
+
+    /// The proxy's session ended (closed by the proxy, or after
+    /// [`Output::ProxyClose`]): requests in flight fail and their reports
+    /// are answered RelayNeeded; relays granted on it are forgotten.
+    pub fn proxy_session_closed(&mut self, now: Instant) {
+        self.proxy_down(now, None);
+    }
+
+    /// Bytes from the proxy's control session, in any chunking.
+    pub fn handle_proxy_stream(&mut self, now: Instant, bytes: &[u8]) {
+        let Some(link) = self.proxy.as_mut() else {
+            return;
+        };
+        match link.handle_stream(bytes) {
+            Ok(replies) => {
+                for reply in replies {
+                    self.proxy_reply(now, reply);
+                }
+            }
+            Err(e) => {
+                // PROTOCOL.md §15.14: anything that does not verify closes
+                // the session.
+                self.outputs.push_back(Output::ProxyClose);
+                self.proxy_down(now, Some(e));
+            }
         }
     }
 
@@ -551,15 +664,23 @@ impl<R: Registry> Server<R> {
         });
         self.ack(&mut entry, h, Outcome::Registered);
         // A notice this end never accepted (its session died, or the server
-        // sent it before the end re-registered) is delivered again.
-        if let Some((Decision::Msyn { sender, target }, stamp)) = self.current_decision(&entry) {
+        // sent it before the end re-registered) is delivered again: a
+        // PeerLocation, or the RelayAssignment of a relay in place.
+        if let Some((decision, stamp)) = self.current_decision(&entry) {
             let host_has_it = |r: &EndRecord| {
                 r.notified_at == stamp
                     && (reg.last_notice == r.notified_seq
                         || RequestNumber(reg.last_notice).is_after(RequestNumber(r.notified_seq)))
             };
-            if sender == h.side && !entry.end(sender).is_some_and(host_has_it) {
-                self.notify(&mut entry, h.conn, sender, target, stamp, 0);
+            let missing = !entry.end(h.side).is_some_and(host_has_it);
+            match (decision, entry.relay) {
+                (Decision::Msyn { sender, target }, _) if sender == h.side && missing => {
+                    self.notify(&mut entry, h.conn, sender, target, stamp, 0);
+                }
+                (Decision::RelayNeeded, Some(record)) if missing => {
+                    self.assign(&mut entry, h.conn, h.side, &record, stamp, 0);
+                }
+                _ => {}
             }
         }
         let _ = self.registry.insert(h.conn, entry);
@@ -637,9 +758,17 @@ impl<R: Registry> Server<R> {
                     Decision::NoMove => Outcome::Waiting,
                     Decision::RelayNeeded => {
                         self.stats.relays_needed += 1;
-                        Outcome::RelayNeeded
+                        self.relay_needed(&mut entry, h, stamp);
+                        let _ = self.registry.insert(h.conn, entry);
+                        return;
                     }
                     Decision::Msyn { sender, target } => {
+                        // An end is reachable again: the relay, if any, is
+                        // no longer needed (PROTOCOL.md §6.9 "Moving
+                        // again", §15.14).
+                        if let Some(record) = entry.relay.take() {
+                            self.release_relay(h.conn, record.proxy.port());
+                        }
                         // Ack first, so the reporter reads the outcome
                         // before the notice it announces.
                         let outcome = if sender == h.side {
@@ -694,6 +823,9 @@ impl<R: Registry> Server<R> {
             *slot = None;
         }
         if entry.ends.iter().all(Option::is_none) {
+            if let Some(record) = entry.relay {
+                self.release_relay(h.conn, record.proxy.port());
+            }
             self.registry.remove(h.conn);
         } else {
             let _ = self.registry.insert(h.conn, entry);
@@ -784,6 +916,252 @@ impl<R: Registry> Server<R> {
                 });
             }
             None => self.stats.notices_undeliverable += 1,
+        }
+    }
+}
+
+// The proxy (PROTOCOL.md §15.14): relays for ends that are both behind
+// NAPTs.
+impl<R: Registry> Server<R> {
+    /// The decision is RelayNeeded after `h`'s report (PROTOCOL.md §15.10,
+    /// last row). A relay in place is kept: a relayed end that moved behind
+    /// another NAPT sends its MSYN to the proxy with the same ticket (§6.9
+    /// "Moving again"), so the reporter only gets its assignment again (it
+    /// may have lost it). Otherwise the proxy is asked for one and the
+    /// report's Ack waits for its answer; with no proxy session the Ack says
+    /// RelayNeeded, as without a proxy.
+    fn relay_needed(&mut self, entry: &mut Entry, h: Header, stamp: u64) {
+        if let Some(record) = entry.relay {
+            self.ack(entry, h, Outcome::Relayed);
+            self.assign(entry, h.conn, h.side, &record, stamp, h.number);
+            return;
+        }
+        let Some(link) = self.proxy.as_mut().filter(|l| l.established()) else {
+            self.ack(entry, h, Outcome::RelayNeeded);
+            return;
+        };
+        if let Some(p) = link.pending.values_mut().find(|p| p.conn == h.conn) {
+            // Already asked (the other end's report, or a repeat): this Ack
+            // waits for the same answer.
+            p.stamp = stamp;
+            if !p.waiting.contains(&(h.side, h.number)) {
+                p.waiting.push((h.side, h.number));
+            }
+            return;
+        }
+        match link.request(h.conn, stamp, (h.side, h.number)) {
+            Ok((number, bytes)) => {
+                self.outputs.push_back(Output::ProxySend { bytes });
+                self.stats.relays_requested += 1;
+                self.event(ServerEvent::RelayRequested {
+                    conn: h.conn,
+                    number,
+                });
+            }
+            Err(_) => self.ack(entry, h, Outcome::RelayNeeded),
+        }
+    }
+
+    /// Sends `side` its RelayAssignment for `record` (PROTOCOL.md §15.8).
+    fn assign(
+        &mut self,
+        entry: &mut Entry,
+        conn: ConnectionId,
+        side: Side,
+        record: &RelayRecord,
+        stamp: u64,
+        request: u32,
+    ) {
+        let Some(link) = self.proxy.as_ref() else {
+            return;
+        };
+        let assignment = link.assignment(record, side, request);
+        match self.send_to(entry, conn, side, Body::RelayAssignment(assignment)) {
+            Some(number) => {
+                if let Some(rec) = entry.end_mut(side) {
+                    rec.notified_at = stamp;
+                    rec.notified_seq = number;
+                }
+                self.stats.relay_assignments_sent += 1;
+                self.event(ServerEvent::RelayAssigned {
+                    conn,
+                    side,
+                    proxy: record.proxy,
+                    ticket: assignment.ticket_id,
+                    number,
+                });
+            }
+            None => self.stats.notices_undeliverable += 1,
+        }
+    }
+
+    /// Tells the proxy to free `port` (the server no longer needs it).
+    fn release_relay(&mut self, conn: ConnectionId, port: u16) {
+        let Some(link) = self.proxy.as_mut() else {
+            return;
+        };
+        if let Some(bytes) = link.release(port) {
+            self.outputs.push_back(Output::ProxySend { bytes });
+        }
+        self.stats.relays_released += 1;
+        self.event(ServerEvent::RelayReleased {
+            conn,
+            port,
+            reason: None,
+        });
+    }
+
+    fn proxy_reply(&mut self, now: Instant, reply: ProxyReply) {
+        match reply {
+            ProxyReply::Established => {
+                if let Some(control) = self.proxy_control() {
+                    self.event(ServerEvent::ProxyUp { control });
+                }
+            }
+            ProxyReply::Grant {
+                number,
+                port,
+                status,
+            } => self.on_grant(now, number, port, status),
+            ProxyReply::Closed { port, reason } => {
+                let Some(conn) = self
+                    .proxy
+                    .as_mut()
+                    .and_then(|link| link.by_port.remove(&port))
+                else {
+                    return;
+                };
+                if let Some(mut entry) = self.registry.get(conn) {
+                    if entry.relay.is_some_and(|r| r.proxy.port() == port) {
+                        entry.relay = None;
+                        let _ = self.registry.insert(conn, entry);
+                    }
+                }
+                self.stats.relays_released += 1;
+                self.event(ServerEvent::RelayReleased {
+                    conn,
+                    port,
+                    reason: Some(reason),
+                });
+            }
+        }
+    }
+
+    /// The proxy's answer to a RelayRequest: on a grant, both ends get
+    /// their RelayAssignment and the waiting reports their Ack (Relayed);
+    /// otherwise the reports are answered RelayNeeded.
+    fn on_grant(&mut self, _now: Instant, number: u32, port: u16, status: GrantStatus) {
+        let Some(link) = self.proxy.as_mut() else {
+            return;
+        };
+        let Some(pending) = link.pending.remove(&number) else {
+            return;
+        };
+        let proxy = SocketAddrV4::new(*link.cfg.control.ip(), port);
+        let lifetime_secs = link.cfg.lifetime_secs;
+        let entry = self.registry.get(pending.conn);
+        // Still wanted: registered, both behind NAPTs, no relay granted
+        // in the meantime.
+        let wanted = entry.as_ref().is_some_and(|e| {
+            e.relay.is_none()
+                && self
+                    .current_decision(e)
+                    .is_some_and(|(d, _)| d == Decision::RelayNeeded)
+        });
+        match (status, entry) {
+            (GrantStatus::Granted, Some(mut entry)) if wanted => {
+                let record = RelayRecord {
+                    proxy,
+                    tickets: pending.tickets,
+                    lifetime_secs,
+                };
+                if let Some(link) = self.proxy.as_mut() {
+                    link.by_port.insert(port, pending.conn);
+                }
+                entry.relay = Some(record);
+                self.stats.relays_granted += 1;
+                self.event(ServerEvent::RelayGranted {
+                    conn: pending.conn,
+                    proxy,
+                });
+                self.answer_waiting(&mut entry, &pending, Outcome::Relayed);
+                for side in [Side::Low, Side::High] {
+                    let request = pending
+                        .waiting
+                        .iter()
+                        .rev()
+                        .find(|(s, _)| *s == side)
+                        .map_or(0, |w| w.1);
+                    self.assign(
+                        &mut entry,
+                        pending.conn,
+                        side,
+                        &record,
+                        pending.stamp,
+                        request,
+                    );
+                }
+                let _ = self.registry.insert(pending.conn, entry);
+            }
+            (GrantStatus::Granted, entry) => {
+                // No longer wanted: give the port back at once.
+                self.release_relay(pending.conn, port);
+                if let Some(mut entry) = entry {
+                    self.answer_waiting(&mut entry, &pending, Outcome::RelayNeeded);
+                    let _ = self.registry.insert(pending.conn, entry);
+                }
+            }
+            (status, entry) => {
+                self.stats.relays_refused += 1;
+                self.event(ServerEvent::RelayRefused {
+                    conn: pending.conn,
+                    status: Some(status),
+                });
+                if let Some(mut entry) = entry {
+                    self.answer_waiting(&mut entry, &pending, Outcome::RelayNeeded);
+                    let _ = self.registry.insert(pending.conn, entry);
+                }
+            }
+        }
+    }
+
+    fn answer_waiting(&mut self, entry: &mut Entry, pending: &PendingRelay, outcome: Outcome) {
+        for &(side, number) in &pending.waiting {
+            let h = Header {
+                conn: pending.conn,
+                side,
+                number,
+            };
+            self.ack(entry, h, outcome);
+        }
+    }
+
+    fn proxy_down(&mut self, _now: Instant, error: Option<ProxyControlError>) {
+        // Once per session: the driver reports the end of a session the
+        // server already closed.
+        let Some(link) = self.proxy.as_mut().filter(|l| l.is_open()) else {
+            return;
+        };
+        let (pending, granted) = link.reset();
+        self.event(ServerEvent::ProxyDown { error });
+        for p in pending {
+            self.stats.relays_refused += 1;
+            self.event(ServerEvent::RelayRefused {
+                conn: p.conn,
+                status: None,
+            });
+            if let Some(mut entry) = self.registry.get(p.conn) {
+                self.answer_waiting(&mut entry, &p, Outcome::RelayNeeded);
+                let _ = self.registry.insert(p.conn, entry);
+            }
+        }
+        for (port, conn) in granted {
+            if let Some(mut entry) = self.registry.get(conn) {
+                if entry.relay.is_some_and(|r| r.proxy.port() == port) {
+                    entry.relay = None;
+                    let _ = self.registry.insert(conn, entry);
+                }
+            }
         }
     }
 }

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::auth::{ConnectionKeys, Key};
-use crate::control::{ErrorCode, Outcome, PeerLocation};
+use crate::control::{ErrorCode, Outcome, PeerLocation, RelayAssignment};
 use crate::rand::{Random, SplitMix64};
+use crate::relay::control::ProxySession;
+use crate::relay::{Relay, RelayConfig, RelaySecret, RelayState, TicketId};
 use crate::time::{Duration, Instant};
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -159,6 +161,19 @@ struct Net {
     owner: HashMap<SessionId, usize>,
     now: Instant,
     closed: Vec<SessionId>,
+    proxy: Option<TestProxy>,
+}
+
+/// The proxy end of the server's proxy link, with a real relay table.
+struct TestProxy {
+    session: ProxySession,
+    relay: Relay,
+    rng: SplitMix64,
+    /// While set, what the server sends the proxy is kept, not answered.
+    hold: bool,
+    held: Vec<Vec<u8>>,
+    /// The server closed the session (ProxyClose).
+    closed: bool,
 }
 
 fn keys(i: usize) -> ConnectionKeys {
@@ -180,6 +195,7 @@ impl Net {
             owner: HashMap::new(),
             now: Instant::from_millis(1000),
             closed: Vec::new(),
+            proxy: None,
         };
         let ends = [a, b];
         for (i, (direct, public)) in ends.iter().enumerate() {
@@ -215,10 +231,32 @@ impl Net {
         self.server.handle_stream(self.now, session, bytes);
     }
 
-    /// Routes the server's outputs to the hosts owning the sessions.
+    /// Routes the server's outputs to the hosts owning the sessions, and
+    /// to the proxy (whose answers go back to the server at once).
     fn deliver(&mut self) {
         while let Some(out) = self.server.poll_output() {
             match out {
+                Output::ProxySend { bytes } => {
+                    let Some(p) = self.proxy.as_mut().filter(|p| !p.closed) else {
+                        continue;
+                    };
+                    if p.hold {
+                        p.held.push(bytes);
+                        continue;
+                    }
+                    let answer = p
+                        .session
+                        .handle(self.now, &bytes, &mut p.relay, &mut p.rng)
+                        .expect("the proxy accepts what the server sends");
+                    if let Some(answer) = answer {
+                        self.server.handle_proxy_stream(self.now, &answer);
+                    }
+                }
+                Output::ProxyClose => {
+                    if let Some(p) = self.proxy.as_mut() {
+                        p.closed = true;
+                    }
+                }
                 Output::Send { session, bytes } => {
                     let Some(&i) = self.owner.get(&session) else {
                         continue;
@@ -475,6 +513,279 @@ fn both_behind_napts_need_a_relay() {
     assert_eq!(net.server.stats().relays_needed, 1);
 }
 
+// ---------------------------------------------------------------------
+// The proxy (PROTOCOL.md §15.14): relays for ends both behind NAPTs, with
+// the proxy's real control session and relay table in process.
+
+const PROXY_CONTROL: &str = "198.51.100.99:7002";
+const SECRET: [u8; 32] = [0x42; 32];
+
+impl Net {
+    /// Configures the server's proxy and opens its session; the proxy
+    /// holds `proxy_secret` (the server always `SECRET`).
+    fn with_proxy(&mut self, ports: (u16, u16), proxy_secret: [u8; 32]) {
+        self.server.set_proxy(
+            ProxyConfig::new(sa(PROXY_CONTROL), RelaySecret::new(SECRET)),
+            Box::new(SplitMix64::new(77)),
+        );
+        let relay = Relay::new(
+            RelayConfig {
+                addr: *sa(PROXY_CONTROL).ip(),
+                ports,
+                ..RelayConfig::default()
+            },
+            RelaySecret::new(proxy_secret),
+            Box::new(SplitMix64::new(78)),
+        );
+        self.proxy = Some(TestProxy {
+            session: ProxySession::new(RelaySecret::new(proxy_secret)),
+            relay,
+            rng: SplitMix64::new(79),
+            hold: false,
+            held: Vec::new(),
+            closed: false,
+        });
+        self.server.proxy_session_opened(self.now);
+        self.deliver();
+    }
+
+    fn proxy(&mut self) -> &mut TestProxy {
+        self.proxy.as_mut().unwrap()
+    }
+
+    /// Answers what the held proxy messages ask, then lets them through.
+    fn release_held(&mut self) {
+        let p = self.proxy();
+        p.hold = false;
+        let held = std::mem::take(&mut p.held);
+        for bytes in held {
+            let p = self.proxy.as_mut().unwrap();
+            if let Some(answer) = p
+                .session
+                .handle(self.now, &bytes, &mut p.relay, &mut p.rng)
+                .unwrap()
+            {
+                self.server.handle_proxy_stream(self.now, &answer);
+            }
+        }
+        self.deliver();
+    }
+
+    fn assignments(&self, i: usize) -> Vec<RelayAssignment> {
+        self.hosts[i]
+            .got
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::RelayAssignment(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn relay_record(&self) -> Option<RelayRecord> {
+        let id = self.hosts[0].client.credentials().id;
+        self.server.registry().get(id).and_then(|e| e.relay)
+    }
+
+    fn server_events(&mut self) -> Vec<ServerEvent> {
+        std::iter::from_fn(|| self.server.poll_event()).collect()
+    }
+}
+
+fn relayed_net() -> Net {
+    let mut net = registered(A_NAPT1, B_NAPT2);
+    net.with_proxy((40000, 40009), SECRET);
+    assert!(net.server.proxy_established());
+    net
+}
+
+#[test]
+fn both_behind_napts_are_given_a_relay_then_a_global_end_is_sent_direct() {
+    let mut net = relayed_net();
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::Relayed));
+    let (a, b) = (net.assignments(0), net.assignments(1));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    let port = a[0].proxy.port();
+    assert_eq!(a[0].proxy, SocketAddrV4::new(ip("198.51.100.99"), port));
+    assert_eq!(b[0].proxy, a[0].proxy);
+    assert_ne!(a[0].ticket_id, b[0].ticket_id);
+    // A's answers its report (request 2, after its Register); B's is
+    // unsolicited. Each key is the one the proxy derives (§4.7).
+    assert_eq!((a[0].request, b[0].request), (2, 0));
+    let secret = RelaySecret::new(SECRET);
+    for x in [&a[0], &b[0]] {
+        assert_eq!(
+            x.ticket_key,
+            secret.ticket_key(port, TicketId(x.ticket_id)).0
+        );
+        assert_eq!(x.lifetime_secs, 30);
+    }
+    assert_eq!(net.proxy().relay.state(port), RelayState::WaitingFirst);
+    assert!(net.locations(0).is_empty() && net.locations(1).is_empty());
+    let st = *net.server.stats();
+    assert_eq!(
+        (
+            st.relays_requested,
+            st.relays_granted,
+            st.relay_assignments_sent
+        ),
+        (1, 1, 2)
+    );
+
+    // The relayed end moves behind yet another NAPT: the relay stays (its
+    // MSYN goes to the proxy with the same ticket, §6.9); only A hears, its
+    // own assignment again.
+    net.move_to(0, "10.8.0.2:5000", "203.0.113.8");
+    net.deliver();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::Relayed));
+    let again = net.assignments(0);
+    assert_eq!(again.len(), 2);
+    assert_eq!(
+        (again[1].proxy, again[1].ticket_id),
+        (a[0].proxy, a[0].ticket_id)
+    );
+    assert_eq!(net.assignments(1).len(), 1);
+    assert_eq!(net.proxy().relay.relay_count(), 1);
+    assert_eq!(net.server.stats().relays_requested, 1);
+
+    // It moves to a global address: B (behind its NAPT) sends the MSYN
+    // there (§15.10) and the relay is released at the proxy.
+    net.move_to(0, "192.0.2.11:5000", "192.0.2.11");
+    net.deliver();
+    assert_eq!(net.locations(1), [sa("192.0.2.11:5000")]);
+    assert!(!net.proxy().relay.owns_port(port));
+    assert_eq!(net.relay_record(), None);
+    assert_eq!(net.server.stats().relays_released, 1);
+    assert_eq!(net.server.stats().rejected(), 0);
+}
+
+#[test]
+fn crossing_reports_share_one_relay_request() {
+    let mut net = relayed_net();
+    net.proxy().hold = true;
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.move_to(1, "10.7.0.2:80", "203.0.113.7");
+    net.deliver();
+    // Both reports wait for the proxy's answer.
+    assert_eq!(net.outcomes(0), [Outcome::Registered]);
+    assert_eq!(net.outcomes(1), [Outcome::Registered]);
+    assert_eq!(net.proxy().held.len(), 1);
+    net.release_held();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::Relayed));
+    assert_eq!(net.outcomes(1).last(), Some(&Outcome::Relayed));
+    let (a, b) = (net.assignments(0), net.assignments(1));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    // Each answers its own report.
+    assert_eq!((a[0].request, b[0].request), (2, 2));
+    assert_eq!(net.proxy().relay.relay_count(), 1);
+    assert_eq!(net.server.stats().relays_requested, 1);
+}
+
+#[test]
+fn without_a_proxy_answer_the_report_is_relay_needed() {
+    // Configured, never connected.
+    let mut net = registered(A_NAPT1, B_NAPT2);
+    net.server.set_proxy(
+        ProxyConfig::new(sa(PROXY_CONTROL), RelaySecret::new(SECRET)),
+        Box::new(SplitMix64::new(1)),
+    );
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::RelayNeeded));
+    assert_eq!(net.server.stats().relays_requested, 0);
+
+    // No free port: the proxy refuses.
+    let mut net = registered(A_NAPT1, B_NAPT2);
+    net.with_proxy((40000, 40000), SECRET);
+    let now = net.now;
+    net.proxy()
+        .relay
+        .allocate(now, [TicketId(1), TicketId(2)], Duration::from_secs(30))
+        .unwrap();
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::RelayNeeded));
+    assert!(net.assignments(0).is_empty() && net.assignments(1).is_empty());
+    assert_eq!(net.server.stats().relays_refused, 1);
+
+    // The session drops while the request is in flight.
+    let mut net = relayed_net();
+    net.proxy().hold = true;
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    net.server.proxy_session_closed(net.now);
+    net.deliver();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::RelayNeeded));
+    assert!(!net.server.proxy_established());
+
+    // A proxy without the secret: its Welcome does not verify, the server
+    // closes the session.
+    let mut net = registered(A_NAPT1, B_NAPT2);
+    net.with_proxy((40000, 40009), [0x43; 32]);
+    assert!(net.proxy().closed);
+    assert!(!net.server.proxy_established());
+    assert!(net.server_events().contains(&ServerEvent::ProxyDown {
+        error: Some(crate::relay::control::ProxyControlError::BadMac)
+    }));
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    assert_eq!(net.outcomes(0).last(), Some(&Outcome::RelayNeeded));
+    assert_eq!(net.proxy().relay.relay_count(), 0);
+}
+
+#[test]
+fn a_relay_the_proxy_closed_is_forgotten_and_a_later_report_asks_again() {
+    let mut net = relayed_net();
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    let first = net.assignments(0)[0];
+    // Never spliced: the proxy expires it and says so.
+    let later = net.now + Duration::from_secs(31);
+    let p = net.proxy();
+    p.relay.handle_timeout(later);
+    let mut closed = Vec::new();
+    while let Some(event) = p.relay.poll_event() {
+        if let crate::relay::RelayEvent::Released { port, reason } = event {
+            closed.push(p.session.closed(port, reason).unwrap());
+        }
+    }
+    assert_eq!(closed.len(), 1);
+    for bytes in closed {
+        net.server.handle_proxy_stream(later, &bytes);
+    }
+    assert_eq!(net.relay_record(), None);
+    net.now = later;
+    net.move_to(0, "10.8.0.2:5000", "203.0.113.8");
+    net.deliver();
+    assert_eq!(net.server.stats().relays_requested, 2);
+    let second = net.assignments(0)[1];
+    assert_ne!(second.ticket_id, first.ticket_id);
+    assert_eq!(net.assignments(1).len(), 2);
+}
+
+#[test]
+fn an_assignment_for_a_dead_session_is_delivered_on_reregistration() {
+    let mut net = relayed_net();
+    let old = net.hosts[1].session;
+    net.server.close_session(old);
+    net.move_to(0, "10.9.0.2:5000", "203.0.113.9");
+    net.deliver();
+    assert!(net.assignments(1).is_empty());
+    assert_eq!(net.server.stats().notices_undeliverable, 1);
+    net.connect(1);
+    net.register(1);
+    net.deliver();
+    let b = net.assignments(1);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].proxy, net.assignments(0)[0].proxy);
+    // Registering again once it has it sends nothing more.
+    net.register(1);
+    net.deliver();
+    assert_eq!(net.assignments(1).len(), 1);
+}
+
 #[test]
 fn peer_not_registered_waits_then_is_told_when_it_registers() {
     let mut net = Net::new(ServerConfig::default(), A_NAPT1, B_GLOBAL);
@@ -699,6 +1010,7 @@ fn garbage_gets_an_error_and_does_not_disturb_the_other_host() {
             match out {
                 Output::Send { bytes, .. } => replies.push(bytes),
                 Output::Close { .. } => closed = true,
+                Output::ProxySend { .. } | Output::ProxyClose => panic!("no proxy here"),
             }
         }
         assert_eq!(replies.len(), 1, "{code}");

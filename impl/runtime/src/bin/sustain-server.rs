@@ -6,6 +6,11 @@
 //! When ready it prints `{"event":"listening","local":"ADDR:PORT"}` on
 //! stdout (and logs it with `--events`); on SIGINT/SIGTERM it logs a
 //! `stopped` event with its counters, prints them on stdout and exits 0.
+//!
+//! With `--proxy ADDR:PORT --relay-secret FILE` it relays connections whose
+//! ends are both behind NAPTs through `sustain-proxy` (PROTOCOL.md §6.9,
+//! §15.14): FILE holds the secret the two share (64 hex digits); a missing
+//! or malformed file is a start-up error (exit 1, one line on stderr).
 
 use std::io::Write as _;
 use std::net::SocketAddrV4;
@@ -17,8 +22,9 @@ use clap::Parser;
 use serde_json::json;
 use sustain::clock::Clock;
 use sustain::events::EventLog;
+use sustain::proxy::read_secret;
 use sustain::server::{serve, stats_json};
-use sustain_core::rendezvous::ServerConfig;
+use sustain_core::rendezvous::{ProxyConfig, ServerConfig};
 use sustain_core::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -45,9 +51,20 @@ struct Cli {
     /// Most registered connections.
     #[arg(long, default_value_t = 2_000_000)]
     max_entries: usize,
+    /// The symmetric proxy's control address (sustain-proxy --control);
+    /// its IP address is also where the relay ports are.
+    #[arg(long, value_name = "ADDR:PORT", requires = "relay_secret")]
+    proxy: Option<SocketAddrV4>,
+    /// File with the secret shared with sustain-proxy (64 hex digits).
+    #[arg(long, value_name = "FILE", requires = "proxy")]
+    relay_secret: Option<PathBuf>,
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let proxy = match (cli.proxy, &cli.relay_secret) {
+        (Some(control), Some(file)) => Some(ProxyConfig::new(control, read_secret(file)?)),
+        _ => None,
+    };
     let clock = Clock::new();
     let mut events = EventLog::open(cli.events.as_deref()).context("opening the events file")?;
     let config = ServerConfig {
@@ -61,7 +78,8 @@ async fn run(cli: Cli) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let fields = json!({"local": local.to_string()});
+    let fields = json!({"local": local.to_string(),
+                        "proxy": cli.proxy.map(|p| p.to_string())});
     events
         .record(clock.now(), "listening", fields.clone())
         .context("writing the events file")?;
@@ -77,7 +95,7 @@ async fn run(cli: Cli) -> Result<()> {
             _ = term.recv() => {}
         }
     };
-    let stats = serve(listener, config, clock, &mut events, shutdown).await?;
+    let stats = serve(listener, config, proxy, clock, &mut events, shutdown).await?;
     let stats = stats_json(&stats);
     events
         .record(clock.now(), "stopped", stats.clone())

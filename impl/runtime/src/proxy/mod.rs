@@ -10,13 +10,16 @@
 //! these makes progress. As in the host's driver, nothing here parses a
 //! segment or decides anything.
 //!
-//! The raw socket's BPF filter covers the whole relay port range (at most
-//! [`MAX_FILTER_PORTS`](crate::raw_socket::MAX_FILTER_PORTS) ports); the
-//! RST guard gets a rule for a port when it is first allocated and keeps it
-//! until the proxy exits (a released relay's ends may still send there, and
-//! a kernel RST would reset them).
+//! Ports are owned the way an [`crate::Endpoint`] owns its ports
+//! (`ports.rs`): a relay port, when first allocated, gets a kernel
+//! reservation (a bound, never-listening socket, so no kernel connection
+//! takes it) and an RST-guard rule, and keeps both until the proxy exits
+//! (a released relay's ends may still send there, and a kernel RST would
+//! reset them). The raw socket's BPF filter covers the whole relay port
+//! range (at most [`MAX_FILTER_PORTS`](crate::raw_socket::MAX_FILTER_PORTS)
+//! ports).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -35,6 +38,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::os_random::OsRandom;
+use crate::ports::Ports;
 use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch, MAX_FILTER_PORTS};
 use crate::rst_guard::{RstGuard, RstGuardError};
 
@@ -131,7 +135,7 @@ pub struct Proxy {
     opts: ProxyOptions,
     secret: RelaySecret,
     socket: RawSocket,
-    guard: RstGuard,
+    ports: Ports,
     control: TcpListener,
 }
 
@@ -156,7 +160,7 @@ impl Proxy {
             opts,
             secret,
             socket,
-            guard,
+            ports: Ports::new(guard),
             control,
         })
     }
@@ -191,9 +195,11 @@ pub async fn serve(
         opts,
         secret,
         socket,
-        mut guard,
+        mut ports,
         control,
     } = proxy;
+    // Ports owned so far (never given up before exit, see the module doc).
+    let mut owned = BTreeSet::new();
     let cfg = RelayConfig {
         addr: opts.bind,
         ports: opts.ports,
@@ -236,7 +242,12 @@ pub async fn serve(
             progress = true;
         }
         progress |= transmit(&socket, &mut relay, &mut tx)?;
-        after_events(now, &mut relay, &mut guard, &mut sessions, events)?;
+        let owner = PortOwner {
+            bind: opts.bind,
+            ports: &mut ports,
+            owned: &mut owned,
+        };
+        after_events(now, &mut relay, owner, &mut sessions, events)?;
         if progress {
             tokio::task::yield_now().await;
             continue;
@@ -264,7 +275,16 @@ pub async fn serve(
                 let now = clock.now();
                 match inbound {
                     Inbound::Data(id, bytes) => {
-                        control_input(now, id, &bytes, &mut sessions, &mut relay, &mut rng, events)?;
+                        let replies = control_input(now, id, &bytes, &mut sessions, &mut relay, &mut rng, events)?;
+                        // A granted port is owned (RST guard) before the
+                        // grant leaves: the hosts' MSYNs follow it closely.
+                        let owner = PortOwner {
+                            bind: opts.bind,
+                            ports: &mut ports,
+                            owned: &mut owned,
+                        };
+                        after_events(now, &mut relay, owner, &mut sessions, events)?;
+                        send_replies(id, replies, &mut sessions, now, events)?;
                     }
                     Inbound::Closed(id) => {
                         if let Some(s) = sessions.remove(&id) {
@@ -280,7 +300,7 @@ pub async fn serve(
         s.reader.abort();
     }
     let stats = relay.stats().clone();
-    let _ = tokio::task::spawn_blocking(move || guard.remove_all()).await;
+    let _ = tokio::task::spawn_blocking(move || ports.remove_all()).await;
     Ok(stats)
 }
 
@@ -349,7 +369,7 @@ async fn write_loop(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8
 }
 
 /// Bytes from a control session: frame, hand each message to the session's
-/// state machine, send the answers. Any refusal closes the session
+/// state machine, return the answers. Any refusal closes the session
 /// (PROTOCOL.md §15.14) and is logged.
 fn control_input(
     now: Instant,
@@ -359,9 +379,10 @@ fn control_input(
     relay: &mut Relay,
     rng: &mut OsRandom,
     events: &mut EventLog,
-) -> Result<(), ProxyError> {
+) -> Result<Vec<Vec<u8>>, ProxyError> {
+    let mut replies = Vec::new();
     let Some(s) = sessions.get_mut(&id) else {
-        return Ok(());
+        return Ok(replies);
     };
     s.buffer.extend_from_slice(bytes);
     let mut failure = None;
@@ -374,11 +395,7 @@ fn control_input(
             Ok(Some(len)) => {
                 let message: Vec<u8> = s.buffer.drain(..len).collect();
                 match s.core.handle(now, &message, relay, rng) {
-                    Ok(Some(reply)) => {
-                        if s.writer.try_send(reply).is_err() {
-                            failure = Some("slow reader".to_owned());
-                        }
-                    }
+                    Ok(Some(reply)) => replies.push(reply),
                     Ok(None) => {}
                     Err(e) => failure = Some(e.to_string()),
                 }
@@ -394,25 +411,64 @@ fn control_input(
             .record(now, "control-rejected", json!({ "reason": reason }))
             .map_err(ProxyError::Events)?;
     }
+    Ok(replies)
+}
+
+/// Writes a session's answers; a session that does not read them is
+/// closed.
+fn send_replies(
+    id: u64,
+    replies: Vec<Vec<u8>>,
+    sessions: &mut HashMap<u64, Session>,
+    now: Instant,
+    events: &mut EventLog,
+) -> Result<(), ProxyError> {
+    let Some(s) = sessions.get_mut(&id) else {
+        return Ok(());
+    };
+    if replies.into_iter().any(|r| s.writer.try_send(r).is_err()) {
+        if let Some(s) = sessions.remove(&id) {
+            s.reader.abort();
+        }
+        events
+            .record(now, "control-rejected", json!({ "reason": "slow reader" }))
+            .map_err(ProxyError::Events)?;
+    }
     Ok(())
 }
 
-/// Relay events: the RST guard follows allocations and releases, every
-/// event is logged, releases are reported on the control sessions.
+/// The proxy's owned relay ports.
+struct PortOwner<'a> {
+    bind: Ipv4Addr,
+    ports: &'a mut Ports,
+    owned: &'a mut BTreeSet<u16>,
+}
+
+/// Relay events: a port is owned (reservation, RST guard) when first
+/// allocated, every event is logged, releases are reported on the control
+/// sessions.
 fn after_events(
     now: Instant,
     relay: &mut Relay,
-    guard: &mut RstGuard,
+    owner: PortOwner<'_>,
     sessions: &mut HashMap<u64, Session>,
     events: &mut EventLog,
 ) -> Result<(), ProxyError> {
     while let Some(event) = relay.poll_event() {
         // The rule must be in place before the first MSYN, which needs a
-        // round trip to the hosts (RelayAssignment) first.
+        // round trip to the hosts (RelayAssignment) first. Blocking
+        // (iptables, milliseconds), once per port for the proxy's life.
         if let RelayEvent::Allocated { port } = event {
-            if let Err(e) = guard.add_port(port) {
-                tracing::warn!("RST guard for relay port {port}: {e}; releasing it");
-                relay.release(port);
+            if !owner.owned.contains(&port) {
+                match owner.ports.open(SocketAddrV4::new(owner.bind, port)) {
+                    Ok(_) => {
+                        owner.owned.insert(port);
+                    }
+                    Err(e) => {
+                        tracing::warn!("owning relay port {port}: {e}; releasing it");
+                        relay.release(port);
+                    }
+                }
             }
         }
         // A released port keeps its rule until the proxy exits: the end
