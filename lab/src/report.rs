@@ -437,7 +437,12 @@ pub fn render_summary(report: &Report) -> String {
                 }
             }
         }
-        _ => out.push_str("  transcript no golden captures to compare with\n"),
+        _ => match &report.transcript.not_compared {
+            Some(reason) => {
+                out.push_str(&format!("  transcript written, not compared: {reason}\n"))
+            }
+            None => out.push_str("  transcript no golden captures to compare with\n"),
+        },
     }
     for link in &report.links {
         out.push_str(&format!(

@@ -179,7 +179,10 @@ fn conformance(
             .filter(|_| scenario.expect.transcript_reason.is_none()),
     ) {
         Ok((transcript, latency)) => {
-            report.transcript = transcript;
+            report.transcript = TranscriptReport {
+                not_compared: scenario.expect.transcript_reason.clone(),
+                ..transcript
+            };
             if let Some(latency) = latency {
                 let s = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e9);
                 report.latencies.reconnect_s = s(latency.reconnect_ns);

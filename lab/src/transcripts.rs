@@ -81,6 +81,9 @@ pub struct TranscriptReport {
     pub differences: Vec<String>,
     /// Files written, relative to the output directory.
     pub files: Vec<String>,
+    /// `transcript = false`: why the scenario's transcripts are written but not
+    /// compared.
+    pub not_compared: Option<String>,
 }
 
 /// Writes `names.json`, then the transcripts; measures latency; compares with the

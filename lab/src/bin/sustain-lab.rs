@@ -425,7 +425,7 @@ fn suite(
 /// The table `just lab` ends with: one row per scenario.
 fn suite_table(rows: &[serde_json::Value]) -> String {
     let mut out = format!(
-        "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<10} {:<6}\n",
+        "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<12} {:<6}\n",
         "scenario",
         "outcome",
         "expected",
@@ -446,10 +446,11 @@ fn suite_table(rows: &[serde_json::Value]) -> String {
         let transcript = match r["transcript"]["matched"].as_bool() {
             Some(true) => "match",
             Some(false) => "DIFFERS",
+            None if r["transcript"]["not_compared"].is_string() => "not compared",
             None => "no golden",
         };
         out.push_str(&format!(
-            "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<10} {:<6}\n",
+            "{:<30} {:<10} {:<10} {:>9} {:<7} {:>10} {:>8} {:<12} {:<6}\n",
             r["scenario"].as_str().unwrap_or("?"),
             r["outcome"].as_str().unwrap_or("?"),
             r["expected"].as_str().unwrap_or("?"),
