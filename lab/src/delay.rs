@@ -759,7 +759,14 @@ fn receive(
                 }
                 nfq::Event::Ack { errno, .. } if errno != 0 => {
                     counters.netlink_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(errno, "delay line: netlink error from the kernel");
+                    if errno == libc::ENOENT {
+                        // A verdict for a packet the kernel no longer holds: its
+                        // device went away with a move, and nf_queue dropped the
+                        // vanished device's packets itself. Expected during moves.
+                        tracing::debug!(errno, "delay line: verdict for a dropped packet");
+                    } else {
+                        tracing::warn!(errno, "delay line: netlink error from the kernel");
+                    }
                 }
                 nfq::Event::Ack { .. } | nfq::Event::Other => {}
             }
