@@ -156,6 +156,23 @@ fn scenarios_conform() {
                     out.display()
                 ));
             }
+            // Issue 16: every scenario's time-sequence plots are drawn and not empty
+            // (one SVG and one PNG per capture point that saw the transfer).
+            let plots: Vec<std::path::PathBuf> =
+                report.plots.iter().map(|p| out.join(p)).collect();
+            let empty: Vec<&std::path::PathBuf> = plots
+                .iter()
+                .filter(|p| std::fs::metadata(p).map_or(true, |m| m.len() < 1000))
+                .collect();
+            if let Some(error) = &report.plot_error {
+                failures.push(format!("{}: plots not drawn: {error}", scenario.name));
+            } else if plots.is_empty() || !empty.is_empty() {
+                failures.push(format!(
+                    "{}: plots missing or empty: {} written, empty or missing: {empty:?}",
+                    scenario.name,
+                    plots.len()
+                ));
+            }
             if !in_ci && report.transcript.matched.is_none() && !bless {
                 eprintln!(
                     "scenario {}: no golden captures in {} (`just bless {}` records them)",

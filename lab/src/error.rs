@@ -59,6 +59,9 @@ pub enum LabError {
 
     #[error("namespace file {0} already exists")]
     NamespaceExists(PathBuf),
+
+    #[error("plotting: {0}")]
+    Plot(String),
 }
 
 impl LabError {

@@ -39,6 +39,7 @@ pub mod netfilter;
 pub mod netns;
 pub mod paper;
 mod path_lab;
+pub mod plot;
 pub mod process;
 pub mod report;
 mod rtnl;

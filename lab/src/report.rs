@@ -267,6 +267,10 @@ pub struct Report {
     pub latencies: Latencies,
     /// Transcripts of the captures and their comparison with the golden ones.
     pub transcript: TranscriptReport,
+    /// Time-sequence plots written (plot.rs), relative to the output directory.
+    pub plots: Vec<String>,
+    /// Why the plots could not be drawn.
+    pub plot_error: Option<String>,
     pub links: Vec<LinkReport>,
     /// `[[attack]]`s: what each sent (attack.rs).
     pub attacks: Vec<crate::attack::AttackReport>,
@@ -443,6 +447,15 @@ pub fn render_summary(report: &Report) -> String {
             }
             None => out.push_str("  transcript no golden captures to compare with\n"),
         },
+    }
+    match (&report.plot_error, report.plots.first()) {
+        (Some(error), _) => out.push_str(&format!("  plots     not drawn: {error}\n")),
+        (None, Some(first)) => out.push_str(&format!(
+            "  plots     {} files in plots/: one per capture point (e.g. {first}), \
+             one close-up per move (<point>-move<N>), SVG and PNG\n",
+            report.plots.len()
+        )),
+        (None, None) => {}
     }
     for link in &report.links {
         out.push_str(&format!(

@@ -9,6 +9,7 @@
 //! <out>/<node>-<net>.pcap    captures, one per interface
 //! <out>/*.events.jsonl       each endpoint's own events
 //! <out>/logs/                stdout/stderr of every process the scenario started
+//! <out>/plots/               time-sequence plots (plot.rs), SVG and PNG
 //! ```
 
 use std::fs;
@@ -130,6 +131,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         server_counters: None,
         captures: Vec::new(),
         logs: Vec::new(),
+        plots: Vec::new(),
+        plot_error: None,
     };
     let names = Arc::new(NameRecorder::default());
     if let Err(err) = execute(scenario, options, &timeline, &mut report, &names) {
@@ -147,8 +150,15 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         "finished",
         json!({"outcome": report.outcome.name(), "passed": report.passed}),
     );
-    report.write(&options.out_dir.join("report.json"))?;
     timeline.write_jsonl(&options.out_dir.join("events.jsonl"))?;
+    if report.outcome != Outcome::Error {
+        // From the captures and the timeline just written.
+        match crate::plot::plot_run(&options.out_dir) {
+            Ok(files) => report.plots = files,
+            Err(err) => report.plot_error = Some(err.to_string()),
+        }
+    }
+    report.write(&options.out_dir.join("report.json"))?;
     Ok(RunOutput {
         report,
         timeline: timeline.events(),

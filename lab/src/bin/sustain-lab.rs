@@ -141,6 +141,10 @@ enum Commands {
     /// directories compared capture point by capture point). Exit status 0 when they
     /// are equal, 1 when they differ.
     PcapDiff { a: PathBuf, b: PathBuf },
+    /// Redraw the time-sequence plots of a run's output directory (its captures,
+    /// names.json and events.jsonl) into DIR/plots/: one per capture point and one
+    /// close-up per move, SVG and PNG.
+    Plot { dir: PathBuf },
 }
 
 #[derive(Args, Clone)]
@@ -203,6 +207,14 @@ fn main() -> ExitCode {
         Commands::Clean { force } => clean(force).map(|()| ExitCode::SUCCESS),
         Commands::Transcript { paths } => transcript(&paths).map(|()| ExitCode::SUCCESS),
         Commands::PcapDiff { a, b } => pcap_diff(&a, &b),
+        Commands::Plot { dir } => sustain_lab::plot::plot_run(&dir)
+            .map(|files| {
+                for file in files {
+                    println!("{}", dir.join(file).display());
+                }
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,
