@@ -40,7 +40,7 @@ demo *ARGS:
 # Throughput of sustain-host vs Linux TCP over the same veth path; forward's
 # throughput, added latency and 100 concurrent connections; goodput of each
 # congestion controller vs Linux CUBIC and BBR under loss, delay and a rate
-# limit (about 18 minutes; SUSTAIN_BENCH_CELLS=loss3-delay20 runs a part).
+# limit (about 16 minutes; SUSTAIN_BENCH_CELLS=loss3-delay20 runs a part).
 bench:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
