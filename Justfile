@@ -38,11 +38,14 @@ demo *ARGS:
     {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
 
 # Throughput of sustain-host vs Linux TCP over the same veth path; forward's
-# throughput, added latency and 100 concurrent connections.
+# throughput, added latency and 100 concurrent connections; goodput of each
+# congestion controller vs Linux CUBIC and BBR under loss, delay and a rate
+# limit (about 16 minutes; SUSTAIN_BENCH_CELLS=loss3-delay20 runs a part).
 bench:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench goodput
 
 # Install the Wireshark dissector (sustain's options, the control protocol) into
 # the personal plugin folder; restart Wireshark to load it.

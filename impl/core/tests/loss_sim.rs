@@ -10,8 +10,10 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 use sustain_core::rand::{Random, SplitMix64};
-use sustain_core::sim::{Captured, Direction, InsideScope, LinkConfig, Middlebox, Network};
-use sustain_core::tcp::{CloseReason, Config, CongestionKind, Endpoint, Event, Stats};
+use sustain_core::sim::{
+    Captured, Direction, InsideScope, LinkConfig, Middlebox, NetStats, Network,
+};
+use sustain_core::tcp::{CloseReason, Config, CongestionKind, ConnInfo, Endpoint, Event, Stats};
 use sustain_core::time::{Duration, Instant};
 use sustain_core::wire::{parse_ipv4_tcp, SeqNumber};
 
@@ -63,7 +65,12 @@ struct Scenario {
     pick: Option<Pick>,
     capture: bool,
     deadline: Instant,
+    /// Called after every simulator step with the client connection's
+    /// state and the network's counters.
+    watch: Option<Watch>,
 }
+
+type Watch = Box<dyn FnMut(Instant, &ConnInfo, &NetStats)>;
 
 impl Default for Scenario {
     fn default() -> Scenario {
@@ -78,6 +85,7 @@ impl Default for Scenario {
             pick: None,
             capture: false,
             deadline: Instant::from_millis(600_000),
+            watch: None,
         }
     }
 }
@@ -136,7 +144,13 @@ fn run(sc: Scenario) -> Outcome {
     let mut chunk = vec![0u8; 256 * 1024];
     let mut client_closed = Vec::new();
     let mut server_closed = Vec::new();
+    let mut watch = sc.watch;
     let done = net.run_until(sc.deadline, |net| {
+        if let Some(watch) = watch.as_mut() {
+            if let Some(info) = net.node(client).info(conn) {
+                watch(net.now(), &info, net.stats());
+            }
+        }
         let ep = net.node_mut(client);
         while written < data.len() {
             match ep.send(conn, &data[written..]) {
@@ -570,59 +584,180 @@ fn compare_controllers_on_the_issue_12_grid() {
     }
 }
 
-/// HyStart++ (RFC 9406) on the path where plain slow start overflows a
-/// drop-tail queue half the BDP deep (the foundation measured 1027
-/// retransmissions for 886 drops). It judges the delay increase on each
-/// round's latest samples (hystart.rs) and grows only while cwnd-limited;
-/// it enters CSS when the queue is about full and so loses less than half
-/// of what plain slow start loses. It does not leave slow start before
-/// the overflow: the RTT it sees lags the queue by a round trip, during
-/// which slow start adds a BDP (see the report; BBR's model does).
+/// HyStart++ (RFC 9406) on paths where plain slow start overflows a
+/// drop-tail queue: half the BDP deep (the foundation measured 1027
+/// retransmissions for 886 drops there) and 2.5 BDPs deep. Slow start
+/// ends (ssthresh set) before the queue drops anything, and not before
+/// cwnd reached the BDP; nothing is retransmitted. (With the RFC's
+/// thresholds alone it ended after 207 and 297 drops: hystart.rs explains.)
 #[test]
-fn hystart_loses_less_than_plain_slow_start_at_the_queue_overflow() {
-    // 20 ms each way, 100 Mbit/s, a 256 KiB drop-tail queue.
-    let path = LinkConfig {
-        latency: Duration::from_millis(20),
-        rate_bps: Some(100_000_000),
-        queue_bytes: 256 * 1024,
-        ..LinkConfig::default()
-    };
-    let run_with = |congestion| {
-        run(Scenario {
-            link: path.clone(),
+fn hystart_ends_slow_start_before_the_queue_overflows() {
+    for queue_bytes in [256 * 1024, 1250 * 1024] {
+        // 20 ms each way, 100 Mbit/s: a BDP of 500 kB.
+        let path = LinkConfig {
+            latency: Duration::from_millis(20),
+            rate_bps: Some(100_000_000),
+            queue_bytes,
+            ..LinkConfig::default()
+        };
+        let bdp = 500_000;
+        let run_with = |congestion| {
+            let first_drop = Rc::new(Cell::new(None));
+            let slow_start_end = Rc::new(Cell::new(None));
+            let (drop_at, end_at) = (first_drop.clone(), slow_start_end.clone());
+            let o = run(Scenario {
+                link: path.clone(),
+                config: Config {
+                    congestion,
+                    ..Config::default()
+                },
+                bytes: 8 * MIB,
+                seed: 16,
+                watch: Some(Box::new(move |now, info, net| {
+                    if net.queue_drops > 0 && drop_at.get().is_none() {
+                        drop_at.set(Some(now));
+                    }
+                    if info.ssthresh < usize::MAX / 2 && end_at.get().is_none() {
+                        end_at.set(Some((now, info.ssthresh)));
+                    }
+                })),
+                ..Scenario::default()
+            });
+            (o, first_drop.get(), slow_start_end.get())
+        };
+        let (newreno, newreno_drop, _) = run_with(CongestionKind::NewReno);
+        let (cubic, cubic_drop, cubic_end) = run_with(CongestionKind::Cubic);
+        eprintln!(
+            "queue {queue_bytes}: HyStart++ ended slow start at {cubic_end:?} (ssthresh), \
+             first drop {cubic_drop:?}, {} drops; plain slow start: first drop \
+             {newreno_drop:?}, {} drops",
+            cubic.net_drops, newreno.net_drops,
+        );
+        assert!(
+            newreno.net_drops > 0,
+            "plain slow start overflows the queue"
+        );
+        let (end, ssthresh) = cubic_end.expect("HyStart++ ended slow start");
+        assert!(
+            cubic_drop.is_none_or(|d| end < d),
+            "slow start ended at {end:?}, the first drop was at {cubic_drop:?}"
+        );
+        assert_eq!(cubic.net_drops, 0);
+        assert_eq!(cubic.client.retransmitted_segments, 0);
+        assert!(ssthresh >= bdp, "ssthresh {ssthresh} below the BDP {bdp}");
+    }
+}
+
+/// Prints where CUBIC's slow start ends (HyStart++) against the first
+/// drop on a few paths, with the BDP for scale:
+/// `cargo test --release --test loss_sim trace_hystart -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn trace_hystart_on_paths() {
+    // (one way ms, Mbit/s, queue KiB, jitter µs, seed)
+    let paths = [
+        (20u64, 100u64, 256usize, 0u64, 1u64),
+        (20, 100, 1250, 0, 1),
+        (20, 100, 4096, 0, 1),
+        (5, 1000, 1024, 0, 1),
+        (20, 100, 1250, 1000, 1),
+        (20, 100, 1250, 1000, 2),
+        (20, 100, 1250, 2000, 3),
+        (50, 50, 1024, 0, 1),
+    ];
+    for (one_way, mbit, queue_kib, jitter_us, seed) in paths {
+        let first_drop = Rc::new(Cell::new(None));
+        let ss_end = Rc::new(Cell::new(None));
+        let (fd, se) = (first_drop.clone(), ss_end.clone());
+        let bdp = (mbit * 1_000_000 / 8 * 2 * one_way / 1000) as f64;
+        let o = run(Scenario {
+            link: LinkConfig {
+                latency: Duration::from_millis(one_way),
+                jitter: Duration::from_micros(jitter_us),
+                rate_bps: Some(mbit * 1_000_000),
+                queue_bytes: queue_kib * 1024,
+                ..LinkConfig::default()
+            },
             config: Config {
-                congestion,
+                congestion: CongestionKind::Cubic,
                 ..Config::default()
             },
-            bytes: 8 * MIB,
-            seed: 16,
+            bytes: 16 * MIB,
+            seed,
+            watch: Some(Box::new(move |now, info, net| {
+                let t = (now - Instant::ZERO).as_secs_f64();
+                if net.queue_drops > 0 && fd.get().is_none() {
+                    fd.set(Some((t, info.cwnd as f64 / bdp)));
+                }
+                if info.ssthresh < usize::MAX / 2 && se.get().is_none() {
+                    se.set(Some((t, info.ssthresh as f64 / bdp)));
+                }
+            })),
             ..Scenario::default()
-        })
-    };
-    let cubic = run_with(CongestionKind::Cubic);
-    let newreno = run_with(CongestionKind::NewReno);
-    let bbr = run_with(CongestionKind::Bbr);
-    eprintln!(
-        "HyStart++: {} drops, {} retransmissions, {:?}; plain slow start: {} drops, {} retransmissions, {:?}; bbr: {} drops, {} retransmissions, {:?}",
-        cubic.net_drops,
-        cubic.client.retransmitted_segments,
-        cubic.sim_time,
-        newreno.net_drops,
-        newreno.client.retransmitted_segments,
-        newreno.sim_time,
-        bbr.net_drops,
-        bbr.client.retransmitted_segments,
-        bbr.sim_time,
-    );
-    assert!(
-        newreno.net_drops > 0,
-        "the queue overflows without HyStart++"
-    );
-    assert!(
-        cubic.net_drops * 2 <= newreno.net_drops,
-        "HyStart++ {} drops vs {}",
-        cubic.net_drops,
-        newreno.net_drops
-    );
-    assert_eq!(cubic.client.timeouts, 0);
+        });
+        eprintln!(
+            "{one_way} ms, {mbit} Mbit/s, {queue_kib} KiB, jitter {jitter_us} µs: \
+             first drop (s, cwnd/BDP) {:.3?}, slow start ended (s, ssthresh/BDP) {:.3?}, \
+             {} drops, {:?}",
+            first_drop.get(),
+            ss_end.get(),
+            o.net_drops,
+            o.sim_time
+        );
+    }
+}
+
+/// BBR with 3 % random loss each way (above BBR.LossThresh) on 30 ms
+/// RTT through 100 Mbit/s and a 1-BDP queue, six seeds: once past its
+/// first second no seed's window collapses (nine in ten samples of cwnd,
+/// every 100 ms, stay at or above half the BDP; before the background loss
+/// was learned (bbr/mod.rs), seeds sat at 0.05-0.1 BDP for seconds) and
+/// RACK/TLP repair nearly everything (at most one RTO per transfer).
+#[test]
+fn bbr_keeps_its_window_at_three_percent_random_loss() {
+    let bdp = 375_000usize; // 100 Mbit/s x 30 ms
+    for seed in 1..=6u64 {
+        let samples = Rc::new(RefCell::new(Vec::new()));
+        let recorded = samples.clone();
+        let mut next = Instant::from_millis(1000);
+        let o = run(Scenario {
+            link: LinkConfig {
+                latency: Duration::from_millis(15),
+                loss: 0.03,
+                rate_bps: Some(100_000_000),
+                queue_bytes: bdp,
+                ..LinkConfig::default()
+            },
+            config: Config {
+                congestion: CongestionKind::Bbr,
+                ..Config::default()
+            },
+            bytes: 32 * MIB,
+            seed,
+            watch: Some(Box::new(move |now, info, _| {
+                if now >= next {
+                    recorded.borrow_mut().push(info.cwnd);
+                    next = now + Duration::from_millis(100);
+                }
+            })),
+            ..Scenario::default()
+        });
+        let mut cwnds = samples.borrow().clone();
+        cwnds.sort_unstable();
+        let tenth = cwnds[cwnds.len() / 10];
+        eprintln!(
+            "seed {seed}: {:?}, {} RTOs, cwnd after 1 s: 10th percentile {:.2} BDP, min {:.2} BDP ({} samples)",
+            o.sim_time,
+            o.client.timeouts,
+            tenth as f64 / bdp as f64,
+            cwnds[0] as f64 / bdp as f64,
+            cwnds.len()
+        );
+        assert!(cwnds.len() >= 10, "seed {seed}: {} samples", cwnds.len());
+        assert!(
+            tenth * 2 >= bdp,
+            "seed {seed}: cwnd's 10th percentile {tenth} below half the BDP"
+        );
+        assert!(o.client.timeouts <= 1, "seed {seed}: {:?}", o.client);
+    }
 }

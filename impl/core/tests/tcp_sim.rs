@@ -303,12 +303,15 @@ fn one_percent_loss_recovers_with_sack() {
     assert!(s.retransmitted_segments > 0);
     assert!(s.sack_recoveries > 0, "SACK recovery must do the work");
     assert_eq!(s.newreno_recoveries, 0);
-    // Fast recovery, not the retransmission timer, repairs nearly all losses.
+    // Fast recovery, not the retransmission timer, repairs nearly all
+    // losses, counted in segments: BBR, which no longer leaves Startup on
+    // random loss, repairs these 104 drops in 4 recovery episodes, and
+    // its one RTO (measured) repairs the transfer's tail.
     assert!(
-        s.timeouts * 10 <= s.fast_retransmits,
-        "too many RTOs: {} timeouts vs {} fast retransmits",
+        s.timeouts * 20 <= s.retransmitted_segments,
+        "too many RTOs: {} timeouts vs {} retransmitted segments",
         s.timeouts,
-        s.fast_retransmits
+        s.retransmitted_segments
     );
 }
 

@@ -139,14 +139,15 @@ pub struct Config {
     /// 20 ms one way unlimited, 3.09 s vs 3.05 s at 100 Mbit/s); with random
     /// loss on a long path CUBIC and NewReno halve their window on every
     /// loss and BBR does not: at 20 ms one way and 1 % loss each way
-    /// 1.1-3.3 s against CUBIC's 67 s, at 3 % 3-38 s against 134-139 s;
+    /// 1.1-3.2 s against CUBIC's 67 s, at 3 % 1.5-4.2 s against 134-139 s;
     /// at 30 ms RTT and 1 % (the lab path) 0.82-0.87 s against CUBIC's
     /// 50 s (Linux in the lab: BBR 0.94 s, CUBIC 62 s). No cell has BBR
     /// below 0.9x CUBIC. The price: BBR's Startup overshoots a drop-tail
-    /// queue shallower than the BDP (360 drops against HyStart++'s 207 at
-    /// 20 ms / 100 Mbit/s / 256 KiB) and it takes a larger share than
-    /// CUBIC of a bottleneck it shares with CUBIC flows (BBRv3's known
-    /// coexistence trade-off). CUBIC stays one setting away.
+    /// queue shallower than the BDP (360 drops at 20 ms / 100 Mbit/s /
+    /// 256 KiB, where HyStart++ leaves slow start without one) and it
+    /// takes a larger share than CUBIC of a bottleneck it shares with
+    /// CUBIC flows (BBRv3's known coexistence trade-off). CUBIC stays one
+    /// setting away.
     pub congestion: CongestionKind,
     /// Pace data at the controller's rate (cwnd / SRTT when it has no
     /// model of its own); the driver follows `poll_timeout` (default on).

@@ -19,6 +19,22 @@
 //! actually delivered: random loss on a radio link does not halve the
 //! window as Reno and CUBIC do.
 //!
+//! Random loss above 2 % (a 3 % radio link) would still meet BBR.LossThresh
+//! in every round: each probe would cut `inflight_longterm` to 0.7 x the
+//! target, the long-term bound would never rise again (its raise needs a
+//! round under the threshold), and the short-term bounds, which follow
+//! what was delivered, would shrink by the loss rate round after round, so
+//! the delivery rate, and with it BBR.max_bw, ratchets down (measured in
+//! tests/loss_sim.rs: 32 MiB over 100 Mbit/s at 30 ms RTT took up to 17 s
+//! with cwnd at 0.05-0.1 BDP). So the controller learns the path's
+//! background loss rate, from rounds without a queue (not probing, the
+//! round's lowest RTT within max(BBR.min_rtt / 16, 1 ms) of BBR.min_rtt:
+//! a drop-tail queue that drops is full), and every loss
+//! threshold is BBR.LossThresh *above* it (`loss_thresh`), the background
+//! capped at MAX_RANDOM_LOSS so that loss without delay (a policer) still
+//! bounds the model from 7 % on. A deviation from the draft, which has no
+//! such estimate (nor has Linux's BBRv3).
+//!
 //! Units are bytes, bytes per second and `Duration`s. Differences from
 //! the draft, each said where it happens: cwnd in recovery follows the
 //! draft (no packet conservation, unlike Linux); RS comes from the
@@ -52,6 +68,15 @@ const PROBE_UP_CWND_GAIN: f64 = 2.25;
 const PACING_MARGIN: f64 = 0.99;
 /// §2.8 BBR.LossThresh.
 const LOSS_THRESH: f64 = 0.02;
+/// The background loss rate is learned up to this much (module doc).
+const MAX_RANDOM_LOSS: f64 = 0.05;
+/// A round whose lowest RTT exceeds BBR.min_rtt by more than
+/// max(min_rtt / RANDOM_LOSS_RTT_DIVISOR, RANDOM_LOSS_RTT_SLACK) had a
+/// standing queue: its loss may be congestion and is not learned.
+const RANDOM_LOSS_RTT_DIVISOR: u32 = 16;
+const RANDOM_LOSS_RTT_SLACK: Duration = Duration::from_millis(1);
+/// The background estimate moves by this fraction of each learned round.
+const RANDOM_LOSS_GAIN: f64 = 0.125;
 /// §2.8 BBR.Beta.
 const BETA: f64 = 0.7;
 /// §2.8 BBR.Headroom.
@@ -157,6 +182,13 @@ pub struct Bbr {
     /// (the round's loss rate, for the lower bounds).
     lost_in_round: u64,
     loss_round_delivered_start: u64,
+    /// The lowest RTT sample of the loss round so far.
+    round_min_rtt: Option<Duration>,
+    /// The last finished loss round had a standing queue (module doc).
+    queue_in_last_round: bool,
+    /// The path's background (random) loss rate, learned from rounds
+    /// without a queue (module doc).
+    random_loss: f64,
 
     // §2.9.2 data volume model.
     min_rtt: Option<Duration>,
@@ -247,6 +279,9 @@ impl Bbr {
             lost_on_this_ack: false,
             lost_in_round: 0,
             loss_round_delivered_start: 0,
+            round_min_rtt: None,
+            queue_in_last_round: false,
+            random_loss: 0.0,
             min_rtt: None,
             min_rtt_stamp: Instant::ZERO,
             extra_acked_interval_start: Instant::ZERO,
@@ -511,6 +546,9 @@ impl Bbr {
     /// than BBR.LossThresh of the data in flight in at least
     /// BBRStartupFullLossCnt discontiguous ranges (any loss without SACK).
     /// The ranges are counted as Linux does, one per ACK revealing a loss.
+    /// Deviation (module doc): the background loss is not known yet in
+    /// Startup, so loss counts only with a queue in the round, or above
+    /// what the background may reach.
     fn check_startup_high_loss(&mut self) {
         if self.full_bw_reached {
             return;
@@ -522,6 +560,9 @@ impl Bbr {
             && self.in_loss_recovery
             && self.loss_events_in_round >= STARTUP_FULL_LOSS_COUNT
             && self.is_inflight_too_high(self.rs.lost, self.rs.tx_in_flight, true)
+            && (self.queue_in_last_round
+                || self.rs.lost as f64
+                    > (LOSS_THRESH + MAX_RANDOM_LOSS) * self.rs.tx_in_flight as f64)
         {
             self.undo_state = Some(State::Startup);
             self.full_bw_reached = true;
@@ -765,7 +806,28 @@ impl Bbr {
 
     /// §5.5.10.2 IsInflightTooHigh().
     fn is_inflight_too_high(&self, lost: u64, tx_in_flight: usize, selective_acks: bool) -> bool {
-        lost as f64 > tx_in_flight as f64 * LOSS_THRESH || (lost > 0 && !selective_acks)
+        lost as f64 > tx_in_flight as f64 * self.loss_thresh() || (lost > 0 && !selective_acks)
+    }
+
+    /// BBR.LossThresh above the path's background loss (module doc).
+    fn loss_thresh(&self) -> f64 {
+        LOSS_THRESH + self.random_loss
+    }
+
+    /// Learns the background loss rate from a finished loss round that
+    /// lost `rate` of its data (module doc).
+    fn learn_random_loss(&mut self, rate: f64) {
+        let (Some(round_min), Some(min_rtt)) = (self.round_min_rtt.take(), self.min_rtt) else {
+            self.queue_in_last_round = false;
+            return;
+        };
+        let slack = (min_rtt / RANDOM_LOSS_RTT_DIVISOR).max(RANDOM_LOSS_RTT_SLACK);
+        self.queue_in_last_round = round_min > min_rtt + slack;
+        if self.is_probing_bw() || self.state == State::Startup || self.queue_in_last_round {
+            return;
+        }
+        let learned = self.random_loss + RANDOM_LOSS_GAIN * (rate - self.random_loss);
+        self.random_loss = learned.clamp(0.0, MAX_RANDOM_LOSS);
     }
 
     /// §5.5.10.2 HandleInflightTooHigh().
@@ -839,13 +901,16 @@ impl Bbr {
     /// §5.5.10.3 UpdateCongestionSignals().
     fn update_congestion_signals(&mut self) {
         self.update_max_bw();
+        if let Some(rtt) = self.rs.rtt {
+            self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
         if !self.loss_round_start {
             return;
         }
         // AdaptLowerBoundsFromCongestion(): once per round, and only
         // when not probing. Deviation: only when the round's loss rate
-        // exceeds BBR.LossThresh, the tolerance the draft already applies
-        // to probing (§5.5.10.2). The draft lowers the short-term model on
+        // exceeds BBR.LossThresh (above the background loss, module doc),
+        // the tolerance the draft already applies to probing (§5.5.10.2). The draft lowers the short-term model on
         // any loss in a round; on a radio link with 1 % random loss every
         // round has one, and the bounds, which follow what was delivered
         // (97-99 % of what was sent), ratchet the rate down round after
@@ -855,7 +920,14 @@ impl Bbr {
             .saturating_sub(self.loss_round_delivered_start);
         let round_lost = core::mem::take(&mut self.lost_in_round);
         self.loss_round_delivered_start = self.delivered;
-        let lossy = round_lost as f64 > LOSS_THRESH * (round_delivered + round_lost) as f64;
+        let round_sent = (round_delivered + round_lost) as f64;
+        let loss_rate = if round_sent > 0.0 {
+            round_lost as f64 / round_sent
+        } else {
+            0.0
+        };
+        let lossy = loss_rate > self.loss_thresh();
+        self.learn_random_loss(loss_rate);
         if !self.is_probing_bw() && self.is_loss_in_round && lossy {
             // InitLowerBounds().
             if self.bw_shortterm == INF_BW {
@@ -1220,7 +1292,8 @@ impl CongestionControl for Bbr {
             let size = lost.len as f64;
             let inflight_prev = lost.tx_in_flight as f64 - size;
             let lost_prev = lost.lost_since_sent as f64 - size;
-            let lost_prefix = (LOSS_THRESH * inflight_prev - lost_prev) / (1.0 - LOSS_THRESH);
+            let thresh = self.loss_thresh();
+            let lost_prefix = (thresh * inflight_prev - lost_prev) / (1.0 - thresh);
             let at_loss = (inflight_prev + lost_prefix).max(0.0) as usize;
             self.handle_inflight_too_high(at_loss, lost.app_limited);
         }

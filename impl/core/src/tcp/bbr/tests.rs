@@ -11,6 +11,8 @@ struct Driver {
     bbr: Bbr,
     now: Instant,
     delivered: u64,
+    /// The RTT the samples report (a queue: more than RTT).
+    rtt: Duration,
 }
 
 impl Driver {
@@ -19,6 +21,7 @@ impl Driver {
             bbr: Bbr::new(SMSS),
             now: Instant::from_millis(1000),
             delivered: 0,
+            rtt: RTT,
         }
     }
 
@@ -33,8 +36,8 @@ impl Driver {
             now: self.now,
             acked: bytes,
             delivered: bytes,
-            rtt: Some(RTT),
-            srtt: Some(RTT),
+            rtt: Some(self.rtt),
+            srtt: Some(self.rtt),
             min_rtt: Some(RTT),
             in_flight,
             snd_una: SeqNumber(0),
@@ -46,7 +49,7 @@ impl Driver {
                 prior_delivered: prior,
                 tx_in_flight: in_flight.max(bytes),
                 lost,
-                rtt: Some(RTT),
+                rtt: Some(self.rtt),
             }),
             in_recovery: recovering,
             loss_recovery: recovering,
@@ -185,16 +188,78 @@ fn startup_leaves_on_sustained_high_loss_only() {
         d.round(cwnd as u64 * 25, cwnd, cwnd, (cwnd / 100) as u64, true);
     }
     assert_eq!(d.bbr.state(), State::Startup);
-    // 5 % in at least six ranges in a round of recovery: the pipe is full.
-    let cwnd = d.bbr.cwnd();
-    for _ in 0..6 {
-        d.lose(SMSS, cwnd, (cwnd / 20) as u64);
-        d.round_within(cwnd / 6, cwnd, (cwnd / 20) as u64);
-    }
-    d.round(cwnd as u64 * 50, cwnd, cwnd, (cwnd / 20) as u64, true);
+    // 5 % in at least six ranges in a round of recovery, without a queue:
+    // random loss (its background is not known yet), startup goes on.
+    let lossy_round = |d: &mut Driver, percent: usize| {
+        let cwnd = d.bbr.cwnd();
+        for _ in 0..6 {
+            d.lose(SMSS, cwnd, (cwnd * percent / 100) as u64);
+            d.round_within(cwnd / 6, cwnd, (cwnd * percent / 100) as u64);
+        }
+        d.round(
+            cwnd as u64 * 50,
+            cwnd,
+            cwnd,
+            (cwnd * percent / 100) as u64,
+            true,
+        );
+    };
+    lossy_round(&mut d, 5);
+    lossy_round(&mut d, 5);
+    assert_eq!(d.bbr.state(), State::Startup);
+    // The same with a queue (the round's RTTs 10 ms above BBR.min_rtt):
+    // the pipe is full.
+    d.rtt = RTT + Duration::from_millis(10);
+    lossy_round(&mut d, 5);
+    lossy_round(&mut d, 5);
     assert!(d.bbr.full_bw_reached());
     assert_ne!(d.bbr.state(), State::Startup);
     assert!(d.bbr.inflight_longterm().is_some());
+}
+
+#[test]
+fn startup_leaves_on_loss_above_any_background_without_a_queue() {
+    let mut d = Driver::new();
+    d.round(100_000, 10_000, 10_000, 0, false);
+    let cwnd = d.bbr.cwnd();
+    for _ in 0..2 {
+        for _ in 0..6 {
+            d.lose(SMSS, cwnd, (cwnd / 10) as u64);
+            d.round_within(cwnd / 6, cwnd, (cwnd / 10) as u64);
+        }
+        d.round(cwnd as u64 * 50, cwnd, cwnd, (cwnd / 10) as u64, true);
+    }
+    assert!(d.bbr.full_bw_reached(), "10 % is above 2 % + 5 %");
+}
+
+#[test]
+fn background_loss_is_learned_without_a_queue_and_raises_the_threshold() {
+    let mut d = Driver::new();
+    let rate = 1_000_000;
+    d.fill_pipe(rate);
+    let bdp = (rate as u128 * RTT.as_micros() / 1_000_000) as usize;
+    // Rounds losing 3 % with the RTT at BBR.min_rtt (cruising): learned.
+    for _ in 0..60 {
+        let lost = (bdp * 3 / 100) as u64;
+        d.lose(SMSS, bdp, lost);
+        d.round(rate, bdp - lost as usize, bdp, lost, true);
+    }
+    assert!(
+        (0.02..=0.04).contains(&d.bbr.random_loss),
+        "{}",
+        d.bbr.random_loss
+    );
+    assert!((d.bbr.loss_thresh() - 0.02 - d.bbr.random_loss).abs() < 1e-9);
+    // With a standing queue the same loss is not learned.
+    let mut q = Driver::new();
+    q.fill_pipe(rate);
+    q.rtt = RTT + Duration::from_millis(10);
+    for _ in 0..60 {
+        let lost = (bdp * 3 / 100) as u64;
+        q.lose(SMSS, bdp, lost);
+        q.round(rate, bdp - lost as usize, bdp, lost, true);
+    }
+    assert_eq!(q.bbr.random_loss, 0.0);
 }
 
 impl Driver {
@@ -208,8 +273,8 @@ impl Driver {
             now: self.now,
             acked: bytes,
             delivered: bytes,
-            rtt: Some(RTT),
-            srtt: Some(RTT),
+            rtt: Some(self.rtt),
+            srtt: Some(self.rtt),
             min_rtt: Some(RTT),
             in_flight,
             snd_una: SeqNumber(0),
@@ -221,7 +286,7 @@ impl Driver {
                 prior_delivered: prior,
                 tx_in_flight: in_flight,
                 lost,
-                rtt: Some(RTT),
+                rtt: Some(self.rtt),
             }),
             in_recovery: true,
             loss_recovery: true,
