@@ -96,6 +96,7 @@ fn scenarios_conform() {
                         out_dir: out.clone(),
                         bin_dir: None,
                         live: false,
+                        watch: false,
                         golden_dir: (!bless).then(|| golden_dir.clone()),
                     },
                 )

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub bin_dir: Option<PathBuf>,
     /// Show a live progress line on stderr.
     pub live: bool,
+    /// Print every host uplink's rate each second on stderr (`run --watch`).
+    pub watch: bool,
     /// Golden captures to compare the run's transcripts with (see
     /// [`golden_dir_for`](crate::transcripts::golden_dir_for)); none: not compared.
     pub golden_dir: Option<PathBuf>,
@@ -206,6 +208,64 @@ fn conformance(
                 .failures
                 .push(format!("reading the captures failed: {error}"));
         }
+    }
+}
+
+/// `run --watch`: each host uplink's rate, from the kernel's interface counters in the
+/// node (`ip -s -j link`), once a second.
+#[derive(Default)]
+struct LinkWatch {
+    /// Per attachment label: (when, tx bytes, rx bytes) at the last sample.
+    last: std::collections::BTreeMap<String, (Instant, u64, u64)>,
+    next: Option<Instant>,
+}
+
+impl LinkWatch {
+    fn counters(netns: &str, ifname: &str) -> Option<(u64, u64)> {
+        let output = Command::new("ip")
+            .args(["-n", netns, "-s", "-j", "link", "show", "dev", ifname])
+            .output()
+            .ok()?;
+        let links: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let stats = &links.get(0)?["stats64"];
+        Some((
+            stats["tx"]["bytes"].as_u64()?,
+            stats["rx"]["bytes"].as_u64()?,
+        ))
+    }
+
+    /// A line of rates when a second has passed since the last one.
+    fn sample(&mut self, topology: &Topology, elapsed: Duration) -> Option<String> {
+        let now = Instant::now();
+        if self.next.is_some_and(|next| now < next) {
+            return None;
+        }
+        self.next = Some(now + Duration::from_secs(1));
+        let mbit = |bytes: u64, secs: f64| bytes as f64 * 8.0 / secs.max(1e-3) / 1e6;
+        let mut parts = Vec::new();
+        for attachment in topology.attachments() {
+            let label = attachment.label();
+            let netns = topology.netns_name(&attachment.node);
+            let Some((tx, rx)) = Self::counters(&netns, &attachment.ifname) else {
+                continue;
+            };
+            if let Some((at, last_tx, last_rx)) = self.last.get(&label) {
+                let secs = now.duration_since(*at).as_secs_f64();
+                parts.push(format!(
+                    "{label} up {:.1} down {:.1}",
+                    mbit(tx.saturating_sub(*last_tx), secs),
+                    mbit(rx.saturating_sub(*last_rx), secs)
+                ));
+            }
+            self.last.insert(label, (now, tx, rx));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "  watch {:>7.1}s  {} (Mbit/s)",
+                elapsed.as_secs_f64(),
+                parts.join(" | ")
+            )
+        })
     }
 }
 
@@ -500,9 +560,18 @@ fn execute(
         });
 
         let mut last_change = (Instant::now(), 0u64);
+        let mut watch = options.watch.then(LinkWatch::default);
         loop {
             if transfer.is_finished() {
                 break;
+            }
+            if let Some(watch) = watch.as_mut() {
+                if let Some(line) = watch.sample(&topology, transfer.started().elapsed()) {
+                    if live {
+                        eprint!("\r\x1b[2K");
+                    }
+                    eprintln!("{line}");
+                }
             }
             let elapsed = transfer.started().elapsed();
             let received = progress.latest.load(Ordering::Relaxed);

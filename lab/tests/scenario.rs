@@ -355,6 +355,7 @@ fn run_scenario(scenario: &Scenario, test: &str) -> (runner::RunOutput, PathBuf)
             out_dir: out.clone(),
             bin_dir: None,
             live: false,
+            watch: false,
             golden_dir: None,
         },
     )

@@ -76,6 +76,10 @@ enum Commands {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// Print each host uplink's rate (up and down, Mbit/s) every second while
+        /// the scenario runs.
+        #[arg(long)]
+        watch: bool,
         /// `paper`: the timing of the paper the scenario reproduces (its `[paper]`
         /// table): each move takes the paper's time and the sustain ends run the
         /// paper's timer profile (--paper-faithful); golden captures do not apply.
@@ -185,10 +189,19 @@ fn main() -> ExitCode {
             out,
             bin_dir,
             quiet,
+            watch,
             profile,
             golden,
             dir,
-        } => run(&dir, &scenario, out, bin_dir, quiet, profile, &golden),
+        } => run(
+            &dir,
+            &scenario,
+            out,
+            bin_dir,
+            Progress { quiet, watch },
+            profile,
+            &golden,
+        ),
         Commands::Suite {
             names,
             out,
@@ -337,12 +350,21 @@ enum Profile {
     Paper,
 }
 
+/// What `run` prints while a scenario runs.
+#[derive(Clone, Copy)]
+struct Progress {
+    /// No progress line.
+    quiet: bool,
+    /// Uplink rates every second.
+    watch: bool,
+}
+
 fn run(
     args: &ScenarioArgs,
     scenario: &str,
     out: Option<PathBuf>,
     bin_dir: Option<PathBuf>,
-    quiet: bool,
+    progress: Progress,
     profile: Option<Profile>,
     golden: &GoldenArgs,
 ) -> Result<ExitCode> {
@@ -359,7 +381,8 @@ fn run(
     let options = RunOptions {
         out_dir: out_dir.clone(),
         bin_dir,
-        live: !quiet,
+        live: !progress.quiet,
+        watch: progress.watch,
         golden_dir,
     };
     println!(
@@ -415,7 +438,10 @@ fn suite(
             name,
             Some(out.join(name)),
             bin_dir.clone(),
-            quiet,
+            Progress {
+                quiet,
+                watch: false,
+            },
             None,
             golden,
         )?;
@@ -622,6 +648,16 @@ fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<(
     }
 
     println!("{} is up (run {run})", scenario.name);
+    // The repository's dissector, next to the scenario directory (conformance/scenarios).
+    let dissector = scenario_dir(args)
+        .ok()
+        .and_then(|dir| {
+            dir.parent()?
+                .parent()
+                .map(|repo| repo.join("wireshark/sustain.lua"))
+        })
+        .filter(|path| path.exists())
+        .and_then(|path| path.canonicalize().ok());
     let mut nodes: Vec<(String, String)> = vec![("core".into(), "core router".into())];
     for router in &scenario.topology.routers {
         nodes.push((
@@ -639,6 +675,19 @@ fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<(
             .unwrap_or_else(|| "-".into());
         println!("  {node:<12} {role:<24} {address}");
         println!("      ip netns exec {} bash", topology.netns_name(node));
+        if let Some(attachment) = topology.attachment(node) {
+            // Watch the node's uplink live, sustain's options and control messages
+            // decoded by the repository's dissector.
+            let script = dissector
+                .as_ref()
+                .map(|path| format!(" -X lua_script:{}", path.display()))
+                .unwrap_or_default();
+            println!(
+                "      ip netns exec {} tshark -i {}{script} -f tcp",
+                topology.netns_name(node),
+                attachment.ifname
+            );
+        }
     }
     for network in topology.networks() {
         println!(
