@@ -2,6 +2,9 @@
 //! ([`transcript`]), golden excerpts ([`capture`], [`golden`]), transcript diffs
 //! ([`diff`]) and reconnect latency read from captures ([`latency`]).
 
+// Safe Rust only: nothing here needs more (issue 15).
+#![forbid(unsafe_code)]
+
 pub mod capture;
 pub mod diff;
 pub mod error;

@@ -13,6 +13,9 @@
 //! - [`sim`]: a deterministic network of endpoints with latency, loss,
 //!   reordering and duplication.
 
+// Safe Rust only: nothing here needs more (issue 15).
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod control;
 pub mod rand;
