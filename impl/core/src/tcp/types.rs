@@ -37,6 +37,33 @@ pub enum State {
     MigWait,
 }
 
+impl State {
+    /// The state's name as RFC 9293 §3.3.2 and PROTOCOL.md §8 write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECEIVED",
+            State::Established => "ESTABLISHED",
+            State::FinWait1 => "FIN-WAIT-1",
+            State::FinWait2 => "FIN-WAIT-2",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST-ACK",
+            State::TimeWait => "TIME-WAIT",
+            State::MigSent => "MIG_SENT",
+            State::MigWait => "MIG_WAIT",
+        }
+    }
+}
+
+impl core::fmt::Display for State {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How this endpoint behaves towards migration (DESIGN.md: `--mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
@@ -481,4 +508,18 @@ pub struct IndexSizes {
     pub tokens: usize,
     /// Local ports in use by connections.
     pub ports: usize,
+}
+
+#[cfg(test)]
+mod state_name_tests {
+    use super::State;
+
+    #[test]
+    fn states_print_their_rfc_names() {
+        assert_eq!(State::SynSent.to_string(), "SYN-SENT");
+        assert_eq!(State::FinWait2.to_string(), "FIN-WAIT-2");
+        assert_eq!(State::TimeWait.to_string(), "TIME-WAIT");
+        assert_eq!(State::MigSent.to_string(), "MIG_SENT");
+        assert_eq!(State::MigWait.to_string(), "MIG_WAIT");
+    }
 }
