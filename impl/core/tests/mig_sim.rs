@@ -8,12 +8,14 @@
 //! simulator capture (flags, sequence and acknowledgment numbers, options);
 //! counters and events say which mechanism did the work.
 
+mod common;
+use common::{random_bytes, sha256, Stream};
 use std::cell::{Cell, RefCell};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
-use sustain_core::rand::{Random, SplitMix64};
+use sustain_core::rand::SplitMix64;
 use sustain_core::sim::{
     Direction, Fate, InsideScope, LinkConfig, Middlebox, MiddleboxId, Napt, Network, NodeId,
 };
@@ -42,16 +44,6 @@ const PRIVATE_2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    SplitMix64::new(seed).fill_bytes(&mut v);
-    v
-}
-
-fn sha256(d: &[u8]) -> String {
-    hex::encode(Sha256::digest(d))
 }
 
 // ----------------------------------------------------------------------
@@ -212,30 +204,6 @@ impl Middlebox for Dropper {
 // ----------------------------------------------------------------------
 // The transfer harness
 // ----------------------------------------------------------------------
-
-struct Stream {
-    data: Vec<u8>,
-    written: usize,
-    hasher: Sha256,
-    read: usize,
-    closed_write: bool,
-}
-
-impl Stream {
-    fn new(data: Vec<u8>) -> Stream {
-        Stream {
-            data,
-            written: 0,
-            hasher: Sha256::new(),
-            read: 0,
-            closed_write: false,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.read == self.data.len()
-    }
-}
 
 struct Setup {
     mover: Config,

@@ -4,11 +4,13 @@
 //! against what it wrote) and must close cleanly in both directions; the
 //! loss-recovery counters show which mechanism did the work.
 
+mod common;
+use common::{random_bytes, sha256, Stream};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant as WallInstant;
 
-use sha2::{Digest, Sha256};
-use sustain_core::rand::{Random, SplitMix64};
+use sha2::Digest;
+use sustain_core::rand::SplitMix64;
 use sustain_core::sim::{LinkConfig, Network, NodeId};
 use sustain_core::tcp::{CloseReason, Config, ConnId, Endpoint, Event, ListenerId, Stats};
 use sustain_core::time::{Duration, Instant};
@@ -16,37 +18,6 @@ use sustain_core::time::{Duration, Instant};
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const MIB: usize = 1 << 20;
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    SplitMix64::new(seed).fill_bytes(&mut v);
-    v
-}
-
-fn sha256(d: &[u8]) -> String {
-    hex::encode(Sha256::digest(d))
-}
-
-/// One direction of a transfer over one connection.
-struct Stream {
-    data: Vec<u8>,
-    written: usize,
-    hasher: Sha256,
-    read: usize,
-    closed_write: bool,
-}
-
-impl Stream {
-    fn new(data: Vec<u8>) -> Stream {
-        Stream {
-            data,
-            written: 0,
-            hasher: Sha256::new(),
-            read: 0,
-            closed_write: false,
-        }
-    }
-}
 
 /// Scenario knobs.
 struct Scenario {
