@@ -94,7 +94,8 @@ pub enum RelayState {
     /// Both legs confirmed: segments are forwarded.
     Spliced,
     /// A leg sent a new MSYN (or its first path is not yet confirmed):
-    /// segments towards it wait for its Confirm.
+    /// segments towards it are forwarded to where that MSYN came from while
+    /// its MSYN-ACK is being retransmitted; its own wait for its Confirm.
     LegMoving,
     /// Released: FIN both ways, RST, idle, refused, or never completed.
     Closed,
@@ -174,7 +175,8 @@ pub struct RelayStats {
     pub msyn_acks_sent: u64,
     pub confirms: u64,
     pub forwarded: u64,
-    /// Segments towards a leg whose path is not confirmed, dropped.
+    /// Segments from a leg whose path is not confirmed, or towards a leg
+    /// neither confirmed nor answering a fresh MSYN (§6.9), dropped.
     pub dropped_unconfirmed: u64,
     /// Segments to a relay port from neither leg's current address.
     pub stray: u64,
@@ -199,6 +201,8 @@ struct Leg {
     /// The MSYN-ACK due or sent and not yet confirmed.
     pending: Option<Pending>,
     confirmed: bool,
+    /// When the current path was confirmed.
+    confirmed_at: Option<Instant>,
     /// Highest ACK field seen from this end (in the other end's sequence
     /// space): a lower bound of its RCV.NXT.
     acked: Option<SeqNumber>,
@@ -217,6 +221,31 @@ struct Leg {
     fin: bool,
 }
 
+impl Leg {
+    /// Whether a segment from `src` may be forwarded towards this leg
+    /// (PROTOCOL.md §6.9 "Forwarding"). Yes if this leg's path is
+    /// confirmed. Also yes, before its Confirm, if its current remote is
+    /// where a fresh MSYN proving this leg's ticket came from, the proxy is
+    /// still answering that MSYN, and `src` confirmed its own path after
+    /// this leg's MSYN-ACK left: `src`'s segments are then replies to the
+    /// same round and reach this leg's NAPT after its Confirm went out
+    /// (§10: before that the tracker drops data beyond the MSYN-ACK). A
+    /// spoofed source cannot make a valid MSYN (the ticket key is secret
+    /// and per leg) and a replayed one is refused (§4.5), so nothing goes
+    /// anywhere the ticket's holder did not ask for.
+    fn reachable_from(&self, src: &Leg) -> bool {
+        if self.confirmed {
+            return true;
+        }
+        self.pending.is_some_and(|p| {
+            p.deadline.is_some()
+                && p.answered
+                    .zip(src.confirmed_at)
+                    .is_some_and(|(answered, confirmed)| confirmed >= answered)
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     nonce: u32,
@@ -224,6 +253,8 @@ struct Pending {
     interval: Duration,
     /// `None` while waiting for the other leg's MSYN.
     deadline: Option<Instant>,
+    /// When this MSYN was first answered.
+    answered: Option<Instant>,
     send_now: bool,
 }
 
@@ -468,6 +499,7 @@ impl Relay {
                 if let Some(received) = handshake::confirm_matches(&options, leg.request, p.nonce) {
                     leg.pending = None;
                     leg.confirmed = true;
+                    leg.confirmed_at = Some(now);
                     self.stats.confirms += 1;
                     if let (Some(r), true) = (received, flags.ack()) {
                         leg.rcv_nxt = Some(max_seq(leg.rcv_nxt, seg.ack + r as usize));
@@ -522,8 +554,13 @@ impl Relay {
             self.stats.dropped_unconfirmed += 1;
             return None;
         };
-        // §6.5: nothing but the MSYN-ACK towards a path not yet confirmed.
-        if !src_leg.confirmed || !dst_leg.confirmed {
+        // PROTOCOL.md §6.9 "Forwarding": from a confirmed leg only, and
+        // towards a leg that is confirmed or whose fresh MSYN, authenticated
+        // with its ticket, came from the address it is sent to and is still
+        // being answered (its MSYN-ACK timer runs). Waiting for that leg's
+        // Confirm as well would drop what the faster end sends after its
+        // own Confirm and cost it a retransmission timeout.
+        if !src_leg.confirmed || !dst_leg.reachable_from(src_leg) {
             self.stats.dropped_unconfirmed += 1;
             let pure_ack = seg.payload.is_empty()
                 && flags.ack()
@@ -657,9 +694,11 @@ impl Relay {
                 attempts: 0,
                 interval: self.cfg.msyn_ack_t0,
                 deadline: None,
+                answered: None,
                 send_now: false,
             }),
             confirmed: false,
+            confirmed_at: None,
             acked: previous.as_ref().and_then(|l| l.acked),
             // §6.9: the MSYN's ACK field is the end's RCV.NXT (the MAC
             // covers it): the other end resumes from there.
@@ -684,6 +723,7 @@ impl Relay {
                     if k == i || p.deadline.is_none() {
                         p.send_now = true;
                         p.deadline = Some(now + p.interval);
+                        p.answered.get_or_insert(now);
                         self.timers.push(Reverse((now + p.interval, port)));
                     }
                 }
