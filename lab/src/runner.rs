@@ -167,9 +167,18 @@ fn conformance(
         .moves
         .last()
         .map(|m| (m.completed_unix * 1e9).round() as u64);
+    let mut names = names.names(&[scenario.transfer.port], &control_ports(scenario));
+    // PROTOCOL.md §4.7: with the run's relay secret the normalizer verifies
+    // Relay-Ticket MACs.
+    if has_role(scenario, NodeRole::Proxy) {
+        let file = options.out_dir.join(crate::services::RELAY_SECRET_FILE);
+        names.relay_secret = std::fs::read_to_string(file)
+            .ok()
+            .map(|text| text.trim().to_string());
+    }
     match analyse_run(
         &options.out_dir,
-        &names.names(&[scenario.transfer.port], &control_ports(scenario)),
+        &names,
         last_move_ns,
         &scenario.transfer.receiver,
         // `transcript = false`: written, not compared (the scenario says why).
@@ -661,11 +670,14 @@ fn execute(
 
 /// Ports of the scenario's control sessions (left out of transcripts).
 fn control_ports(scenario: &Scenario) -> Vec<u16> {
+    let mut ports = Vec::new();
     if has_role(scenario, NodeRole::MobilityServer) {
-        vec![crate::services::SERVER_PORT]
-    } else {
-        Vec::new()
+        ports.push(crate::services::SERVER_PORT);
     }
+    if has_role(scenario, NodeRole::Proxy) {
+        ports.push(crate::services::PROXY_CONTROL_PORT);
+    }
+    ports
 }
 
 fn has_role(scenario: &Scenario, role: NodeRole) -> bool {
