@@ -144,6 +144,8 @@ pub struct Analysis {
     /// Relay ticket id -> (connection, side whose leg it names), PROTOCOL.md
     /// §6.9: the first relay MSYN with the id wins.
     relay_tickets: HashMap<u32, (usize, usize)>,
+    /// The proxy's relay endpoints (where relay MSYNs went).
+    relay_endpoints: HashSet<SocketAddrV4>,
     /// Per (connection, side): the highest relative sequence end sent, as
     /// seen anywhere; what a relay MSYN's sequence and ACK fields are matched
     /// against.
@@ -369,6 +371,7 @@ impl Analysis {
         ticket: u32,
         request: u32,
     ) -> (usize, usize) {
+        self.relay_endpoints.insert(segment.dst);
         let (conn, sender) = match self.relay_tickets.get(&ticket).copied() {
             Some(found) => found,
             None => {
@@ -779,6 +782,11 @@ struct Writer<'a> {
     shown_options: HashSet<(usize, usize, String)>,
     /// The run's relay secret, when the names carry it.
     relay_secret: Option<RelaySecret>,
+    /// (conn, side)s whose segments this point saw going *to* a relay
+    /// endpoint: it is the proxy's, and the proxy's forwarded copies of
+    /// that side's data are not counted again (they leave in batches, so
+    /// how many follow a line varies from run to run).
+    relay_inbound: HashSet<(usize, usize)>,
 }
 
 impl<'a> Writer<'a> {
@@ -800,6 +808,7 @@ impl<'a> Writer<'a> {
             shown_options: HashSet::new(),
             fin_sent: HashSet::new(),
             flows: HashMap::new(),
+            relay_inbound: HashSet::new(),
             relay_secret: names
                 .relay_secret
                 .as_deref()
@@ -855,11 +864,20 @@ impl<'a> Writer<'a> {
         if data.segments == 0 {
             return;
         }
-        self.count((data.src, data.dst), data.segments);
         // The binding of the flow's latest frame seen here, not the analysis' final one:
         // a tuple reused by a later connection must not take this one's data. Bindings
         // change only on frames an excerpt keeps (SYNs, MSYNs, a flow's first frame).
-        if let Some(&(conn, side)) = self.flows.get(&(data.src, data.dst)) {
+        let bound = self.flows.get(&(data.src, data.dst)).copied();
+        // The proxy's forwarded copies are not counted at its own point, as
+        // when the capture is read whole (`is_forwarded_copy`).
+        let forwarded = bound.is_some_and(|(conn, side)| {
+            self.analysis.relay_endpoints.contains(&data.src)
+                && self.relay_inbound.contains(&(conn, side))
+        });
+        if !forwarded {
+            self.count((data.src, data.dst), data.segments);
+        }
+        if let Some((conn, side)) = bound {
             let end = self.analysis.relative(conn, side, data.end);
             self.advance(conn, side, end);
         }
@@ -944,8 +962,11 @@ impl<'a> Writer<'a> {
         if is_data && self.awaiting_first_data.remove(&(conn, side)) {
             reason = true;
         }
+        if self.analysis.relay_endpoints.contains(&segment.dst) {
+            self.relay_inbound.insert((conn, side));
+        }
         if !reason {
-            if is_data {
+            if is_data && !self.is_forwarded_copy(segment, conn, side) {
                 self.count((segment.src, segment.dst), 1);
             }
             self.window.insert((conn, side), segment.window);
@@ -1024,6 +1045,13 @@ impl<'a> Writer<'a> {
         }
         self.window.insert((conn, side), segment.window);
         self.advance_by(conn, side, segment, relative);
+    }
+
+    /// A data segment the proxy forwards, at the proxy's capture point
+    /// (which showed the original arriving).
+    fn is_forwarded_copy(&self, segment: &Segment, conn: usize, side: usize) -> bool {
+        self.analysis.relay_endpoints.contains(&segment.src)
+            && self.relay_inbound.contains(&(conn, side))
     }
 
     fn is_known_value(&self, conn: usize, side: usize, relative: u32) -> bool {

@@ -729,16 +729,19 @@ impl Relay {
                 }
             }
         }
-        self.send_due(port);
+        // The leg that waited first: the order on the wire then follows
+        // the MSYNs' order, not the tickets' (which side is "low" differs
+        // from connection to connection).
+        self.send_due(port, 1 - i);
     }
 
-    /// Sends the MSYN-ACKs that are due on `port`.
-    fn send_due(&mut self, port: u16) {
+    /// Sends the MSYN-ACKs that are due on `port`, leg `first` first.
+    fn send_due(&mut self, port: u16, first: usize) {
         let Some(entry) = self.entries.get_mut(&port) else {
             return;
         };
         let mut packets = Vec::new();
-        for i in 0..2 {
+        for i in [first, 1 - first] {
             let due = entry.legs[i]
                 .as_ref()
                 .and_then(|l| l.pending)
@@ -823,7 +826,7 @@ impl Relay {
                     }
                 }
             }
-            self.send_due(port);
+            self.send_due(port, 0);
         }
     }
 
