@@ -544,6 +544,9 @@ fn relayed_end_moves_behind_another_napt_and_the_relay_resumes() {
     // proxy clamped those ACKs for A's new NAPT, which dropped none.
     assert!(h.relay().stats().acks_clamped > 0);
     assert_eq!(h.bound_drops(), 0);
+    // §6.9 "Moving again": B's latest pure ACK followed the MSYN-ACK to A's
+    // new leg, so A's new NAPT knew B's window before A's Confirm.
+    assert!(h.relay().stats().window_acks >= 1);
     let attached: Vec<&RelayEvent> = h
         .relay_events
         .iter()

@@ -182,6 +182,9 @@ pub struct RelayStats {
     pub stray: u64,
     /// ACKs lowered to a moved leg's path_high (§6.9, §7).
     pub acks_clamped: u64,
+    /// The other end's latest pure ACK sent right after an MSYN-ACK to a
+    /// leg on a new path (§6.9 "Moving again": its NAPT's window).
+    pub window_acks: u64,
 }
 
 /// One leg: what the proxy knows of one end (PROTOCOL.md §6.9).
@@ -214,6 +217,11 @@ struct Leg {
     /// leg was not yet confirmed (one packet, no payload): delivered when
     /// it is (§6.9).
     saved_ack: Option<Vec<u8>>,
+    /// This end's latest pure ACK without sustain options, forwarded or
+    /// not: after an MSYN-ACK to the *other* leg on a new path, it follows
+    /// as that path's window ACK (§6.9 "Moving again"). One small packet,
+    /// its buffer reused.
+    last_ack: Option<Vec<u8>>,
     /// The ACK clamp of §7, kept by the proxy for this leg's NAPT: the
     /// highest SEG.SEQ + SEG.LEN this end sent on its current path
     /// (from its MSYN.seq + 1). ACKs forwarded to it never exceed it.
@@ -550,6 +558,19 @@ impl Relay {
                 }
             }
         }
+        let pure_ack =
+            seg.payload.is_empty() && flags.ack() && !flags.syn() && !flags.fin() && !flags.rst();
+        if pure_ack && options.migrate.is_none() && options.address_update.is_none() {
+            if let Some(leg) = entry.legs[i].as_mut().filter(|l| l.confirmed) {
+                match &mut leg.last_ack {
+                    Some(bytes) => {
+                        bytes.clear();
+                        bytes.extend_from_slice(packet);
+                    }
+                    None => leg.last_ack = Some(packet.to_vec()),
+                }
+            }
+        }
         let (Some(src_leg), Some(dst_leg)) = (&entry.legs[i], &entry.legs[j]) else {
             self.stats.dropped_unconfirmed += 1;
             return None;
@@ -562,11 +583,6 @@ impl Relay {
         // own Confirm and cost it a retransmission timeout.
         if !src_leg.confirmed || !dst_leg.reachable_from(src_leg) {
             self.stats.dropped_unconfirmed += 1;
-            let pure_ack = seg.payload.is_empty()
-                && flags.ack()
-                && !flags.syn()
-                && !flags.fin()
-                && !flags.rst();
             if pure_ack && src_leg.confirmed {
                 if let Some(leg) = entry.legs[i].as_mut() {
                     leg.saved_ack = Some(packet.to_vec());
@@ -706,6 +722,7 @@ impl Relay {
             right_edge: previous.as_ref().and_then(|l| l.right_edge),
             path_high: seg.seq + 1,
             saved_ack: None,
+            last_ack: previous.as_ref().and_then(|l| l.last_ack.clone()),
             fin: previous.as_ref().is_some_and(|l| l.fin),
         };
         entry.legs[i] = Some(leg);
@@ -753,12 +770,36 @@ impl Relay {
                 p.send_now = false;
             }
             if let Some(seg) = msyn_ack_for(entry, i, self.cfg.addr, port) {
-                packets.push(seg);
+                packets.push((seg, true));
+            }
+            // §6.9 "Moving again", as a responder's window ACK (§7): the
+            // MSYN-ACK's SYN window (at most 65535, unscaled) is all the
+            // leg's new NAPT knows of the other end's window, and it drops
+            // whatever the mover sends beyond it (§10, td_maxend), its
+            // Confirm first when the received offset is larger. The other
+            // end's latest pure ACK, clamped to the mover's MSYN.seq + 1
+            // with the right edge kept, tells that NAPT (and the mover)
+            // the real window.
+            if let (Some(other), Some(leg)) = (&entry.legs[1 - i], &entry.legs[i]) {
+                if let (true, Some(bytes)) = (other.confirmed, &other.last_ack) {
+                    if let Ok((_, s)) = parse_ipv4_tcp(bytes) {
+                        let (ack, window) = (s.ack, s.window);
+                        if let Some((copy, _)) =
+                            splice_copy(self.cfg.addr, port, other, leg, bytes, Some(ack), window)
+                        {
+                            packets.push((copy, false));
+                        }
+                    }
+                }
             }
         }
-        for p in packets {
+        for (p, msyn_ack) in packets {
             self.out.push_back(p);
-            self.stats.msyn_acks_sent += 1;
+            if msyn_ack {
+                self.stats.msyn_acks_sent += 1;
+            } else {
+                self.stats.window_acks += 1;
+            }
         }
     }
 

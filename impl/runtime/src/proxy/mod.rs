@@ -533,6 +533,7 @@ pub fn stats_json(s: &RelayStats) -> Value {
         "confirms": s.confirms, "forwarded": s.forwarded,
         "dropped_unconfirmed": s.dropped_unconfirmed, "stray": s.stray,
         "acks_clamped": s.acks_clamped,
+        "window_acks": s.window_acks,
     })
 }
 
