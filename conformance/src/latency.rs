@@ -107,7 +107,8 @@ pub fn measure(
             .map(|(t, _, _)| t.saturating_sub(last_move_ns));
     }
 
-    // The MSYN's receiver: the side that did not send the first MSYN after the move.
+    // The MSYN's receiver: the side that did not send the first MSYN after the move
+    // (a direct one: a relay MSYN's receiver is the proxy, below).
     let mut mover = None;
     for (index, capture) in set.captures.iter().enumerate() {
         for (f, frame) in capture.frames.iter().enumerate() {
@@ -117,7 +118,7 @@ pub fn measure(
             if let (Some(segment), Some((c, side))) =
                 (&analysis.segments(index)[f], analysis.bound(index)[f])
             {
-                if c == conn && Analysis::is_msyn(segment) {
+                if c == conn && Analysis::is_msyn(segment) && !Analysis::is_relay_msyn(segment) {
                     if mover.is_none_or(|(t, _)| frame.timestamp_ns < t) {
                         mover = Some((frame.timestamp_ns, side));
                     }
@@ -130,7 +131,10 @@ pub fn measure(
     if relay_legs != [false, false] {
         latency.handshake_ns =
             relay_handshake(set, analysis, conn, last_move_ns, relay_legs, &relay_ports);
-    } else if let Some((_, mover)) = mover {
+    }
+    // A relay MSYN the proxy refused (the end is global again, PROTOCOL.md §6.9
+    // step 7) completes no handshake: the direct one the server arranges does.
+    if let (None, Some((_, mover))) = (latency.handshake_ns, mover) {
         let responder = analysis.side_name(&set.names, conn, 1 - mover);
         latency.handshake_ns = frames_of(&responder)
             .iter()
