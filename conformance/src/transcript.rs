@@ -25,7 +25,10 @@
 //!   20 ms, so that scheduling noise on an undelayed path stays `+0`): `+0` (< 0.5),
 //!   `+1rtt` (< 1.5), `+2rtt` (< 2.5), `+3-9rtt` (< 10), `+long`; never absolute time.
 //!   A FIN answering the peer's FIN shows `+close`: it leaves when the application
-//!   closes, which is the application's timing, not the protocol's;
+//!   closes, which is the application's timing, not the protocol's. At the proxy's
+//!   own capture point a segment it forwards (from its relay port, of a side whose
+//!   segments the point saw arriving) shows `+fwd`: it leaves when the proxy gets
+//!   to it, and it does not time the next line;
 //! - endpoints by node name (the topology's, else `h1`, `h2`, ... in order of
 //!   appearance) and port (the scenario's ports as numbers, others `p1`, `p2`, ...);
 //! - tcpdump's flag letters without PSH (pushing is an implementation's choice);
@@ -144,6 +147,8 @@ pub struct Analysis {
     /// Relay ticket id -> (connection, side whose leg it names), PROTOCOL.md
     /// §6.9: the first relay MSYN with the id wins.
     relay_tickets: HashMap<u32, (usize, usize)>,
+    /// Ticket ids the proxy answered with a relay MSYN-ACK: the ids it knows.
+    answered_tickets: HashSet<u32>,
     /// The proxy's relay endpoints (where relay MSYNs went).
     relay_endpoints: HashSet<SocketAddrV4>,
     /// Per (connection, side): the highest relative sequence end sent, as
@@ -416,6 +421,7 @@ impl Analysis {
                 None => (self.new_conn(), 1),
             },
         };
+        self.answered_tickets.insert(ticket);
         let data = &mut self.conns[conn];
         data.nonces.entry((mover, request)).or_insert(nonce);
         data.answered.entry((mover, request)).or_insert(t);
@@ -978,15 +984,23 @@ impl<'a> Writer<'a> {
         // A FIN answering the peer's FIN leaves when the application closes: its gap
         // is the application's, not the protocol's, and is not shown.
         let passive_close = segment.has(FIN) && self.fin_sent.contains(&(conn, 1 - side));
+        // At the proxy's point, a segment it forwards left when the proxy got
+        // to it after the original came in: its gap is the proxy's scheduling,
+        // not the protocol's (PROTOCOL.md §6.9), and it does not time the next.
+        let forwarded =
+            self.is_forwarded_copy(segment, conn, side) && !segment.has(SYN) && !segment.has(RST);
         let gap = match self.last_line_ns {
             None => "0".to_string(),
+            Some(_) if forwarded => "+fwd".to_string(),
             Some(_) if passive_close => "+close".to_string(),
             Some(last) => gap_bucket(t.saturating_sub(last), self.rtt_ns).to_string(),
         };
         if segment.has(FIN) {
             self.fin_sent.insert((conn, side));
         }
-        self.last_line_ns = Some(t);
+        if !forwarded {
+            self.last_line_ns = Some(t);
+        }
         let src = self.endpoint(segment.src);
         let dst = self.endpoint(segment.dst);
         let kind = kind_of(segment, migrate.is_some() || relay.is_some());
@@ -1095,8 +1109,12 @@ impl<'a> Writer<'a> {
     }
 
     /// A relay ticket id must name the leg it is used on (PROTOCOL.md §6.9):
-    /// the sender's in a relay MSYN, the receiver's in the proxy's MSYN-ACK.
+    /// the sender's in a relay MSYN, the receiver's in the proxy's MSYN-ACK; and
+    /// the proxy must know it: `[ticket?]` for an id it never answered.
     fn ticket(&self, ticket: u32, leg: (usize, usize)) -> &'static str {
+        if !self.analysis.answered_tickets.contains(&ticket) {
+            return "[ticket?]";
+        }
         match self.analysis.relay_tickets.get(&ticket) {
             Some(&owner) if owner == leg => "[ticket]",
             Some(_) => "[ticket:WRONG]",

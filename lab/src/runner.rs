@@ -128,6 +128,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         attacks: Vec::new(),
         target_counters: None,
         server_counters: None,
+        proxy_counters: None,
         captures: Vec::new(),
         logs: Vec::new(),
     };
@@ -269,6 +270,7 @@ fn judge(scenario: &Scenario, report: &mut Report) {
         &report.attacks,
         report.target_counters.as_ref(),
         report.server_counters.as_ref(),
+        report.proxy_counters.as_ref(),
     ));
     report.passed = failures.is_empty();
     report.failures = failures;
@@ -653,6 +655,7 @@ fn execute(
         proxy.stop();
         let source = format!("{}-sustain-proxy", proxy.node());
         timeline.import(proxy.events_file(), &source)?;
+        report.proxy_counters = crate::attack::proxy_counters(scenario, proxy.events_file());
         if let Some(file) = proxy.events_file().file_name() {
             report.logs.push(file.to_string_lossy().into_owned());
         }
