@@ -165,7 +165,7 @@ local LENGTHS = {
     [EXID_PERMIT] = "10, 18",
     [EXID_MIGRATE] = "12, 16, 20, 24, 27",
     [EXID_UPDATE] = "24",
-    [EXID_RELAY] = "16 (provisional, §3.5)",
+    [EXID_RELAY] = "20, 27",
 }
 
 local F = {
@@ -193,8 +193,11 @@ local F = {
     au_request = ProtoField.uint32("sustain.address_update.request", "Request number", base.DEC),
     au_mac = ProtoField.bytes("sustain.address_update.mac", "MAC (truncated HMAC-SHA256)"),
 
-    relay_id = ProtoField.uint32("sustain.relay_ticket.id", "Ticket id", base.HEX),
-    relay_mac = ProtoField.bytes("sustain.relay_ticket.mac", "Truncated MAC under the ticket secret"),
+    relay_id = ProtoField.uint32("sustain.relay_ticket.id", "Ticket id (names the leg)", base.HEX),
+    relay_request = ProtoField.uint32("sustain.relay_ticket.request", "Request number", base.DEC),
+    relay_nonce = ProtoField.uint32("sustain.relay_ticket.nonce", "Nonce", base.HEX),
+    relay_received = ProtoField.uint32("sustain.relay_ticket.received", "Received offset", base.DEC),
+    relay_mac = ProtoField.bytes("sustain.relay_ticket.mac", "MAC (truncated HMAC-SHA256 under the ticket key)"),
     data = ProtoField.bytes("sustain.data", "Data"),
 
     mac_status = ProtoField.string("sustain.mac_status", "MAC check"),
@@ -228,8 +231,6 @@ local E = {
         expert.group.PROTOCOL, expert.severity.NOTE),
     after_eol = ProtoExpert.new("sustain.after_eol", "Option after End of Option List or a broken option; receivers do not read it",
         expert.group.MALFORMED, expert.severity.WARN),
-    relay = ProtoExpert.new("sustain.relay_provisional", "Relay-Ticket layout is provisional (PROTOCOL.md §3.5)",
-        expert.group.COMMENTS_GROUP, expert.severity.NOTE),
     move = ProtoExpert.new("sustain.move", "sustain move",
         expert.group.SEQUENCE, expert.severity.CHAT),
 }
@@ -272,6 +273,7 @@ local function reset_state()
         initiators = {},   -- initiator ISN -> conn
         flows = {},        -- "src:port>dst:port" -> { conn, side sending on it }
         msyns_seen = {},   -- "conn/sender/request" -> true
+        relay_tickets = {}, -- relay ticket id -> { conn, side whose leg it names }
         frames = {},       -- frame number -> analysis of that frame's segment
         verifiers = {},    -- control connection id (hex) -> { verifier, from }
         ctl = {},          -- control message results by "frame:offset"
@@ -411,7 +413,14 @@ local function decode(item)
                 request = read_u32(d, 9), mac = d:sub(13, 20) }
         end
     elseif item.exid == EXID_RELAY then
-        return { form = "relay-ticket" }
+        -- PROTOCOL.md §3.5: the relay MSYN form (20) and the proxy's MSYN-ACK form (27).
+        if len == 20 then
+            return { form = "relay-msyn", ticket = read_u32(d, 1), request = read_u32(d, 5), mac = d:sub(9, 16) }
+        elseif len == 27 then
+            return { form = "relay-msyn-ack", ticket = read_u32(d, 1), request = read_u32(d, 5),
+                nonce = read_u32(d, 9), received = (d:byte(13) * 256 + d:byte(14)) * 256 + d:byte(15),
+                mac = d:sub(16, 23) }
+        end
     end
     return nil
 end
@@ -425,7 +434,7 @@ end
 -- (by position in the options area) the decoded fields and the checks.
 local function analyze(seg)
     local items = walk_options(seg.options)
-    local permit, migrate, update
+    local permit, migrate, update, relay
     for _, item in ipairs(items) do
         item.dec = decode(item)
         local dec = item.dec
@@ -436,6 +445,8 @@ local function analyze(seg)
                 migrate = migrate or dec
             elseif dec.form == "address-update" then
                 update = update or dec
+            elseif item.exid == EXID_RELAY then
+                relay = relay or dec
             end
         end
     end
@@ -443,7 +454,47 @@ local function analyze(seg)
     local conn, side
     local replay = false
     local mform = migrate and migrate.form
-    if syn and not ack and mform == "msyn" then
+    local rform = not migrate and syn and relay and relay.form
+    if syn and not ack and rform == "relay-msyn" then
+        -- PROTOCOL.md §6.9: a relay MSYN; its ticket id names the leg once
+        -- seen (the normalizer finds the first one by sequence numbers too).
+        local owner = state.relay_tickets[relay.ticket]
+        if owner then
+            conn, side = owner[1], owner[2]
+        else
+            conn, side = new_conn(), 0
+            state.relay_tickets[relay.ticket] = { conn, side }
+        end
+        local c = state.conns[conn]
+        local req = side .. "/" .. relay.request
+        if permit and c.msyn_direct[req] == nil then
+            c.msyn_direct[req] = permit.addr .. u16be(permit.port)
+        end
+        local seen = conn .. "/" .. req
+        if state.msyns_seen[seen] or c.answered[req] then
+            replay = true
+        end
+        state.msyns_seen[seen] = true
+        bind(seg, conn, side)
+    elseif syn and ack and rform == "relay-msyn-ack" then
+        -- The proxy's MSYN-ACK: its ticket id is the receiving leg's.
+        local owner = state.relay_tickets[relay.ticket]
+            or state.flows[flow_key(seg.dst, seg.dport, seg.src, seg.sport)]
+        local mover
+        if owner then
+            conn, mover = owner[1], owner[2]
+        else
+            conn, mover = new_conn(), 1
+        end
+        local c = state.conns[conn]
+        local req = mover .. "/" .. relay.request
+        if c.nonces[req] == nil then
+            c.nonces[req] = relay.nonce
+        end
+        c.answered[req] = true
+        side = 1 - mover
+        bind(seg, conn, side)
+    elseif syn and not ack and mform == "msyn" then
         -- PROTOCOL.md §3.3: the token names the connection at the MSYN's receiver.
         local owner = state.tokens[migrate.token]
         if owner then
@@ -587,6 +638,10 @@ local function analyze(seg)
             else
                 r.nonce_status = n == dec.nonce and "ok" or "WRONG"
             end
+        elseif dec and (dec.form == "relay-msyn" or dec.form == "relay-msyn-ack") then
+            -- PROTOCOL.md §4.7: keyed by the relay secret, which no capture holds.
+            r.mac_status = "unknown"
+            r.why = "the relay secret is not in the capture"
         elseif dec and dec.form == "address-update" then
             r.token_status = token_status(dec.token)
             if my_key and peer_key then
@@ -815,6 +870,10 @@ local function misplaced(form, seg)
         return "the MSYN-ACK form belongs in an MSYN-ACK (SYN and ACK)"
     elseif (form == "confirm" or form == "confirm-v0") and not plain_ack then
         return "the Confirm form belongs on ACK segments after an MSYN-ACK"
+    elseif form == "relay-msyn" and not syn_only then
+        return "the relay MSYN form belongs in an MSYN to the proxy (SYN without ACK, RST or FIN)"
+    elseif form == "relay-msyn-ack" and not synack then
+        return "the relay MSYN-ACK form belongs in the proxy's MSYN-ACK (SYN and ACK)"
     elseif form == "address-update" and not plain_ack then
         return "Address-Update belongs on ACK segments"
     elseif (form == "permit-full" or form == "permit-short") and not seg.syn then
@@ -948,21 +1007,24 @@ function p_opt.dissector(tvb, pinfo, tree)
         info(pinfo, string.format("Address-Update(req=%d old=%s)%s", dec.request, ip_string(dec.old),
             checks ~= "" and " " .. checks or ""))
     elseif exid == EXID_RELAY then
-        item:add_proto_expert_info(E.relay)
-        if optlen == 16 then
-            item:add(F.relay_id, tvb(4, 4))
-            item:add(F.relay_mac, tvb(8, 8))
-            info(pinfo, string.format("Relay-Ticket(id=%08x)", tvb(4, 4):uint()))
+        local text
+        item:add(F.relay_id, tvb(4, 4))
+        item:add(F.relay_request, tvb(8, 4))
+        if dec.form == "relay-msyn" then
+            item:add(F.relay_mac, tvb(12, 8))
+            text = string.format("Relay-MSYN(ticket=%08x req=%d)", dec.ticket, dec.request)
+            item:append_text(" (relay MSYN form): req=" .. dec.request)
         else
-            -- The layout may still change (§3.5): show, do not guess.
-            item:add(F.malformed, string.format("Relay-Ticket with length %d: the provisional layout has 16", optlen))
-            item:add_proto_expert_info(E.bad_length,
-                string.format("Relay-Ticket with length %d: the provisional layout (PROTOCOL.md §3.5) has 16", optlen))
-            if len > 4 then
-                item:add(F.data, tvb(4))
-            end
-            info(pinfo, "Relay-Ticket(MALFORMED len=" .. optlen .. ")")
+            item:add(F.relay_nonce, tvb(12, 4))
+            item:add(F.relay_received, tvb(16, 3))
+            item:add(F.relay_mac, tvb(19, 8))
+            text = string.format("Relay-MSYN-ACK(ticket=%08x req=%d nonce=%08x rcvd=%d)", dec.ticket,
+                dec.request, dec.nonce, dec.received)
+            item:append_text(" (relay MSYN-ACK form): req=" .. dec.request)
         end
+        local checks = add_checks(item, item, r)
+        info(pinfo, text .. (checks ~= "" and " " .. checks or ""))
+        item:add_proto_expert_info(E.move, text)
     end
     return len
 end

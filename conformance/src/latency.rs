@@ -11,9 +11,16 @@
 //! - *acknowledged*: the first ACK the receiver sends that covers it;
 //! - *handshake final ACK*: the first segment carrying a Migrate Confirm after the
 //!   move, as it arrives at the MSYN's receiver (the handshake is then complete at
-//!   both ends).
+//!   both ends). Through a relay (PROTOCOL.md §6.9) the MSYNs' receiver is the
+//!   proxy: the last Confirm of the legs that sent a relay MSYN after the move, as
+//!   the capture point seeing it last (the proxy's) shows it.
+//!
+//! A relayed connection's legs (a host and the proxy's relay port) are bound to
+//! the connection by the normalizer, so the receiver's leg is measured like a
+//! direct path.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
 
 use serde::Serialize;
 
@@ -100,7 +107,8 @@ pub fn measure(
             .map(|(t, _, _)| t.saturating_sub(last_move_ns));
     }
 
-    // The MSYN's receiver: the side that did not send the first MSYN after the move.
+    // The MSYN's receiver: the side that did not send the first MSYN after the move
+    // (a direct one: a relay MSYN's receiver is the proxy, below).
     let mut mover = None;
     for (index, capture) in set.captures.iter().enumerate() {
         for (f, frame) in capture.frames.iter().enumerate() {
@@ -110,7 +118,7 @@ pub fn measure(
             if let (Some(segment), Some((c, side))) =
                 (&analysis.segments(index)[f], analysis.bound(index)[f])
             {
-                if c == conn && Analysis::is_msyn(segment) {
+                if c == conn && Analysis::is_msyn(segment) && !Analysis::is_relay_msyn(segment) {
                     if mover.is_none_or(|(t, _)| frame.timestamp_ns < t) {
                         mover = Some((frame.timestamp_ns, side));
                     }
@@ -119,7 +127,14 @@ pub fn measure(
             }
         }
     }
-    if let Some((_, mover)) = mover {
+    let (relay_legs, relay_ports) = relay_legs(set, analysis, conn, last_move_ns);
+    if relay_legs != [false, false] {
+        latency.handshake_ns =
+            relay_handshake(set, analysis, conn, last_move_ns, relay_legs, &relay_ports);
+    }
+    // A relay MSYN the proxy refused (the end is global again, PROTOCOL.md §6.9
+    // step 7) completes no handshake: the direct one the server arranges does.
+    if let (None, Some((_, mover))) = (latency.handshake_ns, mover) {
         let responder = analysis.side_name(&set.names, conn, 1 - mover);
         latency.handshake_ns = frames_of(&responder)
             .iter()
@@ -129,4 +144,81 @@ pub fn measure(
             .map(|(t, _, _)| t.saturating_sub(last_move_ns));
     }
     latency
+}
+
+/// Which sides of `conn` sent a relay MSYN after the move, and where to (the
+/// proxy's relay endpoint).
+fn relay_legs(
+    set: &CaptureSet,
+    analysis: &Analysis,
+    conn: usize,
+    last_move_ns: u64,
+) -> ([bool; 2], Vec<SocketAddrV4>) {
+    let mut legs = [false, false];
+    let mut ports = Vec::new();
+    for (index, capture) in set.captures.iter().enumerate() {
+        for (f, frame) in capture.frames.iter().enumerate() {
+            if frame.timestamp_ns <= last_move_ns {
+                continue;
+            }
+            if let (Some(segment), Some((c, side))) =
+                (&analysis.segments(index)[f], analysis.bound(index)[f])
+            {
+                if c == conn && Analysis::is_relay_msyn(segment) {
+                    legs[side] = true;
+                    if !ports.contains(&segment.dst) {
+                        ports.push(segment.dst);
+                    }
+                }
+            }
+        }
+    }
+    (legs, ports)
+}
+
+/// The relay handshakes' end: per leg that sent a relay MSYN, its first Confirm
+/// to the proxy after the move as the point seeing it last (the proxy's) shows
+/// it; the later leg's. (The proxy forwards Confirms too; those are not the
+/// handshake's.)
+fn relay_handshake(
+    set: &CaptureSet,
+    analysis: &Analysis,
+    conn: usize,
+    last_move_ns: u64,
+    legs: [bool; 2],
+    relay: &[SocketAddrV4],
+) -> Option<u64> {
+    let mut done: [Option<u64>; 2] = [None, None];
+    for (index, capture) in set.captures.iter().enumerate() {
+        let mut first: [Option<u64>; 2] = [None, None];
+        for (f, frame) in capture.frames.iter().enumerate() {
+            if frame.timestamp_ns <= last_move_ns {
+                continue;
+            }
+            if let (Some(segment), Some((c, side))) =
+                (&analysis.segments(index)[f], analysis.bound(index)[f])
+            {
+                if c == conn
+                    && first[side].is_none()
+                    && relay.contains(&segment.dst)
+                    && Analysis::is_confirm(segment)
+                {
+                    first[side] = Some(frame.timestamp_ns);
+                }
+            }
+        }
+        for side in 0..2 {
+            if let Some(t) = first[side] {
+                done[side] = Some(done[side].map_or(t, |d: u64| d.max(t)));
+            }
+        }
+    }
+    let mut end = None;
+    for side in 0..2 {
+        if legs[side] {
+            let t = done[side]?;
+            end = Some(end.map_or(t, |e: u64| e.max(t)));
+        }
+    }
+    end.map(|t| t.saturating_sub(last_move_ns))
 }

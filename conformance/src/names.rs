@@ -30,6 +30,10 @@ pub struct Names {
     /// segments interleave with it differently in every run.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub control_ports: BTreeSet<u16>,
+    /// The run's relay secret (64 hex digits, PROTOCOL.md §4.7), when it has a
+    /// proxy: Relay-Ticket MACs are then verified like Migrate's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_secret: Option<String>,
 }
 
 impl Names {

@@ -4,7 +4,7 @@
 //! `BadLength`, other ExIDs and kinds stay unknown with their length.
 
 use sustain_core::wire::migrate::{
-    AddressUpdate, MigrateOption, MigratePermit, EXID_ADDRESS_UPDATE, EXID_MIGRATE,
+    AddressUpdate, MigrateOption, MigratePermit, RelayTicket, EXID_ADDRESS_UPDATE, EXID_MIGRATE,
     EXID_MIGRATE_PERMIT, EXID_RELAY_TICKET,
 };
 use sustain_core::wire::{TcpOption, TcpOptionIter};
@@ -26,8 +26,8 @@ pub enum Opt {
     Permit(MigratePermit),
     Migrate(MigrateOption),
     AddressUpdate(AddressUpdate),
-    /// Data length of a Relay-Ticket (reserved, PROTOCOL.md §3.5).
-    RelayTicket(usize),
+    /// Relay-Ticket in its MSYN or MSYN-ACK form (PROTOCOL.md §3.5).
+    RelayTicket(RelayTicket),
     /// One of our ExIDs with a length none of its forms has (PROTOCOL.md §3.6 rule 2).
     BadLength {
         name: &'static str,
@@ -127,7 +127,13 @@ fn experimental(exid: u16, data: &[u8]) -> Opt {
             },
             Opt::AddressUpdate,
         ),
-        EXID_RELAY_TICKET => Opt::RelayTicket(data.len()),
+        EXID_RELAY_TICKET => RelayTicket::parse(data).map_or(
+            Opt::BadLength {
+                name: "relay-ticket",
+                len,
+            },
+            Opt::RelayTicket,
+        ),
         _ => Opt::Experimental { exid, len },
     }
 }
@@ -192,6 +198,24 @@ mod tests {
             vec![Opt::BadLength {
                 name: "migrate",
                 len: 19
+            }]
+        );
+        // Relay-Ticket: 20 and 27 are its forms (PROTOCOL.md §3.7), the
+        // provisional 16 is not.
+        assert!(matches!(
+            decode(&hex("fd14ab48deadbeef0000000249cdd0beea2f39e1"))[..],
+            [Opt::RelayTicket(RelayTicket::Msyn(m))] if m.ticket == 0xdead_beef && m.request == 2
+        ));
+        assert!(matches!(
+            decode(&hex("fd1bab48deadbeef000000025eed1234012345dad7f1e1010edf92"))[..],
+            [Opt::RelayTicket(RelayTicket::MsynAck(a))]
+                if a.nonce == 0x5eed_1234 && a.received == 0x012345
+        ));
+        assert_eq!(
+            decode(&hex("fd10ab48deadbeef0102030405060708")),
+            vec![Opt::BadLength {
+                name: "relay-ticket",
+                len: 16
             }]
         );
         assert_eq!(

@@ -25,7 +25,10 @@
 //!   20 ms, so that scheduling noise on an undelayed path stays `+0`): `+0` (< 0.5),
 //!   `+1rtt` (< 1.5), `+2rtt` (< 2.5), `+3-9rtt` (< 10), `+long`; never absolute time.
 //!   A FIN answering the peer's FIN shows `+close`: it leaves when the application
-//!   closes, which is the application's timing, not the protocol's;
+//!   closes, which is the application's timing, not the protocol's. At the proxy's
+//!   own capture point a segment it forwards (from its relay port, of a side whose
+//!   segments the point saw arriving) shows `+fwd`: it leaves when the proxy gets
+//!   to it, and it does not time the next line;
 //! - endpoints by node name (the topology's, else `h1`, `h2`, ... in order of
 //!   appearance) and port (the scenario's ports as numbers, others `p1`, `p2`, ...);
 //! - tcpdump's flag letters without PSH (pushing is an implementation's choice);
@@ -49,7 +52,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use sustain_core::auth::{self, Key, RequestNumber};
-use sustain_core::wire::migrate::{MigrateOption, MigratePermit};
+use sustain_core::relay::{HostTicket, RelaySecret, TicketId};
+use sustain_core::tcp::handshake;
+use sustain_core::wire::migrate::{MigrateOption, MigratePermit, RelayTicket};
+use sustain_core::wire::SeqNumber;
 
 use crate::capture::{capture_files, Capture, ElidedData};
 use crate::error::Result;
@@ -138,6 +144,17 @@ pub struct Analysis {
     tokens: HashMap<u32, (usize, usize)>,
     /// Initiator ISN -> connection: the first connection with it wins.
     initiators: HashMap<u32, usize>,
+    /// Relay ticket id -> (connection, side whose leg it names), PROTOCOL.md
+    /// §6.9: the first relay MSYN with the id wins.
+    relay_tickets: HashMap<u32, (usize, usize)>,
+    /// Ticket ids the proxy answered with a relay MSYN-ACK: the ids it knows.
+    answered_tickets: HashSet<u32>,
+    /// The proxy's relay endpoints (where relay MSYNs went).
+    relay_endpoints: HashSet<SocketAddrV4>,
+    /// Per (connection, side): the highest relative sequence end sent, as
+    /// seen anywhere; what a relay MSYN's sequence and ACK fields are matched
+    /// against.
+    high: HashMap<(usize, usize), u32>,
     /// Symbolic names of addresses the names file does not know.
     hosts: HashMap<Ipv4Addr, String>,
     /// The first handshake's RTT.
@@ -179,6 +196,13 @@ fn permit_of(opts: &[Opt]) -> Option<MigratePermit> {
 fn migrate_of(opts: &[Opt]) -> Option<MigrateOption> {
     opts.iter().find_map(|opt| match opt {
         Opt::Migrate(migrate) => Some(*migrate),
+        _ => None,
+    })
+}
+
+fn relay_of(opts: &[Opt]) -> Option<RelayTicket> {
+    opts.iter().find_map(|opt| match opt {
+        Opt::RelayTicket(ticket) => Some(*ticket),
         _ => None,
     })
 }
@@ -309,6 +333,150 @@ impl Analysis {
     ) -> Option<(usize, usize)> {
         let migrate = migrate_of(opts);
         let permit = permit_of(opts);
+        let syn = segment.has(SYN);
+        let ack = segment.has(ACK);
+        let relay = relay_of(opts).filter(|_| syn && migrate.is_none());
+        let bound = match relay {
+            Some(RelayTicket::Msyn(m)) if !ack => {
+                Some(self.learn_relay_msyn(t, capture, frame, segment, permit, m.ticket, m.request))
+            }
+            Some(RelayTicket::MsynAck(a)) if ack => {
+                Some(self.learn_relay_msyn_ack(t, segment, a.ticket, a.request, a.nonce))
+            }
+            _ => self.learn_tcp(t, capture, frame, segment, opts, migrate, permit),
+        };
+        if let Some((conn, side)) = bound {
+            if segment.has(ACK) {
+                self.set_isn(conn, 1 - side, segment.ack.wrapping_sub(1));
+            }
+            self.set_isn(conn, side, segment.seq.wrapping_sub(u32::from(!syn)));
+            if segment.seq_len() > 0 && !segment.has(RST) {
+                let end = self.relative(conn, side, segment.seq.wrapping_add(segment.seq_len()));
+                let high = self.high.entry((conn, side)).or_insert(end);
+                if (end.wrapping_sub(*high) as i32) > 0 {
+                    *high = end;
+                }
+            }
+        }
+        bound
+    }
+
+    /// PROTOCOL.md §6.9: a relay MSYN to the proxy. Its ticket id names the
+    /// leg once a relay MSYN with it was bound; the first one is found by its
+    /// sequence numbers (the splice keeps them: SEG.SEQ + 1 is the mover's
+    /// SND.UNA, the ACK field its RCV.NXT), else it is a connection of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn learn_relay_msyn(
+        &mut self,
+        t: u64,
+        capture: usize,
+        frame: usize,
+        segment: &Segment,
+        permit: Option<MigratePermit>,
+        ticket: u32,
+        request: u32,
+    ) -> (usize, usize) {
+        self.relay_endpoints.insert(segment.dst);
+        let (conn, sender) = match self.relay_tickets.get(&ticket).copied() {
+            Some(found) => found,
+            None => {
+                let found = self
+                    .relay_owner(segment.seq.wrapping_add(1), segment.ack)
+                    .unwrap_or_else(|| (self.new_conn(), 0));
+                self.relay_tickets.insert(ticket, found);
+                found
+            }
+        };
+        if let Some(permit) = permit {
+            self.conns[conn]
+                .msyn_direct
+                .entry((sender, request))
+                .or_insert(permit.direct());
+        }
+        let seen_here = !self.msyns_seen.insert((capture, conn, sender, request));
+        let answered_before = self.conns[conn]
+            .answered
+            .get(&(sender, request))
+            .is_some_and(|&at| at < t);
+        if seen_here || answered_before {
+            self.replays.insert((capture, frame));
+        }
+        self.bind(segment, conn, sender);
+        (conn, sender)
+    }
+
+    /// The proxy's MSYN-ACK: its ticket id is the receiving leg's.
+    fn learn_relay_msyn_ack(
+        &mut self,
+        t: u64,
+        segment: &Segment,
+        ticket: u32,
+        request: u32,
+        nonce: u32,
+    ) -> (usize, usize) {
+        let (conn, mover) = match self.relay_tickets.get(&ticket).copied() {
+            Some(found) => found,
+            None => match self.flows.get(&(segment.dst, segment.src)) {
+                Some(&found) => found,
+                None => (self.new_conn(), 1),
+            },
+        };
+        self.answered_tickets.insert(ticket);
+        let data = &mut self.conns[conn];
+        data.nonces.entry((mover, request)).or_insert(nonce);
+        data.answered.entry((mover, request)).or_insert(t);
+        self.bind(segment, conn, 1 - mover);
+        (conn, 1 - mover)
+    }
+
+    /// The (connection, side) whose stream a relay MSYN continues: SND.UNA
+    /// at most 1 GiB behind what the side sent, RCV.NXT (unless zeroed) at
+    /// most 1 GiB behind what the other side sent; the closest wins.
+    fn relay_owner(&self, una: u32, rcv_nxt: u32) -> Option<(usize, usize)> {
+        let behind = |high: u32, value: u32| {
+            let d = high.wrapping_sub(value);
+            (d <= 1 << 30).then_some(u64::from(d))
+        };
+        let mut best: Option<(u64, (usize, usize))> = None;
+        for conn in 0..self.conns.len() {
+            for side in 0..2 {
+                let (Some(&mine), Some(&theirs)) = (
+                    self.high.get(&(conn, side)),
+                    self.high.get(&(conn, 1 - side)),
+                ) else {
+                    continue;
+                };
+                let Some(d) = behind(mine, self.relative(conn, side, una)) else {
+                    continue;
+                };
+                let e = if rcv_nxt == 0 {
+                    Some(0)
+                } else {
+                    behind(theirs, self.relative(conn, 1 - side, rcv_nxt))
+                };
+                let Some(e) = e else {
+                    continue;
+                };
+                if best.is_none_or(|(b, _)| d + e < b) {
+                    best = Some((d + e, (conn, side)));
+                }
+            }
+        }
+        best.map(|(_, found)| found)
+    }
+
+    /// Binding of a segment that is not a relay handshake.
+    #[allow(clippy::too_many_arguments)]
+    fn learn_tcp(
+        &mut self,
+        t: u64,
+        capture: usize,
+        frame: usize,
+        segment: &Segment,
+        opts: &[Opt],
+        migrate: Option<MigrateOption>,
+        permit: Option<MigratePermit>,
+    ) -> Option<(usize, usize)> {
         let syn = segment.has(SYN);
         let ack = segment.has(ACK);
         let bound =
@@ -446,12 +614,6 @@ impl Analysis {
                     bound
                 }
             };
-        if let Some((conn, side)) = bound {
-            if segment.has(ACK) {
-                self.set_isn(conn, 1 - side, segment.ack.wrapping_sub(1));
-            }
-            self.set_isn(conn, side, segment.seq.wrapping_sub(u32::from(!syn)));
-        }
         bound
     }
 
@@ -516,13 +678,25 @@ impl Analysis {
         )
     }
 
-    /// Whether a segment is an MSYN (a SYN with Migrate in MSYN form).
+    /// Whether a segment is an MSYN (a SYN with Migrate in MSYN form, or a
+    /// relay MSYN: Relay-Ticket in MSYN form, PROTOCOL.md §6.9).
     pub fn is_msyn(segment: &Segment) -> bool {
-        segment.has(SYN)
-            && !segment.has(ACK)
+        if !segment.has(SYN) || segment.has(ACK) {
+            return false;
+        }
+        let opts = decode(&segment.options);
+        match migrate_of(&opts) {
+            Some(migrate) => matches!(migrate, MigrateOption::Msyn(_)),
+            None => matches!(relay_of(&opts), Some(RelayTicket::Msyn(_))),
+        }
+    }
+
+    /// Whether a segment is a relay MSYN (PROTOCOL.md §6.9).
+    pub fn is_relay_msyn(segment: &Segment) -> bool {
+        Self::is_msyn(segment)
             && matches!(
-                migrate_of(&decode(&segment.options)),
-                Some(MigrateOption::Msyn(_))
+                relay_of(&decode(&segment.options)),
+                Some(RelayTicket::Msyn(_))
             )
     }
 
@@ -612,6 +786,13 @@ struct Writer<'a> {
     fin_sent: HashSet<(usize, usize)>,
     /// Sustain option texts already shown, per (conn, side).
     shown_options: HashSet<(usize, usize, String)>,
+    /// The run's relay secret, when the names carry it.
+    relay_secret: Option<RelaySecret>,
+    /// (conn, side)s whose segments this point saw going *to* a relay
+    /// endpoint: it is the proxy's, and the proxy's forwarded copies of
+    /// that side's data are not counted again (they leave in batches, so
+    /// how many follow a line varies from run to run).
+    relay_inbound: HashSet<(usize, usize)>,
 }
 
 impl<'a> Writer<'a> {
@@ -633,6 +814,11 @@ impl<'a> Writer<'a> {
             shown_options: HashSet::new(),
             fin_sent: HashSet::new(),
             flows: HashMap::new(),
+            relay_inbound: HashSet::new(),
+            relay_secret: names
+                .relay_secret
+                .as_deref()
+                .and_then(|hex| RelaySecret::from_hex(hex).ok()),
         }
     }
 
@@ -684,11 +870,20 @@ impl<'a> Writer<'a> {
         if data.segments == 0 {
             return;
         }
-        self.count((data.src, data.dst), data.segments);
         // The binding of the flow's latest frame seen here, not the analysis' final one:
         // a tuple reused by a later connection must not take this one's data. Bindings
         // change only on frames an excerpt keeps (SYNs, MSYNs, a flow's first frame).
-        if let Some(&(conn, side)) = self.flows.get(&(data.src, data.dst)) {
+        let bound = self.flows.get(&(data.src, data.dst)).copied();
+        // The proxy's forwarded copies are not counted at its own point, as
+        // when the capture is read whole (`is_forwarded_copy`).
+        let forwarded = bound.is_some_and(|(conn, side)| {
+            self.analysis.relay_endpoints.contains(&data.src)
+                && self.relay_inbound.contains(&(conn, side))
+        });
+        if !forwarded {
+            self.count((data.src, data.dst), data.segments);
+        }
+        if let Some((conn, side)) = bound {
             let end = self.analysis.relative(conn, side, data.end);
             self.advance(conn, side, end);
         }
@@ -745,7 +940,9 @@ impl<'a> Writer<'a> {
         let relative = self.analysis.relative(conn, side, segment.seq);
         let is_data = segment.payload_len > 0;
         let migrate = migrate_of(&opts);
+        let relay = relay_of(&opts).filter(|_| segment.has(SYN) && migrate.is_none());
         let resumed = matches!(migrate, Some(MigrateOption::MsynAck(_)))
+            || matches!(relay, Some(RelayTicket::MsynAck(_)))
             || opts.iter().any(|o| matches!(o, Opt::AddressUpdate(_)));
 
         let mut reason = segment.has(SYN) || segment.has(RST) || segment.has(FIN);
@@ -771,8 +968,11 @@ impl<'a> Writer<'a> {
         if is_data && self.awaiting_first_data.remove(&(conn, side)) {
             reason = true;
         }
+        if self.analysis.relay_endpoints.contains(&segment.dst) {
+            self.relay_inbound.insert((conn, side));
+        }
         if !reason {
-            if is_data {
+            if is_data && !self.is_forwarded_copy(segment, conn, side) {
                 self.count((segment.src, segment.dst), 1);
             }
             self.window.insert((conn, side), segment.window);
@@ -784,18 +984,26 @@ impl<'a> Writer<'a> {
         // A FIN answering the peer's FIN leaves when the application closes: its gap
         // is the application's, not the protocol's, and is not shown.
         let passive_close = segment.has(FIN) && self.fin_sent.contains(&(conn, 1 - side));
+        // At the proxy's point, a segment it forwards left when the proxy got
+        // to it after the original came in: its gap is the proxy's scheduling,
+        // not the protocol's (PROTOCOL.md §6.9), and it does not time the next.
+        let forwarded =
+            self.is_forwarded_copy(segment, conn, side) && !segment.has(SYN) && !segment.has(RST);
         let gap = match self.last_line_ns {
             None => "0".to_string(),
+            Some(_) if forwarded => "+fwd".to_string(),
             Some(_) if passive_close => "+close".to_string(),
             Some(last) => gap_bucket(t.saturating_sub(last), self.rtt_ns).to_string(),
         };
         if segment.has(FIN) {
             self.fin_sent.insert((conn, side));
         }
-        self.last_line_ns = Some(t);
+        if !forwarded {
+            self.last_line_ns = Some(t);
+        }
         let src = self.endpoint(segment.src);
         let dst = self.endpoint(segment.dst);
-        let kind = kind_of(segment, migrate.is_some());
+        let kind = kind_of(segment, migrate.is_some() || relay.is_some());
         let seq = if segment.has(RST) && !self.is_known_value(conn, side, relative) {
             self.window_class(conn, side, relative)
         } else {
@@ -825,9 +1033,11 @@ impl<'a> Writer<'a> {
         // resumes exactly there; where that is depends on what was in flight at
         // the move, so the point gets a name of its own (`b.rcvd`) that does
         // not count among the side's named values.
-        let received = match migrate {
-            Some(MigrateOption::MsynAck(m)) => m.received,
-            Some(MigrateOption::Confirm(m)) => m.received,
+        let received = match (migrate, relay) {
+            (Some(MigrateOption::MsynAck(m)), _) => m.received,
+            (Some(MigrateOption::Confirm(m)), _) => m.received,
+            // PROTOCOL.md §3.5: 0 when the proxy does not know it.
+            (None, Some(RelayTicket::MsynAck(a))) => Some(a.received).filter(|&r| r > 0),
             _ => None,
         };
         if let (Some(offset), true) = (received, segment.has(ACK)) {
@@ -849,6 +1059,13 @@ impl<'a> Writer<'a> {
         }
         self.window.insert((conn, side), segment.window);
         self.advance_by(conn, side, segment, relative);
+    }
+
+    /// A data segment the proxy forwards, at the proxy's capture point
+    /// (which showed the original arriving).
+    fn is_forwarded_copy(&self, segment: &Segment, conn: usize, side: usize) -> bool {
+        self.analysis.relay_endpoints.contains(&segment.src)
+            && self.relay_inbound.contains(&(conn, side))
     }
 
     fn is_known_value(&self, conn: usize, side: usize, relative: u32) -> bool {
@@ -888,6 +1105,20 @@ impl<'a> Writer<'a> {
             Some(key) if key.token().0 == token => "[token]",
             Some(_) => "[token:WRONG]",
             None => "[token?]",
+        }
+    }
+
+    /// A relay ticket id must name the leg it is used on (PROTOCOL.md §6.9):
+    /// the sender's in a relay MSYN, the receiver's in the proxy's MSYN-ACK; and
+    /// the proxy must know it: `[ticket?]` for an id it never answered.
+    fn ticket(&self, ticket: u32, leg: (usize, usize)) -> &'static str {
+        if !self.analysis.answered_tickets.contains(&ticket) {
+            return "[ticket?]";
+        }
+        match self.analysis.relay_tickets.get(&ticket) {
+            Some(&owner) if owner == leg => "[ticket]",
+            Some(_) => "[ticket:WRONG]",
+            None => "[ticket?]",
         }
     }
 
@@ -1022,7 +1253,55 @@ impl<'a> Writer<'a> {
                     Self::mac(verified)
                 )
             }
-            Opt::RelayTicket(len) => format!("relay-ticket(len={})", len + 4),
+            Opt::RelayTicket(RelayTicket::Msyn(m)) => {
+                // PROTOCOL.md §4.7: the key is the relay port's (the MSYN's
+                // destination) and the ticket's; the MAC covers the Permit's
+                // direct address and the MSYN's ACK field (the mover's RCV.NXT).
+                let verified = match (&self.relay_secret, permit_of(all)) {
+                    (Some(secret), Some(permit)) => Some(handshake::verify_relay_msyn(
+                        &secret.ticket_key(segment.dst.port(), TicketId(m.ticket)),
+                        m,
+                        &permit,
+                        SeqNumber(segment.ack),
+                    )),
+                    _ => None,
+                };
+                let replay = if self.analysis.replays.contains(&at) {
+                    " replay"
+                } else {
+                    ""
+                };
+                format!(
+                    "relay-ticket(ticket={} req={}{replay} mac={})",
+                    self.ticket(m.ticket, (conn, side)),
+                    m.request,
+                    Self::mac(verified)
+                )
+            }
+            Opt::RelayTicket(RelayTicket::MsynAck(a)) => {
+                let direct = self.analysis.conns[conn]
+                    .msyn_direct
+                    .get(&(peer, a.request))
+                    .copied();
+                let verified = match (&self.relay_secret, direct) {
+                    (Some(secret), Some(direct)) => Some(handshake::verify_relay_msyn_ack(
+                        &HostTicket {
+                            ticket: TicketId(a.ticket),
+                            key: secret.ticket_key(segment.src.port(), TicketId(a.ticket)),
+                        },
+                        a,
+                        direct,
+                    )),
+                    _ => None,
+                };
+                format!(
+                    "relay-ticket-ack(ticket={} req={} nonce=[nonce]{} mac={})",
+                    self.ticket(a.ticket, (conn, peer)),
+                    a.request,
+                    if a.received > 0 { " rcvd" } else { "" },
+                    Self::mac(verified)
+                )
+            }
             Opt::BadLength { name, len } => format!("{name}(MALFORMED len={len})"),
             Opt::Experimental { exid, len } => format!("exp(exid=0x{exid:04x} len={len})"),
             Opt::Unknown { kind, len } => format!("opt(kind={kind} len={len})"),

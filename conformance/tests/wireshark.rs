@@ -27,7 +27,7 @@ use sustain_conformance::{Analysis, CaptureSet, Names};
 use sustain_core::auth::{ConnectionKeys, Key};
 use sustain_core::control::{Body, ControlRepr, ErrorReply, Message, MessageType};
 use sustain_core::verifier::Credentials;
-use sustain_core::wire::migrate::MigrateOption;
+use sustain_core::wire::migrate::{MigrateOption, RelayTicket};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -369,19 +369,36 @@ fn expected(opt: &Opt, segment: &Segment) -> Option<Expected> {
             ],
             malformed: false,
         },
-        Opt::RelayTicket(data_len) => Expected {
+        Opt::RelayTicket(RelayTicket::Msyn(m)) => Expected {
             exid: 0xab48,
-            len: data_len + 4,
-            form: "relay-ticket",
-            fields: Vec::new(),
-            // PROTOCOL.md §3.5: only the provisional 16-byte layout is dissected.
-            malformed: data_len + 4 != 16,
+            len: 20,
+            form: "relay-msyn",
+            fields: vec![
+                ("sustain.relay_ticket.id", token(m.ticket)),
+                ("sustain.relay_ticket.request", m.request.to_string()),
+                ("sustain.relay_ticket.mac", hex(&m.mac)),
+            ],
+            malformed: false,
+        },
+        Opt::RelayTicket(RelayTicket::MsynAck(a)) => Expected {
+            exid: 0xab48,
+            len: 27,
+            form: "relay-msyn-ack",
+            fields: vec![
+                ("sustain.relay_ticket.id", token(a.ticket)),
+                ("sustain.relay_ticket.request", a.request.to_string()),
+                ("sustain.relay_ticket.nonce", nonce(a.nonce)),
+                ("sustain.relay_ticket.received", a.received.to_string()),
+                ("sustain.relay_ticket.mac", hex(&a.mac)),
+            ],
+            malformed: false,
         },
         Opt::BadLength { name, len } => Expected {
             exid: match *name {
                 "permit" => 0x5e9a,
                 "migrate" => 0x0a21,
                 "address-update" => 0x3b4c,
+                "relay-ticket" => 0xab48,
                 other => panic!("unexpected malformed option name {other}"),
             },
             len: *len,
@@ -429,6 +446,7 @@ fn is_sustain_text(text: &str) -> bool {
         "migrate-confirm(",
         "address-update(",
         "relay-ticket(",
+        "relay-ticket-ack(",
     ]
     .iter()
     .any(|p| text.starts_with(p))
@@ -976,6 +994,28 @@ fn synthetic_capture(path: &Path) -> Vec<Vec<u8>> {
             isn_b + 51,
             ACK,
             &unhex("fd0cab480102030405060708"),
+            &[],
+        ),
+        // PROTOCOL.md §3.7: both Relay-Ticket forms (misplaced on an ACK).
+        tcp_frame(
+            a_update,
+            b,
+            isn_a + 128,
+            isn_b + 51,
+            ACK,
+            &unhex("fd14ab48deadbeef0000000249cdd0beea2f39e1"),
+            &[],
+        ),
+        tcp_frame(
+            a_update,
+            b,
+            isn_a + 128,
+            isn_b + 51,
+            ACK,
+            &opts(&[
+                &unhex("fd1bab48deadbeef000000025eed1234012345dad7f1e1010edf92"),
+                &[0],
+            ]),
             &[],
         ),
         tcp_frame(

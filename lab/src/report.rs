@@ -278,6 +278,8 @@ pub struct Report {
     pub target_counters: Option<crate::attack::CountersReport>,
     /// The mobility server's counters and the `server_counters` checks.
     pub server_counters: Option<crate::attack::CountersReport>,
+    /// The proxy's counters and the `proxy_counters` checks.
+    pub proxy_counters: Option<crate::attack::CountersReport>,
     /// Files in the output directory, relative to it.
     pub captures: Vec<String>,
     pub logs: Vec<String>,
@@ -467,6 +469,7 @@ pub fn render_summary(report: &Report) -> String {
         &report.attacks,
         report.target_counters.as_ref(),
         report.server_counters.as_ref(),
+        report.proxy_counters.as_ref(),
     ));
     if let Some(error) = &report.error {
         out.push_str(&format!("  error     {error}\n"));

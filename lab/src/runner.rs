@@ -131,6 +131,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<RunOutput> {
         attacks: Vec::new(),
         target_counters: None,
         server_counters: None,
+        proxy_counters: None,
         captures: Vec::new(),
         logs: Vec::new(),
         plots: Vec::new(),
@@ -179,9 +180,18 @@ fn conformance(
         .moves
         .last()
         .map(|m| (m.completed_unix * 1e9).round() as u64);
+    let mut names = names.names(&[scenario.transfer.port], &control_ports(scenario));
+    // PROTOCOL.md §4.7: with the run's relay secret the normalizer verifies
+    // Relay-Ticket MACs.
+    if has_role(scenario, NodeRole::Proxy) {
+        let file = options.out_dir.join(crate::services::RELAY_SECRET_FILE);
+        names.relay_secret = std::fs::read_to_string(file)
+            .ok()
+            .map(|text| text.trim().to_string());
+    }
     match analyse_run(
         &options.out_dir,
-        &names.names(&[scenario.transfer.port], &control_ports(scenario)),
+        &names,
         last_move_ns,
         &scenario.transfer.receiver,
         // `transcript = false`: written, not compared (the scenario says why).
@@ -333,6 +343,7 @@ fn judge(scenario: &Scenario, report: &mut Report) {
         &report.attacks,
         report.target_counters.as_ref(),
         report.server_counters.as_ref(),
+        report.proxy_counters.as_ref(),
     ));
     report.passed = failures.is_empty();
     report.failures = failures;
@@ -726,6 +737,7 @@ fn execute(
         proxy.stop();
         let source = format!("{}-sustain-proxy", proxy.node());
         timeline.import(proxy.events_file(), &source)?;
+        report.proxy_counters = crate::attack::proxy_counters(scenario, proxy.events_file());
         if let Some(file) = proxy.events_file().file_name() {
             report.logs.push(file.to_string_lossy().into_owned());
         }
@@ -743,11 +755,14 @@ fn execute(
 
 /// Ports of the scenario's control sessions (left out of transcripts).
 fn control_ports(scenario: &Scenario) -> Vec<u16> {
+    let mut ports = Vec::new();
     if has_role(scenario, NodeRole::MobilityServer) {
-        vec![crate::services::SERVER_PORT]
-    } else {
-        Vec::new()
+        ports.push(crate::services::SERVER_PORT);
     }
+    if has_role(scenario, NodeRole::Proxy) {
+        ports.push(crate::services::PROXY_CONTROL_PORT);
+    }
+    ports
 }
 
 fn has_role(scenario: &Scenario, role: NodeRole) -> bool {

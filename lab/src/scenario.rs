@@ -92,6 +92,9 @@ pub struct Expectation {
     /// `server_counters`: the mobility server's counters (sustain-server's `stopped`
     /// event) that must hold; empty: not checked.
     pub server_counters: Vec<CounterCheck>,
+    /// `proxy_counters`: the proxy's counters (sustain-proxy's `stopped` event)
+    /// that must hold; empty: not checked.
+    pub proxy_counters: Vec<CounterCheck>,
     /// `transcript = false`: the transcripts are written but not compared with
     /// golden captures or snapshots, for the reason given in `transcript_reason`
     /// (an application whose own pace decides what is in flight at a move).
@@ -333,6 +336,7 @@ struct RawExpect {
     latency_budget_ms: Option<f64>,
     target_counters: Option<std::collections::BTreeMap<String, RawCount>>,
     server_counters: Option<std::collections::BTreeMap<String, RawCount>>,
+    proxy_counters: Option<std::collections::BTreeMap<String, RawCount>>,
     transcript: Option<bool>,
     transcript_reason: Option<String>,
     sender_error: Option<String>,
@@ -1005,6 +1009,11 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         &topology,
     )
     .map_err(in_table("expect", "server_counters"))?;
+    let proxy_counters = crate::attack::convert_proxy_counter_checks(
+        expect.proxy_counters.unwrap_or_default(),
+        &topology,
+    )
+    .map_err(in_table("expect", "proxy_counters"))?;
 
     let transcript_reason =
         match (expect.transcript, expect.transcript_reason) {
@@ -1038,6 +1047,7 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
             latency_budget,
             target_counters,
             server_counters,
+            proxy_counters,
             transcript_reason,
             sender_error: expect.sender_error,
             receiver_error: expect.receiver_error,

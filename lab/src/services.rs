@@ -25,6 +25,8 @@ use crate::transfer::listening_events;
 pub const SERVER_PORT: u16 = 7001;
 /// The port sustain-proxy's control sessions arrive on in its node.
 pub const PROXY_CONTROL_PORT: u16 = 7002;
+/// The run's relay secret in its output directory (64 hex digits).
+pub const RELAY_SECRET_FILE: &str = "relay.secret";
 /// The proxy's relay ports.
 pub const RELAY_PORTS: &str = "40000-40999";
 /// Longest wait for a started server to report `listening`.
@@ -215,7 +217,7 @@ impl Proxy {
                 program.display()
             )));
         }
-        let secret_file = out_dir.join("relay.secret");
+        let secret_file = out_dir.join(RELAY_SECRET_FILE);
         let mut secret = [0u8; 32];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))

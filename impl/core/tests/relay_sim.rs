@@ -17,7 +17,9 @@ use sustain_core::rand::{Random, SplitMix64};
 use sustain_core::relay::{
     HostTicket, Relay, RelayConfig, RelayEvent, RelaySecret, RelayState, ReleaseReason, TicketId,
 };
-use sustain_core::sim::{InsideScope, MiddleboxId, Napt, Network, NodeId, SimNode};
+use sustain_core::sim::{
+    Fate, InsideScope, LinkConfig, MiddleboxId, Napt, Network, NodeId, SimNode,
+};
 use sustain_core::tcp::{Config, ConnId, Endpoint, Event, MigWaitCause, State};
 use sustain_core::time::{Duration, Instant};
 use sustain_core::wire::{
@@ -456,6 +458,73 @@ fn both_behind_napts_are_spliced_and_16_mib_cross_each_way() {
     assert!(h.relay().stats().forwarded > 2 * 16 * MIB as u64 / 1460 / 2);
 }
 
+/// PROTOCOL.md §6.9 "Forwarding": the legs' RTTs differ (A 16 ms, B 24 ms),
+/// so A's Confirm reaches the proxy long before B's, and A resumes sending
+/// at once. What A sends between the two Confirms goes to B's leg, where
+/// B's fresh, ticket-proven MSYN came from and which the proxy is still
+/// answering: delivered through B's NAPT, nothing dropped, and neither end
+/// waits for a retransmission timeout. (Narrow queues keep what was in
+/// flight at the move, and so the received offsets, below A's send window.
+/// The simulator applies a middlebox when a packet is sent, so B's NAPT sees
+/// A's forwarded data 12 ms before a real one near B would: B's Confirm has
+/// left it 4 ms earlier.)
+#[test]
+fn data_between_the_two_confirms_is_forwarded_without_a_timeout() {
+    let mut h = Harness::new(8 * MIB, 23);
+    let link = |ms| LinkConfig {
+        latency: Duration::from_millis(ms),
+        rate_bps: Some(50_000_000),
+        queue_bytes: 16 * 1024,
+        ..LinkConfig::default()
+    };
+    h.net.set_default_link(link(1));
+    let (a, b, proxy) = (h.a, h.b, h.proxy);
+    h.net.set_link_both(a, proxy, link(8));
+    h.net.set_link_both(b, proxy, link(12));
+    let deadline = h.now() + Duration::from_secs(10);
+    assert!(h.run_until(deadline, |h| h.b_conn.is_some()));
+    h.transfer(MIB);
+    let napt_a = h.add_napt(NAPT_A);
+    let napt_b = h.add_napt(NAPT_B);
+    h.move_node(a, A_GLOBAL, A_PRIVATE, Some(napt_a));
+    h.move_node(b, B_GLOBAL, B_PRIVATE, Some(napt_b));
+    h.run_for(Duration::from_millis(50));
+    let timeouts = |h: &Harness| [h.host(a).stats().timeouts, h.host(b).stats().timeouts];
+    let before = timeouts(&h);
+    // What the proxy sends towards B's NAPT, and what becomes of it.
+    h.net
+        .set_capture_filter(|p| p.len() > 20 && p[12..16] == PROXY.octets());
+    h.net.enable_capture();
+    let port = h.assign_relay();
+    let deadline = h.now() + Duration::from_secs(10);
+    assert!(h.run_until(deadline, |h| h.relay().stats().confirms == 1));
+    let first = h.now();
+    assert!(h.run_until(deadline, |h| h.relay().stats().confirms == 2));
+    let second = h.now();
+    assert_eq!(h.relay().state(port), RelayState::Spliced);
+    let between: Vec<_> = h
+        .net
+        .capture()
+        .iter()
+        .filter(|c| c.time >= first && c.time < second)
+        .filter_map(|c| {
+            let (ip, seg) = sustain_core::wire::parse_ipv4_tcp(&c.bytes).ok()?;
+            (ip.dst == NAPT_B && !seg.payload.is_empty()).then_some(c.fate)
+        })
+        .collect();
+    assert!(
+        between.len() >= 2,
+        "A's data between the Confirms: {between:?}"
+    );
+    assert!(between.iter().all(|f| *f == Fate::Delivered), "{between:?}");
+    h.finish();
+    let stats = h.relay().stats().clone();
+    assert_eq!(stats.dropped_unconfirmed, 0, "{stats:?}");
+    assert_eq!(stats.msyn_acks_sent, 2, "no MSYN-ACK retransmitted");
+    assert_eq!(timeouts(&h), before, "a retransmission timeout");
+    assert_eq!(h.bound_drops(), 0);
+}
+
 #[test]
 fn relayed_end_moves_behind_another_napt_and_the_relay_resumes() {
     let (mut h, _, _) = Harness::relayed(16 * MIB, 11);
@@ -475,6 +544,9 @@ fn relayed_end_moves_behind_another_napt_and_the_relay_resumes() {
     // proxy clamped those ACKs for A's new NAPT, which dropped none.
     assert!(h.relay().stats().acks_clamped > 0);
     assert_eq!(h.bound_drops(), 0);
+    // §6.9 "Moving again": B's latest pure ACK followed the MSYN-ACK to A's
+    // new leg, so A's new NAPT knew B's window before A's Confirm.
+    assert!(h.relay().stats().window_acks >= 1);
     let attached: Vec<&RelayEvent> = h
         .relay_events
         .iter()

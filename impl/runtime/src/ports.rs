@@ -30,6 +30,16 @@ pub(crate) struct Ports {
 }
 
 impl Ports {
+    /// Guards every port in `lo..=hi` with one rule now, so owning one of
+    /// them later is only its kernel reservation. Blocking (iptables).
+    pub(crate) fn guard_range(
+        &mut self,
+        lo: u16,
+        hi: u16,
+    ) -> Result<(), crate::rst_guard::RstGuardError> {
+        self.guard.add_range(lo, hi)
+    }
+
     pub(crate) fn new(guard: RstGuard) -> Ports {
         Ports {
             guard,
@@ -42,9 +52,13 @@ impl Ports {
     pub(crate) fn open(&mut self, local: SocketAddrV4) -> Result<u16, OpenError> {
         let (port, reservation) =
             route::reserve_port(local).map_err(|e| OpenError::Port(local.port(), e))?;
-        self.guard
-            .add_port(port)
-            .map_err(|e| OpenError::Guard(port, e))?;
+        // A port inside a range guarded as a whole (the proxy's relay
+        // ports) needs no rule of its own, and no iptables run.
+        if !self.guard.covers(port) {
+            self.guard
+                .add_port(port)
+                .map_err(|e| OpenError::Guard(port, e))?;
+        }
         self.entries.insert(
             port,
             Entry {

@@ -29,6 +29,9 @@ pub struct RstGuard {
     mark: u32,
     tag: String,
     ports: Vec<u16>,
+    /// Port ranges with one rule each (`--sport LO:HI`): the proxy's relay
+    /// ports, guarded once at start-up.
+    ranges: Vec<(u16, u16)>,
 }
 
 fn iptables(args: &[String]) -> Result<String, RstGuardError> {
@@ -48,11 +51,15 @@ fn iptables(args: &[String]) -> Result<String, RstGuardError> {
 }
 
 fn rule_spec(port: u16, mark: u32, tag: &str) -> Vec<String> {
+    rule_spec_for(&port.to_string(), mark, tag)
+}
+
+fn rule_spec_for(sport: &str, mark: u32, tag: &str) -> Vec<String> {
     [
         "-p",
         "tcp",
         "--sport",
-        &port.to_string(),
+        sport,
         "--tcp-flags",
         "RST",
         "RST",
@@ -82,7 +89,28 @@ impl RstGuard {
             mark,
             tag: format!("sustain-host:{}", std::process::id()),
             ports: Vec::new(),
+            ranges: Vec::new(),
         })
+    }
+
+    /// Suppress kernel RSTs from every port in `lo..=hi` with one rule
+    /// (one iptables run, however many ports).
+    pub fn add_range(&mut self, lo: u16, hi: u16) -> Result<(), RstGuardError> {
+        if self.ranges.contains(&(lo, hi)) {
+            return Ok(());
+        }
+        let mut args = vec!["-I".to_string(), "OUTPUT".to_string()];
+        args.extend(rule_spec_for(&format!("{lo}:{hi}"), self.mark, &self.tag));
+        iptables(&args)?;
+        self.ranges.push((lo, hi));
+        Ok(())
+    }
+
+    /// Whether a range rule covers `port`.
+    pub fn covers(&self, port: u16) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&port))
     }
 
     /// Suppress kernel RSTs from `port`.
@@ -121,6 +149,13 @@ impl RstGuard {
             args.extend(rule_spec(port, self.mark, &self.tag));
             if let Err(e) = iptables(&args) {
                 tracing::warn!("could not remove RST guard rule for port {port}: {e}");
+            }
+        }
+        for (lo, hi) in std::mem::take(&mut self.ranges) {
+            let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
+            args.extend(rule_spec_for(&format!("{lo}:{hi}"), self.mark, &self.tag));
+            if let Err(e) = iptables(&args) {
+                tracing::warn!("could not remove RST guard rule for ports {lo}-{hi}: {e}");
             }
         }
     }

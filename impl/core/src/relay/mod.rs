@@ -94,7 +94,8 @@ pub enum RelayState {
     /// Both legs confirmed: segments are forwarded.
     Spliced,
     /// A leg sent a new MSYN (or its first path is not yet confirmed):
-    /// segments towards it wait for its Confirm.
+    /// segments towards it are forwarded to where that MSYN came from while
+    /// its MSYN-ACK is being retransmitted; its own wait for its Confirm.
     LegMoving,
     /// Released: FIN both ways, RST, idle, refused, or never completed.
     Closed,
@@ -174,12 +175,16 @@ pub struct RelayStats {
     pub msyn_acks_sent: u64,
     pub confirms: u64,
     pub forwarded: u64,
-    /// Segments towards a leg whose path is not confirmed, dropped.
+    /// Segments from a leg whose path is not confirmed, or towards a leg
+    /// neither confirmed nor answering a fresh MSYN (§6.9), dropped.
     pub dropped_unconfirmed: u64,
     /// Segments to a relay port from neither leg's current address.
     pub stray: u64,
     /// ACKs lowered to a moved leg's path_high (§6.9, §7).
     pub acks_clamped: u64,
+    /// The other end's latest pure ACK sent right after an MSYN-ACK to a
+    /// leg on a new path (§6.9 "Moving again": its NAPT's window).
+    pub window_acks: u64,
 }
 
 /// One leg: what the proxy knows of one end (PROTOCOL.md §6.9).
@@ -199,6 +204,8 @@ struct Leg {
     /// The MSYN-ACK due or sent and not yet confirmed.
     pending: Option<Pending>,
     confirmed: bool,
+    /// When the current path was confirmed.
+    confirmed_at: Option<Instant>,
     /// Highest ACK field seen from this end (in the other end's sequence
     /// space): a lower bound of its RCV.NXT.
     acked: Option<SeqNumber>,
@@ -210,11 +217,41 @@ struct Leg {
     /// leg was not yet confirmed (one packet, no payload): delivered when
     /// it is (§6.9).
     saved_ack: Option<Vec<u8>>,
+    /// This end's latest pure ACK without sustain options, forwarded or
+    /// not: after an MSYN-ACK to the *other* leg on a new path, it follows
+    /// as that path's window ACK (§6.9 "Moving again"). One small packet,
+    /// its buffer reused.
+    last_ack: Option<Vec<u8>>,
     /// The ACK clamp of §7, kept by the proxy for this leg's NAPT: the
     /// highest SEG.SEQ + SEG.LEN this end sent on its current path
     /// (from its MSYN.seq + 1). ACKs forwarded to it never exceed it.
     path_high: SeqNumber,
     fin: bool,
+}
+
+impl Leg {
+    /// Whether a segment from `src` may be forwarded towards this leg
+    /// (PROTOCOL.md §6.9 "Forwarding"). Yes if this leg's path is
+    /// confirmed. Also yes, before its Confirm, if its current remote is
+    /// where a fresh MSYN proving this leg's ticket came from, the proxy is
+    /// still answering that MSYN, and `src` confirmed its own path after
+    /// this leg's MSYN-ACK left: `src`'s segments are then replies to the
+    /// same round and reach this leg's NAPT after its Confirm went out
+    /// (§10: before that the tracker drops data beyond the MSYN-ACK). A
+    /// spoofed source cannot make a valid MSYN (the ticket key is secret
+    /// and per leg) and a replayed one is refused (§4.5), so nothing goes
+    /// anywhere the ticket's holder did not ask for.
+    fn reachable_from(&self, src: &Leg) -> bool {
+        if self.confirmed {
+            return true;
+        }
+        self.pending.is_some_and(|p| {
+            p.deadline.is_some()
+                && p.answered
+                    .zip(src.confirmed_at)
+                    .is_some_and(|(answered, confirmed)| confirmed >= answered)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +261,8 @@ struct Pending {
     interval: Duration,
     /// `None` while waiting for the other leg's MSYN.
     deadline: Option<Instant>,
+    /// When this MSYN was first answered.
+    answered: Option<Instant>,
     send_now: bool,
 }
 
@@ -468,6 +507,7 @@ impl Relay {
                 if let Some(received) = handshake::confirm_matches(&options, leg.request, p.nonce) {
                     leg.pending = None;
                     leg.confirmed = true;
+                    leg.confirmed_at = Some(now);
                     self.stats.confirms += 1;
                     if let (Some(r), true) = (received, flags.ack()) {
                         leg.rcv_nxt = Some(max_seq(leg.rcv_nxt, seg.ack + r as usize));
@@ -518,18 +558,31 @@ impl Relay {
                 }
             }
         }
+        let pure_ack =
+            seg.payload.is_empty() && flags.ack() && !flags.syn() && !flags.fin() && !flags.rst();
+        if pure_ack && options.migrate.is_none() && options.address_update.is_none() {
+            if let Some(leg) = entry.legs[i].as_mut().filter(|l| l.confirmed) {
+                match &mut leg.last_ack {
+                    Some(bytes) => {
+                        bytes.clear();
+                        bytes.extend_from_slice(packet);
+                    }
+                    None => leg.last_ack = Some(packet.to_vec()),
+                }
+            }
+        }
         let (Some(src_leg), Some(dst_leg)) = (&entry.legs[i], &entry.legs[j]) else {
             self.stats.dropped_unconfirmed += 1;
             return None;
         };
-        // §6.5: nothing but the MSYN-ACK towards a path not yet confirmed.
-        if !src_leg.confirmed || !dst_leg.confirmed {
+        // PROTOCOL.md §6.9 "Forwarding": from a confirmed leg only, and
+        // towards a leg that is confirmed or whose fresh MSYN, authenticated
+        // with its ticket, came from the address it is sent to and is still
+        // being answered (its MSYN-ACK timer runs). Waiting for that leg's
+        // Confirm as well would drop what the faster end sends after its
+        // own Confirm and cost it a retransmission timeout.
+        if !src_leg.confirmed || !dst_leg.reachable_from(src_leg) {
             self.stats.dropped_unconfirmed += 1;
-            let pure_ack = seg.payload.is_empty()
-                && flags.ack()
-                && !flags.syn()
-                && !flags.fin()
-                && !flags.rst();
             if pure_ack && src_leg.confirmed {
                 if let Some(leg) = entry.legs[i].as_mut() {
                     leg.saved_ack = Some(packet.to_vec());
@@ -657,9 +710,11 @@ impl Relay {
                 attempts: 0,
                 interval: self.cfg.msyn_ack_t0,
                 deadline: None,
+                answered: None,
                 send_now: false,
             }),
             confirmed: false,
+            confirmed_at: None,
             acked: previous.as_ref().and_then(|l| l.acked),
             // §6.9: the MSYN's ACK field is the end's RCV.NXT (the MAC
             // covers it): the other end resumes from there.
@@ -667,6 +722,7 @@ impl Relay {
             right_edge: previous.as_ref().and_then(|l| l.right_edge),
             path_high: seg.seq + 1,
             saved_ack: None,
+            last_ack: previous.as_ref().and_then(|l| l.last_ack.clone()),
             fin: previous.as_ref().is_some_and(|l| l.fin),
         };
         entry.legs[i] = Some(leg);
@@ -684,21 +740,25 @@ impl Relay {
                     if k == i || p.deadline.is_none() {
                         p.send_now = true;
                         p.deadline = Some(now + p.interval);
+                        p.answered.get_or_insert(now);
                         self.timers.push(Reverse((now + p.interval, port)));
                     }
                 }
             }
         }
-        self.send_due(port);
+        // The leg that waited first: the order on the wire then follows
+        // the MSYNs' order, not the tickets' (which side is "low" differs
+        // from connection to connection).
+        self.send_due(port, 1 - i);
     }
 
-    /// Sends the MSYN-ACKs that are due on `port`.
-    fn send_due(&mut self, port: u16) {
+    /// Sends the MSYN-ACKs that are due on `port`, leg `first` first.
+    fn send_due(&mut self, port: u16, first: usize) {
         let Some(entry) = self.entries.get_mut(&port) else {
             return;
         };
         let mut packets = Vec::new();
-        for i in 0..2 {
+        for i in [first, 1 - first] {
             let due = entry.legs[i]
                 .as_ref()
                 .and_then(|l| l.pending)
@@ -710,12 +770,36 @@ impl Relay {
                 p.send_now = false;
             }
             if let Some(seg) = msyn_ack_for(entry, i, self.cfg.addr, port) {
-                packets.push(seg);
+                packets.push((seg, true));
+            }
+            // §6.9 "Moving again", as a responder's window ACK (§7): the
+            // MSYN-ACK's SYN window (at most 65535, unscaled) is all the
+            // leg's new NAPT knows of the other end's window, and it drops
+            // whatever the mover sends beyond it (§10, td_maxend), its
+            // Confirm first when the received offset is larger. The other
+            // end's latest pure ACK, clamped to the mover's MSYN.seq + 1
+            // with the right edge kept, tells that NAPT (and the mover)
+            // the real window.
+            if let (Some(other), Some(leg)) = (&entry.legs[1 - i], &entry.legs[i]) {
+                if let (true, Some(bytes)) = (other.confirmed, &other.last_ack) {
+                    if let Ok((_, s)) = parse_ipv4_tcp(bytes) {
+                        let (ack, window) = (s.ack, s.window);
+                        if let Some((copy, _)) =
+                            splice_copy(self.cfg.addr, port, other, leg, bytes, Some(ack), window)
+                        {
+                            packets.push((copy, false));
+                        }
+                    }
+                }
             }
         }
-        for p in packets {
+        for (p, msyn_ack) in packets {
             self.out.push_back(p);
-            self.stats.msyn_acks_sent += 1;
+            if msyn_ack {
+                self.stats.msyn_acks_sent += 1;
+            } else {
+                self.stats.window_acks += 1;
+            }
         }
     }
 
@@ -783,7 +867,7 @@ impl Relay {
                     }
                 }
             }
-            self.send_due(port);
+            self.send_due(port, 0);
         }
     }
 

@@ -11,9 +11,10 @@
 //! segment or decides anything.
 //!
 //! Ports are owned the way an [`crate::Endpoint`] owns its ports
-//! (`ports.rs`): a relay port, when first allocated, gets a kernel
-//! reservation (a bound, never-listening socket, so no kernel connection
-//! takes it) and an RST-guard rule, and keeps both until the proxy exits
+//! (`ports.rs`): the whole relay range gets one RST-guard rule at start-up,
+//! and a relay port, when first allocated, a kernel reservation (a bound,
+//! never-listening socket, so no kernel connection takes it); it keeps both
+//! until the proxy exits
 //! (a released relay's ends may still send there, and a kernel RST would
 //! reset them). The raw socket's BPF filter covers the whole relay port
 //! range (at most [`MAX_FILTER_PORTS`](crate::raw_socket::MAX_FILTER_PORTS)
@@ -149,6 +150,12 @@ impl Proxy {
             .set_port_filter(&ports)
             .map_err(ProxyStartError::Filter)?;
         let guard = RstGuard::new(crate::SUSTAIN_MARK)?;
+        let mut ports = Ports::new(guard);
+        // One RST-guard rule for the whole relay range, now: allocating a
+        // port is then only its kernel reservation, and the grant leaves
+        // without an iptables run (milliseconds) in the way of the hosts'
+        // MSYNs (the relay's reconnect latency).
+        ports.guard_range(opts.ports.0, opts.ports.1)?;
         let control =
             TcpListener::bind(opts.control)
                 .await
@@ -160,7 +167,7 @@ impl Proxy {
             opts,
             secret,
             socket,
-            ports: Ports::new(guard),
+            ports,
             control,
         })
     }
@@ -455,9 +462,10 @@ fn after_events(
     events: &mut EventLog,
 ) -> Result<(), ProxyError> {
     while let Some(event) = relay.poll_event() {
-        // The rule must be in place before the first MSYN, which needs a
-        // round trip to the hosts (RelayAssignment) first. Blocking
-        // (iptables, milliseconds), once per port for the proxy's life.
+        // The reservation must be in place before the first MSYN, which
+        // needs a round trip to the hosts (RelayAssignment) first; the
+        // range's RST-guard rule is (`Proxy::open`). Once per port for the
+        // proxy's life.
         if let RelayEvent::Allocated { port } = event {
             if !owner.owned.contains(&port) {
                 match owner.ports.open(SocketAddrV4::new(owner.bind, port)) {
@@ -525,6 +533,7 @@ pub fn stats_json(s: &RelayStats) -> Value {
         "confirms": s.confirms, "forwarded": s.forwarded,
         "dropped_unconfirmed": s.dropped_unconfirmed, "stray": s.stray,
         "acks_clamped": s.acks_clamped,
+        "window_acks": s.window_acks,
     })
 }
 
