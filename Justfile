@@ -10,10 +10,14 @@ default:
     @just --list
 
 # Every test: format, lints, unit, simulator and real-kernel namespace tests.
+# The lab's scenarios run the release binaries (SUSTAIN_BIN_DIR), as `just lab`
+# does: their reconnect budgets are the protocol's limit + 5 ms, and a debug
+# build's per-packet cost (HMACs, the proxy's splice) is not the protocol's.
 test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    {{sudo}} env "PATH=$PATH" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
+    cargo build --release --locked -p sustain
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
     @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
 
 # NAPTs, moves mid-transfer, pcaps, timelines and report.json per scenario in
@@ -27,8 +31,8 @@ lab *NAMES:
 # one run of each scenario, on purpose: review `git diff` afterwards. `just bless
 # sustain-move` re-records one scenario.
 bless *NAMES:
-    cargo build --locked -p sustain -p sustain-lab
-    {{sudo}} env "PATH=$PATH" SUSTAIN_BLESS=1 INSTA_UPDATE=always INSTA_FORCE_PASS=1 \
+    cargo build --release --locked -p sustain
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" SUSTAIN_BLESS=1 INSTA_UPDATE=always INSTA_FORCE_PASS=1 \
         {{ if NAMES == "" { "" } else { "'INSTA_GLOB_FILTER=" + replace(NAMES, " ", ".toml;") + ".toml'" } }} \
         cargo test --locked -p sustain-conformance --test scenarios -- --nocapture
 
@@ -46,6 +50,19 @@ bench:
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench goodput
+
+# Fuzz every target for SECONDS each (cargo fuzz, nightly toolchain): the wire
+# parsers, a live endpoint under fuzzed segments and moves, both control
+# protocols and the capture normalizer. Starts from fuzz/seeds/<target>; a crash
+# stops with its input in fuzz/artifacts/<target>/.
+fuzz SECONDS="60":
+    cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    cd fuzz && for t in wire endpoint control normalizer; do \
+        mkdir -p corpus/$t && \
+        cargo +nightly fuzz run -O $t corpus/$t seeds/$t -- -max_total_time={{SECONDS}} -print_final_stats=1 2>&1 \
+            | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' ; \
+        test "${PIPESTATUS[0]}" = 0 || exit 1; \
+    done
 
 # Install the Wireshark dissector (sustain's options, the control protocol) into
 # the personal plugin folder; restart Wireshark to load it.
