@@ -256,6 +256,14 @@ impl Analysis {
             };
             analysis.name_host(&set.names, *segment.src.ip());
             analysis.name_host(&set.names, *segment.dst.ip());
+            // A golden excerpt left data out before this frame: how far each
+            // flow's data reached still counts (a relay MSYN is matched to
+            // its connection by it, relay_owner).
+            if let Some(elision) = &set.captures[c].frames[f].elided {
+                for data in &elision.data {
+                    analysis.note_high(data.src, data.dst, data.end);
+                }
+            }
             let opts = decode(&segment.options);
             let bound = analysis.learn(t, c, f, &segment, &opts);
             analysis.bound[c][f] = bound;
@@ -278,6 +286,21 @@ impl Analysis {
             .map(str::to_string)
             .or_else(|| self.hosts.get(&address).cloned())
             .unwrap_or_else(|| address.to_string())
+    }
+
+    /// Raises the highest sequence number a bound flow's data reached.
+    fn note_high(&mut self, src: SocketAddrV4, dst: SocketAddrV4, end: u32) {
+        let Some(&(conn, side)) = self.flows.get(&(src, dst)) else {
+            return;
+        };
+        if self.conns[conn].sides[side].isn.is_none() {
+            return;
+        }
+        let end = self.relative(conn, side, end);
+        let high = self.high.entry((conn, side)).or_insert(end);
+        if (end.wrapping_sub(*high) as i32) > 0 {
+            *high = end;
+        }
     }
 
     fn bind(&mut self, segment: &Segment, conn: usize, side: usize) {
@@ -431,11 +454,20 @@ impl Analysis {
 
     /// The (connection, side) whose stream a relay MSYN continues: SND.UNA
     /// at most 1 GiB behind what the side sent, RCV.NXT (unless zeroed) at
-    /// most 1 GiB behind what the other side sent; the closest wins.
+    /// most 1 GiB behind what the other side sent; the closest wins. Either
+    /// may also lie up to 16 MiB *ahead* of what the captures show sent: a
+    /// golden excerpt keeps only how far each point's left-out data reached,
+    /// and the point that saw the last of it may come later in time.
     fn relay_owner(&self, una: u32, rcv_nxt: u32) -> Option<(usize, usize)> {
+        const AHEAD: u32 = 16 << 20;
         let behind = |high: u32, value: u32| {
             let d = high.wrapping_sub(value);
-            (d <= 1 << 30).then_some(u64::from(d))
+            if d <= 1 << 30 {
+                Some(u64::from(d))
+            } else {
+                let ahead = value.wrapping_sub(high);
+                (ahead <= AHEAD).then_some(u64::from(ahead))
+            }
         };
         let mut best: Option<(u64, (usize, usize))> = None;
         for conn in 0..self.conns.len() {
