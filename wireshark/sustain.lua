@@ -39,6 +39,7 @@ end
 local p_opt = Proto("sustain", "sustain TCP options (RFC 6994 kind 253)")
 local p_ctl = Proto("sustainctl", "sustain mobility server control protocol")
 local p_data = Proto("sustaindata", "sustain lab transfer data")
+local p_pxy = Proto("sustainpxy", "sustain server-proxy relay session")
 
 ---------------------------------------------------------------------------
 -- SHA-256 and HMAC-SHA256 (FIPS 180-4, RFC 2104) over Lua strings.
@@ -1335,6 +1336,101 @@ function p_ctl.dissector(tvb, pinfo, tree)
 end
 
 ---------------------------------------------------------------------------
+-- The server <-> proxy session (PROTOCOL.md §15.14): version, type, length,
+-- then the body; every message but Hello ends with a 16-byte MAC under the
+-- session key, which is derived from the relay secret and both nonces and
+-- so is not in a capture: the MAC is shown, not checked.
+---------------------------------------------------------------------------
+
+local PX = {
+    version = ProtoField.uint8("sustainpxy.version", "Version", base.DEC),
+    mtype = ProtoField.uint8("sustainpxy.type", "Type", base.HEX),
+    length = ProtoField.uint16("sustainpxy.length", "Length", base.DEC),
+    server_nonce = ProtoField.bytes("sustainpxy.server_nonce", "Server nonce"),
+    proxy_nonce = ProtoField.bytes("sustainpxy.proxy_nonce", "Proxy nonce"),
+    number = ProtoField.uint32("sustainpxy.number", "Request number", base.DEC),
+    ticket_a = ProtoField.uint32("sustainpxy.ticket_a", "Ticket id (low side)", base.HEX),
+    ticket_b = ProtoField.uint32("sustainpxy.ticket_b", "Ticket id (high side)", base.HEX),
+    lifetime = ProtoField.uint16("sustainpxy.lifetime", "Lifetime (s)", base.DEC),
+    port = ProtoField.uint16("sustainpxy.port", "Relay port", base.DEC),
+    status = ProtoField.uint8("sustainpxy.status", "Status", base.DEC),
+    reason = ProtoField.uint8("sustainpxy.reason", "Reason", base.DEC),
+    mac = ProtoField.bytes("sustainpxy.mac", "MAC (session key, not in the capture)"),
+}
+p_pxy.fields = PX
+local PXE = {
+    malformed = ProtoExpert.new("sustainpxy.malformed", "Malformed relay session message",
+        expert.group.MALFORMED, expert.severity.ERROR),
+}
+p_pxy.experts = PXE
+p_pxy.prefs.port = Pref.uint("Proxy control port", 7002,
+    "TCP port of sustain-proxy's control session (the lab's proxy role uses 7002)")
+
+-- Type -> name and exact length (PROTOCOL.md §15.14).
+local PXT = {
+    [0x10] = { name = "Hello", len = 12 },
+    [0x11] = { name = "RelayRequest", len = 36 },
+    [0x12] = { name = "RelayRelease", len = 28 },
+    [0x90] = { name = "Welcome", len = 36 },
+    [0x91] = { name = "RelayGrant", len = 28 },
+    [0x92] = { name = "RelayClosed", len = 28 },
+}
+local GRANT = { [0] = "Granted", [1] = "NoFreePort", [2] = "BadTickets" }
+
+local function dissect_pxy_message(tvb, pinfo, tree)
+    local len = tvb:len()
+    local mtype = tvb(1, 1):uint()
+    local t = PXT[mtype]
+    local item = tree:add(p_pxy, tvb(), "sustain relay session: " .. (t and t.name or "unknown type"))
+    item:add(PX.version, tvb(0, 1))
+    item:add(PX.mtype, tvb(1, 1))
+    item:add(PX.length, tvb(2, 2))
+    if not t or len ~= t.len then
+        item:add_proto_expert_info(PXE.malformed,
+            t and string.format("%s has %d bytes, not %d", t.name, len, t.len) or "unknown type")
+        pinfo.cols.info:append(" MALFORMED")
+        return len
+    end
+    local text = t.name
+    if mtype == 0x10 then
+        item:add(PX.server_nonce, tvb(4, 8))
+    elseif mtype == 0x90 then
+        item:add(PX.server_nonce, tvb(4, 8))
+        item:add(PX.proxy_nonce, tvb(12, 8))
+    elseif mtype == 0x11 then
+        item:add(PX.number, tvb(4, 4))
+        item:add(PX.ticket_a, tvb(8, 4))
+        item:add(PX.ticket_b, tvb(12, 4))
+        item:add(PX.lifetime, tvb(16, 2))
+        text = string.format("RelayRequest(#%d tickets %08x %08x)", tvb(4, 4):uint(), tvb(8, 4):uint(),
+            tvb(12, 4):uint())
+    else
+        item:add(PX.number, tvb(4, 4))
+        item:add(PX.port, tvb(8, 2))
+        local extra = ""
+        if mtype == 0x91 then
+            item:add(PX.status, tvb(10, 1)):append_text(" (" .. (GRANT[tvb(10, 1):uint()] or "?") .. ")")
+            extra = " " .. (GRANT[tvb(10, 1):uint()] or "?")
+        elseif mtype == 0x92 then
+            item:add(PX.reason, tvb(10, 1))
+        end
+        text = string.format("%s(#%d port %d%s)", t.name, tvb(4, 4):uint(), tvb(8, 2):uint(), extra)
+    end
+    if mtype ~= 0x10 then
+        item:add(PX.mac, tvb(len - 16, 16))
+    end
+    pinfo.cols.info:append(" " .. text)
+    return len
+end
+
+function p_pxy.dissector(tvb, pinfo, tree)
+    pinfo.cols.protocol = "sustain-pxy"
+    pinfo.cols.info:set(string.format("%d → %d", pinfo.src_port, pinfo.dst_port))
+    dissect_tcp_pdus(tvb, tree, 4, message_len, dissect_pxy_message, true)
+    return tvb:len()
+end
+
+---------------------------------------------------------------------------
 -- The lab's transfer data: opaque, never guessed (Thrift's heuristic matches
 -- random bytes and then "reassembles" megabytes of them).
 ---------------------------------------------------------------------------
@@ -1345,11 +1441,18 @@ function p_data.dissector(tvb, pinfo, tree)
 end
 
 local tcp_port = DissectorTable.get("tcp.port")
-local registered = { ctl = nil, data = nil }
+local registered = { ctl = nil, data = nil, pxy = nil }
 
 local function register_ports()
     if registered.ctl then
         tcp_port:remove(registered.ctl, p_ctl)
+    end
+    if registered.pxy then
+        tcp_port:remove(registered.pxy, p_pxy)
+    end
+    registered.pxy = p_pxy.prefs.port
+    if registered.pxy ~= 0 then
+        tcp_port:add(registered.pxy, p_pxy)
     end
     if registered.data and registered.data ~= "" then
         tcp_port:remove(registered.data, p_data)
@@ -1366,4 +1469,5 @@ end
 
 p_ctl.prefs_changed = register_ports
 p_data.prefs_changed = register_ports
+p_pxy.prefs_changed = register_ports
 register_ports()
