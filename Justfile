@@ -38,11 +38,14 @@ demo *ARGS:
     {{sudo}} env "PATH=$PATH" cargo run --release --locked -p sustain --example interop_demo -- {{ARGS}}
 
 # Throughput of sustain-host vs Linux TCP over the same veth path; forward's
-# throughput, added latency and 100 concurrent connections.
+# throughput, added latency and 100 concurrent connections; the moves table
+# (reconnect latency of sustain, Linux MPTCP and an application that
+# reconnects, p50/p99 over SUSTAIN_BENCH_MOVES moves).
 bench:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench moves
 
 # Install the Wireshark dissector (sustain's options, the control protocol) into
 # the personal plugin folder; restart Wireshark to load it.
