@@ -190,10 +190,9 @@ fn main() {
     );
     println!(
         "  reconnect: kernel TCP; on the mover's rtnetlink default-route event the mover opens a \
-         new connection and sends an 8-byte offset: a moving receiver the bytes it has read (the \
-         server resumes writing there), a moving sender the bytes the server's kernel \
-         acknowledged (written - SIOCOUTQ; its data follows; the server drains the old socket \
-         and skips what it already has)"
+         new connection and sends the bytes it has read (8 bytes, after reading its old socket \
+         to the end); the server answers with the bytes it has read; each side writes from the \
+         other's count (HTTP Range / tus Upload-Offset style)"
     );
 
     let mut rows = Vec::new();
@@ -691,9 +690,12 @@ fn start_kernel(
     })?);
     let (p, s) = (probe.clone(), stop.clone());
     threads.push(topo.lab().spawn_thread_in("s", move || {
-        let Ok((conn, _)) = conn_rx.recv_timeout(Duration::from_secs(10)) else {
+        let Ok((mut conn, _)) = conn_rx.recv_timeout(Duration::from_secs(10)) else {
             return;
         };
+        if resumable && reconnect::answer(&mut conn, 0).is_err() {
+            return;
+        }
         let mut pump = Pump::new(conn, server_sends, &p);
         pump.run(&s, &wake_server_rx, |pump| {
             drain_wake(&wake_server_rx);
@@ -701,8 +703,15 @@ fn start_kernel(
             while let Ok(next) = conn_rx.try_recv() {
                 last = Some(next);
             }
-            if let Some((conn, offset)) = last {
-                pump.switch(conn, offset);
+            if let Some((mut conn, offset)) = last {
+                // Switch first: a receiving server drains its old socket.
+                if !pump.sends && !pump.broken {
+                    pump.read_available();
+                }
+                let read = p.total();
+                if reconnect::answer(&mut conn, read).is_ok() {
+                    pump.switch(conn, if pump.sends { offset } else { read });
+                }
             }
         });
     })?);
@@ -759,7 +768,7 @@ fn start_kernel(
     threads.push(topo.lab().spawn_thread_in("m", move || {
         let conn = match connect(system, server) {
             Ok(mut conn) => {
-                if resumable && conn.write_all(&0u64.to_be_bytes()).is_err() {
+                if resumable && reconnect::exchange(&mut conn, 0).is_err() {
                     return;
                 }
                 conn
@@ -954,36 +963,47 @@ impl<'a> Pump<'a> {
     }
 }
 
-/// The reconnecting application's protocol (kernel TCP, client = mover):
+/// The reconnecting application's protocol (kernel TCP, client = mover),
+/// the two offsets of resumable transfers on the web (an HTTP `Range`
+/// request for downloads, tus's `Upload-Offset` for uploads):
 ///
-/// - The client opens a connection and sends an 8-byte big-endian offset
-///   right after the handshake; the first connection sends 0.
-/// - A moving **receiver** (the server sends) first reads what its old
-///   socket still holds, then sends the number of bytes it has read: the
-///   server writes from that offset on the new connection.
-/// - A moving **sender** sends the number of bytes the server's kernel
-///   acknowledged on the old connection (bytes written minus SIOCOUTQ, the
-///   unacknowledged and unsent bytes still queued), then its data from that
-///   offset at once, without waiting for a reply: those bytes are in the
-///   server's receive queue, so the server reads its old socket to the end,
-///   then skips what it already has on the new one.
+/// - Right after each handshake the client sends an 8-byte big-endian
+///   offset: the bytes it has read (after reading its old socket to the
+///   end). The server resumes writing there.
+/// - The server answers with the bytes it has read (after reading its old
+///   socket to the end). A sending client waits for it and writes from there.
+///
+/// So a moving receiver gets new data 2 RTT after the route (handshake,
+/// offset, data) and a moving sender 2.5 RTT (handshake, offset, the
+/// server's offset, data). Nothing already delivered is sent again.
 mod reconnect {
     use super::*;
 
+    /// Client side of the exchange on a fresh connection: sends `read`,
+    /// returns the server's read count.
+    pub(super) fn exchange(conn: &mut TcpStream, read: u64) -> std::io::Result<u64> {
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        conn.write_all(&read.to_be_bytes())?;
+        let mut reply = [0u8; 8];
+        conn.read_exact(&mut reply)?;
+        conn.set_read_timeout(None)?;
+        Ok(u64::from_be_bytes(reply))
+    }
+
+    /// Server side: answers with what the server has read (the old socket
+    /// drained first, by [`Pump::switch`]).
+    pub(super) fn answer(conn: &mut TcpStream, read: u64) -> std::io::Result<()> {
+        conn.set_nonblocking(false)?;
+        conn.write_all(&read.to_be_bytes())
+    }
+
     pub(super) fn resume(pump: &mut Pump<'_>, system: System, server: SocketAddrV4) {
-        let offset = if pump.sends {
-            let mut queued: libc::c_int = 0;
-            // SAFETY: TIOCOUTQ writes one int.
-            let rc = unsafe { libc::ioctl(pump.conn.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-            let queued = if rc == 0 { queued.max(0) as u64 } else { 0 };
-            pump.sent.saturating_sub(queued)
-        } else {
-            if !pump.broken {
-                pump.read_available();
-            }
-            pump.probe.total()
-        };
-        trace(&format!("resume offset {offset}"));
+        if !pump.sends && !pump.broken {
+            pump.read_available();
+        }
+        let read = pump.probe.total();
+        trace(&format!("reconnecting, read {read}"));
         let mut conn = match connect(system, server) {
             Ok(conn) => conn,
             Err(e) => {
@@ -991,12 +1011,16 @@ mod reconnect {
                 return;
             }
         };
-        if conn.write_all(&offset.to_be_bytes()).is_err() {
-            return;
-        }
         trace("connected");
-        pump.skip = 0;
-        pump.switch(conn, offset);
+        let server_read = match exchange(&mut conn, read) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("reconnect: the offset exchange: {e}");
+                return;
+            }
+        };
+        trace(&format!("server has read {server_read}"));
+        pump.switch(conn, if pump.sends { server_read } else { read });
     }
 }
 
