@@ -109,7 +109,7 @@ struct CellResult {
     moves: usize,
     /// Bytes that differed from the counter stream (must be 0).
     corrupt: u64,
-    note: Option<String>,
+    notes: Vec<String>,
 }
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
@@ -203,7 +203,7 @@ fn main() {
                 let started = Instant::now();
                 let result = run_cell(delay, mover, system, moves).unwrap_or_else(|e| CellResult {
                     moves,
-                    note: Some(format!("{e:#}")),
+                    notes: vec![format!("{e:#}")],
                     ..CellResult::default()
                 });
                 let mut sorted = result.latencies.clone();
@@ -222,7 +222,11 @@ fn main() {
                         .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
                         .collect::<Vec<_>>(),
                     started.elapsed().as_secs_f64(),
-                    result.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
+                    result
+                        .notes
+                        .iter()
+                        .map(|n| format!("; {n}"))
+                        .collect::<String>()
                 );
                 cells.push((system, result));
             }
@@ -259,7 +263,7 @@ fn main() {
                     result.corrupt
                 ));
             }
-            if let Some(note) = &result.note {
+            for note in &result.notes {
                 notes.push(format!(
                     "{delay} ms {} {}: {note}",
                     mover.name(),
@@ -442,15 +446,32 @@ fn run_cell(
     let mover_addr = topo.address_of("m").context("m's address")?;
     let probe = Arc::new(Probe::default());
     let stop = Arc::new(AtomicBool::new(false));
+    // Every thread of this cell ends within 100 ms of `stop`, also when
+    // starting one of them fails.
+    let _stop_guard = StopOnDrop(stop.clone());
+    let routes = Arc::new(Mutex::new(None::<Instant>));
+    let observer = {
+        let (routes, stop) = (routes.clone(), stop.clone());
+        let watcher = topo.lab().run_in("m", RouteWatcher::open)??;
+        topo.lab().spawn_thread_in("m", move || {
+            watcher.run(&stop, |_| {
+                let now = Instant::now();
+                routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(now);
+            })
+        })?
+    };
     let threads = match system {
         System::Sustain => start_sustain(&topo, server, mover, &probe, &stop)?,
         System::Mptcp | System::Reconnect => {
             start_kernel(&topo, server, mover_addr, mover, system, &probe, &stop)?
         }
     };
-    let result = measure(&topo, &probe, moves);
+    let result = measure(&topo, &probe, &routes, moves);
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
+    for t in threads.into_iter().chain([observer]) {
         let _ = t.join();
     }
     let mut result = result?;
@@ -458,7 +479,25 @@ fn run_cell(
     Ok(result)
 }
 
-fn measure(topo: &Topology, probe: &Probe, moves: usize) -> anyhow::Result<CellResult> {
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Performs the moves. Each move's clock starts when its new default route
+/// existed: the kernel's acknowledgement to the lab ([`Attached::completed`])
+/// or, if earlier, the route event seen by an observer in the mover's
+/// namespace (`routes`): the event is sent before the acknowledgement, and
+/// at 0 ms a reconnect can finish before the lab's thread runs again.
+fn measure(
+    topo: &Topology,
+    probe: &Probe,
+    routes: &Mutex<Option<Instant>>,
+    moves: usize,
+) -> anyhow::Result<CellResult> {
     if !probe.wait_total(256 * 1024, Duration::from_secs(15)) {
         bail!("the stream did not start");
     }
@@ -472,28 +511,34 @@ fn measure(topo: &Topology, probe: &Probe, moves: usize) -> anyhow::Result<CellR
         let to = if i % 2 == 0 { "m2" } else { "m1" };
         topo.detach("m").context("detach")?;
         std::thread::sleep(GAP);
+        *routes.lock().unwrap_or_else(|p| p.into_inner()) = None;
         probe.arm();
         let attached = topo.attach("m", to).context("attach")?;
         trace(&format!(
             "attach returned, completed {:?} ago",
             attached.completed.elapsed()
         ));
-        match probe.wait_first_read(RECOVER_TIMEOUT) {
-            Some(at) if at < attached.completed => {
-                result.note = Some(format!(
-                    "move {i}: data read {:?} before the route existed",
-                    attached.completed - at
+        let first_read = probe.wait_first_read(RECOVER_TIMEOUT);
+        let seen = *routes.lock().unwrap_or_else(|p| p.into_inner());
+        let start = seen.map_or(attached.completed, |seen| seen.min(attached.completed));
+        match first_read {
+            Some(at) if at < start => {
+                result.notes.push(format!(
+                    "move {i}: data read {:?} before the route was seen (counted as 0)",
+                    start - at
                 ));
+                result.latencies.push(Duration::ZERO);
                 lost_in_a_row = 0;
             }
             Some(at) => {
-                result.latencies.push(at - attached.completed);
+                result.latencies.push(at - start);
                 lost_in_a_row = 0;
             }
             None => {
+                trace(&format!("move {i} lost\n{}", diagnose(topo)));
                 lost_in_a_row += 1;
                 if lost_in_a_row == 3 {
-                    result.note = Some(format!(
+                    result.notes.push(format!(
                         "stopped after move {i}: three moves in a row not recovered"
                     ));
                     break;
@@ -503,6 +548,34 @@ fn measure(topo: &Topology, probe: &Probe, moves: usize) -> anyhow::Result<CellR
         std::thread::sleep(SETTLE);
     }
     Ok(result)
+}
+
+/// With `SUSTAIN_BENCH_TRACE`: what the kernel has in both hosts (MPTCP
+/// endpoints and limits, sockets, MPTCP counters).
+fn diagnose(topo: &Topology) -> String {
+    if std::env::var_os("SUSTAIN_BENCH_TRACE").is_none() {
+        return String::new();
+    }
+    let mut out = String::new();
+    for node in ["m", "s"] {
+        for cmd in [
+            "ip mptcp endpoint show",
+            "ip mptcp limits show",
+            "ss -tinM",
+            "nstat -az MPTcp*",
+        ] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            let output = std::process::Command::new("ip")
+                .args(["netns", "exec", &topo.netns_name(node)])
+                .args(&args)
+                .output();
+            out += &format!("--- {node}: {cmd}\n");
+            if let Ok(o) = output {
+                out += &String::from_utf8_lossy(&o.stdout);
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
