@@ -1,8 +1,10 @@
 //! `just bench` (part 3): the moves table. Reconnect latency of three systems
 //! on the same topology with the same metric, measured per move:
 //!
-//! **new address usable** (the kernel acknowledged the mover's new default
-//! route: [`Attached::completed`]) -> **first new byte readable** by the
+//! **new address usable** (the mover's new default route exists: the
+//! kernel's acknowledgement to the lab, [`Attached::completed`], or the
+//! route's rtnetlink event if that was seen earlier) -> **first new byte
+//! readable** by the
 //! receiving application (the first read returning bytes after the move;
 //! the receiver reads continuously, so these are bytes beyond what it had
 //! read before). Both instants are `Instant::now()` (CLOCK_MONOTONIC) in this
@@ -29,10 +31,20 @@
 //!   rtnetlink route event arrives and removes the old one; and an
 //!   application over kernel TCP that reconnects on the same route event and
 //!   resumes at an offset (the protocol is in [`reconnect`]).
+//! - **MPTCP's limit** (seen at 20 ms with `SUSTAIN_BENCH_TRACE`): the
+//!   mover counts an RM_ADDR sent per move (MPTcpExtRmAddrTx) but the
+//!   stationary end never counts one received (MPTcpExtRmAddr stays 0;
+//!   apparently it leaves on the old, dead subflow), so the stationary end
+//!   keeps every dead subflow established (it has nothing to send on them);
+//!   once they fill its `subflows` limit (at most 8) it rejects the next
+//!   MP_JOIN (MPTcpExtMPJoinRejected) and the stream stalls for good.
+//!   `mptcp-joined` (not in the default set) deletes the old endpoint only
+//!   once the new subflow has joined (MPTCP_EVENT_SUB_ESTABLISHED): the
+//!   RM_ADDR is lost all the same and so is the ninth move.
 //!
 //! Knobs: `SUSTAIN_BENCH_MOVES` (default 20), `SUSTAIN_BENCH_DELAYS`
 //! (`0,20`), `SUSTAIN_BENCH_MOVERS` (`sender,receiver`),
-//! `SUSTAIN_BENCH_SYSTEMS` (`sustain,mptcp,reconnect`); `SUSTAIN_BENCH_TRACE`
+//! `SUSTAIN_BENCH_SYSTEMS` (`sustain,mptcp,reconnect`; also `mptcp-joined`); `SUSTAIN_BENCH_TRACE`
 //! prints each move's steps with timestamps.
 //!
 //! Needs root (namespaces, raw sockets, netlink); prints SKIPPED without it,
@@ -71,17 +83,26 @@ const MPTCP_LIMIT: u32 = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
     Sustain,
+    /// The old endpoint removed the moment the new one is added.
     Mptcp,
+    /// The old endpoint removed once the new subflow is established.
+    MptcpJoined,
     Reconnect,
 }
 
 impl System {
-    const ALL: [System; 3] = [System::Sustain, System::Mptcp, System::Reconnect];
+    const ALL: [System; 4] = [
+        System::Sustain,
+        System::Mptcp,
+        System::MptcpJoined,
+        System::Reconnect,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             System::Sustain => "sustain",
             System::Mptcp => "mptcp",
+            System::MptcpJoined => "mptcp-joined",
             System::Reconnect => "reconnect",
         }
     }
@@ -158,17 +179,20 @@ fn main() {
             other => panic!("SUSTAIN_BENCH_MOVERS: {other:?} is not sender or receiver"),
         })
         .collect();
-    let systems: Vec<System> = env_list("SUSTAIN_BENCH_SYSTEMS", "sustain,mptcp,reconnect")
-        .iter()
-        .map(|s| {
-            System::ALL
-                .into_iter()
-                .find(|sys| sys.name() == s)
-                .unwrap_or_else(|| panic!("SUSTAIN_BENCH_SYSTEMS: unknown system {s:?}"))
-        })
-        .collect();
+    let systems: Vec<System> = env_list(
+        "SUSTAIN_BENCH_SYSTEMS",
+        "sustain,mptcp,mptcp-joined,reconnect",
+    )
+    .iter()
+    .map(|s| {
+        System::ALL
+            .into_iter()
+            .find(|sys| sys.name() == s)
+            .unwrap_or_else(|| panic!("SUSTAIN_BENCH_SYSTEMS: unknown system {s:?}"))
+    })
+    .collect();
 
-    println!("moves: new default route acknowledged -> first new byte read by the receiver");
+    println!("moves: new default route exists -> first new byte read by the receiver");
     println!(
         "  topology: s on `home`, mover m between `m1` and `m2` (new address each time), core \
          router between; one-way delay on s's link; mover = connecting end"
@@ -187,6 +211,11 @@ fn main() {
          add_addr_accepted {MPTCP_LIMIT}; on the mover's rtnetlink default-route event: \
          MPTCP_PM_CMD_ADD_ADDR (new address, dev, flags subflow), then MPTCP_PM_CMD_DEL_ADDR \
          (old address; id 0 for the initial one)"
+    );
+    println!(
+        "  mptcp-joined: the same, but the old endpoint is deleted on the first \
+         MPTCP_EVENT_SUB_ESTABLISHED after the add (the new subflow joined), so the RM_ADDR can \
+         travel on a live subflow"
     );
     println!(
         "  reconnect: kernel TCP; on the mover's rtnetlink default-route event the mover opens a \
@@ -465,7 +494,7 @@ fn run_cell(
     };
     let threads = match system {
         System::Sustain => start_sustain(&topo, server, mover, &probe, &stop)?,
-        System::Mptcp | System::Reconnect => {
+        System::Mptcp | System::MptcpJoined | System::Reconnect => {
             start_kernel(&topo, server, mover_addr, mover, system, &probe, &stop)?
         }
     };
@@ -477,6 +506,10 @@ fn run_cell(
     let mut result = result?;
     result.corrupt = probe.corrupt();
     Ok(result)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct StopOnDrop(Arc<AtomicBool>);
@@ -683,7 +716,7 @@ const IPPROTO_MPTCP: i32 = 262;
 
 fn kernel_socket(system: System) -> std::io::Result<socket2::Socket> {
     let protocol = match system {
-        System::Mptcp => Some(socket2::Protocol::from(IPPROTO_MPTCP)),
+        System::Mptcp | System::MptcpJoined => Some(socket2::Protocol::from(IPPROTO_MPTCP)),
         _ => Some(socket2::Protocol::TCP),
     };
     socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, protocol)
@@ -699,7 +732,8 @@ fn start_kernel(
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let resumable = system == System::Reconnect;
-    if system == System::Mptcp {
+    let mptcp = matches!(system, System::Mptcp | System::MptcpJoined);
+    if mptcp {
         for node in ["s", "m"] {
             topo.lab().run_in(node, || -> std::io::Result<()> {
                 let mut pm = mptcp_pm::PathManager::open()?;
@@ -791,6 +825,40 @@ fn start_kernel(
 
     // The mover: the client, and the watcher of its routes.
     let (wake_client, wake_client_rx) = UnixStream::pair()?;
+    // mptcp-joined: endpoints to delete once a new subflow is established.
+    let retiring = Arc::new(Mutex::new(Vec::<(u8, Ipv4Addr)>::new()));
+    if system == System::MptcpJoined {
+        let (s, retiring) = (stop.clone(), retiring.clone());
+        let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
+        threads.push(topo.lab().spawn_thread_in("m", move || {
+            let opened = mptcp_pm::PathManager::open().and_then(|pm| {
+                let events = mptcp_pm::Events::open()?;
+                Ok((pm, events))
+            });
+            let (mut pm, events) = match opened {
+                Ok(both) => both,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            events.run(&s, |event| {
+                if event != mptcp_pm::EVENT_SUB_ESTABLISHED {
+                    return;
+                }
+                trace("mptcp: subflow established");
+                for (id, addr) in std::mem::take(&mut *lock(&retiring)) {
+                    if let Err(e) = pm.delete_endpoint(id, addr) {
+                        eprintln!("mptcp: deleting endpoint {addr}: {e}");
+                    }
+                }
+            });
+        })?);
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("the MPTCP event listener")??;
+    }
     let s = stop.clone();
     let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
     threads.push(topo.lab().spawn_thread_in("m", move || {
@@ -801,15 +869,16 @@ fn start_kernel(
                 return;
             }
         };
-        let mut pm = match system {
-            System::Mptcp => match mptcp_pm::PathManager::open() {
+        let mut pm = if mptcp {
+            match mptcp_pm::PathManager::open() {
                 Ok(pm) => Some(pm),
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
-            },
-            _ => None,
+            }
+        } else {
+            None
         };
         let _ = ready_tx.send(Ok(()));
         let mut old = (0u8, mover_addr);
@@ -824,11 +893,17 @@ fn start_kernel(
                 };
                 let id = next_id;
                 next_id = if next_id == 255 { 1 } else { next_id + 1 };
+                if system == System::MptcpJoined {
+                    // Before the add: at 0 ms the join can complete first.
+                    lock(&retiring).push(old);
+                }
                 if let Err(e) = pm.add_endpoint(id, local, oif) {
                     eprintln!("mptcp: adding endpoint {local}: {e}");
                 }
-                if let Err(e) = pm.delete_endpoint(old.0, old.1) {
-                    eprintln!("mptcp: deleting endpoint {}: {e}", old.1);
+                if system == System::Mptcp {
+                    if let Err(e) = pm.delete_endpoint(old.0, old.1) {
+                        eprintln!("mptcp: deleting endpoint {}: {e}", old.1);
+                    }
                 }
                 old = (id, local);
             }
@@ -1244,6 +1319,13 @@ mod mptcp_pm {
     const CTRL_CMD_GETFAMILY: u8 = 3;
     const CTRL_ATTR_FAMILY_ID: u16 = 1;
     const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+    const CTRL_ATTR_MCAST_GROUPS: u16 = 7;
+    const CTRL_ATTR_MCAST_GRP_NAME: u16 = 1;
+    const CTRL_ATTR_MCAST_GRP_ID: u16 = 2;
+    const SOL_NETLINK: i32 = 270;
+    const NETLINK_ADD_MEMBERSHIP: i32 = 1;
+    /// enum mptcp_event_type: a subflow joined (MP_JOIN completed).
+    pub(super) const EVENT_SUB_ESTABLISHED: u8 = 10;
     const MPTCP_PM_VERSION: u8 = 1;
     const CMD_ADD_ADDR: u8 = 1;
     const CMD_DEL_ADDR: u8 = 2;
@@ -1262,7 +1344,53 @@ mod mptcp_pm {
     pub(super) struct PathManager {
         fd: OwnedFd,
         family: u16,
+        /// The `mptcp_pm_events` multicast group.
+        events_group: Option<u32>,
         seq: u32,
+    }
+
+    /// A generic netlink socket subscribed to the MPTCP events of this
+    /// thread's namespace.
+    pub(super) struct Events {
+        fd: OwnedFd,
+    }
+
+    impl Events {
+        pub(super) fn open() -> std::io::Result<Events> {
+            let group = PathManager::open()?
+                .events_group
+                .ok_or_else(|| std::io::Error::other("no mptcp_pm_events group"))?;
+            let fd = netlink_socket(libc::NETLINK_GENERIC, 0)?;
+            // SAFETY: NETLINK_ADD_MEMBERSHIP takes a u32 group id.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    SOL_NETLINK,
+                    NETLINK_ADD_MEMBERSHIP,
+                    &group as *const u32 as *const libc::c_void,
+                    4,
+                )
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Events { fd })
+        }
+
+        /// Calls `on_event(event type)` for each MPTCP event, until `stop`.
+        pub(super) fn run(&self, stop: &AtomicBool, mut on_event: impl FnMut(u8)) {
+            let mut buf = vec![0u8; 64 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(n) = recv(&self.fd, &mut buf) else {
+                    continue;
+                };
+                for (_, payload) in netlink_messages(&buf[..n]) {
+                    if let Some(&cmd) = payload.first() {
+                        on_event(cmd);
+                    }
+                }
+            }
+        }
     }
 
     fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
@@ -1299,20 +1427,38 @@ mod mptcp_pm {
             let mut pm = PathManager {
                 fd: netlink_socket(libc::NETLINK_GENERIC, 0)?,
                 family: GENL_ID_CTRL,
+                events_group: None,
                 seq: 0,
             };
             let mut attrs = Vec::new();
             attr(&mut attrs, CTRL_ATTR_FAMILY_NAME, b"mptcp_pm\0");
             let reply = pm.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, 1, &attrs)?;
-            let family = reply
-                .and_then(|payload| {
-                    attributes(payload.get(4..)?)
-                        .into_iter()
-                        .find(|(t, v)| *t == CTRL_ATTR_FAMILY_ID && v.len() == 2)
-                        .map(|(_, v)| u16::from_ne_bytes(v.try_into().unwrap()))
-                })
+            let attrs = reply
+                .as_deref()
+                .and_then(|payload| payload.get(4..))
+                .map(attributes)
+                .unwrap_or_default();
+            pm.family = attrs
+                .iter()
+                .find(|(t, v)| *t == CTRL_ATTR_FAMILY_ID && v.len() == 2)
+                .map(|(_, v)| u16::from_ne_bytes((*v).try_into().unwrap()))
                 .ok_or_else(|| std::io::Error::other("no mptcp_pm generic netlink family"))?;
-            pm.family = family;
+            pm.events_group = attrs
+                .iter()
+                .filter(|(t, _)| *t == CTRL_ATTR_MCAST_GROUPS)
+                .flat_map(|(_, groups)| attributes(groups))
+                .find_map(|(_, group)| {
+                    let fields = attributes(group);
+                    let name = fields
+                        .iter()
+                        .find(|(t, _)| *t == CTRL_ATTR_MCAST_GRP_NAME)?
+                        .1;
+                    let id = fields.iter().find(|(t, _)| *t == CTRL_ATTR_MCAST_GRP_ID)?.1;
+                    if name != b"mptcp_pm_events\0" {
+                        return None;
+                    }
+                    Some(u32::from_ne_bytes(id.try_into().ok()?))
+                });
             Ok(pm)
         }
 
