@@ -179,20 +179,26 @@ fn main() {
             other => panic!("SUSTAIN_BENCH_MOVERS: {other:?} is not sender or receiver"),
         })
         .collect();
-    let systems: Vec<System> = env_list(
-        "SUSTAIN_BENCH_SYSTEMS",
-        "sustain,mptcp,mptcp-joined,reconnect",
-    )
-    .iter()
-    .map(|s| {
-        System::ALL
-            .into_iter()
-            .find(|sys| sys.name() == s)
-            .unwrap_or_else(|| panic!("SUSTAIN_BENCH_SYSTEMS: unknown system {s:?}"))
-    })
-    .collect();
+    let systems: Vec<System> = env_list("SUSTAIN_BENCH_SYSTEMS", "sustain,mptcp,reconnect")
+        .iter()
+        .map(|s| {
+            System::ALL
+                .into_iter()
+                .find(|sys| sys.name() == s)
+                .unwrap_or_else(|| panic!("SUSTAIN_BENCH_SYSTEMS: unknown system {s:?}"))
+        })
+        .collect();
 
-    println!("moves: new default route exists -> first new byte read by the receiver");
+    println!(
+        "moves: new default route exists -> first new byte read by the receiver; p99 of 20 \
+         moves is the slowest (nearest rank)"
+    );
+    println!(
+        "  kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
     println!(
         "  topology: s on `home`, mover m between `m1` and `m2` (new address each time), core \
          router between; one-way delay on s's link; mover = connecting end"
@@ -214,8 +220,7 @@ fn main() {
     );
     println!(
         "  mptcp-joined: the same, but the old endpoint is deleted on the first \
-         MPTCP_EVENT_SUB_ESTABLISHED after the add (the new subflow joined), so the RM_ADDR can \
-         travel on a live subflow"
+         MPTCP_EVENT_SUB_ESTABLISHED after the add (once the new subflow joined)"
     );
     println!(
         "  reconnect: kernel TCP; on the mover's rtnetlink default-route event the mover opens a \
