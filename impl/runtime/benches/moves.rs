@@ -510,6 +510,22 @@ fn run_cell(
     }
     let mut result = result?;
     result.corrupt = probe.corrupt();
+    // The delay line is a thread of this process: say when it was late or
+    // overloaded (the machine is shared), as that moves the figures.
+    for line in topo.link_stats() {
+        let st = &line.stats;
+        let dropped = st.enobufs + st.kernel_queue_dropped + st.kernel_user_dropped;
+        if dropped > 0 || st.release_lateness_max > Duration::from_millis(5) {
+            result.notes.push(format!(
+                "delay line {} {}: {dropped} packets dropped by overload, releases late by \
+                 {:.2} ms on average, {:.1} ms at worst",
+                line.label,
+                line.direction.name(),
+                st.mean_release_lateness().as_secs_f64() * 1e3,
+                st.release_lateness_max.as_secs_f64() * 1e3
+            ));
+        }
+    }
     Ok(result)
 }
 
