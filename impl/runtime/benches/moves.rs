@@ -21,9 +21,10 @@
 //!   client); "sender moves" means the client sends, "receiver moves" that
 //!   the server sends to it.
 //! - **Stream**: the sender paces a counter stream (byte `i` is `i % 251`)
-//!   at [`RATE`] bytes/s, writing what is due every millisecond (what the
-//!   transport cannot take waits in the application); the receiver checks
-//!   every byte.
+//!   at [`RATE_MIBPS`] MiB/s, writing what is due every millisecond (what
+//!   the transport cannot take waits in the application); the receiver
+//!   checks every byte. `SUSTAIN_BENCH_RATE_MIBPS=bulk` writes as fast as
+//!   the transport takes instead.
 //! - **Systems**: sustain (`sustain::Endpoint` in each namespace, no
 //!   mobility server: both ends are global); Linux MPTCP with the in-kernel
 //!   path manager, where a watcher in the mover's namespace adds the new
@@ -44,8 +45,9 @@
 //!
 //! Knobs: `SUSTAIN_BENCH_MOVES` (default 20), `SUSTAIN_BENCH_DELAYS`
 //! (`0,20`), `SUSTAIN_BENCH_MOVERS` (`sender,receiver`),
-//! `SUSTAIN_BENCH_SYSTEMS` (`sustain,mptcp,reconnect`; also `mptcp-joined`); `SUSTAIN_BENCH_TRACE`
-//! prints each move's steps with timestamps.
+//! `SUSTAIN_BENCH_SYSTEMS` (`sustain,mptcp,reconnect`; also `mptcp-joined`),
+//! `SUSTAIN_BENCH_RATE_MIBPS` (4, or `bulk`); `SUSTAIN_BENCH_TRACE` prints
+//! each move's steps with timestamps.
 //!
 //! Needs root (namespaces, raw sockets, netlink); prints SKIPPED without it,
 //! fails under `CI=true`.
@@ -65,8 +67,8 @@ use sustain_lab::topology::{LinkConditions, Topology, TopologySpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PORT: u16 = 7400;
-/// The sender's pace, bytes per second (4 MiB/s, 33.5 Mbit/s).
-const RATE: f64 = 4.0 * 1024.0 * 1024.0;
+/// The sender's default pace, MiB/s (33.5 Mbit/s).
+const RATE_MIBPS: f64 = 4.0;
 /// Largest single write.
 const CHUNK: usize = 64 * 1024;
 /// Time without any address between detach and attach. Longer than the
@@ -204,9 +206,15 @@ fn main() {
          router between; one-way delay on s's link; mover = connecting end"
     );
     println!(
-        "  stream: paced counter stream, {:.0} MiB/s written every 1 ms; move = detach, {} ms \
-         gap, attach; {} ms between moves; {moves} moves per cell; lost after {} s",
-        RATE / 1048576.0,
+        "  stream: counter stream, {}; move = detach, {} ms gap, attach; {} ms between moves; \
+         {moves} moves per cell; lost after {} s",
+        match rate() {
+            Some(r) => format!(
+                "paced at {:.1} MiB/s, what is due written every 1 ms",
+                r / 1048576.0
+            ),
+            None => "bulk (written as fast as the transport takes it)".into(),
+        },
         GAP.as_millis(),
         SETTLE.as_millis(),
         RECOVER_TIMEOUT.as_secs()
@@ -446,8 +454,25 @@ impl Pacer {
     }
 
     fn due(&self) -> u64 {
-        (self.start.elapsed().as_secs_f64() * RATE) as u64
+        match rate() {
+            Some(rate) => (self.start.elapsed().as_secs_f64() * rate) as u64,
+            None => u64::MAX,
+        }
     }
+}
+
+/// The sender's pace in bytes/s (`SUSTAIN_BENCH_RATE_MIBPS`); `None`: bulk.
+fn rate() -> Option<f64> {
+    static RATE: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *RATE.get_or_init(|| match std::env::var("SUSTAIN_BENCH_RATE_MIBPS") {
+        Ok(v) if v == "bulk" => None,
+        Ok(v) => Some(
+            v.parse::<f64>()
+                .expect("SUSTAIN_BENCH_RATE_MIBPS: MiB/s or \"bulk\"")
+                * 1048576.0,
+        ),
+        Err(_) => Some(RATE_MIBPS * 1048576.0),
+    })
 }
 
 // ---------------------------------------------------------------------------
