@@ -336,8 +336,13 @@ struct ProbeState {
     total: u64,
     corrupt: u64,
     armed: bool,
-    first_read: Option<Instant>,
+    /// Reads since [`Probe::arm`]: when, and how many bytes.
+    reads: Vec<(Instant, usize)>,
 }
+
+/// The most reads a move records (reads come at most every millisecond
+/// when paced; a new read after the start is all a move needs).
+const MAX_READS: usize = 4096;
 
 impl Probe {
     fn lock(&self) -> std::sync::MutexGuard<'_, ProbeState> {
@@ -358,9 +363,11 @@ impl Probe {
         }
         st.corrupt += bad;
         st.total = offset;
-        if st.armed && st.first_read.is_none() {
-            trace("first read");
-            st.first_read = Some(now);
+        if st.armed && st.reads.len() < MAX_READS {
+            if st.reads.is_empty() {
+                trace("first read");
+            }
+            st.reads.push((now, data.len()));
             self.changed.notify_all();
         }
     }
@@ -378,25 +385,39 @@ impl Probe {
         self.lock().corrupt
     }
 
-    /// From now on, the next read is the first new one.
+    /// From now on, record every read.
     fn arm(&self) {
         let mut st = self.lock();
         st.armed = true;
-        st.first_read = None;
+        st.reads.clear();
     }
 
-    fn wait_first_read(&self, timeout: Duration) -> Option<Instant> {
+    /// Waits for the first read at or after `start()` (asked again after
+    /// each read: the start may be known only later), up to `timeout`.
+    /// Returns it, and the bytes read since [`Probe::arm`] but before it.
+    fn wait_read_since(
+        &self,
+        start: impl Fn() -> Instant,
+        timeout: Duration,
+    ) -> (Option<Instant>, usize) {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
-            if let Some(at) = st.first_read {
+            let start = start();
+            let early: usize = st
+                .reads
+                .iter()
+                .take_while(|(at, _)| *at < start)
+                .map(|(_, n)| n)
+                .sum();
+            if let Some(&(at, _)) = st.reads.iter().find(|(at, _)| *at >= start) {
                 st.armed = false;
-                return Some(at);
+                return (Some(at), early);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 st.armed = false;
-                return None;
+                return (None, early);
             }
             st = self
                 .changed
@@ -597,18 +618,20 @@ fn measure(
             "attach returned, completed {:?} ago",
             attached.completed.elapsed()
         ));
-        let first_read = probe.wait_first_read(RECOVER_TIMEOUT);
-        let seen = *routes.lock().unwrap_or_else(|p| p.into_inner());
-        let start = seen.map_or(attached.completed, |seen| seen.min(attached.completed));
+        let start = || {
+            let seen = *routes.lock().unwrap_or_else(|p| p.into_inner());
+            seen.map_or(attached.completed, |seen| seen.min(attached.completed))
+        };
+        let (first_read, early) = probe.wait_read_since(start, RECOVER_TIMEOUT);
+        if early > 0 {
+            result.notes.push(format!(
+                "move {i}: {early} bytes read after the gap but before the route was seen \
+                 (held from before the move, or the route seen late); measured from the first \
+                 read after it"
+            ));
+        }
+        let start = start();
         match first_read {
-            Some(at) if at < start => {
-                result.notes.push(format!(
-                    "move {i}: data read {:?} before the route was seen (counted as 0)",
-                    start - at
-                ));
-                result.latencies.push(Duration::ZERO);
-                lost_in_a_row = 0;
-            }
             Some(at) => {
                 result.latencies.push(at - start);
                 lost_in_a_row = 0;
