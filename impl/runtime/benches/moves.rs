@@ -711,7 +711,7 @@ fn start_sustain(
                 () = work => {}
                 () = stopped(&s) => {}
             }
-            endpoint.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
         })
     })?;
     ready_rx
@@ -729,7 +729,7 @@ fn start_sustain(
                 () = work => {}
                 () = stopped(&s) => {}
             }
-            endpoint.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
         })
     })?;
     Ok(vec![server_thread, client_thread])
