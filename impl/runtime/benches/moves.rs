@@ -34,18 +34,19 @@
 //!   resumes at an offset (the protocol is in [`reconnect`]).
 //! - **MPTCP's limit** (seen at 20 ms with `SUSTAIN_BENCH_TRACE`): the
 //!   mover counts an RM_ADDR sent per move (MPTcpExtRmAddrTx) but the
-//!   stationary end never counts one received (MPTcpExtRmAddr stays 0;
-//!   apparently it leaves on the old, dead subflow), so the stationary end
-//!   keeps every dead subflow established (it has nothing to send on them);
-//!   once they fill its `subflows` limit (at most 8) it rejects the next
-//!   MP_JOIN (MPTcpExtMPJoinRejected) and the stream stalls for good.
-//!   `mptcp-joined` (not in the default set) deletes the old endpoint only
-//!   once the new subflow has joined (MPTCP_EVENT_SUB_ESTABLISHED): the
-//!   RM_ADDR is lost all the same and so is the ninth move.
+//!   stationary end counts none received (MPTcpExtRmAddr stays 0; at 0 ms
+//!   it counts every one): deleted before the new subflow can carry it, the
+//!   old endpoint's RM_ADDR apparently leaves on a dead subflow. The
+//!   stationary end keeps every dead subflow, and once they fill its
+//!   `subflows` limit (at most 8) it rejects the next MP_JOIN
+//!   (MPTcpExtMPJoinRejected) and the stream stalls for good. Deleting the
+//!   old endpoint on MPTCP_EVENT_SUB_ESTABLISHED is still too early (same
+//!   result); `mptcp-joined` deletes it [`RETIRE_MS`] later
+//!   (`SUSTAIN_BENCH_MPTCP_RETIRE_MS`), and then every move recovers.
 //!
 //! Knobs: `SUSTAIN_BENCH_MOVES` (default 20), `SUSTAIN_BENCH_DELAYS`
 //! (`0,20`), `SUSTAIN_BENCH_MOVERS` (`sender,receiver`),
-//! `SUSTAIN_BENCH_SYSTEMS` (`sustain,mptcp,reconnect`; also `mptcp-joined`),
+//! `SUSTAIN_BENCH_SYSTEMS` (`sustain,mptcp,mptcp-joined,reconnect`),
 //! `SUSTAIN_BENCH_RATE_MIBPS` (4, or `bulk`); `SUSTAIN_BENCH_TRACE` prints
 //! each move's steps with timestamps.
 //!
@@ -81,13 +82,16 @@ const SETTLE: Duration = Duration::from_millis(300);
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// MPTCP's generic netlink limits: the kernel's maximum for both.
 const MPTCP_LIMIT: u32 = 8;
+/// mptcp-joined: the old endpoint goes this long after the new subflow
+/// joined (2.5 RTT at 20 ms one way; at once, its RM_ADDR is lost as well).
+const RETIRE_MS: u64 = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
     Sustain,
     /// The old endpoint removed the moment the new one is added.
     Mptcp,
-    /// The old endpoint removed once the new subflow is established.
+    /// The old endpoint removed [`RETIRE_MS`] after the new subflow joined.
     MptcpJoined,
     Reconnect,
 }
@@ -181,15 +185,18 @@ fn main() {
             other => panic!("SUSTAIN_BENCH_MOVERS: {other:?} is not sender or receiver"),
         })
         .collect();
-    let systems: Vec<System> = env_list("SUSTAIN_BENCH_SYSTEMS", "sustain,mptcp,reconnect")
-        .iter()
-        .map(|s| {
-            System::ALL
-                .into_iter()
-                .find(|sys| sys.name() == s)
-                .unwrap_or_else(|| panic!("SUSTAIN_BENCH_SYSTEMS: unknown system {s:?}"))
-        })
-        .collect();
+    let systems: Vec<System> = env_list(
+        "SUSTAIN_BENCH_SYSTEMS",
+        "sustain,mptcp,mptcp-joined,reconnect",
+    )
+    .iter()
+    .map(|s| {
+        System::ALL
+            .into_iter()
+            .find(|sys| sys.name() == s)
+            .unwrap_or_else(|| panic!("SUSTAIN_BENCH_SYSTEMS: unknown system {s:?}"))
+    })
+    .collect();
 
     println!(
         "moves: new default route exists -> first new byte read by the receiver; p99 of 20 \
@@ -227,8 +234,9 @@ fn main() {
          (old address; id 0 for the initial one)"
     );
     println!(
-        "  mptcp-joined: the same, but the old endpoint is deleted on the first \
-         MPTCP_EVENT_SUB_ESTABLISHED after the add (once the new subflow joined)"
+        "  mptcp-joined: the same, but the old endpoint is deleted {} ms after the first \
+         MPTCP_EVENT_SUB_ESTABLISHED that follows the add (the new subflow joined)",
+        retire_delay().map_or(0, |d| d.as_millis())
     );
     println!(
         "  reconnect: kernel TCP; on the mover's rtnetlink default-route event the mover opens a \
@@ -575,6 +583,16 @@ fn run_cell(
     Ok(result)
 }
 
+/// mptcp-joined: how long after the new subflow joined the old endpoint is
+/// deleted (`SUSTAIN_BENCH_MPTCP_RETIRE_MS`, default [`RETIRE_MS`]).
+fn retire_delay() -> Option<Duration> {
+    let ms = std::env::var("SUSTAIN_BENCH_MPTCP_RETIRE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RETIRE_MS);
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -649,6 +667,7 @@ fn measure(
         }
         std::thread::sleep(SETTLE);
     }
+    trace(&format!("after the moves\n{}", diagnose(topo)));
     Ok(result)
 }
 
@@ -917,6 +936,9 @@ fn start_kernel(
                     return;
                 }
                 trace("mptcp: subflow established");
+                if let Some(delay) = retire_delay() {
+                    std::thread::sleep(delay);
+                }
                 for (id, addr) in std::mem::take(&mut *lock(&retiring)) {
                     if let Err(e) = pm.delete_endpoint(id, addr) {
                         eprintln!("mptcp: deleting endpoint {addr}: {e}");
