@@ -199,8 +199,8 @@ fn main() {
     .collect();
 
     println!(
-        "moves: new default route exists -> first new byte read by the receiver; p99 of 20 \
-         moves is the slowest (nearest rank)"
+        "moves: new default route exists -> first new byte read by the receiver; p99 by \
+         nearest rank (of fewer than 100 moves: the slowest)"
     );
     println!(
         "  kernel {}",
