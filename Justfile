@@ -44,12 +44,15 @@ demo *ARGS:
 # Throughput of sustain-host vs Linux TCP over the same veth path; forward's
 # throughput, added latency and 100 concurrent connections; goodput of each
 # congestion controller vs Linux CUBIC and BBR under loss, delay and a rate
-# limit (about 16 minutes; SUSTAIN_BENCH_CELLS=loss3-delay20 runs a part).
+# limit (about 16 minutes; SUSTAIN_BENCH_CELLS=loss3-delay20 runs a part); the
+# moves table (reconnect latency of sustain, Linux MPTCP and an application
+# that reconnects, p50/p99 over SUSTAIN_BENCH_MOVES moves, about 4 minutes).
 bench:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench goodput
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench moves
 
 # Fuzz every target for SECONDS each (cargo fuzz, nightly toolchain): the wire
 # parsers, a live endpoint under fuzzed segments and moves, both control
