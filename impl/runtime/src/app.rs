@@ -26,3 +26,45 @@ pub fn runtime(program: &str) -> Option<tokio::runtime::Runtime> {
         }
     }
 }
+
+/// Installs the SIGINT and SIGTERM handlers now (so a signal arriving from
+/// here on is not lost) and returns a future that ends with the first of
+/// them, naming it.
+pub fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    })
+}
+
+/// One JSON line on stdout. A closed stdout (the starter stopped reading)
+/// must not kill the program, so write errors are ignored.
+pub fn say(line: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs a service binary's `main` future on [`runtime`]: exit status 0, or 1
+/// with `program: error` (and its causes) on stderr.
+pub fn run_service<E: std::fmt::Debug + std::fmt::Display>(
+    program: &str,
+    main: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let Some(runtime) = runtime(program) else {
+        return std::process::ExitCode::FAILURE;
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -36,6 +36,7 @@ pub mod raw_socket;
 pub mod route;
 pub mod rst_guard;
 pub mod server;
+mod session_io;
 pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointConfig, Listener};

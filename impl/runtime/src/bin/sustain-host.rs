@@ -13,13 +13,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use sustain::forward::{self, Direction, ForwardOptions, Side};
 use sustain::host::{self, HostError, HostOptions, Role, Summary, Transfer};
 use sustain_core::tcp::{Config, CongestionKind, Mode};
 use sustain_core::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(
@@ -203,15 +202,6 @@ fn options(role: Role, common: Common) -> HostOptions {
     }
 }
 
-async fn shutdown_signal() -> Result<&'static str> {
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    })
-}
-
 fn print_summary(s: &Summary) {
     // serde_json never fails on this plain struct.
     println!("{}", serde_json::to_string(s).unwrap_or_default());
@@ -224,8 +214,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let shutdown = async {
-        match shutdown_signal().await {
-            Ok(name) => name,
+        match sustain::app::shutdown_signals() {
+            Ok(signals) => signals.await,
             Err(e) => {
                 eprintln!("sustain-host: {e:#}");
                 std::future::pending().await

@@ -12,7 +12,6 @@
 //! prints them and exits 0. Needs CAP_NET_RAW and CAP_NET_ADMIN (raw
 //! socket, RST guard).
 
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +22,6 @@ use serde_json::json;
 use sustain::clock::Clock;
 use sustain::events::EventLog;
 use sustain::proxy::{parse_ports, read_secret, serve, stats_json, Proxy, ProxyOptions};
-use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(name = "sustain-proxy", version, about = "sustain symmetric TCP proxy")]
@@ -72,42 +70,23 @@ async fn run(cli: Cli) -> Result<()> {
     if let (Some(obj), Some(extra)) = (line.as_object_mut(), fields.as_object()) {
         obj.extend(extra.clone());
     }
-    say(&line);
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    sustain::app::say(&line);
+    let signals =
+        sustain::app::shutdown_signals().context("installing the SIGINT/SIGTERM handlers")?;
     let shutdown = async {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        signals.await;
     };
     let stats = serve(proxy, clock, &mut events, shutdown).await?;
     let stats = stats_json(&stats);
     events
         .record(clock.now(), "stopped", stats.clone())
         .context("writing the events file")?;
-    say(&json!({"event": "stopped", "stats": stats}));
+    sustain::app::say(&json!({"event": "stopped", "stats": stats}));
     Ok(())
-}
-
-/// One JSON line on stdout; a closed stdout must not kill the proxy.
-fn say(line: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn main() -> ExitCode {
     sustain::app::init_logging();
     let cli = Cli::parse();
-    let Some(runtime) = sustain::app::runtime("sustain-proxy") else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sustain-proxy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    sustain::app::run_service("sustain-proxy", run(cli))
 }

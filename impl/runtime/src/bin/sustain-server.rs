@@ -12,7 +12,6 @@
 //! §15.14): FILE holds the secret the two share (64 hex digits); a missing
 //! or malformed file is a start-up error (exit 1, one line on stderr).
 
-use std::io::Write as _;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +25,6 @@ use sustain::proxy::read_secret;
 use sustain::server::{serve, stats_json};
 use sustain_core::rendezvous::{ProxyConfig, ServerConfig};
 use sustain_core::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(
@@ -87,42 +85,22 @@ async fn run(cli: Cli) -> Result<()> {
         "{}",
         json!({"event": "listening", "local": local.to_string()})
     );
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let signals =
+        sustain::app::shutdown_signals().context("installing the SIGINT/SIGTERM handlers")?;
     let shutdown = async {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        signals.await;
     };
     let stats = serve(listener, config, proxy, clock, &mut events, shutdown).await?;
     let stats = stats_json(&stats);
     events
         .record(clock.now(), "stopped", stats.clone())
         .context("writing the events file")?;
-    say(&json!({"event": "stopped", "stats": stats}));
+    sustain::app::say(&json!({"event": "stopped", "stats": stats}));
     Ok(())
-}
-
-/// One JSON line on stdout. A closed stdout (the starter stopped reading)
-/// must not kill the server, so write errors are ignored.
-fn say(line: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn main() -> ExitCode {
     sustain::app::init_logging();
     let cli = Cli::parse();
-    let Some(runtime) = sustain::app::runtime("sustain-server") else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sustain-server: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    sustain::app::run_service("sustain-server", run(cli))
 }

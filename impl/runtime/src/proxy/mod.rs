@@ -30,8 +30,6 @@ use sustain_core::relay::control::{split, ProxySession};
 use sustain_core::relay::{Relay, RelayConfig, RelayEvent, RelaySecret, RelayStats, SecretError};
 use sustain_core::time::Instant;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -43,8 +41,6 @@ use crate::ports::Ports;
 use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch, MAX_FILTER_PORTS};
 use crate::rst_guard::{RstGuard, RstGuardError};
 
-/// Bytes a control reader asks the kernel for at once.
-const READ_CHUNK: usize = 4096;
 /// Chunks waiting for the main task, all sessions together.
 const INBOX: usize = 256;
 /// Messages waiting to be written to one session.
@@ -178,10 +174,8 @@ impl Proxy {
     }
 }
 
-enum Inbound {
-    Data(u64, Vec<u8>),
-    Closed(u64),
-}
+/// A session reader's report (session_io).
+type Inbound = crate::session_io::Inbound<u64>;
 
 struct Session {
     core: ProxySession,
@@ -337,8 +331,8 @@ fn open(
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let (writer, outbox) = mpsc::channel(OUTBOX);
-    tokio::spawn(write_loop(write, outbox));
-    let reader = tokio::spawn(read_loop(id, read, inbox.clone()));
+    tokio::spawn(crate::session_io::write_loop(write, outbox));
+    let reader = tokio::spawn(crate::session_io::read_loop(id, read, inbox.clone()));
     sessions.insert(
         id,
         Session {
@@ -348,31 +342,6 @@ fn open(
             reader,
         },
     );
-}
-
-async fn read_loop(id: u64, mut read: OwnedReadHalf, inbox: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let chunk = buf.get(..n).unwrap_or_default().to_vec();
-                if inbox.send(Inbound::Data(id, chunk)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = inbox.send(Inbound::Closed(id)).await;
-}
-
-async fn write_loop(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = outbox.recv().await {
-        if write.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-    let _ = write.shutdown().await;
 }
 
 /// Bytes from a control session: frame, hand each message to the session's

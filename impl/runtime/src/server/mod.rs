@@ -31,7 +31,6 @@ use sustain_core::rendezvous::{
 use sustain_core::time::Instant;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,8 +39,6 @@ use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::os_random::OsRandom;
 
-/// Bytes a reader task asks the kernel for at once.
-const READ_CHUNK: usize = 4096;
 /// Chunks waiting for the core, all sessions together.
 const INBOX: usize = 1024;
 /// Messages waiting to be written to one session.
@@ -60,10 +57,8 @@ pub enum ServeError {
     Events(io::Error),
 }
 
-enum Inbound {
-    Data(SessionId, Vec<u8>),
-    Closed(SessionId),
-}
+/// A session reader's report (session_io).
+type Inbound = crate::session_io::Inbound<SessionId>;
 
 struct SessionTasks {
     writer: mpsc::Sender<Vec<u8>>,
@@ -210,7 +205,7 @@ async fn proxy_loop(
         {
             return;
         }
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = vec![0u8; crate::session_io::READ_CHUNK];
         loop {
             tokio::select! {
                 read = stream.read(&mut buf) => match read {
@@ -259,36 +254,9 @@ fn open(
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let (writer, outbox) = mpsc::channel(OUTBOX);
-    tokio::spawn(write_loop(write, outbox));
-    let reader = tokio::spawn(read_loop(session, read, inbox.clone()));
+    tokio::spawn(crate::session_io::write_loop(write, outbox));
+    let reader = tokio::spawn(crate::session_io::read_loop(session, read, inbox.clone()));
     sessions.insert(session, SessionTasks { writer, reader });
-}
-
-async fn read_loop(session: SessionId, mut read: OwnedReadHalf, inbox: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let chunk = buf.get(..n).unwrap_or_default().to_vec();
-                if inbox.send(Inbound::Data(session, chunk)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = inbox.send(Inbound::Closed(session)).await;
-}
-
-/// Writes queued messages; when the queue's sender is dropped (the core
-/// closed the session), flushes and shuts the connection down.
-async fn write_loop(mut write: OwnedWriteHalf, mut outbox: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = outbox.recv().await {
-        if write.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-    let _ = write.shutdown().await;
 }
 
 fn drain(
