@@ -142,6 +142,34 @@ pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usi
     Ok(total)
 }
 
+/// Where the TCP header of an IPv4/TCP packet starts, once the IPv4 header
+/// (its IHL, at least 20 bytes) and the TCP header up to its checksum are
+/// all there: what the in-place rewrites below may touch. Never panics.
+fn tcp_header_offset(packet: &[u8]) -> Result<usize, WireError> {
+    let first = *packet.first().ok_or(WireError::Truncated {
+        needed: IPV4_HEADER_LEN,
+        have: 0,
+    })?;
+    if first >> 4 != 4 {
+        return Err(WireError::NotIpv4(first >> 4));
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < IPV4_HEADER_LEN {
+        return Err(WireError::BadIpHeaderLength(ihl));
+    }
+    let needed = ihl + 18;
+    if packet.len() < needed {
+        return Err(WireError::Truncated {
+            needed,
+            have: packet.len(),
+        });
+    }
+    if packet[9] != 6 {
+        return Err(WireError::NotTcp(packet[9]));
+    }
+    Ok(ihl)
+}
+
 /// Rewrites the addresses and ports of an IPv4/TCP packet in place and
 /// updates both checksums incrementally (RFC 1624 eqn. 3): what a NAPT or
 /// the relay's splice does (PROTOCOL.md §6.9). Nothing else changes: TTL,
@@ -156,24 +184,7 @@ pub fn rewrite_ipv4_tcp_endpoints(
     src: core::net::SocketAddrV4,
     dst: core::net::SocketAddrV4,
 ) -> Result<(), WireError> {
-    let first = *packet.first().ok_or(WireError::Truncated {
-        needed: IPV4_HEADER_LEN,
-        have: 0,
-    })?;
-    if first >> 4 != 4 {
-        return Err(WireError::NotIpv4(first >> 4));
-    }
-    let ihl = usize::from(first & 0x0f) * 4;
-    let needed = ihl.max(IPV4_HEADER_LEN) + 18;
-    if packet.len() < needed {
-        return Err(WireError::Truncated {
-            needed,
-            have: packet.len(),
-        });
-    }
-    if packet[9] != 6 {
-        return Err(WireError::NotTcp(packet[9]));
-    }
+    let ihl = tcp_header_offset(packet)?;
     let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
     let old_addrs: [u16; 4] = [
         word(packet, 12),
@@ -238,24 +249,7 @@ fn incremental(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
 /// clamp towards a leg that has just moved (PROTOCOL.md §6.9). Same checks
 /// and errors as [`rewrite_ipv4_tcp_endpoints`].
 pub fn rewrite_ipv4_tcp_ack(packet: &mut [u8], ack: u32, window: u16) -> Result<(), WireError> {
-    let first = *packet.first().ok_or(WireError::Truncated {
-        needed: IPV4_HEADER_LEN,
-        have: 0,
-    })?;
-    if first >> 4 != 4 {
-        return Err(WireError::NotIpv4(first >> 4));
-    }
-    let ihl = usize::from(first & 0x0f) * 4;
-    let needed = ihl.max(IPV4_HEADER_LEN) + 18;
-    if packet.len() < needed {
-        return Err(WireError::Truncated {
-            needed,
-            have: packet.len(),
-        });
-    }
-    if packet[9] != 6 {
-        return Err(WireError::NotTcp(packet[9]));
-    }
+    let ihl = tcp_header_offset(packet)?;
     let t = ihl;
     let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
     let old = [
@@ -274,4 +268,37 @@ pub fn rewrite_ipv4_tcp_ack(packet: &mut [u8], ack: u32, window: u16) -> Result<
     let sum = incremental(word(packet, t + 16), &old, &new);
     packet[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
     Ok(())
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_refuse_short_bad_and_non_tcp_packets_without_panicking() {
+        let ep = core::net::SocketAddrV4::new(core::net::Ipv4Addr::LOCALHOST, 1);
+        let mut empty: [u8; 0] = [];
+        assert!(matches!(
+            rewrite_ipv4_tcp_endpoints(&mut empty, ep, ep),
+            Err(WireError::Truncated { .. })
+        ));
+        // IHL 4 (16 bytes) would put the TCP header inside the IPv4 header.
+        let mut bad_ihl = [0x44u8; 40];
+        assert_eq!(
+            rewrite_ipv4_tcp_ack(&mut bad_ihl, 1, 1),
+            Err(WireError::BadIpHeaderLength(16))
+        );
+        let mut short = [0x45u8; 37];
+        assert!(matches!(
+            rewrite_ipv4_tcp_ack(&mut short, 1, 1),
+            Err(WireError::Truncated { needed: 38, .. })
+        ));
+        let mut udp = [0u8; 40];
+        udp[0] = 0x45;
+        udp[9] = 17;
+        assert_eq!(
+            rewrite_ipv4_tcp_endpoints(&mut udp, ep, ep),
+            Err(WireError::NotTcp(17))
+        );
+    }
 }
