@@ -8,12 +8,14 @@
 //! address (RST from the proxy, then a direct MSYN), and forged, replayed,
 //! other-port and unknown-port tickets (no effect, counted, no state).
 
+mod common;
+use common::{random_bytes, sha256, Stream};
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-use sustain_core::rand::{Random, SplitMix64};
+use sha2::Digest;
+use sustain_core::rand::SplitMix64;
 use sustain_core::relay::{
     HostTicket, Relay, RelayConfig, RelayEvent, RelaySecret, RelayState, ReleaseReason, TicketId,
 };
@@ -42,10 +44,6 @@ const B_PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 66);
 const SECRET: [u8; 32] = [0x5a; 32];
 const TICKETS: [TicketId; 2] = [TicketId(0x1111_1111), TicketId(0x2222_2222)];
-
-fn sha256(d: &[u8]) -> String {
-    hex::encode(Sha256::digest(d))
-}
 
 /// Hosts and the proxy in one network.
 #[allow(clippy::large_enum_variant)]
@@ -104,26 +102,6 @@ impl SimNode for Node {
         match self {
             Node::Host(e) => e.poll_transmit(now, buf),
             Node::Proxy(r) => r.poll_transmit(buf),
-        }
-    }
-}
-
-struct Stream {
-    data: Vec<u8>,
-    written: usize,
-    hasher: Sha256,
-    read: usize,
-}
-
-impl Stream {
-    fn new(len: usize, seed: u64) -> Stream {
-        let mut data = vec![0u8; len];
-        SplitMix64::new(seed).fill_bytes(&mut data);
-        Stream {
-            data,
-            written: 0,
-            hasher: Sha256::new(),
-            read: 0,
         }
     }
 }
@@ -189,8 +167,8 @@ impl Harness {
             a_conn,
             b_conn: None,
             listener,
-            up: Stream::new(bytes, seed ^ 0x55),
-            down: Stream::new(bytes, seed ^ 0xaa),
+            up: Stream::new(random_bytes(bytes, seed ^ 0x55)),
+            down: Stream::new(random_bytes(bytes, seed ^ 0xaa)),
             a_events: Vec::new(),
             b_events: Vec::new(),
             relay_events: Vec::new(),
