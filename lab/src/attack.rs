@@ -1480,14 +1480,15 @@ fn steps_of(kind: AttackKind) -> Vec<(Duration, Step)> {
         AttackKind::ReplayedReport => spaced(3, 300, &|round| {
             Step::Control(ControlStep::Replay { round })
         }),
-        // 20 ms apart: about one RTT of the relayed scenarios (+1rtt in their
-        // transcripts) and a few hundred data segments between two of them at
-        // 200 Mbit/s (the 100-999 bucket), whatever the run.
+        // 400 ms apart like the others: +long in the transcripts, and over a
+        // thousand data segments between two of them at anything above 30 Mbit/s
+        // (the 1000+ bucket), so neither a late wake-up nor a slower transfer on
+        // a loaded machine changes the transcript.
         AttackKind::ForgedTicket => TicketCase::ALL
             .iter()
             .flat_map(|case| (0..3).map(move |nth| Step::Ticket(*case, nth)))
             .enumerate()
-            .map(|(n, step)| (Duration::from_millis(n as u64 * 20), step))
+            .map(|(n, step)| (Duration::from_millis(n as u64 * 400), step))
             .collect(),
     }
 }
@@ -2782,12 +2783,20 @@ impl AttackEngine {
                 continue;
             }
             let started = Instant::now();
+            let mut previous: Option<(Instant, Duration)> = None;
             for (offset, step) in steps_of(spec.kind) {
-                if !self.observe_until(started + offset, cancel) {
+                // Never closer than the schedule's own gap: a thread that woke late
+                // (a loaded machine) does not catch up by sending two packets at
+                // once, which would change what the transcripts see between them.
+                let due = previous.map_or(started + offset, |(at, before)| {
+                    (started + offset).max(at + offset.saturating_sub(before))
+                });
+                if !self.observe_until(due, cancel) {
                     reports[index].error =
                         Some("the transfer ended before every packet was sent".into());
                     continue 'attacks;
                 }
+                previous = Some((Instant::now(), offset));
                 let Some(watcher) = self.watcher(&spec.target) else {
                     continue 'attacks;
                 };

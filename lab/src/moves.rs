@@ -77,6 +77,9 @@ pub struct MoveSpec {
     pub host: String,
     pub action: MoveAction,
     pub trigger: Trigger,
+    /// How long after its trigger fired the move starts: orders moves that run at the
+    /// same time (a shared trigger) without making them sequential.
+    pub lag: Duration,
 }
 
 /// What a move did, with its instants.
@@ -102,8 +105,15 @@ pub struct MoveRecord {
     pub bytes_at_start: u64,
 }
 
+/// The gap of a move counts from the instant the host's address went, not from the
+/// end of the detach's teardown (captures and delay lines stopped, link deleted).
+fn sleep_until(deadline: Instant) {
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+}
+
 impl Topology {
-    /// Detaches `host`, waits `gap`, attaches it to `network`.
+    /// Detaches `host`, waits until `gap` has passed since its address went, attaches
+    /// it to `network`.
     pub fn move_host(
         &self,
         host: &str,
@@ -116,7 +126,7 @@ impl Topology {
             )));
         }
         let detached = self.detach(host)?;
-        std::thread::sleep(gap);
+        sleep_until(detached.completed + gap);
         let attached = self.attach(host, network)?;
         Ok((detached, attached))
     }
@@ -139,7 +149,7 @@ impl Topology {
             }
             MoveAction::Renumber { network, gap } => {
                 let detached = self.detach(&spec.host)?;
-                std::thread::sleep(*gap);
+                sleep_until(detached.completed + *gap);
                 let attached = self.attach(&spec.host, network)?;
                 (Some(detached), Some(attached))
             }
@@ -218,6 +228,7 @@ pub fn run_script(
                 .map(|i| {
                     let on_record = &on_record;
                     scope.spawn(move || {
+                        std::thread::sleep(moves[i].lag);
                         let result = topology.perform(i, &moves[i], bytes);
                         if let Ok(record) = &result {
                             (on_record.lock().unwrap_or_else(|p| p.into_inner()))(record);

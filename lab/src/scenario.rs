@@ -325,6 +325,7 @@ struct RawMove {
     action: Option<String>,
     to: Option<String>,
     gap_ms: Option<f64>,
+    lag_ms: Option<f64>,
     at_s: Option<f64>,
     after_bytes: Option<RawSize>,
 }
@@ -904,11 +905,18 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
                 "only a move or a renumber has a gap".into(),
             ));
         }
+        let lag = mv
+            .lag_ms
+            .map(|ms| seconds(ms / 1e3, "lag"))
+            .transpose()
+            .map_err(at("move", i, "lag_ms"))?
+            .unwrap_or_default();
         location.insert(mv.host.clone(), action.destination().map(str::to_string));
         moves.push(MoveSpec {
             host: mv.host,
             action,
             trigger,
+            lag,
         });
     }
 

@@ -973,7 +973,8 @@ impl Attachment {
 pub trait AttachmentHook: Send + Sync {
     /// The veth exists in both namespaces, is down and has no address yet.
     fn created(&self, topology: &Topology, attachment: &Attachment) -> Result<()>;
-    /// The veth is about to be taken apart (a detach); it still carries traffic.
+    /// The veth is about to be deleted (a detach): the host's route and address are
+    /// already gone, the link still exists.
     fn removing(&self, _topology: &Topology, _attachment: &Attachment) {}
     /// The veth is gone.
     fn removed(&self, _topology: &Topology, _attachment: &Attachment) {}
@@ -1187,24 +1188,31 @@ impl Topology {
         self.attach_with(node, network, address)
     }
 
-    /// Removes host `node`'s uplink: its default route, then its address, then the
-    /// link (in that order, so an address watcher sees each step as its own event).
+    /// Removes host `node`'s uplink: its default route, then its address (in that
+    /// order, so an address watcher sees each step as its own event), then the link.
+    /// The host is off the network once its address is gone: that is `completed`.
+    /// Stopping the link's capture and delay line (iptables runs, threads joined)
+    /// comes after, so its cost, which grows with the machine's load, does not delay
+    /// the move itself or a concurrent move of another host. A detach allocates
+    /// nothing, so it does not take the attach lock either.
     pub fn detach(&self, node: &str) -> Result<Detached> {
-        let _moving = lock(&self.moving);
         self.check_host(node)?;
         let attachment = self.attachment(node).ok_or_else(|| {
             LabError::InvalidValue(format!("{node} is not attached to any network"))
         })?;
+        let (ifname, gateway) = (attachment.ifname.clone(), attachment.gateway);
+        let off = ifname.clone();
+        links::in_netns(&self.lab, node, |handle, netns| async move {
+            links::delete_default_route(&handle, &netns, &off, gateway).await?;
+            links::delete_addresses(&handle, &netns, &off).await
+        })?;
+        let completed = Instant::now();
         for hook in self.hooks() {
             hook.removing(self, &attachment);
         }
-        let (ifname, gateway) = (attachment.ifname.clone(), attachment.gateway);
         links::in_netns(&self.lab, node, |handle, netns| async move {
-            links::delete_default_route(&handle, &netns, &ifname, gateway).await?;
-            links::delete_addresses(&handle, &netns, &ifname).await?;
             links::delete_link(&handle, &netns, &ifname).await
         })?;
-        let completed = Instant::now();
         lock(&self.state).attachments.remove(node);
         for hook in self.hooks() {
             hook.removed(self, &attachment);

@@ -242,6 +242,7 @@ fn a_script_runs_moves_at_their_triggers() {
             host: "b".into(),
             action: MoveAction::Detach,
             trigger: Trigger::At(Duration::from_millis(100)),
+            lag: Duration::ZERO,
         },
         MoveSpec {
             host: "b".into(),
@@ -249,6 +250,8 @@ fn a_script_runs_moves_at_their_triggers() {
                 network: "g1".into(),
             },
             trigger: Trigger::AfterBytes(1000),
+            // Starts 50 ms after its trigger fired.
+            lag: Duration::from_millis(50),
         },
     ];
     // A fake byte counter that passes 1000 at 300 ms.
@@ -267,7 +270,7 @@ fn a_script_runs_moves_at_their_triggers() {
     assert_eq!(detach.to, None);
     let attach = &records[1];
     assert!(attach.bytes_at_start >= 1000);
-    assert!(attach.started.duration_since(epoch) >= Duration::from_millis(300));
+    assert!(attach.started.duration_since(epoch) >= Duration::from_millis(350));
     assert_eq!(attach.from, None);
     assert_eq!(attach.to, Some(("g1".into(), Ipv4Addr::new(192, 0, 2, 11))));
     assert!(attach.completed > attach.started);
@@ -278,6 +281,7 @@ fn a_script_runs_moves_at_their_triggers() {
         host: "b".into(),
         action: MoveAction::Detach,
         trigger: Trigger::At(Duration::from_secs(3600)),
+        lag: Duration::ZERO,
     }];
     let stop = run_script(&topology, &never, Instant::now(), &|| 0, &cancel, |_| {});
     assert!(

@@ -83,7 +83,20 @@ fn the_minimal_scenario_loads_with_defaults() {
             gap: Duration::ZERO
         }
     );
+    assert_eq!(scenario.moves[0].lag, Duration::ZERO);
     assert_eq!(scenario.expect.outcome, Outcome::Broken);
+
+    // A lag orders moves that share a trigger; a negative one is refused.
+    let lagged = parse(&MINIMAL.replace("after_bytes = 1000", "after_bytes = 1000\nlag_ms = 25"))
+        .expect("loads");
+    assert_eq!(lagged.moves[0].lag, Duration::from_millis(25));
+    let text = MINIMAL.replace("after_bytes = 1000", "after_bytes = 1000\nlag_ms = -1");
+    let (line, field, message) = located(&text);
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "lag_ms"), "move[0].lag_ms")
+    );
+    assert!(message.contains("not a duration"), "{message}");
 }
 
 #[test]
