@@ -17,8 +17,11 @@ test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo build --release --locked -p sustain
-    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
-    @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
+    rm -f target/skipped.log
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" "SUSTAIN_SKIP_LOG=$PWD/target/skipped.log" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
+    @# cargo counts a test that skipped itself (no root, a tool missing; a failure
+    @# under CI) as passed: those are in target/skipped.log, one line each.
+    @awk -v s="$(cat target/skipped.log 2>/dev/null | wc -l)" '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped, %d ignored (#[ignore]: figures and helper processes)\n", p - s, f, s, i }' target/test.log
 
 # NAPTs, moves mid-transfer, pcaps, timelines and report.json per scenario in
 # target/lab/<name>/; `just lab sustain-move` runs just one.
