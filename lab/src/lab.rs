@@ -43,22 +43,48 @@ pub fn require_root() -> Result<()> {
     }
 }
 
-/// For tests that need the lab: returns true when running as root; otherwise prints
-/// why `test` is skipped and returns false, so the test can return early.
+/// Where [`skip`] records each skipped test, one line each, when set (`just test`
+/// counts the lines: cargo itself counts a skipped test as passed).
+pub const SKIP_LOG_ENV: &str = "SUSTAIN_SKIP_LOG";
+
+/// A test that cannot run on this machine (no root, a tool missing): under `CI`
+/// (set to anything but `false`) that is a failure, since CI must run every test;
+/// otherwise prints `SKIPPED <test>: <why>` where the harness does not hide it,
+/// records it in [`SKIP_LOG_ENV`]'s file and returns false, so the test returns early.
+pub fn skip(test: &str, why: &str) -> bool {
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(!in_ci, "{test} cannot run: {why}; CI runs every test");
+    // Written to the stderr handle rather than with eprintln!, which the test harness
+    // captures and shows only for failing tests: a skip must be visible.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let line = format!("{test}: {why}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(err) = written {
+            let _ = writeln!(std::io::stderr(), "recording the skip in {log:?}: {err}");
+        }
+    }
+    false
+}
+
+/// For tests that need the lab: returns true when running as root; otherwise
+/// [`skip`]s `test` (a failure under `CI`) and returns false.
 pub fn root_or_skip(test: &str) -> bool {
     if is_root() {
         return true;
     }
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
-    // Written to the stderr handle rather than with eprintln!, which the test harness
-    // captures and shows only for failing tests: a skip must be visible.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root to create network namespaces (euid {euid}); \
-         run the tests as root (CI does)"
-    );
-    false
+    skip(
+        test,
+        &format!(
+            "needs root to create network namespaces (euid {euid}); run the tests as root (CI does)"
+        ),
+    )
 }
 
 /// Owns one lab run: every namespace and child process it creates.

@@ -59,7 +59,8 @@ pub use delay::{DelayConfig, DelayLine, DelayStats, LinkMatch};
 pub use error::{LabError, Result};
 pub use ethtool::Offloads;
 pub use lab::{
-    is_root, require_root, root_or_skip, Lab, TeardownReport, DEFAULT_WAIT, KEEP_LOGS_ENV,
+    is_root, require_root, root_or_skip, skip, Lab, TeardownReport, DEFAULT_WAIT, KEEP_LOGS_ENV,
+    SKIP_LOG_ENV,
 };
 pub use names::{RunId, NETNS_PREFIX, RUN_ENV};
 pub use netns::Netns;

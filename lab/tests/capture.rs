@@ -195,7 +195,10 @@ fn tcpdump_reads(report: &CaptureReport) {
     {
         Ok(output) => output,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED the tcpdump check: tcpdump is not installed");
+            sustain_lab::skip(
+                "the tcpdump check",
+                "tcpdump is not installed (apt-get install -y tcpdump)",
+            );
             return;
         }
         Err(err) => panic!("running tcpdump: {err}"),

@@ -109,11 +109,11 @@ struct TcpArgs {
     /// nothing outstanding probes its peer after this long. Default: off
     /// for plain connections, the MIG_WAIT time for migratable ones (a
     /// peer whose address went away may take that long to come back).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_secs: Option<u64>,
     /// Time between unanswered keep-alive probes; after 4 the connection
     /// ends ("keep-alive timed out").
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_interval_secs: u64,
     /// The paper's timing profile: 3 s minimum and initial RTO, 3 s MSYN
     /// retransmission (only to reproduce the paper's timings).
@@ -176,7 +176,7 @@ impl TcpArgs {
         };
         config.mig_wait = Duration::from_secs(self.mig_wait_secs);
         config.keepalive_idle = self.keepalive_secs.map(Duration::from_secs);
-        config.keepalive_interval = Duration::from_secs(self.keepalive_interval_secs.max(1));
+        config.keepalive_interval = Duration::from_secs(self.keepalive_interval_secs);
         config.congestion = self.congestion;
         if let Some(mss) = self.mss {
             config.mss = mss;
