@@ -272,7 +272,7 @@ pub struct Report {
     /// Why the plots could not be drawn.
     pub plot_error: Option<String>,
     pub links: Vec<LinkReport>,
-    /// `[[attack]]`s: what each sent (attack.rs).
+    /// `[[attack]]`s: what each sent (`attack/`).
     pub attacks: Vec<crate::attack::AttackReport>,
     /// The attacks' target's counters and the `target_counters` checks.
     pub target_counters: Option<crate::attack::CountersReport>,

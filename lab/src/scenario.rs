@@ -129,7 +129,7 @@ pub struct Scenario {
     pub programs: Vec<ProgramSpec>,
     pub transfer: TransferSpec,
     pub moves: Vec<MoveSpec>,
-    /// `[[attack]]`: forged segments from attacker nodes (`attack.rs`).
+    /// `[[attack]]`: forged segments from attacker nodes (`attack/`).
     pub attacks: Vec<AttackSpec>,
     /// `[[restart]]`: the mobility server killed and started again.
     pub restarts: Vec<RestartSpec>,

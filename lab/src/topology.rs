@@ -202,7 +202,7 @@ pub enum NodeRole {
     /// The symmetric proxy (on a global address, never moves).
     Proxy,
     /// An off-path attacker of the negative scenarios (on a global address, never
-    /// moves): it injects forged segments (`attack.rs`).
+    /// moves): it injects forged segments (`attack/`).
     Attacker,
 }
 
