@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::capture::{Capture, CaptureReport};
 use crate::error::Result;
-use crate::topology::{Attachment, AttachmentHook, Topology};
+use crate::topology::attachment::{Attachment, AttachmentHook, HookContext};
 
 /// An [`AttachmentHook`] capturing every uplink into one directory.
 #[derive(Debug)]
@@ -70,7 +70,7 @@ impl CaptureSet {
 }
 
 impl AttachmentHook for CaptureSet {
-    fn created(&self, topology: &Topology, attachment: &Attachment) -> Result<()> {
+    fn created(&self, ctx: &HookContext<'_>, attachment: &Attachment) -> Result<()> {
         let label = attachment.label();
         let mut state = self.lock();
         let uses = state.uses.entry(label.clone()).or_insert(0);
@@ -81,7 +81,7 @@ impl AttachmentHook for CaptureSet {
             format!("{label}-{uses}.pcap")
         };
         let capture = Capture::start(
-            topology.lab(),
+            ctx.lab,
             &attachment.node,
             &attachment.ifname,
             self.dir.join(file),
@@ -90,7 +90,7 @@ impl AttachmentHook for CaptureSet {
         Ok(())
     }
 
-    fn removing(&self, _topology: &Topology, attachment: &Attachment) {
+    fn removing(&self, _ctx: &HookContext<'_>, attachment: &Attachment) {
         CaptureSet::stop_one(&mut self.lock(), &attachment.label());
     }
 

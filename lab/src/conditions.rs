@@ -21,8 +21,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::delay::{DelayConfig, DelayLine, DelayStats, LinkMatch};
 use crate::error::Result;
+use crate::lab::Lab;
 use crate::shaping::{self, RateLimit};
-use crate::topology::{Attachment, AttachmentHook, LinkConditions, Topology};
+use crate::topology::attachment::{Attachment, AttachmentHook, HookContext};
+use crate::topology::spec::LinkConditions;
 
 /// The direction of one half of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,20 +76,14 @@ fn seed(label: &str, direction: Direction) -> u64 {
 }
 
 impl Conditioner {
-    fn apply(
-        &self,
-        topology: &Topology,
-        attachment: &Attachment,
-        conditions: &LinkConditions,
-    ) -> Result<()> {
-        let lab = topology.lab();
+    fn apply(&self, lab: &Lab, attachment: &Attachment, conditions: &LinkConditions) -> Result<()> {
         if let Some(kbit) = conditions.rate_kbit {
             let limit = RateLimit::bits_per_second(kbit.saturating_mul(1000));
             shaping::set_rate_limit(lab, &attachment.node, &attachment.ifname, &limit)?;
             shaping::set_rate_limit(lab, &attachment.gateway_node, &attachment.port, &limit)?;
         }
         if !conditions.strip_options.is_empty() {
-            strip_options(topology, attachment, &conditions.strip_options)?;
+            strip_options(lab, attachment, &conditions.strip_options)?;
         }
         if conditions.delay.is_zero() && conditions.jitter.is_zero() && conditions.loss == 0.0 {
             return Ok(());
@@ -196,8 +192,7 @@ fn strip_rules(attachment: &Attachment, kinds: &[u8]) -> [Vec<String>; 2] {
     [rule("PREROUTING", "-i"), rule("POSTROUTING", "-o")]
 }
 
-fn strip_options(topology: &Topology, attachment: &Attachment, kinds: &[u8]) -> Result<()> {
-    let lab = topology.lab();
+fn strip_options(lab: &Lab, attachment: &Attachment, kinds: &[u8]) -> Result<()> {
     for rule in strip_rules(attachment, kinds) {
         let mut args = vec!["-t", "mangle", "-A"];
         args.extend(rule.iter().map(String::as_str));
@@ -208,8 +203,7 @@ fn strip_options(topology: &Topology, attachment: &Attachment, kinds: &[u8]) -> 
 
 /// Removes an attachment's TCPOPTSTRIP rules (the gateway namespace outlives the
 /// attachment: a later one with the same port name must not inherit them).
-fn unstrip_options(topology: &Topology, attachment: &Attachment, kinds: &[u8]) {
-    let lab = topology.lab();
+fn unstrip_options(lab: &Lab, attachment: &Attachment, kinds: &[u8]) {
     for rule in strip_rules(attachment, kinds) {
         let mut args = vec!["-t", "mangle", "-D"];
         args.extend(rule.iter().map(String::as_str));
@@ -220,11 +214,10 @@ fn unstrip_options(topology: &Topology, attachment: &Attachment, kinds: &[u8]) {
 }
 
 impl AttachmentHook for Conditioner {
-    fn created(&self, topology: &Topology, attachment: &Attachment) -> Result<()> {
-        match topology.link_conditions(&attachment.node, &attachment.network) {
+    fn created(&self, ctx: &HookContext<'_>, attachment: &Attachment) -> Result<()> {
+        match ctx.conditions {
             Some(conditions) if !conditions.is_none() => {
-                let conditions = conditions.clone();
-                self.apply(topology, attachment, &conditions)
+                self.apply(ctx.lab, attachment, conditions)
             }
             _ => Ok(()),
         }
@@ -233,12 +226,11 @@ impl AttachmentHook for Conditioner {
     // Stopped before the link goes: the lines release what they hold while the link
     // still exists (the kernel drops a vanished device's queued packets itself, and
     // late verdicts for them would fail).
-    fn removing(&self, topology: &Topology, attachment: &Attachment) {
+    fn removing(&self, ctx: &HookContext<'_>, attachment: &Attachment) {
         self.stop(&attachment.label());
-        if let Some(conditions) = topology.link_conditions(&attachment.node, &attachment.network) {
+        if let Some(conditions) = ctx.conditions {
             if !conditions.strip_options.is_empty() {
-                let kinds = conditions.strip_options.clone();
-                unstrip_options(topology, attachment, &kinds);
+                unstrip_options(ctx.lab, attachment, &conditions.strip_options);
             }
         }
     }

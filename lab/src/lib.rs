@@ -37,6 +37,7 @@ pub mod names;
 pub mod napt;
 pub mod netfilter;
 pub mod netns;
+pub mod outcome;
 pub mod paper;
 mod path_lab;
 pub mod plot;
@@ -51,6 +52,7 @@ pub mod sysctl;
 pub mod topology;
 pub mod transcripts;
 pub mod transfer;
+pub mod units;
 mod wakeup;
 
 pub use capture::{capture_file_name, Capture, CaptureReport};

@@ -25,18 +25,7 @@ use crate::report::{Report, TimelineEvent};
 use crate::scenario::Scenario;
 use crate::transfer::{EndpointKind, Role};
 
-/// What a paper observed in the experiment a scenario reproduces.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PaperReference {
-    /// Where (e.g. "sustaining paper, Fig. 7").
-    pub figure: String,
-    /// How long each move took there (address gone to new address usable).
-    pub moves: Duration,
-    /// From the moves' end to the resumed transfer there.
-    pub resume: Duration,
-    /// That TCP's minimum retransmission timeout (what set the resume delay).
-    pub min_rto: Duration,
-}
+pub use crate::scenario::PaperReference;
 
 /// The scenario with the paper's timing: each move's gap is the paper's move
 /// time, sustain ends get `--paper-faithful`, and the stall and total timeouts

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{IoContext, Result};
-use crate::scenario::Outcome;
+use crate::outcome::Outcome;
 use crate::transcripts::TranscriptReport;
 use crate::transfer::unix_now;
 
@@ -273,13 +273,13 @@ pub struct Report {
     pub plot_error: Option<String>,
     pub links: Vec<LinkReport>,
     /// `[[attack]]`s: what each sent (`attack/`).
-    pub attacks: Vec<crate::attack::AttackReport>,
+    pub attacks: Vec<crate::attack::judge::AttackReport>,
     /// The attacks' target's counters and the `target_counters` checks.
-    pub target_counters: Option<crate::attack::CountersReport>,
+    pub target_counters: Option<crate::attack::judge::CountersReport>,
     /// The mobility server's counters and the `server_counters` checks.
-    pub server_counters: Option<crate::attack::CountersReport>,
+    pub server_counters: Option<crate::attack::judge::CountersReport>,
     /// The proxy's counters and the `proxy_counters` checks.
-    pub proxy_counters: Option<crate::attack::CountersReport>,
+    pub proxy_counters: Option<crate::attack::judge::CountersReport>,
     /// Files in the output directory, relative to it.
     pub captures: Vec<String>,
     pub logs: Vec<String>,
@@ -465,7 +465,7 @@ pub fn render_summary(report: &Report) -> String {
             link.link, link.direction, link.queued, link.lost, link.overload_drops
         ));
     }
-    out.push_str(&crate::attack::render(
+    out.push_str(&crate::attack::judge::render(
         &report.attacks,
         report.target_counters.as_ref(),
         report.server_counters.as_ref(),

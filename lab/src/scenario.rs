@@ -28,53 +28,37 @@
 //! outcome = "broken"
 //! ```
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::outcome::Outcome;
+pub use crate::units::parse_size;
+
 use crate::apps::App;
-use crate::attack::{AttackSpec, CounterCheck, RawAttack, RawCount};
+use crate::attack::spec::{AttackSpec, CounterCheck, RawAttack, RawCount};
 use crate::moves::{MoveAction, MoveSpec, Trigger};
 use crate::napt::NaptProfile;
-use crate::paper::PaperReference;
 use crate::topology::{
     LinkConditions, LinkSpec, NetworkKind, NetworkSpec, NodeRole, NodeSpec, RouterSpec, SpecPath,
     TopologySpec,
 };
 use crate::transfer::{EndpointKind, Initiator, TransferSpec};
 
-/// How a transfer ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Every byte arrived, the SHA-256 matches, both ends finished cleanly.
-    Completed,
-    /// The connection failed (reset, timed out, stalled) before every byte arrived.
-    Broken,
-    /// The connection ended cleanly but the bytes are not the ones sent.
-    Corrupted,
-    /// The lab could not run the scenario.
-    Error,
-}
-
-impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Broken => "broken",
-            Outcome::Corrupted => "corrupted",
-            Outcome::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// `[paper]`: what a paper observed in the experiment a scenario reproduces (see
+/// the `paper` module, which sets our run beside it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaperReference {
+    /// Where (e.g. "sustaining paper, Fig. 7").
+    pub figure: String,
+    /// How long each move took there (address gone to new address usable).
+    pub moves: Duration,
+    /// From the moves' end to the resumed transfer there.
+    pub resume: Duration,
+    /// That TCP's minimum retransmission timeout (what set the resume delay).
+    pub min_rto: Duration,
 }
 
 /// What must happen for the scenario to pass.
@@ -428,35 +412,6 @@ fn seconds(value: f64, what: &str) -> Result<Duration, String> {
     } else {
         Err(format!("{what} {value} is not a duration"))
     }
-}
-
-/// Parses "16MiB", "512 KiB", "1GB", "100" (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 16MiB)"))?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}; use B, KiB, MiB, GiB, kB, MB or GB"
-            ))
-        }
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `kind`, `sender_kind`, `receiver_kind`: "linux" or "sustain".
@@ -920,7 +875,8 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         });
     }
 
-    let attacks = crate::attack::convert_attacks(raw.attacks, &topology, &plan, &transfer, &moves)?;
+    let attacks =
+        crate::attack::spec::convert_attacks(raw.attacks, &topology, &plan, &transfer, &moves)?;
 
     let mut restarts = Vec::new();
     for (i, restart) in raw.restarts.into_iter().enumerate() {
@@ -1006,18 +962,18 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
                 .into(),
         ));
     }
-    let target_counters = crate::attack::convert_counter_checks(
+    let target_counters = crate::attack::spec::convert_counter_checks(
         expect.target_counters.unwrap_or_default(),
         &attacks,
         &transfer,
     )
     .map_err(in_table("expect", "target_counters"))?;
-    let server_counters = crate::attack::convert_server_counter_checks(
+    let server_counters = crate::attack::spec::convert_server_counter_checks(
         expect.server_counters.unwrap_or_default(),
         &topology,
     )
     .map_err(in_table("expect", "server_counters"))?;
-    let proxy_counters = crate::attack::convert_proxy_counter_checks(
+    let proxy_counters = crate::attack::spec::convert_proxy_counter_checks(
         expect.proxy_counters.unwrap_or_default(),
         &topology,
     )

@@ -14,7 +14,7 @@ use sustain_conformance::names::NAMES_FILE;
 use sustain_conformance::{Analysis, CaptureSet, Names};
 
 use crate::error::{IoContext, Result};
-use crate::topology::{Attachment, AttachmentHook, Topology};
+use crate::topology::attachment::{Attachment, AttachmentHook, HookContext};
 
 /// Directory of the transcripts in a run's output directory.
 pub const TRANSCRIPTS_DIR: &str = "transcripts";
@@ -39,7 +39,7 @@ impl NameRecorder {
 }
 
 impl AttachmentHook for NameRecorder {
-    fn created(&self, _topology: &Topology, attachment: &Attachment) -> Result<()> {
+    fn created(&self, _ctx: &HookContext<'_>, attachment: &Attachment) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (names, uses) = &mut *state;
         names.add_address(attachment.address, &attachment.node);

@@ -53,19 +53,18 @@
 //! (sustain-host's `closed` event), which show the forgery was ignored.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sustain_core::auth::{token_of, Key};
 use sustain_core::control::{
@@ -81,19 +80,19 @@ use sustain_core::wire::{
 
 use crate::capture::{open_packet_socket, PacketSocketOptions};
 use crate::error::{cvt, LabError, Result};
-use crate::moves::{MoveSpec, Trigger};
+use crate::moves::Trigger;
 use crate::netns::Netns;
 use crate::scenario::Scenario;
 use crate::services::SERVER_PORT;
-use crate::topology::{NetworkKind, Topology};
-use crate::topology::{NodeRole, Plan, SpecPath, TopologySpec};
-use crate::transfer::{EndpointKind, Role, TransferResult, TransferSpec};
+use crate::topology::NodeRole;
+use crate::topology::Topology;
+use crate::transfer::{EndpointKind, Role, TransferResult};
 
-mod engine;
+pub mod engine;
 mod forge;
-mod judge;
+pub mod judge;
 mod sockets;
-mod spec;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 mod view;

@@ -1,7 +1,17 @@
 //! The scenario side: `[[attack]]` and the `[expect]` counter checks, as written
 //! and as checked against the topology and the transfer.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::moves::{MoveSpec, Trigger};
+use crate::topology::spec::{NetworkKind, NodeRole, Plan, SpecPath, TopologySpec};
+use crate::transfer::{EndpointKind, Role, TransferSpec};
 
 /// What an attack sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -504,8 +514,9 @@ pub(crate) fn convert_attacks(
             (None, None, Some(raw)) => {
                 let bytes = match raw {
                     RawCount::Number(bytes) => *bytes,
-                    RawCount::Text(text) => crate::scenario::parse_size(text)
-                        .map_err(|m| problem(i, "after_bytes", m))?,
+                    RawCount::Text(text) => {
+                        crate::units::parse_size(text).map_err(|m| problem(i, "after_bytes", m))?
+                    }
                 };
                 if bytes >= transfer.bytes {
                     return Err(problem(
