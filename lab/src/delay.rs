@@ -40,6 +40,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sustain_core::rand::{Random, SplitMix64};
+
 use crate::error::{cvt, IoContext, LabError, Result};
 use crate::lab::Lab;
 use crate::names::{validate_ifname, RunId};
@@ -901,7 +903,7 @@ impl Schedule {
             delay: config.delay,
             jitter: config.jitter,
             loss: config.loss,
-            rng: SplitMix64(config.seed),
+            rng: SplitMix64::new(config.seed),
             last_release: None,
         }
     }
@@ -924,25 +926,6 @@ impl Schedule {
         }
         self.last_release = Some(due);
         Fate::Release(due)
-    }
-}
-
-/// SplitMix64: small, seedable, good enough for loss and jitter draws.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -402,7 +402,12 @@ fn execute(
     let mut programs = Vec::new();
     for program in &scenario.programs {
         status(&format!("{}: starting {}", scenario.name, program.argv[0]));
-        let child = start_program(&topology, program, options)?;
+        let (child, _) = start_program(
+            &topology,
+            program,
+            options.bin_dir.as_deref(),
+            &options.out_dir,
+        )?;
         timeline.record(
             "lab",
             "program-started",
@@ -416,7 +421,9 @@ fn execute(
     // is), and `--server` for every sustain end.
     let mut spec = scenario.transfer.clone();
     let mut proxy = if has_role(scenario, NodeRole::Proxy) {
-        let sustain_host = crate::transfer::find_sustain_host(Some(&bin_dir(options)))?;
+        let sustain_host = crate::transfer::find_sustain_host(Some(&crate::transfer::bin_dir(
+            options.bin_dir.as_deref(),
+        )))?;
         Proxy::start(&topology, &sustain_host, &options.out_dir)?
     } else {
         None
@@ -429,7 +436,9 @@ fn execute(
         );
     }
     let server = if has_role(scenario, NodeRole::MobilityServer) {
-        let sustain_host = crate::transfer::find_sustain_host(Some(&bin_dir(options)))?;
+        let sustain_host = crate::transfer::find_sustain_host(Some(&crate::transfer::bin_dir(
+            options.bin_dir.as_deref(),
+        )))?;
         MobilityServer::start(&topology, &sustain_host, &options.out_dir, proxy.as_ref())?
     } else {
         None
@@ -873,38 +882,28 @@ pub fn substitute(
     Ok(out)
 }
 
-/// The directory of the sustain binaries: `bin_dir`, `$SUSTAIN_BIN_DIR`, or this
-/// executable's directory.
-fn bin_dir(options: &RunOptions) -> PathBuf {
-    options
-        .bin_dir
-        .clone()
-        .or_else(|| std::env::var_os(crate::transfer::BIN_DIR_ENV).map(PathBuf::from))
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        })
-        .unwrap_or_default()
-}
-
-fn start_program(
+/// Starts a scenario's `[[program]]` in its node: its argv with `{bin}` (the
+/// binaries' directory, [`crate::transfer::bin_dir`]), `{out}`, `{run}` and node
+/// addresses substituted. Returns the child and the argv it ran.
+pub fn start_program(
     topology: &Topology,
     program: &ProgramSpec,
-    options: &RunOptions,
-) -> Result<ChildProcess> {
-    let bin = bin_dir(options);
+    bin_dir: Option<&Path>,
+    out_dir: &Path,
+) -> Result<(ChildProcess, Vec<String>)> {
+    let bin = crate::transfer::bin_dir(bin_dir);
     let run = topology.lab().run_id().to_string();
     let address_of = |node: &str| topology.address_of(node);
     let argv: Vec<String> = program
         .argv
         .iter()
-        .map(|arg| substitute(arg, &bin, &options.out_dir, &run, &address_of))
+        .map(|arg| substitute(arg, &bin, out_dir, &run, &address_of))
         .collect::<std::result::Result<_, _>>()
         .map_err(LabError::InvalidValue)?;
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
-    topology.lab().spawn(&program.node, command)
+    let child = topology.lab().spawn(&program.node, command)?;
+    Ok((child, argv))
 }
 
 /// Copies process logs (not the transfer's data files) from the run directory.

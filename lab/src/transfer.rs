@@ -747,6 +747,20 @@ impl RunningTransfer {
     }
 }
 
+/// The directory of the sustain binaries: `explicit`, `$SUSTAIN_BIN_DIR`, or this
+/// executable's directory.
+pub fn bin_dir(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(BIN_DIR_ENV).map(PathBuf::from))
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        })
+        .unwrap_or_default()
+}
+
 /// `sustain-host`: in `bin_dir`, in `$SUSTAIN_BIN_DIR`, next to this executable, or
 /// one directory up (test binaries live in `target/<profile>/deps`).
 pub fn find_sustain_host(bin_dir: Option<&Path>) -> Result<PathBuf> {

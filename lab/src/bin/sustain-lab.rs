@@ -618,25 +618,13 @@ fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<(
     let topology = Topology::build(&scenario.topology)
         .with_context(|| format!("building the topology of {}", scenario.name))?;
     let run = topology.lab().run_id().to_string();
-    let bin = bin_dir
-        .or_else(|| std::env::var_os(sustain_lab::transfer::BIN_DIR_ENV).map(PathBuf::from))
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        })
-        .unwrap_or_default();
     for program in &scenario.programs {
-        let address_of = |node: &str| topology.address_of(node);
-        let argv: Vec<String> = program
-            .argv
-            .iter()
-            .map(|arg| runner::substitute(arg, &bin, topology.lab().run_dir(), &run, &address_of))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(anyhow::Error::msg)?;
-        let mut command = std::process::Command::new(&argv[0]);
-        command.args(&argv[1..]);
-        let child = topology.lab().spawn(&program.node, command)?;
+        let (child, argv) = runner::start_program(
+            &topology,
+            program,
+            bin_dir.as_deref(),
+            topology.lab().run_dir(),
+        )?;
         println!(
             "started {} in {} (pid {}, logs {})",
             argv.join(" "),
