@@ -9,8 +9,9 @@
 //! wakers of the tasks waiting on it. One pass of the driver, under the
 //! lock:
 //!
-//! 1. **receive**: drain the raw socket in `recvmmsg` batches into
-//!    [`CoreEndpoint::handle_packet`];
+//! 1. **receive**: drain the packet ring ([`crate::packet_ring`], each
+//!    packet a slice of its ring frame) or, on the fallback path, the raw
+//!    socket in `recvmmsg` batches, into [`CoreEndpoint::handle_packet`];
 //! 2. **timers**: if [`CoreEndpoint::poll_timeout`] is due, call
 //!    [`CoreEndpoint::handle_timeout`];
 //! 3. **events**: drain [`CoreEndpoint::poll_event`]: wake readers, writers,
@@ -56,8 +57,9 @@ use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::mobility::{self, ControlCmd};
 use crate::netwatch::{self, NetWatcher};
+use crate::packet_ring::{self, PacketRing};
 use crate::ports::Ports;
-use crate::raw_socket::{RawSocket, RecvBatch, SendBatch};
+use crate::raw_socket::{RawSocket, RecvBatch, SendBatch, SLOT};
 use crate::route;
 use crate::stream::StreamEvent;
 
@@ -69,7 +71,11 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Wakes the driver after a handle changed the core.
     pub(crate) wake: Notify,
+    /// Sends, and receives unless `ring` does.
     pub(crate) socket: RawSocket,
+    /// The receive ring ([`crate::packet_ring`]); `None`: the raw socket
+    /// receives (the fallback).
+    pub(crate) ring: Option<PacketRing>,
     pub(crate) clock: Clock,
     /// The owned ports; separate from `state` because installing a guard
     /// rule blocks (iptables) and must not hold up the driver.
@@ -93,10 +99,25 @@ impl Shared {
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Points the raw socket's filter at the owned ports.
+    /// Points the receiving socket's filter at the owned ports.
     pub(crate) fn refresh_filter(&self) -> io::Result<()> {
         let ports = self.lock_ports().filter();
-        self.socket.set_port_filter(&ports)
+        self.set_filter(&ports)
+    }
+
+    fn set_filter(&self, ports: &[u16]) -> io::Result<()> {
+        match &self.ring {
+            Some(ring) => ring.set_port_filter(ports),
+            None => self.socket.set_port_filter(ports),
+        }
+    }
+
+    /// Waits until a packet may be waiting.
+    async fn readable(&self) -> io::Result<()> {
+        match &self.ring {
+            Some(ring) => ring.readable().await,
+            None => self.socket.readable().await,
+        }
     }
 
     /// Gives up `port` (after its last release) off the driver task.
@@ -115,7 +136,7 @@ impl Shared {
             .into_iter()
             .filter(|p| *p != port)
             .collect();
-        self.socket.set_port_filter(&ports)
+        self.set_filter(&ports)
     }
 }
 
@@ -459,7 +480,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut watcher: NetWatcher) -> io::Res
 }
 
 async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()> {
-    let mut rx = RecvBatch::new();
+    let mut rx = Receive::new(shared);
     let mut tx = SendBatch::new();
     loop {
         let (progress, deadline) = {
@@ -495,7 +516,7 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
             }
         };
         tokio::select! {
-            r = shared.socket.readable() => r?,
+            r = shared.readable() => r?,
             r = shared.socket.writable(), if !tx.is_empty() => r?,
             () = shared.wake.notified() => {}
             r = watcher.changed() => {
@@ -508,26 +529,70 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
     }
 }
 
+/// The driver's receive state for whichever path receives.
+enum Receive {
+    Ring {
+        cursor: packet_ring::Cursor,
+        /// A packet larger than a ring frame lands here.
+        scratch: Vec<u8>,
+    },
+    Raw(RecvBatch),
+}
+
+impl Receive {
+    fn new(shared: &Shared) -> Receive {
+        match shared.ring {
+            Some(_) => Receive::Ring {
+                cursor: packet_ring::Cursor::default(),
+                scratch: vec![0; SLOT],
+            },
+            None => Receive::Raw(RecvBatch::new()),
+        }
+    }
+}
+
+/// Ring packets handed to the core per look at the clock (a raw-socket
+/// batch's size).
+const RECV_PER_BATCH: usize = crate::raw_socket::BATCH;
+
+/// Step 1: everything the ring or socket holds, up to
+/// `RECV_BATCHES_PER_PASS` batches.
+fn receive(shared: &Shared, st: &mut State, rx: &mut Receive) -> io::Result<bool> {
+    let mut progress = false;
+    for _ in 0..RECV_BATCHES_PER_PASS {
+        let now = shared.clock.now();
+        let n = match (rx as &mut Receive, &shared.ring) {
+            (Receive::Ring { cursor, scratch }, Some(ring)) => {
+                ring.drain(cursor, RECV_PER_BATCH, scratch, |pkt| {
+                    st.core.handle_packet(now, pkt)
+                })
+            }
+            (Receive::Raw(batch), _) => {
+                let n = shared.socket.recv_batch(batch)?;
+                for pkt in batch.packets() {
+                    st.core.handle_packet(now, pkt);
+                }
+                n
+            }
+            (Receive::Ring { .. }, None) => 0,
+        };
+        if n == 0 {
+            break;
+        }
+        progress = true;
+    }
+    Ok(progress)
+}
+
 /// One pass of the loop (module docs, steps 1-4). True if anything moved.
 fn pass(
     shared: &Arc<Shared>,
     st: &mut State,
-    rx: &mut RecvBatch,
+    rx: &mut Receive,
     tx: &mut SendBatch,
 ) -> io::Result<bool> {
-    let mut progress = false;
-    // 1. Everything the socket holds.
-    for _ in 0..RECV_BATCHES_PER_PASS {
-        let n = shared.socket.recv_batch(rx)?;
-        if n == 0 {
-            break;
-        }
-        let now = shared.clock.now();
-        for pkt in rx.packets() {
-            st.core.handle_packet(now, pkt);
-        }
-        progress = true;
-    }
+    // 1. Everything the ring or socket holds.
+    let mut progress = receive(shared, st, rx)?;
     // 2. Timers.
     let now = shared.clock.now();
     if st.core.poll_timeout().is_some_and(|t| t <= now) {

@@ -18,6 +18,7 @@ use crate::error::{ConnectionError, EndpointError, OpenError};
 use crate::events::EventLog;
 use crate::netwatch::{self, NetWatcher};
 use crate::os_random::OsRandom;
+use crate::packet_ring::PacketRing;
 use crate::ports::Ports;
 use crate::raw_socket::RawSocket;
 use crate::rst_guard::RstGuard;
@@ -111,12 +112,29 @@ impl Endpoint {
             return Err(EndpointError::NoRuntime);
         }
         let log = EventLog::open(config.events.as_deref()).map_err(EndpointError::Events)?;
+        let mut log = log;
         let socket = RawSocket::open(SUSTAIN_MARK)?;
-        // Nothing is owned yet: receive nothing.
+        // Nothing is owned yet: receive nothing (with the ring, the raw
+        // socket only ever sends).
         socket
             .set_port_filter(&[])
             .map_err(|e| EndpointError::Netlink(std::io::Error::other(e)))?;
-        let guard = RstGuard::new(SUSTAIN_MARK)?;
+        let mut guard = RstGuard::new(SUSTAIN_MARK)?;
+        let ring = open_ring(&mut guard);
+        let clock = Clock::new();
+        let rx = match &ring {
+            Ok(_) => "packet-ring",
+            Err(_) => "raw-socket",
+        };
+        let fields = match &ring {
+            Ok(_) => serde_json::json!({"rx": rx, "tx": "raw-socket",
+                "detail": "AF_PACKET TPACKET_V2 ring, raw PREROUTING drop per owned port"}),
+            Err(why) => serde_json::json!({"rx": rx, "tx": "raw-socket", "fallback": why}),
+        };
+        if let Err(e) = log.record(clock.now(), "datapath", fields) {
+            tracing::warn!("cannot write the events file: {e}");
+        }
+        let ring = ring.ok();
         let watcher = NetWatcher::start().map_err(EndpointError::Netlink)?;
         let addresses = netwatch::local_addresses().map_err(EndpointError::Netlink)?;
         let core = CoreEndpoint::new(config.tcp.clone(), Box::new(OsRandom::new()));
@@ -124,7 +142,8 @@ impl Endpoint {
             state: Mutex::new(State::new(core, log, addresses)),
             wake: Notify::new(),
             socket,
-            clock: Clock::new(),
+            ring,
+            clock,
             ports: Mutex::new(Ports::new(guard)),
             stopped: Notify::new(),
             connect_mss: config.connect_mss,
@@ -294,6 +313,42 @@ impl Endpoint {
     fn release_port(&self, port: u16) {
         if self.shared.lock_ports().release(port) {
             self.shared.remove_port_later(port);
+        }
+    }
+}
+
+/// `SUSTAIN_DATAPATH=raw` makes an endpoint receive on its raw socket even
+/// where the packet ring works (comparisons, and the fallback's tests).
+pub const DATAPATH_ENV: &str = "SUSTAIN_DATAPATH";
+
+/// The receive ring with ingress drops, or why the endpoint falls back to
+/// raw-socket receive (said loudly: a warning, and the `datapath` event).
+pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
+    if std::env::var(DATAPATH_ENV).is_ok_and(|v| v == "raw") {
+        let why = format!("{DATAPATH_ENV}=raw");
+        tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
+        return Err(why);
+    }
+    let ring = PacketRing::open().and_then(|ring| {
+        guard.use_ingress_drop().map(|()| ring).map_err(|e| {
+            crate::packet_ring::PacketRingError::Setup {
+                what: "iptables raw table (ingress drop rules)",
+                source: std::io::Error::other(e),
+            }
+        })
+    });
+    match ring {
+        Ok(ring) => {
+            tracing::info!(
+                "receiving from a packet ring (AF_PACKET TPACKET_V2); owned ports are dropped \
+                 in raw PREROUTING, so the kernel's TCP never sees them"
+            );
+            Ok(ring)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
+            Err(why)
         }
     }
 }

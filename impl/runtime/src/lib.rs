@@ -12,7 +12,7 @@
 //! - [`stream`]: `Stream` and its migration events.
 //! - [`error`]: typed errors and their `io::ErrorKind`s.
 //! - [`driver`]: the driver loop.
-//! - [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
+//! - [`packet_ring`], [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
 //!   facilities the driver uses; [`events`]: the JSON-lines `--events` log.
 //! - [`mobility`]: each migratable connection's session with the mobility
 //!   information server.
@@ -30,6 +30,7 @@ pub mod host;
 pub mod mobility;
 pub mod netwatch;
 pub mod os_random;
+pub mod packet_ring;
 mod ports;
 pub mod proxy;
 pub mod raw_socket;
