@@ -55,6 +55,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::events::EventLog;
+use crate::gso::{self, GsoSender, NextHops};
 use crate::mobility::{self, ControlCmd};
 use crate::netwatch::{self, NetWatcher};
 use crate::packet_ring::{self, PacketRing};
@@ -76,6 +77,9 @@ pub(crate) struct Shared {
     /// The receive ring ([`crate::packet_ring`]); `None`: the raw socket
     /// receives (the fallback).
     pub(crate) ring: Option<PacketRing>,
+    /// Sends runs of bulk segments as GSO super-segments ([`crate::gso`]);
+    /// only with the ring, which tells it the next hops.
+    pub(crate) gso: Option<GsoSender>,
     pub(crate) clock: Clock,
     /// The owned ports; separate from `state` because installing a guard
     /// rule blocks (iptables) and must not hold up the driver.
@@ -218,6 +222,9 @@ pub(crate) struct State {
     pub(crate) flushing: Vec<ConnId>,
     /// Packets the kernel refused to send (counted as lost).
     pub(crate) send_drops: u64,
+    /// GSO super-segments sent, and the segments they carried.
+    gso_runs: u64,
+    gso_segments: u64,
     scratch: Vec<u8>,
 }
 
@@ -236,6 +243,8 @@ impl State {
             usable: addresses.clone(),
             addresses,
             send_drops: 0,
+            gso_runs: 0,
+            gso_segments: 0,
             scratch: vec![0; 64 * 1024],
         }
     }
@@ -339,8 +348,11 @@ impl State {
                         "closed",
                         // send_drops: packets of this endpoint the kernel refused
                         // (no buffer, or no route mid-move), counted as lost.
+                        // gso_*: super-segments this endpoint sent so far, and
+                        // the segments in them (crate::gso).
                         json!({"conn": conn.0, "reason": reason_name(reason),
-                               "send_drops": self.send_drops, "counters": counters}),
+                               "send_drops": self.send_drops, "gso_runs": self.gso_runs,
+                               "gso_segments": self.gso_segments, "counters": counters}),
                     );
                     if let Some(slot) = self.conns.get_mut(&conn) {
                         slot.closed = Some(reason);
@@ -482,6 +494,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut watcher: NetWatcher) -> io::Res
 async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()> {
     let mut rx = Receive::new(shared);
     let mut tx = SendBatch::new();
+    let mut hops = NextHops::default();
     loop {
         let (progress, deadline) = {
             let mut st = shared.lock();
@@ -501,7 +514,7 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
                 }
                 return Ok(());
             }
-            let progress = pass(shared, &mut st, &mut rx, &mut tx)?;
+            let progress = pass(shared, &mut st, &mut rx, &mut tx, &mut hops)?;
             (progress, st.core.poll_timeout())
         };
         if progress {
@@ -522,6 +535,8 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
             r = watcher.changed() => {
                 r?;
                 let now = shared.clock.now();
+                // Routes may have changed: next hops are learned again.
+                hops.clear();
                 shared.lock().addresses_changed(now)?;
             }
             () = sleep => {}
@@ -557,13 +572,23 @@ const RECV_PER_BATCH: usize = crate::raw_socket::BATCH;
 
 /// Step 1: everything the ring or socket holds, up to
 /// `RECV_BATCHES_PER_PASS` batches.
-fn receive(shared: &Shared, st: &mut State, rx: &mut Receive) -> io::Result<bool> {
+fn receive(
+    shared: &Shared,
+    st: &mut State,
+    rx: &mut Receive,
+    hops: &mut NextHops,
+) -> io::Result<bool> {
     let mut progress = false;
+    let learn = shared.gso.is_some();
     for _ in 0..RECV_BATCHES_PER_PASS {
         let now = shared.clock.now();
         let n = match (rx as &mut Receive, &shared.ring) {
             (Receive::Ring { cursor, scratch }, Some(ring)) => {
-                ring.drain(cursor, RECV_PER_BATCH, scratch, |pkt| {
+                let seen = std::time::Instant::now();
+                ring.drain(cursor, RECV_PER_BATCH, scratch, |pkt, from| {
+                    if let (true, Some(from)) = (learn, from) {
+                        hops.learn(pkt, from, seen);
+                    }
                     st.core.handle_packet(now, pkt)
                 })
             }
@@ -590,9 +615,10 @@ fn pass(
     st: &mut State,
     rx: &mut Receive,
     tx: &mut SendBatch,
+    hops: &mut NextHops,
 ) -> io::Result<bool> {
     // 1. Everything the ring or socket holds.
-    let mut progress = receive(shared, st, rx)?;
+    let mut progress = receive(shared, st, rx, hops)?;
     // 2. Timers.
     let now = shared.clock.now();
     if st.core.poll_timeout().is_some_and(|t| t <= now) {
@@ -619,7 +645,7 @@ fn pass(
     let released = st.released_ports();
     release_ports(shared, released);
     // 4. Everything the core wants to send.
-    progress |= transmit(shared, st, tx)?;
+    progress |= transmit(shared, st, tx, hops)?;
     Ok(progress)
 }
 
@@ -654,7 +680,12 @@ fn release_ports(shared: &Arc<Shared>, ports: Vec<u16>) {
 
 /// Step 4: drain the core into sendmmsg batches until it has nothing more
 /// or the socket is full.
-fn transmit(shared: &Shared, st: &mut State, tx: &mut SendBatch) -> io::Result<bool> {
+fn transmit(
+    shared: &Shared,
+    st: &mut State,
+    tx: &mut SendBatch,
+    hops: &mut NextHops,
+) -> io::Result<bool> {
     let mut progress = false;
     loop {
         let now = shared.clock.now();
@@ -664,7 +695,7 @@ fn transmit(shared: &Shared, st: &mut State, tx: &mut SendBatch) -> io::Result<b
         if tx.is_empty() {
             break;
         }
-        let sent = shared.socket.send_batch(tx)?;
+        let sent = send(shared, tx, hops, &mut st.gso_runs, &mut st.gso_segments)?;
         if sent == 0 {
             break; // socket buffer full: the loop waits for writability
         }
@@ -673,13 +704,106 @@ fn transmit(shared: &Shared, st: &mut State, tx: &mut SendBatch) -> io::Result<b
     Ok(progress)
 }
 
+/// Sends what `tx` holds, in order: each run of bulk segments
+/// ([`gso::run_len`]) towards a fresh next hop as one GSO super-segment,
+/// everything else (and a run the packet socket refuses) on the raw
+/// socket. Returns how many packets left; fewer than were queued when the
+/// raw socket is full.
+fn send(
+    shared: &Shared,
+    tx: &mut SendBatch,
+    hops: &mut NextHops,
+    runs: &mut u64,
+    segments: &mut u64,
+) -> io::Result<usize> {
+    let Some(gso) = &shared.gso else {
+        return shared.socket.send_batch(tx);
+    };
+    let now = std::time::Instant::now();
+    let mut sent = 0;
+    while !tx.is_empty() {
+        let pending = tx.pending();
+        // The first run with a next hop, at or after the first pending slot.
+        let mut at = pending.start;
+        let mut found = None;
+        while at < pending.end {
+            let n = run_at(tx, at, pending.end);
+            if n >= 2 {
+                if let Some(hop) = hop_for(tx.packet(at), hops, now) {
+                    found = Some((n, hop));
+                    break;
+                }
+            }
+            at += n;
+        }
+        // Everything before it on the raw socket.
+        if at > pending.start {
+            let n = shared.socket.send_upto(tx, at)?;
+            sent += n;
+            if n < at - pending.start {
+                return Ok(sent);
+            }
+        }
+        let Some((n, hop)) = found else {
+            continue;
+        };
+        let own = hops.own_addr(gso, hop.ifindex);
+        match own.and_then(|own| gso.send_run(tx, at, n, &hop, own)) {
+            Ok(()) => {
+                tx.mark_sent(n);
+                sent += n;
+                *runs += 1;
+                *segments += n as u64;
+            }
+            Err(e) => {
+                if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) {
+                    // The interface went (a move) or refuses: route again.
+                    tracing::debug!("GSO send to ifindex {} failed: {e}", hop.ifindex);
+                    let p = tx.packet(at);
+                    hops.forget(
+                        Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+                        Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+                    );
+                }
+                let m = shared.socket.send_upto(tx, at + n)?;
+                sent += m;
+                if m < n {
+                    return Ok(sent);
+                }
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// How many packets from slot `at` (before `end`) form one GSO run.
+fn run_at(tx: &SendBatch, at: usize, end: usize) -> usize {
+    let mut pkts: [&[u8]; crate::raw_socket::BATCH] = [&[]; crate::raw_socket::BATCH];
+    let count = end - at;
+    for (k, p) in pkts.iter_mut().take(count).enumerate() {
+        *p = tx.packet(at + k);
+    }
+    gso::run_len(&pkts[..count]).max(1)
+}
+
+/// The fresh next hop for an IPv4 packet we send.
+fn hop_for(pkt: &[u8], hops: &NextHops, now: std::time::Instant) -> Option<gso::Hop> {
+    if pkt.len() < 20 {
+        return None;
+    }
+    let local = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+    let remote = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+    hops.get(local, remote, now)
+}
+
 /// After the loop: let the final segments (FIN, ACK, RSTs of a shutdown)
 /// leave, wake every handle, give up every port and its guard rule.
 async fn finish(shared: &Arc<Shared>) {
     let mut tx = SendBatch::new();
     {
         let mut st = shared.lock();
-        let _ = transmit(shared, &mut st, &mut tx);
+        // No next hops known here: everything on the raw socket.
+        let _ = transmit(shared, &mut st, &mut tx, &mut NextHops::default());
     }
     for _ in 0..100 {
         if tx.is_empty() {

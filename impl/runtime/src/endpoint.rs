@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::driver::{self, ConnSlot, ListenerSlot, Shared, State};
 use crate::error::{ConnectionError, EndpointError, OpenError};
 use crate::events::EventLog;
+use crate::gso::GsoSender;
 use crate::netwatch::{self, NetWatcher};
 use crate::os_random::OsRandom;
 use crate::packet_ring::PacketRing;
@@ -126,10 +127,16 @@ impl Endpoint {
             Ok(_) => "packet-ring",
             Err(_) => "raw-socket",
         };
+        let gso = ring.as_ref().ok().and_then(|_| open_gso());
+        let tx = if gso.is_some() {
+            "raw-socket+gso"
+        } else {
+            "raw-socket"
+        };
         let fields = match &ring {
-            Ok(_) => serde_json::json!({"rx": rx, "tx": "raw-socket",
+            Ok(_) => serde_json::json!({"rx": rx, "tx": tx,
                 "detail": "AF_PACKET TPACKET_V2 ring, raw PREROUTING drop per owned port"}),
-            Err(why) => serde_json::json!({"rx": rx, "tx": "raw-socket", "fallback": why}),
+            Err(why) => serde_json::json!({"rx": rx, "tx": tx, "fallback": why}),
         };
         if let Err(e) = log.record(clock.now(), "datapath", fields) {
             tracing::warn!("cannot write the events file: {e}");
@@ -143,6 +150,7 @@ impl Endpoint {
             wake: Notify::new(),
             socket,
             ring,
+            gso,
             clock,
             ports: Mutex::new(Ports::new(guard)),
             stopped: Notify::new(),
@@ -349,6 +357,28 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
             let why = e.to_string();
             tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
             Err(why)
+        }
+    }
+}
+
+/// `SUSTAIN_GSO=off` sends every segment on the raw socket even where
+/// GSO super-segments would work (comparisons).
+pub const GSO_ENV: &str = "SUSTAIN_GSO";
+
+/// The GSO sender ([`crate::gso`]), unless turned off or unavailable.
+fn open_gso() -> Option<GsoSender> {
+    if std::env::var(GSO_ENV).is_ok_and(|v| v == "off") {
+        tracing::warn!("{GSO_ENV}=off: every segment leaves on the raw socket");
+        return None;
+    }
+    match GsoSender::open(SUSTAIN_MARK) {
+        Ok(g) => {
+            tracing::info!("bulk data leaves as GSO super-segments (AF_PACKET, PACKET_VNET_HDR)");
+            Some(g)
+        }
+        Err(e) => {
+            tracing::warn!("no GSO sender ({e}): every segment leaves on the raw socket");
+            None
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - [`stream`]: `Stream` and its migration events.
 //! - [`error`]: typed errors and their `io::ErrorKind`s.
 //! - [`driver`]: the driver loop.
-//! - [`packet_ring`], [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
+//! - [`packet_ring`], [`gso`], [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
 //!   facilities the driver uses; [`events`]: the JSON-lines `--events` log.
 //! - [`mobility`]: each migratable connection's session with the mobility
 //!   information server.
@@ -26,6 +26,7 @@ pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod forward;
+pub mod gso;
 pub mod host;
 pub mod mobility;
 pub mod netwatch;

@@ -95,6 +95,22 @@ pub struct PacketRing {
     fd: AsyncFd<OwnedFd>,
 }
 
+/// The link a received packet came from: its interface and the sender's
+/// link-layer address (for us: the next hop back towards the packet's
+/// source, [`crate::gso`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSource {
+    pub ifindex: i32,
+    /// ARPHRD_* of the interface.
+    pub hatype: u16,
+    pub halen: u8,
+    pub addr: [u8; 8],
+}
+
+/// Offset of the `sockaddr_ll` in a TPACKET_V2 frame:
+/// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)).
+const LL_OFFSET: usize = (mem::size_of::<libc::tpacket2_hdr>() + 15) & !15;
+
 /// Where the driver is in the ring (the next frame to look at).
 #[derive(Debug, Default)]
 pub struct Cursor {
@@ -230,14 +246,14 @@ impl PacketRing {
 
     /// Hands `f` every packet waiting in the ring, at most `max`, in
     /// arrival order, each as a slice of its frame (or of `scratch` for a
-    /// packet too large for a frame); returns how many. Frames go back to
-    /// the kernel as soon as `f` returns.
+    /// packet too large for a frame, then without its link source); returns
+    /// how many. Frames go back to the kernel as soon as `f` returns.
     pub fn drain(
         &self,
         cursor: &mut Cursor,
         max: usize,
         scratch: &mut [u8],
-        mut f: impl FnMut(&[u8]),
+        mut f: impl FnMut(&[u8], Option<&LinkSource>),
     ) -> usize {
         let mut n = 0;
         while n < max {
@@ -265,7 +281,7 @@ impl PacketRing {
                     )
                 };
                 if got > 0 {
-                    f(&scratch[..got as usize]);
+                    f(&scratch[..got as usize], None);
                 }
             } else {
                 let net = hdr.tp_net as usize;
@@ -279,7 +295,19 @@ impl PacketRing {
                             len,
                         )
                     };
-                    f(pkt);
+                    // SAFETY: the kernel writes a sockaddr_ll at LL_OFFSET of
+                    // every frame (TPACKET_V2 layout), inside frame `i`.
+                    let ll = unsafe {
+                        &*(self.map.base.as_ptr().add(i * FRAME_SIZE + LL_OFFSET)
+                            as *const libc::sockaddr_ll)
+                    };
+                    let source = LinkSource {
+                        ifindex: ll.sll_ifindex,
+                        hatype: ll.sll_hatype,
+                        halen: ll.sll_halen,
+                        addr: ll.sll_addr,
+                    };
+                    f(pkt, Some(&source));
                 }
             }
             self.status(i)

@@ -194,8 +194,15 @@ impl RawSocket {
     /// kernel refuses for lack of buffer space or of a route count as sent
     /// and lost, as on a congested link or a dead path; TCP recovers them.
     pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
+        let end = batch.len;
+        self.send_upto(batch, end)
+    }
+
+    /// [`RawSocket::send_batch`] for the queued packets before slot `end`
+    /// only (the rest leave another way, [`crate::gso`]).
+    pub fn send_upto(&self, batch: &mut SendBatch, end: usize) -> io::Result<usize> {
         let fd = self.fd.get_ref().as_raw_fd();
-        let pending = batch.len - batch.sent;
+        let pending = end.min(batch.len).saturating_sub(batch.sent);
         if pending == 0 {
             return Ok(0);
         }
@@ -233,22 +240,14 @@ impl RawSocket {
                     | libc::EHOSTDOWN
                     | libc::EADDRNOTAVAIL,
                 ) => {
-                    batch.sent += 1;
                     batch.dropped += 1;
-                    if batch.sent == batch.len {
-                        batch.sent = 0;
-                        batch.len = 0;
-                    }
+                    batch.mark_sent(1);
                     return Ok(1);
                 }
                 _ => return Err(e),
             }
         }
-        batch.sent += n as usize;
-        if batch.sent == batch.len {
-            batch.sent = 0;
-            batch.len = 0;
-        }
+        batch.mark_sent(n as usize);
         Ok(n as usize)
     }
 }
@@ -411,6 +410,30 @@ impl SendBatch {
 
     pub fn is_empty(&self) -> bool {
         self.len == self.sent
+    }
+
+    /// Slots of the packets queued and not yet sent.
+    pub fn pending(&self) -> std::ops::Range<usize> {
+        self.sent..self.len
+    }
+
+    /// The packet in slot `i`.
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.buf[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
+    /// The packet in slot `i`, writable (headers patched in place).
+    pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.buf[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
+    /// The next `n` pending packets left (or were counted as lost).
+    pub fn mark_sent(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.len);
+        if self.sent == self.len {
+            self.sent = 0;
+            self.len = 0;
+        }
     }
 
     /// Lets `fill` write one packet into the next free slot; it returns the

@@ -62,8 +62,9 @@ fn datapath_event(events: &Path) -> serde_json::Value {
 }
 
 /// sustain-host A -> B with `env` on both hosts; returns the `rx` each
-/// endpoint reported and B's kernel RSTs during the transfer.
-fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, String, u64) {
+/// endpoint reported, B's kernel RSTs during the transfer and the segments
+/// A sent in GSO super-segments.
+fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, String, u64, u64) {
     let src = file_in(path, "data");
     let dst = file_in(path, "received");
     let sha = make_file(&src, SIZE, seed);
@@ -92,7 +93,14 @@ fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, St
     assert_eq!(sha256_file(&dst), sha);
     let rsts = path.run_in(PathNode::B, kernel_rsts_sent).unwrap() - rsts_before;
     let rx = |e: &Path| datapath_event(e)["rx"].as_str().unwrap().to_owned();
-    (rx(&send_events), rx(&recv_events), rsts)
+    let closed = std::fs::read_to_string(&send_events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .expect("the sender's closed event");
+    let gso = closed["gso_segments"].as_u64().expect("gso_segments");
+    (rx(&send_events), rx(&recv_events), rsts, gso)
 }
 
 #[test]
@@ -102,18 +110,25 @@ fn ring_by_default_raw_socket_on_request() {
     }
     let path = PathLab::new().expect("building the A-R-B namespace path");
 
-    let (a, b, rsts) = transfer(&path, None, 21);
+    let (a, b, rsts, gso) = transfer(&path, None, 21);
     assert_eq!((a.as_str(), b.as_str()), ("packet-ring", "packet-ring"));
     // The kernel's TCP never saw a segment for the owned port.
     assert_eq!(rsts, 0, "B's kernel sent RSTs with the ring datapath");
+    // Most of the 8 MiB left in super-segments (1448-byte MSS: 5794
+    // segments in all).
+    assert!(gso > 2000, "only {gso} segments in GSO super-segments");
 
-    let (a, b, rsts) = transfer(&path, Some(("SUSTAIN_DATAPATH", "raw")), 22);
+    let (a, b, rsts, gso) = transfer(&path, Some(("SUSTAIN_DATAPATH", "raw")), 22);
     assert_eq!((a.as_str(), b.as_str()), ("raw-socket", "raw-socket"));
     // The fallback: the kernel answers every segment, the guard drops it.
     assert!(
         rsts > 0,
         "raw-socket receive: B's kernel sent no RST at all"
     );
+    assert_eq!(gso, 0, "GSO needs the ring's next hops");
+
+    let (_, _, _, gso) = transfer(&path, Some(("SUSTAIN_GSO", "off")), 23);
+    assert_eq!(gso, 0, "SUSTAIN_GSO=off");
 
     for node in [PathNode::A, PathNode::B] {
         let rules = path.run_in(node, guard_rules).unwrap();

@@ -250,7 +250,7 @@ pub async fn serve(
         for _ in 0..RECV_BATCHES_PER_PASS {
             let now = clock.now();
             let mut failed = None;
-            let mut input = |pkt: &[u8]| {
+            let mut input = |pkt: &[u8], _: Option<&packet_ring::LinkSource>| {
                 if failed.is_none() {
                     if let Err(e) = forward(&socket, &mut relay, &mut tx, now, pkt) {
                         failed = Some(e);
@@ -263,7 +263,7 @@ pub async fn serve(
                 }
                 None => {
                     let n = socket.recv_batch(&mut rx).map_err(ProxyError::Socket)?;
-                    rx.packets().for_each(&mut input);
+                    rx.packets().for_each(|pkt| input(pkt, None));
                     n
                 }
             };
