@@ -1,5 +1,5 @@
 //! [`Endpoint`]: the library's front door. One per host (network namespace):
-//! it owns the raw socket, the RST guard, the address watcher, the clock
+//! it owns the datapath (packet ring, raw socket, GSO sender), the guard rules, the address watcher, the clock
 //! and the sans-IO core, runs the driver task, and hands out [`Stream`]s
 //! and [`Listener`]s for any number of ports and connections.
 
@@ -46,9 +46,11 @@ pub struct EndpointConfig {
 /// clone is dropped and every connection and listener has ended, or until
 /// [`Endpoint::shutdown`].
 ///
-/// Needs root, or CAP_NET_RAW and CAP_NET_ADMIN: it sends real segments on
-/// a raw socket and installs one narrow iptables rule per owned port so
-/// the kernel does not reset our connections. The rules go when the
+/// Needs root, or CAP_NET_RAW and CAP_NET_ADMIN: it receives real segments
+/// from a packet ring (or a raw socket), sends them on a raw socket and a
+/// packet socket, and installs one narrow iptables rule per owned port so
+/// the kernel's TCP neither handles nor resets our connections
+/// ([`crate::rst_guard`]). The rules go when the
 /// endpoint stops; an application should call [`Endpoint::shutdown`] on
 /// SIGINT/SIGTERM (rules of a killed process are swept by the next
 /// endpoint).
@@ -105,7 +107,8 @@ impl Drop for Endpoint {
 }
 
 impl Endpoint {
-    /// Opens the raw socket, sweeps RST-guard rules of dead processes,
+    /// Opens the datapath (the packet ring and GSO sender where they work,
+    /// the raw socket always), sweeps guard rules of dead processes,
     /// subscribes to address and route events and spawns the driver on the
     /// current tokio runtime.
     pub fn new(config: EndpointConfig) -> Result<Endpoint, EndpointError> {

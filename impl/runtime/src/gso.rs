@@ -229,6 +229,27 @@ fn fold(mut acc: u32) -> u16 {
     acc as u16
 }
 
+/// Completes the TCP checksum of an IPv4 packet whose checksum the sender
+/// left to the device (CHECKSUM_PARTIAL: a local sender over `lo`, or a veth
+/// with checksum offload on, hands the receiver only the pseudo-header
+/// sum; the packet ring marks such packets `TP_STATUS_CSUMNOTREADY`).
+/// Anything that is not a whole IPv4 TCP packet is left alone (the core
+/// drops it).
+pub fn complete_tcp_checksum(p: &mut [u8]) {
+    if p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6 {
+        return;
+    }
+    let ihl = usize::from(p[0] & 0xf) * 4;
+    let tot = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if ihl < 20 || tot > p.len() || ihl + 20 > tot {
+        return;
+    }
+    p[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
+    let acc = sum16(&p[12..20], 6 + (tot - ihl) as u32);
+    let sum = !fold(sum16(&p[ihl..tot], acc));
+    p[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// Rewrites `first` as the head of a super-segment carrying `payload`
 /// bytes of TCP payload in all: total length, IP checksum, and the TCP
 /// checksum field as the pseudo-header sum the kernel completes per
@@ -461,6 +482,34 @@ mod tests {
             .collect();
         let n = run(&big);
         assert!(n * mss + 52 <= MAX_IP && (n + 1) * mss + 52 > MAX_IP, "{n}");
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_as_the_core_emits_them() {
+        use sustain_core::wire::ip::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr};
+        use sustain_core::wire::tcp::TcpRepr;
+        let payload: Vec<u8> = (0..1001u32).map(|i| (i * 7) as u8).collect();
+        let tcp = TcpRepr {
+            src_port: 1000,
+            dst_port: 80,
+            payload: &payload,
+            ..TcpRepr::default()
+        };
+        let ip = Ipv4Repr::new(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(127, 0, 0, 1));
+        let mut buf = vec![0u8; 2000];
+        let n = emit_ipv4_tcp(&ip, &tcp, &mut buf).unwrap();
+        let good = buf[..n].to_vec();
+        // What a CHECKSUM_PARTIAL sender leaves: the pseudo-header sum.
+        let mut partial = good.clone();
+        let pseudo = fold(sum16(&good[12..20], 6 + (n - 20) as u32));
+        partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(
+            parse_ipv4_tcp(&partial).is_err(),
+            "the core refuses it as is"
+        );
+        complete_tcp_checksum(&mut partial);
+        assert_eq!(partial, good);
+        assert!(parse_ipv4_tcp(&partial).is_ok());
     }
 
     #[test]

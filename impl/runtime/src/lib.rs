@@ -1,7 +1,8 @@
 //! sustain: TCP connections that survive IP address changes, as a library.
 //!
 //! [`Endpoint`] is to [`sustain_core`] what quinn's `Endpoint` is to
-//! quinn-proto: it owns the datapath (a raw IPv4 socket), the clock, the
+//! quinn-proto: it owns the datapath (a packet ring to receive, a raw IPv4
+//! socket and GSO super-segments to send), the clock, the
 //! address watcher and the kernel-RST guard, runs one driver task around
 //! the sans-IO core ([`driver`] documents the loop), and hands out
 //! [`Stream`]s (tokio `AsyncRead` + `AsyncWrite`) and [`Listener`]s for

@@ -20,12 +20,15 @@
 //! same choice for its immediate mode). Frames are [`FRAME_SIZE`] bytes: a
 //! larger packet (GRO on, or `lo`'s 64 KiB MTU) still arrives whole, through
 //! `PACKET_COPY_THRESH`: its frame is marked `TP_STATUS_COPY` and the whole
-//! packet waits on the socket's ordinary queue, read with `recv`.
+//! packet waits on the socket's ordinary queue, read with `recv`. A packet
+//! whose TCP checksum the sender left to the device (`lo`, a veth with
+//! checksum offload: `TP_STATUS_CSUMNOTREADY`) has it completed before the
+//! core sees it, as the kernel's TCP would accept it.
 //!
 //! The socket is `SOCK_DGRAM` bound to `ETH_P_IP` on every interface
 //! (present and future: moves bring new ones), so frames start at the IP
 //! header and its classic BPF filter
-//! ([`crate::raw_socket::packet_filter_program`]) takes only TCP to an owned
+//! (`raw_socket::packet_filter_program`) takes only TCP to an owned
 //! port addressed to this host (`PACKET_HOST`), never our own outgoing
 //! packets (which a packet socket on `lo` also sees).
 
@@ -281,20 +284,28 @@ impl PacketRing {
                     )
                 };
                 if got > 0 {
-                    f(&scratch[..got as usize], None);
+                    let pkt = &mut scratch[..got as usize];
+                    if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                        crate::gso::complete_tcp_checksum(pkt);
+                    }
+                    f(pkt, None);
                 }
             } else {
                 let net = hdr.tp_net as usize;
                 let len = hdr.tp_snaplen as usize;
                 if net + len <= FRAME_SIZE {
                     // SAFETY: the packet lies inside frame `i` (checked
-                    // above), which is ours until we hand it back below.
+                    // above), which is ours, writable, until we hand it
+                    // back below; nothing else refers to it meanwhile.
                     let pkt = unsafe {
-                        std::slice::from_raw_parts(
+                        std::slice::from_raw_parts_mut(
                             self.map.base.as_ptr().add(i * FRAME_SIZE + net),
                             len,
                         )
                     };
+                    if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                        crate::gso::complete_tcp_checksum(pkt);
+                    }
                     // SAFETY: the kernel writes a sockaddr_ll at LL_OFFSET of
                     // every frame (TPACKET_V2 layout), inside frame `i`.
                     let ll = unsafe {

@@ -188,3 +188,72 @@ fn rules_of_a_killed_host_are_swept() {
     let rules = path.run_in(PathNode::B, guard_rules).unwrap();
     assert!(!rules.contains("sustain-host:"), "rules left:\n{rules}");
 }
+
+/// Over `lo` a sender's checksum is left to the device (CHECKSUM_PARTIAL)
+/// and its GSO super-segments pass whole (64 KiB, past a ring frame): the
+/// receiver completes the checksum, reads the large packet from the socket
+/// queue, and the file arrives intact, from sustain-host and from Linux.
+#[test]
+fn loopback_gso_and_partial_checksums() {
+    if !root_or_skip("loopback_gso_and_partial_checksums") {
+        return;
+    }
+    let path = PathLab::new().expect("building the A-R-B namespace path");
+    let server = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, PORT);
+    let src = file_in(&path, "data");
+    let sha = make_file(&src, SIZE, 31);
+
+    // sustain-host -> sustain-host, both in B.
+    let dst = file_in(&path, "received");
+    let mut listen = sustain_host();
+    listen
+        .args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
+    let receiver = spawn_listener(&path, PathNode::B, listen, &file_in(&path, "b.jsonl"));
+    let events = file_in(&path, "a.jsonl");
+    let mut connect = sustain_host();
+    connect
+        .args(["connect", &server.to_string(), "--send-file"])
+        .arg(&src)
+        .arg("--events")
+        .arg(&events);
+    let sender = path.spawn_in(PathNode::B, connect).unwrap();
+    assert_eq!(expect_success(&sender, TIMEOUT)["sha256"], sha);
+    assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
+    assert_eq!(sha256_file(&dst), sha);
+    let gso = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .and_then(|e| e["gso_segments"].as_u64())
+        .expect("the sender's closed event");
+    assert!(gso > 2000, "only {gso} segments in GSO super-segments");
+    // Every super-segment was taken whole (none failed its checksum and
+    // had to be resent).
+    let malformed = std::fs::read_to_string(file_in(&path, "b.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .and_then(|e| e["counters"]["malformed"].as_u64())
+        .expect("the receiver's closed event");
+    assert_eq!(malformed, 0, "packets the receiving core refused");
+
+    // Linux (TSO, partial checksums) -> sustain-host, both in B.
+    let mut listen = sustain_host();
+    listen
+        .args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
+    let receiver = spawn_listener(&path, PathNode::B, listen, &file_in(&path, "c.jsonl"));
+    path.run_in(PathNode::B, || {
+        let mut s = connect_retrying(server)?;
+        pour(&mut s, &src)?;
+        // Until the receiver's FIN: everything was delivered.
+        std::io::copy(&mut s, &mut std::io::sink())
+    })
+    .unwrap()
+    .expect("the kernel sender");
+    assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
+    assert_eq!(sha256_file(&dst), sha);
+}
