@@ -27,6 +27,15 @@
 //! and loopback interfaces qualify (the vnet header's checksum offsets
 //! count their 14-byte link header).
 //!
+//! Trust: a next hop is taken from any segment to us, before the core has
+//! judged it, so a host on our own link that forges a segment from the
+//! peer's address can draw our bulk data to its link-layer address for up
+//! to [`FRESH`] (or until the peer's next segment). That is what the same
+//! host can do to the kernel's own traffic with a forged ARP reply; a
+//! sender off our link cannot, since its segments reach us from the
+//! router's address. (Learning only from segments the core accepted would
+//! close it and needs a signal from the core.)
+//!
 //! What the packet socket skips: the host's own netfilter OUTPUT and
 //! POSTROUTING (the lab's delay lines, NAPTs and captures are on routers or
 //! interfaces, which still see every segment); qdiscs are kept.
