@@ -223,8 +223,7 @@ pub(crate) struct State {
     /// Packets the kernel refused to send (counted as lost).
     pub(crate) send_drops: u64,
     /// GSO super-segments sent, and the segments they carried.
-    gso_runs: u64,
-    gso_segments: u64,
+    gso_sent: gso::GsoSent,
     scratch: Vec<u8>,
 }
 
@@ -243,8 +242,7 @@ impl State {
             usable: addresses.clone(),
             addresses,
             send_drops: 0,
-            gso_runs: 0,
-            gso_segments: 0,
+            gso_sent: gso::GsoSent::default(),
             scratch: vec![0; 64 * 1024],
         }
     }
@@ -351,8 +349,8 @@ impl State {
                         // gso_*: super-segments this endpoint sent so far, and
                         // the segments in them (crate::gso).
                         json!({"conn": conn.0, "reason": reason_name(reason),
-                               "send_drops": self.send_drops, "gso_runs": self.gso_runs,
-                               "gso_segments": self.gso_segments, "counters": counters}),
+                               "send_drops": self.send_drops, "gso_runs": self.gso_sent.runs,
+                               "gso_segments": self.gso_sent.segments, "counters": counters}),
                     );
                     if let Some(slot) = self.conns.get_mut(&conn) {
                         slot.closed = Some(reason);
@@ -695,105 +693,19 @@ fn transmit(
         if tx.is_empty() {
             break;
         }
-        let sent = send(shared, tx, hops, &mut st.gso_runs, &mut st.gso_segments)?;
+        let sent = gso::send(
+            &shared.socket,
+            shared.gso.as_ref(),
+            tx,
+            hops,
+            &mut st.gso_sent,
+        )?;
         if sent == 0 {
             break; // socket buffer full: the loop waits for writability
         }
     }
     st.send_drops = tx.dropped;
     Ok(progress)
-}
-
-/// Sends what `tx` holds, in order: each run of bulk segments
-/// ([`gso::run_len`]) towards a fresh next hop as one GSO super-segment,
-/// everything else (and a run the packet socket refuses) on the raw
-/// socket. Returns how many packets left; fewer than were queued when the
-/// raw socket is full.
-fn send(
-    shared: &Shared,
-    tx: &mut SendBatch,
-    hops: &mut NextHops,
-    runs: &mut u64,
-    segments: &mut u64,
-) -> io::Result<usize> {
-    let Some(gso) = &shared.gso else {
-        return shared.socket.send_batch(tx);
-    };
-    let now = std::time::Instant::now();
-    let mut sent = 0;
-    while !tx.is_empty() {
-        let pending = tx.pending();
-        // The first run with a next hop, at or after the first pending slot.
-        let mut at = pending.start;
-        let mut found = None;
-        while at < pending.end {
-            let n = run_at(tx, at, pending.end);
-            if n >= 2 {
-                if let Some(hop) = hop_for(tx.packet(at), hops, now) {
-                    found = Some((n, hop));
-                    break;
-                }
-            }
-            at += n;
-        }
-        // Everything before it on the raw socket.
-        if at > pending.start {
-            let n = shared.socket.send_upto(tx, at)?;
-            sent += n;
-            if n < at - pending.start {
-                return Ok(sent);
-            }
-        }
-        let Some((n, hop)) = found else {
-            continue;
-        };
-        let own = hops.own_addr(gso, hop.ifindex);
-        match own.and_then(|own| gso.send_run(tx, at, n, &hop, own)) {
-            Ok(()) => {
-                tx.mark_sent(n);
-                sent += n;
-                *runs += 1;
-                *segments += n as u64;
-            }
-            Err(e) => {
-                if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) {
-                    // The interface went (a move) or refuses: route again.
-                    tracing::debug!("GSO send to ifindex {} failed: {e}", hop.ifindex);
-                    let p = tx.packet(at);
-                    hops.forget(
-                        Ipv4Addr::new(p[12], p[13], p[14], p[15]),
-                        Ipv4Addr::new(p[16], p[17], p[18], p[19]),
-                    );
-                }
-                let m = shared.socket.send_upto(tx, at + n)?;
-                sent += m;
-                if m < n {
-                    return Ok(sent);
-                }
-            }
-        }
-    }
-    Ok(sent)
-}
-
-/// How many packets from slot `at` (before `end`) form one GSO run.
-fn run_at(tx: &SendBatch, at: usize, end: usize) -> usize {
-    let mut pkts: [&[u8]; crate::raw_socket::BATCH] = [&[]; crate::raw_socket::BATCH];
-    let count = end - at;
-    for (k, p) in pkts.iter_mut().take(count).enumerate() {
-        *p = tx.packet(at + k);
-    }
-    gso::run_len(&pkts[..count]).max(1)
-}
-
-/// The fresh next hop for an IPv4 packet we send.
-fn hop_for(pkt: &[u8], hops: &NextHops, now: std::time::Instant) -> Option<gso::Hop> {
-    if pkt.len() < 20 {
-        return None;
-    }
-    let local = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    let remote = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-    hops.get(local, remote, now)
 }
 
 /// After the loop: let the final segments (FIN, ACK, RSTs of a shutdown)

@@ -48,7 +48,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::packet_ring::LinkSource;
-use crate::raw_socket::{setsockopt, SendBatch, BATCH};
+use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
 
 /// How long a learned next hop stays usable without a segment from it.
 pub const FRESH: Duration = Duration::from_secs(1);
@@ -411,6 +411,106 @@ impl GsoSender {
         }
         Ok(())
     }
+}
+
+/// Super-segments sent so far, and the segments in them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GsoSent {
+    pub runs: u64,
+    pub segments: u64,
+}
+
+/// Sends what `tx` holds, in order: each run of bulk segments
+/// ([`run_len`]) towards a fresh next hop as one GSO super-segment,
+/// everything else (and a run the packet socket refuses) on the raw
+/// socket. Returns how many packets left; fewer than were queued when the
+/// raw socket is full.
+/// Without a GSO sender, simply the raw socket's batch send.
+pub fn send(
+    socket: &RawSocket,
+    gso: Option<&GsoSender>,
+    tx: &mut SendBatch,
+    hops: &mut NextHops,
+    count: &mut GsoSent,
+) -> io::Result<usize> {
+    let Some(gso) = gso else {
+        return socket.send_batch(tx);
+    };
+    let now = Instant::now();
+    let mut sent = 0;
+    while !tx.is_empty() {
+        let pending = tx.pending();
+        // The first run with a next hop, at or after the first pending slot.
+        let mut at = pending.start;
+        let mut found = None;
+        while at < pending.end {
+            let n = run_at(tx, at, pending.end);
+            if n >= 2 {
+                if let Some(hop) = hop_for(tx.packet(at), hops, now) {
+                    found = Some((n, hop));
+                    break;
+                }
+            }
+            at += n;
+        }
+        // Everything before it on the raw socket.
+        if at > pending.start {
+            let n = socket.send_upto(tx, at)?;
+            sent += n;
+            if n < at - pending.start {
+                return Ok(sent);
+            }
+        }
+        let Some((n, hop)) = found else {
+            continue;
+        };
+        let own = hops.own_addr(gso, hop.ifindex);
+        match own.and_then(|own| gso.send_run(tx, at, n, &hop, own)) {
+            Ok(()) => {
+                tx.mark_sent(n);
+                sent += n;
+                count.runs += 1;
+                count.segments += n as u64;
+            }
+            Err(e) => {
+                if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) {
+                    // The interface went (a move) or refuses: route again.
+                    tracing::debug!("GSO send to ifindex {} failed: {e}", hop.ifindex);
+                    let p = tx.packet(at);
+                    hops.forget(
+                        Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+                        Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+                    );
+                }
+                let m = socket.send_upto(tx, at + n)?;
+                sent += m;
+                if m < n {
+                    return Ok(sent);
+                }
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// How many packets from slot `at` (before `end`) form one GSO run.
+fn run_at(tx: &SendBatch, at: usize, end: usize) -> usize {
+    let mut pkts: [&[u8]; BATCH] = [&[]; BATCH];
+    let count = end - at;
+    for (k, p) in pkts.iter_mut().take(count).enumerate() {
+        *p = tx.packet(at + k);
+    }
+    run_len(&pkts[..count]).max(1)
+}
+
+/// The fresh next hop for an IPv4 packet we send.
+fn hop_for(pkt: &[u8], hops: &NextHops, now: Instant) -> Option<Hop> {
+    if pkt.len() < 20 {
+        return None;
+    }
+    let local = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+    let remote = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+    hops.get(local, remote, now)
 }
 
 #[cfg(test)]
