@@ -1,13 +1,28 @@
 //! `just bench`: bulk throughput of sustain-host and of Linux TCP over the
 //! same A - R - B veth path (sustain_lab::PathLab, MTU 1500, offloads off on
-//! every veth end), in the same run, one flow each, printed as Gbit/s and as
-//! a ratio to Linux.
+//! every veth end), one flow each, four flows per run, several runs:
+//! Linux -> Linux, sustain -> sustain, sustain -> Linux, Linux -> sustain.
 //!
-//! sustain-host runs with --no-digest (no sha256 of the stream: without SHA
-//! extensions hashing would cost more CPU than the TCP) and the Linux side
-//! neither hashes nor touches files, so both measure the stacks.
+//! **Fair by construction** (DESIGN.md, Benchmarks): every sender reads the
+//! same page-cached (written, not sparse) file in 256 KiB reads and writes
+//! what it read; every receiver reads in 256 KiB reads and discards
+//! (sustain-host into /dev/null, the kernel sink into nothing). sustain-host
+//! runs with --no-digest, and the Linux side hashes nothing either.
+//!
+//! Per flow: Gbit/s (receiver's view, accept to EOF), the ratio to the same
+//! run's Linux -> Linux, and CPU seconds per GiB: user + sys of everything
+//! the flow ran, i.e. the sustain-host processes (getrusage of reaped
+//! children, which includes the iptables runs they wait for) plus this
+//! process (its kernel sender/sink threads; idle otherwise). Both counts
+//! include the kernel work charged to them: softirq receive processing and
+//! R's forwarding land on whichever process the CPU was running, so the
+//! figure is for the whole flow, both ends and the router.
+//!
+//! `SUSTAIN_BENCH_MIB` (default 1024) sets the size, `SUSTAIN_BENCH_RUNS`
+//! (default 3) the number of runs; ranges are min–max over the runs.
 //! Needs root (namespaces, raw sockets).
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpListener};
 use std::path::Path;
@@ -20,25 +35,61 @@ mod common;
 
 const PORT: u16 = 5201;
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// Read and write size on every side (sustain-host's CHUNK).
+const CHUNK: usize = 256 * 1024;
 
-fn bytes_to_send() -> u64 {
-    std::env::var("SUSTAIN_BENCH_MIB")
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(1024)
-        << 20
+        .unwrap_or(default)
 }
 
 fn gbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 * 8.0 / secs / 1e9
 }
 
-/// Accepts one connection and reads it to EOF; returns (bytes, seconds from
-/// the first byte's arrival... measured from accept to EOF).
+/// User + sys seconds of this process (`RUSAGE_SELF`) or of its reaped
+/// children (`RUSAGE_CHILDREN`).
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(who, &mut ru) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU used between `start` and `finish`, split by who used it.
+struct CpuMeter {
+    children: f64,
+    this: f64,
+}
+
+impl CpuMeter {
+    fn start() -> CpuMeter {
+        CpuMeter {
+            children: cpu_seconds(libc::RUSAGE_CHILDREN),
+            this: cpu_seconds(libc::RUSAGE_SELF),
+        }
+    }
+
+    /// (sustain-host processes, this process) seconds since `start`.
+    fn finish(self) -> (f64, f64) {
+        (
+            cpu_seconds(libc::RUSAGE_CHILDREN) - self.children,
+            cpu_seconds(libc::RUSAGE_SELF) - self.this,
+        )
+    }
+}
+
+/// Accepts one connection and reads it to EOF; returns (bytes, seconds
+/// from accept to EOF).
 fn kernel_sink(listener: TcpListener) -> std::io::Result<(u64, f64)> {
     let (mut s, _) = listener.accept()?;
     let start = Instant::now();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
         let n = s.read(&mut buf)?;
@@ -49,20 +100,40 @@ fn kernel_sink(listener: TcpListener) -> std::io::Result<(u64, f64)> {
     }
 }
 
-fn kernel_source(addr: SocketAddrV4, bytes: u64) -> std::io::Result<()> {
+/// Sends `data` the way sustain-host does: 256 KiB reads, each written out.
+fn kernel_source(addr: SocketAddrV4, data: &Path) -> std::io::Result<()> {
     let mut s = common::connect_retrying(addr)?;
-    let buf = vec![0x5au8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
+    let mut file = File::open(data)?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
         s.write_all(&buf[..n])?;
-        left -= n as u64;
     }
     s.shutdown(std::net::Shutdown::Write)?;
     // Wait for the receiver's FIN: everything was delivered.
     let mut sink = [0u8; 64];
     while s.read(&mut sink)? > 0 {}
     Ok(())
+}
+
+/// Writes `bytes` of a pattern (no holes) and reads them back once, so the
+/// file is in the page cache for every sender.
+fn make_send_file(path: &Path, bytes: u64) {
+    let block: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+    let mut f = File::create(path).expect("creating the send file");
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        f.write_all(&block[..n]).expect("writing the send file");
+        left -= n as u64;
+    }
+    f.sync_all().expect("syncing the send file");
+    let mut r = File::open(path).expect("reopening the send file");
+    let mut buf = vec![0u8; CHUNK];
+    while r.read(&mut buf).expect("reading the send file") > 0 {}
 }
 
 /// `sustain-host listen --no-digest` in B into /dev/null, ready to accept.
@@ -85,14 +156,115 @@ fn sustain_sender(path: &PathLab, server: SocketAddrV4, data: &Path) -> ChildPro
         .expect("spawning sustain-host connect")
 }
 
-/// Gbit/s seen by a sustain-host receiver, from its summary line.
-fn receiver_gbps(receiver: &ChildProcess, bytes: u64) -> f64 {
+/// Seconds seen by a sustain-host receiver, from its summary line.
+fn receiver_seconds(receiver: &ChildProcess, bytes: u64) -> f64 {
     let summary = common::expect_success(receiver, TIMEOUT);
     assert_eq!(summary["bytes"].as_u64(), Some(bytes), "{summary}");
-    gbps(
-        bytes,
-        summary["seconds"].as_f64().expect("seconds in the summary"),
-    )
+    summary["seconds"].as_f64().expect("seconds in the summary")
+}
+
+fn kernel_listener(path: &PathLab, server: SocketAddrV4) -> TcpListener {
+    path.run_in(PathNode::B, move || TcpListener::bind(server))
+        .unwrap()
+        .expect("kernel listener")
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flow {
+    LinuxLinux,
+    SustainSustain,
+    SustainLinux,
+    LinuxSustain,
+}
+
+impl Flow {
+    const ALL: [Flow; 4] = [
+        Flow::LinuxLinux,
+        Flow::SustainSustain,
+        Flow::SustainLinux,
+        Flow::LinuxSustain,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Flow::LinuxLinux => "linux   -> linux  ",
+            Flow::SustainSustain => "sustain -> sustain",
+            Flow::SustainLinux => "sustain -> linux  ",
+            Flow::LinuxSustain => "linux   -> sustain",
+        }
+    }
+}
+
+/// One flow's figures.
+#[derive(Clone, Copy)]
+struct Sample {
+    gbps: f64,
+    /// CPU seconds per GiB: sustain-host processes, this process.
+    cpu_sustain: f64,
+    cpu_this: f64,
+}
+
+fn run_flow(flow: Flow, path: &PathLab, server: SocketAddrV4, data: &Path, bytes: u64) -> Sample {
+    let meter = CpuMeter::start();
+    let secs = match flow {
+        Flow::LinuxLinux => {
+            let sink = std::thread::spawn({
+                let l = kernel_listener(path, server);
+                move || kernel_sink(l)
+            });
+            let d = data.to_path_buf();
+            path.run_in(PathNode::A, move || kernel_source(server, &d))
+                .unwrap()
+                .expect("kernel sender");
+            let (got, secs) = sink.join().unwrap().expect("kernel sink");
+            assert_eq!(got, bytes);
+            secs
+        }
+        Flow::SustainSustain => {
+            let receiver = sustain_receiver(path, server);
+            let sender = sustain_sender(path, server, data);
+            common::expect_success(&sender, TIMEOUT);
+            receiver_seconds(&receiver, bytes)
+        }
+        Flow::SustainLinux => {
+            let sink = std::thread::spawn({
+                let l = kernel_listener(path, server);
+                move || kernel_sink(l)
+            });
+            let sender = sustain_sender(path, server, data);
+            common::expect_success(&sender, TIMEOUT);
+            let (got, secs) = sink.join().unwrap().expect("kernel sink");
+            assert_eq!(got, bytes);
+            secs
+        }
+        Flow::LinuxSustain => {
+            let receiver = sustain_receiver(path, server);
+            let d = data.to_path_buf();
+            path.run_in(PathNode::A, move || kernel_source(server, &d))
+                .unwrap()
+                .expect("kernel sender");
+            receiver_seconds(&receiver, bytes)
+        }
+    };
+    let (sustain, this) = meter.finish();
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    Sample {
+        gbps: gbps(bytes, secs),
+        cpu_sustain: sustain / gib,
+        cpu_this: this / gib,
+    }
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -100,59 +272,59 @@ fn main() {
         eprintln!("bench throughput: SKIPPED: needs root for namespaces and raw sockets");
         return;
     }
-    let bytes = bytes_to_send();
+    let bytes = env_u64("SUSTAIN_BENCH_MIB", 1024) << 20;
+    let runs = env_u64("SUSTAIN_BENCH_RUNS", 3).max(1) as usize;
     let path = PathLab::new().expect("building the A-R-B path");
     let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
     let data = path.lab().run_dir().join("bench-data");
-    std::fs::File::create(&data)
-        .and_then(|f| f.set_len(bytes))
-        .expect("creating the sparse send file");
+    make_send_file(&data, bytes);
     println!(
-        "bulk throughput, one flow, {} MiB, A -> R -> B veth path, MTU 1500, offloads off",
+        "bulk throughput, one flow, {} MiB, A -> R -> B veth path, MTU 1500, offloads off; \
+         every sender reads the same page-cached file, every receiver discards; {runs} runs",
         bytes >> 20
     );
-
-    // 1. Linux TCP -> Linux TCP.
-    let listener = path
-        .run_in(PathNode::B, move || TcpListener::bind(server))
-        .unwrap()
-        .expect("kernel listener");
-    let sink = std::thread::spawn(move || kernel_sink(listener));
-    path.run_in(PathNode::A, move || kernel_source(server, bytes))
-        .unwrap()
-        .expect("kernel sender");
-    let (got, secs) = sink.join().unwrap().expect("kernel sink");
-    assert_eq!(got, bytes);
-    let linux = gbps(bytes, secs);
-    println!("  linux  -> linux  : {linux:6.2} Gbit/s");
-
-    let ratio = |name: &str, rate: f64| {
-        println!("  {name}: {rate:6.2} Gbit/s  ({:.2} x linux)", rate / linux);
-    };
-
-    // 2. sustain-host -> sustain-host.
-    let receiver = sustain_receiver(&path, server);
-    let sender = sustain_sender(&path, server, &data);
-    common::expect_success(&sender, TIMEOUT);
-    ratio("sustain -> sustain", receiver_gbps(&receiver, bytes));
-
-    // 3. sustain-host -> Linux (our sender, the kernel's receiver).
-    let listener = path
-        .run_in(PathNode::B, move || TcpListener::bind(server))
-        .unwrap()
-        .expect("kernel listener");
-    let sink = std::thread::spawn(move || kernel_sink(listener));
-    let sender = sustain_sender(&path, server, &data);
-    common::expect_success(&sender, TIMEOUT);
-    let (got, secs) = sink.join().unwrap().expect("kernel sink");
-    assert_eq!(got, bytes);
-    ratio("sustain -> linux  ", gbps(bytes, secs));
-
-    // 4. Linux -> sustain-host (the kernel's sender, our receiver).
-    let receiver = sustain_receiver(&path, server);
-    path.run_in(PathNode::A, move || kernel_source(server, bytes))
-        .unwrap()
-        .expect("kernel sender");
-    ratio("linux  -> sustain ", receiver_gbps(&receiver, bytes));
-    println!("target: >= 2 Gbit/s for one sustain flow");
+    // samples[run][flow]
+    let mut samples: Vec<Vec<Sample>> = Vec::new();
+    for run in 0..runs {
+        let load = load_average();
+        let mut row = Vec::new();
+        for flow in Flow::ALL {
+            let s = run_flow(flow, &path, server, &data, bytes);
+            row.push(s);
+        }
+        let linux = row[0].gbps;
+        print!("  run {}: load {load}:", run + 1);
+        for (flow, s) in Flow::ALL.iter().zip(&row) {
+            print!(
+                " {} {:.2} ({:.2}x, {:.2} s/GiB);",
+                flow.name().split_whitespace().collect::<String>(),
+                s.gbps,
+                s.gbps / linux,
+                s.cpu_sustain + s.cpu_this
+            );
+        }
+        println!();
+        samples.push(row);
+    }
+    println!(
+        "  {:<18}  {:>13}  {:>11}  {:>13}  {:>25}",
+        "flow", "Gbit/s", "x linux", "CPU s/GiB", "of which sustain / bench"
+    );
+    for (i, flow) in Flow::ALL.iter().enumerate() {
+        let (g0, g1) = range(samples.iter().map(|r| r[i].gbps));
+        let (x0, x1) = range(samples.iter().map(|r| r[i].gbps / r[0].gbps));
+        let (c0, c1) = range(samples.iter().map(|r| r[i].cpu_sustain + r[i].cpu_this));
+        let (s0, s1) = range(samples.iter().map(|r| r[i].cpu_sustain));
+        let (t0, t1) = range(samples.iter().map(|r| r[i].cpu_this));
+        println!(
+            "  {:<18}  {g0:5.2} – {g1:5.2}  {x0:4.2} – {x1:4.2}  {c0:5.2} – {c1:5.2}  \
+             {s0:4.2}–{s1:4.2} / {t0:4.2}–{t1:4.2}",
+            flow.name()
+        );
+    }
+    println!(
+        "goals (issue 14): sustain -> sustain >= 0.8x and >= 5 Gbit/s; mixed flows >= 0.9x; \
+         CPU per GiB <= 1.5x linux's"
+    );
+    drop(path);
 }

@@ -9,8 +9,9 @@
 //! wakers of the tasks waiting on it. One pass of the driver, under the
 //! lock:
 //!
-//! 1. **receive**: drain the raw socket in `recvmmsg` batches into
-//!    [`CoreEndpoint::handle_packet`];
+//! 1. **receive**: drain the packet ring ([`crate::packet_ring`], each
+//!    packet a slice of its ring frame) or, on the fallback path, the raw
+//!    socket in `recvmmsg` batches, into [`CoreEndpoint::handle_packet`];
 //! 2. **timers**: if [`CoreEndpoint::poll_timeout`] is due, call
 //!    [`CoreEndpoint::handle_timeout`];
 //! 3. **events**: drain [`CoreEndpoint::poll_event`]: wake readers, writers,
@@ -54,10 +55,12 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::events::EventLog;
+use crate::gso::{self, GsoSender, NextHops};
 use crate::mobility::{self, ControlCmd};
 use crate::netwatch::{self, NetWatcher};
+use crate::packet_ring::{self, PacketRing};
 use crate::ports::Ports;
-use crate::raw_socket::{RawSocket, RecvBatch, SendBatch};
+use crate::raw_socket::{RawSocket, RecvBatch, SendBatch, SLOT};
 use crate::route;
 use crate::stream::StreamEvent;
 
@@ -69,7 +72,14 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Wakes the driver after a handle changed the core.
     pub(crate) wake: Notify,
+    /// Sends, and receives unless `ring` does.
     pub(crate) socket: RawSocket,
+    /// The receive ring ([`crate::packet_ring`]); `None`: the raw socket
+    /// receives (the fallback).
+    pub(crate) ring: Option<PacketRing>,
+    /// Sends runs of bulk segments as GSO super-segments ([`crate::gso`]);
+    /// only with the ring, which tells it the next hops.
+    pub(crate) gso: Option<GsoSender>,
     pub(crate) clock: Clock,
     /// The owned ports; separate from `state` because installing a guard
     /// rule blocks (iptables) and must not hold up the driver.
@@ -93,10 +103,25 @@ impl Shared {
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Points the raw socket's filter at the owned ports.
+    /// Points the receiving socket's filter at the owned ports.
     pub(crate) fn refresh_filter(&self) -> io::Result<()> {
         let ports = self.lock_ports().filter();
-        self.socket.set_port_filter(&ports)
+        self.set_filter(&ports)
+    }
+
+    fn set_filter(&self, ports: &[u16]) -> io::Result<()> {
+        match &self.ring {
+            Some(ring) => ring.set_port_filter(ports),
+            None => self.socket.set_port_filter(ports),
+        }
+    }
+
+    /// Waits until a packet may be waiting.
+    async fn readable(&self) -> io::Result<()> {
+        match &self.ring {
+            Some(ring) => ring.readable().await,
+            None => self.socket.readable().await,
+        }
     }
 
     /// Gives up `port` (after its last release) off the driver task.
@@ -115,7 +140,7 @@ impl Shared {
             .into_iter()
             .filter(|p| *p != port)
             .collect();
-        self.socket.set_port_filter(&ports)
+        self.set_filter(&ports)
     }
 }
 
@@ -197,6 +222,8 @@ pub(crate) struct State {
     pub(crate) flushing: Vec<ConnId>,
     /// Packets the kernel refused to send (counted as lost).
     pub(crate) send_drops: u64,
+    /// GSO super-segments sent, and the segments they carried.
+    gso_sent: gso::GsoSent,
     scratch: Vec<u8>,
 }
 
@@ -215,6 +242,7 @@ impl State {
             usable: addresses.clone(),
             addresses,
             send_drops: 0,
+            gso_sent: gso::GsoSent::default(),
             scratch: vec![0; 64 * 1024],
         }
     }
@@ -318,8 +346,11 @@ impl State {
                         "closed",
                         // send_drops: packets of this endpoint the kernel refused
                         // (no buffer, or no route mid-move), counted as lost.
+                        // gso_*: super-segments this endpoint sent so far, and
+                        // the segments in them (crate::gso).
                         json!({"conn": conn.0, "reason": reason_name(reason),
-                               "send_drops": self.send_drops, "counters": counters}),
+                               "send_drops": self.send_drops, "gso_runs": self.gso_sent.runs,
+                               "gso_segments": self.gso_sent.segments, "counters": counters}),
                     );
                     if let Some(slot) = self.conns.get_mut(&conn) {
                         slot.closed = Some(reason);
@@ -459,8 +490,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut watcher: NetWatcher) -> io::Res
 }
 
 async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()> {
-    let mut rx = RecvBatch::new();
+    let mut rx = Receive::new(shared);
     let mut tx = SendBatch::new();
+    let mut hops = NextHops::default();
     loop {
         let (progress, deadline) = {
             let mut st = shared.lock();
@@ -480,7 +512,7 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
                 }
                 return Ok(());
             }
-            let progress = pass(shared, &mut st, &mut rx, &mut tx)?;
+            let progress = pass(shared, &mut st, &mut rx, &mut tx, &mut hops)?;
             (progress, st.core.poll_timeout())
         };
         if progress {
@@ -495,12 +527,14 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
             }
         };
         tokio::select! {
-            r = shared.socket.readable() => r?,
+            r = shared.readable() => r?,
             r = shared.socket.writable(), if !tx.is_empty() => r?,
             () = shared.wake.notified() => {}
             r = watcher.changed() => {
                 r?;
                 let now = shared.clock.now();
+                // Routes may have changed: next hops are learned again.
+                hops.clear();
                 shared.lock().addresses_changed(now)?;
             }
             () = sleep => {}
@@ -508,26 +542,81 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
     }
 }
 
+/// The driver's receive state for whichever path receives.
+enum Receive {
+    Ring {
+        cursor: packet_ring::Cursor,
+        /// A packet larger than a ring frame lands here.
+        scratch: Vec<u8>,
+    },
+    Raw(RecvBatch),
+}
+
+impl Receive {
+    fn new(shared: &Shared) -> Receive {
+        match shared.ring {
+            Some(_) => Receive::Ring {
+                cursor: packet_ring::Cursor::default(),
+                scratch: vec![0; SLOT],
+            },
+            None => Receive::Raw(RecvBatch::new()),
+        }
+    }
+}
+
+/// Ring packets handed to the core per look at the clock (a raw-socket
+/// batch's size).
+const RECV_PER_BATCH: usize = crate::raw_socket::BATCH;
+
+/// Step 1: everything the ring or socket holds, up to
+/// `RECV_BATCHES_PER_PASS` batches.
+fn receive(
+    shared: &Shared,
+    st: &mut State,
+    rx: &mut Receive,
+    hops: &mut NextHops,
+) -> io::Result<bool> {
+    let mut progress = false;
+    let learn = shared.gso.is_some();
+    for _ in 0..RECV_BATCHES_PER_PASS {
+        let now = shared.clock.now();
+        let n = match (rx as &mut Receive, &shared.ring) {
+            (Receive::Ring { cursor, scratch }, Some(ring)) => {
+                let seen = std::time::Instant::now();
+                ring.drain(cursor, RECV_PER_BATCH, scratch, |pkt, from| {
+                    if let (true, Some(from)) = (learn, from) {
+                        hops.learn(pkt, from, seen);
+                    }
+                    st.core.handle_packet(now, pkt)
+                })
+            }
+            (Receive::Raw(batch), _) => {
+                let n = shared.socket.recv_batch(batch)?;
+                for pkt in batch.packets() {
+                    st.core.handle_packet(now, pkt);
+                }
+                n
+            }
+            (Receive::Ring { .. }, None) => 0,
+        };
+        if n == 0 {
+            break;
+        }
+        progress = true;
+    }
+    Ok(progress)
+}
+
 /// One pass of the loop (module docs, steps 1-4). True if anything moved.
 fn pass(
     shared: &Arc<Shared>,
     st: &mut State,
-    rx: &mut RecvBatch,
+    rx: &mut Receive,
     tx: &mut SendBatch,
+    hops: &mut NextHops,
 ) -> io::Result<bool> {
-    let mut progress = false;
-    // 1. Everything the socket holds.
-    for _ in 0..RECV_BATCHES_PER_PASS {
-        let n = shared.socket.recv_batch(rx)?;
-        if n == 0 {
-            break;
-        }
-        let now = shared.clock.now();
-        for pkt in rx.packets() {
-            st.core.handle_packet(now, pkt);
-        }
-        progress = true;
-    }
+    // 1. Everything the ring or socket holds.
+    let mut progress = receive(shared, st, rx, hops)?;
     // 2. Timers.
     let now = shared.clock.now();
     if st.core.poll_timeout().is_some_and(|t| t <= now) {
@@ -554,7 +643,7 @@ fn pass(
     let released = st.released_ports();
     release_ports(shared, released);
     // 4. Everything the core wants to send.
-    progress |= transmit(shared, st, tx)?;
+    progress |= transmit(shared, st, tx, hops)?;
     Ok(progress)
 }
 
@@ -589,7 +678,12 @@ fn release_ports(shared: &Arc<Shared>, ports: Vec<u16>) {
 
 /// Step 4: drain the core into sendmmsg batches until it has nothing more
 /// or the socket is full.
-fn transmit(shared: &Shared, st: &mut State, tx: &mut SendBatch) -> io::Result<bool> {
+fn transmit(
+    shared: &Shared,
+    st: &mut State,
+    tx: &mut SendBatch,
+    hops: &mut NextHops,
+) -> io::Result<bool> {
     let mut progress = false;
     loop {
         let now = shared.clock.now();
@@ -599,7 +693,13 @@ fn transmit(shared: &Shared, st: &mut State, tx: &mut SendBatch) -> io::Result<b
         if tx.is_empty() {
             break;
         }
-        let sent = shared.socket.send_batch(tx)?;
+        let sent = gso::send(
+            &shared.socket,
+            shared.gso.as_ref(),
+            tx,
+            hops,
+            &mut st.gso_sent,
+        )?;
         if sent == 0 {
             break; // socket buffer full: the loop waits for writability
         }
@@ -614,7 +714,8 @@ async fn finish(shared: &Arc<Shared>) {
     let mut tx = SendBatch::new();
     {
         let mut st = shared.lock();
-        let _ = transmit(shared, &mut st, &mut tx);
+        // No next hops known here: everything on the raw socket.
+        let _ = transmit(shared, &mut st, &mut tx, &mut NextHops::default());
     }
     for _ in 0..100 {
         if tx.is_empty() {

@@ -1,5 +1,5 @@
 //! [`Endpoint`]: the library's front door. One per host (network namespace):
-//! it owns the raw socket, the RST guard, the address watcher, the clock
+//! it owns the datapath (packet ring, raw socket, GSO sender), the guard rules, the address watcher, the clock
 //! and the sans-IO core, runs the driver task, and hands out [`Stream`]s
 //! and [`Listener`]s for any number of ports and connections.
 
@@ -16,8 +16,10 @@ use crate::clock::Clock;
 use crate::driver::{self, ConnSlot, ListenerSlot, Shared, State};
 use crate::error::{ConnectionError, EndpointError, OpenError};
 use crate::events::EventLog;
+use crate::gso::GsoSender;
 use crate::netwatch::{self, NetWatcher};
 use crate::os_random::OsRandom;
+use crate::packet_ring::PacketRing;
 use crate::ports::Ports;
 use crate::raw_socket::RawSocket;
 use crate::rst_guard::RstGuard;
@@ -44,9 +46,11 @@ pub struct EndpointConfig {
 /// clone is dropped and every connection and listener has ended, or until
 /// [`Endpoint::shutdown`].
 ///
-/// Needs root, or CAP_NET_RAW and CAP_NET_ADMIN: it sends real segments on
-/// a raw socket and installs one narrow iptables rule per owned port so
-/// the kernel does not reset our connections. The rules go when the
+/// Needs root, or CAP_NET_RAW and CAP_NET_ADMIN: it receives real segments
+/// from a packet ring (or a raw socket), sends them on a raw socket and a
+/// packet socket, and installs one narrow iptables rule per owned port so
+/// the kernel's TCP neither handles nor resets our connections
+/// ([`crate::rst_guard`]). The rules go when the
 /// endpoint stops; an application should call [`Endpoint::shutdown`] on
 /// SIGINT/SIGTERM (rules of a killed process are swept by the next
 /// endpoint).
@@ -103,7 +107,8 @@ impl Drop for Endpoint {
 }
 
 impl Endpoint {
-    /// Opens the raw socket, sweeps RST-guard rules of dead processes,
+    /// Opens the datapath (the packet ring and GSO sender where they work,
+    /// the raw socket always), sweeps guard rules of dead processes,
     /// subscribes to address and route events and spawns the driver on the
     /// current tokio runtime.
     pub fn new(config: EndpointConfig) -> Result<Endpoint, EndpointError> {
@@ -111,12 +116,35 @@ impl Endpoint {
             return Err(EndpointError::NoRuntime);
         }
         let log = EventLog::open(config.events.as_deref()).map_err(EndpointError::Events)?;
+        let mut log = log;
         let socket = RawSocket::open(SUSTAIN_MARK)?;
-        // Nothing is owned yet: receive nothing.
+        // Nothing is owned yet: receive nothing (with the ring, the raw
+        // socket only ever sends).
         socket
             .set_port_filter(&[])
             .map_err(|e| EndpointError::Netlink(std::io::Error::other(e)))?;
-        let guard = RstGuard::new(SUSTAIN_MARK)?;
+        let mut guard = RstGuard::new(SUSTAIN_MARK)?;
+        let ring = open_ring(&mut guard);
+        let clock = Clock::new();
+        let rx = match &ring {
+            Ok(_) => "packet-ring",
+            Err(_) => "raw-socket",
+        };
+        let gso = ring.as_ref().ok().and_then(|_| open_gso());
+        let tx = if gso.is_some() {
+            "raw-socket+gso"
+        } else {
+            "raw-socket"
+        };
+        let fields = match &ring {
+            Ok(_) => serde_json::json!({"rx": rx, "tx": tx,
+                "detail": "AF_PACKET TPACKET_V2 ring, raw PREROUTING drop per owned port"}),
+            Err(why) => serde_json::json!({"rx": rx, "tx": tx, "fallback": why}),
+        };
+        if let Err(e) = log.record(clock.now(), "datapath", fields) {
+            tracing::warn!("cannot write the events file: {e}");
+        }
+        let ring = ring.ok();
         let watcher = NetWatcher::start().map_err(EndpointError::Netlink)?;
         let addresses = netwatch::local_addresses().map_err(EndpointError::Netlink)?;
         let core = CoreEndpoint::new(config.tcp.clone(), Box::new(OsRandom::new()));
@@ -124,7 +152,9 @@ impl Endpoint {
             state: Mutex::new(State::new(core, log, addresses)),
             wake: Notify::new(),
             socket,
-            clock: Clock::new(),
+            ring,
+            gso,
+            clock,
             ports: Mutex::new(Ports::new(guard)),
             stopped: Notify::new(),
             connect_mss: config.connect_mss,
@@ -294,6 +324,64 @@ impl Endpoint {
     fn release_port(&self, port: u16) {
         if self.shared.lock_ports().release(port) {
             self.shared.remove_port_later(port);
+        }
+    }
+}
+
+/// `SUSTAIN_DATAPATH=raw` makes an endpoint receive on its raw socket even
+/// where the packet ring works (comparisons, and the fallback's tests).
+pub const DATAPATH_ENV: &str = "SUSTAIN_DATAPATH";
+
+/// The receive ring with ingress drops, or why the endpoint falls back to
+/// raw-socket receive (said loudly: a warning, and the `datapath` event).
+pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
+    if std::env::var(DATAPATH_ENV).is_ok_and(|v| v == "raw") {
+        let why = format!("{DATAPATH_ENV}=raw");
+        tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
+        return Err(why);
+    }
+    let ring = PacketRing::open().and_then(|ring| {
+        guard.use_ingress_drop().map(|()| ring).map_err(|e| {
+            crate::packet_ring::PacketRingError::Setup {
+                what: "iptables raw table (ingress drop rules)",
+                source: std::io::Error::other(e),
+            }
+        })
+    });
+    match ring {
+        Ok(ring) => {
+            tracing::info!(
+                "receiving from a packet ring (AF_PACKET TPACKET_V2); owned ports are dropped \
+                 in raw PREROUTING, so the kernel's TCP never sees them"
+            );
+            Ok(ring)
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
+            Err(why)
+        }
+    }
+}
+
+/// `SUSTAIN_GSO=off` sends every segment on the raw socket even where
+/// GSO super-segments would work (comparisons).
+pub const GSO_ENV: &str = "SUSTAIN_GSO";
+
+/// The GSO sender ([`crate::gso`]), unless turned off or unavailable.
+fn open_gso() -> Option<GsoSender> {
+    if std::env::var(GSO_ENV).is_ok_and(|v| v == "off") {
+        tracing::warn!("{GSO_ENV}=off: every segment leaves on the raw socket");
+        return None;
+    }
+    match GsoSender::open(SUSTAIN_MARK) {
+        Ok(g) => {
+            tracing::info!("bulk data leaves as GSO super-segments (AF_PACKET, PACKET_VNET_HDR)");
+            Some(g)
+        }
+        Err(e) => {
+            tracing::warn!("no GSO sender ({e}): every segment leaves on the raw socket");
+            None
         }
     }
 }

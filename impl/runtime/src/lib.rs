@@ -1,7 +1,8 @@
 //! sustain: TCP connections that survive IP address changes, as a library.
 //!
 //! [`Endpoint`] is to [`sustain_core`] what quinn's `Endpoint` is to
-//! quinn-proto: it owns the datapath (a raw IPv4 socket), the clock, the
+//! quinn-proto: it owns the datapath (a packet ring to receive, a raw IPv4
+//! socket and GSO super-segments to send), the clock, the
 //! address watcher and the kernel-RST guard, runs one driver task around
 //! the sans-IO core ([`driver`] documents the loop), and hands out
 //! [`Stream`]s (tokio `AsyncRead` + `AsyncWrite`) and [`Listener`]s for
@@ -12,7 +13,7 @@
 //! - [`stream`]: `Stream` and its migration events.
 //! - [`error`]: typed errors and their `io::ErrorKind`s.
 //! - [`driver`]: the driver loop.
-//! - [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
+//! - [`packet_ring`], [`gso`], [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
 //!   facilities the driver uses; [`events`]: the JSON-lines `--events` log.
 //! - [`mobility`]: each migratable connection's session with the mobility
 //!   information server.
@@ -26,10 +27,12 @@ pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod forward;
+pub mod gso;
 pub mod host;
 pub mod mobility;
 pub mod netwatch;
 pub mod os_random;
+pub mod packet_ring;
 mod ports;
 pub mod proxy;
 pub mod raw_socket;

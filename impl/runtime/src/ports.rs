@@ -3,9 +3,11 @@
 //!
 //! - a bound, never-listening kernel TCP socket (a [`PortReservation`]), so
 //!   the kernel's own connections cannot take the port;
-//! - one RST-guard rule ([`RstGuard`]), so the kernel does not reset the
-//!   segments our userspace TCP receives on it;
-//! - an entry in the raw socket's BPF filter, so we receive them at all.
+//! - one guard rule ([`RstGuard`]): an ingress drop (packet ring) or an
+//!   RST drop (raw socket), so the kernel does not reset the segments our
+//!   userspace TCP receives on it;
+//! - an entry in the receiving socket's BPF filter (packet ring, or the
+//!   raw socket on the fallback path), so we receive them at all.
 //!
 //! A port is counted: a listener holds one reference, every connection on
 //! the port holds one; the last release removes all three. Installing a
@@ -113,7 +115,7 @@ impl Ports {
         self.entries.clear();
     }
 
-    /// The ports the raw socket's filter must let through.
+    /// The ports the receiving socket's filter must let through.
     pub(crate) fn filter(&self) -> Vec<u16> {
         self.entries
             .iter()

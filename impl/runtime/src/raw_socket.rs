@@ -37,7 +37,7 @@ pub struct RawSocket {
     fd: AsyncFd<OwnedFd>,
 }
 
-fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live T of the size we pass.
     let rc = unsafe {
         libc::setsockopt(
@@ -194,8 +194,15 @@ impl RawSocket {
     /// kernel refuses for lack of buffer space or of a route count as sent
     /// and lost, as on a congested link or a dead path; TCP recovers them.
     pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
+        let end = batch.len;
+        self.send_upto(batch, end)
+    }
+
+    /// [`RawSocket::send_batch`] for the queued packets before slot `end`
+    /// only (the rest leave another way, [`crate::gso`]).
+    pub fn send_upto(&self, batch: &mut SendBatch, end: usize) -> io::Result<usize> {
         let fd = self.fd.get_ref().as_raw_fd();
-        let pending = batch.len - batch.sent;
+        let pending = end.min(batch.len).saturating_sub(batch.sent);
         if pending == 0 {
             return Ok(0);
         }
@@ -233,22 +240,14 @@ impl RawSocket {
                     | libc::EHOSTDOWN
                     | libc::EADDRNOTAVAIL,
                 ) => {
-                    batch.sent += 1;
                     batch.dropped += 1;
-                    if batch.sent == batch.len {
-                        batch.sent = 0;
-                        batch.len = 0;
-                    }
+                    batch.mark_sent(1);
                     return Ok(1);
                 }
                 _ => return Err(e),
             }
         }
-        batch.sent += n as usize;
-        if batch.sent == batch.len {
-            batch.sent = 0;
-            batch.len = 0;
-        }
+        batch.mark_sent(n as usize);
         Ok(n as usize)
     }
 }
@@ -274,6 +273,19 @@ pub const MAX_FILTER_PORTS: usize = 2000;
 /// "accept"), so the program works for any number of ports up to
 /// [`MAX_FILTER_PORTS`], not just the 255 an 8-bit jump offset can skip.
 fn port_filter_program(ports: &[u16]) -> Vec<libc::sock_filter> {
+    filter_program(ports, false)
+}
+
+/// [`port_filter_program`] for a packet socket (`SOCK_DGRAM`, so the packet
+/// also starts at the IP header): it first accepts only packets addressed
+/// to this host (`PACKET_HOST`: not our own outgoing ones, which a packet
+/// socket on `lo` also sees, nor another host's a bridge flooded to us) that
+/// carry TCP, the two things a raw IPPROTO_TCP socket gets for free.
+pub(crate) fn packet_filter_program(ports: &[u16]) -> Vec<libc::sock_filter> {
+    filter_program(ports, true)
+}
+
+fn filter_program(ports: &[u16], packet_socket: bool) -> Vec<libc::sock_filter> {
     const BPF_LD: u16 = 0x00;
     const BPF_LDX: u16 = 0x01;
     const BPF_JMP: u16 = 0x05;
@@ -290,7 +302,29 @@ fn port_filter_program(ports: &[u16]) -> Vec<libc::sock_filter> {
     const ACCEPT: u32 = 0x0004_0000; // the whole packet
     let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     let ports = &ports[..ports.len().min(MAX_FILTER_PORTS)];
-    let mut p = Vec::with_capacity(2 * ports.len() + 6);
+    const BPF_W: u16 = 0x00;
+    let mut p = Vec::with_capacity(2 * ports.len() + 10);
+    if packet_socket {
+        // The packet type, from the socket buffer's metadata.
+        let pkttype = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
+        p.push(ins(BPF_LD | BPF_W | BPF_ABS, 0, 0, pkttype));
+        p.push(ins(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            1,
+            0,
+            libc::PACKET_HOST as u32,
+        ));
+        p.push(ins(BPF_RET | BPF_K, 0, 0, REJECT));
+        // IPv4 protocol field: TCP only.
+        p.push(ins(BPF_LD | BPF_B | BPF_ABS, 0, 0, 9));
+        p.push(ins(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            1,
+            0,
+            libc::IPPROTO_TCP as u32,
+        ));
+        p.push(ins(BPF_RET | BPF_K, 0, 0, REJECT));
+    }
     // Fragments other than the first carry no TCP header: reject them
     // (the core rejects fragments anyway).
     p.push(ins(BPF_LD | BPF_H | BPF_ABS, 0, 0, 6)); // frag field
@@ -378,6 +412,30 @@ impl SendBatch {
         self.len == self.sent
     }
 
+    /// Slots of the packets queued and not yet sent.
+    pub fn pending(&self) -> std::ops::Range<usize> {
+        self.sent..self.len
+    }
+
+    /// The packet in slot `i`.
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.buf[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
+    /// The packet in slot `i`, writable (headers patched in place).
+    pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.buf[i * SLOT..i * SLOT + self.lens[i]]
+    }
+
+    /// The next `n` pending packets left (or were counted as lost).
+    pub fn mark_sent(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.len);
+        if self.sent == self.len {
+            self.sent = 0;
+            self.len = 0;
+        }
+    }
+
     /// Lets `fill` write one packet into the next free slot; it returns the
     /// packet length, or `None` if it had nothing to send. The destination
     /// is read from the packet's IPv4 header.
@@ -411,12 +469,21 @@ mod tests {
     /// Interprets the subset of classic BPF our filter uses, to check the
     /// jump offsets without a kernel.
     fn run(program: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        run_typed(program, pkt, libc::PACKET_HOST)
+    }
+
+    /// `run` for a packet whose socket-buffer packet type is `pkttype`.
+    fn run_typed(program: &[libc::sock_filter], pkt: &[u8], pkttype: u8) -> u32 {
         let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
         let byte = |i: usize| pkt.get(i).copied().unwrap_or(0) as u32;
         loop {
             let ins = program[pc];
             pc += 1;
             match ins.code {
+                0x20 if ins.k == (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32 => {
+                    a = pkttype as u32
+                }
+                0x30 => a = byte(ins.k as usize),
                 0x28 => a = byte(ins.k as usize) << 8 | byte(ins.k as usize + 1),
                 0x48 => {
                     a = byte(x as usize + ins.k as usize) << 8
@@ -434,6 +501,7 @@ mod tests {
     fn packet(dst_port: u16, frag: u16) -> Vec<u8> {
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
+        p[9] = libc::IPPROTO_TCP as u8;
         p[6..8].copy_from_slice(&frag.to_be_bytes());
         p[22..24].copy_from_slice(&dst_port.to_be_bytes());
         p
@@ -463,5 +531,27 @@ mod tests {
         }
         assert_eq!(run(&prog, &packet(11_500, 0)), 0);
         assert_eq!(run(&prog, &packet(9_999, 0)), 0);
+    }
+
+    #[test]
+    fn packet_filter_takes_only_tcp_to_this_host() {
+        let prog = packet_filter_program(&[5001]);
+        assert_ne!(run(&prog, &packet(5001, 0)), 0);
+        assert_eq!(run(&prog, &packet(5002, 0)), 0);
+        // Our own packets leaving (a packet socket on lo sees them too),
+        // and another host's.
+        for pkttype in [
+            libc::PACKET_OUTGOING,
+            libc::PACKET_OTHERHOST,
+            libc::PACKET_BROADCAST,
+        ] {
+            assert_eq!(run_typed(&prog, &packet(5001, 0), pkttype), 0, "{pkttype}");
+        }
+        let mut udp = packet(5001, 0);
+        udp[9] = libc::IPPROTO_UDP as u8;
+        assert_eq!(run(&prog, &udp), 0);
+        assert_eq!(run(&prog, &packet(5001, 0x0010)), 0);
+        let many: Vec<u16> = (10_000..10_000 + MAX_FILTER_PORTS as u16).collect();
+        assert!(packet_filter_program(&many).len() <= 4096);
     }
 }

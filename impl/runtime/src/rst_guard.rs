@@ -1,15 +1,31 @@
 //! The kernel answers segments for ports no kernel socket owns with RST.
 //! Our TCP lives in userspace, so every segment it receives would also draw
-//! a kernel RST. The guard installs one narrow rule per port we own:
+//! a kernel RST. The guard installs one narrow rule per port we own, of one
+//! of two kinds, depending on how the endpoint receives:
 //!
-//! ```text
-//! iptables -I OUTPUT -p tcp --sport PORT --tcp-flags RST RST \
-//!          -m mark ! --mark SUSTAIN_MARK -m comment --comment sustain-host:PID -j DROP
-//! ```
+//! - **RST guard** (raw-socket receive): the kernel's TCP still sees every
+//!   segment (a raw socket only gets a copy), so its RSTs are dropped on
+//!   the way out:
 //!
-//! Our own RSTs carry SO_MARK = SUSTAIN_MARK and pass. Rules are removed on
-//! drop (normal exit, error, SIGINT/SIGTERM handled by the binary); rules left
-//! by a SIGKILLed process are swept at the next start (their pid is dead).
+//!   ```text
+//!   iptables -I OUTPUT -p tcp --sport PORT --tcp-flags RST RST \
+//!            -m mark ! --mark SUSTAIN_MARK -m comment --comment sustain-host:PID -j DROP
+//!   ```
+//!
+//!   Our own RSTs carry SO_MARK = SUSTAIN_MARK and pass.
+//! - **Ingress drop** (packet-ring receive, [`crate::packet_ring`]): the
+//!   packet socket has its copy before the IP layer, so the segment is
+//!   dropped before routing, conntrack and the kernel's TCP, which then
+//!   does no work for it and sends no RST:
+//!
+//!   ```text
+//!   iptables -t raw -I PREROUTING -p tcp --dport PORT \
+//!            -m comment --comment sustain-host:PID -j DROP
+//!   ```
+//!
+//! Rules are removed on drop (normal exit, error, SIGINT/SIGTERM handled by
+//! the binary); rules of either kind left by a SIGKILLed process are swept
+//! at the next start (their pid is dead).
 
 use std::io;
 use std::process::Command;
@@ -27,6 +43,8 @@ pub enum RstGuardError {
 /// Owns the RST-suppression rules of this process.
 pub struct RstGuard {
     mark: u32,
+    /// Rules are ingress drops (raw PREROUTING), not OUTPUT RST drops.
+    ingress_drop: bool,
     tag: String,
     ports: Vec<u16>,
     /// Port ranges with one rule each (`--sport LO:HI`): the proxy's relay
@@ -50,8 +68,43 @@ fn iptables(args: &[String]) -> Result<String, RstGuardError> {
     }
 }
 
+#[cfg(test)]
 fn rule_spec(port: u16, mark: u32, tag: &str) -> Vec<String> {
     rule_spec_for(&port.to_string(), mark, tag)
+}
+
+/// Table and chain of the guard's rules of each kind (module docs).
+const OUTPUT: (&str, &str) = ("filter", "OUTPUT");
+const PREROUTING: (&str, &str) = ("raw", "PREROUTING");
+
+fn ingress_spec_for(dport: &str, tag: &str) -> Vec<String> {
+    [
+        "-p",
+        "tcp",
+        "--dport",
+        dport,
+        "-m",
+        "comment",
+        "--comment",
+        tag,
+        "-j",
+        "DROP",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `iptables -t TABLE OP CHAIN SPEC...`.
+fn command(op: &str, (table, chain): (&str, &str), spec: Vec<String>) -> Vec<String> {
+    let mut args = vec![
+        "-t".to_string(),
+        table.to_string(),
+        op.to_string(),
+        chain.to_string(),
+    ];
+    args.extend(spec);
+    args
 }
 
 fn rule_spec_for(sport: &str, mark: u32, tag: &str) -> Vec<String> {
@@ -87,21 +140,46 @@ impl RstGuard {
         sweep_stale()?;
         Ok(RstGuard {
             mark,
+            ingress_drop: false,
             tag: format!("sustain-host:{}", std::process::id()),
             ports: Vec::new(),
             ranges: Vec::new(),
         })
     }
 
-    /// Suppress kernel RSTs from every port in `lo..=hi` with one rule
-    /// (one iptables run, however many ports).
+    /// From now on, guard ports with ingress drops (raw-table PREROUTING)
+    /// instead of OUTPUT RST drops: for an endpoint that receives from a
+    /// packet ring, which sees segments before that rule. Fails, changing
+    /// nothing, if the raw table cannot be used; call before adding ports.
+    pub fn use_ingress_drop(&mut self) -> Result<(), RstGuardError> {
+        iptables(&command("-S", PREROUTING, Vec::new()))?;
+        debug_assert!(self.ports.is_empty() && self.ranges.is_empty());
+        self.ingress_drop = true;
+        Ok(())
+    }
+
+    /// Whether ports are guarded with ingress drops.
+    pub fn ingress_drop(&self) -> bool {
+        self.ingress_drop
+    }
+
+    /// The command that inserts (`-I`) or deletes (`-D`) the rule for the
+    /// ports `ports` ("PORT" or "LO:HI").
+    fn rule(&self, op: &str, ports: &str) -> Vec<String> {
+        if self.ingress_drop {
+            command(op, PREROUTING, ingress_spec_for(ports, &self.tag))
+        } else {
+            command(op, OUTPUT, rule_spec_for(ports, self.mark, &self.tag))
+        }
+    }
+
+    /// Guard every port in `lo..=hi` with one rule (one iptables run,
+    /// however many ports).
     pub fn add_range(&mut self, lo: u16, hi: u16) -> Result<(), RstGuardError> {
         if self.ranges.contains(&(lo, hi)) {
             return Ok(());
         }
-        let mut args = vec!["-I".to_string(), "OUTPUT".to_string()];
-        args.extend(rule_spec_for(&format!("{lo}:{hi}"), self.mark, &self.tag));
-        iptables(&args)?;
+        iptables(&self.rule("-I", &format!("{lo}:{hi}")))?;
         self.ranges.push((lo, hi));
         Ok(())
     }
@@ -118,9 +196,7 @@ impl RstGuard {
         if self.ports.contains(&port) {
             return Ok(());
         }
-        let mut args = vec!["-I".to_string(), "OUTPUT".to_string()];
-        args.extend(rule_spec(port, self.mark, &self.tag));
-        iptables(&args)?;
+        iptables(&self.rule("-I", &port.to_string()))?;
         self.ports.push(port);
         Ok(())
     }
@@ -131,9 +207,7 @@ impl RstGuard {
             return;
         };
         self.ports.swap_remove(i);
-        let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
-        args.extend(rule_spec(port, self.mark, &self.tag));
-        if let Err(e) = iptables(&args) {
+        if let Err(e) = iptables(&self.rule("-D", &port.to_string())) {
             tracing::warn!("could not remove RST guard rule for port {port}: {e}");
         }
     }
@@ -145,16 +219,12 @@ impl RstGuard {
     /// Remove every rule this guard installed (also done on drop).
     pub fn remove_all(&mut self) {
         for port in std::mem::take(&mut self.ports) {
-            let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
-            args.extend(rule_spec(port, self.mark, &self.tag));
-            if let Err(e) = iptables(&args) {
+            if let Err(e) = iptables(&self.rule("-D", &port.to_string())) {
                 tracing::warn!("could not remove RST guard rule for port {port}: {e}");
             }
         }
         for (lo, hi) in std::mem::take(&mut self.ranges) {
-            let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
-            args.extend(rule_spec_for(&format!("{lo}:{hi}"), self.mark, &self.tag));
-            if let Err(e) = iptables(&args) {
+            if let Err(e) = iptables(&self.rule("-D", &format!("{lo}:{hi}"))) {
                 tracing::warn!("could not remove RST guard rule for ports {lo}-{hi}: {e}");
             }
         }
@@ -167,9 +237,20 @@ impl Drop for RstGuard {
     }
 }
 
-/// Delete `sustain-host:PID` rules whose process no longer exists.
+/// Delete `sustain-host:PID` rules of either kind whose process no longer
+/// exists. A kernel or iptables without the raw table has no ingress rules
+/// to sweep.
 fn sweep_stale() -> Result<(), RstGuardError> {
-    let listing = iptables(&["-S".into(), "OUTPUT".into()])?;
+    sweep_chain(OUTPUT)?;
+    if let Err(e) = sweep_chain(PREROUTING) {
+        tracing::debug!("no raw table to sweep: {e}");
+    }
+    Ok(())
+}
+
+fn sweep_chain(chain: (&str, &str)) -> Result<(), RstGuardError> {
+    let listing = iptables(&command("-S", chain, Vec::new()))?;
+    let prefix = format!("-A {} ", chain.1);
     for line in listing.lines() {
         let Some(pid) = line
             .split("--comment ")
@@ -185,12 +266,10 @@ fn sweep_stale() -> Result<(), RstGuardError> {
             continue;
         }
         // `-S` prints "-A OUTPUT <spec>": the same spec deletes the rule.
-        let Some(spec) = line.strip_prefix("-A OUTPUT ") else {
+        let Some(spec) = line.strip_prefix(&prefix) else {
             continue;
         };
-        let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
-        args.extend(split_rule(spec));
-        match iptables(&args) {
+        match iptables(&command("-D", chain, split_rule(spec))) {
             Ok(_) => tracing::info!("removed stale RST guard rule of dead pid {pid}"),
             Err(e) => tracing::warn!("could not remove stale rule of pid {pid}: {e}"),
         }
@@ -239,6 +318,15 @@ mod tests {
                 "-j",
                 "DROP"
             ]
+        );
+    }
+
+    #[test]
+    fn ingress_rule_is_narrow() {
+        let spec = command("-I", PREROUTING, ingress_spec_for("5001", "sustain-host:7")).join(" ");
+        assert_eq!(
+            spec,
+            "-t raw -I PREROUTING -p tcp --dport 5001 -m comment --comment sustain-host:7 -j DROP"
         );
     }
 

@@ -33,12 +33,21 @@ fn in_node<T: Send + 'static>(
     .expect("a thread in the node")
 }
 
+/// The guard's rules of both kinds (OUTPUT RST drops, raw PREROUTING
+/// ingress drops).
 fn guard_rules() -> String {
-    let out = Command::new("iptables")
-        .args(["-w", "-S", "OUTPUT"])
-        .output()
-        .expect("iptables");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut all = String::new();
+    for args in [
+        &["-w", "-S", "OUTPUT"][..],
+        &["-w", "-t", "raw", "-S", "PREROUTING"],
+    ] {
+        let out = Command::new("iptables")
+            .args(args)
+            .output()
+            .expect("iptables");
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The `sustain-proxy` driver (PROTOCOL.md §6.9, §15.14): the raw-socket
-//! datapath around the core's sans-IO relay ([`sustain_core::relay::Relay`])
+//! The `sustain-proxy` driver (PROTOCOL.md §6.9, §15.14): the datapath
+//! (receive from a packet ring, or the raw socket as the fallback, as an
+//! endpoint does; send on the raw socket) around the core's sans-IO relay ([`sustain_core::relay::Relay`])
 //! and the control sessions with the mobility server.
 //!
 //! One task owns the relay. It loops: take every packet the raw socket
@@ -16,7 +17,7 @@
 //! never-listening socket, so no kernel connection takes it); it keeps both
 //! until the proxy exits
 //! (a released relay's ends may still send there, and a kernel RST would
-//! reset them). The raw socket's BPF filter covers the whole relay port
+//! reset them). The receiving socket's BPF filter covers the whole relay port
 //! range (at most [`MAX_FILTER_PORTS`](crate::raw_socket::MAX_FILTER_PORTS)
 //! ports).
 
@@ -37,8 +38,9 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::os_random::OsRandom;
+use crate::packet_ring::{self, PacketRing};
 use crate::ports::Ports;
-use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch, MAX_FILTER_PORTS};
+use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch, MAX_FILTER_PORTS, SLOT};
 use crate::rst_guard::{RstGuard, RstGuardError};
 
 /// Chunks waiting for the main task, all sessions together.
@@ -132,6 +134,11 @@ pub struct Proxy {
     opts: ProxyOptions,
     secret: RelaySecret,
     socket: RawSocket,
+    /// Receives, as an endpoint's does ([`crate::packet_ring`]); `None`:
+    /// the raw socket receives (the fallback).
+    ring: Option<PacketRing>,
+    /// Why the ring is not used, if it is not.
+    fallback: Option<String>,
     ports: Ports,
     control: TcpListener,
 }
@@ -142,10 +149,20 @@ impl Proxy {
     pub async fn open(opts: ProxyOptions, secret: RelaySecret) -> Result<Proxy, ProxyStartError> {
         let socket = RawSocket::open(crate::SUSTAIN_MARK)?;
         let ports: Vec<u16> = (opts.ports.0..=opts.ports.1).collect();
-        socket
-            .set_port_filter(&ports)
-            .map_err(ProxyStartError::Filter)?;
-        let guard = RstGuard::new(crate::SUSTAIN_MARK)?;
+        let mut guard = RstGuard::new(crate::SUSTAIN_MARK)?;
+        let (ring, fallback) = match crate::endpoint::open_ring(&mut guard) {
+            Ok(ring) => (Some(ring), None),
+            Err(why) => (None, Some(why)),
+        };
+        match &ring {
+            Some(ring) => {
+                ring.set_port_filter(&ports)
+                    .map_err(ProxyStartError::Filter)?;
+                socket.set_port_filter(&[])
+            }
+            None => socket.set_port_filter(&ports),
+        }
+        .map_err(ProxyStartError::Filter)?;
         let mut ports = Ports::new(guard);
         // One RST-guard rule for the whole relay range, now: allocating a
         // port is then only its kernel reservation, and the grant leaves
@@ -163,6 +180,8 @@ impl Proxy {
             opts,
             secret,
             socket,
+            ring,
+            fallback,
             ports,
             control,
         })
@@ -196,9 +215,18 @@ pub async fn serve(
         opts,
         secret,
         socket,
+        ring,
+        fallback,
         mut ports,
         control,
     } = proxy;
+    let datapath = match &fallback {
+        None => json!({"rx": "packet-ring", "tx": "raw-socket"}),
+        Some(why) => json!({"rx": "raw-socket", "tx": "raw-socket", "fallback": why}),
+    };
+    events
+        .record(clock.now(), "datapath", datapath)
+        .map_err(ProxyError::Events)?;
     // Ports owned so far (never given up before exit, see the module doc).
     let mut owned = BTreeSet::new();
     let cfg = RelayConfig {
@@ -212,28 +240,38 @@ pub async fn serve(
     let mut next_session = 0u64;
     let (inbox_tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
     let mut rx = RecvBatch::new();
+    let mut cursor = packet_ring::Cursor::default();
+    let mut scratch = vec![0u8; SLOT];
     let mut tx = SendBatch::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // One pass: packets, timers, transmit, events.
         let mut progress = false;
         for _ in 0..RECV_BATCHES_PER_PASS {
-            let n = socket.recv_batch(&mut rx).map_err(ProxyError::Socket)?;
+            let now = clock.now();
+            let mut failed = None;
+            let mut input = |pkt: &[u8], _: Option<&packet_ring::LinkSource>| {
+                if failed.is_none() {
+                    if let Err(e) = forward(&socket, &mut relay, &mut tx, now, pkt) {
+                        failed = Some(e);
+                    }
+                }
+            };
+            let n = match &ring {
+                Some(ring) => {
+                    ring.drain(&mut cursor, crate::raw_socket::BATCH, &mut scratch, input)
+                }
+                None => {
+                    let n = socket.recv_batch(&mut rx).map_err(ProxyError::Socket)?;
+                    rx.packets().for_each(|pkt| input(pkt, None));
+                    n
+                }
+            };
+            if let Some(e) = failed {
+                return Err(ProxyError::Socket(e));
+            }
             if n == 0 {
                 break;
-            }
-            let now = clock.now();
-            for pkt in rx.packets() {
-                if tx.is_full() {
-                    socket.send_batch(&mut tx).map_err(ProxyError::Socket)?;
-                }
-                if tx.is_full() {
-                    // The socket is full: the relay queues the copy.
-                    relay.handle_packet(now, pkt);
-                } else {
-                    // A forwarded segment goes straight into a send slot.
-                    tx.push_with(|slot| relay.handle_packet_into(now, pkt, slot));
-                }
             }
             progress = true;
         }
@@ -262,7 +300,7 @@ pub async fn serve(
         };
         tokio::select! {
             _ = &mut shutdown => break,
-            r = socket.readable() => r.map_err(ProxyError::Socket)?,
+            r = readable(&socket, ring.as_ref()) => r.map_err(ProxyError::Socket)?,
             r = socket.writable(), if !tx.is_empty() => r.map_err(ProxyError::Socket)?,
             accepted = control.accept() => {
                 let (stream, peer) = accepted.map_err(ProxyError::Accept)?;
@@ -303,6 +341,34 @@ pub async fn serve(
     let stats = relay.stats().clone();
     let _ = tokio::task::spawn_blocking(move || ports.remove_all()).await;
     Ok(stats)
+}
+
+/// One received segment into the relay; a forwarded one goes straight
+/// into a send slot.
+fn forward(
+    socket: &RawSocket,
+    relay: &mut Relay,
+    tx: &mut SendBatch,
+    now: Instant,
+    pkt: &[u8],
+) -> io::Result<()> {
+    if tx.is_full() {
+        socket.send_batch(tx)?;
+    }
+    if tx.is_full() {
+        // The socket is full: the relay queues the copy.
+        relay.handle_packet(now, pkt);
+    } else {
+        tx.push_with(|slot| relay.handle_packet_into(now, pkt, slot));
+    }
+    Ok(())
+}
+
+async fn readable(socket: &RawSocket, ring: Option<&PacketRing>) -> io::Result<()> {
+    match ring {
+        Some(ring) => ring.readable().await,
+        None => socket.readable().await,
+    }
 }
 
 fn transmit(socket: &RawSocket, relay: &mut Relay, tx: &mut SendBatch) -> Result<bool, ProxyError> {

@@ -1,0 +1,259 @@
+//! The receive datapath (issue 14): by default an endpoint receives from a
+//! packet ring and drops its ports' segments in raw PREROUTING, so the
+//! kernel's TCP never sees them and sends no RST; `SUSTAIN_DATAPATH=raw`
+//! (and any setup failure) falls back to the raw socket and says so. Both
+//! move a file byte-identically; the rules of either kind go on exit and,
+//! after a SIGKILL, at the next start.
+//!
+//! These run for real as root (as in CI). Without root they print why and
+//! return without checking anything.
+
+mod common;
+
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use sustain_lab::{root_or_skip, PathLab, PathNode};
+
+const PORT: u16 = 5011;
+const SIZE: usize = 8 * MIB;
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Tcp OutRsts of the calling thread's namespace (`/proc/net` is the
+/// process's namespace, not this thread's).
+fn kernel_rsts_sent() -> u64 {
+    let snmp =
+        std::fs::read_to_string("/proc/thread-self/net/snmp").expect("reading snmp counters");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "OutRsts")
+        .expect("OutRsts in /proc/net/snmp");
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Every rule of the guard's two chains in the calling thread's namespace.
+fn guard_rules() -> String {
+    let mut all = String::new();
+    for args in [["-S", "OUTPUT", "", ""], ["-t", "raw", "-S", "PREROUTING"]] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let out = Command::new("iptables")
+            .arg("-w")
+            .args(&args)
+            .output()
+            .expect("iptables");
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
+}
+
+/// The `datapath` event an endpoint logged at start.
+fn datapath_event(events: &Path) -> serde_json::Value {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "datapath")
+        .unwrap_or_else(|| panic!("no datapath event in {}", events.display()))
+}
+
+/// sustain-host A -> B with `env` on both hosts; returns the `rx` each
+/// endpoint reported, B's kernel RSTs during the transfer and the segments
+/// A sent in GSO super-segments.
+fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, String, u64, u64) {
+    let src = file_in(path, "data");
+    let dst = file_in(path, "received");
+    let sha = make_file(&src, SIZE, seed);
+    let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
+    let (recv_events, send_events) = (file_in(path, "b.jsonl"), file_in(path, "a.jsonl"));
+    let _ = std::fs::remove_file(&send_events);
+    let rsts_before = path.run_in(PathNode::B, kernel_rsts_sent).unwrap();
+    let mut listen = sustain_host();
+    listen
+        .args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
+    let mut connect = sustain_host();
+    connect
+        .args(["connect", &server.to_string(), "--send-file"])
+        .arg(&src)
+        .arg("--events")
+        .arg(&send_events);
+    if let Some((k, v)) = env {
+        listen.env(k, v);
+        connect.env(k, v);
+    }
+    let receiver = spawn_listener(path, PathNode::B, listen, &recv_events);
+    let sender = path.spawn_in(PathNode::A, connect).unwrap();
+    assert_eq!(expect_success(&sender, TIMEOUT)["sha256"], sha);
+    assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
+    assert_eq!(sha256_file(&dst), sha);
+    let rsts = path.run_in(PathNode::B, kernel_rsts_sent).unwrap() - rsts_before;
+    let rx = |e: &Path| datapath_event(e)["rx"].as_str().unwrap().to_owned();
+    let closed = std::fs::read_to_string(&send_events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .expect("the sender's closed event");
+    let gso = closed["gso_segments"].as_u64().expect("gso_segments");
+    (rx(&send_events), rx(&recv_events), rsts, gso)
+}
+
+#[test]
+fn ring_by_default_raw_socket_on_request() {
+    if !root_or_skip("ring_by_default_raw_socket_on_request") {
+        return;
+    }
+    let path = PathLab::new().expect("building the A-R-B namespace path");
+
+    let (a, b, rsts, gso) = transfer(&path, None, 21);
+    assert_eq!((a.as_str(), b.as_str()), ("packet-ring", "packet-ring"));
+    // The kernel's TCP never saw a segment for the owned port.
+    assert_eq!(rsts, 0, "B's kernel sent RSTs with the ring datapath");
+    // Most of the 8 MiB left in super-segments (1448-byte MSS: 5794
+    // segments in all).
+    assert!(gso > 2000, "only {gso} segments in GSO super-segments");
+
+    let (a, b, rsts, gso) = transfer(&path, Some(("SUSTAIN_DATAPATH", "raw")), 22);
+    assert_eq!((a.as_str(), b.as_str()), ("raw-socket", "raw-socket"));
+    // The fallback: the kernel answers every segment, the guard drops it.
+    assert!(
+        rsts > 0,
+        "raw-socket receive: B's kernel sent no RST at all"
+    );
+    assert_eq!(gso, 0, "GSO needs the ring's next hops");
+
+    let (_, _, _, gso) = transfer(&path, Some(("SUSTAIN_GSO", "off")), 23);
+    assert_eq!(gso, 0, "SUSTAIN_GSO=off");
+
+    for node in [PathNode::A, PathNode::B] {
+        let rules = path.run_in(node, guard_rules).unwrap();
+        assert!(
+            !rules.contains("sustain-host:"),
+            "guard rules left in {node:?} after the hosts exited:\n{rules}"
+        );
+    }
+}
+
+#[test]
+fn rules_of_a_killed_host_are_swept() {
+    if !root_or_skip("rules_of_a_killed_host_are_swept") {
+        return;
+    }
+    let path = PathLab::new().expect("building the A-R-B namespace path");
+    let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
+    let mut listen = sustain_host();
+    listen.args([
+        "listen",
+        "--bind",
+        &server.to_string(),
+        "--recv-file",
+        "/dev/null",
+    ]);
+    let events = file_in(&path, "killed.jsonl");
+    let victim = spawn_listener(&path, PathNode::B, listen, &events);
+    let tag = format!("sustain-host:{}", victim.pid());
+    let rules = path.run_in(PathNode::B, guard_rules).unwrap();
+    let ingress = rules
+        .lines()
+        .find(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("no rule of {tag}:\n{rules}"));
+    assert!(
+        ingress.starts_with("-A PREROUTING") && ingress.contains("--dport 5011"),
+        "{ingress}"
+    );
+    victim.kill().unwrap();
+    assert!(path
+        .run_in(PathNode::B, guard_rules)
+        .unwrap()
+        .contains(&tag));
+
+    // The next host in the namespace sweeps the dead pid's rule.
+    let mut next = sustain_host();
+    next.args([
+        "listen",
+        "--bind",
+        &SocketAddrV4::new(PathLab::B_ADDR, PORT + 1).to_string(),
+        "--recv-file",
+        "/dev/null",
+    ]);
+    let next = spawn_listener(&path, PathNode::B, next, &file_in(&path, "next.jsonl"));
+    let rules = path.run_in(PathNode::B, guard_rules).unwrap();
+    assert!(!rules.contains(&tag), "stale rule of {tag} kept:\n{rules}");
+    next.terminate(Duration::from_secs(5)).unwrap();
+    let rules = path.run_in(PathNode::B, guard_rules).unwrap();
+    assert!(!rules.contains("sustain-host:"), "rules left:\n{rules}");
+}
+
+/// Over `lo` a sender's checksum is left to the device (CHECKSUM_PARTIAL)
+/// and its GSO super-segments pass whole (64 KiB, past a ring frame): the
+/// receiver completes the checksum, reads the large packet from the socket
+/// queue, and the file arrives intact, from sustain-host and from Linux.
+#[test]
+fn loopback_gso_and_partial_checksums() {
+    if !root_or_skip("loopback_gso_and_partial_checksums") {
+        return;
+    }
+    let path = PathLab::new().expect("building the A-R-B namespace path");
+    let server = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, PORT);
+    let src = file_in(&path, "data");
+    let sha = make_file(&src, SIZE, 31);
+
+    // sustain-host -> sustain-host, both in B.
+    let dst = file_in(&path, "received");
+    let mut listen = sustain_host();
+    listen
+        .args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
+    let receiver = spawn_listener(&path, PathNode::B, listen, &file_in(&path, "b.jsonl"));
+    let events = file_in(&path, "a.jsonl");
+    let mut connect = sustain_host();
+    connect
+        .args(["connect", &server.to_string(), "--send-file"])
+        .arg(&src)
+        .arg("--events")
+        .arg(&events);
+    let sender = path.spawn_in(PathNode::B, connect).unwrap();
+    assert_eq!(expect_success(&sender, TIMEOUT)["sha256"], sha);
+    assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
+    assert_eq!(sha256_file(&dst), sha);
+    let gso = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .and_then(|e| e["gso_segments"].as_u64())
+        .expect("the sender's closed event");
+    assert!(gso > 2000, "only {gso} segments in GSO super-segments");
+    // Every super-segment was taken whole (none failed its checksum and
+    // had to be resent).
+    let malformed = std::fs::read_to_string(file_in(&path, "b.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .and_then(|e| e["counters"]["malformed"].as_u64())
+        .expect("the receiver's closed event");
+    assert_eq!(malformed, 0, "packets the receiving core refused");
+
+    // Linux (TSO, partial checksums) -> sustain-host, both in B.
+    let mut listen = sustain_host();
+    listen
+        .args(["listen", "--bind", &server.to_string(), "--recv-file"])
+        .arg(&dst);
+    let receiver = spawn_listener(&path, PathNode::B, listen, &file_in(&path, "c.jsonl"));
+    path.run_in(PathNode::B, || {
+        let mut s = connect_retrying(server)?;
+        pour(&mut s, &src)?;
+        // Until the receiver's FIN: everything was delivered.
+        std::io::copy(&mut s, &mut std::io::sink())
+    })
+    .unwrap()
+    .expect("the kernel sender");
+    assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
+    assert_eq!(sha256_file(&dst), sha);
+}
