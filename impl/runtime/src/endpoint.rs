@@ -369,7 +369,7 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
 pub const GSO_ENV: &str = "SUSTAIN_GSO";
 
 /// The GSO sender ([`crate::gso`]), unless turned off or unavailable.
-fn open_gso() -> Option<GsoSender> {
+pub(crate) fn open_gso() -> Option<GsoSender> {
     if std::env::var(GSO_ENV).is_ok_and(|v| v == "off") {
         tracing::warn!("{GSO_ENV}=off: every segment leaves on the raw socket");
         return None;

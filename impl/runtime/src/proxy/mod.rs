@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::events::EventLog;
+use crate::gso::{self, GsoSender, GsoSent, NextHops};
 use crate::os_random::OsRandom;
 use crate::packet_ring::{self, PacketRing};
 use crate::ports::Ports;
@@ -220,9 +221,23 @@ pub async fn serve(
         mut ports,
         control,
     } = proxy;
+    // Forwarded bulk data leaves as GSO super-segments, as an endpoint's
+    // does (crate::gso): next hops are learned from the ring's link
+    // addresses, so only with the ring.
+    let mut out = Out {
+        socket: &socket,
+        gso: ring.as_ref().and_then(|_| crate::endpoint::open_gso()),
+        hops: NextHops::default(),
+        sent: GsoSent::default(),
+    };
+    let tx_path = if out.gso.is_some() {
+        "raw-socket+gso"
+    } else {
+        "raw-socket"
+    };
     let datapath = match &fallback {
-        None => json!({"rx": "packet-ring", "tx": "raw-socket"}),
-        Some(why) => json!({"rx": "raw-socket", "tx": "raw-socket", "fallback": why}),
+        None => json!({"rx": "packet-ring", "tx": tx_path}),
+        Some(why) => json!({"rx": "raw-socket", "tx": tx_path, "fallback": why}),
     };
     events
         .record(clock.now(), "datapath", datapath)
@@ -249,10 +264,14 @@ pub async fn serve(
         let mut progress = false;
         for _ in 0..RECV_BATCHES_PER_PASS {
             let now = clock.now();
+            let seen = std::time::Instant::now();
             let mut failed = None;
-            let mut input = |pkt: &[u8], _: Option<&packet_ring::LinkSource>| {
+            let mut input = |pkt: &[u8], from: Option<&packet_ring::LinkSource>| {
+                if let (true, Some(from)) = (out.gso.is_some(), from) {
+                    out.hops.learn(pkt, from, seen);
+                }
                 if failed.is_none() {
-                    if let Err(e) = forward(&socket, &mut relay, &mut tx, now, pkt) {
+                    if let Err(e) = forward(&mut out, &mut relay, &mut tx, now, pkt) {
                         failed = Some(e);
                     }
                 }
@@ -280,7 +299,7 @@ pub async fn serve(
             relay.handle_timeout(now);
             progress = true;
         }
-        progress |= transmit(&socket, &mut relay, &mut tx)?;
+        progress |= transmit(&mut out, &mut relay, &mut tx)?;
         let owner = PortOwner {
             bind: opts.bind,
             ports: &mut ports,
@@ -338,22 +357,50 @@ pub async fn serve(
     for (_, s) in sessions.drain() {
         s.reader.abort();
     }
+    tracing::info!(
+        gso_runs = out.sent.runs,
+        gso_segments = out.sent.segments,
+        "forwarded as GSO super-segments"
+    );
     let stats = relay.stats().clone();
     let _ = tokio::task::spawn_blocking(move || ports.remove_all()).await;
     Ok(stats)
 }
 
+/// Where the proxy's packets leave: GSO super-segments for runs of
+/// forwarded bulk data towards a known next hop, the raw socket for the
+/// rest ([`gso::send`]).
+struct Out<'a> {
+    socket: &'a RawSocket,
+    gso: Option<GsoSender>,
+    hops: NextHops,
+    sent: GsoSent,
+}
+
+impl Out<'_> {
+    /// Sends what `tx` holds, in order; how many packets left.
+    fn send(&mut self, tx: &mut SendBatch) -> io::Result<usize> {
+        gso::send(
+            self.socket,
+            self.gso.as_ref(),
+            tx,
+            &mut self.hops,
+            &mut self.sent,
+        )
+    }
+}
+
 /// One received segment into the relay; a forwarded one goes straight
 /// into a send slot.
 fn forward(
-    socket: &RawSocket,
+    out: &mut Out<'_>,
     relay: &mut Relay,
     tx: &mut SendBatch,
     now: Instant,
     pkt: &[u8],
 ) -> io::Result<()> {
     if tx.is_full() {
-        socket.send_batch(tx)?;
+        out.send(tx)?;
     }
     if tx.is_full() {
         // The socket is full: the relay queues the copy.
@@ -371,7 +418,7 @@ async fn readable(socket: &RawSocket, ring: Option<&PacketRing>) -> io::Result<(
     }
 }
 
-fn transmit(socket: &RawSocket, relay: &mut Relay, tx: &mut SendBatch) -> Result<bool, ProxyError> {
+fn transmit(out: &mut Out<'_>, relay: &mut Relay, tx: &mut SendBatch) -> Result<bool, ProxyError> {
     let mut progress = false;
     loop {
         while !tx.is_full() && tx.push_with(|slot| relay.poll_transmit(slot)) {
@@ -380,7 +427,7 @@ fn transmit(socket: &RawSocket, relay: &mut Relay, tx: &mut SendBatch) -> Result
         if tx.is_empty() {
             break;
         }
-        if socket.send_batch(tx).map_err(ProxyError::Socket)? == 0 {
+        if out.send(tx).map_err(ProxyError::Socket)? == 0 {
             break;
         }
     }
