@@ -78,6 +78,9 @@ struct Updating {
 #[derive(Debug)]
 pub(super) struct Mig {
     pub(super) keys: ConnectionKeys,
+    /// `keys.local_token()`, kept: the connection table looks it up after
+    /// every packet, and each computation is a SHA-256.
+    local_token: Token,
     requests: RequestCounter,
     replay: ReplayWindow,
     pub(super) phase: Phase,
@@ -149,6 +152,7 @@ impl Mig {
     pub(super) fn new(keys: ConnectionKeys, cfg: &Config, local: SocketAddrV4) -> Mig {
         Mig {
             keys,
+            local_token: keys.local_token(),
             requests: RequestCounter::new(),
             replay: ReplayWindow::new(),
             phase: Phase::Normal,
@@ -222,7 +226,7 @@ impl Connection {
             return None;
         }
         match &self.mig {
-            Some(m) => Some(m.keys.local_token()),
+            Some(m) => Some(m.local_token),
             None if self.state == State::SynSent => self.local_key.map(|k| k.token()),
             None => None,
         }
@@ -1024,7 +1028,7 @@ impl Connection {
             return;
         };
         if !handshake::verify_msyn_ack(&m.keys, ack, m.sent_direct) {
-            if ack.token == m.keys.local_token().0 {
+            if ack.token == m.local_token.0 {
                 sh.stats.mac_failures += 1;
                 m.forged += 1;
             } else {
