@@ -16,8 +16,9 @@ default:
 test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    cargo build --release --locked -p sustain
+    cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
+    {{sudo}} env "PATH=$PATH" container/run.sh smoke 2>&1 | tee -a target/test.log
     @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
 
 # NAPTs, moves mid-transfer, pcaps, timelines and report.json per scenario in
@@ -26,6 +27,19 @@ test:
 lab *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} ./target/release/sustain-lab suite --out target/lab {{NAMES}}
+
+# The lab in a privileged container, as CI systems run it: `sustain-lab suite` in
+# its own network namespace on an image of Debian packages only (container/: made
+# with debootstrap, or the Containerfile), with the release binaries, scenarios and
+# golden captures mounted; outputs come back to target/lab/. Podman or docker.
+container-lab *NAMES:
+    cargo build --release --locked -p sustain -p sustain-lab
+    {{sudo}} env "PATH=$PATH" container/run.sh lab {{NAMES}}
+
+# `./justw test` inside a privileged container, with this host's Rust toolchain,
+# cargo cache and `just` mounted (the container has no network).
+container-test:
+    {{sudo}} env "PATH=$PATH" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" container/run.sh test
 
 # Re-record the conformance snapshots and golden captures (pcaps/<scenario>/) from
 # one run of each scenario, on purpose: review `git diff` afterwards. `just bless

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# container/run.sh: the lab and the tests inside a privileged container, as CI
+# systems run them (own network namespace, the host's kernel, iptables-nft).
+#
+#   container/run.sh lab [SCENARIO…]   `sustain-lab suite` inside; outputs in target/lab/
+#   container/run.sh test              `./justw test` inside, with the host's toolchain
+#   container/run.sh smoke [SCENARIO…] what `just test` runs: a few scenarios inside,
+#                                      or a SKIPPED line where no engine can run (under
+#                                      CI=true an engine that is there but broken fails)
+#
+# The image (container/image.sh) has only Debian packages; the repository, the
+# release binaries and (for `test`) the toolchain are mounted at the same paths as on
+# the host, so outputs land in the host's target/ and cargo reuses the host's builds.
+# Every container is removed when the script ends, however it ends; one left by a
+# killed script is removed by the next run (label sustain-lab.pid).
+set -euo pipefail
+# shellcheck source=container/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+# The scenarios `just test` runs in a container: a NAPT router (MASQUERADE), 20 ms
+# delay lines (NFQUEUE) and captures (AF_PACKET), a move into the NAPT, the mobility
+# server, and the proxy splicing a relayed connection.
+SMOKE_SCENARIOS=(sustain-move-into-napt-20ms proxy-both-behind-napt)
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || usage
+mode=$1
+shift
+
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+case $target_dir in /*) ;; *) target_dir=$repo/$target_dir ;; esac
+bin_dir=$target_dir/release
+
+# --- the container's life ----------------------------------------------------
+
+name=""
+cgroups_before=""
+cleanup() {
+    if [ -n "$name" ]; then
+        "${engine[@]}" rm -f -t 5 "$name" >/dev/null 2>&1 || true
+    fi
+    # podman (cgroupfs) leaves empty `conmon` and `libpod_parent` cgroups behind:
+    # remove those this run made (rmdir refuses a cgroup still in use).
+    local dir
+    for dir in $(podman_cgroups); do
+        case " $cgroups_before " in *" $dir "*) ;; *) rmdir "$dir" 2>/dev/null || true ;; esac
+    done
+}
+
+# podman's own cgroups (deepest first).
+podman_cgroups() {
+    local dir
+    for dir in /sys/fs/cgroup/*/conmon /sys/fs/cgroup/*/libpod_parent/conmon \
+        /sys/fs/cgroup/*/libpod_parent; do
+        if [ -d "$dir" ]; then echo "$dir"; fi
+    done | sort -r
+}
+
+# Removes containers whose script is gone (killed before its trap ran).
+remove_stale() {
+    local line id pid
+    "${engine[@]}" ps -a --filter label=sustain-lab.pid --format '{{.ID}} {{.Labels}}' 2>/dev/null |
+        while read -r line; do
+            id=${line%% *}
+            pid=$(sed -n 's/.*sustain-lab.pid[:=]\([0-9]*\).*/\1/p' <<<"$line")
+            if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+                "${engine[@]}" rm -f "$id" >/dev/null 2>&1 && say "removed stale container $id"
+            fi
+        done || true
+}
+
+# Flags this kind of host needs to give the lab's delay lines real-time priority:
+# with cgroup v1 and RT_GROUP_SCHED a new cgroup has no real-time budget, so the
+# container's cgroup hangs off the root, which has one, and gets most of it.
+realtime_flags() {
+    [ "$engine_name" = podman ] || return 0
+    [ -e /sys/fs/cgroup/cpu/cpu.rt_runtime_us ] || return 0
+    local root
+    root=$(cat /sys/fs/cgroup/cpu/cpu.rt_runtime_us)
+    [ "$root" -gt 0 ] 2>/dev/null || return 0
+    echo "--cgroup-parent=/"
+    echo "--cpu-rt-runtime=$((root * 9 / 10))"
+}
+
+# run_container IMAGE [ENGINE FLAGS…] -- COMMAND…
+run_container() {
+    local tag=$1
+    shift
+    local flags=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do flags+=("$1"); shift; done
+    shift
+    name=sustain-lab-$$-$RANDOM
+    cgroups_before=$(podman_cgroups | tr "\n" " ")
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    remove_stale
+    local common
+    mapfile -t common < <(run_flags; realtime_flags)
+    local status=0
+    "${engine[@]}" run "${common[@]}" --name "$name" --label "sustain-lab.pid=$$" \
+        -e CI -e RUST_BACKTRACE -e SUSTAIN_LAB_KEEP_LOGS \
+        -v "$repo:$repo${repo_mode:-:ro}" -w "$repo" \
+        "${flags[@]}" "$tag" "$@" || status=$?
+    return "$status"
+}
+
+ensure_root() {
+    [ "$(id -u)" -eq 0 ] || die "a privileged container needs root: run this with sudo"
+}
+
+# --- lab ----------------------------------------------------------------------
+
+lab() {
+    ensure_root
+    pick_engine || die "$engine_missing"
+    [ -x "$bin_dir/sustain-lab" ] || die "no $bin_dir/sustain-lab: cargo build --release -p sustain -p sustain-lab"
+    local tag out
+    tag=$("$container_dir/image.sh")
+    out=$target_dir/lab
+    mkdir -p "$out"
+    say "running sustain-lab suite ${*:-(every scenario)} in $engine_name ($tag); outputs in $out"
+    local mounts=(-v "$out:$out")
+    case $bin_dir/ in "$repo"/*) ;; *) mounts+=(-v "$bin_dir:$bin_dir:ro") ;; esac
+    run_container "$tag" "${mounts[@]}" -e "SUSTAIN_BIN_DIR=$bin_dir" -- \
+        "$bin_dir/sustain-lab" suite --out "$out" "$@"
+}
+
+# --- test ---------------------------------------------------------------------
+
+# The `just` program itself (a pyenv or pip shim is a script that needs its
+# interpreter, which the image does not have).
+just_binary() {
+    local candidate
+    for candidate in "$(command -v just 2>/dev/null)" "$(pyenv which just 2>/dev/null)" \
+        "${CARGO_HOME:-$HOME/.cargo}/bin/just"; do
+        [ -n "$candidate" ] && [ -f "$candidate" ] || continue
+        if [ "$(head -c 4 "$candidate" | tr -d '\0' | cut -c2-4)" = ELF ]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+test_inside() {
+    ensure_root
+    pick_engine || die "$engine_missing"
+    local rustup_home=${RUSTUP_HOME:-$HOME/.rustup} cargo_home=${CARGO_HOME:-$HOME/.cargo} just
+    [ -d "$rustup_home" ] && [ -d "$cargo_home" ] || die "no Rust toolchain in $rustup_home and $cargo_home to mount"
+    just=$(just_binary) || die "no just program to mount (./justw installs it)"
+    # The container has no network: every crate must be in the host's cache first.
+    (cd "$repo" && cargo fetch --locked -q)
+    local tag
+    tag=$("$container_dir/image.sh")
+    local mounts=(
+        -v "$rustup_home:$rustup_home:ro" -v "$cargo_home:$cargo_home"
+        -v "$just:/usr/local/bin/just:ro"
+        -e "RUSTUP_HOME=$rustup_home" -e "CARGO_HOME=$cargo_home" -e CARGO_NET_OFFLINE=true
+        -e "PATH=$cargo_home/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )
+    case $target_dir/ in
+    "$repo"/*) ;;
+    *) mounts+=(-v "$target_dir:$target_dir" -e "CARGO_TARGET_DIR=$target_dir") ;;
+    esac
+    say "running ./justw test in $engine_name ($tag)"
+    repo_mode="" run_container "$tag" "${mounts[@]}" -- ./justw test
+}
+
+# --- smoke (part of `just test`) ----------------------------------------------
+
+skip() {
+    echo "container smoke: SKIPPED: $*"
+    exit 0
+}
+
+# Where an engine is there but does not work: under CI that is a failure.
+broken() {
+    if [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; then
+        echo "container smoke: FAILED: $* (CI is set, so this is not skipped)" >&2
+        exit 1
+    fi
+    skip "$*"
+}
+
+smoke() {
+    [ "$(id -u)" -eq 0 ] || skip "not root (a privileged container needs root)"
+    if ! pick_engine; then
+        [ -n "$engine_broken" ] && broken "$engine_missing"
+        skip "$engine_missing"
+    fi
+    if ! "${engine[@]}" info >/dev/null 2>&1; then
+        broken "$engine_name info fails: $("${engine[@]}" info 2>&1 | tail -1)"
+    fi
+    [ -x "$bin_dir/sustain-lab" ] || die "no $bin_dir/sustain-lab: cargo build --release -p sustain -p sustain-lab"
+    local tag
+    tag=$("$container_dir/image.sh") || broken "the image could not be built with $engine_name"
+    # A trivial run first: an engine that cannot start a privileged container is
+    # broken, not a failing scenario.
+    if ! run_container "$tag" -- true; then
+        broken "$engine_name cannot run a privileged container from $tag"
+    fi
+    local names=("$@")
+    [ ${#names[@]} -gt 0 ] || names=("${SMOKE_SCENARIOS[@]}")
+    local out=$target_dir/container-smoke start status=0
+    rm -rf "$out"
+    mkdir -p "$out"
+    start=$(date +%s)
+    local mounts=(-v "$out:$out")
+    case $bin_dir/ in "$repo"/*) ;; *) mounts+=(-v "$bin_dir:$bin_dir:ro") ;; esac
+    run_container "$tag" "${mounts[@]}" -e "SUSTAIN_BIN_DIR=$bin_dir" -- \
+        "$bin_dir/sustain-lab" suite --quiet --out "$out" "${names[@]}" >"$out/suite.log" 2>&1 || status=$?
+    # The suite's table: its header and one row per scenario.
+    sed -n '/^scenario  /,$p' "$out/suite.log"
+    if [ "$status" -ne 0 ]; then
+        tail -20 "$out/suite.log" >&2
+        echo "container smoke: FAILED: ${names[*]} in $engine_name (exit $status; $out/suite.log)" >&2
+        exit 1
+    fi
+    echo "container smoke: PASS: ${#names[@]} scenarios in a privileged $engine_name container ($(( $(date +%s) - start )) s)"
+}
+
+case $mode in
+lab) lab "$@" ;;
+test) test_inside "$@" ;;
+smoke) smoke "$@" ;;
+*) usage ;;
+esac
