@@ -49,7 +49,11 @@ pick_engine() {
         [ -z "$wanted" ] && engine_missing="podman is not installed and $engine_missing"
         return 1
     fi
-    engine_missing="${wanted:-neither podman nor docker} is not installed (apt-get install podman runc)"
+    if [ -n "$wanted" ]; then
+        engine_missing="$wanted is not installed"
+    else
+        engine_missing="neither podman nor docker is installed (apt-get install podman runc)"
+    fi
     return 1
 }
 

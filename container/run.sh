@@ -192,7 +192,11 @@ smoke() {
     if ! "${engine[@]}" info >/dev/null 2>&1; then
         broken "$engine_name info fails: $("${engine[@]}" info 2>&1 | tail -1)"
     fi
-    [ -x "$bin_dir/sustain-lab" ] || die "no $bin_dir/sustain-lab: cargo build --release -p sustain -p sustain-lab"
+    # `just test` passes the sustain-lab that `cargo test` built (test profile,
+    # optimised) instead of building a release one for this.
+    local lab_bin=${SUSTAIN_LAB_BIN:-$bin_dir/sustain-lab}
+    [ -x "$lab_bin" ] || die "no $lab_bin: cargo build --release -p sustain -p sustain-lab"
+    [ -x "$bin_dir/sustain-host" ] || die "no $bin_dir/sustain-host: cargo build --release -p sustain"
     local tag
     tag=$("$container_dir/image.sh") || broken "the image could not be built with $engine_name"
     # A trivial run first: an engine that cannot start a privileged container is
@@ -206,10 +210,12 @@ smoke() {
     rm -rf "$out"
     mkdir -p "$out"
     start=$(date +%s)
-    local mounts=(-v "$out:$out")
-    case $bin_dir/ in "$repo"/*) ;; *) mounts+=(-v "$bin_dir:$bin_dir:ro") ;; esac
+    local mounts=(-v "$out:$out") dir
+    for dir in "$bin_dir" "$(dirname "$lab_bin")"; do
+        case $dir/ in "$repo"/*) ;; *) mounts+=(-v "$dir:$dir:ro") ;; esac
+    done
     run_container "$tag" "${mounts[@]}" -e "SUSTAIN_BIN_DIR=$bin_dir" -- \
-        "$bin_dir/sustain-lab" suite --quiet --out "$out" "${names[@]}" >"$out/suite.log" 2>&1 || status=$?
+        "$lab_bin" suite --quiet --out "$out" "${names[@]}" >"$out/suite.log" 2>&1 || status=$?
     # The suite's table: its header and one row per scenario.
     sed -n '/^scenario  /,$p' "$out/suite.log"
     if [ "$status" -ne 0 ]; then
