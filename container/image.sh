@@ -51,6 +51,9 @@ cleanup() {
     for mnt in $mounts; do
         umount -l "$mnt" || say "could not unmount $mnt"
     done
+    if mountpoint -q "$rootfs"; then
+        umount -l "$rootfs" || say "could not unmount $rootfs"
+    fi
     rm -rf --one-file-system "$rootfs" "$rootfs.log"
 }
 
@@ -63,6 +66,10 @@ debootstrap)
     rootfs=$(mktemp -d /var/tmp/sustain-rootfs.XXXXXX)
     trap cleanup EXIT
     trap 'exit 130' INT TERM
+    # In memory where it can be (about 600 MB): faster to write, and gone with one
+    # unmount instead of a long rm.
+    mount -t tmpfs -o size=2g,mode=0755 sustain-rootfs "$rootfs" 2>/dev/null ||
+        say "no tmpfs for the tree; building it in $rootfs on disk"
     say "building $tag with debootstrap from $mirror (a few minutes)"
     debootstrap --variant=minbase --include="$(image_packages | paste -sd, -)" \
         bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {

@@ -34,16 +34,23 @@ bin_dir=$target_dir/release
 # --- the container's life ----------------------------------------------------
 
 name=""
-cgroups_before=""
+cgroups_before="" cgroups_taken=""
 cleanup() {
     if [ -n "$name" ]; then
         "${engine[@]}" rm -f -t 5 "$name" >/dev/null 2>&1 || true
     fi
     # podman (cgroupfs) leaves empty `conmon` and `libpod_parent` cgroups behind:
-    # remove those this run made (rmdir refuses a cgroup still in use).
-    local dir
-    for dir in $(podman_cgroups); do
-        case " $cgroups_before " in *" $dir "*) ;; *) rmdir "$dir" 2>/dev/null || true ;; esac
+    # remove those this script made (rmdir refuses a cgroup still in use, as for a
+    # moment after a container ends while its conmon exits: so up to 5 s of tries).
+    local dir try left
+    for try in $(seq 25); do
+        left=0
+        for dir in $(podman_cgroups); do
+            case " $cgroups_before " in *" $dir "*) continue ;; esac
+            rmdir "$dir" 2>/dev/null || left=1
+        done
+        [ "$left" -eq 0 ] && break
+        sleep 0.2
     done
 }
 
@@ -90,7 +97,9 @@ run_container() {
     while [ $# -gt 0 ] && [ "$1" != -- ]; do flags+=("$1"); shift; done
     shift
     name=sustain-lab-$$-$RANDOM
-    cgroups_before=$(podman_cgroups | tr "\n" " ")
+    # What existed before this script's first container.
+    [ -n "$cgroups_taken" ] || cgroups_before=$(podman_cgroups | tr "\n" " ")
+    cgroups_taken=1
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
@@ -135,6 +144,7 @@ just_binary() {
     for candidate in "$(command -v just 2>/dev/null)" "$(pyenv which just 2>/dev/null)" \
         "${CARGO_HOME:-$HOME/.cargo}/bin/just"; do
         [ -n "$candidate" ] && [ -f "$candidate" ] || continue
+        candidate=$(readlink -f "$candidate")
         if [ "$(head -c 4 "$candidate" | tr -d '\0' | cut -c2-4)" = ELF ]; then
             echo "$candidate"
             return 0
@@ -197,16 +207,31 @@ smoke() {
     local lab_bin=${SUSTAIN_LAB_BIN:-$bin_dir/sustain-lab}
     [ -x "$lab_bin" ] || die "no $lab_bin: cargo build --release -p sustain -p sustain-lab"
     [ -x "$bin_dir/sustain-host" ] || die "no $bin_dir/sustain-host: cargo build --release -p sustain"
-    local tag
+    local tag status=0
     tag=$("$container_dir/image.sh") || broken "the image could not be built with $engine_name"
     # A trivial run first: an engine that cannot start a privileged container is
     # broken, not a failing scenario.
     if ! run_container "$tag" -- true; then
         broken "$engine_name cannot run a privileged container from $tag"
     fi
+    # A kernel without a feature the lab needs: AF_PACKET refused by seccomp (podman
+    # honours a profile given with --privileged). The lab must stop at once, exit 2
+    # and name the feature and its module.
+    if [ "$engine_name" = podman ]; then
+        local refused
+        refused=$(run_container "$tag" --security-opt "seccomp=$container_dir/no-af-packet.json" \
+            -v "$lab_bin:/usr/local/bin/sustain-lab:ro" -- \
+            sustain-lab run --quiet --out /tmp/refused sustain-move 2>&1) && status=0 || status=$?
+        if [ "$status" -ne 2 ] || ! grep -q "AF_PACKET (module af_packet)" <<<"$refused"; then
+            echo "$refused" | tail -5 >&2
+            echo "container smoke: FAILED: without AF_PACKET the lab did not stop naming it (exit $status)" >&2
+            exit 1
+        fi
+        echo "container smoke: without AF_PACKET the lab stops naming it and its module: ok"
+    fi
     local names=("$@")
     [ ${#names[@]} -gt 0 ] || names=("${SMOKE_SCENARIOS[@]}")
-    local out=$target_dir/container-smoke start status=0
+    local out=$target_dir/container-smoke start
     rm -rf "$out"
     mkdir -p "$out"
     start=$(date +%s)
@@ -214,6 +239,7 @@ smoke() {
     for dir in "$bin_dir" "$(dirname "$lab_bin")"; do
         case $dir/ in "$repo"/*) ;; *) mounts+=(-v "$dir:$dir:ro") ;; esac
     done
+    status=0
     run_container "$tag" "${mounts[@]}" -e "SUSTAIN_BIN_DIR=$bin_dir" -- \
         "$lab_bin" suite --quiet --out "$out" "${names[@]}" >"$out/suite.log" 2>&1 || status=$?
     # The suite's table: its header and one row per scenario.
