@@ -19,9 +19,9 @@ test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo build --release --locked -p sustain
-    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
-    {{sudo}} env "PATH=$PATH" "SUSTAIN_LAB_BIN=$PWD/target/debug/sustain-lab" container/run.sh smoke 2>&1 | tee -a target/test.log
-    @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release" cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test.log"
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_LAB_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/sustain-lab" container/run.sh smoke 2>&1 | tee -a "${CARGO_TARGET_DIR:-target}/test.log"
+    @awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' "${CARGO_TARGET_DIR:-target}/test.log"
 
 # NAPTs, moves mid-transfer, pcaps, timelines and report.json per scenario in
 # target/lab/<name>/; `just lab sustain-move` runs just one.
