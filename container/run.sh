@@ -109,7 +109,7 @@ run_container() {
     local status=0
     "${engine[@]}" run "${common[@]}" --name "$name" --label "sustain-lab.pid=$$" \
         -e CI -e RUST_BACKTRACE -e SUSTAIN_LAB_KEEP_LOGS \
-        -v "$repo:$repo${repo_mode:-:ro}" -w "$repo" \
+        -v "$repo:$repo:${repo_mode:-ro}" -w "$repo" \
         "${flags[@]}" "$tag" "$@" || status=$?
     return "$status"
 }
@@ -174,7 +174,7 @@ test_inside() {
     *) mounts+=(-v "$target_dir:$target_dir" -e "CARGO_TARGET_DIR=$target_dir") ;;
     esac
     say "running ./justw test in $engine_name ($tag)"
-    repo_mode="" run_container "$tag" "${mounts[@]}" -- ./justw test
+    repo_mode=rw run_container "$tag" "${mounts[@]}" -- ./justw test
 }
 
 # --- smoke (part of `just test`) ----------------------------------------------
