@@ -63,7 +63,8 @@ podman_cgroups() {
     done | sort -r
 }
 
-# Removes containers whose script is gone (killed before its trap ran).
+# Removes containers whose script is gone (killed before its trap ran); prints
+# their ids.
 remove_stale() {
     local line id pid
     "${engine[@]}" ps -a --filter label=sustain-lab.pid --format '{{.ID}} {{.Labels}}' 2>/dev/null |
@@ -71,7 +72,7 @@ remove_stale() {
             id=${line%% *}
             pid=$(sed -n 's/.*sustain-lab.pid[:=]\([0-9]*\).*/\1/p' <<<"$line")
             if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-                "${engine[@]}" rm -f "$id" >/dev/null 2>&1 && say "removed stale container $id"
+                "${engine[@]}" rm -f "$id" >/dev/null 2>&1 && say "removed stale container $id" && echo "$id"
             fi
         done || true
 }
@@ -97,20 +98,29 @@ run_container() {
     while [ $# -gt 0 ] && [ "$1" != -- ]; do flags+=("$1"); shift; done
     shift
     name=sustain-lab-$$-$RANDOM
-    # What existed before this script's first container.
-    [ -n "$cgroups_taken" ] || cgroups_before=$(podman_cgroups | tr "\n" " ")
-    cgroups_taken=1
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    remove_stale
+    local stale
+    stale=$(remove_stale)
+    # podman's cgroups that existed before this script's first container are left
+    # alone, unless they were those of containers of killed scripts just removed.
+    if [ -z "$cgroups_taken" ] && [ -z "$stale" ]; then
+        cgroups_before=$(podman_cgroups | tr "\n" " ")
+    fi
+    cgroups_taken=1
     local common
     mapfile -t common < <(run_flags; realtime_flags)
-    local status=0
+    # In the background with `wait`, so that a signal to this script runs its trap
+    # at once (bash defers traps while a foreground child runs): the trap removes
+    # the container, whose lab tears down on SIGTERM.
+    local status=0 child
     "${engine[@]}" run "${common[@]}" --name "$name" --label "sustain-lab.pid=$$" \
         -e CI -e RUST_BACKTRACE -e SUSTAIN_LAB_KEEP_LOGS \
         -v "$repo:$repo:${repo_mode:-ro}" -w "$repo" \
-        "${flags[@]}" "$tag" "$@" || status=$?
+        "${flags[@]}" "$tag" "$@" </dev/null &
+    child=$!
+    wait "$child" || status=$?
     return "$status"
 }
 
