@@ -259,6 +259,8 @@ smoke() {
         echo "container smoke: FAILED: ${names[*]} in $engine_name (exit $status; $out/suite.log)" >&2
         exit 1
     fi
+    # The captures (hundreds of MB) are kept only when something failed.
+    find "$out" -name '*.pcap' -delete
     echo "container smoke: PASS: ${#names[@]} scenarios in a privileged $engine_name container ($(( $(date +%s) - start )) s)"
 }
 
