@@ -37,7 +37,9 @@ name=""
 cgroups_before="" cgroups_taken=""
 cleanup() {
     if [ -n "$name" ]; then
-        "${engine[@]}" rm -f -t 5 "$name" >/dev/null 2>&1 || true
+        # SIGTERM first (the lab tears down), SIGKILL 5 s later; then gone.
+        "${engine[@]}" stop -t 5 "$name" >/dev/null 2>&1 || true
+        "${engine[@]}" rm -f "$name" >/dev/null 2>&1 || true
     fi
     # podman (cgroupfs) leaves empty `conmon` and `libpod_parent` cgroups behind:
     # remove those this script made (rmdir refuses a cgroup still in use, as for a
