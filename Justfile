@@ -30,16 +30,17 @@ lab *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} ./target/release/sustain-lab suite --out target/lab {{NAMES}}
 
-# The lab in a privileged container, as CI systems run it: `sustain-lab suite` in
-# its own network namespace on an image of Debian packages only (container/: made
-# with debootstrap, or the Containerfile), with the release binaries, scenarios and
-# golden captures mounted; outputs come back to target/lab/. Podman or docker.
+# `sustain-lab suite` in its own network namespace on an image of Debian packages
+# only (container/: made with debootstrap, or the Containerfile), with the release
+# binaries, scenarios and golden captures mounted. Podman or docker.
+# The lab in a privileged container, as CI runs it; outputs come back to target/lab/.
 container-lab *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} env "PATH=$PATH" container/run.sh lab {{NAMES}}
 
-# `./justw test` inside a privileged container, with this host's Rust toolchain,
-# cargo cache and `just` mounted (the container has no network).
+# The container has no network: the host's Rust toolchain, cargo cache and `just`
+# are mounted.
+# `./justw test` inside a privileged container.
 container-test:
     {{sudo}} env "PATH=$PATH" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" container/run.sh test
 
