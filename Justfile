@@ -9,7 +9,9 @@ sudo := if `id -u` == "0" { "" } else { "sudo -E" }
 default:
     @just --list
 
-# Every test: format, lints, unit, simulator and real-kernel namespace tests.
+# Every test: format, lints, unit, simulator and real-kernel namespace tests, then
+# a few lab scenarios in a privileged container (container/run.sh smoke; SKIPPED
+# where no container engine can run, FAILED under CI where one is there but broken).
 # The lab's scenarios run the release binaries (SUSTAIN_BIN_DIR), as `just lab`
 # does: their reconnect budgets are the protocol's limit + 5 ms, and a debug
 # build's per-packet cost (HMACs, the proxy's splice) is not the protocol's.
@@ -17,11 +19,12 @@ test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo build --release --locked -p sustain
-    rm -f target/skipped.log
-    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" "SUSTAIN_SKIP_LOG=$PWD/target/skipped.log" cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
+    rm -f "${CARGO_TARGET_DIR:-target}/skipped.log"
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release" "SUSTAIN_SKIP_LOG=${CARGO_TARGET_DIR:-$PWD/target}/skipped.log" cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test.log"
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_LAB_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/sustain-lab" "SUSTAIN_SKIP_LOG=${CARGO_TARGET_DIR:-$PWD/target}/skipped.log" container/run.sh smoke 2>&1 | tee -a "${CARGO_TARGET_DIR:-target}/test.log"
     @# cargo counts a test that skipped itself (no root, a tool missing; a failure
-    @# under CI) as passed: those are in target/skipped.log, one line each.
-    @awk -v s="$(cat target/skipped.log 2>/dev/null | wc -l)" '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped, %d ignored (#[ignore]: figures and helper processes)\n", p - s, f, s, i }' target/test.log
+    @# under CI) as passed: those are in skipped.log, one line each.
+    @awk -v s="$(cat "${CARGO_TARGET_DIR:-target}/skipped.log" 2>/dev/null | wc -l)" '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "total: %d passed, %d failed, %d skipped, %d ignored (#[ignore]: figures and helper processes)\n", p - s, f, s, i }' "${CARGO_TARGET_DIR:-target}/test.log"
 
 # NAPTs, moves mid-transfer, pcaps, timelines and report.json per scenario in
 # target/lab/<name>/; `just lab sustain-move` runs just one.
@@ -29,6 +32,20 @@ test:
 lab *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab
     {{sudo}} ./target/release/sustain-lab suite --out target/lab {{NAMES}}
+
+# `sustain-lab suite` in its own network namespace on an image of Debian packages
+# only (container/: made with debootstrap, or the Containerfile), with the release
+# binaries, scenarios and golden captures mounted. Podman or docker.
+# The lab in a privileged container, as CI runs it; outputs come back to target/lab/.
+container-lab *NAMES:
+    cargo build --release --locked -p sustain -p sustain-lab
+    {{sudo}} env "PATH=$PATH" container/run.sh lab {{NAMES}}
+
+# The container has no network: the host's Rust toolchain, cargo cache and `just`
+# are mounted.
+# `./justw test` inside a privileged container.
+container-test:
+    {{sudo}} env "PATH=$PATH" "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" container/run.sh test
 
 # Re-record the conformance snapshots and golden captures (pcaps/<scenario>/) from
 # one run of each scenario, on purpose: review `git diff` afterwards. `just bless

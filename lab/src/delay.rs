@@ -473,7 +473,7 @@ static NEXT_QUEUE: AtomicU16 = AtomicU16::new(1);
 
 /// Opens a netfilter netlink socket in the calling thread's namespace and binds it to
 /// the first free queue number.
-fn bind_free_queue(config: &DelayConfig) -> Result<(u16, OwnedFd)> {
+pub(crate) fn bind_free_queue(config: &DelayConfig) -> Result<(u16, OwnedFd)> {
     let socket = open_socket(config.receive_buffer)
         .context(|| "opening a netfilter netlink socket".to_string())?;
     for _ in 0..64 {

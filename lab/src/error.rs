@@ -62,6 +62,11 @@ pub enum LabError {
 
     #[error("plotting: {0}")]
     Plot(String),
+
+    /// A kernel feature the lab uses is not there (see [`crate::features`]): one line
+    /// per feature with its module, then what to do.
+    #[error("the kernel lacks what the lab needs:{0}")]
+    MissingFeatures(String),
 }
 
 impl LabError {

@@ -29,6 +29,7 @@ pub mod conditions;
 pub mod delay;
 mod error;
 pub mod ethtool;
+pub mod features;
 pub mod icmp;
 mod lab;
 mod links;

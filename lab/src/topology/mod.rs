@@ -98,6 +98,9 @@ impl Topology {
         hooks: Vec<Arc<dyn AttachmentHook>>,
     ) -> Result<Topology> {
         let plan = spec.plan().map_err(invalid)?;
+        // A missing kernel feature stops here with its name and module, not later
+        // as a hang or a silently undelayed link (in containers especially).
+        crate::features::check()?;
         let lab = Lab::new()?;
         let conditioner = Arc::new(Conditioner::default());
         let mut all_hooks: Vec<Arc<dyn AttachmentHook>> = vec![conditioner.clone()];
