@@ -63,7 +63,7 @@ pub enum LabError {
     #[error("plotting: {0}")]
     Plot(String),
 
-    /// A kernel feature the lab uses is not there (see [`crate::features`]): one line
+    /// A kernel feature the lab uses is not there (see the `features` module): one line
     /// per feature with its module, then what to do.
     #[error("the kernel lacks what the lab needs:{0}")]
     MissingFeatures(String),
