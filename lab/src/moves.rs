@@ -105,15 +105,8 @@ pub struct MoveRecord {
     pub bytes_at_start: u64,
 }
 
-/// The gap of a move counts from the instant the host's address went, not from the
-/// end of the detach's teardown (captures and delay lines stopped, link deleted).
-fn sleep_until(deadline: Instant) {
-    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-}
-
 impl Topology {
-    /// Detaches `host`, waits until `gap` has passed since its address went, attaches
-    /// it to `network`.
+    /// Detaches `host`, waits `gap`, attaches it to `network`.
     pub fn move_host(
         &self,
         host: &str,
@@ -126,7 +119,7 @@ impl Topology {
             )));
         }
         let detached = self.detach(host)?;
-        sleep_until(detached.completed + gap);
+        std::thread::sleep(gap);
         let attached = self.attach(host, network)?;
         Ok((detached, attached))
     }
@@ -149,7 +142,7 @@ impl Topology {
             }
             MoveAction::Renumber { network, gap } => {
                 let detached = self.detach(&spec.host)?;
-                sleep_until(detached.completed + *gap);
+                std::thread::sleep(*gap);
                 let attached = self.attach(&spec.host, network)?;
                 (Some(detached), Some(attached))
             }

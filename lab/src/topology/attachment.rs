@@ -46,8 +46,7 @@ impl Attachment {
 pub trait AttachmentHook: Send + Sync {
     /// The veth exists in both namespaces, is down and has no address yet.
     fn created(&self, ctx: &HookContext<'_>, attachment: &Attachment) -> Result<()>;
-    /// The veth is about to be deleted (a detach): the host's route and address are
-    /// already gone, the link still exists.
+    /// The veth is about to be taken apart (a detach); it still carries traffic.
     fn removing(&self, _ctx: &HookContext<'_>, _attachment: &Attachment) {}
     /// The veth is gone.
     fn removed(&self, _ctx: &HookContext<'_>, _attachment: &Attachment) {}
@@ -69,7 +68,6 @@ pub struct Attached {
 #[derive(Clone, Debug)]
 pub struct Detached {
     pub attachment: Attachment,
-    /// When the host's address was gone (its route went just before): the host is
-    /// off the network from here on.
+    /// When the link was gone.
     pub completed: Instant,
 }

@@ -249,31 +249,27 @@ impl Topology {
         self.attach_with(node, network, address)
     }
 
-    /// Removes host `node`'s uplink: its default route, then its address (in that
-    /// order, so an address watcher sees each step as its own event), then the link.
-    /// The host is off the network once its address is gone: that is `completed`.
-    /// Stopping the link's capture and delay line (iptables runs, threads joined)
-    /// comes after, so its cost, which grows with the machine's load, does not delay
-    /// the move itself or a concurrent move of another host. A detach allocates
-    /// nothing, so it does not take the attach lock either.
+    /// Removes host `node`'s uplink: its default route, then its address, then the
+    /// link (in that order, so an address watcher sees each step as its own event).
+    /// The link's capture and delay line stop first, under the attach lock, as the
+    /// golden captures were recorded (moving the teardown after the address changed
+    /// the spacing of simultaneous moves; see issue 11's notes).
     pub fn detach(&self, node: &str) -> Result<Detached> {
+        let _moving = lock(&self.moving);
         self.check_host(node)?;
         let attachment = self.attachment(node).ok_or_else(|| {
             LabError::InvalidValue(format!("{node} is not attached to any network"))
         })?;
-        let (ifname, gateway) = (attachment.ifname.clone(), attachment.gateway);
-        let off = ifname.clone();
-        links::in_netns(&self.lab, node, |handle, netns| async move {
-            links::delete_default_route(&handle, &netns, &off, gateway).await?;
-            links::delete_addresses(&handle, &netns, &off).await
-        })?;
-        let completed = Instant::now();
         for hook in self.hooks() {
             hook.removing(&self.hook_context(&attachment), &attachment);
         }
+        let (ifname, gateway) = (attachment.ifname.clone(), attachment.gateway);
         links::in_netns(&self.lab, node, |handle, netns| async move {
+            links::delete_default_route(&handle, &netns, &ifname, gateway).await?;
+            links::delete_addresses(&handle, &netns, &ifname).await?;
             links::delete_link(&handle, &netns, &ifname).await
         })?;
+        let completed = Instant::now();
         lock(&self.state).attachments.remove(node);
         for hook in self.hooks() {
             hook.removed(&self.hook_context(&attachment), &attachment);
