@@ -32,7 +32,8 @@ mod relay_lab;
 use std::time::{Duration, Instant};
 
 use common::MIB;
-use relay_lab::{needs_root, topology, Run};
+use relay_lab::{topology, Run};
+use sustain_lab::root_or_skip;
 use sustain_lab::topology::LinkConditions;
 
 /// The receiver moves once it has this much.
@@ -139,7 +140,7 @@ fn range(values: impl Iterator<Item = f64>, digits: usize) -> String {
 }
 
 fn main() {
-    if !needs_root("relay bench") {
+    if !root_or_skip("relay bench") {
         return;
     }
     let size = env_usize("SUSTAIN_BENCH_RELAY_MIB", 512) * MIB;

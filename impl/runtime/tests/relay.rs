@@ -25,7 +25,8 @@ mod common;
 mod relay_lab;
 
 use common::MIB;
-use relay_lab::{needs_root, topology, Run};
+use relay_lab::{topology, Run};
+use sustain_lab::root_or_skip;
 use sustain_lab::topology::LinkConditions;
 
 const SIZE: usize = 48 * MIB;
@@ -46,7 +47,7 @@ fn registered(run: &Run) -> bool {
 
 #[test]
 fn both_ends_behind_napts_are_relayed_byte_identical() {
-    if !needs_root("both_ends_behind_napts_are_relayed_byte_identical") {
+    if !root_or_skip("both_ends_behind_napts_are_relayed_byte_identical") {
         return;
     }
     let run = Run::start(topology(false, rate()), SIZE, 11, true);
@@ -63,7 +64,7 @@ fn both_ends_behind_napts_are_relayed_byte_identical() {
 
 #[test]
 fn relayed_end_moves_behind_another_napt_then_to_a_global_address() {
-    if !needs_root("relayed_end_moves_behind_another_napt_then_to_a_global_address") {
+    if !root_or_skip("relayed_end_moves_behind_another_napt_then_to_a_global_address") {
         return;
     }
     let run = Run::start(topology(true, rate()), SIZE, 12, true);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sustain_lab::napt::NaptProfile;
 use sustain_lab::topology::{LinkConditions, NodeRole, Topology, TopologySpec};
-use sustain_lab::{root_or_skip, ChildProcess};
+use sustain_lab::ChildProcess;
 
 use crate::common::{expect_success, make_file, sha256_file, sustain_host};
 
@@ -33,11 +33,6 @@ pub const PROXY_CONTROL_PORT: u16 = 7002;
 pub const RELAY_PORTS: &str = "40000-40099";
 const TIMEOUT: Duration = Duration::from_secs(120);
 const READY: Duration = Duration::from_secs(10);
-
-/// Root, or skipped (false; a failure under `CI`).
-pub fn needs_root(test: &str) -> bool {
-    root_or_skip(test)
-}
 
 fn binary(name: &str) -> PathBuf {
     // The sibling binaries of sustain-host, built by cargo for this test.
