@@ -968,14 +968,20 @@ fn convert(raw: RawScenario, default_name: &str) -> Result<Scenario, Problem> {
         &transfer,
     )
     .map_err(in_table("expect", "target_counters"))?;
-    let server_counters = crate::attack::spec::convert_server_counter_checks(
+    let server_counters = crate::attack::spec::convert_service_counter_checks(
         expect.server_counters.unwrap_or_default(),
         &topology,
+        "server_counters",
+        NodeRole::MobilityServer,
+        crate::attack::spec::CounterSource::Server,
     )
     .map_err(in_table("expect", "server_counters"))?;
-    let proxy_counters = crate::attack::spec::convert_proxy_counter_checks(
+    let proxy_counters = crate::attack::spec::convert_service_counter_checks(
         expect.proxy_counters.unwrap_or_default(),
         &topology,
+        "proxy_counters",
+        NodeRole::Proxy,
+        crate::attack::spec::CounterSource::Proxy,
     )
     .map_err(in_table("expect", "proxy_counters"))?;
 

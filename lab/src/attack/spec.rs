@@ -643,42 +643,25 @@ pub(crate) fn convert_counter_checks(
     parse_counter_checks(raw, CounterSource::Target)
 }
 
-/// `[expect] server_counters`: the scenario needs a mobility server.
-pub(crate) fn convert_server_counter_checks(
+/// `[expect] server_counters` or `proxy_counters` (`table`): the scenario needs
+/// a node with `role`, whose counters `source` reads.
+pub(crate) fn convert_service_counter_checks(
     raw: BTreeMap<String, RawCount>,
     topology: &TopologySpec,
+    table: &str,
+    role: NodeRole,
+    source: CounterSource,
 ) -> std::result::Result<Vec<CounterCheck>, String> {
     if raw.is_empty() {
         return Ok(Vec::new());
     }
-    if !topology
-        .nodes
-        .iter()
-        .any(|node| node.role == NodeRole::MobilityServer)
-    {
-        return Err(
-            "server_counters needs a node with role = \"mobility-server\" (whose counters?)".into(),
-        );
+    if !topology.nodes.iter().any(|node| node.role == role) {
+        return Err(format!(
+            "{table} needs a node with role = \"{}\" (whose counters?)",
+            role.name()
+        ));
     }
-    parse_counter_checks(raw, CounterSource::Server)
-}
-
-/// `[expect] proxy_counters`: the scenario needs a proxy.
-pub(crate) fn convert_proxy_counter_checks(
-    raw: BTreeMap<String, RawCount>,
-    topology: &TopologySpec,
-) -> std::result::Result<Vec<CounterCheck>, String> {
-    if raw.is_empty() {
-        return Ok(Vec::new());
-    }
-    if !topology
-        .nodes
-        .iter()
-        .any(|node| node.role == NodeRole::Proxy)
-    {
-        return Err("proxy_counters needs a node with role = \"proxy\" (whose counters?)".into());
-    }
-    parse_counter_checks(raw, CounterSource::Proxy)
+    parse_counter_checks(raw, source)
 }
 
 pub(crate) fn parse_counter_checks(
