@@ -54,6 +54,9 @@ pub trait SimNode {
     fn poll_timeout(&self) -> Option<Instant>;
     /// Writes one IPv4 packet into `buf` and returns its length.
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize>;
+    /// The host refused to send `packet`, which this node wrote (see
+    /// [`Network::set_refusing`]). Ignored by default.
+    fn handle_refused(&mut self, _now: Instant, _packet: &[u8]) {}
 }
 
 impl SimNode for crate::tcp::Endpoint {
@@ -71,6 +74,10 @@ impl SimNode for crate::tcp::Endpoint {
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         crate::tcp::Endpoint::poll_transmit(self, now, buf)
+    }
+
+    fn handle_refused(&mut self, now: Instant, packet: &[u8]) {
+        crate::tcp::Endpoint::handle_refused(self, now, packet)
     }
 }
 
@@ -226,6 +233,8 @@ impl Captured {
 pub struct NetStats {
     /// Packets handed to the network by nodes (or injected).
     pub sent: u64,
+    /// Packets a refusing node's host refused ([`Network::set_refusing`]).
+    pub refused: u64,
     /// Packet copies handed to nodes.
     pub delivered: u64,
     pub lost: u64,
@@ -263,6 +272,8 @@ struct NodeSlot<N> {
     node: N,
     addresses: BTreeSet<Ipv4Addr>,
     uplink: Realm,
+    /// The host refuses every send (its route is gone, its address not yet).
+    refusing: bool,
 }
 
 struct MiddleboxSlot {
@@ -380,6 +391,7 @@ impl<N: SimNode> Network<N> {
             node,
             addresses: BTreeSet::from([addr]),
             uplink: None,
+            refusing: false,
         });
         self.rebuild_routes();
         id
@@ -415,6 +427,14 @@ impl<N: SimNode> Network<N> {
     /// Puts the node behind `middlebox` (its addresses move into the
     /// middlebox's inside realm), or back in the global realm with `None`.
     /// Panics on an address conflict in the new realm.
+    /// Models a host whose route is gone while its address (and so its
+    /// endpoint's view) is not yet: every packet the node writes is handed
+    /// back with [`SimNode::handle_refused`] instead of sent, one per
+    /// network event, as the runtime's driver does on ENETUNREACH.
+    pub fn set_refusing(&mut self, id: NodeId, refusing: bool) {
+        self.nodes[id.0].refusing = refusing;
+    }
+
     pub fn set_uplink(&mut self, id: NodeId, middlebox: Option<MiddleboxId>) {
         self.nodes[id.0].uplink = middlebox;
         self.rebuild_routes();
@@ -637,6 +657,17 @@ impl<N: SimNode> Network<N> {
 
     fn flush_transmits(&mut self) {
         for i in 0..self.nodes.len() {
+            if self.nodes[i].refusing {
+                // One refusal per flush: a host's driver holds its sends
+                // after a refusal until something changes (the next event).
+                let slot = &mut self.nodes[i];
+                if let Some(len) = slot.node.poll_transmit(self.now, &mut self.scratch) {
+                    let len = len.min(self.scratch.len());
+                    slot.node.handle_refused(self.now, &self.scratch[..len]);
+                    self.stats.refused += 1;
+                }
+                continue;
+            }
             while let Some(len) = self.nodes[i]
                 .node
                 .poll_transmit(self.now, &mut self.scratch)

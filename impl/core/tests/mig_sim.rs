@@ -754,6 +754,58 @@ fn sustain_one_move_exact_handshake() {
     );
 }
 
+/// PROTOCOL.md §7 (a segment the host refused) with §9 mover step 2: the
+/// mover's route goes 25 ms before its address (as in the lab, where the
+/// link is torn down first), and its host refuses every send in between.
+/// Those segments never left, so the mover takes them back: the first
+/// segment from the new address is the first byte the peer lacks, and the
+/// peer's first answer already acknowledges it (half a round trip after
+/// the move). Counted as sent and lost they would leave a hole that only
+/// the go-back resend fills.
+#[test]
+fn continuation_move_after_refused_sends_resumes_in_half_a_round_trip() {
+    let mut h = Harness::new(Setup {
+        mover: Config {
+            mode: Mode::Continuation,
+            ..Config::default()
+        },
+        capture_all: true,
+        ..Setup::default()
+    });
+    h.established();
+    h.transfer(MIB);
+    h.net.set_refusing(h.mover, true);
+    h.run_for(ms(25));
+    assert!(h.net.stats().refused > 0, "the mover tried to send");
+    let refused = h.net.node(h.mover).stats().refused_segments;
+    assert!(refused > 0, "data segments taken back");
+    let port = h.mover_info().local.port();
+    // Everything that really left is below SND.MAX, and nothing above it.
+    let max_at_loss = h.mover_info().snd_max;
+    h.lose(h.mover, MOVER_A);
+    h.net.set_refusing(h.mover, false);
+    h.run_for(ms(25));
+    let t_move = h.now();
+    h.gain(h.mover, MOVER_B, None);
+    h.finish();
+
+    let seen = h.seen_after(t_move);
+    let first_data = first(&seen, |s| s.from == h.mover && s.sent.len > 0);
+    assert_eq!(
+        first_data.sent.seq, max_at_loss,
+        "the first byte the peer lacks"
+    );
+    let peer_reply = first(&seen, |s| s.from == h.peer);
+    assert_eq!(peer_reply.sent.dst, SocketAddrV4::new(MOVER_B, port));
+    assert!(
+        peer_reply.sent.ack >= max_at_loss + first_data.sent.len,
+        "the peer's first answer acknowledges new data: {:?}",
+        peer_reply.sent
+    );
+    let mover = h.net.node(h.mover).stats();
+    assert_eq!((mover.migrations_completed, mover.msyns_sent), (1, 0));
+}
+
 /// PROTOCOL.md §9: continuation mode puts an authenticated Address-Update
 /// on every segment from the new address until the peer answers there.
 #[test]
@@ -772,6 +824,8 @@ fn continuation_one_move_address_update_until_answered() {
     let port = h.mover_info().local.port();
     h.lose(h.mover, MOVER_A);
     let una_at_loss = h.mover_info().snd_una;
+    let max_at_loss = h.mover_info().snd_max;
+    assert!(una_at_loss < max_at_loss, "data in flight at the loss");
     h.run_for(ms(50));
     let t_move = h.now();
     h.gain(h.mover, MOVER_B, None);
@@ -785,10 +839,24 @@ fn continuation_one_move_address_update_until_answered() {
     let seen = h.seen_after(t_move);
     assert!(seen.iter().all(|s| s.sent.msyn().is_none()), "no MSYN");
     let from_mover: Vec<&Seen> = seen.iter().filter(|s| s.from == h.mover).collect();
+    // §9 mover step 2: new data first (the peer got everything in flight,
+    // only its ACKs were lost), then the go-back resend from SND.UNA.
     let first_seg = from_mover[0];
-    assert_eq!(first_seg.sent.seq, una_at_loss, "resends from SND.UNA");
+    assert_eq!(first_seg.sent.seq, max_at_loss, "new data first");
+    assert!(first_seg.sent.len > 0);
+    assert_eq!(
+        from_mover[1].sent.seq, una_at_loss,
+        "then resends from SND.UNA"
+    );
     let peer_reply = first(&seen, |s| s.from == h.peer);
     assert_eq!(peer_reply.sent.dst, SocketAddrV4::new(MOVER_B, port));
+    // The peer's first answer already acknowledges the new data: half a
+    // round trip after the move, not one and a half.
+    assert!(
+        peer_reply.sent.ack >= max_at_loss + first_seg.sent.len,
+        "{:?}",
+        peer_reply.sent
+    );
     let reply_arrival = peer_reply.time + ms(1);
     let expected = AddressUpdate {
         old_addr: MOVER_A,

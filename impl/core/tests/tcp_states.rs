@@ -1239,3 +1239,81 @@ fn unlisten_resets_pending_connections() {
     assert!(h.out().is_empty());
     assert_eq!(h.ep.stats().not_ours, 1);
 }
+
+// ---------------------------------------------------------------------------
+// Segments the host refused
+// ---------------------------------------------------------------------------
+
+/// PROTOCOL.md §7 (a segment the host refused): data the host's kernel
+/// refused to send never left, so the newest is taken back as if never
+/// sent (SND.MAX rewinds) and goes out again as new data, not as a
+/// retransmission; a refused retransmission is resent. Nothing about the
+/// path changes: no loss recovery, no RTO.
+#[test]
+fn refused_segments_are_taken_back_and_sent_again() {
+    let mut c = established();
+    let d = data(3 * 1448);
+    assert_eq!(c.h.ep.send(c.id, &d).unwrap(), d.len());
+    let first = c.out();
+    let data_segs: Vec<&Seg> = first.iter().filter(|s| !s.payload.is_empty()).collect();
+    assert_eq!(data_segs.len(), 3, "{first:?}");
+    let base = data_segs[0].seq;
+    // The last two were refused (handed back newest first).
+    c.h.ep.handle_refused(c.h.now, &data_segs[2].packet());
+    c.h.ep.handle_refused(c.h.now, &data_segs[1].packet());
+    assert_eq!(c.h.ep.stats().refused_segments, 2);
+    assert_eq!(
+        c.h.ep.info(c.id).unwrap().snd_max.0,
+        base.wrapping_add(1448)
+    );
+    // A pure ACK refused is nothing to take back.
+    let pure_ack = Seg::new(c.local, c.remote, data_segs[0].seq, c.peer_nxt, A);
+    c.h.ep.handle_refused(c.h.now, &pure_ack.packet());
+    assert_eq!(c.h.ep.stats().refused_segments, 2);
+
+    let again = c.out();
+    let resent: Vec<(u32, &[u8])> = again
+        .iter()
+        .filter(|s| !s.payload.is_empty())
+        .map(|s| (s.seq, &s.payload[..]))
+        .collect();
+    assert_eq!(
+        resent,
+        [
+            (base.wrapping_add(1448), &d[1448..2896]),
+            (base.wrapping_add(2896), &d[2896..]),
+        ]
+    );
+    let stats = c.h.ep.stats();
+    assert_eq!(stats.retransmitted_segments, 0, "new data, not resends");
+
+    // A retransmission refused: after the RTO resends the first segment,
+    // its refusal leaves it to be resent, not counted as delivered.
+    c.h.advance(Duration::from_millis(1_100));
+    let rto = c.out();
+    let rtx = rto
+        .iter()
+        .find(|s| s.seq == base && !s.payload.is_empty())
+        .expect("the RTO resends the first segment")
+        .clone();
+    c.h.ep.handle_refused(c.h.now, &rtx.packet());
+    assert_eq!(c.h.ep.stats().refused_segments, 3);
+    assert_eq!(
+        c.h.ep.info(c.id).unwrap().snd_max.0,
+        base.wrapping_add(3 * 1448),
+        "a retransmission does not rewind SND.MAX"
+    );
+    let again = c.out();
+    assert!(
+        again
+            .iter()
+            .any(|s| s.seq == base && s.payload == d[..1448]),
+        "the refused retransmission goes out again: {again:?}"
+    );
+    // The peer acknowledges everything: nothing is outstanding.
+    c.our_nxt = base.wrapping_add(3 * 1448);
+    let ack = c.seg(A, &[]);
+    c.send(&ack);
+    let info = c.h.ep.info(c.id).unwrap();
+    assert_eq!(info.snd_una, info.snd_max);
+}

@@ -34,6 +34,9 @@ mod keepalive;
 #[path = "resume.rs"]
 mod resume;
 
+#[path = "refused.rs"]
+mod refused;
+
 use self::migration::Mig;
 use super::assembler::Assembler;
 use super::buffer::RingBuffer;
@@ -189,6 +192,9 @@ enum SendKind {
     Rescue,
     /// One octet to test a zero window (RFC 9293 §3.8.6.1).
     WindowProbe,
+    /// New data at SND.MAX while SND.NXT stays behind it for the go-back
+    /// resend (PROTOCOL.md §9 mover step 2).
+    Ahead,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1928,6 +1934,14 @@ impl Connection {
                 }
             }
         }
+        if let Some((seq, len, fin)) = self.plan_new_data_first(max_payload) {
+            return Some(Plan {
+                seq,
+                len,
+                fin,
+                kind: SendKind::Ahead,
+            });
+        }
         if self.persist_mode {
             return self.plan_probe(max_payload);
         }
@@ -2163,6 +2177,12 @@ impl Connection {
                 if !self.ts_enabled && self.rtt_probe.is_none() {
                     self.rtt_probe = Some((end, now));
                 }
+            }
+            SendKind::Ahead => {
+                // SND.NXT stays where the go-back resend is; it skips this
+                // segment if the peer SACKs it, or the peer's ACK covers it.
+                self.bytes_sent += plan.len as u64;
+                self.snd_max = end;
             }
             SendKind::GoBack => {
                 if end > self.snd_max {

@@ -494,6 +494,33 @@ impl Endpoint {
         self.shared.stats.not_ours += 1;
     }
 
+    /// A packet [`Endpoint::poll_transmit`] produced that the host's
+    /// kernel refused to send (no route while an address goes, a device
+    /// queue that stays full): PROTOCOL.md §7, a segment the host refused.
+    /// The connection takes its data back instead of counting it as sent
+    /// and lost on the path. Pass refused packets newest first when several
+    /// were refused together, so each is the newest one left.
+    pub fn handle_refused(&mut self, now: Instant, packet: &[u8]) {
+        let Ok((ip, seg)) = parse_ipv4_tcp(packet) else {
+            return;
+        };
+        if seg.flags.syn() || seg.flags.rst() {
+            return;
+        }
+        let local = SocketAddrV4::new(ip.src, seg.src_port);
+        let remote = SocketAddrV4::new(ip.dst, seg.dst_port);
+        let Some(&id) = self.index.get(&(local, remote)) else {
+            return;
+        };
+        let Some(c) = live_conn(&mut self.slots, id) else {
+            return;
+        };
+        let fin = seg.flags.fin();
+        if c.on_refused(now, seg.seq, seg.payload.len(), fin, &mut self.shared) {
+            self.after_conn(id);
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = core::mem::take(&mut self.due);
         while let Some(&Reverse((t, id))) = self.timers.peek() {

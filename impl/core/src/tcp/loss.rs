@@ -496,7 +496,10 @@ impl Connection {
             self.lr.pacer.on_send(now, len, rate, self.smss);
             return;
         }
-        let retransmission = plan.kind != SendKind::New && plan.kind != SendKind::WindowProbe;
+        let retransmission = !matches!(
+            plan.kind,
+            SendKind::New | SendKind::WindowProbe | SendKind::Ahead
+        );
         if self.recovery == Recovery::Sack {
             self.lr.prr.on_sent(len);
         }

@@ -124,6 +124,10 @@ pub(super) struct Mig {
     /// Since the last path restart the peer has been resending from its
     /// SND.UNA and has not yet caught up with our RCV.NXT (§7).
     catching_up: bool,
+    /// Continuation mode (PROTOCOL.md §9 mover step 2): the first segment
+    /// from the new address carries data the peer never had, not the
+    /// go-back resend from SND.UNA.
+    new_data_first: bool,
     /// Careful resume (§7): the old path's window until the new path
     /// confirms or refutes it.
     resume: Option<super::resume::CarefulResume>,
@@ -173,6 +177,7 @@ impl Mig {
             pending: None,
             path_high: None,
             catching_up: false,
+            new_data_first: false,
             skip_base: None,
             resume: None,
             peer_behind_napt: false,
@@ -290,6 +295,34 @@ impl Connection {
         } else {
             max
         }
+    }
+
+    /// PROTOCOL.md §9 mover step 2: once after a continuation move, the
+    /// segment at SND.MAX (data the peer cannot have: nothing from SND.MAX
+    /// on was ever sent), if the send window has room for it. Its ACK can
+    /// come half a round trip after the move, where the go-back resend
+    /// from SND.UNA (data the peer most likely has: only its ACKs were
+    /// lost with the old address) could show new data only after one and
+    /// a half. `None` leaves the go-back resend to go first.
+    pub(super) fn plan_new_data_first(
+        &mut self,
+        max_payload: usize,
+    ) -> Option<(SeqNumber, usize, bool)> {
+        let m = self.mig.as_mut()?;
+        if !std::mem::take(&mut m.new_data_first) || self.snd_nxt == self.snd_max {
+            return None;
+        }
+        let right_edge = self.snd_una + self.snd_wnd;
+        if right_edge <= self.snd_max {
+            return None;
+        }
+        let room = right_edge - self.snd_max;
+        let (len, fin) = self.extent(
+            self.snd_max,
+            max_payload.min(self.smss).min(room),
+            right_edge + 1,
+        );
+        (len > 0 || fin).then_some((self.snd_max, len, fin))
     }
 
     /// After a move, until the peer's resent stream reaches our RCV.NXT.
@@ -505,7 +538,11 @@ impl Connection {
         });
         self.restart_path(now);
         if !use_msyn {
-            // §9 mover step 2: the announcement, if there is no data.
+            // §9 mover step 2: new data first, the announcement if there
+            // is no data.
+            if let Some(m) = self.mig.as_mut() {
+                m.new_data_first = true;
+            }
             self.ack_now = true;
         }
         Ok(())
@@ -609,6 +646,7 @@ impl Connection {
         if let Some(m) = self.mig.as_mut() {
             m.catching_up = true;
             m.skip_base = None;
+            m.new_data_first = false;
         }
     }
 

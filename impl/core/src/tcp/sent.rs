@@ -73,6 +73,17 @@ impl Segment {
     }
 }
 
+/// What [`SentLog::unsend`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// The newest record is gone: the sender rewinds SND.MAX to its start.
+    Tail,
+    /// The records it covered are lost and will be resent.
+    MarkedLost,
+    /// It covered nothing outstanding (already acknowledged or SACKed).
+    Nothing,
+}
+
 /// The transmission log.
 #[derive(Debug, Clone, Default)]
 pub struct SentLog {
@@ -262,6 +273,38 @@ impl SentLog {
         let s = self.segs[i];
         self.remember(&s);
         true
+    }
+
+    /// The host's kernel refused the transmission of `[start, end)`
+    /// (PROTOCOL.md §7, a segment the host refused). With `newest` (it was
+    /// the newest data) the last record, if it is exactly that segment
+    /// sent once, is removed as if never sent and `Unsent::Tail` returned;
+    /// otherwise what it covers is marked lost, to be resent.
+    pub fn unsend(&mut self, start: SeqNumber, end: SeqNumber, newest: bool) -> Unsent {
+        if start >= end {
+            return Unsent::Nothing;
+        }
+        if let Some(&last) = self.segs.back().filter(|_| newest) {
+            if last.start == start && last.end == end && !last.retransmitted {
+                self.segs.pop_back();
+                self.forget(&last);
+                return Unsent::Tail;
+            }
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let mut marked = false;
+        for i in self.index_of(start)..self.segs.len() {
+            if self.segs[i].start >= end {
+                break;
+            }
+            marked |= self.mark_lost(i);
+        }
+        if marked {
+            Unsent::MarkedLost
+        } else {
+            Unsent::Nothing
+        }
     }
 
     /// Every un-SACKed record is lost (an RTO, or a new path). With
@@ -467,6 +510,35 @@ mod tests {
         log.on_send(s(10_500), s(11_500), t(30), snap());
         assert_eq!(log.last().unwrap().start, s(11_000));
         assert_eq!(log.in_flight(), 1400, "500 resent, 500 new");
+    }
+
+    #[test]
+    fn unsend_removes_the_newest_record_and_marks_older_ones_lost() {
+        let mut log = log_of_ten();
+        // The newest segment never left: as if never sent.
+        assert_eq!(log.unsend(s(10_000), s(11_000), true), Unsent::Tail);
+        assert_eq!((log.len(), log.in_flight()), (9, 9000));
+        assert_eq!(log.last().unwrap().end, s(10_000));
+        // A record in the middle (a retransmission refused): lost, resent.
+        log.mark_lost(2);
+        log.on_send(s(3000), s(4000), t(40), snap());
+        assert_eq!(log.in_flight(), 9000);
+        assert_eq!(log.unsend(s(3000), s(4000), false), Unsent::MarkedLost);
+        assert_eq!(log.in_flight(), 8000);
+        assert_eq!(
+            log.next_lost(s(0), s(11_000)).map(|x| x.start),
+            Some(s(3000))
+        );
+        // A retransmitted newest record is not unsent: it was sent before.
+        log.mark_lost(8);
+        log.on_send(s(9000), s(10_000), t(50), snap());
+        assert_eq!(log.unsend(s(9000), s(10_000), true), Unsent::MarkedLost);
+        assert_eq!(log.len(), 9);
+        // What is SACKed, or below every record, is nothing to undo.
+        log.sack(s(5000), s(6000), |_| {});
+        assert_eq!(log.unsend(s(5000), s(6000), false), Unsent::Nothing);
+        assert_eq!(log.unsend(s(0), s(500), false), Unsent::Nothing);
+        assert_eq!(log.unsend(s(7000), s(7000), true), Unsent::Nothing);
     }
 
     #[test]

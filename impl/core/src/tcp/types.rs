@@ -492,6 +492,9 @@ pub struct Stats {
     /// Careful resume (PROTOCOL.md §7): congestion-window jumps to half the
     /// old path's window after the new path was validated.
     pub careful_resume_jumps: u64,
+    /// Data segments the host's kernel refused to send and the connection
+    /// took back (PROTOCOL.md §7, a segment the host refused).
+    pub refused_segments: u64,
 }
 
 /// Sizes of the endpoint's lookup tables, for tests that check nothing
