@@ -50,7 +50,7 @@ use futures::channel::mpsc::UnboundedSender;
 use serde_json::json;
 use sustain_core::rendezvous::ControlClient;
 use sustain_core::tcp::{CloseReason, ConnId, Endpoint as CoreEndpoint, Event, ListenerId, Stats};
-use sustain_core::time::Instant;
+use sustain_core::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -60,12 +60,18 @@ use crate::mobility::{self, ControlCmd};
 use crate::netwatch::{self, NetWatcher};
 use crate::packet_ring::{self, PacketRing};
 use crate::ports::Ports;
-use crate::raw_socket::{RawSocket, RecvBatch, SendBatch, SLOT};
+use crate::raw_socket::{RawSocket, RecvBatch, Refusal, SendBatch, SLOT};
 use crate::route;
 use crate::stream::StreamEvent;
 
 /// Receive batches per pass before the driver looks at timers and sends.
 const RECV_BATCHES_PER_PASS: usize = 64;
+/// How long a send refused for lack of buffer space waits before it is
+/// tried again (a device queue drains in well under this).
+const NO_BUFFER_HOLD: Duration = Duration::from_millis(1);
+/// How long sends wait after one was refused for lack of a route, unless
+/// an address or route event comes first.
+const NO_ROUTE_HOLD: Duration = Duration::from_millis(10);
 
 /// What every handle and the driver share.
 pub(crate) struct Shared {
@@ -220,8 +226,15 @@ pub(crate) struct State {
     usable: BTreeSet<Ipv4Addr>,
     /// Connections with a flush waiter, checked after every pass.
     pub(crate) flushing: Vec<ConnId>,
-    /// Packets the kernel refused to send (counted as lost).
+    /// Packets the kernel refused for lack of a route, handed back to the
+    /// core (PROTOCOL.md §7, a segment the host refused).
     pub(crate) send_drops: u64,
+    /// Sends the kernel refused for lack of buffer space, retried later.
+    pub(crate) send_retries: u64,
+    /// After a refusal, no send before this instant (unless an address or
+    /// route event comes first): the refusal repeats until something
+    /// changes, and retrying at once would spin.
+    tx_hold: Option<Instant>,
     /// GSO super-segments sent, and the segments they carried.
     gso_sent: gso::GsoSent,
     scratch: Vec<u8>,
@@ -242,6 +255,8 @@ impl State {
             usable: addresses.clone(),
             addresses,
             send_drops: 0,
+            send_retries: 0,
+            tx_hold: None,
             gso_sent: gso::GsoSent::default(),
             scratch: vec![0; 64 * 1024],
         }
@@ -345,11 +360,14 @@ impl State {
                         now,
                         "closed",
                         // send_drops: packets of this endpoint the kernel refused
-                        // (no buffer, or no route mid-move), counted as lost.
-                        // gso_*: super-segments this endpoint sent so far, and
-                        // the segments in them (crate::gso).
+                        // for lack of a route (mid-move), handed back to the
+                        // core; send_retries: sends refused for lack of buffer
+                        // space and retried. gso_*: super-segments this
+                        // endpoint sent so far, and the segments in them
+                        // (crate::gso).
                         json!({"conn": conn.0, "reason": reason_name(reason),
-                               "send_drops": self.send_drops, "gso_runs": self.gso_sent.runs,
+                               "send_drops": self.send_drops, "send_retries": self.send_retries,
+                               "gso_runs": self.gso_sent.runs,
                                "gso_segments": self.gso_sent.segments, "counters": counters}),
                     );
                     if let Some(slot) = self.conns.get_mut(&conn) {
@@ -513,13 +531,18 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
                 return Ok(());
             }
             let progress = pass(shared, &mut st, &mut rx, &mut tx, &mut hops)?;
-            (progress, st.core.poll_timeout())
+            let deadline = match (st.core.poll_timeout(), st.tx_hold) {
+                (Some(t), Some(h)) => Some(t.min(h)),
+                (t, h) => t.or(h),
+            };
+            (progress, deadline)
         };
         if progress {
             // Let the tasks this pass woke run before the next pass.
             tokio::task::yield_now().await;
             continue;
         }
+        let holding = shared.lock().tx_hold.is_some();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(shared.clock.to_std(d).into()).await,
@@ -528,14 +551,17 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
         };
         tokio::select! {
             r = shared.readable() => r?,
-            r = shared.socket.writable(), if !tx.is_empty() => r?,
+            r = shared.socket.writable(), if !tx.is_empty() && !holding => r?,
             () = shared.wake.notified() => {}
             r = watcher.changed() => {
                 r?;
                 let now = shared.clock.now();
-                // Routes may have changed: next hops are learned again.
+                // Routes may have changed: next hops are learned again, and
+                // a send refused for lack of a route may go now.
                 hops.clear();
-                shared.lock().addresses_changed(now)?;
+                let mut st = shared.lock();
+                st.tx_hold = None;
+                st.addresses_changed(now)?;
             }
             () = sleep => {}
         }
@@ -642,7 +668,11 @@ fn pass(
     }
     let released = st.released_ports();
     release_ports(shared, released);
-    // 4. Everything the core wants to send.
+    // 4. Everything the core wants to send, unless a refusal holds it.
+    if st.tx_hold.is_some_and(|until| now < until) {
+        return Ok(progress);
+    }
+    st.tx_hold = None;
     progress |= transmit(shared, st, tx, hops)?;
     Ok(progress)
 }
@@ -701,7 +731,28 @@ fn transmit(
             &mut st.gso_sent,
         )?;
         if sent == 0 {
-            break; // socket buffer full: the loop waits for writability
+            match tx.take_refusal() {
+                // The socket buffer is full: the loop waits for writability.
+                None => {}
+                // A device queue is full: it drains by itself; try again
+                // shortly (there is no readiness to wait for).
+                Some(Refusal::NoBuffer) => {
+                    st.send_retries += 1;
+                    st.tx_hold = Some(now + NO_BUFFER_HOLD);
+                }
+                // No route (a move under way): the segments never left, so
+                // the core takes them back (PROTOCOL.md §7, a segment the
+                // host refused) instead of counting them lost on the path,
+                // and nothing is sent until the route or address event, or
+                // NO_ROUTE_HOLD, whichever comes first.
+                Some(Refusal::NoRoute) => {
+                    let core = &mut st.core;
+                    tx.discard_pending(|packet| core.handle_refused(now, packet));
+                    st.tx_hold = Some(now + NO_ROUTE_HOLD);
+                    progress = true;
+                }
+            }
+            break;
         }
     }
     st.send_drops = tx.dropped;
@@ -722,6 +773,10 @@ async fn finish(shared: &Arc<Shared>) {
             break;
         }
         if shared.socket.send_batch(&mut tx).unwrap_or(1) == 0 {
+            if tx.take_refusal() == Some(Refusal::NoRoute) {
+                tx.discard_pending(|_| {});
+                break;
+            }
             let _ = tokio::time::timeout(
                 std::time::Duration::from_millis(10),
                 shared.socket.writable(),

@@ -286,9 +286,16 @@ impl Endpoint {
         self.shared.lock().core.stats().clone()
     }
 
-    /// Packets the kernel refused to send so far (counted as lost).
+    /// Packets the kernel refused for lack of a route so far (a move under
+    /// way); their data went back to the core to be sent again.
     pub fn send_drops(&self) -> u64 {
         self.shared.lock().send_drops
+    }
+
+    /// Sends the kernel refused for lack of buffer space so far, each
+    /// retried after a short hold (nothing is lost).
+    pub fn send_retries(&self) -> u64 {
+        self.shared.lock().send_retries
     }
 
     /// Aborts every connection (RST), stops every listener, lets the last

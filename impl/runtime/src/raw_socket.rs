@@ -190,9 +190,12 @@ impl RawSocket {
     }
 
     /// Sends the queued packets of `batch` with sendmmsg; returns how many
-    /// left (the rest stay queued: the socket buffer is full). Packets the
-    /// kernel refuses for lack of buffer space or of a route count as sent
-    /// and lost, as on a congested link or a dead path; TCP recovers them.
+    /// left (the rest stay queued: the socket buffer is full). When the
+    /// kernel refuses the first packet (no buffer space on the device, or
+    /// no route while an address goes away under a move) nothing is sent,
+    /// the packets stay queued and [`SendBatch::take_refusal`] says why: the
+    /// caller decides (the endpoint driver retries or hands the segments
+    /// back to the core, PROTOCOL.md §7; the proxy drops, as a router does).
     pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
         let end = batch.len;
         self.send_upto(batch, end)
@@ -228,21 +231,22 @@ impl RawSocket {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EAGAIN) => return Ok(0),
-                // The first packet could not leave: no buffer space, or no
-                // route (the address or route just went away under a move;
-                // the address watcher tells the core in a moment). Count it
-                // as lost, as on the wire; TCP or the migration recovers.
+                // A device queue (or the veth peer's backlog) is full.
+                Some(libc::ENOBUFS) => {
+                    batch.refusal = Some(Refusal::NoBuffer);
+                    return Ok(0);
+                }
+                // No route: the address or route just went away under a
+                // move (the address watcher tells the core in a moment).
                 Some(
-                    libc::ENOBUFS
-                    | libc::ENETUNREACH
+                    libc::ENETUNREACH
                     | libc::EHOSTUNREACH
                     | libc::ENETDOWN
                     | libc::EHOSTDOWN
                     | libc::EADDRNOTAVAIL,
                 ) => {
-                    batch.dropped += 1;
-                    batch.mark_sent(1);
-                    return Ok(1);
+                    batch.refusal = Some(Refusal::NoRoute);
+                    return Ok(0);
                 }
                 _ => return Err(e),
             }
@@ -381,6 +385,15 @@ impl Default for RecvBatch {
     }
 }
 
+/// Why the kernel refused the first pending packet of a [`SendBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// ENOBUFS: a device queue is full; it drains by itself.
+    NoBuffer,
+    /// No route or address for the packet (a move under way).
+    NoRoute,
+}
+
 /// Packets waiting to be sent, with their destinations.
 pub struct SendBatch {
     buf: Vec<u8>,
@@ -388,8 +401,11 @@ pub struct SendBatch {
     dst: [Ipv4Addr; BATCH],
     len: usize,
     sent: usize,
-    /// Packets the kernel refused (ENOBUFS, or no route during a move).
+    /// Packets the kernel refused and the sender gave up on
+    /// ([`SendBatch::drop_first`], [`SendBatch::discard_pending`]).
     pub dropped: u64,
+    /// Set by a send the kernel refused; see [`SendBatch::take_refusal`].
+    refusal: Option<Refusal>,
 }
 
 impl SendBatch {
@@ -401,6 +417,7 @@ impl SendBatch {
             len: 0,
             sent: 0,
             dropped: 0,
+            refusal: None,
         }
     }
 
@@ -434,6 +451,31 @@ impl SendBatch {
             self.sent = 0;
             self.len = 0;
         }
+    }
+
+    /// Why the last send left the first pending packet queued, if the
+    /// kernel refused it (and not merely a full socket buffer); cleared.
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
+    }
+
+    /// Gives up on the first pending packet (counted in `dropped`).
+    pub fn drop_first(&mut self) {
+        if !self.is_empty() {
+            self.dropped += 1;
+            self.mark_sent(1);
+        }
+    }
+
+    /// Gives up on every pending packet, newest first, handing each to
+    /// `each` (counted in `dropped`).
+    pub fn discard_pending(&mut self, mut each: impl FnMut(&[u8])) {
+        for i in self.pending().rev() {
+            each(self.packet(i));
+            self.dropped += 1;
+        }
+        self.sent = 0;
+        self.len = 0;
     }
 
     /// Lets `fill` write one packet into the next free slot; it returns the

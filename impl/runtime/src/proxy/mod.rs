@@ -378,15 +378,22 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// Sends what `tx` holds, in order; how many packets left.
+    /// Sends what `tx` holds, in order; how many packets left (or were
+    /// given up: a packet the kernel refuses is dropped, as a router drops
+    /// what it cannot queue; the ends' TCPs recover it).
     fn send(&mut self, tx: &mut SendBatch) -> io::Result<usize> {
-        gso::send(
+        let n = gso::send(
             self.socket,
             self.gso.as_ref(),
             tx,
             &mut self.hops,
             &mut self.sent,
-        )
+        )?;
+        if n == 0 && tx.take_refusal().is_some() {
+            tx.drop_first();
+            return Ok(1);
+        }
+        Ok(n)
     }
 }
 
