@@ -216,6 +216,19 @@ impl Topology {
         }
     }
 
+    /// How long packets that `attachment`'s node sent can still be held by
+    /// the delay lines of other links: the longest delay plus jitter among
+    /// them (zero when no other link delays).
+    fn in_flight_drain(&self, attachment: &Attachment) -> std::time::Duration {
+        self.spec
+            .links
+            .iter()
+            .filter(|l| !(l.node == attachment.node && l.network == attachment.network))
+            .map(|l| l.conditions.delay + l.conditions.jitter)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The conditions configured for `node` on `network`.
     pub fn link_conditions(&self, node: &str, network: &str) -> Option<&LinkConditions> {
         self.spec
@@ -264,9 +277,19 @@ impl Topology {
             hook.removing(&self.hook_context(&attachment), &attachment);
         }
         let (ifname, gateway) = (attachment.ifname.clone(), attachment.gateway);
+        let drain = self.in_flight_drain(&attachment);
         links::in_netns(&self.lab, node, |handle, netns| async move {
             links::delete_default_route(&handle, &netns, &ifname, gateway).await?;
             links::delete_addresses(&handle, &netns, &ifname).await?;
+            // The node can send nothing more on this link; what it sent is
+            // still in other links' delay lines, and the kernel drops a
+            // queued packet when the bridge port it came in by goes down
+            // (nfnetlink_queue's device notifier, via br_netfilter's
+            // physindev). A real link that dies loses nothing already
+            // forwarded: let it drain first.
+            if !drain.is_zero() {
+                tokio::time::sleep(drain).await;
+            }
             links::delete_link(&handle, &netns, &ifname).await
         })?;
         let completed = Instant::now();
