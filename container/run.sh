@@ -44,6 +44,7 @@ cleanup() {
     # podman (cgroupfs) leaves empty `conmon` and `libpod_parent` cgroups behind:
     # remove those this script made (rmdir refuses a cgroup still in use, as for a
     # moment after a container ends while its conmon exits: so up to 5 s of tries).
+    [ "$engine_name" = podman ] || return 0
     local dir try left
     for try in $(seq 25); do
         left=0
@@ -82,9 +83,13 @@ remove_stale() {
 # Flags this kind of host needs to give the lab's delay lines real-time priority:
 # with cgroup v1 and RT_GROUP_SCHED a new cgroup has no real-time budget, so the
 # container's cgroup hangs off the root, which has one, and gets most of it.
+# (cgroupfs only: under the systemd driver a parent is a slice.)
 realtime_flags() {
-    [ "$engine_name" = podman ] || return 0
     [ -e /sys/fs/cgroup/cpu/cpu.rt_runtime_us ] || return 0
+    if [ "$engine_name" = docker ] &&
+        [ "$("${engine[@]}" info --format '{{.CgroupDriver}}' 2>/dev/null)" != cgroupfs ]; then
+        return 0
+    fi
     local root
     root=$(cat /sys/fs/cgroup/cpu/cpu.rt_runtime_us)
     [ "$root" -gt 0 ] 2>/dev/null || return 0
@@ -111,8 +116,13 @@ run_container() {
         cgroups_before=$(podman_cgroups | tr "\n" " ")
     fi
     cgroups_taken=1
+    if [ -z "${privilege_chosen:-}" ]; then
+        privilege_flags "$tag"
+        privilege_chosen=1
+    fi
     local common
     mapfile -t common < <(run_flags; realtime_flags)
+    common+=("${privilege[@]}")
     # In the background with `wait`, so that a signal to this script runs its trap
     # at once (bash defers traps while a foreground child runs): the trap removes
     # the container, whose lab tears down on SIGTERM.
