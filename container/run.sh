@@ -108,6 +108,7 @@ run_container() {
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+    trap 'exit 129' HUP
     local stale
     stale=$(remove_stale)
     # podman's cgroups that existed before this script's first container are left
