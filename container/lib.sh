@@ -26,6 +26,7 @@ image_packages() {
 # failure returns 1 with the reason in `engine_missing`, and `engine_broken=1` when
 # the chosen engine is installed but does not answer (a docker client without a
 # daemon, as some machines ship, counts as no engine).
+# shellcheck disable=SC2034 # the variables are read by the scripts that source this
 pick_engine() {
     engine=() engine_name="" engine_missing="" engine_broken=""
     local wanted=${SUSTAIN_CONTAINER_ENGINE:-}

@@ -45,8 +45,8 @@ cleanup() {
     # remove those this script made (rmdir refuses a cgroup still in use, as for a
     # moment after a container ends while its conmon exits: so up to 5 s of tries).
     [ "$engine_name" = podman ] || return 0
-    local dir try left
-    for try in $(seq 25); do
+    local dir left
+    for _ in $(seq 25); do
         left=0
         for dir in $(podman_cgroups); do
             case " $cgroups_before " in *" $dir "*) continue ;; esac
@@ -166,7 +166,7 @@ just_binary() {
     local candidate
     for candidate in "$(command -v just 2>/dev/null)" "$(pyenv which just 2>/dev/null)" \
         "${CARGO_HOME:-$HOME/.cargo}/bin/just"; do
-        [ -n "$candidate" ] && [ -f "$candidate" ] || continue
+        if [ -z "$candidate" ] || [ ! -f "$candidate" ]; then continue; fi
         candidate=$(readlink -f "$candidate")
         if [ "$(head -c 4 "$candidate" | tr -d '\0' | cut -c2-4)" = ELF ]; then
             echo "$candidate"
@@ -180,7 +180,9 @@ test_inside() {
     ensure_root
     pick_engine || die "$engine_missing"
     local rustup_home=${RUSTUP_HOME:-$HOME/.rustup} cargo_home=${CARGO_HOME:-$HOME/.cargo} just
-    [ -d "$rustup_home" ] && [ -d "$cargo_home" ] || die "no Rust toolchain in $rustup_home and $cargo_home to mount"
+    if [ ! -d "$rustup_home" ] || [ ! -d "$cargo_home" ]; then
+        die "no Rust toolchain in $rustup_home and $cargo_home to mount"
+    fi
     just=$(just_binary) || die "no just program to mount (./justw installs it)"
     # The container has no network: every crate must be in the host's cache first.
     (cd "$repo" && cargo fetch --locked -q)
