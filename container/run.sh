@@ -244,9 +244,10 @@ smoke() {
         broken "$engine_name cannot run a privileged container from $tag"
     fi
     # A kernel without a feature the lab needs: AF_PACKET refused by seccomp (podman
-    # honours a profile given with --privileged). The lab must stop at once, exit 2
-    # and name the feature and its module.
-    if [ "$engine_name" = podman ]; then
+    # honours a profile given with --privileged; docker ignores it there, and honours
+    # it, the last seccomp option, where it runs without --privileged). The lab must
+    # stop at once, exit 2 and name the feature and its module.
+    if [ "$engine_name" = podman ] || [ "${privilege[0]}" != --privileged ]; then
         local refused
         refused=$(run_container "$tag" --security-opt "seccomp=$container_dir/no-af-packet.json" \
             -v "$lab_bin:/usr/local/bin/sustain-lab:ro" -- \
