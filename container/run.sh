@@ -66,6 +66,13 @@ podman_cgroups() {
     done | sort -r
 }
 
+# Whether process PID runs (a zombie, killed but not yet reaped, does not).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    case $state in Z*) return 1 ;; esac
+}
+
 # Removes containers whose script is gone (killed before its trap ran); prints
 # their ids.
 remove_stale() {
@@ -74,7 +81,7 @@ remove_stale() {
         while read -r line; do
             id=${line%% *}
             pid=$(sed -n 's/.*sustain-lab.pid[:=]\([0-9]*\).*/\1/p' <<<"$line")
-            if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            if [ -n "$pid" ] && ! alive "$pid"; then
                 "${engine[@]}" rm -f "$id" >/dev/null 2>&1 && say "removed stale container $id" && echo "$id"
             fi
         done || true
@@ -82,7 +89,11 @@ remove_stale() {
 
 # Flags this kind of host needs to give the lab's delay lines real-time priority:
 # with cgroup v1 and RT_GROUP_SCHED a new cgroup has no real-time budget, so the
-# container's cgroup hangs off the root, which has one, and gets most of it.
+# container's cgroup hangs off the root, which has one, and gets most of what the
+# root's other cgroups leave: the kernel refuses children whose budgets add up to
+# more than the root's, so a second container running at the same time (another
+# run, one whose script was killed) gets a share of the rest instead of failing to
+# start; with nothing left it runs without (the lab then warns of late releases).
 # (cgroupfs only: under the systemd driver a parent is a slice.)
 realtime_flags() {
     [ -e /sys/fs/cgroup/cpu/cpu.rt_runtime_us ] || return 0
@@ -90,11 +101,22 @@ realtime_flags() {
         [ "$("${engine[@]}" info --format '{{.CgroupDriver}}' 2>/dev/null)" != cgroupfs ]; then
         return 0
     fi
-    local root
+    local root free file taken
     root=$(cat /sys/fs/cgroup/cpu/cpu.rt_runtime_us)
     [ "$root" -gt 0 ] 2>/dev/null || return 0
+    free=$root
+    for file in /sys/fs/cgroup/cpu/*/cpu.rt_runtime_us; do
+        [ -e "$file" ] || continue
+        taken=$(cat "$file" 2>/dev/null) || continue
+        if [ "$taken" -gt 0 ] 2>/dev/null; then free=$((free - taken)); fi
+    done
+    # Below 1% of the period a budget would only throttle the delay lines.
+    if [ $((free * 9 / 10)) -lt $(($(cat /sys/fs/cgroup/cpu/cpu.rt_period_us) / 100)) ]; then
+        say "no real-time budget left in the root cgroup (other containers hold it)"
+        return 0
+    fi
     echo "--cgroup-parent=/"
-    echo "--cpu-rt-runtime=$((root * 9 / 10))"
+    echo "--cpu-rt-runtime=$((free * 9 / 10))"
 }
 
 # run_container IMAGE [ENGINE FLAGS…] -- COMMAND…
