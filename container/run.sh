@@ -13,6 +13,13 @@
 # the host, so outputs land in the host's target/ and cargo reuses the host's builds.
 # Every container is removed when the script ends, however it ends; one left by a
 # killed script is removed by the next run (label sustain-lab.pid).
+#
+# The engine: podman if installed, else docker with a running daemon;
+# SUSTAIN_CONTAINER_ENGINE=podman|docker chooses (container/lib.sh, pick_engine).
+# Run on this project's machine: `lab`, `smoke` and `test` with podman 4.3 (runc,
+# cgroupfs); `lab` and `smoke` with Debian's docker.io 20.10 daemon, which could not
+# start --privileged containers there (privilege_flags in lib.sh); never docker with
+# --privileged itself, nor `test` with docker (README, "In a container").
 set -euo pipefail
 # shellcheck source=container/lib.sh
 source "$(dirname "$0")/lib.sh"
