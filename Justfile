@@ -35,7 +35,8 @@ lab *NAMES:
 
 # `sustain-lab suite` in its own network namespace on an image of Debian packages
 # only (container/: made with debootstrap, or the Containerfile), with the release
-# binaries, scenarios and golden captures mounted. Podman or docker.
+# binaries, scenarios and golden captures mounted. Podman if installed, else docker
+# (SUSTAIN_CONTAINER_ENGINE=docker or podman chooses).
 # The lab in a privileged container, as CI runs it; outputs come back to target/lab/.
 container-lab *NAMES:
     cargo build --release --locked -p sustain -p sustain-lab

@@ -26,6 +26,7 @@ image_packages() {
 # failure returns 1 with the reason in `engine_missing`, and `engine_broken=1` when
 # the chosen engine is installed but does not answer (a docker client without a
 # daemon, as some machines ship, counts as no engine).
+# shellcheck disable=SC2034 # the variables are read by the scripts that source this
 pick_engine() {
     engine=() engine_name="" engine_missing="" engine_broken=""
     local wanted=${SUSTAIN_CONTAINER_ENGINE:-}
@@ -57,10 +58,60 @@ pick_engine() {
     return 1
 }
 
-# Flags of `run` that this kind of host needs, for either engine: privileged (the
-# lab makes namespaces, veths, netfilter rules, raw and packet sockets) and its own
-# empty network namespace (the lab's nodes are namespaces inside it, and nothing
-# reaches the host's networks).
+# Flags of `run` that this kind of host needs, for either engine: its own empty
+# network namespace (the lab's nodes are namespaces inside it, and nothing reaches
+# the host's networks); the privileges come from privilege_flags.
 run_flags() {
-    printf '%s\n' --rm --privileged --network=none
+    printf '%s\n' --rm --network=none
+}
+
+# The capabilities (as `run --cap-drop` names them) that the kernel has and this
+# process's bounding set lacks: a sandbox can withhold some from everything in it,
+# a daemon started there included (this project's machine lacks SYS_RESOURCE).
+missing_caps() {
+    local names=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID
+        SETPCAP LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW
+        IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT
+        SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE
+        AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM
+        BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE)
+    local bounding last bit
+    bounding=$((16#$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)))
+    last=$(cat /proc/sys/kernel/cap_last_cap 2>/dev/null || echo 40)
+    [ "$last" -lt ${#names[@]} ] || last=$((${#names[@]} - 1))
+    for bit in $(seq 0 "$last"); do
+        if [ $(((bounding >> bit) & 1)) -eq 0 ]; then echo "${names[$bit]}"; fi
+    done
+}
+
+# Sets `privilege` (an array of `run` flags) for IMAGE: --privileged (the lab makes
+# namespaces, veths, netfilter rules, raw and packet sockets and sets /proc/sys).
+#
+# A privileged docker container gets every capability the kernel knows; a daemon
+# older than moby 23 (Debian bookworm's docker.io 20.10) asks for them even when its
+# own bounding set lacks some, and runc then refuses to start any privileged
+# container ("unable to apply caps: operation not permitted"). There, and only after
+# a privileged `true` failed that way, the container gets what --privileged gives
+# the lab without those capabilities: every other capability, no seccomp or
+# AppArmor profile, an unmasked writable /proc (its sysctls). What it then lacks
+# against --privileged: the host's devices and a writable /sys, which the lab does
+# not use. Podman gives a privileged container its own bounding set: no such case.
+privilege_flags() {
+    local tag=$1 err cap
+    privilege=(--privileged)
+    [ "$engine_name" = docker ] || return 0
+    if err=$("${engine[@]}" run --rm --privileged --network=none --label "sustain-lab.pid=$$" \
+        "$tag" true 2>&1); then
+        return 0
+    fi
+    if ! grep -q "apply caps" <<<"$err"; then
+        # Another failure: the real run reports it.
+        return 0
+    fi
+    privilege=(--cap-add=ALL)
+    for cap in $(missing_caps); do privilege+=("--cap-drop=$cap"); done
+    privilege+=(--security-opt seccomp=unconfined --security-opt apparmor=unconfined
+        --security-opt systempaths=unconfined)
+    say "docker cannot start a --privileged container here (its daemon lacks capabilities:" \
+        "$(missing_caps | paste -sd' ' -)); using ${privilege[*]}"
 }

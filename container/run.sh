@@ -13,6 +13,13 @@
 # the host, so outputs land in the host's target/ and cargo reuses the host's builds.
 # Every container is removed when the script ends, however it ends; one left by a
 # killed script is removed by the next run (label sustain-lab.pid).
+#
+# The engine: podman if installed, else docker with a running daemon;
+# SUSTAIN_CONTAINER_ENGINE=podman|docker chooses (container/lib.sh, pick_engine).
+# Run on this project's machine: `lab`, `smoke` and `test` with podman 4.3 (runc,
+# cgroupfs); `lab` and `smoke` with Debian's docker.io 20.10 daemon, which could not
+# start --privileged containers there (privilege_flags in lib.sh); never docker with
+# --privileged itself, nor `test` with docker (README, "In a container").
 set -euo pipefail
 # shellcheck source=container/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -44,8 +51,9 @@ cleanup() {
     # podman (cgroupfs) leaves empty `conmon` and `libpod_parent` cgroups behind:
     # remove those this script made (rmdir refuses a cgroup still in use, as for a
     # moment after a container ends while its conmon exits: so up to 5 s of tries).
-    local dir try left
-    for try in $(seq 25); do
+    [ "$engine_name" = podman ] || return 0
+    local dir left
+    for _ in $(seq 25); do
         left=0
         for dir in $(podman_cgroups); do
             case " $cgroups_before " in *" $dir "*) continue ;; esac
@@ -65,6 +73,13 @@ podman_cgroups() {
     done | sort -r
 }
 
+# Whether process PID runs (a zombie, killed but not yet reaped, does not).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    case $state in Z*) return 1 ;; esac
+}
+
 # Removes containers whose script is gone (killed before its trap ran); prints
 # their ids.
 remove_stale() {
@@ -73,7 +88,7 @@ remove_stale() {
         while read -r line; do
             id=${line%% *}
             pid=$(sed -n 's/.*sustain-lab.pid[:=]\([0-9]*\).*/\1/p' <<<"$line")
-            if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            if [ -n "$pid" ] && ! alive "$pid"; then
                 "${engine[@]}" rm -f "$id" >/dev/null 2>&1 && say "removed stale container $id" && echo "$id"
             fi
         done || true
@@ -81,15 +96,34 @@ remove_stale() {
 
 # Flags this kind of host needs to give the lab's delay lines real-time priority:
 # with cgroup v1 and RT_GROUP_SCHED a new cgroup has no real-time budget, so the
-# container's cgroup hangs off the root, which has one, and gets most of it.
+# container's cgroup hangs off the root, which has one, and gets most of what the
+# root's other cgroups leave: the kernel refuses children whose budgets add up to
+# more than the root's, so a second container running at the same time (another
+# run, one whose script was killed) gets a share of the rest instead of failing to
+# start; with nothing left it runs without (the lab then warns of late releases).
+# (cgroupfs only: under the systemd driver a parent is a slice.)
 realtime_flags() {
-    [ "$engine_name" = podman ] || return 0
     [ -e /sys/fs/cgroup/cpu/cpu.rt_runtime_us ] || return 0
-    local root
+    if [ "$engine_name" = docker ] &&
+        [ "$("${engine[@]}" info --format '{{.CgroupDriver}}' 2>/dev/null)" != cgroupfs ]; then
+        return 0
+    fi
+    local root free file taken
     root=$(cat /sys/fs/cgroup/cpu/cpu.rt_runtime_us)
     [ "$root" -gt 0 ] 2>/dev/null || return 0
+    free=$root
+    for file in /sys/fs/cgroup/cpu/*/cpu.rt_runtime_us; do
+        [ -e "$file" ] || continue
+        taken=$(cat "$file" 2>/dev/null) || continue
+        if [ "$taken" -gt 0 ] 2>/dev/null; then free=$((free - taken)); fi
+    done
+    # Below 1% of the period a budget would only throttle the delay lines.
+    if [ $((free * 9 / 10)) -lt $(($(cat /sys/fs/cgroup/cpu/cpu.rt_period_us) / 100)) ]; then
+        say "no real-time budget left in the root cgroup (other containers hold it)"
+        return 0
+    fi
     echo "--cgroup-parent=/"
-    echo "--cpu-rt-runtime=$((root * 9 / 10))"
+    echo "--cpu-rt-runtime=$((free * 9 / 10))"
 }
 
 # run_container IMAGE [ENGINE FLAGS…] -- COMMAND…
@@ -103,6 +137,7 @@ run_container() {
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+    trap 'exit 129' HUP
     local stale
     stale=$(remove_stale)
     # podman's cgroups that existed before this script's first container are left
@@ -111,8 +146,13 @@ run_container() {
         cgroups_before=$(podman_cgroups | tr "\n" " ")
     fi
     cgroups_taken=1
+    if [ -z "${privilege_chosen:-}" ]; then
+        privilege_flags "$tag"
+        privilege_chosen=1
+    fi
     local common
     mapfile -t common < <(run_flags; realtime_flags)
+    common+=("${privilege[@]}")
     # In the background with `wait`, so that a signal to this script runs its trap
     # at once (bash defers traps while a foreground child runs): the trap removes
     # the container, whose lab tears down on SIGTERM.
@@ -155,7 +195,7 @@ just_binary() {
     local candidate
     for candidate in "$(command -v just 2>/dev/null)" "$(pyenv which just 2>/dev/null)" \
         "${CARGO_HOME:-$HOME/.cargo}/bin/just"; do
-        [ -n "$candidate" ] && [ -f "$candidate" ] || continue
+        if [ -z "$candidate" ] || [ ! -f "$candidate" ]; then continue; fi
         candidate=$(readlink -f "$candidate")
         if [ "$(head -c 4 "$candidate" | tr -d '\0' | cut -c2-4)" = ELF ]; then
             echo "$candidate"
@@ -169,7 +209,9 @@ test_inside() {
     ensure_root
     pick_engine || die "$engine_missing"
     local rustup_home=${RUSTUP_HOME:-$HOME/.rustup} cargo_home=${CARGO_HOME:-$HOME/.cargo} just
-    [ -d "$rustup_home" ] && [ -d "$cargo_home" ] || die "no Rust toolchain in $rustup_home and $cargo_home to mount"
+    if [ ! -d "$rustup_home" ] || [ ! -d "$cargo_home" ]; then
+        die "no Rust toolchain in $rustup_home and $cargo_home to mount"
+    fi
     just=$(just_binary) || die "no just program to mount (./justw installs it)"
     # The container has no network: every crate must be in the host's cache first.
     (cd "$repo" && cargo fetch --locked -q)
@@ -231,9 +273,10 @@ smoke() {
         broken "$engine_name cannot run a privileged container from $tag"
     fi
     # A kernel without a feature the lab needs: AF_PACKET refused by seccomp (podman
-    # honours a profile given with --privileged). The lab must stop at once, exit 2
-    # and name the feature and its module.
-    if [ "$engine_name" = podman ]; then
+    # honours a profile given with --privileged; docker ignores it there, and honours
+    # it, the last seccomp option, where it runs without --privileged). The lab must
+    # stop at once, exit 2 and name the feature and its module.
+    if [ "$engine_name" = podman ] || [ "${privilege[0]}" != --privileged ]; then
         local refused
         refused=$(run_container "$tag" --security-opt "seccomp=$container_dir/no-af-packet.json" \
             -v "$lab_bin:/usr/local/bin/sustain-lab:ro" -- \
