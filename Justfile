@@ -15,12 +15,15 @@ default:
 # The lab's scenarios run the release binaries (SUSTAIN_BIN_DIR), as `just lab`
 # does: their reconnect budgets are the protocol's limit + 5 ms, and a debug
 # build's per-packet cost (HMACs, the proxy's splice) is not the protocol's.
+# The tests run through cargo-insta (--check: a differing snapshot fails the test
+# and nothing is written; --unreferenced=reject: a snapshot no test produced fails
+# the run). clippy's --locked has already refused a stale Cargo.lock.
 test:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo build --release --locked -p sustain
     rm -f "${CARGO_TARGET_DIR:-target}/skipped.log"
-    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release" "SUSTAIN_SKIP_LOG=${CARGO_TARGET_DIR:-$PWD/target}/skipped.log" cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test.log"
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release" "SUSTAIN_SKIP_LOG=${CARGO_TARGET_DIR:-$PWD/target}/skipped.log" cargo insta test --workspace --check --unreferenced=reject --test-runner cargo-test --no-quiet 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test.log"
     {{sudo}} env "PATH=$PATH" "SUSTAIN_LAB_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/sustain-lab" "SUSTAIN_SKIP_LOG=${CARGO_TARGET_DIR:-$PWD/target}/skipped.log" container/run.sh smoke 2>&1 | tee -a "${CARGO_TARGET_DIR:-target}/test.log"
     @# cargo counts a test that skipped itself (no root, a tool missing; a failure
     @# under CI) as passed: those are in skipped.log, one line each.
@@ -49,12 +52,14 @@ container-test:
 
 # Re-record the conformance snapshots and golden captures (pcaps/<scenario>/) from
 # one run of each scenario, on purpose: review `git diff` afterwards. `just bless
-# sustain-move` re-records one scenario.
+# sustain-move` re-records one scenario. A run of every scenario also deletes the
+# snapshots none of them produced (cargo-insta's --unreferenced=delete).
 bless *NAMES:
     cargo build --release --locked -p sustain
-    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" SUSTAIN_BLESS=1 INSTA_UPDATE=always INSTA_FORCE_PASS=1 \
+    {{sudo}} env "PATH=$PATH" "SUSTAIN_BIN_DIR=$PWD/target/release" SUSTAIN_BLESS=1 \
         {{ if NAMES == "" { "" } else { "'INSTA_GLOB_FILTER=" + replace(NAMES, " ", ".toml;") + ".toml'" } }} \
-        cargo test --locked -p sustain-conformance --test scenarios -- --nocapture
+        cargo insta test --accept --unreferenced={{ if NAMES == "" { "delete" } else { "ignore" } }} --test-runner cargo-test --no-quiet \
+        -p sustain-conformance --test scenarios -- --nocapture
 
 # sustain-host against Linux's own TCP on a plain A - R - B path: [MiB] [loss-percent]
 demo *ARGS:
