@@ -15,8 +15,9 @@
 
 use std::cell::RefCell;
 use std::fs::File;
+use std::io::IoSliceMut;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,12 +25,19 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::net::if_::if_nametoindex;
+use nix::sys::socket::{
+    getsockopt, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, LinkAddr,
+    MsgFlags, SockFlag, SockType,
+};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
-use crate::error::{cvt, IoContext, LabError, Result};
+use crate::error::{IoContext, LabError, Result};
 use crate::lab::Lab;
 use crate::names::{validate_ifname, validate_node_name};
+use crate::sockopt::PacketStatistics;
 use crate::wakeup::{self, StopSignal};
 
 /// Largest frame kept whole (the file's snaplen). Lab interfaces have offloads off, so
@@ -242,52 +250,53 @@ pub(crate) fn open_packet_socket(
     ifname: &str,
     options: PacketSocketOptions,
 ) -> io::Result<OwnedFd> {
-    let c_ifname = std::ffi::CString::new(ifname)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
-    // SAFETY: valid NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(c_ifname.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::last_os_error());
+    if ifname.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NUL in interface name",
+        ));
     }
-    let mut kind = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
+    let ifindex = if_nametoindex(ifname)?;
+    let mut flags = SockFlag::SOCK_CLOEXEC;
     if options.nonblocking {
-        kind |= libc::SOCK_NONBLOCK;
+        flags |= SockFlag::SOCK_NONBLOCK;
     }
-    // Protocol 0: the socket receives nothing until bound below.
-    // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, kind, 0) })?;
-    // SAFETY: socket returned a fresh descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Protocol 0 (None): the socket receives nothing until bound below.
+    let socket = socket(AddressFamily::Packet, SockType::Raw, flags, None)?;
     if options.timestamps {
-        let on: libc::c_int = 1;
-        // SAFETY: valid option value of the right size.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
+        setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
     }
     // Transfers run at hundreds of Mbit/s; readers fall behind now and then.
-    wakeup::force_receive_buffer(fd, 32 << 20)?;
-    // SAFETY: zeroed sockaddr_ll is valid; the fields that matter are set below.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    addr.sll_ifindex = libc::c_int::try_from(ifindex)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
-    // SAFETY: addr is a valid sockaddr_ll of the given size.
-    cvt(unsafe {
+    wakeup::force_receive_buffer(&socket, 32 << 20)?;
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_ifindex: libc::c_int::try_from(ifindex)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    bind_packet(&socket, &addr)?;
+    Ok(socket)
+}
+
+/// bind(2) with a `sockaddr_ll`: nix can receive one (`LinkAddr`) but offers no safe
+/// way to build one.
+#[allow(unsafe_code)]
+fn bind_packet(socket: &OwnedFd, addr: &libc::sockaddr_ll) -> io::Result<()> {
+    // SAFETY: `addr` points to a fully initialised sockaddr_ll that outlives the call,
+    // and the length passed is exactly its size; bind only reads it.
+    let ret = unsafe {
         libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_ll).cast(),
+            socket.as_raw_fd(),
+            (addr as *const libc::sockaddr_ll).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
-    })?;
-    Ok(socket)
+    };
+    Errno::result(ret)?;
+    Ok(())
 }
 
 /// One received frame.
@@ -301,51 +310,31 @@ struct Frame {
 }
 
 /// Non-blocking receive of one frame with its timestamp; `Ok(None)` when none is
-/// queued.
-fn receive_frame(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Frame>> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+/// queued. `control` is room for the timestamp's control message
+/// (`cmsg_space!(libc::timespec)`).
+fn receive_frame(fd: RawFd, buf: &mut [u8], control: &mut [u8]) -> io::Result<Option<Frame>> {
+    let capacity = buf.len();
+    let mut iov = [IoSliceMut::new(buf)];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
+    let msg = match recvmsg::<LinkAddr>(fd, &mut iov, Some(control), flags) {
+        Ok(msg) => msg,
+        Err(Errno::EAGAIN) => return Ok(None),
+        Err(err) => return Err(err.into()),
     };
-    // Room for SCM_TIMESTAMPNS (a timespec) with its header, 8-byte aligned.
-    let mut control = [0u64; 16];
-    // SAFETY: zeroed sockaddr_ll and msghdr are valid; the pointers set below live
-    // until recvmsg returns.
-    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg describes valid buffers.
-    let len = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
-    if len < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::WouldBlock {
-            return Ok(None);
-        }
-        return Err(err);
-    }
-    let len = usize::try_from(len).unwrap_or(0);
+    // With MSG_TRUNC, the frame's real length even when the buffer was smaller.
+    let len = msg.bytes;
     let mut timestamp = None;
-    // SAFETY: walking the control messages the kernel just wrote into `control`,
-    // bounded by msg_controllen as CMSG_FIRSTHDR/CMSG_NXTHDR guarantee.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                timestamp = Some(Duration::new(
-                    u64::try_from(ts.tv_sec).unwrap_or(0),
-                    u32::try_from(ts.tv_nsec).unwrap_or(0),
-                ));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+            timestamp = Some(Duration::new(
+                u64::try_from(ts.tv_sec()).unwrap_or(0),
+                u32::try_from(ts.tv_nsec()).unwrap_or(0),
+            ));
         }
     }
+    let outgoing = msg
+        .address
+        .is_some_and(|from| from.pkttype() == libc::PACKET_OUTGOING);
     // Without a kernel timestamp (never expected), the read time is the best there is.
     let timestamp = timestamp.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -353,9 +342,9 @@ fn receive_frame(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<Frame>> {
             .unwrap_or_default()
     });
     Ok(Some(Frame {
-        kept: len.min(buf.len()),
+        kept: len.min(capacity),
         len,
-        outgoing: from.sll_pkttype == libc::PACKET_OUTGOING,
+        outgoing,
         timestamp,
     }))
 }
@@ -391,18 +380,19 @@ fn run_capture(
         ..CaptureReport::default()
     };
     let mut buf = vec![0u8; SNAPLEN];
+    let mut control = nix::cmsg_space!(libc::timespec);
     let mut unflushed_since: Option<Instant> = None;
     let mut stopping = false;
     loop {
         let timeout = unflushed_since
             .map(|since| (since + IDLE_FLUSH).saturating_duration_since(Instant::now()));
-        let [_, stop_raised] = wakeup::wait_readable([fd, stop.raw_fd()], timeout)?;
+        let [_, stop_raised] = wakeup::wait_readable([socket.as_fd(), stop.fd()], timeout)?;
         stopping |= stop_raised;
         let mut got = 0;
         // When stopping, read until the socket is empty: everything the kernel queued
         // before the stop is in the file.
         while got < RECEIVE_BATCH || stopping {
-            let frame = match receive_frame(fd, &mut buf) {
+            let frame = match receive_frame(fd, &mut buf, &mut control) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 // The interface went down (a host leaving a network): the kernel
@@ -443,7 +433,7 @@ fn run_capture(
             unflushed_since = None;
         }
     }
-    let (kernel_packets, kernel_drops) = packet_statistics(fd)?;
+    let (kernel_packets, kernel_drops) = packet_statistics(socket)?;
     report.kernel_packets = kernel_packets;
     report.kernel_drops = kernel_drops;
     drop(writer);
@@ -470,22 +460,8 @@ impl Write for SharedFile {
 
 /// PACKET_STATISTICS: (frames that reached the socket, frames dropped). Reading
 /// resets the kernel's counters, so this is read once, at the end.
-fn packet_statistics(fd: RawFd) -> io::Result<(u64, u64)> {
-    let mut stats = libc::tpacket_stats {
-        tp_packets: 0,
-        tp_drops: 0,
-    };
-    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-    // SAFETY: stats is valid for writes of len bytes.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            (&mut stats as *mut libc::tpacket_stats).cast(),
-            &mut len,
-        )
-    })?;
+fn packet_statistics(socket: &OwnedFd) -> io::Result<(u64, u64)> {
+    let stats = getsockopt(socket, PacketStatistics)?;
     Ok((u64::from(stats.tp_packets), u64::from(stats.tp_drops)))
 }
 

@@ -12,10 +12,12 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{IoContext, LabError, Result};
 use crate::names::{RunId, NETNS_PREFIX, RUN_ENV};
@@ -208,19 +210,28 @@ fn stop_stale_process(pid: u32, run: Option<&RunId>, netns_path: &Path) -> io::R
     Ok(true)
 }
 
+/// pidfd_open(2). Neither nix nor libc wraps it (libc only has the syscall number).
+#[allow(unsafe_code)]
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    // SAFETY: pidfd_open takes two integers and touches no memory of ours; the result
+    // is checked, and on success it is a fresh descriptor that nothing else owns, so
+    // OwnedFd may take it over.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd as libc::c_int))
     }
-    // SAFETY: a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
-/// Returns false if the process had already exited.
+/// pidfd_send_signal(2) (no wrapper in nix or libc either). Returns false if the
+/// process had already exited.
+#[allow(unsafe_code)]
 fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<bool> {
-    // SAFETY: plain syscall with a valid pidfd and no siginfo.
+    // SAFETY: the pidfd is open for the whole call (borrowed), and a null siginfo is
+    // allowed (the kernel then fills one in as kill(2) would); nothing else is read or
+    // written.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
@@ -243,17 +254,11 @@ fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<bool> {
 
 /// A pidfd becomes readable when its process exits (even if nobody reaps it).
 fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> io::Result<bool> {
-    let mut poll = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd.
-    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
-    if ready < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(
+        &mut fds,
+        PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+    )?;
     Ok(ready > 0)
 }
 

@@ -34,7 +34,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -42,11 +41,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sustain_core::rand::{Random, SplitMix64};
 
-use crate::error::{cvt, IoContext, LabError, Result};
+use crate::error::{IoContext, LabError, Result};
 use crate::lab::Lab;
 use crate::names::{validate_ifname, RunId};
 use crate::netfilter;
 use crate::netns::Netns;
+use crate::nfqueue::{self, QueueSocket};
 use crate::wakeup::{self, StopSignal, Timer};
 
 /// The comment on every delay-line rule (followed by `-q<queue number>`).
@@ -377,7 +377,10 @@ impl DelayLine {
     pub fn stats(&self) -> Result<DelayStats> {
         let mut stats = self.counters.snapshot();
         let queue = self.queue;
-        if let Some(kernel) = self.netns.run(move || read_kernel_counters(queue))?? {
+        if let Some(kernel) = self
+            .netns
+            .run(move || nfqueue::read_kernel_counters(queue))??
+        {
             stats.kernel_queue_dropped = kernel.queue_dropped;
             stats.kernel_user_dropped = kernel.user_dropped;
         }
@@ -473,12 +476,12 @@ static NEXT_QUEUE: AtomicU16 = AtomicU16::new(1);
 
 /// Opens a netfilter netlink socket in the calling thread's namespace and binds it to
 /// the first free queue number.
-pub(crate) fn bind_free_queue(config: &DelayConfig) -> Result<(u16, OwnedFd)> {
-    let socket = open_socket(config.receive_buffer)
+pub(crate) fn bind_free_queue(config: &DelayConfig) -> Result<(u16, QueueSocket)> {
+    let socket = QueueSocket::open(config.receive_buffer)
         .context(|| "opening a netfilter netlink socket".to_string())?;
     for _ in 0..64 {
         let queue = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
-        match configure_queue(socket.as_raw_fd(), queue, config.queue_max_len) {
+        match socket.bind_queue(queue, config.queue_max_len) {
             Ok(()) => return Ok((queue, socket)),
             // Someone else in this namespace holds that number.
             Err(err) if err.raw_os_error() == Some(libc::EBUSY) => continue,
@@ -488,132 +491,6 @@ pub(crate) fn bind_free_queue(config: &DelayConfig) -> Result<(u16, OwnedFd)> {
     Err(LabError::InvalidValue(
         "no free NFQUEUE number after 64 attempts".into(),
     ))
-}
-
-fn open_socket(receive_buffer: usize) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    })?;
-    // SAFETY: socket returned a fresh descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: zeroed sockaddr_nl is valid (nl_pid 0: the kernel assigns one).
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: addr is a valid sockaddr_nl of the given size.
-    cvt(unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    })?;
-    wakeup::force_receive_buffer(fd, receive_buffer)?;
-    // Overruns must be reported as ENOBUFS (the default; made explicit because
-    // libraries commonly turn it off).
-    let report: libc::c_int = 0;
-    // SAFETY: valid option value of the right size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_NETLINK,
-            libc::NETLINK_NO_ENOBUFS,
-            (&report as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
-    Ok(socket)
-}
-
-/// Binds `queue` to the socket: metadata-only copies, GSO packets as they are (the
-/// line never looks at payload), the given maximum length. Waits for the kernel's ack.
-fn configure_queue(fd: RawFd, queue: u16, max_len: u32) -> io::Result<()> {
-    let seq = 1;
-    let message = nfq::config_message(queue, seq, max_len);
-    send(fd, &message)?;
-    let mut buf = vec![0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::from(io::ErrorKind::TimedOut));
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let millis = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        cvt(unsafe { libc::poll(&mut pfd, 1, millis) })?;
-        let Some(len) = recv(fd, &mut buf)? else {
-            continue;
-        };
-        for event in nfq::parse(buf.get(..len).unwrap_or_default()) {
-            if let nfq::Event::Ack { seq: acked, errno } = event {
-                if acked == seq {
-                    return match errno {
-                        0 => Ok(()),
-                        errno => Err(io::Error::from_raw_os_error(errno)),
-                    };
-                }
-            }
-        }
-    }
-}
-
-fn send(fd: RawFd, message: &[u8]) -> io::Result<()> {
-    // SAFETY: zeroed sockaddr_nl addresses the kernel (pid 0).
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: message and kernel are valid for the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            fd,
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// One non-blocking receive: `Ok(None)` when nothing is queued.
-fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: buf is valid for writes of its length.
-    let len = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-        )
-    };
-    if len < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::WouldBlock {
-            return Ok(None);
-        }
-        return Err(err);
-    }
-    let len = usize::try_from(len).unwrap_or(0);
-    if len > buf.len() {
-        // Metadata-only messages are a few hundred bytes; a truncated one is a bug.
-        return Err(io::Error::other(format!(
-            "netlink message of {len} bytes truncated to {}",
-            buf.len()
-        )));
-    }
-    Ok(Some(len))
 }
 
 /// At most this many messages are read before due packets are released, so a burst of
@@ -626,14 +503,13 @@ const REALTIME_PRIORITY: libc::c_int = 10;
 
 /// The delay line's thread: receive, hold, release, until stopped and drained.
 fn run_line(
-    socket: OwnedFd,
+    socket: QueueSocket,
     queue: u16,
     realtime: bool,
     stop: &StopSignal,
     mut schedule: Schedule,
     counters: &Counters,
 ) -> io::Result<()> {
-    let fd = socket.as_raw_fd();
     if realtime {
         if let Err(err) = make_realtime() {
             tracing::warn!(%err, "delay line runs without real-time priority: expect late releases under load");
@@ -654,12 +530,12 @@ fn run_line(
             armed_for = next_due;
         }
         let [data, stop_raised, _] =
-            wakeup::wait_readable([fd, stop.raw_fd(), timer.raw_fd()], None)?;
+            wakeup::wait_readable([socket.fd(), stop.fd(), timer.fd()], None)?;
         stopping |= stop_raised;
         let mut received = 0;
         if data || stopping {
             received = receive(
-                fd,
+                &socket,
                 queue,
                 &mut buf,
                 &mut schedule,
@@ -668,12 +544,12 @@ fn run_line(
                 &mut seq,
             )?;
         }
-        release_due(fd, queue, &mut held, counters, &mut seq)?;
+        release_due(&socket, queue, &mut held, counters, &mut seq)?;
         if stopping && held.is_empty() && received == 0 {
             break;
         }
     }
-    match read_kernel_counters(queue) {
+    match nfqueue::read_kernel_counters(queue) {
         Ok(Some(kernel)) => {
             counters
                 .kernel_queue_dropped
@@ -696,8 +572,13 @@ fn make_realtime() -> io::Result<()> {
     let param = libc::sched_param {
         sched_priority: REALTIME_PRIORITY,
     };
-    // SAFETY: param is valid; pthread_self is the calling thread.
-    match unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) } {
+    // nix has no wrapper for pthread_setschedparam (nor sched_setscheduler).
+    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads
+    // it; pthread_self() is always a valid handle for the calling thread.
+    #[allow(unsafe_code)]
+    let ret =
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    match ret {
         0 => Ok(()),
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
@@ -712,7 +593,7 @@ struct Held {
 
 /// Reads up to [`RECEIVE_BATCH`] messages; returns how many packets arrived.
 fn receive(
-    fd: RawFd,
+    socket: &QueueSocket,
     queue: u16,
     buf: &mut [u8],
     schedule: &mut Schedule,
@@ -722,7 +603,7 @@ fn receive(
 ) -> io::Result<usize> {
     let mut packets = 0;
     for _ in 0..RECEIVE_BATCH {
-        let len = match recv(fd, buf) {
+        let len = match socket.recv(buf) {
             Ok(Some(len)) => len,
             Ok(None) => break,
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -736,9 +617,9 @@ fn receive(
         };
         let now = Instant::now();
         let wall_now = SystemTime::now();
-        for event in nfq::parse(buf.get(..len).unwrap_or_default()) {
+        for event in nfqueue::parse(buf.get(..len).unwrap_or_default()) {
             match event {
-                nfq::Event::Packet { id, timestamp } => {
+                nfqueue::Event::Packet { id, timestamp } => {
                     packets += 1;
                     counters.queued.fetch_add(1, Ordering::Relaxed);
                     let arrival = arrival_time(now, wall_now, timestamp);
@@ -746,10 +627,13 @@ fn receive(
                         Fate::Drop => {
                             counters.lost.fetch_add(1, Ordering::Relaxed);
                             *seq = seq.wrapping_add(1);
-                            send(
-                                fd,
-                                &nfq::verdict_message(queue, id, nfq::NF_DROP, false, *seq),
-                            )?;
+                            socket.send(&nfqueue::verdict_message(
+                                queue,
+                                id,
+                                nfqueue::NF_DROP,
+                                false,
+                                *seq,
+                            ))?;
                         }
                         Fate::Release(due) => {
                             held.push_back(Held { id, due });
@@ -759,7 +643,7 @@ fn receive(
                         }
                     }
                 }
-                nfq::Event::Ack { errno, .. } if errno != 0 => {
+                nfqueue::Event::Ack { errno, .. } if errno != 0 => {
                     counters.netlink_errors.fetch_add(1, Ordering::Relaxed);
                     if errno == libc::ENOENT {
                         // A verdict for a packet the kernel no longer holds: its
@@ -770,7 +654,7 @@ fn receive(
                         tracing::warn!(errno, "delay line: netlink error from the kernel");
                     }
                 }
-                nfq::Event::Ack { .. } | nfq::Event::Other => {}
+                nfqueue::Event::Ack { .. } | nfqueue::Event::Other => {}
             }
         }
     }
@@ -796,7 +680,7 @@ fn arrival_time(now: Instant, wall_now: SystemTime, timestamp: Option<Duration>)
 
 /// Releases every held packet that is due, with one batch verdict.
 fn release_due(
-    fd: RawFd,
+    socket: &QueueSocket,
     queue: u16,
     held: &mut VecDeque<Held>,
     counters: &Counters,
@@ -825,59 +709,17 @@ fn release_due(
         // Releases are FIFO and lost packets already had their verdict, so "everything
         // up to `id`" is exactly the packets just popped.
         *seq = seq.wrapping_add(1);
-        send(
-            fd,
-            &nfq::verdict_message(queue, id, nfq::NF_ACCEPT, true, *seq),
-        )?;
+        socket.send(&nfqueue::verdict_message(
+            queue,
+            id,
+            nfqueue::NF_ACCEPT,
+            true,
+            *seq,
+        ))?;
         counters.released.fetch_add(count, Ordering::Relaxed);
         counters.held.store(held.len() as u64, Ordering::Relaxed);
     }
     Ok(())
-}
-
-/// The kernel's counters for one queue, from `/proc/net/netfilter/nfnetlink_queue`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct KernelCounters {
-    queue_dropped: u64,
-    user_dropped: u64,
-}
-
-/// Reads the counters of `queue` in the calling thread's namespace. `None` if the
-/// queue is not (or no longer) bound.
-fn read_kernel_counters(queue: u16) -> Result<Option<KernelCounters>> {
-    // /proc/net follows the process's namespace; thread-self follows this thread's.
-    let path = "/proc/thread-self/net/netfilter/nfnetlink_queue";
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(LabError::io(format!("reading {path}"), err)),
-    };
-    parse_kernel_counters(&text, queue)
-}
-
-/// Lines read `queue_num portid queue_total copy_mode copy_range queue_dropped
-/// queue_user_dropped id_sequence 1`.
-fn parse_kernel_counters(text: &str, queue: u16) -> Result<Option<KernelCounters>> {
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.first().and_then(|f| f.parse::<u16>().ok()) != Some(queue) {
-            continue;
-        }
-        let number = |index: usize| {
-            fields
-                .get(index)
-                .and_then(|f| f.parse::<u64>().ok())
-                .ok_or_else(|| LabError::UnexpectedOutput {
-                    what: "/proc/net/netfilter/nfnetlink_queue".into(),
-                    detail: format!("no field {index} in {line:?}"),
-                })
-        };
-        return Ok(Some(KernelCounters {
-            queue_dropped: number(5)?,
-            user_dropped: number(6)?,
-        }));
-    }
-    Ok(None)
 }
 
 /// What happens to an arriving packet.
@@ -926,316 +768,6 @@ impl Schedule {
         }
         self.last_release = Some(due);
         Fate::Release(due)
-    }
-}
-
-/// The NFQUEUE netlink messages the line speaks (linux/netfilter/nfnetlink_queue.h).
-mod nfq {
-    use std::time::Duration;
-
-    const NFNL_SUBSYS_QUEUE: u16 = 3;
-    const NFQNL_MSG_PACKET: u16 = 0;
-    const NFQNL_MSG_VERDICT: u16 = 1;
-    const NFQNL_MSG_CONFIG: u16 = 2;
-    const NFQNL_MSG_VERDICT_BATCH: u16 = 3;
-
-    const NFQA_PACKET_HDR: u16 = 1;
-    const NFQA_VERDICT_HDR: u16 = 2;
-    const NFQA_TIMESTAMP: u16 = 4;
-
-    const NFQA_CFG_CMD: u16 = 1;
-    const NFQA_CFG_PARAMS: u16 = 2;
-    const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
-    const NFQA_CFG_MASK: u16 = 4;
-    const NFQA_CFG_FLAGS: u16 = 5;
-
-    const NFQNL_CFG_CMD_BIND: u8 = 1;
-    const NFQNL_COPY_META: u8 = 1;
-    const NFQA_CFG_F_GSO: u32 = 1 << 2;
-
-    pub(super) const NF_DROP: u32 = 0;
-    pub(super) const NF_ACCEPT: u32 = 1;
-
-    const NLMSG_HDRLEN: usize = 16;
-    const NFGENMSG_LEN: usize = 4;
-    const NLMSG_ERROR: u16 = 2;
-    const NLA_TYPE_MASK: u16 = 0x3fff;
-
-    /// What one received netlink message was.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(super) enum Event {
-        /// A queued packet: its id and, if the skb had one, its wall-clock timestamp.
-        Packet {
-            id: u32,
-            timestamp: Option<Duration>,
-        },
-        /// An ack (errno 0) or error for the request with sequence number `seq`.
-        Ack {
-            seq: u32,
-            errno: i32,
-        },
-        Other,
-    }
-
-    fn align4(len: usize) -> usize {
-        (len + 3) & !3
-    }
-
-    /// A netfilter-queue message: netlink header, nfgenmsg, attributes.
-    fn message(kind: u16, flags: u16, queue: u16, seq: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut buf = vec![0u8; NLMSG_HDRLEN];
-        // nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, res_id = queue (big-endian).
-        buf.extend_from_slice(&[0, 0]);
-        buf.extend_from_slice(&queue.to_be_bytes());
-        for (attr, value) in attrs {
-            let len = 4 + value.len();
-            buf.extend_from_slice(&(len as u16).to_ne_bytes());
-            buf.extend_from_slice(&attr.to_ne_bytes());
-            buf.extend_from_slice(value);
-            buf.resize(align4(buf.len()), 0);
-        }
-        let total = buf.len() as u32;
-        buf[0..4].copy_from_slice(&total.to_ne_bytes());
-        buf[4..6].copy_from_slice(&((NFNL_SUBSYS_QUEUE << 8) | kind).to_ne_bytes());
-        buf[6..8].copy_from_slice(&flags.to_ne_bytes());
-        buf[8..12].copy_from_slice(&seq.to_ne_bytes());
-        buf
-    }
-
-    /// Bind + metadata-only copy + max length + GSO flag, acked.
-    pub(super) fn config_message(queue: u16, seq: u32, max_len: u32) -> Vec<u8> {
-        // struct nfqnl_msg_config_cmd { u8 command; u8 _pad; __be16 pf; }
-        let cmd = [NFQNL_CFG_CMD_BIND, 0, 0, libc::AF_INET as u8];
-        // struct nfqnl_msg_config_params { __be32 copy_range; u8 copy_mode; } packed
-        let mut params = [0u8; 5];
-        params[4] = NFQNL_COPY_META;
-        let max_len = max_len.to_be_bytes();
-        let flags = NFQA_CFG_F_GSO.to_be_bytes();
-        message(
-            NFQNL_MSG_CONFIG,
-            (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
-            queue,
-            seq,
-            &[
-                (NFQA_CFG_CMD, &cmd),
-                (NFQA_CFG_PARAMS, &params),
-                (NFQA_CFG_QUEUE_MAXLEN, &max_len),
-                (NFQA_CFG_MASK, &flags),
-                (NFQA_CFG_FLAGS, &flags),
-            ],
-        )
-    }
-
-    /// A verdict on packet `id` of `queue`, or with `batch` on every packet of the
-    /// queue up to `id`. Not acked: the kernel answers only on error.
-    pub(super) fn verdict_message(
-        queue: u16,
-        id: u32,
-        verdict: u32,
-        batch: bool,
-        seq: u32,
-    ) -> Vec<u8> {
-        let mut header = [0u8; 8];
-        header[0..4].copy_from_slice(&verdict.to_be_bytes());
-        header[4..8].copy_from_slice(&id.to_be_bytes());
-        let kind = if batch {
-            NFQNL_MSG_VERDICT_BATCH
-        } else {
-            NFQNL_MSG_VERDICT
-        };
-        message(
-            kind,
-            libc::NLM_F_REQUEST as u16,
-            queue,
-            seq,
-            &[(NFQA_VERDICT_HDR, &header)],
-        )
-    }
-
-    fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
-        Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
-    }
-
-    fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-    }
-
-    fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
-        Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-    }
-
-    fn be_u64(buf: &[u8], at: usize) -> Option<u64> {
-        Some(u64::from_be_bytes(buf.get(at..at + 8)?.try_into().ok()?))
-    }
-
-    /// Parses every netlink message in a datagram. Malformed input ends the parse
-    /// (never panics); a packet message without a packet header is skipped.
-    pub(super) fn parse(datagram: &[u8]) -> Vec<Event> {
-        let mut events = Vec::new();
-        let mut rest = datagram;
-        while rest.len() >= NLMSG_HDRLEN {
-            let Some(len) = u32_at(rest, 0).map(|l| l as usize) else {
-                break;
-            };
-            if len < NLMSG_HDRLEN || len > rest.len() {
-                break;
-            }
-            let (Some(kind), Some(seq)) = (u16_at(rest, 4), u32_at(rest, 8)) else {
-                break;
-            };
-            let body = &rest[NLMSG_HDRLEN..len];
-            events.push(parse_one(kind, seq, body));
-            rest = rest.get(align4(len)..).unwrap_or_default();
-        }
-        events
-    }
-
-    fn parse_one(kind: u16, seq: u32, body: &[u8]) -> Event {
-        if kind == NLMSG_ERROR {
-            // struct nlmsgerr { int error; struct nlmsghdr msg; ... }
-            return match body.get(0..4) {
-                Some(error) => {
-                    let error = i32::from_ne_bytes([error[0], error[1], error[2], error[3]]);
-                    // The acked request's own header follows: its seq is ours.
-                    let acked = u32_at(body, 4 + 8).unwrap_or(seq);
-                    Event::Ack {
-                        seq: acked,
-                        errno: error.saturating_neg(),
-                    }
-                }
-                None => Event::Other,
-            };
-        }
-        if kind != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
-            return Event::Other;
-        }
-        let mut attrs = body.get(NFGENMSG_LEN..).unwrap_or_default();
-        let mut id = None;
-        let mut timestamp = None;
-        while attrs.len() >= 4 {
-            let (Some(len), Some(attr)) = (u16_at(attrs, 0), u16_at(attrs, 2)) else {
-                break;
-            };
-            let len = usize::from(len);
-            if len < 4 || len > attrs.len() {
-                break;
-            }
-            let value = &attrs[4..len];
-            match attr & NLA_TYPE_MASK {
-                // struct nfqnl_msg_packet_hdr { __be32 packet_id; __be16 hw_protocol; u8 hook; }
-                NFQA_PACKET_HDR => id = be_u32(value, 0),
-                // struct nfqnl_msg_packet_timestamp { __aligned_be64 sec; __aligned_be64 usec; }
-                NFQA_TIMESTAMP => {
-                    if let (Some(sec), Some(usec)) = (be_u64(value, 0), be_u64(value, 8)) {
-                        timestamp = Some(Duration::from_secs(sec) + Duration::from_micros(usec));
-                    }
-                }
-                _ => {}
-            }
-            attrs = attrs.get(align4(len)..).unwrap_or_default();
-        }
-        match id {
-            Some(id) => Event::Packet { id, timestamp },
-            None => Event::Other,
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        fn packet(id: u32, timestamp: Option<(u64, u64)>, seq: u32) -> Vec<u8> {
-            let mut header = id.to_be_bytes().to_vec();
-            header.extend_from_slice(&0x0800u16.to_be_bytes());
-            header.push(2);
-            let mut stamp = Vec::new();
-            let mut attrs: Vec<(u16, &[u8])> = vec![(NFQA_PACKET_HDR, &header)];
-            if let Some((sec, usec)) = timestamp {
-                stamp.extend_from_slice(&sec.to_be_bytes());
-                stamp.extend_from_slice(&usec.to_be_bytes());
-                attrs.push((NFQA_TIMESTAMP, &stamp));
-            }
-            message(NFQNL_MSG_PACKET, 0, 7, seq, &attrs)
-        }
-
-        #[test]
-        fn config_message_has_the_kernel_layout() {
-            let message = config_message(0x0102, 9, 16384);
-            // header(16) + nfgenmsg(4) + cmd(8) + params(12) + maxlen(8) + mask(8) + flags(8)
-            assert_eq!(message.len(), 64);
-            assert_eq!(u32_at(&message, 0), Some(64));
-            assert_eq!(u16_at(&message, 4), Some(0x0302));
-            assert_eq!(
-                u16_at(&message, 6),
-                Some((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16)
-            );
-            assert_eq!(u32_at(&message, 8), Some(9));
-            assert_eq!(&message[16..20], &[0, 0, 0x01, 0x02]);
-            assert_eq!(&message[20..28], &[8, 0, 1, 0, 1, 0, 0, 2]);
-            // params: len 9, padded to 12, copy_range 0, copy_mode META
-            assert_eq!(&message[28..40], &[9, 0, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
-            assert_eq!(&message[40..48], &[8, 0, 3, 0, 0, 0, 0x40, 0]);
-        }
-
-        #[test]
-        fn batch_verdict_names_the_last_id_and_the_queue() {
-            let message = verdict_message(42, 0xdead_beef, NF_ACCEPT, true, 3);
-            assert_eq!(message.len(), 32);
-            assert_eq!(u16_at(&message, 4), Some(0x0303));
-            assert_eq!(&message[18..20], &42u16.to_be_bytes());
-            assert_eq!(&message[20..24], &[12, 0, 2, 0]);
-            assert_eq!(&message[24..28], &1u32.to_be_bytes());
-            assert_eq!(&message[28..32], &0xdead_beefu32.to_be_bytes());
-            let single = verdict_message(42, 5, NF_DROP, false, 4);
-            assert_eq!(u16_at(&single, 4), Some(0x0301));
-        }
-
-        #[test]
-        fn packets_acks_and_errors_are_parsed() {
-            let mut datagram = packet(77, Some((1_700_000_000, 250_000)), 0);
-            datagram.extend(packet(78, None, 0));
-            let mut error = vec![0u8; 16];
-            error[0..4].copy_from_slice(&36u32.to_ne_bytes());
-            error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-            error.extend_from_slice(&(-libc::EBUSY).to_ne_bytes());
-            let mut original = vec![0u8; 16];
-            original[8..12].copy_from_slice(&5u32.to_ne_bytes());
-            error.extend(original);
-            datagram.extend(error);
-            assert_eq!(
-                parse(&datagram),
-                vec![
-                    Event::Packet {
-                        id: 77,
-                        timestamp: Some(
-                            Duration::from_secs(1_700_000_000) + Duration::from_millis(250)
-                        ),
-                    },
-                    Event::Packet {
-                        id: 78,
-                        timestamp: None
-                    },
-                    Event::Ack {
-                        seq: 5,
-                        errno: libc::EBUSY
-                    },
-                ]
-            );
-        }
-
-        #[test]
-        fn truncated_or_garbage_input_never_panics() {
-            let datagram = packet(77, Some((1, 2)), 0);
-            for cut in 0..datagram.len() {
-                let _ = parse(&datagram[..cut]);
-            }
-            let mut bad_attr = datagram.clone();
-            bad_attr[20] = 0xff; // attribute length past the end
-            assert_eq!(parse(&bad_attr), vec![Event::Other]);
-            let mut bad_len = datagram;
-            bad_len[0] = 3; // message length below the header
-            assert!(parse(&bad_len).is_empty());
-        }
     }
 }
 
@@ -1326,21 +858,6 @@ mod tests {
             .filter(|_| schedule.admit(now) == Fate::Drop)
             .count();
         assert!((9_500..10_500).contains(&dropped), "{dropped}");
-    }
-
-    #[test]
-    fn kernel_counters_are_read_for_the_right_queue() {
-        let text = "    1  12345     0 1    0     0     0       10  1\n\
-                    \x20   7  23456     3 1    0    17     4      999  1\n";
-        assert_eq!(
-            parse_kernel_counters(text, 7).unwrap(),
-            Some(KernelCounters {
-                queue_dropped: 17,
-                user_dropped: 4
-            })
-        );
-        assert_eq!(parse_kernel_counters(text, 2).unwrap(), None);
-        assert!(parse_kernel_counters("7 1 2\n", 7).is_err());
     }
 
     #[test]

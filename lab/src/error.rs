@@ -98,12 +98,3 @@ impl<T> IoContext<T> for io::Result<T> {
         self.map_err(|source| LabError::io(context(), source))
     }
 }
-
-/// Turns a libc return value into an `io::Result`, reading errno on -1.
-pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}

@@ -8,9 +8,12 @@
 //! Must be called on a thread inside the interface's namespace.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::error::{cvt, IoContext, LabError, Result};
+use nix::errno::Errno;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+use crate::error::{IoContext, LabError, Result};
 use crate::names::validate_ifname;
 
 // <linux/ethtool.h>
@@ -80,11 +83,14 @@ pub fn read_offloads(ifname: &str) -> Result<Offloads> {
 }
 
 fn control_socket() -> Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
-        .context(|| "opening an ioctl socket".to_string())?;
-    // SAFETY: socket returned a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+    .context(|| "opening an ioctl socket".to_string())
 }
 
 /// Issues one `ethtool_value` command and returns the value the kernel wrote back.
@@ -94,14 +100,28 @@ fn ethtool_value(socket: &OwnedFd, ifname: &str, cmd: u32, data: u32) -> io::Res
         other => io::Error::other(other.to_string()),
     })?;
     let mut value = EthtoolValue { cmd, data };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let mut request = libc::ifreq {
+        ifr_name: [0; libc::IFNAMSIZ],
+        ifr_ifru: libc::__c_anonymous_ifr_ifru {
+            ifru_data: (&mut value as *mut EthtoolValue).cast(),
+        },
+    };
     for (dst, src) in request.ifr_name.iter_mut().zip(ifname.bytes()) {
         *dst = src as libc::c_char;
     }
-    request.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-    // SAFETY: request points at a NUL-terminated name (validated to fit) and at a live
-    // ethtool_value, the layout SIOCETHTOOL expects for these commands.
-    cvt(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) })?;
+    siocethtool(socket, &mut request)?;
     Ok(value.data)
+}
+
+/// The SIOCETHTOOL ioctl. nix's ioctl macros would only generate an `unsafe fn` with
+/// the same contract, so the call is made directly.
+#[allow(unsafe_code)]
+fn siocethtool(socket: &OwnedFd, request: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `request` is a valid ifreq whose name is NUL-terminated (validated to be
+    // shorter than IFNAMSIZ, the rest zero) and whose ifru_data points at a live
+    // `struct ethtool_value` (repr(C)), the layout SIOCETHTOOL expects for the
+    // ETHTOOL_[GS]* value commands; both outlive the call.
+    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, request) };
+    Errno::result(ret)?;
+    Ok(())
 }

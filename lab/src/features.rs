@@ -20,11 +20,12 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+
 use crate::delay::{self, DelayConfig};
-use crate::error::{cvt, LabError, Result};
+use crate::error::{LabError, Result};
 use crate::lab::Lab;
 use crate::shaping::{set_rate_limit, RateLimit};
 
@@ -205,17 +206,13 @@ pub fn probe_all() -> Result<Vec<Missing>> {
 
 /// Opens (and closes) a packet socket in the calling thread's namespace.
 fn packet_socket() -> io::Result<()> {
-    let protocol = libc::c_int::from((libc::ETH_P_ALL as u16).to_be());
-    // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    })?;
-    // SAFETY: socket returned a fresh descriptor that nothing else owns.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    let socket = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    )?;
+    drop(socket);
     Ok(())
 }
 

@@ -5,12 +5,20 @@
 //! whichever thread uses it afterwards.
 
 use std::io;
+use std::io::IoSliceMut;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{cvt, IoContext, Result};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    recvmsg, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+};
+
+use crate::error::{IoContext, Result};
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -60,17 +68,14 @@ impl PingStats {
 impl Pinger {
     /// Opens the socket in the calling thread's namespace.
     pub fn open() -> Result<Pinger> {
-        // SAFETY: plain syscall; the result is checked.
-        let fd = cvt(unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_ICMP,
-            )
-        })
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Icmp,
+        )
+        .map_err(io::Error::from)
         .context(|| "opening a raw ICMP socket".to_string())?;
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
         // Raw ICMP sockets see every ICMP packet of the namespace: a per-socket
         // identifier tells our replies apart (clock bits differ between pingers).
         let clock = std::time::SystemTime::now()
@@ -137,76 +142,35 @@ impl Pinger {
     }
 
     fn send(&self, to: Ipv4Addr, packet: &[u8]) -> io::Result<()> {
-        let address = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(to).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: packet and address are valid for the lengths given.
-        let sent = unsafe {
-            libc::sendto(
-                self.socket.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&address as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let address = SockaddrIn::from(SocketAddrV4::new(to, 0));
+        sendto(self.socket.as_raw_fd(), packet, &address, MsgFlags::empty())?;
         Ok(())
     }
 
     /// One datagram (IP header included) and its source, or `None` after `timeout`.
     fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<(usize, Ipv4Addr)>> {
-        let mut poll = libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(timeout.max(Duration::from_millis(1)))
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => return Ok(None),
+            Ok(_) => {}
+            Err(err) => return Err(err.into()),
+        }
+        // recvfrom in nix takes no flags; recvmsg does (MSG_DONTWAIT).
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<SockaddrIn>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            None,
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(err) => return Err(err.into()),
         };
-        let millis = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                return Ok(None);
-            }
-            return Err(err);
-        }
-        if ready == 0 {
-            return Ok(None);
-        }
-        // SAFETY: all-zero is a valid sockaddr_in.
-        let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut from_len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: buf and from are valid for the lengths given.
-        let len = unsafe {
-            libc::recvfrom(
-                self.socket.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut from as *mut libc::sockaddr_in).cast(),
-                &mut from_len,
-            )
-        };
-        if len < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(err);
-        }
-        Ok(Some((
-            len as usize,
-            Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
-        )))
+        let from = msg.address.map_or(Ipv4Addr::UNSPECIFIED, |from| from.ip());
+        Ok(Some((msg.bytes, from)))
     }
 }
 

@@ -27,8 +27,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 /// True when running with effective uid 0, which the lab needs.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Fails with [`LabError::NotRoot`] unless running as root.
@@ -36,9 +35,8 @@ pub fn require_root() -> Result<()> {
     if is_root() {
         Ok(())
     } else {
-        // SAFETY: geteuid cannot fail.
         Err(LabError::NotRoot {
-            euid: unsafe { libc::geteuid() },
+            euid: nix::unistd::geteuid().as_raw(),
         })
     }
 }
@@ -77,8 +75,7 @@ pub fn root_or_skip(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid();
     skip(
         test,
         &format!(

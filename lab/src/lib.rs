@@ -19,6 +19,14 @@
 //! TCP or `sustain-host` endpoints), [`scenario`] (the TOML files of
 //! `conformance/scenarios`), [`runner`] (run one: captures, timeline, `report.json`).
 //! `lab/README.md` documents the file format and the CLI.
+//!
+//! Syscalls go through `nix` (and std); `unsafe` is denied crate-wide and allowed only
+//! on the few functions nix has no wrapper for, each with its SAFETY comment: the
+//! child's `pre_exec` (process), binding an AF_PACKET socket (capture), the SIOCETHTOOL
+//! ioctl (ethtool), pidfd_open / pidfd_send_signal (clean) and
+//! pthread_setschedparam (delay).
+
+#![deny(unsafe_code)]
 
 pub mod apps;
 pub mod attack;
@@ -38,6 +46,7 @@ pub mod names;
 pub mod napt;
 pub mod netfilter;
 pub mod netns;
+mod nfqueue;
 pub mod outcome;
 pub mod paper;
 mod path_lab;
@@ -49,6 +58,7 @@ pub mod runner;
 pub mod scenario;
 pub mod services;
 pub mod shaping;
+mod sockopt;
 pub mod sysctl;
 pub mod topology;
 pub mod transcripts;

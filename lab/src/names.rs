@@ -80,9 +80,7 @@ impl fmt::Display for RunId {
 
 fn random_u16() -> u16 {
     let mut buf = [0u8; 2];
-    // SAFETY: the buffer is valid for writes of its length.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == 2 {
+    if getrandom::fill(&mut buf).is_ok() {
         u16::from_ne_bytes(buf)
     } else {
         // getrandom cannot fail for 2 bytes on a booted kernel; the time is a fine

@@ -7,17 +7,22 @@
 //! that `setns` to it: a thread's network namespace is per thread, so the rest of
 //! the process stays in the root namespace.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::error::{cvt, IoContext, LabError, Result};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::stat::Mode;
+
+use crate::error::{IoContext, LabError, Result};
 use crate::names::validate_netns_name;
 
 /// Where iproute2 keeps named network namespaces.
@@ -44,45 +49,39 @@ impl Netns {
         validate_netns_name(name)?;
         ensure_run_dir()?;
         let path = Path::new(NETNS_RUN_DIR).join(name);
-        let c_path = path_to_cstring(&path)?;
+        reject_nul(&path)?;
 
         // The mount point: an empty file, created exclusively so two runs can never
         // share a name.
-        // SAFETY: c_path is a valid NUL-terminated string.
-        let placeholder = unsafe {
-            libc::open(
-                c_path.as_ptr(),
-                libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                0,
-            )
-        };
-        if placeholder == -1 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::AlreadyExists {
-                return Err(LabError::NamespaceExists(path));
+        match open(
+            &path,
+            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(placeholder) => drop(placeholder),
+            Err(Errno::EEXIST) => return Err(LabError::NamespaceExists(path)),
+            Err(err) => {
+                return Err(LabError::io(
+                    format!("creating {}", path.display()),
+                    err.into(),
+                ))
             }
-            return Err(LabError::io(format!("creating {}", path.display()), err));
         }
-        // SAFETY: open returned a fresh descriptor that nothing else owns.
-        drop(unsafe { OwnedFd::from_raw_fd(placeholder) });
 
         let mounted = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("netns-create".into())
                 .spawn_scoped(scope, || -> io::Result<()> {
-                    // SAFETY: plain syscalls; unshare only affects this thread, which
-                    // exits right after, so no other code ever runs in its namespace.
-                    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
-                    let source = c"/proc/thread-self/ns/net";
-                    cvt(unsafe {
-                        libc::mount(
-                            source.as_ptr(),
-                            c_path.as_ptr(),
-                            c"none".as_ptr(),
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        )
-                    })?;
+                    // unshare only affects this thread, which exits right after, so
+                    // no other code ever runs in its namespace.
+                    unshare(CloneFlags::CLONE_NEWNET)?;
+                    mount(
+                        Some("/proc/thread-self/ns/net"),
+                        &path,
+                        Some("none"),
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )?;
                     Ok(())
                 })
                 .and_then(|handle| {
@@ -140,7 +139,7 @@ impl Netns {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.fd.as_fd();
         std::thread::scope(|scope| {
             let handle = std::thread::Builder::new()
                 .name(thread_name(&self.name))
@@ -174,7 +173,7 @@ impl Netns {
         let handle = std::thread::Builder::new()
             .name(thread_name(&self.name))
             .spawn(move || {
-                let entered = enter(fd.as_raw_fd());
+                let entered = enter(fd.as_fd());
                 drop(fd);
                 let ok = entered.is_ok();
                 let _ = entered_tx.send(entered);
@@ -224,9 +223,9 @@ impl Drop for Netns {
 }
 
 /// Moves the calling thread into the namespace behind `fd`.
-pub(crate) fn enter(fd: RawFd) -> io::Result<()> {
-    // SAFETY: setns only reads the descriptor; a bad fd yields EBADF.
-    cvt(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }).map(drop)
+pub(crate) fn enter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setns(fd, CloneFlags::CLONE_NEWNET)?;
+    Ok(())
 }
 
 /// Names of every namespace in /run/netns (the list `ip netns list` shows).
@@ -249,12 +248,15 @@ pub fn list() -> Result<Vec<String>> {
 
 /// Unmounts and unlinks a namespace file, tolerating either half being done already.
 pub(crate) fn remove_netns_path(path: &Path) -> Result<()> {
-    let c_path = path_to_cstring(path)?;
-    // SAFETY: c_path is a valid NUL-terminated string.
-    if let Err(err) = cvt(unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) }) {
+    reject_nul(path)?;
+    match umount2(path, MntFlags::MNT_DETACH) {
         // EINVAL: not a mount point (half-created); ENOENT: already gone.
-        if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) {
-            return Err(LabError::io(format!("unmounting {}", path.display()), err));
+        Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+        Err(err) => {
+            return Err(LabError::io(
+                format!("unmounting {}", path.display()),
+                err.into(),
+            ))
         }
     }
     match fs::remove_file(path) {
@@ -275,49 +277,48 @@ pub(crate) fn open_netns_file(path: &Path) -> Result<OwnedFd> {
 fn ensure_run_dir() -> Result<()> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
-    let dir = c"/run/netns";
+    let dir = Path::new(NETNS_RUN_DIR);
     fs::create_dir_all(NETNS_RUN_DIR).context(|| format!("creating {NETNS_RUN_DIR}"))?;
     let mut made_mount = false;
     loop {
-        // SAFETY: valid NUL-terminated strings; null data is allowed.
-        let shared = cvt(unsafe {
-            libc::mount(
-                c"".as_ptr(),
-                dir.as_ptr(),
-                c"none".as_ptr(),
-                libc::MS_SHARED | libc::MS_REC,
-                std::ptr::null(),
-            )
-        });
+        let shared = mount(
+            Some(""),
+            dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        );
         match shared {
-            Ok(_) => return Ok(()),
+            Ok(()) => return Ok(()),
             // EINVAL: not a mount point yet; bind it onto itself once and retry.
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) && !made_mount => {
-                // SAFETY: as above.
-                cvt(unsafe {
-                    libc::mount(
-                        dir.as_ptr(),
-                        dir.as_ptr(),
-                        c"none".as_ptr(),
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null(),
-                    )
-                })
+            Err(Errno::EINVAL) if !made_mount => {
+                mount(
+                    Some(dir),
+                    dir,
+                    Some("none"),
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(io::Error::from)
                 .context(|| format!("bind-mounting {NETNS_RUN_DIR} onto itself"))?;
                 made_mount = true;
             }
             Err(err) => {
                 return Err(LabError::io(
                     format!("making {NETNS_RUN_DIR} a shared mount"),
-                    err,
+                    err.into(),
                 ))
             }
         }
     }
 }
 
-fn path_to_cstring(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| LabError::InvalidName {
+/// nix refuses a path with a NUL byte with a bare EINVAL; name the problem instead.
+fn reject_nul(path: &Path) -> Result<()> {
+    if !path.as_os_str().as_bytes().contains(&0) {
+        return Ok(());
+    }
+    Err(LabError::InvalidName {
         name: path.display().to_string(),
         reason: "paths contain no NUL byte",
     })

@@ -8,12 +8,16 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{setpgid, Pid};
 
 use crate::error::{IoContext, LabError, Result};
 use crate::names::{RunId, RUN_ENV};
@@ -49,17 +53,17 @@ struct ChildInner {
 fn prepare(command: &mut Command, netns: &Netns, run: &RunId) {
     let fd = netns.fd().as_raw_fd();
     command.env(RUN_ENV, run.to_string());
-    // SAFETY: the closure only makes async-signal-safe syscalls (setns, setpgid) and
-    // allocates nothing. `fd` stays open until spawn returns because the caller
-    // borrows `netns` for the whole call.
+    // SAFETY: `pre_exec` is unsafe because the closure runs in the forked child, where
+    // only async-signal-safe work is allowed: it makes two syscalls (setns, setpgid,
+    // through nix's thin wrappers) and allocates nothing. Borrowing the raw `fd` is
+    // sound because it stays open until spawn returns: the caller borrows `netns` for
+    // the whole call, and the child's copy of the descriptor table holds it too.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            let netns = BorrowedFd::borrow_raw(fd);
+            setns(netns, CloneFlags::CLONE_NEWNET)?;
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
             Ok(())
         });
     }
@@ -324,14 +328,12 @@ impl ChildProcess {
 
 /// Signals the process group led by `pid`, and `pid` itself in case it left the group.
 fn signal_group(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let (Ok(pid), Ok(signal)) = (libc::pid_t::try_from(pid), Signal::try_from(signal)) else {
         return;
     };
-    // SAFETY: plain syscalls; see the callers for why the pid is ours.
-    unsafe {
-        libc::kill(-pid, signal);
-        libc::kill(pid, signal);
-    }
+    // See the callers for why the pid is ours. Either may be gone already (ESRCH).
+    let _ = kill(Pid::from_raw(-pid), signal);
+    let _ = kill(Pid::from_raw(pid), signal);
 }
 
 fn read_log(path: &Path) -> Result<String> {

@@ -18,7 +18,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::socket::sockopt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -1153,20 +1153,8 @@ fn is_timeout(err: &io::Error) -> bool {
 /// `TCP_USER_TIMEOUT`: how long transmitted data may stay unacknowledged before the
 /// kernel gives up on the connection with ETIMEDOUT.
 fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
-    let millis = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: a valid socket and a c_uint option value of the right size.
-    let ret = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            (&millis as *const libc::c_uint).cast(),
-            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-        )
-    };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    nix::sys::socket::setsockopt(stream, sockopt::TcpUserTimeout, &millis)?;
     Ok(())
 }
 

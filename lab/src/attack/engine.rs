@@ -1,6 +1,10 @@
 //! The engine: observes from before the transfer, fires each attack at its trigger,
 //! records what it sent and what came back.
 
+use std::os::fd::AsFd;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
 use super::*;
 use crate::report::Timeline;
 
@@ -187,24 +191,18 @@ impl AttackEngine {
 
     /// Reads every queued frame into the views, waiting up to `timeout` for the first.
     pub(crate) fn observe(&mut self, timeout: Duration) {
-        let mut pollfds: Vec<libc::pollfd> = self
+        let mut pollfds: Vec<PollFd<'_>> = self
             .watchers
             .iter()
-            .map(|w| w.socket.as_raw_fd())
-            .chain(self.controls.iter().map(|c| c.socket.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|w| w.socket.as_fd())
+            .chain(self.controls.iter().map(|c| c.socket.as_fd()))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: pollfds is a valid array of its length.
-        let ready =
-            unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) };
-        if ready <= 0 {
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        if !matches!(poll(&mut pollfds, timeout), Ok(ready) if ready > 0) {
             return;
         }
+        drop(pollfds);
         for watcher in &mut self.watchers {
             read_frames(watcher.socket.as_raw_fd(), &mut self.buf, |packet| {
                 watcher.view.observe(packet)

@@ -58,7 +58,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,7 +79,7 @@ use sustain_core::wire::{
 };
 
 use crate::capture::{open_packet_socket, PacketSocketOptions};
-use crate::error::{cvt, LabError, Result};
+use crate::error::{LabError, Result};
 use crate::moves::Trigger;
 use crate::netns::Netns;
 use crate::scenario::Scenario;

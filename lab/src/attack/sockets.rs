@@ -1,5 +1,9 @@
 //! The engine's sockets: observers on the targets' uplinks and the injector.
 
+use nix::sys::socket::{
+    recv, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+};
+
 use super::*;
 
 /// The observer's tap on `ifname` (in the calling thread's namespace): both
@@ -17,16 +21,13 @@ pub(crate) fn open_observer(ifname: &str) -> io::Result<OwnedFd> {
 /// A raw IPv4 socket whose packets carry our own IP header (`IPPROTO_RAW` implies
 /// `IP_HDRINCL`), in the calling thread's namespace.
 pub(crate) fn open_injector() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    })?;
-    // SAFETY: socket returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Raw,
+    )?;
+    Ok(socket)
 }
 
 pub(crate) fn send_packet(fd: RawFd, packet: &[u8]) -> io::Result<()> {
@@ -34,24 +35,8 @@ pub(crate) fn send_packet(fd: RawFd, packet: &[u8]) -> io::Result<()> {
         .get(16..20)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "packet too short"))?;
-    // SAFETY: zeroed sockaddr_in is valid; family and address are set below.
-    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    addr.sin_family = libc::AF_INET as libc::sa_family_t;
-    addr.sin_addr.s_addr = u32::from_ne_bytes(destination);
-    // SAFETY: packet and addr are valid for the given lengths.
-    let sent = unsafe {
-        libc::sendto(
-            fd,
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let addr = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::from(destination), 0));
+    sendto(fd, packet, &addr, MsgFlags::empty())?;
     Ok(())
 }
 
@@ -127,9 +112,7 @@ impl ControlSession {
 pub(crate) fn read_frames(fd: RawFd, buf: &mut [u8], mut observe: impl FnMut(&[u8])) {
     // Bounded, so a flood cannot keep the triggers from being checked.
     for _ in 0..4096 {
-        // SAFETY: buf is valid for writes of its length.
-        let len = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        let Ok(len) = usize::try_from(len) else {
+        let Ok(len) = recv(fd, buf, MsgFlags::MSG_DONTWAIT) else {
             break; // EAGAIN, or the interface went away with its host
         };
         let frame = buf.get(..len).unwrap_or_default();

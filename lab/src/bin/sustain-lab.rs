@@ -11,12 +11,16 @@
 //! sustain-lab pcap-diff A B                 differences of two captures' transcripts
 //! ```
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use sustain_conformance::names::NAMES_FILE;
 use sustain_conformance::{Analysis, CaptureSet, Names};
 use sustain_lab::names::RunId;
@@ -731,9 +735,9 @@ fn down(scenario: Option<&str>) -> Result<()> {
                 continue;
             }
         }
-        // SAFETY: plain syscall; the pid was checked to be a `sustain-lab up` process
-        // just above.
-        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == 0 {
+        // The pid was checked to be a `sustain-lab up` process just above.
+        let target = Pid::from_raw(pid as libc::pid_t);
+        if nix::sys::signal::kill(target, Signal::SIGTERM).is_ok() {
             println!("asked `{}` (pid {pid}) to tear down", args.join(" "));
             stopped.push(pid);
         }
