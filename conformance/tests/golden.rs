@@ -30,6 +30,11 @@ fn golden_excerpts_read_as_their_snapshots() {
             let transcripts = golden::transcripts_of(&dir)
                 .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
             for (point, transcript) in &transcripts {
+                // As in tests/scenarios.rs: no snapshot for an empty transcript
+                // on the mobility server's or the proxy's own link.
+                if transcript.lines.is_empty() && scenario.is_service_point(point) {
+                    continue;
+                }
                 insta::assert_snapshot!(point.as_str(), transcript.text());
                 compared += 1;
             }

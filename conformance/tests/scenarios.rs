@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use sustain_conformance::golden;
 use sustain_lab::runner::{self, RunOptions};
 use sustain_lab::scenario::Scenario;
-use sustain_lab::topology::NodeRole;
 use sustain_lab::transfer::{find_sustain_host, EndpointKind, Role};
 use sustain_lab::{netns, root_or_skip};
 
@@ -47,16 +46,6 @@ fn needs_sustain_host(scenario: &Scenario) -> bool {
     [Role::Sender, Role::Receiver]
         .into_iter()
         .any(|role| scenario.transfer.kind_of(role) == EndpointKind::Sustain)
-}
-
-/// A capture point (`<node>-<network>`) on the mobility server's or the proxy's link.
-fn is_service_point(scenario: &Scenario, point: &str) -> bool {
-    scenario.topology.nodes.iter().any(|node| {
-        matches!(node.role, NodeRole::MobilityServer | NodeRole::Proxy)
-            && point
-                .strip_prefix(node.name.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
-    })
 }
 
 fn blessing() -> bool {
@@ -216,7 +205,7 @@ fn scenarios_conform() {
             let transcripts = golden::transcripts_of(&out)
                 .unwrap_or_else(|e| panic!("reading the captures of {}: {e}", scenario.name));
             for (point, transcript) in &transcripts {
-                if transcript.lines.is_empty() && is_service_point(&scenario, point) {
+                if transcript.lines.is_empty() && scenario.is_service_point(point) {
                     continue;
                 }
                 insta::assert_snapshot!(point.as_str(), transcript.text());

@@ -339,6 +339,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Scenario {
+    /// Whether capture point `point` (`<node>-<network>`) is on the mobility
+    /// server's or the proxy's own link. Control sessions are left out of
+    /// transcripts, so an empty transcript there asserts nothing and gets no
+    /// snapshot (should the transfer ever cross such a link, the point has a
+    /// transcript and needs one).
+    pub fn is_service_point(&self, point: &str) -> bool {
+        self.topology.nodes.iter().any(|node| {
+            matches!(node.role, NodeRole::MobilityServer | NodeRole::Proxy)
+                && point
+                    .strip_prefix(node.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
+        })
+    }
+
     /// Loads and checks `path`.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
