@@ -754,16 +754,9 @@ fn sustain_one_move_exact_handshake() {
     );
 }
 
-/// PROTOCOL.md §7 (a segment the host refused) with §9 mover step 2: the
-/// mover's route goes 25 ms before its address (as in the lab, where the
-/// link is torn down first), and its host refuses every send in between.
-/// Those segments never left, so the mover takes them back: the first
-/// segment from the new address is the first byte the peer lacks, and the
-/// peer's first answer already acknowledges it (half a round trip after
-/// the move). Counted as sent and lost they would leave a hole that only
-/// the go-back resend fills.
-#[test]
-fn continuation_move_after_refused_sends_resumes_in_half_a_round_trip() {
+/// A continuation-mode mover, every segment captured, 1 MiB transferred
+/// each way.
+fn continuation_after_one_mib() -> Harness {
     let mut h = Harness::new(Setup {
         mover: Config {
             mode: Mode::Continuation,
@@ -774,6 +767,20 @@ fn continuation_move_after_refused_sends_resumes_in_half_a_round_trip() {
     });
     h.established();
     h.transfer(MIB);
+    h
+}
+
+/// PROTOCOL.md §7 (a segment the host refused) with §9 mover step 2: the
+/// mover's route goes 25 ms before its address (as in the lab, where the
+/// link is torn down first), and its host refuses every send in between.
+/// Those segments never left, so the mover takes them back: the first
+/// segment from the new address is the first byte the peer lacks, and the
+/// peer's first answer already acknowledges it (half a round trip after
+/// the move). Counted as sent and lost they would leave a hole that only
+/// the go-back resend fills.
+#[test]
+fn continuation_move_after_refused_sends_resumes_in_half_a_round_trip() {
+    let mut h = continuation_after_one_mib();
     h.net.set_refusing(h.mover, true);
     h.run_for(ms(25));
     assert!(h.net.stats().refused > 0, "the mover tried to send");
@@ -810,16 +817,7 @@ fn continuation_move_after_refused_sends_resumes_in_half_a_round_trip() {
 /// on every segment from the new address until the peer answers there.
 #[test]
 fn continuation_one_move_address_update_until_answered() {
-    let mut h = Harness::new(Setup {
-        mover: Config {
-            mode: Mode::Continuation,
-            ..Config::default()
-        },
-        capture_all: true,
-        ..Setup::default()
-    });
-    h.established();
-    h.transfer(MIB);
+    let mut h = continuation_after_one_mib();
     let peer_token = h.peer_info().local_token.unwrap();
     let port = h.mover_info().local.port();
     h.lose(h.mover, MOVER_A);

@@ -40,7 +40,7 @@ impl Connection {
         // Only the newest data, never a FIN: the FIN's state change stays.
         let newest = end == self.snd_max && !fin;
         if self.lr.log.unsend(seq, end, newest) == Unsent::Tail {
-            self.bytes_sent -= (end - seq) as u64;
+            self.bytes_sent = self.bytes_sent.saturating_sub((end - seq) as u64);
             self.snd_max = seq;
             if self.snd_nxt > seq {
                 self.snd_nxt = seq;
