@@ -196,10 +196,9 @@ struct Leg {
     direct: SocketAddrV4,
     replay: ReplayWindow,
     /// The accepted MSYN: request, SEG.SEQ (= the end's SND.UNA - 1),
-    /// unscaled window, window scale.
+    /// window scale.
     request: RequestNumber,
     msyn_seq: SeqNumber,
-    msyn_window: u16,
     wscale: Option<u8>,
     /// The MSYN-ACK due or sent and not yet confirmed.
     pending: Option<Pending>,
@@ -590,6 +589,12 @@ impl Relay {
             }
             return None;
         }
+        // A pure ACK forwarded to a leg that is answered but not confirmed
+        // may meet that leg's NAPT before the leg's Confirm has left it,
+        // and be dropped there (§10); it is kept, as one dropped here
+        // would be, and sent again when that leg confirms (§6.9 "The
+        // first splice": the other end learns this end's window from it).
+        let resend_on_confirm = pure_ack && !dst_leg.confirmed;
         let ack = flags.ack().then_some(seg.ack);
         let addr = self.cfg.addr;
         let written = match out {
@@ -608,6 +613,11 @@ impl Relay {
         };
         self.stats.acks_clamped += u64::from(clamped);
         self.stats.forwarded += 1;
+        if resend_on_confirm {
+            if let Some(leg) = entry.legs[i].as_mut() {
+                leg.saved_ack = Some(packet.to_vec());
+            }
+        }
         if flags.rst() {
             entry.closing = Some((now, ReleaseReason::Reset));
             self.timers.push(Reverse((now, port)));
@@ -703,7 +713,6 @@ impl Relay {
             replay,
             request,
             msyn_seq: seg.seq,
-            msyn_window: seg.window,
             wscale: seg.window_scale,
             pending: Some(Pending {
                 nonce,
@@ -769,8 +778,18 @@ impl Relay {
             if let Some(p) = entry.legs[i].as_mut().and_then(|l| l.pending.as_mut()) {
                 p.send_now = false;
             }
-            if let Some(seg) = msyn_ack_for(entry, i, self.cfg.addr, port) {
-                packets.push((seg, true));
+            let Some(seg) = msyn_ack_for(entry, i, self.cfg.addr, port) else {
+                continue;
+            };
+            packets.push((seg, true));
+            let first_splice = entry.legs[1 - i]
+                .as_ref()
+                .is_some_and(|o| o.right_edge.is_none());
+            if first_splice {
+                if let Some(seg) = first_splice_window_ack(entry, i, self.cfg.addr, port) {
+                    packets.push((seg, false));
+                }
+                continue;
             }
             // §6.9 "Moving again", as a responder's window ACK (§7): the
             // MSYN-ACK's SYN window (at most 65535, unscaled) is all the
@@ -944,6 +963,60 @@ fn splice_into(
     Some((n, true))
 }
 
+/// The other end's position in leg `leg`'s receive space (§6.9 step 9):
+/// its MSYN.seq + 1 (its SND.UNA), or the highest ACK this end has sent
+/// through the relay since, whichever is later.
+fn other_una(leg: &Leg, other: &Leg) -> SeqNumber {
+    max_seq(leg.acked, other.msyn_seq + 1)
+}
+
+/// The other end's RCV.NXT as last known, counted from leg `leg`'s
+/// MSYN.seq + 1: a plausible one only (past it, at most 1 GiB, the largest
+/// window); otherwise 0 and the mover resends from its SND.UNA.
+fn received_offset(leg: &Leg, other: &Leg) -> u32 {
+    let ack = leg.msyn_seq + 1;
+    match other.rcv_nxt {
+        Some(r) if r > ack && r - ack <= 1 << 30 => (r - ack) as u32,
+        _ => 0,
+    }
+}
+
+/// The window ACK after a first splice's MSYN-ACK to leg `i` (PROTOCOL.md
+/// §6.9 "The first splice"), in the other end's name: SEQ = the
+/// MSYN-ACK's seq + 1, ACK = leg i's MSYN.seq + 1, the window (scaled
+/// with the other end's shift, rounded up) reaching the other end's
+/// RCV.NXT and no further, no options. Leg i's NAPT learns from it that
+/// the mover's Confirm at its resume point lies inside the window: a SYN
+/// window (at most 65535, unscaled) cannot say so when the received
+/// offset is larger, and the NAPT would drop the Confirm (§10,
+/// td_maxend). It carries no timestamps, so the end itself drops it
+/// (RFC 7323 §3.2): it is for the NAPT.
+fn first_splice_window_ack(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -> Option<Vec<u8>> {
+    let leg = entry.legs[i].as_ref()?;
+    let other = entry.legs[1 - i].as_ref()?;
+    // RFC 7323 §2.2: scaling holds on this path only if both the MSYN and
+    // the MSYN-ACK carried WS (the tracker learns it the same way, §10).
+    let shift = match (leg.wscale, other.wscale) {
+        (Some(_), Some(s)) => s.min(14),
+        _ => 0,
+    };
+    let received = u64::from(received_offset(leg, other));
+    let window = received.div_ceil(1 << shift).min(u64::from(u16::MAX)) as u16;
+    let seg = TcpRepr {
+        src_port: port,
+        dst_port: leg.remote.port(),
+        seq: other_una(leg, other),
+        ack: leg.msyn_seq + 1,
+        flags: TcpFlags::ACK,
+        window,
+        ..TcpRepr::default()
+    };
+    let mut buf = vec![0u8; crate::wire::ipv4_tcp_len(&seg)];
+    let n = emit_ipv4_tcp(&Ipv4Repr::new(addr, *leg.remote.ip()), &seg, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 fn max_seq(a: Option<SeqNumber>, b: SeqNumber) -> SeqNumber {
     match a {
         Some(a) if a > b => a,
@@ -962,9 +1035,11 @@ fn max_seq(a: Option<SeqNumber>, b: SeqNumber) -> SeqNumber {
 /// - ack = leg i's MSYN.seq + 1 exactly (§7, §10);
 /// - received = the other end's RCV.NXT as last known (its Confirm, its
 ///   ACKs) minus that ACK field, or 0;
-/// - window: the other end's right edge counted from the ACK field, at
-///   most 65535 and unscaled; WS = the other end's shift (its MSYN's), so
-///   leg i's NAPT scales the other end's forwarded windows right;
+/// - window: the other end's right edge counted from the ACK field, or,
+///   at a first splice (no ACK of the other end seen yet), its RCV.NXT
+///   (§6.9 "The first splice"); at most 65535 and unscaled; WS = the
+///   other end's shift (its MSYN's), so leg i's NAPT scales the other
+///   end's forwarded windows right;
 /// - no timestamps: the proxy has no clock of the other end's, and the
 ///   mover keeps its TS.Recent (§7: the MSYN-ACK is exempt from PAWS).
 fn msyn_ack_for(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -> Option<Vec<u8>> {
@@ -972,23 +1047,16 @@ fn msyn_ack_for(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -> Option<Ve
     let other = entry.legs[1 - i].as_ref()?;
     let pending = leg.pending?;
     let ack = leg.msyn_seq + 1;
-    let mut other_una = other.msyn_seq + 1;
-    if let Some(a) = leg.acked {
-        if a > other_una {
-            other_una = a;
-        }
-    }
-    // A plausible RCV.NXT only (at most 1 GiB, the largest window, past
-    // this leg's SND.UNA); otherwise the mover resends from SND.UNA.
-    let received = match other.rcv_nxt {
-        Some(r) if r > ack && r - ack <= 1 << 30 => (r - ack) as u32,
-        _ => 0,
+    let other_una = other_una(leg, other);
+    let received = received_offset(leg, other);
+    let right = match other.right_edge.filter(|&e| e > ack) {
+        Some(edge) => edge - ack,
+        // §6.9 "The first splice": no ACK of the other end has crossed
+        // the relay, and its leg's NAPT drops what reaches it before the
+        // other end's Confirm has left through it (§10). The window ends
+        // at the other end's RCV.NXT: the mover may resume, not send.
+        None => received as usize,
     };
-    let right = other
-        .right_edge
-        .filter(|&e| e > ack)
-        .map(|e| e - ack)
-        .unwrap_or(usize::from(other.msyn_window));
     let window = right.min(usize::from(u16::MAX)) as u16;
     let option = handshake::relay_msyn_ack_option(
         &entry.keys[i],
@@ -1085,13 +1153,25 @@ mod tests {
         }
         let mut buf = vec![0u8; 1500];
         let mut confirms = Vec::new();
+        let mut window_acks = Vec::new();
         while let Some(n) = relay.poll_transmit(&mut buf) {
             let (ip, seg) = parse_ipv4_tcp(&buf[..n]).unwrap();
             let options = MigrationOptions::from_repr(&seg).unwrap();
-            let Some(RelayTicket::MsynAck(a)) = options.relay() else {
-                panic!("not an MSYN-ACK")
-            };
             let to = SocketAddrV4::new(ip.dst, seg.dst_port);
+            let Some(RelayTicket::MsynAck(a)) = options.relay() else {
+                // §6.9 "The first splice": the window ACK after each
+                // MSYN-ACK, in the other end's name: SEQ = the MSYN-ACK's
+                // + 1, ACK = this end's MSYN.seq + 1, the window (shift 7,
+                // rounded up) reaching the other end's RCV.NXT (5000).
+                assert_eq!(seg.flags, TcpFlags::ACK);
+                assert_eq!((seg.seq, seg.ack), (SeqNumber(1000), SeqNumber(1000)));
+                assert_eq!(seg.window, 4000u16.div_ceil(128));
+                assert!(seg.payload.is_empty() && seg.timestamps.is_none());
+                window_acks.push(to);
+                continue;
+            };
+            // The MSYN-ACK's own window ends there too.
+            assert_eq!(seg.window, 4000);
             let leg = usize::from(to == legs[1]);
             let key = secret.ticket_key(port, tickets[leg]);
             let host = HostTicket {
@@ -1126,6 +1206,9 @@ mod tests {
             confirm.attach(&mut scratch, &mut seg).unwrap();
             confirms.push(packet(to, SocketAddrV4::new(PROXY, port), &seg));
         }
+        window_acks.sort();
+        assert_eq!(window_acks, legs, "one window ACK per leg");
+        assert_eq!(relay.stats().window_acks, 2);
         for c in confirms {
             relay.handle_packet(now, &c);
         }
@@ -1227,6 +1310,7 @@ mod tests {
         }
         assert_eq!(relay.relay_count(), 10_000);
         assert_eq!(relay.stats().msyn_acks_sent, 20_000);
+        assert_eq!(relay.stats().window_acks, 20_000);
         assert_eq!(
             relay.allocate(
                 now,
@@ -1240,7 +1324,7 @@ mod tests {
         while relay.poll_transmit(&mut buf).is_some() {
             n += 1;
         }
-        assert_eq!(n, 20_000);
+        assert_eq!(n, 40_000, "an MSYN-ACK and a window ACK per leg");
         // Table cost per relay, both legs inline (the BTreeMap node
         // overhead and a saved ACK, at most one small packet per leg, come
         // on top).
