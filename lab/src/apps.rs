@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use crate::ends::App;
+use crate::ends::{
+    hash_file, listening_events, EndpointKind, EndpointResult, EventWriter, Role, TransferSpec,
+};
 use crate::error::{IoContext, LabError, Result};
 use crate::process::ChildProcess;
 use crate::topology::Topology;
-use crate::transfer::{
-    hash_file, listening_events, EndpointKind, EndpointResult, EventWriter, Role, TransferSpec,
-};
 
 /// The application port on a serving node's loopback (behind its forward).
 const APP_PORT: u16 = 8080;
@@ -45,47 +46,7 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// Bytes of each interactive request's payload.
 const PAYLOAD: usize = 96;
 
-/// What the ends of a transfer run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum App {
-    /// The lab's own sender and receiver (sustain-host, or kernel TCP threads).
-    File,
-    /// python3's http.server serving the data, curl downloading it.
-    Http,
-    /// Debian's OpenSSH server, and an ssh client sending commands at intervals.
-    Ssh,
-    /// A telnet-like session: request lines at intervals, each answered.
-    Interactive,
-}
-
 impl App {
-    /// The `app` names of a scenario file.
-    pub fn from_name(name: &str) -> std::result::Result<App, String> {
-        match name {
-            "file" => Ok(App::File),
-            "http" => Ok(App::Http),
-            "ssh" => Ok(App::Ssh),
-            "interactive" => Ok(App::Interactive),
-            other => Err(format!(
-                "unknown app {other:?}; expected \"file\", \"http\", \"ssh\" or \"interactive\""
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            App::File => "file",
-            App::Http => "http",
-            App::Ssh => "ssh",
-            App::Interactive => "interactive",
-        }
-    }
-
-    /// An interactive session (requests at intervals) rather than a download.
-    pub fn is_session(self) -> bool {
-        matches!(self, App::Ssh | App::Interactive)
-    }
-
     /// Request `i` (from 1) of a session, as written to the connection.
     fn request(self, i: u32) -> String {
         match self {

@@ -35,6 +35,7 @@ pub mod captures;
 mod clean;
 pub mod conditions;
 pub mod delay;
+pub mod ends;
 mod error;
 pub mod ethtool;
 pub mod features;

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::ends::listening_events;
 use crate::error::{IoContext, LabError, Result};
 use crate::process::ChildProcess;
 use crate::topology::{NodeRole, Topology};
-use crate::transfer::listening_events;
 
 /// The port sustain-server listens on in its node.
 pub const SERVER_PORT: u16 = 7001;
