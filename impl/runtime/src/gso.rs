@@ -47,6 +47,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
+
 use crate::packet_ring::LinkSource;
 use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
 
@@ -219,25 +221,6 @@ pub fn run_len(pkts: &[&[u8]]) -> usize {
     n
 }
 
-/// One's-complement sum of `data` (not folded, not inverted).
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Completes the TCP checksum of an IPv4 packet whose checksum the sender
 /// left to the device (CHECKSUM_PARTIAL: a local sender over `lo`, or a veth
 /// with checksum offload on, hands the receiver only the pseudo-header
@@ -245,18 +228,16 @@ fn fold(mut acc: u32) -> u16 {
 /// Anything that is not a whole IPv4 TCP packet is left alone (the core
 /// drops it).
 pub fn complete_tcp_checksum(p: &mut [u8]) {
-    if p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6 {
+    let Ok(mut ip) = Ipv4Packet::new_checked(p) else {
+        return;
+    };
+    if ip.protocol() != PROTOCOL_TCP {
         return;
     }
-    let ihl = usize::from(p[0] & 0xf) * 4;
-    let tot = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if ihl < 20 || tot > p.len() || ihl + 20 > tot {
-        return;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) {
+        tcp.fill_checksum(src, dst);
     }
-    p[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
-    let acc = sum16(&p[12..20], 6 + (tot - ihl) as u32);
-    let sum = !fold(sum16(&p[ihl..tot], acc));
-    p[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// Rewrites `first` as the head of a super-segment carrying `payload`
@@ -268,13 +249,11 @@ fn patch_head(first: &mut [u8], thl: usize, payload: usize) -> [u8; 6] {
     let saved = [
         first[2], first[3], first[10], first[11], first[36], first[37],
     ];
-    let tot = (20 + thl + payload) as u16;
-    first[2..4].copy_from_slice(&tot.to_be_bytes());
-    first[10..12].copy_from_slice(&[0, 0]);
-    let ip = !fold(sum16(&first[..20], 0));
-    first[10..12].copy_from_slice(&ip.to_be_bytes());
-    let pseudo = sum16(&first[12..20], 6 + (thl + payload) as u32);
-    first[36..38].copy_from_slice(&fold(pseudo).to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut *first);
+    ip.set_total_len((20 + thl + payload) as u16);
+    ip.fill_checksum();
+    let partial = ip.tcp_partial_checksum();
+    TcpPacket::new_unchecked(&mut first[20..]).set_checksum(partial);
     saved
 }
 
@@ -610,7 +589,7 @@ mod tests {
         let good = buf[..n].to_vec();
         // What a CHECKSUM_PARTIAL sender leaves: the pseudo-header sum.
         let mut partial = good.clone();
-        let pseudo = fold(sum16(&good[12..20], 6 + (n - 20) as u32));
+        let pseudo = Ipv4Packet::new_unchecked(&good).tcp_partial_checksum();
         partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
         assert!(
             parse_ipv4_tcp(&partial).is_err(),
@@ -627,10 +606,13 @@ mod tests {
         let orig = p.clone();
         let saved = patch_head(&mut p, 32, 300);
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), 352);
-        assert_eq!(fold(sum16(&p[..20], 0)), 0xffff, "IP checksum valid");
-        // Pseudo header: addresses, protocol, TCP length (32 + 300).
-        let want = fold(sum16(&orig[12..20], 6 + 332));
-        assert_eq!(u16::from_be_bytes([p[36], p[37]]), want);
+        assert!(
+            Ipv4Packet::new_unchecked(&p).verify_checksum(),
+            "IP checksum valid"
+        );
+        // Pseudo header: 192.0.2.1, 198.51.100.1, protocol 6, TCP length
+        // 332 (32 + 300): c000+0201+c633+6401+0006+014c, folded.
+        assert_eq!(u16::from_be_bytes([p[36], p[37]]), 0xed88);
         restore_head(&mut p, saved);
         assert_eq!(p, orig);
     }
