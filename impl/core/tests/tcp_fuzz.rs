@@ -41,7 +41,7 @@ fn emit(src: SocketAddrV4, dst: SocketAddrV4, tcp: &TcpRepr) -> Vec<u8> {
 
 fn drain(ep: &mut Endpoint, now: Instant, buf: &mut [u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    while let Some(n) = ep.poll_transmit(now, buf) {
+    while let Some(n) = ep.poll_transmit(now, buf).map(|t| t.size) {
         out.push(buf[..n].to_vec());
     }
     while ep.poll_event().is_some() {}

@@ -48,6 +48,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
+use sustain_core::Transmit;
 
 use crate::packet_ring::LinkSource;
 use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
@@ -90,10 +91,10 @@ impl NextHops {
         {
             return;
         }
-        let remote = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-        let local = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        // At least the fixed header: the addresses are there.
+        let ip = Ipv4Packet::new_unchecked(pkt);
         self.map.insert(
-            (local, remote),
+            (ip.dst_addr(), ip.src_addr()),
             Hop {
                 ifindex: from.ifindex,
                 addr: from.addr,
@@ -143,24 +144,21 @@ struct Seg {
 /// Parses a segment we may coalesce: IPv4 without options, TCP, not a
 /// fragment, total length = packet length.
 fn seg(p: &[u8]) -> Option<Seg> {
-    if p.len() < 40 || p[0] != 0x45 || p[9] != 6 {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    if ip.header_len() != 20
+        || ip.protocol() != PROTOCOL_TCP
+        || ip.more_fragments()
+        || ip.frag_offset() != 0
+        || usize::from(ip.total_len()) != p.len()
+    {
         return None;
     }
-    if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
-        return None; // MF or a fragment offset
-    }
-    if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len() {
-        return None;
-    }
-    let thl = usize::from(p[32] >> 4) * 4;
-    if thl < 20 || 20 + thl > p.len() {
-        return None;
-    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
     Some(Seg {
-        thl,
-        payload: p.len() - 20 - thl,
-        seq: u32::from_be_bytes([p[24], p[25], p[26], p[27]]),
-        flags: p[33],
+        thl: tcp.header_len(),
+        payload: tcp.payload().len(),
+        seq: tcp.seq_number().0,
+        flags: tcp.flags().0,
     })
 }
 
@@ -425,7 +423,7 @@ pub fn send(
         while at < pending.end {
             let n = run_at(tx, at, pending.end);
             if n >= 2 {
-                if let Some(hop) = hop_for(tx.packet(at), hops, now) {
+                if let Some(hop) = hop_for(tx.transmit(at), hops, now) {
                     found = Some((n, hop));
                     break;
                 }
@@ -455,11 +453,8 @@ pub fn send(
                 if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) {
                     // The interface went (a move) or refuses: route again.
                     tracing::debug!("GSO send to ifindex {} failed: {e}", hop.ifindex);
-                    let p = tx.packet(at);
-                    hops.forget(
-                        Ipv4Addr::new(p[12], p[13], p[14], p[15]),
-                        Ipv4Addr::new(p[16], p[17], p[18], p[19]),
-                    );
+                    let sent = tx.transmit(at);
+                    hops.forget(*sent.src.ip(), *sent.dst.ip());
                 }
                 let m = socket.send_upto(tx, at + n)?;
                 sent += m;
@@ -482,14 +477,9 @@ fn run_at(tx: &SendBatch, at: usize, end: usize) -> usize {
     run_len(&pkts[..count]).max(1)
 }
 
-/// The fresh next hop for an IPv4 packet we send.
-fn hop_for(pkt: &[u8], hops: &NextHops, now: Instant) -> Option<Hop> {
-    if pkt.len() < 20 {
-        return None;
-    }
-    let local = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    let remote = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-    hops.get(local, remote, now)
+/// The fresh next hop for a packet we send.
+fn hop_for(sent: Transmit, hops: &NextHops, now: Instant) -> Option<Hop> {
+    hops.get(*sent.src.ip(), *sent.dst.ip(), now)
 }
 
 #[cfg(test)]
