@@ -3,6 +3,7 @@
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 
+use super::bytes::{read_u16, read_u32, write_u16};
 use super::tcp::TcpPacket;
 use super::{checksum, TcpRepr, WireError, MAX_OPTIONS_LEN, TCP_HEADER_LEN};
 
@@ -119,21 +120,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.buffer
     }
 
-    fn word(&self, at: core::ops::Range<usize>) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([data[at.start], data[at.start + 1]])
-    }
-
-    fn addr(&self, at: core::ops::Range<usize>) -> Ipv4Addr {
-        let data = self.buffer.as_ref();
-        Ipv4Addr::new(
-            data[at.start],
-            data[at.start + 1],
-            data[at.start + 2],
-            data[at.start + 3],
-        )
-    }
-
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
@@ -144,24 +130,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     pub fn total_len(&self) -> u16 {
-        self.word(field::LENGTH)
+        read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
     pub fn ident(&self) -> u16 {
-        self.word(field::IDENT)
+        read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     pub fn dont_fragment(&self) -> bool {
-        self.word(field::FLG_OFF) & FLAG_DF != 0
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & FLAG_DF != 0
     }
 
     pub fn more_fragments(&self) -> bool {
-        self.word(field::FLG_OFF) & FLAG_MF != 0
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes.
     pub fn frag_offset(&self) -> u16 {
-        (self.word(field::FLG_OFF) & OFFSET_MASK) << 3
+        (read_u16(self.buffer.as_ref(), field::FLG_OFF) & OFFSET_MASK) << 3
     }
 
     pub fn ttl(&self) -> u8 {
@@ -173,15 +159,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     pub fn checksum(&self) -> u16 {
-        self.word(field::CHECKSUM)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     pub fn src_addr(&self) -> Ipv4Addr {
-        self.addr(field::SRC_ADDR)
+        Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::SRC_ADDR))
     }
 
     pub fn dst_addr(&self) -> Ipv4Addr {
-        self.addr(field::DST_ADDR)
+        Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::DST_ADDR))
     }
 
     /// RFC 791 §3.1: the header checksum covers the header only, options
@@ -225,10 +211,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    fn set_word(&mut self, at: core::ops::Range<usize>, value: u16) {
-        self.buffer.as_mut()[at].copy_from_slice(&value.to_be_bytes());
-    }
-
     /// Sets version 4 and the header length in bytes (a multiple of 4,
     /// 20..=60).
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
@@ -236,16 +218,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     pub fn set_total_len(&mut self, value: u16) {
-        self.set_word(field::LENGTH, value);
+        write_u16(self.buffer.as_mut(), field::LENGTH, value);
     }
 
     pub fn set_ident(&mut self, value: u16) {
-        self.set_word(field::IDENT, value);
+        write_u16(self.buffer.as_mut(), field::IDENT, value);
     }
 
     /// Sets DF and clears MF and the fragment offset: an unfragmented packet.
     pub fn set_unfragmented(&mut self, dont_fragment: bool) {
-        self.set_word(field::FLG_OFF, if dont_fragment { FLAG_DF } else { 0 });
+        write_u16(
+            self.buffer.as_mut(),
+            field::FLG_OFF,
+            if dont_fragment { FLAG_DF } else { 0 },
+        );
     }
 
     pub fn set_ttl(&mut self, value: u8) {
@@ -257,7 +243,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     pub fn set_checksum(&mut self, value: u16) {
-        self.set_word(field::CHECKSUM, value);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
     }
 
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {

@@ -5,6 +5,7 @@
 //! Internet checksum (RFC 1071) serves everything: the views' and
 //! [`internet_checksum`] for other protocols.
 
+mod bytes;
 mod checksum;
 mod error;
 pub mod ip;

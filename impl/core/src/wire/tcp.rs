@@ -4,6 +4,7 @@
 use core::net::Ipv4Addr;
 use core::ops::Range;
 
+use super::bytes::{read_u16, read_u32, write_u16};
 use super::checksum;
 use super::options::{
     ExperimentalOption, SackBlock, TcpOption, TcpOptionIter, Timestamps, EXPERIMENTAL_HEADER_LEN,
@@ -97,31 +98,20 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         self.buffer
     }
 
-    fn word(&self, at: Range<usize>) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([data[at.start], data[at.start + 1]])
-    }
-
-    fn long(&self, at: Range<usize>) -> u32 {
-        let data = self.buffer.as_ref();
-        let at = at.start;
-        u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
-    }
-
     pub fn src_port(&self) -> u16 {
-        self.word(field::SRC_PORT)
+        read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     pub fn dst_port(&self) -> u16 {
-        self.word(field::DST_PORT)
+        read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     pub fn seq_number(&self) -> SeqNumber {
-        SeqNumber(self.long(field::SEQ_NUM))
+        SeqNumber(read_u32(self.buffer.as_ref(), field::SEQ_NUM))
     }
 
     pub fn ack_number(&self) -> SeqNumber {
-        SeqNumber(self.long(field::ACK_NUM))
+        SeqNumber(read_u32(self.buffer.as_ref(), field::ACK_NUM))
     }
 
     /// Header length in bytes (data offset * 4).
@@ -135,15 +125,15 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 
     /// The raw 16-bit window field, before window scaling.
     pub fn window_len(&self) -> u16 {
-        self.word(field::WIN_SIZE)
+        read_u16(self.buffer.as_ref(), field::WIN_SIZE)
     }
 
     pub fn checksum(&self) -> u16 {
-        self.word(field::CHECKSUM)
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     pub fn urgent_at(&self) -> u16 {
-        self.word(field::URGENT)
+        read_u16(self.buffer.as_ref(), field::URGENT)
     }
 
     /// RFC 9293 §3.1: the checksum covers the pseudo-header (`src`, `dst`,
@@ -182,16 +172,12 @@ impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
-    fn set_word(&mut self, at: Range<usize>, value: u16) {
-        self.buffer.as_mut()[at].copy_from_slice(&value.to_be_bytes());
-    }
-
     pub fn set_src_port(&mut self, value: u16) {
-        self.set_word(field::SRC_PORT, value);
+        write_u16(self.buffer.as_mut(), field::SRC_PORT, value);
     }
 
     pub fn set_dst_port(&mut self, value: u16) {
-        self.set_word(field::DST_PORT, value);
+        write_u16(self.buffer.as_mut(), field::DST_PORT, value);
     }
 
     pub fn set_seq_number(&mut self, value: SeqNumber) {
@@ -213,15 +199,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 
     pub fn set_window_len(&mut self, value: u16) {
-        self.set_word(field::WIN_SIZE, value);
+        write_u16(self.buffer.as_mut(), field::WIN_SIZE, value);
     }
 
     pub fn set_checksum(&mut self, value: u16) {
-        self.set_word(field::CHECKSUM, value);
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
     }
 
     pub fn set_urgent_at(&mut self, value: u16) {
-        self.set_word(field::URGENT, value);
+        write_u16(self.buffer.as_mut(), field::URGENT, value);
     }
 
     /// Computes and stores the checksum over the pseudo-header of `src` and
