@@ -28,6 +28,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 use pcap_file::DataLink;
+use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
 
 use crate::error::{io_error, ConformanceError, Result};
 
@@ -265,14 +266,14 @@ impl Capture {
 
 /// Link, IPv4 and TCP headers of a frame, if it is IPv4/TCP; other frames are kept whole.
 fn headers_len(link: LinkType, frame: &[u8]) -> Option<usize> {
-    let ip = link.ipv4_offset(frame)?;
-    let ihl = usize::from(frame.get(ip)? & 0x0f) * 4;
-    if *frame.get(ip + 9)? != 6 {
+    let ip_at = link.ipv4_offset(frame)?;
+    let ip = Ipv4Packet::new_captured(frame.get(ip_at..)?).ok()?;
+    if ip.protocol() != PROTOCOL_TCP {
         return None;
     }
-    let tcp = ip + ihl;
-    let data_offset = usize::from(frame.get(tcp + 12)? >> 4) * 4;
-    Some(tcp + data_offset)
+    let tcp_at = ip_at + ip.header_len();
+    let tcp = TcpPacket::new_captured(frame.get(tcp_at..)?).ok()?;
+    Some(tcp_at + tcp.header_len())
 }
 
 fn read_pcap(path: &Path, name: String, reader: impl Read) -> Result<Capture> {

@@ -2,7 +2,9 @@
 //! after its TCP header (a golden excerpt) decodes to the same segment, its payload
 //! length taken from the IP total length.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
+
+use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
 
 use crate::capture::LinkType;
 
@@ -42,46 +44,25 @@ impl Segment {
     /// Decodes the IPv4/TCP headers of a frame; `None` for anything else (ARP, ICMP,
     /// IP fragments after the first, frames too short for their headers).
     pub fn decode(link: LinkType, frame: &[u8]) -> Option<Segment> {
-        let ip_at = link.ipv4_offset(frame)?;
-        let ip = frame.get(ip_at..)?;
-        let version_ihl = *ip.first()?;
-        if version_ihl >> 4 != 4 {
+        let ip = Ipv4Packet::new_captured(frame.get(link.ipv4_offset(frame)?..)?).ok()?;
+        if ip.protocol() != PROTOCOL_TCP || ip.frag_offset() != 0 {
             return None;
         }
-        let ihl = usize::from(version_ihl & 0x0f) * 4;
-        if ihl < 20 || *ip.get(9)? != 6 {
-            return None;
-        }
-        let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
-        if fragment & 0x1fff != 0 {
-            return None;
-        }
-        let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-        let src = Ipv4Addr::new(*ip.get(12)?, *ip.get(13)?, *ip.get(14)?, *ip.get(15)?);
-        let dst = Ipv4Addr::new(*ip.get(16)?, *ip.get(17)?, *ip.get(18)?, *ip.get(19)?);
-        let tcp = ip.get(ihl..)?;
-        let header = tcp.get(..20)?;
-        let word = |at: usize| {
-            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-        };
-        let data_offset = usize::from(header[12] >> 4) * 4;
-        if data_offset < 20 {
-            return None;
-        }
-        // Options as far as captured; a header cut short shows as truncated options.
-        let options = tcp
-            .get(20..data_offset.min(tcp.len()))
-            .unwrap_or_default()
-            .to_vec();
-        let payload_len = total_len.saturating_sub(ihl + data_offset);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let (ip_header_len, total_len) = (ip.header_len(), usize::from(ip.total_len()));
+        // The TCP header as captured, whatever the total length says (the
+        // payload length is all that is taken from it).
+        let tcp = TcpPacket::new_captured(ip.into_inner().get(ip_header_len..)?).ok()?;
+        let payload_len = total_len.saturating_sub(ip_header_len + tcp.header_len());
         Some(Segment {
-            src: SocketAddrV4::new(src, u16::from_be_bytes([header[0], header[1]])),
-            dst: SocketAddrV4::new(dst, u16::from_be_bytes([header[2], header[3]])),
-            seq: word(4),
-            ack: word(8),
-            flags: header[13],
-            window: u16::from_be_bytes([header[14], header[15]]),
-            options,
+            src: SocketAddrV4::new(src, tcp.src_port()),
+            dst: SocketAddrV4::new(dst, tcp.dst_port()),
+            seq: tcp.seq_number().0,
+            ack: tcp.ack_number().0,
+            flags: tcp.flags().0,
+            window: tcp.window_len(),
+            // As far as captured; a header cut short shows as truncated options.
+            options: tcp.options().to_vec(),
             payload_len: u32::try_from(payload_len).unwrap_or(u32::MAX),
         })
     }

@@ -28,6 +28,7 @@ use sustain_core::auth::{ConnectionKeys, Key};
 use sustain_core::control::{Body, ControlRepr, ErrorReply, Message, MessageType};
 use sustain_core::verifier::Credentials;
 use sustain_core::wire::migrate::{MigrateOption, RelayTicket};
+use sustain_core::wire::Ipv4Packet;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -719,13 +720,7 @@ fn tcp_frame(
     ip.extend([0, 0, 0x40, 0, 64, 6, 0, 0]);
     ip.extend(src.ip().octets());
     ip.extend(dst.ip().octets());
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
-    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
     frame.extend(ip);
     frame.extend(src.port().to_be_bytes());
     frame.extend(dst.port().to_be_bytes());

@@ -99,11 +99,11 @@ impl World {
         let mut buf = vec![0u8; 65536];
         for _ in 0..64 {
             let mut moved = false;
-            while let Some(n) = self.a.poll_transmit(self.now, &mut buf) {
+            while let Some(n) = self.a.poll_transmit(self.now, &mut buf).map(|t| t.size) {
                 self.b.handle_packet(self.now, &buf[..n]);
                 moved = true;
             }
-            while let Some(n) = self.b.poll_transmit(self.now, &mut buf) {
+            while let Some(n) = self.b.poll_transmit(self.now, &mut buf).map(|t| t.size) {
                 self.a.handle_packet(self.now, &buf[..n]);
                 moved = true;
             }

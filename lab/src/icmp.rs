@@ -18,6 +18,8 @@ use nix::sys::socket::{
     recvmsg, sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 
+use sustain_core::wire::{internet_checksum, Ipv4Packet};
+
 use crate::error::{IoContext, Result};
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -192,35 +194,16 @@ fn echo_request(identifier: u16, sequence: u16) -> Vec<u8> {
 
 /// True if `datagram` (IPv4 header + ICMP) is the echo reply to (identifier, sequence).
 fn is_reply_to(datagram: &[u8], identifier: u16, sequence: u16) -> bool {
-    let Some(&version_ihl) = datagram.first() else {
+    let Ok(ip) = Ipv4Packet::new_checked(datagram) else {
         return false;
     };
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let Some(icmp) = datagram.get(header_len..) else {
-        return false;
-    };
+    let icmp = ip.payload();
     if icmp.len() < 8 || icmp[0] != ICMP_ECHO_REPLY || icmp[1] != 0 {
         return false;
     }
     u16::from_be_bytes([icmp[4], icmp[5]]) == identifier
         && u16::from_be_bytes([icmp[6], icmp[7]]) == sequence
         && internet_checksum(icmp) == 0
-}
-
-/// RFC 1071 one's-complement sum.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
@@ -237,8 +220,9 @@ mod tests {
         reply[3] = 0;
         let checksum = internet_checksum(&reply);
         reply[2..4].copy_from_slice(&checksum.to_be_bytes());
-        let mut datagram = vec![0x45u8];
-        datagram.extend_from_slice(&[0u8; 19]);
+        let mut datagram = vec![0x45u8, 0];
+        datagram.extend_from_slice(&(20 + reply.len() as u16).to_be_bytes());
+        datagram.extend_from_slice(&[0u8; 16]);
         datagram.extend_from_slice(&reply);
         assert!(is_reply_to(&datagram, 0x1234, 7));
         assert!(!is_reply_to(&datagram, 0x1234, 8));

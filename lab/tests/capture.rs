@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{sha256_hex, test_data, transfer_a_to_b};
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
 use pcap_file::{DataLink, TsResolution};
+use sustain_conformance::capture::LinkType;
+use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
 use sustain_lab::{root_or_skip, Capture, CaptureReport, PathLab};
 
 /// A scratch directory for one test's pcaps, removed on drop.
@@ -63,34 +64,26 @@ fn read_tcp_frames(path: &Path) -> (usize, Vec<TcpFrame>) {
             packet.orig_len as usize,
             "frames are kept whole"
         );
-        let sliced = SlicedPacket::from_ethernet(&packet.data).expect("ethernet frame");
-        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) =
-            (&sliced.net, &sliced.transport)
-        else {
+        let Some(ip_at) = LinkType::Ethernet.ipv4_offset(&packet.data) else {
             continue;
         };
-        let ip_header = ip.header();
-        assert_eq!(
-            ip_header.to_header().calc_header_checksum(),
-            ip_header.header_checksum(),
-            "IPv4 header checksum"
-        );
-        let expected = tcp
-            .calc_checksum_ipv4(ip_header.source(), ip_header.destination())
-            .expect("TCP length");
-        assert_eq!(
-            expected,
-            tcp.checksum(),
-            "TCP checksum of {:?}",
-            tcp.to_header()
+        let ip = Ipv4Packet::new_checked(&packet.data[ip_at..]).expect("IPv4 packet");
+        if ip.protocol() != PROTOCOL_TCP {
+            continue;
+        }
+        assert!(ip.verify_checksum(), "IPv4 header checksum");
+        let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP segment");
+        assert!(
+            tcp.verify_checksum(ip.src_addr(), ip.dst_addr()),
+            "TCP checksum of {tcp:?}"
         );
         frames.push(TcpFrame {
             timestamp: packet.timestamp,
             frame: packet.data.to_vec(),
-            src: ip_header.source_addr(),
-            syn: tcp.syn(),
-            ack: tcp.ack(),
-            fin: tcp.fin(),
+            src: ip.src_addr(),
+            syn: tcp.flags().syn(),
+            ack: tcp.flags().ack(),
+            fin: tcp.flags().fin(),
             payload_len: tcp.payload().len(),
         });
     }

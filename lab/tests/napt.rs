@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use sustain_core::wire::TcpPacket;
 use sustain_lab::napt::{self, NaptCounters, NaptProfile};
 use sustain_lab::root_or_skip;
 use sustain_lab::topology::{Topology, TopologySpec};
@@ -25,17 +26,6 @@ fn spec(profile: NaptProfile) -> TopologySpec {
         .host("a", "home1")
 }
 
-fn rfc1071(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Sends one bare TCP ACK (no connection behind it) from the calling thread's
 /// namespace, through a raw socket (the kernel adds the IP header).
 fn send_bare_ack(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16) {
@@ -47,13 +37,7 @@ fn send_bare_ack(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16) {
     tcp[12] = 5 << 4; // data offset
     tcp[13] = 0x10; // ACK
     tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    pseudo.extend_from_slice(&tcp);
-    let checksum = rfc1071(&pseudo);
-    tcp[16..18].copy_from_slice(&checksum.to_be_bytes());
+    TcpPacket::new_unchecked(&mut tcp[..]).fill_checksum(src, dst);
     // SAFETY: plain syscalls with checked results; buffers valid for their lengths.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{
     ip_netns_list, netns_identity, process_alive, sha256_hex, test_data, transfer_a_to_b,
 };
+use sustain_core::wire::{Ipv4Packet, TcpPacket};
 use sustain_lab::{netns, root_or_skip, PathLab, PathLabConfig, PathNode, RUN_ENV};
 
 const EIGHT_MIB: usize = 8 << 20;
@@ -351,32 +352,12 @@ fn a_process_exits_by_itself_and_its_output_is_kept() {
     assert!(child.stdout_path().starts_with(lab.lab().run_dir()));
 }
 
-/// Ones-complement sum of 16-bit words, for TCP checksum verification.
-fn ones_complement_sum(mut sum: u32, bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    for word in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
 /// True if the TCP checksum of an IPv4 packet (as a raw socket returns it) verifies.
 fn tcp_checksum_ok(packet: &[u8]) -> bool {
-    let header_len = usize::from(packet[0] & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([packet[2], packet[3]])).min(packet.len());
-    let segment = &packet[header_len..total_len];
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&packet[12..20]);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
-    let mut sum = ones_complement_sum(ones_complement_sum(0, &pseudo), segment);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum == 0xffff
+    Ipv4Packet::new_checked(packet).is_ok_and(|ip| {
+        TcpPacket::new_checked(ip.payload())
+            .is_ok_and(|tcp| tcp.verify_checksum(ip.src_addr(), ip.dst_addr()))
+    })
 }
 
 #[test]

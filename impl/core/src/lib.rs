@@ -6,6 +6,7 @@
 //! ([`sim`]) drives it with a seeded in-process network.
 //!
 //! - [`wire`]: IPv4 + TCP parse/emit, the TCP option walker, sequence numbers.
+//! - [`Transmit`]: where a packet `poll_transmit` wrote goes.
 //! - [`tcp`]: the TCP state machine (RFC 9293 and friends) and the endpoint
 //!   that demultiplexes segments to connections and listeners.
 //! - [`verifier`], [`control`], [`rendezvous`]: the mobility server's
@@ -24,5 +25,8 @@ pub mod rendezvous;
 pub mod sim;
 pub mod tcp;
 pub mod time;
+mod transmit;
 pub mod verifier;
 pub mod wire;
+
+pub use transmit::Transmit;

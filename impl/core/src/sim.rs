@@ -52,7 +52,10 @@ pub trait SimNode {
     fn handle_timeout(&mut self, now: Instant);
     /// Earliest instant `handle_timeout` must be called, if any.
     fn poll_timeout(&self) -> Option<Instant>;
-    /// Writes one IPv4 packet into `buf` and returns its length.
+    /// Writes one IPv4 packet into `buf` and returns its length. The
+    /// network routes it by its header, as a router does (a node may send
+    /// anything, garbage included); the nodes' own `poll_transmit`s say
+    /// where their packets go ([`crate::Transmit`]) for a host's driver.
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize>;
     /// The host refused to send `packet`, which this node wrote (see
     /// [`Network::set_refusing`]). Ignored by default.
@@ -73,7 +76,7 @@ impl SimNode for crate::tcp::Endpoint {
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        crate::tcp::Endpoint::poll_transmit(self, now, buf)
+        crate::tcp::Endpoint::poll_transmit(self, now, buf).map(|t| t.size)
     }
 
     fn handle_refused(&mut self, now: Instant, packet: &[u8]) {
@@ -96,7 +99,7 @@ impl SimNode for crate::relay::Relay {
     }
 
     fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<usize> {
-        crate::relay::Relay::poll_transmit(self, buf)
+        crate::relay::Relay::poll_transmit(self, buf).map(|t| t.size)
     }
 }
 

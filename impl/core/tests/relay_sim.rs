@@ -100,8 +100,8 @@ impl SimNode for Node {
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         match self {
-            Node::Host(e) => e.poll_transmit(now, buf),
-            Node::Proxy(r) => r.poll_transmit(buf),
+            Node::Host(e) => e.poll_transmit(now, buf).map(|t| t.size),
+            Node::Proxy(r) => r.poll_transmit(buf).map(|t| t.size),
         }
     }
 }

@@ -55,7 +55,10 @@ impl Pair {
 
     fn flush(&mut self) {
         for i in 0..2 {
-            while let Some(n) = self.eps[i].poll_transmit(self.now, &mut self.buf) {
+            while let Some(n) = self.eps[i]
+                .poll_transmit(self.now, &mut self.buf)
+                .map(|t| t.size)
+            {
                 if std::env::var_os("PAIR_TRACE").is_some() {
                     let (_, seg) = sustain_core::wire::parse_ipv4_tcp(&self.buf[..n]).unwrap();
                     eprintln!(

@@ -136,8 +136,11 @@ impl Harness {
 
     fn out(&mut self) -> Vec<Seg> {
         let mut v = Vec::new();
-        while let Some(n) = self.ep.poll_transmit(self.now, &mut self.buf) {
-            v.push(Seg::parse(&self.buf[..n]));
+        while let Some(sent) = self.ep.poll_transmit(self.now, &mut self.buf) {
+            let seg = Seg::parse(&self.buf[..sent.size]);
+            // The driver sends where the Transmit says: the packet's own ends.
+            assert_eq!((sent.src, sent.dst), (seg.src, seg.dst));
+            v.push(seg);
         }
         v
     }

@@ -5,8 +5,8 @@ mod wire_packets {
     use std::net::Ipv4Addr;
 
     use sustain_core::wire::{
-        emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Repr, SeqNumber, TcpFlags, TcpRepr,
-        Timestamps, WireError,
+        emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, Ipv4Packet, Ipv4Repr, SeqNumber, TcpFlags,
+        TcpPacket, TcpRepr, Timestamps, WireError,
     };
 
     /// Hand-built Linux-style SYN, 192.0.2.10:51234 -> 198.51.100.20:80, options
@@ -38,36 +38,19 @@ mod wire_packets {
         hex::decode(hex_str.replace(' ', "")).expect("test vector is hex")
     }
 
-    /// Independent RFC 1071 sum, for building corrupted-but-consistent packets.
-    fn rfc1071(data: &[u8]) -> u16 {
-        let mut sum: u64 = 0;
-        for pair in data.chunks(2) {
-            sum += (u64::from(pair[0]) << 8) | pair.get(1).copied().map_or(0, u64::from);
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
+    /// Makes the IP header checksum right again after a change.
     fn fix_ip_checksum(packet: &mut [u8]) {
-        let ihl = usize::from(packet[0] & 0xf) * 4;
-        packet[10..12].fill(0);
-        let sum = rfc1071(&packet[..ihl]);
-        packet[10..12].copy_from_slice(&sum.to_be_bytes());
+        Ipv4Packet::new_unchecked(packet).fill_checksum();
     }
 
     fn fix_tcp_checksum(packet: &mut [u8]) {
-        let ihl = usize::from(packet[0] & 0xf) * 4;
-        let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-        let mut pseudo = Vec::new();
-        pseudo.extend(&packet[12..20]);
-        pseudo.extend([0, 6]);
-        pseudo.extend(((total - ihl) as u16).to_be_bytes());
-        packet[ihl + 16..ihl + 18].fill(0);
-        pseudo.extend(&packet[ihl..total]);
-        let sum = rfc1071(&pseudo);
-        packet[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
+        let mut ip = Ipv4Packet::new_unchecked(packet);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        TcpPacket::new_unchecked(ip.payload_mut()).fill_checksum(src, dst);
+    }
+
+    fn ip_checksum_verifies(header: &[u8]) -> bool {
+        Ipv4Packet::new_unchecked(header).verify_checksum()
     }
 
     fn hand_syn_reprs() -> (Ipv4Repr, TcpRepr<'static>) {
@@ -99,7 +82,7 @@ mod wire_packets {
     #[test]
     fn hand_built_syn_parses_and_reemits_identically() {
         let packet = bytes(HAND_SYN);
-        assert_eq!(rfc1071(&packet[..20]), 0, "vector's IP checksum");
+        assert!(ip_checksum_verifies(&packet), "vector's IP checksum");
         let (ip, tcp) = parse_ipv4_tcp(&packet).unwrap();
         assert_eq!((ip, tcp.clone()), hand_syn_reprs());
 
@@ -318,7 +301,7 @@ mod wire_packets {
         // The IPv4 header example from Wikipedia ("IPv4 header checksum"):
         // UDP, checksum b861, total length 0x73.
         let mut packet = bytes("45000073000040004011b861c0a80001c0a800c7");
-        assert_eq!(rfc1071(&packet), 0);
+        assert!(ip_checksum_verifies(&packet));
         packet.resize(0x73, 0);
         assert_eq!(parse_ipv4_tcp(&packet), Err(WireError::NotTcp(17)));
     }
@@ -394,7 +377,7 @@ mod wire_packets {
         assert_eq!(emit_ipv4_tcp(&ip, &tcp, &mut out), Ok(40));
         // Version/IHL, TOS, total length, ident, no flags, TTL, protocol.
         assert_eq!(&out[..10], &bytes("45000028beef00000706")[..]);
-        assert_eq!(rfc1071(&out[..20]), 0, "IP checksum verifies independently");
+        assert!(ip_checksum_verifies(&out), "IP checksum verifies");
         assert_eq!(&out[12..20], &bytes("cb007101cb007102")[..]);
         let mut fixed = out;
         fix_tcp_checksum(&mut fixed);

@@ -3,10 +3,13 @@
 //! TCP header and option walker) never panic, and whatever parses re-emits
 //! to something that parses back identically. Seeded, so failures replay.
 
+mod common;
+
 mod wire_robustness {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
+    use crate::common::repair_checksums;
     use sustain_core::rand::{Random, SplitMix64};
     use sustain_core::wire::{
         emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, ExperimentalOption, Ipv4Repr, SackBlock,
@@ -22,44 +25,6 @@ mod wire_robustness {
 
     fn chance(rng: &mut SplitMix64, percent: u64) -> bool {
         rng.next_u64() % 100 < percent
-    }
-
-    fn rfc1071(data: &[u8]) -> u16 {
-        let mut sum: u64 = 0;
-        for pair in data.chunks(2) {
-            sum += (u64::from(pair[0]) << 8) | pair.get(1).copied().map_or(0, u64::from);
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
-    /// Makes the IP and TCP checksums right again (as far as the header
-    /// fields allow locating them) so a mutation gets past both.
-    fn repair_checksums(packet: &mut [u8]) {
-        if packet.len() < 20 {
-            return;
-        }
-        let ihl = usize::from(packet[0] & 0xf) * 4;
-        if ihl < 20 || ihl > packet.len() {
-            return;
-        }
-        packet[10..12].fill(0);
-        let sum = rfc1071(&packet[..ihl]);
-        packet[10..12].copy_from_slice(&sum.to_be_bytes());
-        let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-        if total < ihl + 18 || total > packet.len() {
-            return;
-        }
-        let mut pseudo = Vec::with_capacity(12 + total - ihl);
-        pseudo.extend_from_slice(&packet[12..20]);
-        pseudo.extend([0, 6]);
-        pseudo.extend(((total - ihl) as u16).to_be_bytes());
-        packet[ihl + 16..ihl + 18].fill(0);
-        pseudo.extend_from_slice(&packet[ihl..total]);
-        let sum = rfc1071(&pseudo);
-        packet[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
     }
 
     /// Walks `bytes` and checks the walker's contract: at most one item per

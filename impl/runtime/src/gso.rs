@@ -47,6 +47,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
+use sustain_core::Transmit;
+
 use crate::packet_ring::LinkSource;
 use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
 
@@ -88,10 +91,10 @@ impl NextHops {
         {
             return;
         }
-        let remote = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-        let local = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        // At least the fixed header: the addresses are there.
+        let ip = Ipv4Packet::new_unchecked(pkt);
         self.map.insert(
-            (local, remote),
+            (ip.dst_addr(), ip.src_addr()),
             Hop {
                 ifindex: from.ifindex,
                 addr: from.addr,
@@ -141,24 +144,21 @@ struct Seg {
 /// Parses a segment we may coalesce: IPv4 without options, TCP, not a
 /// fragment, total length = packet length.
 fn seg(p: &[u8]) -> Option<Seg> {
-    if p.len() < 40 || p[0] != 0x45 || p[9] != 6 {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    if ip.header_len() != 20
+        || ip.protocol() != PROTOCOL_TCP
+        || ip.more_fragments()
+        || ip.frag_offset() != 0
+        || usize::from(ip.total_len()) != p.len()
+    {
         return None;
     }
-    if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
-        return None; // MF or a fragment offset
-    }
-    if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len() {
-        return None;
-    }
-    let thl = usize::from(p[32] >> 4) * 4;
-    if thl < 20 || 20 + thl > p.len() {
-        return None;
-    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
     Some(Seg {
-        thl,
-        payload: p.len() - 20 - thl,
-        seq: u32::from_be_bytes([p[24], p[25], p[26], p[27]]),
-        flags: p[33],
+        thl: tcp.header_len(),
+        payload: tcp.payload().len(),
+        seq: tcp.seq_number().0,
+        flags: tcp.flags().0,
     })
 }
 
@@ -219,25 +219,6 @@ pub fn run_len(pkts: &[&[u8]]) -> usize {
     n
 }
 
-/// One's-complement sum of `data` (not folded, not inverted).
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Completes the TCP checksum of an IPv4 packet whose checksum the sender
 /// left to the device (CHECKSUM_PARTIAL: a local sender over `lo`, or a veth
 /// with checksum offload on, hands the receiver only the pseudo-header
@@ -245,18 +226,16 @@ fn fold(mut acc: u32) -> u16 {
 /// Anything that is not a whole IPv4 TCP packet is left alone (the core
 /// drops it).
 pub fn complete_tcp_checksum(p: &mut [u8]) {
-    if p.len() < 20 || p[0] >> 4 != 4 || p[9] != 6 {
+    let Ok(mut ip) = Ipv4Packet::new_checked(p) else {
+        return;
+    };
+    if ip.protocol() != PROTOCOL_TCP {
         return;
     }
-    let ihl = usize::from(p[0] & 0xf) * 4;
-    let tot = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if ihl < 20 || tot > p.len() || ihl + 20 > tot {
-        return;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) {
+        tcp.fill_checksum(src, dst);
     }
-    p[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
-    let acc = sum16(&p[12..20], 6 + (tot - ihl) as u32);
-    let sum = !fold(sum16(&p[ihl..tot], acc));
-    p[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// Rewrites `first` as the head of a super-segment carrying `payload`
@@ -268,13 +247,11 @@ fn patch_head(first: &mut [u8], thl: usize, payload: usize) -> [u8; 6] {
     let saved = [
         first[2], first[3], first[10], first[11], first[36], first[37],
     ];
-    let tot = (20 + thl + payload) as u16;
-    first[2..4].copy_from_slice(&tot.to_be_bytes());
-    first[10..12].copy_from_slice(&[0, 0]);
-    let ip = !fold(sum16(&first[..20], 0));
-    first[10..12].copy_from_slice(&ip.to_be_bytes());
-    let pseudo = sum16(&first[12..20], 6 + (thl + payload) as u32);
-    first[36..38].copy_from_slice(&fold(pseudo).to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut *first);
+    ip.set_total_len((20 + thl + payload) as u16);
+    ip.fill_checksum();
+    let partial = ip.tcp_partial_checksum();
+    TcpPacket::new_unchecked(&mut first[20..]).set_checksum(partial);
     saved
 }
 
@@ -446,7 +423,7 @@ pub fn send(
         while at < pending.end {
             let n = run_at(tx, at, pending.end);
             if n >= 2 {
-                if let Some(hop) = hop_for(tx.packet(at), hops, now) {
+                if let Some(hop) = hop_for(tx.transmit(at), hops, now) {
                     found = Some((n, hop));
                     break;
                 }
@@ -476,11 +453,8 @@ pub fn send(
                 if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) {
                     // The interface went (a move) or refuses: route again.
                     tracing::debug!("GSO send to ifindex {} failed: {e}", hop.ifindex);
-                    let p = tx.packet(at);
-                    hops.forget(
-                        Ipv4Addr::new(p[12], p[13], p[14], p[15]),
-                        Ipv4Addr::new(p[16], p[17], p[18], p[19]),
-                    );
+                    let sent = tx.transmit(at);
+                    hops.forget(*sent.src.ip(), *sent.dst.ip());
                 }
                 let m = socket.send_upto(tx, at + n)?;
                 sent += m;
@@ -503,14 +477,9 @@ fn run_at(tx: &SendBatch, at: usize, end: usize) -> usize {
     run_len(&pkts[..count]).max(1)
 }
 
-/// The fresh next hop for an IPv4 packet we send.
-fn hop_for(pkt: &[u8], hops: &NextHops, now: Instant) -> Option<Hop> {
-    if pkt.len() < 20 {
-        return None;
-    }
-    let local = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    let remote = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-    hops.get(local, remote, now)
+/// The fresh next hop for a packet we send.
+fn hop_for(sent: Transmit, hops: &NextHops, now: Instant) -> Option<Hop> {
+    hops.get(*sent.src.ip(), *sent.dst.ip(), now)
 }
 
 #[cfg(test)]
@@ -610,7 +579,7 @@ mod tests {
         let good = buf[..n].to_vec();
         // What a CHECKSUM_PARTIAL sender leaves: the pseudo-header sum.
         let mut partial = good.clone();
-        let pseudo = fold(sum16(&good[12..20], 6 + (n - 20) as u32));
+        let pseudo = Ipv4Packet::new_unchecked(&good).tcp_partial_checksum();
         partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
         assert!(
             parse_ipv4_tcp(&partial).is_err(),
@@ -627,10 +596,13 @@ mod tests {
         let orig = p.clone();
         let saved = patch_head(&mut p, 32, 300);
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), 352);
-        assert_eq!(fold(sum16(&p[..20], 0)), 0xffff, "IP checksum valid");
-        // Pseudo header: addresses, protocol, TCP length (32 + 300).
-        let want = fold(sum16(&orig[12..20], 6 + 332));
-        assert_eq!(u16::from_be_bytes([p[36], p[37]]), want);
+        assert!(
+            Ipv4Packet::new_unchecked(&p).verify_checksum(),
+            "IP checksum valid"
+        );
+        // Pseudo header: 192.0.2.1, 198.51.100.1, protocol 6, TCP length
+        // 332 (32 + 300): c000+0201+c633+6401+0006+014c, folded.
+        assert_eq!(u16::from_be_bytes([p[36], p[37]]), 0xed88);
         restore_head(&mut p, saved);
         assert_eq!(p, orig);
     }

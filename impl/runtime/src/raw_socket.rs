@@ -7,9 +7,10 @@
 
 use std::io;
 use std::mem;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use sustain_core::Transmit;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -217,9 +218,9 @@ impl RawSocket {
             let i = batch.sent + k;
             iov[k] = libc::iovec {
                 iov_base: batch.buf[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: batch.lens[i],
+                iov_len: batch.sends[i].size,
             };
-            addrs[k] = sockaddr(batch.dst[i]);
+            addrs[k] = sockaddr(*batch.sends[i].dst.ip());
             hdr[k].msg_hdr.msg_iov = &mut iov[k];
             hdr[k].msg_hdr.msg_iovlen = 1;
             hdr[k].msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
@@ -397,8 +398,8 @@ pub enum Refusal {
 /// Packets waiting to be sent, with their destinations.
 pub struct SendBatch {
     buf: Vec<u8>,
-    lens: [usize; BATCH],
-    dst: [Ipv4Addr; BATCH],
+    /// Where each queued packet goes and its length, as the core said.
+    sends: [Transmit; BATCH],
     len: usize,
     sent: usize,
     /// Packets the kernel refused and the sender gave up on
@@ -412,8 +413,7 @@ impl SendBatch {
     pub fn new() -> SendBatch {
         SendBatch {
             buf: vec![0; BATCH * SLOT],
-            lens: [0; BATCH],
-            dst: [Ipv4Addr::UNSPECIFIED; BATCH],
+            sends: [NOTHING; BATCH],
             len: 0,
             sent: 0,
             dropped: 0,
@@ -436,12 +436,12 @@ impl SendBatch {
 
     /// The packet in slot `i`.
     pub fn packet(&self, i: usize) -> &[u8] {
-        &self.buf[i * SLOT..i * SLOT + self.lens[i]]
+        &self.buf[i * SLOT..i * SLOT + self.sends[i].size]
     }
 
     /// The packet in slot `i`, writable (headers patched in place).
     pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
-        &mut self.buf[i * SLOT..i * SLOT + self.lens[i]]
+        &mut self.buf[i * SLOT..i * SLOT + self.sends[i].size]
     }
 
     /// The next `n` pending packets left (or were counted as lost).
@@ -478,18 +478,22 @@ impl SendBatch {
         self.len = 0;
     }
 
-    /// Lets `fill` write one packet into the next free slot; it returns the
-    /// packet length, or `None` if it had nothing to send. The destination
-    /// is read from the packet's IPv4 header.
-    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
+    /// Where the packet in slot `i` goes and where it leaves from.
+    pub fn transmit(&self, i: usize) -> Transmit {
+        self.sends[i]
+    }
+
+    /// Lets `fill` write one packet into the next free slot; it says where
+    /// the packet goes and how long it is ([`Transmit`], from the core), or
+    /// `None` if it had nothing to send.
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<Transmit>) -> bool {
         if self.is_full() {
             return false;
         }
         let slot = &mut self.buf[self.len * SLOT..(self.len + 1) * SLOT];
         match fill(slot) {
-            Some(n) if (20..=SLOT).contains(&n) => {
-                self.dst[self.len] = Ipv4Addr::new(slot[16], slot[17], slot[18], slot[19]);
-                self.lens[self.len] = n;
+            Some(transmit) if (20..=SLOT).contains(&transmit.size) => {
+                self.sends[self.len] = transmit;
                 self.len += 1;
                 true
             }
@@ -497,6 +501,13 @@ impl SendBatch {
         }
     }
 }
+
+/// An empty slot's entry.
+const NOTHING: Transmit = Transmit {
+    dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+    src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+    size: 0,
+};
 
 impl Default for SendBatch {
     fn default() -> Self {
@@ -547,6 +558,32 @@ mod tests {
         p[6..8].copy_from_slice(&frag.to_be_bytes());
         p[22..24].copy_from_slice(&dst_port.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn a_queued_packet_goes_where_its_transmit_says() {
+        let mut batch = SendBatch::new();
+        let to = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 443);
+        let from = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 40000);
+        // The bytes name no address at all: the batch never reads them.
+        assert!(batch.push_with(|slot| {
+            slot[..40].fill(0);
+            Some(Transmit {
+                dst: to,
+                src: from,
+                size: 40,
+            })
+        }));
+        assert_eq!(batch.transmit(0).dst, to);
+        assert_eq!(batch.transmit(0).src, from);
+        assert_eq!(batch.packet(0).len(), 40);
+        // Nothing to send, or a length no IPv4 packet has: nothing queued.
+        assert!(!batch.push_with(|_| None));
+        assert!(!batch.push_with(|_| Some(Transmit {
+            size: 19,
+            ..NOTHING
+        })));
+        assert_eq!(batch.pending(), 0..1);
     }
 
     #[test]

@@ -246,62 +246,17 @@ pub(crate) fn emit_packet(
     Ok(packet)
 }
 
-/// The internet checksum's one's-complement sum of `bytes` (RFC 1071), added to
-/// `sum`; odd lengths are padded with a zero byte.
-pub(crate) fn sum_words(mut sum: u32, bytes: &[u8]) -> u32 {
-    for pair in bytes.chunks(2) {
-        let high = pair.first().copied().unwrap_or(0);
-        let low = pair.get(1).copied().unwrap_or(0);
-        sum += u32::from(u16::from_be_bytes([high, low]));
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
-}
-
-pub(crate) fn fold(sum: u32) -> u16 {
-    let mut sum = sum;
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Recomputes the IPv4 header checksum and the TCP checksum (RFC 9293 §3.1
-/// pseudo-header) of a packet whose bytes were changed.
+/// pseudo-header) of a packet whose bytes were changed; nothing changes if it
+/// is not a whole IPv4/TCP packet.
 pub(crate) fn refresh_checksums(packet: &mut [u8]) -> std::result::Result<(), String> {
-    let short = || "packet too short to re-sum".to_string();
-    let header_len = usize::from(packet.first().ok_or_else(short)? & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([
-        *packet.get(2).ok_or_else(short)?,
-        *packet.get(3).ok_or_else(short)?,
-    ]));
-    if header_len < IPV4_HEADER_LEN || total < header_len + TCP_HEADER_LEN || total > packet.len() {
-        return Err(short());
-    }
-    packet.get_mut(10..12).ok_or_else(short)?.fill(0);
-    let ip_sum = fold(sum_words(0, packet.get(..header_len).ok_or_else(short)?));
-    packet
-        .get_mut(10..12)
-        .ok_or_else(short)?
-        .copy_from_slice(&ip_sum.to_be_bytes());
-
-    let tcp_len = total - header_len;
-    packet
-        .get_mut(header_len + 16..header_len + 18)
-        .ok_or_else(short)?
-        .fill(0);
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(packet.get(12..20).ok_or_else(short)?);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&u16::try_from(tcp_len).map_err(|_| short())?.to_be_bytes());
-    let sum = sum_words(
-        sum_words(0, &pseudo),
-        packet.get(header_len..total).ok_or_else(short)?,
-    );
-    packet
-        .get_mut(header_len + 16..header_len + 18)
-        .ok_or_else(short)?
-        .copy_from_slice(&fold(sum).to_be_bytes());
+    let short = |_| "packet too short to re-sum".to_string();
+    let mut ip = Ipv4Packet::new_checked(packet).map_err(short)?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    TcpPacket::new_checked(ip.payload_mut())
+        .map_err(short)?
+        .fill_checksum(src, dst);
+    ip.fill_checksum();
     Ok(())
 }
 
@@ -312,21 +267,20 @@ pub(crate) fn patch_experimental_length(
     exid: u16,
     length: u8,
 ) -> std::result::Result<(), String> {
-    let header_len = usize::from(packet.first().copied().unwrap_or(0) & 0x0f) * 4;
-    let data_offset = usize::from(packet.get(header_len + 12).copied().unwrap_or(0) >> 4) * 4;
-    let options = header_len + TCP_HEADER_LEN..header_len + data_offset;
     let [hi, lo] = exid.to_be_bytes();
-    let at = packet
-        .get(options.clone())
-        .and_then(|bytes| {
-            bytes.windows(4).position(|w| {
-                w.first() == Some(&EXPERIMENTAL_KIND) && w.get(2..4) == Some(&[hi, lo])
-            })
-        })
+    let mut ip = Ipv4Packet::new_checked(&mut *packet).ok();
+    let mut tcp = ip
+        .as_mut()
+        .and_then(|ip| TcpPacket::new_checked(ip.payload_mut()).ok());
+    let options = tcp
+        .as_mut()
+        .map(|tcp| tcp.options_mut())
+        .unwrap_or_default();
+    let at = options
+        .windows(4)
+        .position(|w| w[0] == EXPERIMENTAL_KIND && w[2..4] == [hi, lo])
         .ok_or_else(|| format!("no option with ExID {exid:#06x} to patch"))?;
-    *packet
-        .get_mut(options.start + at + 1)
-        .ok_or_else(|| "option outside the packet".to_string())? = length;
+    options[at + 1] = length;
     refresh_checksums(packet)
 }
 
@@ -448,16 +402,10 @@ pub(crate) fn describe(packet: &[u8], extra: Value) -> Map<String, Value> {
         if tcp.flags.ack() {
             detail.insert("ack".into(), json!(tcp.ack.0));
         }
-    } else if packet.len() >= IPV4_HEADER_LEN {
+    } else if let Ok(ip) = Ipv4Packet::new_checked(packet) {
         // Deliberately unparseable (malformed options): addresses from the header.
-        let address = |at: usize| {
-            packet
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(|b| Ipv4Addr::from(b).to_string())
-        };
-        detail.insert("src".into(), json!(address(12)));
-        detail.insert("dst".into(), json!(address(16)));
+        detail.insert("src".into(), json!(ip.src_addr().to_string()));
+        detail.insert("dst".into(), json!(ip.dst_addr().to_string()));
     }
     if let Value::Object(extra) = extra {
         detail.extend(extra);

@@ -72,10 +72,10 @@ use sustain_core::control::{
 };
 use sustain_core::verifier::{ConnectionId, Side, Verifier, CONTROL_MAC_LEN, VERIFIER_LEN};
 use sustain_core::wire::{
-    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, AddressUpdate, ExperimentalOption, Ipv4Repr,
-    Migrate, MigrateOption, MigratePermit, MigrationOptions, MigrationScratch, OptionScratch,
-    RelayMsyn, RelayTicket, SeqNumber, TcpFlags, TcpRepr, Timestamps, EXID_MIGRATE,
-    EXID_MIGRATE_PERMIT, EXPERIMENTAL_KIND, IPV4_HEADER_LEN, TCP_HEADER_LEN,
+    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, AddressUpdate, ExperimentalOption, Ipv4Packet,
+    Ipv4Repr, Migrate, MigrateOption, MigratePermit, MigrationOptions, MigrationScratch,
+    OptionScratch, RelayMsyn, RelayTicket, SeqNumber, TcpFlags, TcpPacket, TcpRepr, Timestamps,
+    EXID_MIGRATE, EXID_MIGRATE_PERMIT, EXPERIMENTAL_KIND,
 };
 
 use crate::capture::{open_packet_socket, PacketSocketOptions};

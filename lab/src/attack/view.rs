@@ -96,12 +96,18 @@ pub(crate) struct ConnectionView {
 /// A hash of a packet's TCP segment (unchanged by forwarding, unlike TTL and the IP
 /// checksum).
 pub(crate) fn segment_fingerprint(packet: &[u8]) -> Option<u64> {
-    let header_len = usize::from(packet.first()? & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
-    let segment = packet.get(header_len..total)?;
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
     let mut hasher = DefaultHasher::new();
-    segment.hash(&mut hasher);
+    ip.payload().hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// A packet seen on a link, without the link layer's padding after its
+/// total length.
+fn unpadded(packet: &[u8]) -> Vec<u8> {
+    Ipv4Packet::new_checked(packet)
+        .map_or(packet, |ip| &packet[..usize::from(ip.total_len())])
+        .to_vec()
 }
 
 impl ConnectionView {
@@ -160,11 +166,7 @@ impl ConnectionView {
             && !self.attackers.contains(&ip.src)
             && matches!(options.relay(), Some(RelayTicket::Msyn(_)))
         {
-            let total = usize::from(u16::from_be_bytes([
-                packet.get(2).copied().unwrap_or(0),
-                packet.get(3).copied().unwrap_or(0),
-            ]));
-            self.relay_msyn = Some(packet.get(..total).unwrap_or(packet).to_vec());
+            self.relay_msyn = Some(unpadded(packet));
         }
         if ip.src == self.target_addr {
             if self.attackers.contains(&ip.dst) {
@@ -203,11 +205,7 @@ impl ConnectionView {
             let is_msyn = tcp.flags.syn() && !tcp.flags.ack() && !tcp.flags.rst();
             if let (true, Some(MigrateOption::Msyn(migrate))) = (is_msyn, options.migrate) {
                 if self.first_msyn.is_none() {
-                    let total = usize::from(u16::from_be_bytes([
-                        packet.get(2).copied().unwrap_or(0),
-                        packet.get(3).copied().unwrap_or(0),
-                    ]));
-                    let bytes = packet.get(..total).unwrap_or(packet).to_vec();
+                    let bytes = unpadded(packet);
                     self.first_msyn = Some((bytes, SocketAddrV4::new(ip.src, tcp.src_port)));
                 }
                 self.token = Some((migrate.token, TokenSource::Msyn));

@@ -43,6 +43,7 @@ use crate::wire::{
     emit_ipv4_tcp, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints, Ipv4Repr,
     MigrationOptions, MigrationScratch, OptionScratch, RelayMsyn, SeqNumber, TcpFlags, TcpRepr,
 };
+use crate::Transmit;
 
 /// How often idle relays are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -457,8 +458,9 @@ impl Relay {
         now: Instant,
         packet: &[u8],
         out: &mut [u8],
-    ) -> Option<usize> {
-        self.input(now, packet, Some(out))
+    ) -> Option<Transmit> {
+        let n = self.input(now, packet, Some(&mut *out))?;
+        Transmit::of_packet(out.get(..n)?)
     }
 
     fn input(&mut self, now: Instant, packet: &[u8], out: Option<&mut [u8]>) -> Option<usize> {
@@ -901,12 +903,13 @@ impl Relay {
         }
     }
 
-    /// Writes the next packet to send into `buf`; returns its length.
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
+    /// Writes the next packet to send into `buf`; says where it goes.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         let packet = self.out.pop_front()?;
         let n = packet.len().min(buf.len());
         buf[..n].copy_from_slice(&packet[..n]);
-        Some(n)
+        // Only packets the relay built are queued: their headers say.
+        Transmit::of_packet(&buf[..n])
     }
 
     pub fn poll_event(&mut self) -> Option<RelayEvent> {
@@ -1154,8 +1157,8 @@ mod tests {
         let mut buf = vec![0u8; 1500];
         let mut confirms = Vec::new();
         let mut window_acks = Vec::new();
-        while let Some(n) = relay.poll_transmit(&mut buf) {
-            let (ip, seg) = parse_ipv4_tcp(&buf[..n]).unwrap();
+        while let Some(sent) = relay.poll_transmit(&mut buf) {
+            let (ip, seg) = parse_ipv4_tcp(&buf[..sent.size]).unwrap();
             let options = MigrationOptions::from_repr(&seg).unwrap();
             let to = SocketAddrV4::new(ip.dst, seg.dst_port);
             let Some(RelayTicket::MsynAck(a)) = options.relay() else {
@@ -1233,9 +1236,14 @@ mod tests {
         };
         let pkt = packet(legs[0], SocketAddrV4::new(PROXY, port), &seg);
         let mut out = vec![0u8; 2000];
-        let n = relay
+        let sent = relay
             .handle_packet_into(Instant::ZERO, &pkt, &mut out)
             .unwrap();
+        assert_eq!(
+            (sent.src, sent.dst),
+            (SocketAddrV4::new(PROXY, port), legs[1])
+        );
+        let n = sent.size;
         let (ip, fwd) = parse_ipv4_tcp(&out[..n]).expect("checksums verify");
         assert_eq!((ip.src, ip.dst), (PROXY, *legs[1].ip()));
         assert_eq!((fwd.src_port, fwd.dst_port), (port, legs[1].port()));
@@ -1247,8 +1255,8 @@ mod tests {
         // The queued path produces the same bytes.
         relay.handle_packet(Instant::ZERO, &pkt);
         let mut queued = vec![0u8; 2000];
-        let m = relay.poll_transmit(&mut queued).unwrap();
-        assert_eq!(&queued[..m], &out[..n]);
+        assert_eq!(relay.poll_transmit(&mut queued), Some(sent));
+        assert_eq!(&queued[..n], &out[..n]);
         // An ACK above what leg 0 sent on its path is clamped for its NAPT,
         // the window widened by as much (shift 7): the right edge stays.
         let ack_seg = TcpRepr {
@@ -1263,7 +1271,8 @@ mod tests {
         let pkt = packet(legs[1], SocketAddrV4::new(PROXY, port), &ack_seg);
         let n = relay
             .handle_packet_into(Instant::ZERO, &pkt, &mut out)
-            .unwrap();
+            .unwrap()
+            .size;
         let (_, fwd) = parse_ipv4_tcp(&out[..n]).expect("checksums verify");
         assert_eq!(fwd.ack, SeqNumber(2000));
         assert_eq!(fwd.window, 15);

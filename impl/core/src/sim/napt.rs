@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Direction, Middlebox};
 use crate::time::{Duration, Instant};
-use crate::wire::SeqNumber;
+use crate::wire::{Ipv4Packet, SeqNumber, TcpPacket, PROTOCOL_TCP};
 
 /// Counters of what the NAPT did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub struct NaptMapping {
 /// The TCP fields the NAPT reads, from a packet checked just enough.
 #[derive(Debug, Clone, Copy)]
 struct Header {
-    ihl: usize,
+    /// Total length: the packet without link-layer padding.
     total: usize,
     src: SocketAddrV4,
     dst: SocketAddrV4,
@@ -124,34 +124,14 @@ struct Header {
 }
 
 fn parse(packet: &[u8]) -> Option<Header> {
-    let first = *packet.first()?;
-    if first >> 4 != 4 || *packet.get(9)? != 6 {
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
+    if ip.protocol() != PROTOCOL_TCP {
         return None;
     }
-    let ihl = usize::from(first & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes(packet.get(2..4)?.try_into().ok()?));
-    if ihl < 20 || total > packet.len() || total < ihl + 20 {
-        return None;
-    }
-    let tcp = packet.get(ihl..total)?;
-    let word = |at: usize| -> Option<u32> {
-        Some(u32::from_be_bytes(tcp.get(at..at + 4)?.try_into().ok()?))
-    };
-    let port = |at: usize| -> Option<u16> {
-        Some(u16::from_be_bytes(tcp.get(at..at + 2)?.try_into().ok()?))
-    };
-    let addr = |at: usize| -> Option<Ipv4Addr> {
-        let b: [u8; 4] = packet.get(at..at + 4)?.try_into().ok()?;
-        Some(Ipv4Addr::from(b))
-    };
-    let data_offset = usize::from(*tcp.get(12)? >> 4) * 4;
-    let flags = *tcp.get(13)?;
-    if data_offset < 20 || data_offset > tcp.len() {
-        return None;
-    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
     // Window scale (kind 3, length 3), as conntrack's tcp_options reads it.
     let mut wscale = None;
-    let mut options = tcp.get(20..data_offset)?;
+    let mut options = tcp.options();
     while let [kind, rest @ ..] = options {
         match kind {
             0 => break,
@@ -168,60 +148,33 @@ fn parse(packet: &[u8]) -> Option<Header> {
             }
         }
     }
+    let flags = tcp.flags();
     Some(Header {
-        ihl,
-        total,
-        src: SocketAddrV4::new(addr(12)?, port(0)?),
-        dst: SocketAddrV4::new(addr(16)?, port(2)?),
-        seq: SeqNumber(word(4)?),
-        ack: SeqNumber(word(8)?),
-        syn: flags & 0x02 != 0,
-        ack_flag: flags & 0x10 != 0,
-        rst: flags & 0x04 != 0,
-        fin: flags & 0x01 != 0,
-        payload: tcp.len() - data_offset,
-        window: u16::from_be_bytes(tcp.get(14..16)?.try_into().ok()?),
+        total: usize::from(ip.total_len()),
+        src: SocketAddrV4::new(ip.src_addr(), tcp.src_port()),
+        dst: SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()),
+        seq: tcp.seq_number(),
+        ack: tcp.ack_number(),
+        syn: flags.syn(),
+        ack_flag: flags.ack(),
+        rst: flags.rst(),
+        fin: flags.fin(),
+        payload: tcp.payload().len(),
+        window: tcp.window_len(),
         wscale,
     })
 }
 
-/// RFC 1071 one's complement sum.
-fn sum16(mut acc: u32, bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(u16::from_be_bytes([*last, 0]));
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// Writes new addresses and ports and recomputes both checksums.
 fn rewrite(packet: &mut [u8], h: &Header, src: SocketAddrV4, dst: SocketAddrV4) {
-    packet[12..16].copy_from_slice(&src.ip().octets());
-    packet[16..20].copy_from_slice(&dst.ip().octets());
-    packet[h.ihl..h.ihl + 2].copy_from_slice(&src.port().to_be_bytes());
-    packet[h.ihl + 2..h.ihl + 4].copy_from_slice(&dst.port().to_be_bytes());
-    packet[10..12].copy_from_slice(&[0, 0]);
-    let ip_sum = fold(sum16(0, &packet[..h.ihl]));
-    packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    let tcp_len = h.total - h.ihl;
-    packet[h.ihl + 16..h.ihl + 18].copy_from_slice(&[0, 0]);
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&src.ip().octets());
-    pseudo[4..8].copy_from_slice(&dst.ip().octets());
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-    let tcp_sum = fold(sum16(sum16(0, &pseudo), &packet[h.ihl..h.total]));
-    packet[h.ihl + 16..h.ihl + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut packet[..h.total]);
+    ip.set_src_addr(*src.ip());
+    ip.set_dst_addr(*dst.ip());
+    ip.fill_checksum();
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.set_src_port(src.port());
+    tcp.set_dst_port(dst.port());
+    tcp.fill_checksum(*src.ip(), *dst.ip());
 }
 
 /// Why the tracker refused a segment.

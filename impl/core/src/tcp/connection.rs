@@ -52,6 +52,7 @@ use crate::wire::{
     emit_ipv4_tcp, Ipv4Repr, MigrationOptions, MigrationScratch, SackBlock, SeqNumber, TcpFlags,
     TcpRepr, Timestamps, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
+use crate::Transmit;
 
 /// RFC 5681 §3.2 / RFC 6675 §2: three duplicate ACKs signal a loss.
 const DUPTHRESH: usize = 3;
@@ -1761,13 +1762,30 @@ impl Connection {
     // ----------------------------------------------------------------
 
     /// Writes the next segment this connection wants to send as a whole
-    /// IPv4 packet into `buf`.
+    /// IPv4 packet into `buf`, and says where it goes: every segment of a
+    /// connection leaves from `local` to `remote` (the data path and
+    /// `emit_segment` build their headers from them).
     pub(crate) fn poll_transmit(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         sh: &mut Shared,
-    ) -> Option<usize> {
+    ) -> Option<Transmit> {
+        let size = self.poll_segment(now, buf, sh)?;
+        let transmit = Transmit {
+            dst: self.remote,
+            src: self.local,
+            size,
+        };
+        debug_assert_eq!(
+            buf.get(..size).and_then(Transmit::of_packet),
+            Some(transmit),
+            "the segment's headers name other ends than the connection's"
+        );
+        Some(transmit)
+    }
+
+    fn poll_segment(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
         match self.state {
             State::Closed | State::Listen => None,
             State::SynSent | State::SynReceived => {

@@ -73,6 +73,7 @@ use crate::time::Instant;
 use crate::wire::{
     emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, MigrateOption, MigrationOptions, SeqNumber, TcpRepr,
 };
+use crate::Transmit;
 
 /// Ids carry the slot index in the low bits and a generation above, so a
 /// stale id never reaches a newer connection in the same slot.
@@ -552,15 +553,19 @@ impl Endpoint {
     }
 
     /// Writes the next IPv4 packet to send into `buf` (>= 65535 bytes is
-    /// always enough) and returns its length.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    /// always enough) and says where it goes and how long it is.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(ctl) = self.shared.control.pop_front() {
-            if let Some(n) = emit_control(&ctl, buf) {
+            if let Some(size) = emit_control(&ctl, buf) {
                 self.shared.stats.packets_out += 1;
                 if ctl.flags.rst() {
                     self.shared.stats.resets_sent += 1;
                 }
-                return Some(n);
+                return Some(Transmit {
+                    dst: ctl.remote,
+                    src: ctl.local,
+                    size,
+                });
             }
         }
         while let Some(id) = self.ready.pop_front() {

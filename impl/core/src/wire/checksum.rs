@@ -9,8 +9,7 @@
 
 use core::net::Ipv4Addr;
 
-/// IP protocol number of TCP (RFC 9293 §3.1, pseudo-header PTCL field).
-const PROTOCOL_TCP: u8 = 6;
+use super::ip::PROTOCOL_TCP;
 
 /// A running one's complement sum, kept in native byte order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,6 +93,38 @@ pub(crate) fn of_slice(bytes: &[u8]) -> Sum {
     Sum::new().add_slice(bytes)
 }
 
+/// What a CHECKSUM_PARTIAL sender leaves in the checksum field for the
+/// device to complete: the sum folded but not complemented (Linux's
+/// `csum_tcpudp_magic` before the final inversion), as wire bytes.
+pub(crate) fn partial(sum: Sum) -> [u8; 2] {
+    sum.fold().to_ne_bytes()
+}
+
+/// The Internet checksum of `bytes` as a number (RFC 1071): the value to
+/// store (big-endian) when the checksum field in `bytes` is zero, and zero
+/// when `bytes` include a correct checksum. For protocols the views do not
+/// cover (ICMP, RFC 792).
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    u16::from_be_bytes(finish(of_slice(bytes)))
+}
+
+/// A checksum updated for changed 16-bit words without summing the data
+/// again (RFC 1624 eqn. 3): HC' = ~(~HC + ~m + m') over every changed word
+/// `m` (in `old`) and its new value `m'` (in `new`).
+pub(crate) fn update(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
+    let mut sum = u32::from(!checksum);
+    for &o in old {
+        sum += u32::from(!o);
+    }
+    for &n in new {
+        sum += u32::from(n);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +171,20 @@ mod tests {
         // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(finish(of_slice(&data)), (!0xddf2u16).to_be_bytes());
+        assert_eq!(partial(of_slice(&data)), 0xddf2u16.to_be_bytes());
+        assert_eq!(internet_checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn incremental_update_matches_a_full_sum() {
+        // RFC 1624 §3's case: a word changes; the update equals summing again.
+        let mut data = [0x45u8, 0x00, 0x12, 0x34, 0xab, 0xcd, 0x00, 0x00];
+        let before = internet_checksum(&data);
+        data[2..4].copy_from_slice(&0xffffu16.to_be_bytes());
+        let after = update(before, &[0x1234], &[0xffff]);
+        assert_eq!(after, internet_checksum(&data));
+        // Stored, it verifies.
+        data[6..8].copy_from_slice(&after.to_be_bytes());
+        assert!(verifies(of_slice(&data)));
     }
 }

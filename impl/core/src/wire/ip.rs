@@ -1,13 +1,275 @@
-//! IPv4 (RFC 791) around TCP. etherparse provides the checked header view.
+//! IPv4 (RFC 791 §3.1) around TCP: the [`Ipv4Packet`] view over bytes and
+//! the [`Ipv4Repr`] of the fields sustain reads and writes, smoltcp style.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, SocketAddrV4};
 
-use etherparse::err::ipv4::{HeaderError, HeaderSliceError};
-use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice};
-
+use super::bytes::{read_u16, read_u32, write_u16};
+use super::tcp::TcpPacket;
 use super::{checksum, TcpRepr, WireError, MAX_OPTIONS_LEN, TCP_HEADER_LEN};
 
 pub const IPV4_HEADER_LEN: usize = 20;
+
+/// IP protocol number of TCP (RFC 9293 §3.1: the pseudo-header's PTCL).
+pub const PROTOCOL_TCP: u8 = 6;
+
+/// Byte offsets of the IPv4 header fields (RFC 791 §3.1).
+mod field {
+    use core::ops::Range;
+
+    /// Version (high nibble) and IHL (low nibble, in 32-bit words).
+    pub(super) const VER_IHL: usize = 0;
+    pub(super) const LENGTH: Range<usize> = 2..4;
+    pub(super) const IDENT: Range<usize> = 4..6;
+    /// Flags (top three bits) and fragment offset (13 bits, 8-byte units).
+    pub(super) const FLG_OFF: Range<usize> = 6..8;
+    pub(super) const TTL: usize = 8;
+    pub(super) const PROTOCOL: usize = 9;
+    pub(super) const CHECKSUM: Range<usize> = 10..12;
+    pub(super) const SRC_ADDR: Range<usize> = 12..16;
+    pub(super) const DST_ADDR: Range<usize> = 16..20;
+}
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+const OFFSET_MASK: u16 = 0x1fff;
+
+/// A view of an IPv4 packet (or of its first bytes, [`Ipv4Packet::new_captured`]).
+///
+/// [`Ipv4Packet::new_checked`] is the door for untrusted bytes: after it,
+/// no getter panics. The fixed-field getters and setters index the buffer
+/// and panic on a view [`Ipv4Packet::new_unchecked`] made over fewer than 20
+/// bytes; `payload` and `verify_checksum` never panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// A view with no checks: for bytes this program wrote or checked.
+    pub fn new_unchecked(buffer: T) -> Ipv4Packet<T> {
+        Ipv4Packet { buffer }
+    }
+
+    /// A view of a whole packet: [`check_len`](Self::check_len) passed.
+    pub fn new_checked(buffer: T) -> Result<Ipv4Packet<T>, WireError> {
+        let packet = Ipv4Packet::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// A view of a packet whose data a capture may have cut short (a snap
+    /// length, a golden excerpt): [`check_header_len`](Self::check_header_len)
+    /// passed, the total length is not checked, and `payload` is what was
+    /// captured of it.
+    pub fn new_captured(buffer: T) -> Result<Ipv4Packet<T>, WireError> {
+        let packet = Ipv4Packet::new_unchecked(buffer);
+        packet.check_header_len()?;
+        Ok(packet)
+    }
+
+    /// [`check_header_len`](Self::check_header_len), then
+    /// [`check_total_len`](Self::check_total_len).
+    pub fn check_len(&self) -> Result<(), WireError> {
+        self.check_header_len()?;
+        self.check_total_len()
+    }
+
+    /// The header is all there, first failure wins: at least 20 bytes
+    /// (`Truncated`), version 4 (`NotIpv4`: the IHL means nothing
+    /// otherwise), IHL >= 5 (`BadIpHeaderLength`, in bytes), the IHL's
+    /// bytes present (`Truncated`).
+    pub fn check_header_len(&self) -> Result<(), WireError> {
+        let have = self.buffer.as_ref().len();
+        if have < IPV4_HEADER_LEN {
+            return Err(WireError::Truncated {
+                needed: IPV4_HEADER_LEN,
+                have,
+            });
+        }
+        if self.version() != 4 {
+            return Err(WireError::NotIpv4(self.version()));
+        }
+        let header_len = self.header_len();
+        if header_len < IPV4_HEADER_LEN {
+            return Err(WireError::BadIpHeaderLength(header_len));
+        }
+        if header_len > have {
+            return Err(WireError::Truncated {
+                needed: header_len,
+                have,
+            });
+        }
+        Ok(())
+    }
+
+    /// RFC 791 §3.1: Total Length counts header and data. A link layer may
+    /// pad short frames (Ethernet's 60-byte minimum), so bytes after it are
+    /// allowed; fewer than it claims means the packet was cut
+    /// (`BadIpTotalLength`, as is a total shorter than the header). Call
+    /// after [`check_header_len`](Self::check_header_len).
+    pub fn check_total_len(&self) -> Result<(), WireError> {
+        let total = usize::from(self.total_len());
+        let have = self.buffer.as_ref().len();
+        if total < self.header_len() || total > have {
+            return Err(WireError::BadIpTotalLength { total, have });
+        }
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_IHL] >> 4
+    }
+
+    /// Header length in bytes (IHL * 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+
+    pub fn total_len(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::LENGTH)
+    }
+
+    pub fn ident(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::IDENT)
+    }
+
+    pub fn dont_fragment(&self) -> bool {
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & FLAG_DF != 0
+    }
+
+    pub fn more_fragments(&self) -> bool {
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & FLAG_MF != 0
+    }
+
+    /// Fragment offset in bytes.
+    pub fn frag_offset(&self) -> u16 {
+        (read_u16(self.buffer.as_ref(), field::FLG_OFF) & OFFSET_MASK) << 3
+    }
+
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    pub fn src_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::SRC_ADDR))
+    }
+
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::DST_ADDR))
+    }
+
+    /// RFC 791 §3.1: the header checksum covers the header only, options
+    /// included. False if the header is not all there.
+    pub fn verify_checksum(&self) -> bool {
+        self.buffer
+            .as_ref()
+            .get(..self.header_len())
+            .is_some_and(|header| checksum::verifies(checksum::of_slice(header)))
+    }
+
+    /// The TCP checksum field a CHECKSUM_PARTIAL sender leaves for the
+    /// device to complete: the pseudo-header sum (RFC 9293 §3.1) of this
+    /// packet's addresses and TCP length (total minus header length),
+    /// folded, not complemented.
+    pub fn tcp_partial_checksum(&self) -> u16 {
+        let tcp_len = self.total_len().saturating_sub(self.header_len() as u16);
+        u16::from_be_bytes(checksum::partial(checksum::ipv4_pseudo_header(
+            self.src_addr(),
+            self.dst_addr(),
+            tcp_len,
+        )))
+    }
+
+    /// The bytes between the header and the total length, as far as the
+    /// buffer holds them.
+    fn payload_range(&self) -> core::ops::Range<usize> {
+        let len = self.buffer.as_ref().len();
+        let start = self.header_len().min(len);
+        start..usize::from(self.total_len()).clamp(start, len)
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
+    /// The data after the header up to the total length (what the buffer
+    /// holds of it); never panics.
+    pub fn payload(&self) -> &'a [u8] {
+        let range = self.payload_range();
+        self.buffer.as_ref().get(range).unwrap_or_default()
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Sets version 4 and the header length in bytes (a multiple of 4,
+    /// 20..=60).
+    pub fn set_version_and_header_len(&mut self, header_len: usize) {
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
+    }
+
+    pub fn set_total_len(&mut self, value: u16) {
+        write_u16(self.buffer.as_mut(), field::LENGTH, value);
+    }
+
+    pub fn set_ident(&mut self, value: u16) {
+        write_u16(self.buffer.as_mut(), field::IDENT, value);
+    }
+
+    /// Sets DF and clears MF and the fragment offset: an unfragmented packet.
+    pub fn set_unfragmented(&mut self, dont_fragment: bool) {
+        write_u16(
+            self.buffer.as_mut(),
+            field::FLG_OFF,
+            if dont_fragment { FLAG_DF } else { 0 },
+        );
+    }
+
+    pub fn set_ttl(&mut self, value: u8) {
+        self.buffer.as_mut()[field::TTL] = value;
+    }
+
+    pub fn set_protocol(&mut self, value: u8) {
+        self.buffer.as_mut()[field::PROTOCOL] = value;
+    }
+
+    pub fn set_checksum(&mut self, value: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
+    }
+
+    pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
+        self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
+    }
+
+    pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
+        self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
+    }
+
+    /// Computes and stores the header checksum (RFC 791 §3.1). Needs the
+    /// whole header in the buffer.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let header_len = self.header_len();
+        let sum = checksum::of_slice(&self.buffer.as_ref()[..header_len]);
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&checksum::finish(sum));
+    }
+
+    /// The data after the header up to the total length (what the buffer
+    /// holds of it), writable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let range = self.payload_range();
+        self.buffer.as_mut().get_mut(range).unwrap_or_default()
+    }
+}
 
 /// The IPv4 fields sustain reads and writes. Emitted headers carry no IP
 /// options.
@@ -30,6 +292,22 @@ impl Ipv4Repr {
             dont_fragment: true,
         }
     }
+
+    /// Writes a 20-byte header (no options, TOS 0) for a packet of
+    /// `total_len` bytes carrying TCP, checksum included.
+    fn emit_tcp_header(&self, total_len: u16, header: &mut [u8]) {
+        header.fill(0);
+        let mut packet = Ipv4Packet::new_unchecked(header);
+        packet.set_version_and_header_len(IPV4_HEADER_LEN);
+        packet.set_total_len(total_len);
+        packet.set_ident(self.ident);
+        packet.set_unfragmented(self.dont_fragment);
+        packet.set_ttl(self.ttl);
+        packet.set_protocol(PROTOCOL_TCP);
+        packet.set_src_addr(self.src);
+        packet.set_dst_addr(self.dst);
+        packet.fill_checksum();
+    }
 }
 
 /// Parses an IPv4 packet carrying TCP: checks version, header length and
@@ -44,52 +322,28 @@ impl Ipv4Repr {
 /// then [`TcpRepr::parse`] on the bytes between header and total length.
 /// IP options are skipped, not interpreted.
 pub fn parse_ipv4_tcp(packet: &[u8]) -> Result<(Ipv4Repr, TcpRepr<'_>), WireError> {
-    let header = Ipv4HeaderSlice::from_slice(packet).map_err(|err| match err {
-        HeaderSliceError::Len(len) => WireError::Truncated {
-            needed: len.required_len,
-            have: len.len,
-        },
-        HeaderSliceError::Content(HeaderError::UnexpectedVersion { version_number }) => {
-            WireError::NotIpv4(version_number)
-        }
-        HeaderSliceError::Content(HeaderError::HeaderLengthSmallerThanHeader { ihl }) => {
-            WireError::BadIpHeaderLength(usize::from(ihl) * 4)
-        }
-    })?;
-    let header_len = header.slice().len();
-    // RFC 791 §3.1: the checksum covers the header only, options included.
-    if !checksum::verifies(checksum::of_slice(header.slice())) {
+    let view = Ipv4Packet::new_unchecked(packet);
+    view.check_header_len()?;
+    if !view.verify_checksum() {
         return Err(WireError::BadIpChecksum);
     }
-    let total = usize::from(header.total_len());
-    // RFC 791 §3.1: Total Length counts header and data. A link layer may
-    // pad short frames (Ethernet's 60-byte minimum), so extra bytes after it
-    // are dropped; fewer bytes than it claims means the packet was cut.
-    if total < header_len || total > packet.len() {
-        return Err(WireError::BadIpTotalLength {
-            total,
-            have: packet.len(),
-        });
-    }
+    view.check_total_len()?;
     // RFC 791 §3.2: a fragment has MF set or a non-zero offset. sustain does
     // not reassemble (it sends with DF and its segments fit the path MTU).
-    if header.more_fragments() || header.fragments_offset().value() != 0 {
+    if view.more_fragments() || view.frag_offset() != 0 {
         return Err(WireError::Fragment);
     }
-    let protocol = header.protocol();
-    if protocol != IpNumber::TCP {
-        return Err(WireError::NotTcp(protocol.0));
+    if view.protocol() != PROTOCOL_TCP {
+        return Err(WireError::NotTcp(view.protocol()));
     }
-    let segment = packet.get(header_len..total).unwrap_or_default();
-    let src = header.source_addr();
-    let dst = header.destination_addr();
-    let tcp = TcpRepr::parse(src, dst, segment)?;
+    let (src, dst) = (view.src_addr(), view.dst_addr());
+    let tcp = TcpRepr::parse(src, dst, view.payload())?;
     let ip = Ipv4Repr {
         src,
         dst,
-        ttl: header.ttl(),
-        ident: header.identification(),
-        dont_fragment: header.dont_fragment(),
+        ttl: view.ttl(),
+        ident: view.ident(),
+        dont_fragment: view.dont_fragment(),
     };
     Ok((ip, tcp))
 }
@@ -124,21 +378,7 @@ pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usi
     };
     let (header_out, segment_out) = out.split_at_mut(IPV4_HEADER_LEN);
     tcp.emit(ip.src, ip.dst, segment_out)?;
-
-    let mut header = Ipv4Header {
-        total_len,
-        identification: ip.ident,
-        dont_fragment: ip.dont_fragment,
-        more_fragments: false,
-        time_to_live: ip.ttl,
-        protocol: IpNumber::TCP,
-        source: ip.src.octets(),
-        destination: ip.dst.octets(),
-        ..Ipv4Header::default()
-    };
-    header.header_checksum = header.calc_header_checksum();
-    // No IP options, so `to_bytes` is exactly the 20-byte header.
-    header_out.copy_from_slice(&header.to_bytes());
+    ip.emit_tcp_header(total_len, header_out);
     Ok(total)
 }
 
@@ -146,7 +386,7 @@ pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usi
 /// (its IHL, at least 20 bytes) and the TCP header up to its checksum are
 /// all there: what the in-place rewrites below may touch. Never panics.
 fn tcp_header_offset(packet: &[u8]) -> Result<usize, WireError> {
-    let first = *packet.first().ok_or(WireError::Truncated {
+    let first = *packet.get(field::VER_IHL).ok_or(WireError::Truncated {
         needed: IPV4_HEADER_LEN,
         have: 0,
     })?;
@@ -157,17 +397,27 @@ fn tcp_header_offset(packet: &[u8]) -> Result<usize, WireError> {
     if ihl < IPV4_HEADER_LEN {
         return Err(WireError::BadIpHeaderLength(ihl));
     }
-    let needed = ihl + 18;
+    let needed = ihl + TCP_CHECKSUM_END;
     if packet.len() < needed {
         return Err(WireError::Truncated {
             needed,
             have: packet.len(),
         });
     }
-    if packet[9] != 6 {
-        return Err(WireError::NotTcp(packet[9]));
+    let protocol = Ipv4Packet::new_unchecked(packet).protocol();
+    if protocol != PROTOCOL_TCP {
+        return Err(WireError::NotTcp(protocol));
     }
     Ok(ihl)
+}
+
+/// The TCP header up to its checksum: what the rewrites below touch.
+const TCP_CHECKSUM_END: usize = 18;
+
+/// The two 16-bit words of an address, as the checksum sums them.
+fn addr_words(addr: Ipv4Addr) -> [u16; 2] {
+    let [a, b, c, d] = addr.octets();
+    [u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])]
 }
 
 /// Rewrites the addresses and ports of an IPv4/TCP packet in place and
@@ -181,67 +431,28 @@ fn tcp_header_offset(packet: &[u8]) -> Result<usize, WireError> {
 /// ([`parse_ipv4_tcp`]), so its checksums verified before the update.
 pub fn rewrite_ipv4_tcp_endpoints(
     packet: &mut [u8],
-    src: core::net::SocketAddrV4,
-    dst: core::net::SocketAddrV4,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
 ) -> Result<(), WireError> {
     let ihl = tcp_header_offset(packet)?;
-    let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
-    let old_addrs: [u16; 4] = [
-        word(packet, 12),
-        word(packet, 14),
-        word(packet, 16),
-        word(packet, 18),
-    ];
-    let old_ports: [u16; 2] = [word(packet, ihl), word(packet, ihl + 2)];
-    let s = src.ip().octets();
-    let d = dst.ip().octets();
-    let new_addrs: [u16; 4] = [
-        u16::from_be_bytes([s[0], s[1]]),
-        u16::from_be_bytes([s[2], s[3]]),
-        u16::from_be_bytes([d[0], d[1]]),
-        u16::from_be_bytes([d[2], d[3]]),
-    ];
-    let new_ports = [src.port(), dst.port()];
-    packet[12..16].copy_from_slice(&s);
-    packet[16..20].copy_from_slice(&d);
-    packet[ihl..ihl + 2].copy_from_slice(&src.port().to_be_bytes());
-    packet[ihl + 2..ihl + 4].copy_from_slice(&dst.port().to_be_bytes());
-    let ip_sum = incremental(word(packet, 10), &old_addrs, &new_addrs);
-    packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    let old_tcp = [
-        old_addrs[0],
-        old_addrs[1],
-        old_addrs[2],
-        old_addrs[3],
-        old_ports[0],
-        old_ports[1],
-    ];
-    let new_tcp = [
-        new_addrs[0],
-        new_addrs[1],
-        new_addrs[2],
-        new_addrs[3],
-        new_ports[0],
-        new_ports[1],
-    ];
-    let tcp_sum = incremental(word(packet, ihl + 16), &old_tcp, &new_tcp);
-    packet[ihl + 16..ihl + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+    let (header, segment) = packet.split_at_mut(ihl);
+    // Both views reach only the fields `tcp_header_offset` found present.
+    let mut ip = Ipv4Packet::new_unchecked(header);
+    let mut tcp = TcpPacket::new_unchecked(segment);
+    let [s0, s1] = addr_words(ip.src_addr());
+    let [d0, d1] = addr_words(ip.dst_addr());
+    let old = [s0, s1, d0, d1, tcp.src_port(), tcp.dst_port()];
+    let [s0, s1] = addr_words(*src.ip());
+    let [d0, d1] = addr_words(*dst.ip());
+    let new = [s0, s1, d0, d1, src.port(), dst.port()];
+    ip.set_src_addr(*src.ip());
+    ip.set_dst_addr(*dst.ip());
+    ip.set_checksum(checksum::update(ip.checksum(), &old[..4], &new[..4]));
+    tcp.set_src_port(src.port());
+    tcp.set_dst_port(dst.port());
+    // RFC 9293 §3.1: the TCP checksum covers the addresses (pseudo-header).
+    tcp.set_checksum(checksum::update(tcp.checksum(), &old, &new));
     Ok(())
-}
-
-/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') over every changed word.
-fn incremental(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
-    let mut sum = u32::from(!checksum);
-    for &o in old {
-        sum += u32::from(!o);
-    }
-    for &n in new {
-        sum += u32::from(n);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Rewrites the ACK field and window of an IPv4/TCP packet in place and
@@ -250,23 +461,15 @@ fn incremental(checksum: u16, old: &[u16], new: &[u16]) -> u16 {
 /// and errors as [`rewrite_ipv4_tcp_endpoints`].
 pub fn rewrite_ipv4_tcp_ack(packet: &mut [u8], ack: u32, window: u16) -> Result<(), WireError> {
     let ihl = tcp_header_offset(packet)?;
-    let t = ihl;
-    let word = |p: &[u8], at: usize| u16::from_be_bytes([p[at], p[at + 1]]);
-    let old = [
-        word(packet, t + 8),
-        word(packet, t + 10),
-        word(packet, t + 14),
-    ];
-    let a = ack.to_be_bytes();
-    let new = [
-        u16::from_be_bytes([a[0], a[1]]),
-        u16::from_be_bytes([a[2], a[3]]),
-        window,
-    ];
-    packet[t + 8..t + 12].copy_from_slice(&a);
-    packet[t + 14..t + 16].copy_from_slice(&window.to_be_bytes());
-    let sum = incremental(word(packet, t + 16), &old, &new);
-    packet[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
+    let mut tcp = TcpPacket::new_unchecked(&mut packet[ihl..]);
+    let word = |n: u32| [(n >> 16) as u16, n as u16];
+    let [a0, a1] = word(tcp.ack_number().0);
+    let old = [a0, a1, tcp.window_len()];
+    let [a0, a1] = word(ack);
+    let new = [a0, a1, window];
+    tcp.set_ack_number(super::SeqNumber(ack));
+    tcp.set_window_len(window);
+    tcp.set_checksum(checksum::update(tcp.checksum(), &old, &new));
     Ok(())
 }
 
@@ -300,5 +503,207 @@ mod rewrite_tests {
             rewrite_ipv4_tcp_endpoints(&mut udp, ep, ep),
             Err(WireError::NotTcp(17))
         );
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+    use crate::wire::{SeqNumber, TcpFlags};
+
+    /// A Linux-style SYN 192.0.2.10:51234 -> 198.51.100.20:80 (MSS, SACK-perm,
+    /// TS, NOP, WS); IP checksum 0x3224 and TCP checksum 0x0458, both
+    /// reported correct by `tcpdump -vvv` (the vector of tests/wire_packets.rs).
+    const HAND_SYN: &str = "4500003c1c46400040063224c000020ac6336414c822005012345678\
+                            00000000a002faf004580000020405b40402080a000a2b3c00000000\
+                            01030307";
+    const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const DST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+
+    fn syn() -> Vec<u8> {
+        hex::decode(HAND_SYN).unwrap()
+    }
+
+    #[test]
+    fn reads_a_known_packet_and_verifies_its_checksums() {
+        let bytes = syn();
+        let ip = Ipv4Packet::new_checked(&bytes[..]).unwrap();
+        assert_eq!((ip.version(), ip.header_len(), ip.total_len()), (4, 20, 60));
+        assert_eq!((ip.ident(), ip.ttl(), ip.protocol()), (0x1c46, 64, 6));
+        assert!(ip.dont_fragment() && !ip.more_fragments());
+        assert_eq!(ip.frag_offset(), 0);
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (SRC, DST));
+        assert_eq!(ip.checksum(), 0x3224);
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.payload(), &bytes[20..]);
+        // Pseudo-header c000+020a+c633+6414+0006+0028 (TCP length 40), folded.
+        assert_eq!(ip.tcp_partial_checksum(), 0xec80);
+
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((tcp.src_port(), tcp.dst_port()), (51234, 80));
+        assert_eq!((tcp.seq_number().0, tcp.ack_number().0), (0x1234_5678, 0));
+        assert_eq!((tcp.header_len(), tcp.flags()), (40, TcpFlags::SYN));
+        assert_eq!((tcp.window_len(), tcp.urgent_at()), (64240, 0));
+        assert_eq!(tcp.checksum(), 0x0458);
+        assert_eq!(tcp.options(), &bytes[40..60]);
+        assert!(tcp.payload().is_empty());
+        assert!(tcp.verify_checksum(SRC, DST));
+        assert!(!tcp.verify_checksum(SRC, Ipv4Addr::new(198, 51, 100, 21)));
+    }
+
+    #[test]
+    fn fill_checksum_writes_the_known_values() {
+        let good = syn();
+        let mut bytes = good.clone();
+        bytes[10..12].fill(0xaa);
+        bytes[36..38].fill(0x55);
+        let mut ip = Ipv4Packet::new_checked(&mut bytes[..]).unwrap();
+        assert!(!ip.verify_checksum());
+        ip.fill_checksum();
+        let mut tcp = TcpPacket::new_checked(ip.payload_mut()).unwrap();
+        tcp.fill_checksum(SRC, DST);
+        assert_eq!(bytes, good);
+    }
+
+    #[test]
+    fn setters_write_the_fields_the_getters_read() {
+        let mut bytes = syn();
+        let mut ip = Ipv4Packet::new_checked(&mut bytes[..]).unwrap();
+        ip.set_ttl(7);
+        ip.set_ident(0xbeef);
+        ip.set_unfragmented(false);
+        ip.set_src_addr(DST);
+        ip.set_dst_addr(SRC);
+        ip.fill_checksum();
+        assert!(ip.verify_checksum());
+        let mut tcp = TcpPacket::new_checked(ip.payload_mut()).unwrap();
+        tcp.set_ack_number(SeqNumber(0xdead_beef));
+        tcp.set_flags(TcpFlags::SYN | TcpFlags::ACK);
+        tcp.set_window_len(1);
+        tcp.set_urgent_at(2);
+        tcp.fill_checksum(DST, SRC);
+        // Ident, no flags, TTL, protocol.
+        assert_eq!(bytes[4..10], hex::decode("beef00000706").unwrap());
+        let (ip, tcp) = parse_ipv4_tcp(&bytes).unwrap();
+        assert_eq!(
+            (ip.src, ip.dst, ip.ttl, ip.dont_fragment),
+            (DST, SRC, 7, false)
+        );
+        assert_eq!(
+            (tcp.ack.0, tcp.flags, tcp.window),
+            (0xdead_beef, TcpFlags::SYN | TcpFlags::ACK, 1)
+        );
+        assert_eq!(tcp.urgent, 2);
+    }
+
+    #[test]
+    fn new_checked_refuses_truncated_and_garbled_headers() {
+        let bytes = syn();
+        for len in 0..20 {
+            assert_eq!(
+                Ipv4Packet::new_checked(&bytes[..len]),
+                Err(WireError::Truncated {
+                    needed: 20,
+                    have: len
+                })
+            );
+            assert_eq!(
+                TcpPacket::new_checked(&bytes[20..20 + len]),
+                Err(WireError::Truncated {
+                    needed: 20,
+                    have: len
+                })
+            );
+        }
+        // Cut after the IP header: Total Length no longer fits, but a capture
+        // may hold it.
+        for len in 20..60 {
+            assert_eq!(
+                Ipv4Packet::new_checked(&bytes[..len]),
+                Err(WireError::BadIpTotalLength {
+                    total: 60,
+                    have: len
+                })
+            );
+            let captured = Ipv4Packet::new_captured(&bytes[..len]).unwrap();
+            assert_eq!(captured.payload(), &bytes[20..len]);
+        }
+        let garbled = |at: usize, value: u8| {
+            let mut b = bytes.clone();
+            b[at] = value;
+            b
+        };
+        assert_eq!(
+            Ipv4Packet::new_checked(&garbled(0, 0x65)[..]),
+            Err(WireError::NotIpv4(6))
+        );
+        assert_eq!(
+            Ipv4Packet::new_captured(&garbled(0, 0x44)[..]),
+            Err(WireError::BadIpHeaderLength(16))
+        );
+        assert_eq!(
+            Ipv4Packet::new_checked(&garbled(0, 0x4f)[..40]),
+            Err(WireError::Truncated {
+                needed: 60,
+                have: 40
+            })
+        );
+        assert_eq!(
+            Ipv4Packet::new_checked(&garbled(3, 19)[..]),
+            Err(WireError::BadIpTotalLength {
+                total: 19,
+                have: 60
+            })
+        );
+        // Data offset 4 (below the fixed header), and 10 with 39 bytes.
+        assert_eq!(
+            TcpPacket::new_checked(&garbled(32, 0x40)[20..]),
+            Err(WireError::BadTcpDataOffset(4))
+        );
+        assert_eq!(
+            TcpPacket::new_captured(&garbled(32, 0x40)[20..]),
+            Err(WireError::BadTcpDataOffset(4))
+        );
+        assert_eq!(
+            TcpPacket::new_checked(&bytes[20..59]),
+            Err(WireError::BadTcpDataOffset(10))
+        );
+        // A capture cut inside the options keeps what it has of them.
+        let cut = TcpPacket::new_captured(&bytes[20..50]).unwrap();
+        assert_eq!((cut.options(), cut.payload()), (&bytes[40..50], &[][..]));
+    }
+
+    /// Whatever a checked constructor accepts, no getter panics on.
+    #[test]
+    fn checked_views_never_panic_on_garbled_bytes() {
+        let bytes = syn();
+        let read = |b: &[u8]| {
+            for ip in [Ipv4Packet::new_checked(b), Ipv4Packet::new_captured(b)]
+                .into_iter()
+                .flatten()
+            {
+                let _ = (ip.total_len(), ip.ident(), ip.frag_offset(), ip.src_addr());
+                let _ = (ip.verify_checksum(), ip.tcp_partial_checksum());
+                for tcp in [
+                    TcpPacket::new_checked(ip.payload()),
+                    TcpPacket::new_captured(ip.payload()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let _ = (tcp.seq_number(), tcp.flags(), tcp.urgent_at());
+                    let _ = (tcp.options(), tcp.payload(), tcp.verify_checksum(SRC, DST));
+                }
+            }
+        };
+        for at in [0, 2, 3, 32] {
+            for value in 0..=255u8 {
+                let mut b = bytes.clone();
+                b[at] = value;
+                for len in 0..=b.len() {
+                    read(&b[..len]);
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,11 @@
-//! Wire formats, smoltcp style: a checked view over bytes (etherparse's
-//! header slices) plus parsed `Repr`s with `parse` / `emit` / `buffer_len`.
-//! Untrusted input is length-checked and never panics.
+//! Wire formats, smoltcp style: a view over bytes ([`Ipv4Packet`],
+//! [`TcpPacket`]: `new_checked` is the door for untrusted bytes, checksums
+//! are methods of the views) plus parsed `Repr`s with `parse` / `emit` /
+//! `buffer_len`. Untrusted input is length-checked and never panics. One
+//! Internet checksum (RFC 1071) serves everything: the views' and
+//! [`internet_checksum`] for other protocols.
 
+mod bytes;
 mod checksum;
 mod error;
 pub mod ip;
@@ -10,10 +14,11 @@ pub mod options;
 pub mod seq;
 pub mod tcp;
 
+pub use checksum::internet_checksum;
 pub use error::WireError;
 pub use ip::{
     emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints,
-    Ipv4Repr, IPV4_HEADER_LEN,
+    Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN, PROTOCOL_TCP,
 };
 pub use migrate::{
     AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
@@ -25,4 +30,4 @@ pub use options::{
     MAX_OPTIONS_LEN,
 };
 pub use seq::SeqNumber;
-pub use tcp::{TcpFlags, TcpRepr, MAX_EXPERIMENTAL_OPTIONS, TCP_HEADER_LEN};
+pub use tcp::{TcpFlags, TcpPacket, TcpRepr, MAX_EXPERIMENTAL_OPTIONS, TCP_HEADER_LEN};

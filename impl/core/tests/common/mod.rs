@@ -45,3 +45,27 @@ impl Stream {
         self.read == self.data.len()
     }
 }
+
+/// Makes the IPv4 header checksum and the TCP checksum right again, as far
+/// as the header fields locate them (IHL, total length clamped to the
+/// bytes there), so a mutated packet gets past both checks and reaches the
+/// parser's other ones. Leaves packets too short for that alone.
+pub fn repair_checksums(packet: &mut [u8]) {
+    use sustain_core::wire::{Ipv4Packet, TcpPacket, IPV4_HEADER_LEN};
+    let len = packet.len();
+    if len < IPV4_HEADER_LEN {
+        return;
+    }
+    let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
+    let ihl = ip.header_len();
+    if ihl < IPV4_HEADER_LEN || ihl > len {
+        return;
+    }
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let total = usize::from(ip.total_len()).min(len);
+    // The TCP checksum field ends 18 bytes into the segment.
+    if total >= ihl + 18 {
+        TcpPacket::new_unchecked(&mut packet[ihl..total]).fill_checksum(src, dst);
+    }
+}
