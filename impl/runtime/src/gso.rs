@@ -219,25 +219,6 @@ pub fn run_len(pkts: &[&[u8]]) -> usize {
     n
 }
 
-/// Completes the TCP checksum of an IPv4 packet whose checksum the sender
-/// left to the device (CHECKSUM_PARTIAL: a local sender over `lo`, or a veth
-/// with checksum offload on, hands the receiver only the pseudo-header
-/// sum; the packet ring marks such packets `TP_STATUS_CSUMNOTREADY`).
-/// Anything that is not a whole IPv4 TCP packet is left alone (the core
-/// drops it).
-pub fn complete_tcp_checksum(p: &mut [u8]) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(p) else {
-        return;
-    };
-    if ip.protocol() != PROTOCOL_TCP {
-        return;
-    }
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    if let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) {
-        tcp.fill_checksum(src, dst);
-    }
-}
-
 /// Rewrites `first` as the head of a super-segment carrying `payload`
 /// bytes of TCP payload in all: total length, IP checksum, and the TCP
 /// checksum field as the pseudo-header sum the kernel completes per
@@ -560,34 +541,6 @@ mod tests {
             .collect();
         let n = run(&big);
         assert!(n * mss + 52 <= MAX_IP && (n + 1) * mss + 52 > MAX_IP, "{n}");
-    }
-
-    #[test]
-    fn partial_checksums_are_completed_as_the_core_emits_them() {
-        use sustain_core::wire::ip::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr};
-        use sustain_core::wire::tcp::TcpRepr;
-        let payload: Vec<u8> = (0..1001u32).map(|i| (i * 7) as u8).collect();
-        let tcp = TcpRepr {
-            src_port: 1000,
-            dst_port: 80,
-            payload: &payload,
-            ..TcpRepr::default()
-        };
-        let ip = Ipv4Repr::new(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(127, 0, 0, 1));
-        let mut buf = vec![0u8; 2000];
-        let n = emit_ipv4_tcp(&ip, &tcp, &mut buf).unwrap();
-        let good = buf[..n].to_vec();
-        // What a CHECKSUM_PARTIAL sender leaves: the pseudo-header sum.
-        let mut partial = good.clone();
-        let pseudo = Ipv4Packet::new_unchecked(&good).tcp_partial_checksum();
-        partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
-        assert!(
-            parse_ipv4_tcp(&partial).is_err(),
-            "the core refuses it as is"
-        );
-        complete_tcp_checksum(&mut partial);
-        assert_eq!(partial, good);
-        assert!(parse_ipv4_tcp(&partial).is_ok());
     }
 
     #[test]
