@@ -40,29 +40,24 @@
 //! asks; it flushes what the core still has to send and then removes the
 //! RST-guard rules.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Waker;
+use std::sync::Arc;
 
-use futures::channel::mpsc::UnboundedSender;
 use serde_json::json;
 use sustain_core::rendezvous::ControlClient;
-use sustain_core::tcp::{CloseReason, ConnId, Endpoint as CoreEndpoint, Event, ListenerId, Stats};
+use sustain_core::tcp::{CloseReason, ConnId, Endpoint as CoreEndpoint, Event, Stats};
 use sustain_core::time::{Duration, Instant};
-use tokio::sync::Notify;
 
-use crate::clock::Clock;
 use crate::events::EventLog;
-use crate::gso::{self, GsoSender, NextHops};
-use crate::mobility::{self, ControlCmd};
+use crate::gso::{self, NextHops};
+use crate::mobility;
 use crate::netwatch::{self, NetWatcher};
-use crate::packet_ring::{self, PacketRing};
-use crate::ports::Ports;
-use crate::raw_socket::{RawSocket, RecvBatch, Refusal, SendBatch, SLOT};
+use crate::packet_ring;
+use crate::raw_socket::{RecvBatch, Refusal, SendBatch, SLOT};
 use crate::route;
-use crate::stream::StreamEvent;
+use crate::shared::{ConnSlot, ControlCmd, Shared, State, StreamEvent};
 
 /// Receive batches per pass before the driver looks at timers and sends.
 const RECV_BATCHES_PER_PASS: usize = 64;
@@ -72,173 +67,6 @@ const NO_BUFFER_HOLD: Duration = Duration::from_millis(1);
 /// How long sends wait after one was refused for lack of a route, unless
 /// an address or route event comes first.
 const NO_ROUTE_HOLD: Duration = Duration::from_millis(10);
-
-/// What every handle and the driver share.
-pub(crate) struct Shared {
-    pub(crate) state: Mutex<State>,
-    /// Wakes the driver after a handle changed the core.
-    pub(crate) wake: Notify,
-    /// Sends, and receives unless `ring` does.
-    pub(crate) socket: RawSocket,
-    /// The receive ring ([`crate::packet_ring`]); `None`: the raw socket
-    /// receives (the fallback).
-    pub(crate) ring: Option<PacketRing>,
-    /// Sends runs of bulk segments as GSO super-segments ([`crate::gso`]);
-    /// only with the ring, which tells it the next hops.
-    pub(crate) gso: Option<GsoSender>,
-    pub(crate) clock: Clock,
-    /// The owned ports; separate from `state` because installing a guard
-    /// rule blocks (iptables) and must not hold up the driver.
-    pub(crate) ports: Mutex<Ports>,
-    /// Notified when the driver has ended.
-    pub(crate) stopped: Notify,
-    /// `EndpointConfig::connect_mss`.
-    pub(crate) connect_mss: Option<u16>,
-    /// `EndpointConfig::server`: the mobility information server.
-    pub(crate) server: Option<SocketAddrV4>,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic in another handle leaves the state as consistent as the
-        // core keeps it; carry on rather than poison every handle.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn lock_ports(&self) -> MutexGuard<'_, Ports> {
-        self.ports.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Points the receiving socket's filter at the owned ports.
-    pub(crate) fn refresh_filter(&self) -> io::Result<()> {
-        let ports = self.lock_ports().filter();
-        self.set_filter(&ports)
-    }
-
-    fn set_filter(&self, ports: &[u16]) -> io::Result<()> {
-        match &self.ring {
-            Some(ring) => ring.set_port_filter(ports),
-            None => self.socket.set_port_filter(ports),
-        }
-    }
-
-    /// Waits until a packet may be waiting.
-    async fn readable(&self) -> io::Result<()> {
-        match &self.ring {
-            Some(ring) => ring.readable().await,
-            None => self.socket.readable().await,
-        }
-    }
-
-    /// Gives up `port` (after its last release) off the driver task.
-    pub(crate) fn remove_port_later(self: &Arc<Self>, port: u16) {
-        let shared = self.clone();
-        let _ = self.refresh_filter_without(port);
-        tokio::task::spawn_blocking(move || {
-            shared.lock_ports().remove(port);
-        });
-    }
-
-    fn refresh_filter_without(&self, port: u16) -> io::Result<()> {
-        let ports: Vec<u16> = self
-            .lock_ports()
-            .filter()
-            .into_iter()
-            .filter(|p| *p != port)
-            .collect();
-        self.set_filter(&ports)
-    }
-}
-
-/// Per connection: who waits for what.
-#[derive(Default)]
-pub(crate) struct ConnSlot {
-    pub(crate) port: u16,
-    pub(crate) connected: bool,
-    pub(crate) closed: Option<CloseReason>,
-    /// A `Stream` (or a pending connect) exists for it.
-    pub(crate) handle: bool,
-    /// The application's FIN is queued.
-    pub(crate) fin_queued: bool,
-    pub(crate) read: Option<Waker>,
-    pub(crate) write: Option<Waker>,
-    /// A task waiting for everything written to be acknowledged (flush).
-    pub(crate) flush: Option<Waker>,
-    /// Tasks waiting for the connection to open or to close.
-    pub(crate) state_waiters: Vec<Waker>,
-    pub(crate) events: Vec<UnboundedSender<StreamEvent>>,
-    /// The connection's mobility-server task, once it is migratable.
-    pub(crate) control: Option<UnboundedSender<ControlCmd>>,
-}
-
-impl ConnSlot {
-    fn wake_all(&mut self) {
-        if let Some(w) = self.read.take() {
-            w.wake();
-        }
-        if let Some(w) = self.write.take() {
-            w.wake();
-        }
-        if let Some(w) = self.flush.take() {
-            w.wake();
-        }
-        for w in self.state_waiters.drain(..) {
-            w.wake();
-        }
-    }
-
-    pub(crate) fn wait_state(&mut self, waker: &Waker) {
-        if !self.state_waiters.iter().any(|w| w.will_wake(waker)) {
-            self.state_waiters.push(waker.clone());
-        }
-    }
-
-    fn emit(&mut self, event: StreamEvent) {
-        self.events
-            .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
-    }
-}
-
-/// Per listener: the accepted connections not yet taken and the acceptor.
-pub(crate) struct ListenerSlot {
-    pub(crate) port: u16,
-    pub(crate) queue: VecDeque<ConnId>,
-    pub(crate) waker: Option<Waker>,
-}
-
-/// Everything behind the shared mutex.
-pub(crate) struct State {
-    pub(crate) core: CoreEndpoint,
-    pub(crate) conns: HashMap<ConnId, ConnSlot>,
-    pub(crate) listeners: HashMap<ListenerId, ListenerSlot>,
-    pub(crate) log: EventLog,
-    /// Live `Endpoint` handles.
-    pub(crate) endpoint_handles: usize,
-    /// `Endpoint::shutdown` was called: abort everything and stop.
-    pub(crate) shutdown: bool,
-    /// The driver has ended; handles answer `EndpointClosed`.
-    pub(crate) stopped: bool,
-    /// Ports of connections that are gone for the application but that the
-    /// core still owns (TIME-WAIT); released once it no longer does.
-    lingering: Vec<u16>,
-    /// Addresses present at the last look, and those usable (routed).
-    addresses: BTreeSet<Ipv4Addr>,
-    usable: BTreeSet<Ipv4Addr>,
-    /// Connections with a flush waiter, checked after every pass.
-    pub(crate) flushing: Vec<ConnId>,
-    /// Packets the kernel refused for lack of a route, handed back to the
-    /// core (PROTOCOL.md §7, a segment the host refused).
-    pub(crate) send_drops: u64,
-    /// Sends the kernel refused for lack of buffer space, retried later.
-    pub(crate) send_retries: u64,
-    /// After a refusal, no send before this instant (unless an address or
-    /// route event comes first): the refusal repeats until something
-    /// changes, and retrying at once would spin.
-    tx_hold: Option<Instant>,
-    /// GSO super-segments sent, and the segments they carried.
-    gso_sent: gso::GsoSent,
-    scratch: Vec<u8>,
-}
 
 impl State {
     pub(crate) fn new(core: CoreEndpoint, log: EventLog, addresses: BTreeSet<Ipv4Addr>) -> State {

@@ -13,7 +13,7 @@ use sustain_core::tcp::{Config, ConnId, Endpoint as CoreEndpoint, ListenerId, St
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::driver::{self, ConnSlot, ListenerSlot, Shared, State};
+use crate::driver;
 use crate::error::{ConnectionError, EndpointError, OpenError};
 use crate::events::EventLog;
 use crate::gso::GsoSender;
@@ -23,6 +23,7 @@ use crate::packet_ring::PacketRing;
 use crate::ports::Ports;
 use crate::raw_socket::RawSocket;
 use crate::rst_guard::RstGuard;
+use crate::shared::{ConnSlot, ListenerSlot, Shared, State};
 use crate::stream::Stream;
 use crate::SUSTAIN_MARK;
 

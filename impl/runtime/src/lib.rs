@@ -40,11 +40,13 @@ pub mod route;
 pub mod rst_guard;
 pub mod server;
 mod session_io;
+pub(crate) mod shared;
 pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointConfig, Listener};
 pub use error::{ConnectionError, EndpointError, OpenError};
-pub use stream::{Stream, StreamEvent, StreamEvents};
+pub use shared::StreamEvent;
+pub use stream::{Stream, StreamEvents};
 pub use sustain_core::tcp::{
     CloseReason, Config, ConnId, ConnInfo, MigWaitCause, MigrationFailure, Mode, State, Stats,
 };

@@ -44,24 +44,13 @@ use sustain_core::tcp::{ConnId, State};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::driver::Shared;
+use crate::shared::{ControlCmd, Shared};
 
 /// First wait before re-opening a failed session; doubles up to the max.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A session that cannot be opened in this time counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// What the driver tells a connection's control task.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ControlCmd {
-    /// The connection started a move with this local address.
-    Moved(SocketAddrV4),
-    /// The peer moved; the connection now sees it here.
-    PeerMoved(SocketAddrV4),
-    /// The connection closed.
-    Closed,
-}
 
 /// Starts the control task of `conn` and returns its command channel.
 pub(crate) fn spawn(

@@ -19,98 +19,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::channel::mpsc::{unbounded, UnboundedReceiver};
-use serde_json::json;
-use sustain_core::tcp::{
-    CloseReason, ConnId, ConnInfo, Event, MigWaitCause, MigrationFailure, Mode,
-};
-use sustain_core::time::Duration;
+use sustain_core::tcp::{CloseReason, ConnId, ConnInfo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::driver::{Shared, State};
 use crate::error::ConnectionError;
-
-/// Migration progress of one connection (the core's events, per stream).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum StreamEvent {
-    /// This end started a move: MSYN (`Mode::Sustain`) or Address-Update
-    /// (`Mode::Continuation`).
-    MigrationStarted { mode: Mode },
-    /// An MSYN left; `attempt` counts from 1 within the move.
-    MsynSent { attempt: u32 },
-    /// The connection holds in MIG_WAIT.
-    MigWait { cause: MigWaitCause },
-    /// Data flows again; `stall` since the address loss or the move's start.
-    Resumed { stall: Duration },
-    /// The move failed; the connection closes.
-    MigrationFailed { reason: MigrationFailure },
-    /// The peer moved to `new_remote` (as seen here, after any NAPT).
-    PeerMoved {
-        new_remote: SocketAddrV4,
-        behind_napt: bool,
-    },
-}
-
-impl StreamEvent {
-    /// The stream event of a core migration event, with its connection.
-    pub(crate) fn from_core(event: &Event) -> Option<(ConnId, StreamEvent)> {
-        Some(match *event {
-            Event::MigrationStarted { conn, mode } => {
-                (conn, StreamEvent::MigrationStarted { mode })
-            }
-            Event::MsynSent { conn, attempt } => (conn, StreamEvent::MsynSent { attempt }),
-            Event::MigWait { conn, cause } => (conn, StreamEvent::MigWait { cause }),
-            Event::Resumed { conn, stall } => (conn, StreamEvent::Resumed { stall }),
-            Event::MigrationFailed { conn, reason } => {
-                (conn, StreamEvent::MigrationFailed { reason })
-            }
-            Event::PeerMoved {
-                conn,
-                new_remote,
-                behind_napt,
-            } => (
-                conn,
-                StreamEvent::PeerMoved {
-                    new_remote,
-                    behind_napt,
-                },
-            ),
-            _ => return None,
-        })
-    }
-
-    /// The `--events` line: its name and fields (stable names the lab reads).
-    pub fn to_json(&self, conn: ConnId) -> (&'static str, serde_json::Value) {
-        match self {
-            StreamEvent::MigrationStarted { mode } => (
-                "migration-started",
-                json!({"conn": conn.0, "mode": format!("{mode:?}").to_lowercase()}),
-            ),
-            StreamEvent::MsynSent { attempt } => {
-                ("msyn-sent", json!({"conn": conn.0, "attempt": attempt}))
-            }
-            StreamEvent::MigWait { cause } => (
-                "mig-wait",
-                json!({"conn": conn.0, "cause": format!("{cause:?}")}),
-            ),
-            StreamEvent::Resumed { stall } => (
-                "resumed",
-                json!({"conn": conn.0, "stall_ms": stall.as_secs_f64() * 1e3}),
-            ),
-            StreamEvent::MigrationFailed { reason } => (
-                "migration-failed",
-                json!({"conn": conn.0, "reason": format!("{reason:?}")}),
-            ),
-            StreamEvent::PeerMoved {
-                new_remote,
-                behind_napt,
-            } => (
-                "peer-moved",
-                json!({"conn": conn.0, "remote": new_remote.to_string(), "behind_napt": behind_napt}),
-            ),
-        }
-    }
-}
+use crate::shared::{Shared, State, StreamEvent};
 
 /// The migration events of one stream from the moment [`Stream::events`]
 /// was called; ends when the connection closes.
