@@ -1156,11 +1156,16 @@ fn data_retries_exhausted_times_out() {
             break;
         }
     }
-    // Initial RTO 1 s (no RTT sample without a data ACK? the handshake gave
-    // one: RTO is the 200 ms floor), doubled each time.
-    assert_eq!(gaps.len(), 3);
-    assert_eq!(gaps[1], gaps[0] * 2);
+    // The handshake gave an RTT sample: the RTO is the 200 ms floor. One
+    // segment in flight: the PTO (2 SRTT + 2 ms + WCDelAckT) is later than
+    // the RTO, and RFC 8985 §7.2 caps it at the RTO's expiry, so the
+    // first resend is the tail loss probe, which restarts the RTO
+    // (§7.3); then the RTO fires `data_retries` times, doubled each time.
+    assert_eq!(gaps.len(), 4, "{gaps:?}");
+    assert_eq!(gaps[0], Duration::from_millis(200));
+    assert_eq!(gaps[1], gaps[0]);
     assert_eq!(gaps[2], gaps[1] * 2);
+    assert_eq!(gaps[3], gaps[2] * 2);
     let events = c.h.events();
     assert_eq!(
         events.last(),
@@ -1170,6 +1175,7 @@ fn data_retries_exhausted_times_out() {
         })
     );
     assert_eq!(c.h.ep.stats().timeouts, 3);
+    assert_eq!(c.h.ep.stats().tlp_probes, 1);
 }
 
 /// RFC 6298 §5.7: "If the timer expires awaiting the ACK of a SYN segment

@@ -19,9 +19,12 @@ use crate::wire::SeqNumber;
 
 /// RFC 8985 §7.2 WCDelAckT: worst-case delayed-ACK timer.
 pub const WC_DEL_ACK: Duration = Duration::from_millis(200);
-/// Lower bound on the PTO (Linux `TCP_TIMEOUT_MIN`-like: a PTO of
-/// microseconds on a LAN would probe what is merely queued).
-const MIN_PTO: Duration = Duration::from_millis(10);
+/// Added to 2*SRTT (Linux `tcp_schedule_loss_probe` adds
+/// `TCP_TIMEOUT_MIN`, 2 ms): at a LAN's sub-millisecond SRTT a bare
+/// 2*SRTT would probe what an ACK a timer tick late will still answer,
+/// and a timer cannot be kept to microseconds. (It was a 10 ms floor,
+/// fifty round trips at 0.2 ms RTT.)
+const PTO_MARGIN: Duration = Duration::from_millis(2);
 
 /// What an ACK told about the current probe (RFC 8985 §7.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +75,10 @@ impl Tlp {
         self.episode.is_some()
     }
 
-    /// RFC 8985 §7.2: PTO = 2*SRTT (1 s before any sample), plus WCDelAckT
-    /// when only one segment is in flight; none when the RTO (`rto_at`)
-    /// would fire first.
+    /// RFC 8985 §7.2 `TLP_calc_PTO`: PTO = 2*SRTT (1 s before any
+    /// sample), plus WCDelAckT when only one segment is in flight, and
+    /// "If Now() + PTO > TCP_RTO_expiration(): PTO = TCP_RTO_expiration()
+    /// - Now()": the probe replaces an RTO that would come first.
     pub fn arm(
         &mut self,
         now: Instant,
@@ -86,19 +90,21 @@ impl Tlp {
             return;
         }
         let mut pto = match srtt {
-            Some(srtt) => (srtt * 2).max(MIN_PTO),
+            Some(srtt) => srtt * 2 + PTO_MARGIN,
             None => Duration::from_secs(1),
         };
         if one_segment {
             pto += WC_DEL_ACK;
         }
-        // A PTO not before the RTO would only delay the RTO's own
-        // retransmission: then the RTO stays the timer (RFC 6298 as is).
+        // §7.2: never after the RTO. At a probe's expiry the connection
+        // sends the probe and restarts the RTO behind it (§7.3) instead of
+        // collapsing cwnd to one segment, which at a LAN's RTT costs the
+        // minimum RTO many times over.
         let at = now + pto;
-        self.deadline = match rto_at {
-            Some(rto) if rto <= at => None,
-            _ => Some(at),
-        };
+        self.deadline = Some(match rto_at {
+            Some(rto) if rto < at => rto.max(now),
+            _ => at,
+        });
     }
 
     /// The PTO passed: the next transmission is a probe (§7.3).
@@ -153,25 +159,33 @@ mod tests {
     }
 
     #[test]
-    fn pto_is_two_srtt_plus_delack_for_one_segment_and_yields_to_the_rto() {
+    fn pto_is_two_srtt_plus_margin_plus_delack_for_one_segment_capped_at_the_rto() {
         let mut tlp = Tlp::new();
         let srtt = Some(Duration::from_millis(30));
         tlp.arm(ms(0), srtt, false, Some(ms(230)));
-        assert_eq!(tlp.deadline(), Some(ms(60)));
+        assert_eq!(tlp.deadline(), Some(ms(62)));
         tlp.arm(ms(0), srtt, true, Some(ms(300)));
-        assert_eq!(tlp.deadline(), Some(ms(260)));
+        assert_eq!(tlp.deadline(), Some(ms(262)));
         tlp.arm(ms(0), srtt, true, Some(ms(230)));
-        assert_eq!(tlp.deadline(), None, "the RTO comes first");
+        assert_eq!(tlp.deadline(), Some(ms(230)), "capped at the RTO");
         tlp.arm(ms(0), None, false, None);
         assert_eq!(tlp.deadline(), Some(ms(1000)));
+        // 0.2 ms SRTT (a LAN): 2*SRTT plus the 2 ms margin.
+        tlp.arm(
+            ms(0),
+            Some(Duration::from_micros(200)),
+            false,
+            Some(ms(200)),
+        );
+        assert_eq!(tlp.deadline(), Some(Instant::from_micros(2400)));
     }
 
     #[test]
     fn one_probe_per_episode_and_its_outcomes() {
         let mut tlp = Tlp::new();
         tlp.arm(ms(0), Some(Duration::from_millis(30)), false, None);
-        assert!(!tlp.on_timeout(ms(59)));
-        assert!(tlp.on_timeout(ms(60)));
+        assert!(!tlp.on_timeout(ms(61)));
+        assert!(tlp.on_timeout(ms(62)));
         tlp.on_probe_sent(SeqNumber(5000), true);
         assert!(!tlp.probe_due());
         // No second PTO while the probe is unanswered.
@@ -182,12 +196,12 @@ mod tests {
         assert!(!tlp.in_episode());
         // A probe that duplicated delivered data.
         tlp.arm(ms(100), Some(Duration::from_millis(30)), false, None);
-        assert!(tlp.on_timeout(ms(160)));
+        assert!(tlp.on_timeout(ms(162)));
         tlp.on_probe_sent(SeqNumber(9000), true);
         assert_eq!(tlp.on_ack(SeqNumber(9000), true), TlpOutcome::Spurious);
         // A probe of new data.
         tlp.arm(ms(200), Some(Duration::from_millis(30)), false, None);
-        assert!(tlp.on_timeout(ms(260)));
+        assert!(tlp.on_timeout(ms(262)));
         tlp.on_probe_sent(SeqNumber(10_000), false);
         assert_eq!(tlp.on_ack(SeqNumber(10_000), false), TlpOutcome::Done);
     }
