@@ -484,7 +484,7 @@ pub(crate) fn bind_free_queue(config: &DelayConfig) -> Result<(u16, QueueSocket)
         match socket.bind_queue(queue, config.queue_max_len) {
             Ok(()) => return Ok((queue, socket)),
             // Someone else in this namespace holds that number.
-            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
             Err(err) => return Err(LabError::io(format!("binding NFQUEUE {queue}"), err)),
         }
     }

@@ -409,7 +409,7 @@ impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
             .field("local", &self.local)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -54,7 +54,9 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("conn", &self.conn).finish()
+        f.debug_struct("Stream")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
     }
 }
 

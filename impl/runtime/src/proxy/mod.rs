@@ -318,7 +318,7 @@ pub async fn serve(
             }
         };
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             r = readable(&socket, ring.as_ref()) => r.map_err(ProxyError::Socket)?,
             r = socket.writable(), if !tx.is_empty() => r.map_err(ProxyError::Socket)?,
             accepted = control.accept() => {

@@ -115,7 +115,7 @@ pub async fn serve(
             }
         };
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => {
                 let (stream, peer) = accepted.map_err(ServeError::Accept)?;
                 open(&mut server, &mut sessions, &inbox_tx, clock.now(), stream, peer);
@@ -146,7 +146,7 @@ pub async fn serve(
                         .map_err(ServeError::Events)?;
                 }
             },
-            _ = sleep => server.handle_timeout(clock.now()),
+            () = sleep => server.handle_timeout(clock.now()),
         }
         drain(
             &mut server,
