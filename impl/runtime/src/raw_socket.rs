@@ -20,15 +20,20 @@ pub const BATCH: usize = 32;
 /// Bytes per slot: the largest IPv4 packet.
 pub const SLOT: usize = 65536;
 
+/// Why the raw socket could not be opened or set up.
 #[derive(Debug, Error)]
 pub enum RawSocketError {
+    /// The process lacks CAP_NET_RAW (or CAP_NET_ADMIN for `SO_MARK`).
     #[error(
         "opening a raw IPv4 socket needs root or CAP_NET_RAW (and CAP_NET_ADMIN for SO_MARK): {0}"
     )]
     PermissionDenied(io::Error),
+    /// A socket call other than the permission check failed.
     #[error("raw socket setup failed ({what}): {source}")]
     Setup {
+        /// The step that failed (`socket`, a socket option, ...).
         what: &'static str,
+        /// The OS error.
         source: io::Error,
     },
 }

@@ -32,12 +32,20 @@ use std::process::Command;
 
 use thiserror::Error;
 
+/// Why an iptables rule of the RST guard could not be listed, installed or removed.
 #[derive(Debug, Error)]
 pub enum RstGuardError {
+    /// The `iptables` binary could not be run.
     #[error("iptables is not installed (apt-get install iptables): {0}")]
     NotInstalled(io::Error),
+    /// `iptables` exited unsuccessfully.
     #[error("iptables {args} failed: {stderr}")]
-    Failed { args: String, stderr: String },
+    Failed {
+        /// The arguments it was run with.
+        args: String,
+        /// What it printed on stderr, trimmed.
+        stderr: String,
+    },
 }
 
 /// Owns the RST-suppression rules of this process.
@@ -158,11 +166,6 @@ impl RstGuard {
         Ok(())
     }
 
-    /// Whether ports are guarded with ingress drops.
-    pub fn ingress_drop(&self) -> bool {
-        self.ingress_drop
-    }
-
     /// The command that inserts (`-I`) or deletes (`-D`) the rule for the
     /// ports `ports` ("PORT" or "LO:HI").
     fn rule(&self, op: &str, ports: &str) -> Vec<String> {
@@ -210,10 +213,6 @@ impl RstGuard {
         if let Err(e) = iptables(&self.rule("-D", &port.to_string())) {
             tracing::warn!("could not remove RST guard rule for port {port}: {e}");
         }
-    }
-
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
     }
 
     /// Remove every rule this guard installed (also done on drop).

@@ -2,7 +2,7 @@
 //! `AsyncWrite`, with its migration events.
 //!
 //! A stream is a handle: reads and writes lock the endpoint's shared state,
-//! call the core, and wake the driver (crate docs of [`crate::driver`]).
+//! call the core, and wake the driver (the module docs of `driver.rs`).
 //! The core's send buffer is the only queue: a write the buffer cannot take
 //! is pending until acknowledged data frees space, so nothing is queued
 //! without bound; `flush` waits until everything written is acknowledged.
