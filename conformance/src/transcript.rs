@@ -249,7 +249,7 @@ impl Analysis {
                 }
             }
         }
-        order.sort();
+        order.sort_unstable();
         for (t, c, f) in order {
             let Some(segment) = analysis.segments[c][f].clone() else {
                 continue;

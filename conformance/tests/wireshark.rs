@@ -219,7 +219,7 @@ fn shown_kinds(packet: &Packet) -> Vec<u8> {
         .filter(|f| f.name == "tcp.option_kind" || f.name == "sustain.kind")
         .filter_map(|f| Some((f.pos, f.show.parse().ok()?)))
         .collect();
-    kinds.sort();
+    kinds.sort_unstable();
     let mut out = Vec::new();
     for (_, kind) in kinds {
         out.push(kind);

@@ -291,7 +291,7 @@ fn bind_packet(socket: &OwnedFd, addr: &libc::sockaddr_ll) -> io::Result<()> {
     let ret = unsafe {
         libc::bind(
             socket.as_raw_fd(),
-            (addr as *const libc::sockaddr_ll).cast(),
+            std::ptr::from_ref::<libc::sockaddr_ll>(addr).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };

@@ -484,7 +484,7 @@ pub(crate) fn bind_free_queue(config: &DelayConfig) -> Result<(u16, QueueSocket)
         match socket.bind_queue(queue, config.queue_max_len) {
             Ok(()) => return Ok((queue, socket)),
             // Someone else in this namespace holds that number.
-            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {}
             Err(err) => return Err(LabError::io(format!("binding NFQUEUE {queue}"), err)),
         }
     }
@@ -576,8 +576,9 @@ fn make_realtime() -> io::Result<()> {
     // SAFETY: `param` is a valid sched_param that outlives the call, which only reads
     // it; pthread_self() is always a valid handle for the calling thread.
     #[allow(unsafe_code)]
-    let ret =
-        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    let ret = unsafe {
+        libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &raw const param)
+    };
     match ret {
         0 => Ok(()),
         errno => Err(io::Error::from_raw_os_error(errno)),

@@ -103,7 +103,7 @@ fn ethtool_value(socket: &OwnedFd, ifname: &str, cmd: u32, data: u32) -> io::Res
     let mut request = libc::ifreq {
         ifr_name: [0; libc::IFNAMSIZ],
         ifr_ifru: libc::__c_anonymous_ifr_ifru {
-            ifru_data: (&mut value as *mut EthtoolValue).cast(),
+            ifru_data: (&raw mut value).cast(),
         },
     };
     for (dst, src) in request.ifr_name.iter_mut().zip(ifname.bytes()) {

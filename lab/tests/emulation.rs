@@ -63,7 +63,7 @@ fn probe_receiver(lab: &PathLab) -> UdpSocket {
                 socket.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
+                (&raw const on).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
@@ -91,17 +91,17 @@ fn recv_timestamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usiz
     let mut control = [0u64; 16];
     // SAFETY: zeroed msghdr is valid; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
     // SAFETY: msg describes valid buffers.
-    let len = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    let len = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, 0) };
     if len < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: walking the control messages the kernel just wrote into `control`.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
     while !cmsg.is_null() {
         // SAFETY: cmsg points into `control`, as CMSG_FIRSTHDR/NXTHDR guarantee.
         let header = unsafe { &*cmsg };
@@ -113,7 +113,7 @@ fn recv_timestamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usiz
             return Ok((len as usize, stamp));
         }
         // SAFETY: as above.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
     }
     Err(std::io::Error::other("no SCM_TIMESTAMPNS on the datagram"))
 }

@@ -56,7 +56,7 @@ fn open_monitor() -> OwnedFd {
         addr.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
         let ret = libc::bind(
             fd,
-            (&addr as *const libc::sockaddr_nl).cast(),
+            (&raw const addr).cast(),
             std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         );
         assert_eq!(ret, 0, "bind netlink");

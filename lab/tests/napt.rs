@@ -56,7 +56,7 @@ fn send_bare_ack(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16) {
             tcp.as_ptr().cast(),
             tcp.len(),
             0,
-            (&to as *const libc::sockaddr_in).cast(),
+            (&raw const to).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         );
         assert_eq!(sent, 20, "send the ACK");

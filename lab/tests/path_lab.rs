@@ -387,7 +387,7 @@ fn raw_socket_in_b_reads_complete_tcp_checksums_from_a() {
                     fd,
                     libc::SOL_SOCKET,
                     libc::SO_RCVBUFFORCE,
-                    (&size as *const libc::c_int).cast(),
+                    (&raw const size).cast(),
                     std::mem::size_of::<libc::c_int>() as libc::socklen_t,
                 )
             };

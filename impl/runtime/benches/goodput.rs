@@ -428,7 +428,7 @@ fn measure_sustain(
             let buf = vec![0x5au8; CHUNK];
             tokio::select! {
                 _ = stop_rx => {}
-                _ = async { while stream.write_all(&buf).await.is_ok() {} } => {}
+                () = async { while stream.write_all(&buf).await.is_ok() {} } => {}
             }
             stream.abort();
             Ok::<(), String>(())

@@ -1297,7 +1297,7 @@ fn netlink_socket(protocol: i32, groups: u32) -> std::io::Result<OwnedFd> {
     let rc = unsafe {
         libc::bind(
             fd.as_raw_fd(),
-            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+            (&raw const sa).cast::<libc::sockaddr>(),
             std::mem::size_of::<libc::sockaddr_nl>() as u32,
         )
     };
@@ -1314,7 +1314,7 @@ fn netlink_socket(protocol: i32, groups: u32) -> std::io::Result<OwnedFd> {
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
+            (&raw const tv).cast::<libc::c_void>(),
             std::mem::size_of::<libc::timeval>() as u32,
         );
     }
@@ -1458,7 +1458,7 @@ mod mptcp_pm {
                     fd.as_raw_fd(),
                     SOL_NETLINK,
                     NETLINK_ADD_MEMBERSHIP,
-                    &group as *const u32 as *const libc::c_void,
+                    (&raw const group).cast::<libc::c_void>(),
                     4,
                 )
             };

@@ -55,7 +55,7 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage writes one rusage into the zeroed struct we own.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage.
-    let rc = unsafe { libc::getrusage(who, &mut ru) };
+    let rc = unsafe { libc::getrusage(who, &raw mut ru) };
     assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)

@@ -12,12 +12,14 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock whose zero is now.
     pub fn new() -> Clock {
         Clock {
             origin: StdInstant::now(),
         }
     }
 
+    /// Time since the clock was created, with microsecond resolution.
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }

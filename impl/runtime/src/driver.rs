@@ -707,7 +707,7 @@ pub(crate) fn counters_json(stats: &Stats) -> serde_json::Value {
 }
 
 /// The close reason as the events file and error messages name it.
-pub fn reason_name(r: CloseReason) -> &'static str {
+pub(crate) fn reason_name(r: CloseReason) -> &'static str {
     match r {
         CloseReason::Normal => "normal",
         CloseReason::Reset => "reset by peer",

@@ -39,7 +39,7 @@ pub struct EndpointConfig {
     pub connect_mss: Option<u16>,
     /// The mobility information server: every migratable connection
     /// registers with it, reports this end's moves, and follows its notices
-    /// ([`crate::mobility`]). `None`: moves as without a server.
+    /// (`mobility.rs`). `None`: moves as without a server.
     pub server: Option<SocketAddrV4>,
 }
 
@@ -51,7 +51,7 @@ pub struct EndpointConfig {
 /// from a packet ring (or a raw socket), sends them on a raw socket and a
 /// packet socket, and installs one narrow iptables rule per owned port so
 /// the kernel's TCP neither handles nor resets our connections
-/// ([`crate::rst_guard`]). The rules go when the
+/// (`rst_guard.rs`). The rules go when the
 /// endpoint stops; an application should call [`Endpoint::shutdown`] on
 /// SIGINT/SIGTERM (rules of a killed process are swept by the next
 /// endpoint).
@@ -372,7 +372,7 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
     }
 }
 
-/// `SUSTAIN_GSO=on` sends bulk data as GSO super-segments ([`crate::gso`]);
+/// `SUSTAIN_GSO=on` sends bulk data as GSO super-segments (`gso.rs`);
 /// by default every segment leaves on the raw socket. Opt-in for now: with
 /// GSO the lab's 0 ms move scenarios missed their 5 ms budget in CI (a
 /// segment refused locally just before a move leaves a hole the resumed
@@ -409,7 +409,7 @@ impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
             .field("local", &self.local)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

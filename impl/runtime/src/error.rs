@@ -6,8 +6,8 @@ use std::io;
 use sustain_core::tcp::{CloseReason, TcpError};
 use thiserror::Error;
 
-use crate::raw_socket::RawSocketError;
-use crate::rst_guard::RstGuardError;
+pub use crate::raw_socket::RawSocketError;
+pub use crate::rst_guard::RstGuardError;
 
 /// Why a connection ended other than normally: the typed reason behind
 /// the `io::Error` a [`crate::Stream`] returns

@@ -11,6 +11,8 @@ use sustain_core::time::Instant;
 
 use crate::clock::Clock;
 
+/// The `--events` log: appends one JSON object per event to a file, or
+/// discards events when no file was given.
 pub struct EventLog {
     file: Option<File>,
 }

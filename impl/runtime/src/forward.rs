@@ -68,12 +68,16 @@ impl FromStr for Side {
 pub enum Direction {
     /// Accept kernel TCP on `listen`, open sustained connections to `remote`.
     TcpToSustain {
+        /// The kernel TCP address to listen on.
         listen: SocketAddrV4,
+        /// The sustained peer each accepted connection is forwarded to.
         remote: SocketAddrV4,
     },
     /// Accept sustained connections on `bind`, open kernel TCP to `service`.
     SustainToTcp {
+        /// The address sustained connections are accepted on.
         bind: SocketAddrV4,
+        /// The kernel TCP service each accepted connection is bridged to.
         service: SocketAddrV4,
     },
 }
@@ -97,10 +101,14 @@ impl Direction {
     }
 }
 
+/// What `sustain-host forward` runs: the command line, parsed.
 #[derive(Debug, Clone)]
 pub struct ForwardOptions {
+    /// Which way to bridge, and the addresses.
     pub direction: Direction,
+    /// The `--events` JSON-lines log, if any.
     pub events: Option<PathBuf>,
+    /// TCP configuration of the sustained connections.
     pub config: Config,
     /// MSS of sustained connections this forward opens; `None`: from the route.
     pub connect_mss: Option<u16>,
@@ -108,14 +116,19 @@ pub struct ForwardOptions {
     pub server: Option<SocketAddrV4>,
 }
 
+/// Why a forward stopped before its shutdown signal.
 #[derive(Debug, Error)]
 pub enum ForwardError {
+    /// The endpoint could not be started.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// Listening for sustained connections failed.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// Binding the kernel TCP listener failed.
     #[error("listening on tcp:{0}: {1}")]
     Listen(SocketAddrV4, #[source] io::Error),
+    /// The listener failed (its local address, or accepting sustained connections).
     #[error("accepting: {0}")]
     Accept(#[source] io::Error),
 }
@@ -123,9 +136,13 @@ pub enum ForwardError {
 /// Counters of a forward, for its `--events` and the caller.
 #[derive(Debug, Default)]
 pub struct ForwardStats {
+    /// Connections accepted on the listening side.
     pub accepted: AtomicU64,
+    /// Bridges that ended with both directions finished and the sustained close done.
     pub completed: AtomicU64,
+    /// Connections whose other side could not be opened, or whose bridge failed.
     pub failed: AtomicU64,
+    /// Bridges currently splicing.
     pub active: AtomicU64,
 }
 

@@ -54,7 +54,7 @@ use crate::packet_ring::LinkSource;
 use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
 
 /// How long a learned next hop stays usable without a segment from it.
-pub const FRESH: Duration = Duration::from_secs(1);
+pub(crate) const FRESH: Duration = Duration::from_secs(1);
 /// Link-layer header length the vnet offsets count (Ethernet, and `lo`).
 const LL_HLEN: u16 = 14;
 /// `struct virtio_net_hdr` (legacy: host byte order).
@@ -68,7 +68,7 @@ const MAX_IP: usize = 65535;
 
 /// The interface and next-hop address packets to one peer leave by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hop {
+pub(crate) struct Hop {
     pub ifindex: i32,
     pub addr: [u8; 8],
     seen: Instant,
@@ -77,14 +77,14 @@ pub struct Hop {
 /// Next hops learned from received segments, per (local, remote) address,
 /// and the link-layer address of each interface we send from.
 #[derive(Debug, Default)]
-pub struct NextHops {
+pub(crate) struct NextHops {
     map: HashMap<(Ipv4Addr, Ipv4Addr), Hop>,
     own: HashMap<i32, [u8; 6]>,
 }
 
 impl NextHops {
     /// Records where `pkt` (an IPv4 packet addressed to us) came from.
-    pub fn learn(&mut self, pkt: &[u8], from: &LinkSource, now: Instant) {
+    pub(crate) fn learn(&mut self, pkt: &[u8], from: &LinkSource, now: Instant) {
         if pkt.len() < 20
             || from.halen != 6
             || !(from.hatype == libc::ARPHRD_ETHER || from.hatype == libc::ARPHRD_LOOPBACK)
@@ -104,25 +104,25 @@ impl NextHops {
     }
 
     /// The fresh next hop for packets from `local` to `remote`.
-    pub fn get(&self, local: Ipv4Addr, remote: Ipv4Addr, now: Instant) -> Option<Hop> {
+    pub(crate) fn get(&self, local: Ipv4Addr, remote: Ipv4Addr, now: Instant) -> Option<Hop> {
         self.map
             .get(&(local, remote))
             .filter(|h| now.saturating_duration_since(h.seen) < FRESH)
             .copied()
     }
 
-    pub fn forget(&mut self, local: Ipv4Addr, remote: Ipv4Addr) {
+    pub(crate) fn forget(&mut self, local: Ipv4Addr, remote: Ipv4Addr) {
         self.map.remove(&(local, remote));
     }
 
     /// An address or route changed: learn everything again.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.map.clear();
         self.own.clear();
     }
 
     /// Our own link-layer address on `ifindex` (asked once per interface).
-    pub fn own_addr(&mut self, gso: &GsoSender, ifindex: i32) -> io::Result<[u8; 6]> {
+    pub(crate) fn own_addr(&mut self, gso: &GsoSender, ifindex: i32) -> io::Result<[u8; 6]> {
         if let Some(a) = self.own.get(&ifindex) {
             return Ok(*a);
         }
@@ -188,7 +188,7 @@ fn continues(first: &[u8], f: &Seg, prev: &Seg, next: &[u8]) -> bool {
 }
 
 /// How many of `pkts`, from the first, form one GSO run (1: no run).
-pub fn run_len(pkts: &[&[u8]]) -> usize {
+pub(crate) fn run_len(pkts: &[&[u8]]) -> usize {
     let Some(first) = pkts.first() else {
         return 0;
     };
@@ -245,12 +245,12 @@ fn restore_head(first: &mut [u8], saved: [u8; 6]) {
 /// The packet socket that sends super-segments: `SOCK_RAW` (the kernel
 /// takes a vnet header only there), so we write the Ethernet header. It
 /// never receives (protocol 0, never bound).
-pub struct GsoSender {
+pub(crate) struct GsoSender {
     fd: OwnedFd,
 }
 
 impl GsoSender {
-    pub fn open(mark: u32) -> io::Result<GsoSender> {
+    pub(crate) fn open(mark: u32) -> io::Result<GsoSender> {
         // SAFETY: plain socket(2) call.
         let raw = unsafe {
             libc::socket(
@@ -298,7 +298,7 @@ impl GsoSender {
     /// as one super-segment from `own` (our address on the hop's link) to
     /// `hop`: the first packet whole, then the payload of each other one,
     /// gathered straight from the slots.
-    pub fn send_run(
+    pub(crate) fn send_run(
         &self,
         batch: &mut SendBatch,
         start: usize,
@@ -329,11 +329,11 @@ impl GsoSender {
             iov_len: 0,
         }; BATCH + 2];
         iov[0] = libc::iovec {
-            iov_base: vnet.as_mut_ptr() as *mut libc::c_void,
+            iov_base: vnet.as_mut_ptr().cast::<libc::c_void>(),
             iov_len: VNET_HDR_LEN,
         };
         iov[1] = libc::iovec {
-            iov_base: eth.as_mut_ptr() as *mut libc::c_void,
+            iov_base: eth.as_mut_ptr().cast::<libc::c_void>(),
             iov_len: eth.len(),
         };
         for k in 0..count {
@@ -353,14 +353,14 @@ impl GsoSender {
         to.sll_addr = hop.addr;
         // SAFETY: as above.
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = &mut to as *mut libc::sockaddr_ll as *mut libc::c_void;
+        msg.msg_name = (&raw mut to).cast::<libc::c_void>();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = count + 2;
         // SAFETY: `msg` points at `to`, `iov` and, through it, at `vnet`,
         // `eth` and the batch's slots, all live and unmoved for the call (the
         // kernel copies them before returning); the iovecs are only read.
-        let rc = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+        let rc = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &raw const msg, libc::MSG_DONTWAIT) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             // Not sent: the packets go out as they were, another way.
@@ -373,7 +373,7 @@ impl GsoSender {
 
 /// Super-segments sent so far, and the segments in them.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct GsoSent {
+pub(crate) struct GsoSent {
     pub runs: u64,
     pub segments: u64,
 }
@@ -384,7 +384,7 @@ pub struct GsoSent {
 /// socket. Returns how many packets left; fewer than were queued when the
 /// raw socket is full.
 /// Without a GSO sender, simply the raw socket's batch send.
-pub fn send(
+pub(crate) fn send(
     socket: &RawSocket,
     gso: Option<&GsoSender>,
     tx: &mut SendBatch,

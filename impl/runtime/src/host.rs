@@ -32,23 +32,32 @@ pub enum Transfer {
 /// Who opens the connection.
 #[derive(Debug, Clone)]
 pub enum Role {
+    /// Open one connection to `remote`.
     Connect {
+        /// The peer to connect to.
         remote: SocketAddrV4,
         /// Local address and port; unspecified parts are chosen by the kernel's routing.
         bind: Option<SocketAddrV4>,
     },
+    /// Accept connections on `bind`.
     Listen {
+        /// Local address and port to listen on.
         bind: SocketAddrV4,
         /// Keep accepting connections until shut down.
         keep: bool,
     },
 }
 
+/// What `sustain-host` (without `forward`) runs: the command line, parsed.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
+    /// Connect or listen.
     pub role: Role,
+    /// Send or receive a file on each connection.
     pub transfer: Transfer,
+    /// The `--events` JSON-lines log, if any.
     pub events: Option<PathBuf>,
+    /// TCP configuration of every connection.
     pub config: Config,
     /// MSS of connections this host opens; `None`: from the route's MTU.
     pub connect_mss: Option<u16>,
@@ -62,26 +71,36 @@ pub struct HostOptions {
 /// Result of one connection's transfer: the JSON summary line.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
+    /// Payload bytes sent or received.
     pub bytes: u64,
     /// `None` when the host runs with `digest: false`.
     pub sha256: Option<String>,
+    /// Wall time of the transfer, from the connection's start to its end.
     pub seconds: f64,
 }
 
+/// Why the host's run failed.
 #[derive(Debug, Error)]
 pub enum HostError {
+    /// The endpoint could not be started.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// Opening the connection or listening failed.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done, with the file's path.
         what: String,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },
+    /// The connection failed: its close reason and how many bytes got through.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The shutdown signal (named) came before the transfer finished.
     #[error("interrupted by {0}")]
     Interrupted(&'static str),
 }

@@ -4,7 +4,7 @@
 //! quinn-proto: it owns the datapath (a packet ring to receive, a raw IPv4
 //! socket and GSO super-segments to send), the clock, the
 //! address watcher and the kernel-RST guard, runs one driver task around
-//! the sans-IO core ([`driver`] documents the loop), and hands out
+//! the sans-IO core (`driver` documents the loop), and hands out
 //! [`Stream`]s (tokio `AsyncRead` + `AsyncWrite`) and [`Listener`]s for
 //! any number of ports and connections. The `sustain-host` binary (file
 //! transfer and `forward`) is an application of it.
@@ -12,32 +12,38 @@
 //! - [`endpoint`]: `Endpoint`, `EndpointConfig`, `Listener`.
 //! - [`stream`]: `Stream` and its migration events.
 //! - [`error`]: typed errors and their `io::ErrorKind`s.
-//! - [`driver`]: the driver loop.
-//! - [`packet_ring`], [`gso`], [`raw_socket`], [`rst_guard`], [`route`], [`netwatch`]: the kernel
-//!   facilities the driver uses; [`events`]: the JSON-lines `--events` log.
-//! - [`mobility`]: each migratable connection's session with the mobility
-//!   information server.
+//! - [`events`]: the JSON-lines `--events` log; [`clock`]: the monotonic clock.
 //! - [`host`], [`forward`]: the applications `sustain-host` runs;
-//!   [`server`]: `sustain-server`.
+//!   [`server`]: `sustain-server`; [`proxy`]: `sustain-proxy`; [`app`]: what
+//!   the three binaries share.
+//!
+//! Private modules (`cargo doc --document-private-items` shows them):
+//! - `driver`: the driver loop.
+//! - `packet_ring`, `gso`, `raw_socket`, `rst_guard`, `route`, `netwatch`: the kernel
+//!   facilities the driver uses.
+//! - `mobility`: each migratable connection's session with the mobility
+//!   information server.
+
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod clock;
-pub mod driver;
+pub(crate) mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod forward;
-pub mod gso;
+pub(crate) mod gso;
 pub mod host;
-pub mod mobility;
-pub mod netwatch;
-pub mod os_random;
-pub mod packet_ring;
+pub(crate) mod mobility;
+pub(crate) mod netwatch;
+pub(crate) mod os_random;
+pub(crate) mod packet_ring;
 mod ports;
 pub mod proxy;
-pub mod raw_socket;
-pub mod route;
-pub mod rst_guard;
+pub(crate) mod raw_socket;
+pub(crate) mod route;
+pub(crate) mod rst_guard;
 pub mod server;
 mod session_io;
 pub(crate) mod shared;

@@ -21,14 +21,14 @@ type Messages = UnboundedReceiver<(
 )>;
 
 /// Subscribed to RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE and RTNLGRP_LINK.
-pub struct NetWatcher {
+pub(crate) struct NetWatcher {
     messages: Messages,
 }
 
 impl NetWatcher {
     /// Opens the multicast socket in the current namespace and spawns its
     /// connection task on the current tokio runtime.
-    pub fn start() -> io::Result<NetWatcher> {
+    pub(crate) fn start() -> io::Result<NetWatcher> {
         let (conn, _handle, messages) = new_multicast_connection(&[
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv4Route,
@@ -40,7 +40,7 @@ impl NetWatcher {
 
     /// Resolves when at least one event arrived, after draining every event
     /// already queued (one re-evaluation per burst).
-    pub async fn changed(&mut self) -> io::Result<()> {
+    pub(crate) async fn changed(&mut self) -> io::Result<()> {
         match self.messages.next().await {
             Some(_) => {
                 while self.messages.try_recv().is_ok() {}
@@ -52,10 +52,10 @@ impl NetWatcher {
 }
 
 /// IPv4 addresses configured on interfaces that are up, loopback excluded.
-pub fn local_addresses() -> io::Result<BTreeSet<Ipv4Addr>> {
+pub(crate) fn local_addresses() -> io::Result<BTreeSet<Ipv4Addr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let mut out = BTreeSet::new();

@@ -3,13 +3,13 @@
 use sustain_core::rand::Random;
 
 /// Cryptographically strong randomness from the kernel, fetched in blocks.
-pub struct OsRandom {
+pub(crate) struct OsRandom {
     buf: [u8; 256],
     pos: usize,
 }
 
 impl OsRandom {
-    pub fn new() -> OsRandom {
+    pub(crate) fn new() -> OsRandom {
         OsRandom {
             buf: [0; 256],
             pos: 256,

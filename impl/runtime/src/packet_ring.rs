@@ -48,7 +48,7 @@ use crate::raw_socket::{packet_filter_program, setsockopt, MAX_FILTER_PORTS};
 
 /// Bytes per frame: the TPACKET_V2 header, padding, then an IP packet of up
 /// to ~1950 bytes (MTU 1500 with room to spare).
-pub const FRAME_SIZE: usize = 2048;
+pub(crate) const FRAME_SIZE: usize = 2048;
 /// Frames per block (a block is physically contiguous kernel memory).
 const FRAMES_PER_BLOCK: usize = 64;
 /// Blocks: 64 x 64 frames = 4096 packets, 8 MiB, the raw socket's old
@@ -57,7 +57,7 @@ const BLOCKS: usize = 64;
 const FRAMES: usize = FRAMES_PER_BLOCK * BLOCKS;
 
 #[derive(Debug, Error)]
-pub enum PacketRingError {
+pub(crate) enum PacketRingError {
     #[error("opening a packet socket needs root or CAP_NET_RAW: {0}")]
     PermissionDenied(io::Error),
     #[error("packet ring setup failed ({what}): {source}")]
@@ -88,13 +88,13 @@ impl Drop for Mapping {
         // SAFETY: `base`/`len` are exactly what mmap returned; nothing
         // borrows the frames past `PacketRing::drain`.
         unsafe {
-            libc::munmap(self.base.as_ptr() as *mut libc::c_void, self.len);
+            libc::munmap(self.base.as_ptr().cast::<libc::c_void>(), self.len);
         }
     }
 }
 
 /// A TPACKET_V2 receive ring registered with tokio.
-pub struct PacketRing {
+pub(crate) struct PacketRing {
     // Field order: the mapping goes before the socket closes.
     map: Mapping,
     fd: AsyncFd<OwnedFd>,
@@ -104,7 +104,7 @@ pub struct PacketRing {
 /// link-layer address (for us: the next hop back towards the packet's
 /// source, [`crate::gso`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkSource {
+pub(crate) struct LinkSource {
     pub ifindex: i32,
     /// ARPHRD_* of the interface.
     pub hatype: u16,
@@ -118,7 +118,7 @@ const LL_OFFSET: usize = (mem::size_of::<libc::tpacket2_hdr>() + 15) & !15;
 
 /// Where the driver is in the ring (the next frame to look at).
 #[derive(Debug, Default)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     next: usize,
 }
 
@@ -126,7 +126,7 @@ impl PacketRing {
     /// Opens the socket and its ring. It receives nothing until
     /// [`PacketRing::set_port_filter`] names ports. Must be called inside a
     /// tokio runtime.
-    pub fn open() -> Result<PacketRing, PacketRingError> {
+    pub(crate) fn open() -> Result<PacketRing, PacketRingError> {
         // Protocol 0: no packet is queued before the filter and the ring
         // are in place; `bind` below names ETH_P_IP.
         // SAFETY: plain socket(2) call.
@@ -194,7 +194,7 @@ impl PacketRing {
             });
         }
         let map = Mapping {
-            base: NonNull::new(base as *mut u8).expect("mmap returned null"),
+            base: NonNull::new(base.cast::<u8>()).expect("mmap returned null"),
             len,
         };
         // SAFETY: zeroed sockaddr_ll is valid; the fields we need are set.
@@ -206,7 +206,7 @@ impl PacketRing {
         let rc = unsafe {
             libc::bind(
                 raw,
-                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                (&raw const addr).cast::<libc::sockaddr>(),
                 mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         };
@@ -229,11 +229,11 @@ impl PacketRing {
     }
 
     /// Accept only TCP segments to one of `ports` addressed to this host.
-    pub fn set_port_filter(&self, ports: &[u16]) -> io::Result<()> {
+    pub(crate) fn set_port_filter(&self, ports: &[u16]) -> io::Result<()> {
         set_filter(self.fd.get_ref().as_raw_fd(), ports).map_err(io::Error::other)
     }
 
-    pub async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         let mut guard = self.fd.readable().await?;
         guard.clear_ready();
         Ok(())
@@ -253,7 +253,7 @@ impl PacketRing {
     /// arrival order, each as a slice of its frame (or of `scratch` for a
     /// packet too large for a frame, then without its link source); returns
     /// how many. Frames go back to the kernel as soon as `f` returns.
-    pub fn drain(
+    pub(crate) fn drain(
         &self,
         cursor: &mut Cursor,
         max: usize,
@@ -280,7 +280,7 @@ impl PacketRing {
                 let got = unsafe {
                     libc::recv(
                         self.fd.get_ref().as_raw_fd(),
-                        scratch.as_mut_ptr() as *mut libc::c_void,
+                        scratch.as_mut_ptr().cast::<libc::c_void>(),
                         scratch.len(),
                         libc::MSG_DONTWAIT,
                     )
@@ -345,7 +345,7 @@ fn set_filter(fd: libc::c_int, ports: &[u16]) -> Result<(), PacketRingError> {
     let program = packet_filter_program(ports);
     let prog = libc::sock_fprog {
         len: program.len() as u16,
-        filter: program.as_ptr() as *mut libc::sock_filter,
+        filter: program.as_ptr().cast_mut(),
     };
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
         .map_err(setup("SO_ATTACH_FILTER"))
@@ -357,7 +357,7 @@ fn set_filter(fd: libc::c_int, ports: &[u16]) -> Result<(), PacketRingError> {
 /// sum; the packet ring marks such packets `TP_STATUS_CSUMNOTREADY`).
 /// Anything that is not a whole IPv4 TCP packet is left alone (the core
 /// drops it).
-pub fn complete_tcp_checksum(p: &mut [u8]) {
+pub(crate) fn complete_tcp_checksum(p: &mut [u8]) {
     let Ok(mut ip) = Ipv4Packet::new_checked(p) else {
         return;
     };

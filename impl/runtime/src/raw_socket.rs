@@ -16,25 +16,30 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 /// Slots in one receive or send batch.
-pub const BATCH: usize = 32;
+pub(crate) const BATCH: usize = 32;
 /// Bytes per slot: the largest IPv4 packet.
-pub const SLOT: usize = 65536;
+pub(crate) const SLOT: usize = 65536;
 
+/// Why the raw socket could not be opened or set up.
 #[derive(Debug, Error)]
 pub enum RawSocketError {
+    /// The process lacks CAP_NET_RAW (or CAP_NET_ADMIN for `SO_MARK`).
     #[error(
         "opening a raw IPv4 socket needs root or CAP_NET_RAW (and CAP_NET_ADMIN for SO_MARK): {0}"
     )]
     PermissionDenied(io::Error),
+    /// A socket call other than the permission check failed.
     #[error("raw socket setup failed ({what}): {source}")]
     Setup {
+        /// The step that failed (`socket`, a socket option, ...).
         what: &'static str,
+        /// The OS error.
         source: io::Error,
     },
 }
 
 /// A raw IPPROTO_TCP socket registered with tokio.
-pub struct RawSocket {
+pub(crate) struct RawSocket {
     fd: AsyncFd<OwnedFd>,
 }
 
@@ -45,7 +50,7 @@ pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::
             fd,
             level,
             name,
-            value as *const T as *const libc::c_void,
+            std::ptr::from_ref::<T>(value).cast::<libc::c_void>(),
             mem::size_of::<T>() as libc::socklen_t,
         )
     };
@@ -59,7 +64,7 @@ pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::
 impl RawSocket {
     /// Opens the socket, sets IP_HDRINCL, SO_MARK = `mark`, large buffers
     /// and non-blocking mode. Must be called inside a tokio runtime.
-    pub fn open(mark: u32) -> Result<RawSocket, RawSocketError> {
+    pub(crate) fn open(mark: u32) -> Result<RawSocket, RawSocketError> {
         // SAFETY: plain socket(2) call.
         let raw = unsafe {
             libc::socket(
@@ -123,7 +128,7 @@ impl RawSocket {
     /// (a classic BPF filter, so the kernel does not copy the namespace's
     /// other TCP traffic to us). An empty set accepts nothing; more than
     /// [`MAX_FILTER_PORTS`] is an error.
-    pub fn set_port_filter(&self, ports: &[u16]) -> io::Result<()> {
+    pub(crate) fn set_port_filter(&self, ports: &[u16]) -> io::Result<()> {
         if ports.len() > MAX_FILTER_PORTS {
             return Err(io::Error::other(format!(
                 "{} ports owned; the raw socket's filter holds at most {MAX_FILTER_PORTS}",
@@ -133,7 +138,7 @@ impl RawSocket {
         let program = port_filter_program(ports);
         let prog = libc::sock_fprog {
             len: program.len() as u16,
-            filter: program.as_ptr() as *mut libc::sock_filter,
+            filter: program.as_ptr().cast_mut(),
         };
         setsockopt(
             self.fd.get_ref().as_raw_fd(),
@@ -143,13 +148,13 @@ impl RawSocket {
         )
     }
 
-    pub async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         let mut guard = self.fd.readable().await?;
         guard.clear_ready();
         Ok(())
     }
 
-    pub async fn writable(&self) -> io::Result<()> {
+    pub(crate) async fn writable(&self) -> io::Result<()> {
         let mut guard = self.fd.writable().await?;
         guard.clear_ready();
         Ok(())
@@ -157,16 +162,16 @@ impl RawSocket {
 
     /// Non-blocking recvmmsg into `batch`; returns how many packets arrived
     /// (0 if none were waiting).
-    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+    pub(crate) fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         let fd = self.fd.get_ref().as_raw_fd();
         for i in 0..BATCH {
             batch.iov[i] = libc::iovec {
-                iov_base: batch.buf[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
+                iov_base: batch.buf[i * SLOT..].as_mut_ptr().cast::<libc::c_void>(),
                 iov_len: SLOT,
             };
             // SAFETY: zeroed mmsghdr is a valid "no name, no control" header.
             batch.hdr[i] = unsafe { mem::zeroed() };
-            batch.hdr[i].msg_hdr.msg_iov = &mut batch.iov[i];
+            batch.hdr[i].msg_hdr.msg_iov = &raw mut batch.iov[i];
             batch.hdr[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: every header points at a distinct live slot of `batch.buf`.
@@ -197,14 +202,14 @@ impl RawSocket {
     /// the packets stay queued and [`SendBatch::take_refusal`] says why: the
     /// caller decides (the endpoint driver retries or hands the segments
     /// back to the core, PROTOCOL.md §7; the proxy drops, as a router does).
-    pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
+    pub(crate) fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
         let end = batch.len;
         self.send_upto(batch, end)
     }
 
     /// [`RawSocket::send_batch`] for the queued packets before slot `end`
     /// only (the rest leave another way, [`crate::gso`]).
-    pub fn send_upto(&self, batch: &mut SendBatch, end: usize) -> io::Result<usize> {
+    pub(crate) fn send_upto(&self, batch: &mut SendBatch, end: usize) -> io::Result<usize> {
         let fd = self.fd.get_ref().as_raw_fd();
         let pending = end.min(batch.len).saturating_sub(batch.sent);
         if pending == 0 {
@@ -217,13 +222,13 @@ impl RawSocket {
         for k in 0..pending {
             let i = batch.sent + k;
             iov[k] = libc::iovec {
-                iov_base: batch.buf[i * SLOT..].as_mut_ptr() as *mut libc::c_void,
+                iov_base: batch.buf[i * SLOT..].as_mut_ptr().cast::<libc::c_void>(),
                 iov_len: batch.sends[i].size,
             };
             addrs[k] = sockaddr(*batch.sends[i].dst.ip());
-            hdr[k].msg_hdr.msg_iov = &mut iov[k];
+            hdr[k].msg_hdr.msg_iov = &raw mut iov[k];
             hdr[k].msg_hdr.msg_iovlen = 1;
-            hdr[k].msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
+            hdr[k].msg_hdr.msg_name = (&raw mut addrs[k]).cast::<libc::c_void>();
             hdr[k].msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as u32;
         }
         // SAFETY: headers point into `iov`, `addrs` and `batch.buf`, all live.
@@ -270,7 +275,7 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr_in {
 
 /// Most ports one filter can list: the kernel takes at most 4096
 /// instructions (BPF_MAXINSNS) and each port costs two.
-pub const MAX_FILTER_PORTS: usize = 2000;
+pub(crate) const MAX_FILTER_PORTS: usize = 2000;
 
 /// Classic BPF: accept IPv4 TCP packets whose destination port is one of
 /// `ports`. The raw socket hands the filter the packet from the IP header.
@@ -349,7 +354,7 @@ fn filter_program(ports: &[u16], packet_socket: bool) -> Vec<libc::sock_filter> 
 }
 
 /// Preallocated receive batch.
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     buf: Vec<u8>,
     iov: Vec<libc::iovec>,
     hdr: Vec<libc::mmsghdr>,
@@ -361,7 +366,7 @@ pub struct RecvBatch {
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    pub fn new() -> RecvBatch {
+    pub(crate) fn new() -> RecvBatch {
         RecvBatch {
             buf: vec![0; BATCH * SLOT],
             // SAFETY: zeroed iovec/mmsghdr are valid placeholder values.
@@ -372,7 +377,7 @@ impl RecvBatch {
     }
 
     /// The packets received by the last `recv_batch`.
-    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn packets(&self) -> impl Iterator<Item = &[u8]> {
         (0..self.count).map(move |i| {
             let len = (self.hdr[i].msg_len as usize).min(SLOT);
             &self.buf[i * SLOT..i * SLOT + len]
@@ -388,7 +393,7 @@ impl Default for RecvBatch {
 
 /// Why the kernel refused the first pending packet of a [`SendBatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// ENOBUFS: a device queue is full; it drains by itself.
     NoBuffer,
     /// No route or address for the packet (a move under way).
@@ -396,7 +401,7 @@ pub enum Refusal {
 }
 
 /// Packets waiting to be sent, with their destinations.
-pub struct SendBatch {
+pub(crate) struct SendBatch {
     buf: Vec<u8>,
     /// Where each queued packet goes and its length, as the core said.
     sends: [Transmit; BATCH],
@@ -410,7 +415,7 @@ pub struct SendBatch {
 }
 
 impl SendBatch {
-    pub fn new() -> SendBatch {
+    pub(crate) fn new() -> SendBatch {
         SendBatch {
             buf: vec![0; BATCH * SLOT],
             sends: [NOTHING; BATCH],
@@ -421,31 +426,31 @@ impl SendBatch {
         }
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.len == BATCH
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == self.sent
     }
 
     /// Slots of the packets queued and not yet sent.
-    pub fn pending(&self) -> std::ops::Range<usize> {
+    pub(crate) fn pending(&self) -> std::ops::Range<usize> {
         self.sent..self.len
     }
 
     /// The packet in slot `i`.
-    pub fn packet(&self, i: usize) -> &[u8] {
+    pub(crate) fn packet(&self, i: usize) -> &[u8] {
         &self.buf[i * SLOT..i * SLOT + self.sends[i].size]
     }
 
     /// The packet in slot `i`, writable (headers patched in place).
-    pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+    pub(crate) fn packet_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.buf[i * SLOT..i * SLOT + self.sends[i].size]
     }
 
     /// The next `n` pending packets left (or were counted as lost).
-    pub fn mark_sent(&mut self, n: usize) {
+    pub(crate) fn mark_sent(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.len);
         if self.sent == self.len {
             self.sent = 0;
@@ -455,12 +460,12 @@ impl SendBatch {
 
     /// Why the last send left the first pending packet queued, if the
     /// kernel refused it (and not merely a full socket buffer); cleared.
-    pub fn take_refusal(&mut self) -> Option<Refusal> {
+    pub(crate) fn take_refusal(&mut self) -> Option<Refusal> {
         self.refusal.take()
     }
 
     /// Gives up on the first pending packet (counted in `dropped`).
-    pub fn drop_first(&mut self) {
+    pub(crate) fn drop_first(&mut self) {
         if !self.is_empty() {
             self.dropped += 1;
             self.mark_sent(1);
@@ -469,7 +474,7 @@ impl SendBatch {
 
     /// Gives up on every pending packet, newest first, handing each to
     /// `each` (counted in `dropped`).
-    pub fn discard_pending(&mut self, mut each: impl FnMut(&[u8])) {
+    pub(crate) fn discard_pending(&mut self, mut each: impl FnMut(&[u8])) {
         for i in self.pending().rev() {
             each(self.packet(i));
             self.dropped += 1;
@@ -479,14 +484,14 @@ impl SendBatch {
     }
 
     /// Where the packet in slot `i` goes and where it leaves from.
-    pub fn transmit(&self, i: usize) -> Transmit {
+    pub(crate) fn transmit(&self, i: usize) -> Transmit {
         self.sends[i]
     }
 
     /// Lets `fill` write one packet into the next free slot; it says where
     /// the packet goes and how long it is ([`Transmit`], from the core), or
     /// `None` if it had nothing to send.
-    pub fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<Transmit>) -> bool {
+    pub(crate) fn push_with(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<Transmit>) -> bool {
         if self.is_full() {
             return false;
         }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// The source address and MTU the kernel would use towards `dst`.
-pub fn lookup(dst: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
+pub(crate) fn lookup(dst: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     sock.connect(SocketAddrV4::new(dst, 9))?;
     let src = match sock.local_addr()? {
@@ -23,8 +23,8 @@ pub fn lookup(dst: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_MTU,
-            &mut mtu as *mut _ as *mut libc::c_void,
-            &mut len,
+            (&raw mut mtu).cast::<libc::c_void>(),
+            &raw mut len,
         )
     };
     if rc != 0 {
@@ -37,7 +37,7 @@ pub fn lookup(dst: Ipv4Addr) -> io::Result<(Ipv4Addr, u32)> {
 /// socket that we keep bound (never listening) for as long as we use the
 /// port: the kernel's own connections then cannot take it, and since the
 /// socket does not listen the kernel never completes a handshake on it.
-pub fn reserve_port(local: SocketAddrV4) -> io::Result<(u16, PortReservation)> {
+pub(crate) fn reserve_port(local: SocketAddrV4) -> io::Result<(u16, PortReservation)> {
     // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -57,7 +57,7 @@ pub fn reserve_port(local: SocketAddrV4) -> io::Result<(u16, PortReservation)> {
     let rc = unsafe {
         libc::bind(
             fd,
-            &addr as *const _ as *const libc::sockaddr,
+            (&raw const addr).cast::<libc::sockaddr>(),
             std::mem::size_of::<libc::sockaddr_in>() as u32,
         )
     };
@@ -67,7 +67,8 @@ pub fn reserve_port(local: SocketAddrV4) -> io::Result<(u16, PortReservation)> {
     let mut out: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: getsockname writes at most `len` bytes.
-    let rc = unsafe { libc::getsockname(fd, &mut out as *mut _ as *mut libc::sockaddr, &mut len) };
+    let rc =
+        unsafe { libc::getsockname(fd, (&raw mut out).cast::<libc::sockaddr>(), &raw mut len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -75,7 +76,7 @@ pub fn reserve_port(local: SocketAddrV4) -> io::Result<(u16, PortReservation)> {
 }
 
 /// Keeps a port reserved in the kernel while alive.
-pub struct PortReservation {
+pub(crate) struct PortReservation {
     _fd: std::os::fd::OwnedFd,
 }
 

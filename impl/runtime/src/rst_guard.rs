@@ -32,16 +32,24 @@ use std::process::Command;
 
 use thiserror::Error;
 
+/// Why an iptables rule of the RST guard could not be listed, installed or removed.
 #[derive(Debug, Error)]
 pub enum RstGuardError {
+    /// The `iptables` binary could not be run.
     #[error("iptables is not installed (apt-get install iptables): {0}")]
     NotInstalled(io::Error),
+    /// `iptables` exited unsuccessfully.
     #[error("iptables {args} failed: {stderr}")]
-    Failed { args: String, stderr: String },
+    Failed {
+        /// The arguments it was run with.
+        args: String,
+        /// What it printed on stderr, trimmed.
+        stderr: String,
+    },
 }
 
 /// Owns the RST-suppression rules of this process.
-pub struct RstGuard {
+pub(crate) struct RstGuard {
     mark: u32,
     /// Rules are ingress drops (raw PREROUTING), not OUTPUT RST drops.
     ingress_drop: bool,
@@ -136,7 +144,7 @@ fn rule_spec_for(sport: &str, mark: u32, tag: &str) -> Vec<String> {
 impl RstGuard {
     /// A guard with no ports yet; sweeps rules left by dead sustain-host
     /// processes first.
-    pub fn new(mark: u32) -> Result<RstGuard, RstGuardError> {
+    pub(crate) fn new(mark: u32) -> Result<RstGuard, RstGuardError> {
         sweep_stale()?;
         Ok(RstGuard {
             mark,
@@ -151,16 +159,11 @@ impl RstGuard {
     /// instead of OUTPUT RST drops: for an endpoint that receives from a
     /// packet ring, which sees segments before that rule. Fails, changing
     /// nothing, if the raw table cannot be used; call before adding ports.
-    pub fn use_ingress_drop(&mut self) -> Result<(), RstGuardError> {
+    pub(crate) fn use_ingress_drop(&mut self) -> Result<(), RstGuardError> {
         iptables(&command("-S", PREROUTING, Vec::new()))?;
         debug_assert!(self.ports.is_empty() && self.ranges.is_empty());
         self.ingress_drop = true;
         Ok(())
-    }
-
-    /// Whether ports are guarded with ingress drops.
-    pub fn ingress_drop(&self) -> bool {
-        self.ingress_drop
     }
 
     /// The command that inserts (`-I`) or deletes (`-D`) the rule for the
@@ -175,7 +178,7 @@ impl RstGuard {
 
     /// Guard every port in `lo..=hi` with one rule (one iptables run,
     /// however many ports).
-    pub fn add_range(&mut self, lo: u16, hi: u16) -> Result<(), RstGuardError> {
+    pub(crate) fn add_range(&mut self, lo: u16, hi: u16) -> Result<(), RstGuardError> {
         if self.ranges.contains(&(lo, hi)) {
             return Ok(());
         }
@@ -185,14 +188,14 @@ impl RstGuard {
     }
 
     /// Whether a range rule covers `port`.
-    pub fn covers(&self, port: u16) -> bool {
+    pub(crate) fn covers(&self, port: u16) -> bool {
         self.ranges
             .iter()
             .any(|&(lo, hi)| (lo..=hi).contains(&port))
     }
 
     /// Suppress kernel RSTs from `port`.
-    pub fn add_port(&mut self, port: u16) -> Result<(), RstGuardError> {
+    pub(crate) fn add_port(&mut self, port: u16) -> Result<(), RstGuardError> {
         if self.ports.contains(&port) {
             return Ok(());
         }
@@ -202,7 +205,7 @@ impl RstGuard {
     }
 
     /// Stop suppressing kernel RSTs from `port` (the port was given up).
-    pub fn remove_port(&mut self, port: u16) {
+    pub(crate) fn remove_port(&mut self, port: u16) {
         let Some(i) = self.ports.iter().position(|p| *p == port) else {
             return;
         };
@@ -212,12 +215,8 @@ impl RstGuard {
         }
     }
 
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
-    }
-
     /// Remove every rule this guard installed (also done on drop).
-    pub fn remove_all(&mut self) {
+    pub(crate) fn remove_all(&mut self) {
         for port in std::mem::take(&mut self.ports) {
             if let Err(e) = iptables(&self.rule("-D", &port.to_string())) {
                 tracing::warn!("could not remove RST guard rule for port {port}: {e}");

@@ -200,18 +200,35 @@ pub(crate) struct State {
 pub enum StreamEvent {
     /// This end started a move: MSYN (`Mode::Sustain`) or Address-Update
     /// (`Mode::Continuation`).
-    MigrationStarted { mode: Mode },
+    MigrationStarted {
+        /// How the move is made.
+        mode: Mode,
+    },
     /// An MSYN left; `attempt` counts from 1 within the move.
-    MsynSent { attempt: u32 },
+    MsynSent {
+        /// 1 for the first MSYN of the move, then 2, 3, ...
+        attempt: u32,
+    },
     /// The connection holds in MIG_WAIT.
-    MigWait { cause: MigWaitCause },
+    MigWait {
+        /// What the connection waits for.
+        cause: MigWaitCause,
+    },
     /// Data flows again; `stall` since the address loss or the move's start.
-    Resumed { stall: Duration },
+    Resumed {
+        /// How long data did not flow.
+        stall: Duration,
+    },
     /// The move failed; the connection closes.
-    MigrationFailed { reason: MigrationFailure },
+    MigrationFailed {
+        /// Why it failed.
+        reason: MigrationFailure,
+    },
     /// The peer moved to `new_remote` (as seen here, after any NAPT).
     PeerMoved {
+        /// The peer's new address and port.
         new_remote: SocketAddrV4,
+        /// The source seen differs from the direct address the peer announced (a NAPT rewrote it).
         behind_napt: bool,
     },
 }

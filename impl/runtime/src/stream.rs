@@ -2,7 +2,7 @@
 //! `AsyncWrite`, with its migration events.
 //!
 //! A stream is a handle: reads and writes lock the endpoint's shared state,
-//! call the core, and wake the driver (crate docs of [`crate::driver`]).
+//! call the core, and wake the driver (the module docs of `driver.rs`).
 //! The core's send buffer is the only queue: a write the buffer cannot take
 //! is pending until acknowledged data frees space, so nothing is queued
 //! without bound; `flush` waits until everything written is acknowledged.
@@ -54,7 +54,9 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("conn", &self.conn).finish()
+        f.debug_struct("Stream")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
     }
 }
 

@@ -12,7 +12,7 @@ use sustain_lab::{PathLab, PathNode};
 
 /// Deterministic pseudo-random test data (xorshift), so a corrupted byte cannot hide
 /// in a run of zeros.
-pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn test_data(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
     let mut data = Vec::with_capacity(len + 8);
     while data.len() < len {
@@ -25,13 +25,13 @@ pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
     data
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
 /// Sends `data` over kernel TCP from A to B across R (std::net sockets created inside
 /// the namespaces) and returns what B received.
-pub fn transfer_a_to_b(lab: &PathLab, data: &[u8]) -> Vec<u8> {
+pub(crate) fn transfer_a_to_b(lab: &PathLab, data: &[u8]) -> Vec<u8> {
     let listener = lab
         .run_in(PathNode::B, || TcpListener::bind((PathLab::B_ADDR, 0)))
         .expect("enter B")
@@ -62,13 +62,13 @@ pub fn transfer_a_to_b(lab: &PathLab, data: &[u8]) -> Vec<u8> {
 }
 
 /// (device, inode) of a namespace file: equal for the same namespace.
-pub fn netns_identity(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn netns_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// True if the process exists and is not a zombie.
-pub fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             let state = stat
@@ -81,7 +81,7 @@ pub fn process_alive(pid: u32) -> bool {
 }
 
 /// `ip netns list` output (names only), to check what a human would see.
-pub fn ip_netns_list() -> Vec<String> {
+pub(crate) fn ip_netns_list() -> Vec<String> {
     let output = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -94,14 +94,14 @@ pub fn ip_netns_list() -> Vec<String> {
 }
 
 /// Parses a scenario text as the file `bad.toml`.
-pub fn parse_scenario(
+pub(crate) fn parse_scenario(
     text: &str,
 ) -> Result<sustain_lab::scenario::Scenario, sustain_lab::scenario::ScenarioError> {
     sustain_lab::scenario::Scenario::parse(text, Path::new("bad.toml"), "bad")
 }
 
 /// The line, field and message of the error a scenario text must fail with.
-pub fn located(text: &str) -> (usize, String, String) {
+pub(crate) fn located(text: &str) -> (usize, String, String) {
     match parse_scenario(text).expect_err("must not load") {
         err @ sustain_lab::scenario::ScenarioError::Invalid { .. } => (
             err.line().expect("line"),
@@ -113,7 +113,7 @@ pub fn located(text: &str) -> (usize, String, String) {
 }
 
 /// The 1-based line of `text` containing `needle`.
-pub fn line_of(text: &str, needle: &str) -> usize {
+pub(crate) fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|line| line.contains(needle))
         .expect("needle")
@@ -122,7 +122,7 @@ pub fn line_of(text: &str, needle: &str) -> usize {
 
 /// Asserts `text` fails at the line containing `needle`, on `field`, with a message
 /// naming the file and containing `words`.
-pub fn fails_at(text: &str, needle: &str, field: &str, words: &str) {
+pub(crate) fn fails_at(text: &str, needle: &str, field: &str, words: &str) {
     let (line, got_field, message) = located(text);
     assert_eq!(
         (line, got_field.as_str()),

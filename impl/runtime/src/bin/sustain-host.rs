@@ -37,7 +37,7 @@ enum Command {
     Connect {
         /// Remote address and port.
         remote: SocketAddrV4,
-        /// Local address[:port] (default: the route's source address, a free port).
+        /// Local address\[:port\] (default: the route's source address, a free port).
         #[arg(long, value_parser = parse_bind)]
         bind: Option<SocketAddrV4>,
         #[command(flatten)]

@@ -18,8 +18,7 @@
 //! until the proxy exits
 //! (a released relay's ends may still send there, and a kernel RST would
 //! reset them). The receiving socket's BPF filter covers the whole relay port
-//! range (at most [`MAX_FILTER_PORTS`](crate::raw_socket::MAX_FILTER_PORTS)
-//! ports).
+//! range (at most `raw_socket::MAX_FILTER_PORTS` ports).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -57,23 +56,43 @@ const RECV_BATCHES_PER_PASS: usize = 8;
 /// Why the proxy could not start (each a clear message for the operator).
 #[derive(Debug, Error)]
 pub enum ProxyStartError {
+    /// The relay secret file could not be read.
     #[error("cannot read the relay secret file {path}: {source}")]
-    SecretFile { path: String, source: io::Error },
+    SecretFile {
+        /// The file's path.
+        path: String,
+        /// The read error.
+        source: io::Error,
+    },
+    /// The relay secret file is not 64 hex digits.
     #[error("relay secret file {path} is malformed: {source}")]
-    SecretMalformed { path: String, source: SecretError },
+    SecretMalformed {
+        /// The file's path.
+        path: String,
+        /// What is wrong with its contents.
+        source: SecretError,
+    },
+    /// `--ports` is not a valid `LO-HI` range.
     #[error("--ports must be LO-HI with 1 <= LO <= HI <= 65535, got {0:?}")]
     Ports(String),
+    /// `--ports` spans more ports than the raw socket's BPF filter holds.
     #[error("--ports spans {0} ports; the raw socket's filter holds at most {MAX_FILTER_PORTS}")]
     TooManyPorts(usize),
+    /// The raw socket could not be opened.
     #[error(transparent)]
     RawSocket(#[from] RawSocketError),
+    /// The relay port range's BPF filter could not be installed.
     #[error("installing the raw socket's port filter: {0}")]
     Filter(io::Error),
+    /// The RST-guard rule for the relay port range could not be installed.
     #[error(transparent)]
     RstGuard(#[from] RstGuardError),
+    /// The control listener could not be bound.
     #[error("binding the control address {addr}: {source}")]
     Control {
+        /// The `--control` address.
         addr: SocketAddrV4,
+        /// The bind error.
         source: io::Error,
     },
 }
@@ -81,10 +100,13 @@ pub enum ProxyStartError {
 /// Why the running proxy stopped with an error.
 #[derive(Debug, Error)]
 pub enum ProxyError {
+    /// Receiving or sending on the raw socket (or the packet ring) failed.
     #[error("raw socket: {0}")]
     Socket(io::Error),
+    /// Accepting a control session from the mobility server failed.
     #[error("accepting a control session: {0}")]
     Accept(io::Error),
+    /// Appending to the `--events` log failed.
     #[error("writing the event log: {0}")]
     Events(io::Error),
 }
@@ -126,6 +148,7 @@ pub struct ProxyOptions {
     pub bind: Ipv4Addr,
     /// Where the mobility server's control sessions arrive.
     pub control: SocketAddrV4,
+    /// The relay port range, `LO..=HI` (`--ports`).
     pub ports: (u16, u16),
 }
 
@@ -318,7 +341,7 @@ pub async fn serve(
             }
         };
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             r = readable(&socket, ring.as_ref()) => r.map_err(ProxyError::Socket)?,
             r = socket.writable(), if !tx.is_empty() => r.map_err(ProxyError::Socket)?,
             accepted = control.accept() => {

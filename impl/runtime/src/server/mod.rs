@@ -45,14 +45,18 @@ const INBOX: usize = 1024;
 const OUTBOX: usize = 64;
 /// First wait before re-opening the proxy session; doubles up to the max.
 const PROXY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between attempts to re-open the proxy session.
 const PROXY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A proxy session that cannot be opened in this time counts as failed.
 const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Why the running server stopped with an error.
 #[derive(Debug, Error)]
 pub enum ServeError {
+    /// Accepting a control session from a host failed.
     #[error("accepting a control session: {0}")]
     Accept(io::Error),
+    /// Appending to the `--events` log failed.
     #[error("writing the event log: {0}")]
     Events(io::Error),
 }
@@ -115,7 +119,7 @@ pub async fn serve(
             }
         };
         tokio::select! {
-            _ = &mut shutdown => break,
+            () = &mut shutdown => break,
             accepted = listener.accept() => {
                 let (stream, peer) = accepted.map_err(ServeError::Accept)?;
                 open(&mut server, &mut sessions, &inbox_tx, clock.now(), stream, peer);
@@ -146,7 +150,7 @@ pub async fn serve(
                         .map_err(ServeError::Events)?;
                 }
             },
-            _ = sleep => server.handle_timeout(clock.now()),
+            () = sleep => server.handle_timeout(clock.now()),
         }
         drain(
             &mut server,

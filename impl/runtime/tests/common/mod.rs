@@ -13,11 +13,11 @@ use sha2::{Digest, Sha256};
 use sustain_core::rand::{Random, SplitMix64};
 use sustain_lab::{ChildProcess, PathLab, PathNode};
 
-pub const MIB: usize = 1 << 20;
+pub(crate) const MIB: usize = 1 << 20;
 
 /// Writes `len` pseudo-random bytes (seeded, so failures reproduce) to
 /// `path` and returns their sha256.
-pub fn make_file(path: &Path, len: usize, seed: u64) -> String {
+pub(crate) fn make_file(path: &Path, len: usize, seed: u64) -> String {
     let mut rng = SplitMix64::new(seed);
     let mut data = vec![0u8; len];
     rng.fill_bytes(&mut data);
@@ -25,7 +25,7 @@ pub fn make_file(path: &Path, len: usize, seed: u64) -> String {
     hex::encode(Sha256::digest(&data))
 }
 
-pub fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(
         std::fs::read(path).expect("reading received file"),
     ))
@@ -34,7 +34,7 @@ pub fn sha256_file(path: &Path) -> String {
 /// The sustain-host binary: `$SUSTAIN_HOST_BIN` if set (e.g. a wrapper that
 /// runs it under perf), else the one cargo built for this test or benchmark,
 /// else (examples) the one in the target directory above this executable.
-pub fn sustain_host() -> Command {
+pub(crate) fn sustain_host() -> Command {
     let exe = match (
         std::env::var_os("SUSTAIN_HOST_BIN"),
         option_env!("CARGO_BIN_EXE_sustain-host"),
@@ -52,7 +52,7 @@ pub fn sustain_host() -> Command {
 }
 
 /// The JSON summaries a sustain-host printed (one per finished connection).
-pub fn summaries(child: &ChildProcess) -> Vec<serde_json::Value> {
+pub(crate) fn summaries(child: &ChildProcess) -> Vec<serde_json::Value> {
     child
         .read_stdout()
         .expect("reading sustain-host stdout")
@@ -63,7 +63,7 @@ pub fn summaries(child: &ChildProcess) -> Vec<serde_json::Value> {
 
 /// Waits for a sustain-host to exit successfully and returns its last
 /// summary line; panics with its stderr otherwise.
-pub fn expect_success(child: &ChildProcess, timeout: Duration) -> serde_json::Value {
+pub(crate) fn expect_success(child: &ChildProcess, timeout: Duration) -> serde_json::Value {
     let status = child
         .wait_timeout(timeout)
         .expect("waiting for sustain-host");
@@ -96,14 +96,14 @@ pub fn expect_success(child: &ChildProcess, timeout: Duration) -> serde_json::Va
 
 /// A kernel TCP listener in `node`, bound before returning so a client can
 /// connect at once.
-pub fn kernel_listener(path: &PathLab, node: PathNode, addr: SocketAddrV4) -> TcpListener {
+pub(crate) fn kernel_listener(path: &PathLab, node: PathNode, addr: SocketAddrV4) -> TcpListener {
     path.run_in(node, move || TcpListener::bind(addr))
         .expect("entering the namespace")
         .expect("binding the kernel listener")
 }
 
 /// Reads a stream to its end, returning (bytes, sha256).
-pub fn drain(stream: &mut TcpStream) -> std::io::Result<(usize, String)> {
+pub(crate) fn drain(stream: &mut TcpStream) -> std::io::Result<(usize, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
@@ -118,19 +118,19 @@ pub fn drain(stream: &mut TcpStream) -> std::io::Result<(usize, String)> {
 }
 
 /// Writes a whole file to a stream and half-closes it.
-pub fn pour(stream: &mut TcpStream, path: &Path) -> std::io::Result<()> {
+pub(crate) fn pour(stream: &mut TcpStream, path: &Path) -> std::io::Result<()> {
     let data = std::fs::read(path)?;
     stream.write_all(&data)?;
     stream.shutdown(std::net::Shutdown::Write)
 }
 
-pub fn file_in(path: &PathLab, name: &str) -> PathBuf {
+pub(crate) fn file_in(path: &PathLab, name: &str) -> PathBuf {
     path.lab().run_dir().join(name)
 }
 
 /// Connects, retrying for a few seconds: a sustain listener that is still
 /// starting lets the kernel answer RST.
-pub fn connect_retrying(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
+pub(crate) fn connect_retrying(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)) {
@@ -145,7 +145,7 @@ pub fn connect_retrying(addr: SocketAddrV4) -> std::io::Result<TcpStream> {
 
 /// Starts `sustain-host listen ...` in `node` with an events file and waits
 /// until it reports `listening` (its RST guard and filter are in place).
-pub fn spawn_listener(
+pub(crate) fn spawn_listener(
     path: &PathLab,
     node: PathNode,
     mut cmd: Command,

@@ -27,10 +27,10 @@ use sustain_lab::ChildProcess;
 
 use crate::common::{expect_success, make_file, sha256_file, sustain_host};
 
-pub const PORT: u16 = 5001;
-pub const SERVER_PORT: u16 = 7001;
-pub const PROXY_CONTROL_PORT: u16 = 7002;
-pub const RELAY_PORTS: &str = "40000-40099";
+pub(crate) const PORT: u16 = 5001;
+pub(crate) const SERVER_PORT: u16 = 7001;
+pub(crate) const PROXY_CONTROL_PORT: u16 = 7002;
+pub(crate) const RELAY_PORTS: &str = "40000-40099";
 const TIMEOUT: Duration = Duration::from_secs(120);
 const READY: Duration = Duration::from_secs(10);
 
@@ -41,7 +41,7 @@ fn binary(name: &str) -> PathBuf {
 }
 
 /// The topology of the module doc, every host link with `conditions`.
-pub fn topology(more: bool, conditions: LinkConditions) -> Topology {
+pub(crate) fn topology(more: bool, conditions: LinkConditions) -> Topology {
     let mut spec = TopologySpec::new()
         .global("g1")
         .global("g2")
@@ -67,7 +67,7 @@ pub fn topology(more: bool, conditions: LinkConditions) -> Topology {
     Topology::build(&spec).expect("building the two-NAPT topology")
 }
 
-pub fn events(path: &Path) -> Vec<Value> {
+pub(crate) fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -75,12 +75,12 @@ pub fn events(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-pub fn has_event(path: &Path, name: &str) -> bool {
+pub(crate) fn has_event(path: &Path, name: &str) -> bool {
     events(path).iter().any(|e| e["event"] == name)
 }
 
 /// Waits until `path` holds event `name`; panics with the child's stderr.
-pub fn wait_event(child: &ChildProcess, path: &Path, name: &str) {
+pub(crate) fn wait_event(child: &ChildProcess, path: &Path, name: &str) {
     let deadline = Instant::now() + READY;
     while !has_event(path, name) {
         if let Ok(Some(status)) = child.try_wait() {
@@ -100,7 +100,7 @@ pub fn wait_event(child: &ChildProcess, path: &Path, name: &str) {
     }
 }
 
-pub fn last_stats(child: &ChildProcess) -> Value {
+pub(crate) fn last_stats(child: &ChildProcess) -> Value {
     child
         .read_stdout()
         .unwrap_or_default()
@@ -112,7 +112,7 @@ pub fn last_stats(child: &ChildProcess) -> Value {
 }
 
 /// One run: the topology, the proxy, the server and both hosts, started.
-pub struct Run {
+pub(crate) struct Run {
     pub topo: Topology,
     pub proxy: ChildProcess,
     pub server: ChildProcess,
@@ -134,7 +134,7 @@ impl Run {
     /// a sends `size` seeded random bytes to b. Without `digest` the hosts hash
     /// nothing (`--no-digest`, a benchmark's choice); [`Run::finish`] still
     /// compares the received file.
-    pub fn start(topo: Topology, size: usize, seed: u64, digest: bool) -> Run {
+    pub(crate) fn start(topo: Topology, size: usize, seed: u64, digest: bool) -> Run {
         let lab = topo.lab();
         let dir = lab.run_dir().to_path_buf();
         let c_ip = topo.address_of("c").unwrap();
@@ -226,12 +226,12 @@ impl Run {
         }
     }
 
-    pub fn received(&self) -> usize {
+    pub(crate) fn received(&self) -> usize {
         std::fs::metadata(&self.dst).map_or(0, |m| m.len() as usize)
     }
 
     /// Waits until b has `bytes` and `ready` holds, then moves `host`.
-    pub fn move_at(&self, bytes: usize, host: &str, to: &str, ready: impl Fn(&Run) -> bool) {
+    pub(crate) fn move_at(&self, bytes: usize, host: &str, to: &str, ready: impl Fn(&Run) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.received() < bytes || !ready(self) {
             assert!(
@@ -254,7 +254,7 @@ impl Run {
 
     /// Both hosts finish, byte-identical; then the services stop. Returns
     /// the proxy's final counters.
-    pub fn finish(&self) -> Value {
+    pub(crate) fn finish(&self) -> Value {
         let a_summary = expect_success(&self.a, TIMEOUT);
         let b_summary = expect_success(&self.b, TIMEOUT);
         if self.digest {
@@ -267,12 +267,12 @@ impl Run {
         last_stats(&self.proxy)
     }
 
-    pub fn count(path: &Path, name: &str) -> usize {
+    pub(crate) fn count(path: &Path, name: &str) -> usize {
         events(path).iter().filter(|e| e["event"] == name).count()
     }
 
     /// Both ends were given the relay.
-    pub fn assert_both_assigned(&self) {
+    pub(crate) fn assert_both_assigned(&self) {
         for (host, path) in [("a", &self.a_events), ("b", &self.b_events)] {
             let evs = events(path);
             let assigned = evs
