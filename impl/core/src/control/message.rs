@@ -14,15 +14,15 @@ use crate::verifier::{
 pub(crate) mod field {
     use core::ops::Range;
 
-    pub const VERSION: usize = 0;
-    pub const TYPE: usize = 1;
-    pub const LENGTH: Range<usize> = 2..4;
+    pub(crate) const VERSION: usize = 0;
+    pub(crate) const TYPE: usize = 1;
+    pub(crate) const LENGTH: Range<usize> = 2..4;
     // Authenticated messages only:
-    pub const CONN: Range<usize> = 4..12;
-    pub const SIDE: usize = 12;
-    pub const RESERVED: usize = 13;
-    pub const NUMBER: Range<usize> = 14..18;
-    pub const BODY: usize = 18;
+    pub(crate) const CONN: Range<usize> = 4..12;
+    pub(crate) const SIDE: usize = 12;
+    pub(crate) const RESERVED: usize = 13;
+    pub(crate) const NUMBER: Range<usize> = 14..18;
+    pub(crate) const BODY: usize = 18;
 }
 
 /// Bytes before the body of an authenticated message.

@@ -8,29 +8,29 @@ use sha2::{Digest, Sha256};
 use sustain_core::rand::{Random, SplitMix64};
 
 /// `len` pseudo-random bytes from `seed` (the same in every run).
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     SplitMix64::new(seed).fill_bytes(&mut v);
     v
 }
 
 /// SHA-256 of `d`, hex.
-pub fn sha256(d: &[u8]) -> String {
+pub(crate) fn sha256(d: &[u8]) -> String {
     hex::encode(Sha256::digest(d))
 }
 
 /// One direction of a transfer over one connection: what is to be written,
 /// how much was, and a digest of what was read.
-pub struct Stream {
-    pub data: Vec<u8>,
-    pub written: usize,
-    pub hasher: Sha256,
-    pub read: usize,
-    pub closed_write: bool,
+pub(crate) struct Stream {
+    pub(crate) data: Vec<u8>,
+    pub(crate) written: usize,
+    pub(crate) hasher: Sha256,
+    pub(crate) read: usize,
+    pub(crate) closed_write: bool,
 }
 
 impl Stream {
-    pub fn new(data: Vec<u8>) -> Stream {
+    pub(crate) fn new(data: Vec<u8>) -> Stream {
         Stream {
             data,
             written: 0,
@@ -41,7 +41,7 @@ impl Stream {
     }
 
     /// Everything was read at the other end.
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.read == self.data.len()
     }
 }
@@ -50,7 +50,7 @@ impl Stream {
 /// as the header fields locate them (IHL, total length clamped to the
 /// bytes there), so a mutated packet gets past both checks and reaches the
 /// parser's other ones. Leaves packets too short for that alone.
-pub fn repair_checksums(packet: &mut [u8]) {
+pub(crate) fn repair_checksums(packet: &mut [u8]) {
     use sustain_core::wire::{Ipv4Packet, TcpPacket, IPV4_HEADER_LEN};
     let len = packet.len();
     if len < IPV4_HEADER_LEN {
