@@ -407,8 +407,9 @@ fn measure_sustain(
         let endpoint = Endpoint::new(receiver_config).map_err(|e| format!("endpoint: {e}"))?;
         let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         let got = sustain_sink(&endpoint, local, ready_tx, window).await;
+        let drops = endpoint.ring_drops();
         endpoint.shutdown().await;
-        got
+        got.map(|bytes| (bytes, drops))
     });
     if ready_rx.recv_timeout(START_TIMEOUT).is_err() {
         return Err(receiver
@@ -435,22 +436,25 @@ fn measure_sustain(
         }
         .await;
         let stats = endpoint.stats();
+        let drops = endpoint.ring_drops();
         endpoint.shutdown().await;
-        sent.map(|()| {
-            format!(
-                "{} retransmitted, {} RTOs",
-                stats.retransmitted_segments, stats.timeouts
-            )
-        })
+        sent.map(|()| (stats, drops))
     });
     let got = receiver.join().map_err(|_| "receiver panicked".to_string());
     let _ = stop_tx.send(());
-    let note = sender.join().map_err(|_| "sender panicked".to_string())?;
-    let bytes = got??;
+    let (stats, sender_drops) = sender.join().map_err(|_| "sender panicked".to_string())??;
+    let (bytes, receiver_drops) = got??;
+    // Ring drops: frames the kernel dropped because an end's receive ring
+    // was full (ACKs at the sender, data at the receiver): loss the path's
+    // loss rule did not cause.
+    let note = format!(
+        "{} retransmitted, {} RTOs, ring drops {sender_drops} at the sender, {receiver_drops} at the receiver",
+        stats.retransmitted_segments, stats.timeouts
+    );
     Ok(Measured {
         bytes,
         window,
-        note: note?,
+        note,
     })
 }
 

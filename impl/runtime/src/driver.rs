@@ -54,7 +54,7 @@ use crate::events::EventLog;
 use crate::gso::{self, NextHops};
 use crate::mobility;
 use crate::netwatch::{self, NetWatcher};
-use crate::packet_ring;
+use crate::packet_ring::{self, PacketRing};
 use crate::raw_socket::{RecvBatch, Refusal, SendBatch, SLOT};
 use crate::route;
 use crate::shared::{ConnSlot, ControlCmd, Shared, State, StreamEvent};
@@ -84,6 +84,7 @@ impl State {
             addresses,
             send_drops: 0,
             send_retries: 0,
+            ring_drops: 0,
             tx_hold: None,
             gso_sent: gso::GsoSent::default(),
             scratch: vec![0; 64 * 1024],
@@ -117,6 +118,7 @@ impl State {
     fn dispatch_events(
         &mut self,
         now: Instant,
+        ring: Option<&PacketRing>,
         ports: &mut Vec<u16>,
         opened: &mut Vec<ConnId>,
     ) -> bool {
@@ -184,6 +186,9 @@ impl State {
                 }
                 Event::Closed { conn, reason } => {
                     let counters = counters_json(self.core.stats());
+                    if let Some(drops) = ring.and_then(|r| r.take_drops().ok()) {
+                        self.ring_drops += u64::from(drops);
+                    }
                     self.record(
                         now,
                         "closed",
@@ -192,9 +197,11 @@ impl State {
                         // core; send_retries: sends refused for lack of buffer
                         // space and retried. gso_*: super-segments this
                         // endpoint sent so far, and the segments in them
-                        // (crate::gso).
+                        // (crate::gso). ring_drops: frames the kernel dropped
+                        // because this endpoint's receive ring was full, so far.
                         json!({"conn": conn.0, "reason": reason_name(reason),
                                "send_drops": self.send_drops, "send_retries": self.send_retries,
+                               "ring_drops": self.ring_drops,
                                "gso_runs": self.gso_sent.runs,
                                "gso_segments": self.gso_sent.segments, "counters": counters}),
                     );
@@ -479,7 +486,7 @@ fn pass(
     }
     // 3. Events.
     let (mut retained, mut opened) = (Vec::new(), Vec::new());
-    progress |= st.dispatch_events(now, &mut retained, &mut opened);
+    progress |= st.dispatch_events(now, shared.ring.as_ref(), &mut retained, &mut opened);
     if let Some(server) = shared.server {
         for conn in opened {
             start_control(shared, st, conn, server);

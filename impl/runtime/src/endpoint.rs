@@ -299,6 +299,21 @@ impl Endpoint {
         self.shared.lock().send_retries
     }
 
+    /// Frames the kernel dropped so far because this endpoint's receive
+    /// ring was full (0 on the raw-socket fallback): bursts of loss the
+    /// connections see like any other.
+    pub fn ring_drops(&self) -> u64 {
+        let fresh = self
+            .shared
+            .ring
+            .as_ref()
+            .and_then(|r| r.take_drops().ok())
+            .map_or(0, u64::from);
+        let mut st = self.shared.lock();
+        st.ring_drops += fresh;
+        st.ring_drops
+    }
+
     /// Aborts every connection (RST), stops every listener, lets the last
     /// segments leave, removes the RST-guard rules and waits for the
     /// driver to end. Streams answer `EndpointClosed` afterwards.

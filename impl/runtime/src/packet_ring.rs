@@ -229,6 +229,34 @@ impl PacketRing {
     }
 
     /// Accept only TCP segments to one of `ports` addressed to this host.
+    /// Frames the kernel dropped because the ring was full, since the last
+    /// call (PACKET_STATISTICS; reading resets the kernel's counters). A
+    /// full ring loses a burst of segments at once, which the connection
+    /// sees as loss.
+    pub(crate) fn take_drops(&self) -> io::Result<u32> {
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `stats` is a live tpacket_stats and `len` holds its size;
+        // the kernel writes at most `len` bytes into it.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.get_ref().as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut stats).cast::<libc::c_void>(),
+                &raw mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(stats.tp_drops)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     pub(crate) fn set_port_filter(&self, ports: &[u16]) -> io::Result<()> {
         set_filter(self.fd.get_ref().as_raw_fd(), ports).map_err(io::Error::other)
     }

@@ -185,6 +185,8 @@ pub(crate) struct State {
     pub(crate) send_drops: u64,
     /// Sends the kernel refused for lack of buffer space, retried later.
     pub(crate) send_retries: u64,
+    /// Frames the kernel dropped because the receive ring was full.
+    pub(crate) ring_drops: u64,
     /// After a refusal, no send before this instant (unless an address or
     /// route event comes first): the refusal repeats until something
     /// changes, and retrying at once would spin.
