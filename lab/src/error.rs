@@ -45,6 +45,12 @@ pub enum LabError {
         stderr: String,
     },
 
+    #[error("in namespace {netns}: {source}")]
+    Iptables {
+        netns: String,
+        source: sustain_iptables::IptablesError,
+    },
+
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout { what: String, after: Duration },
 

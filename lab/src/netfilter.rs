@@ -19,15 +19,7 @@ pub const LOSS_COMMENT: &str = "sustain-loss";
 
 /// Runs `iptables -w <args>` in `netns` and returns its stdout.
 pub(crate) fn iptables(netns: &Netns, run: &RunId, args: &[&str]) -> Result<String> {
-    let mut command = Command::new("iptables");
-    command.arg("-w").args(args);
-    run_tool(
-        netns,
-        run,
-        command,
-        None,
-        &format!("iptables -w {}", args.join(" ")),
-    )
+    run_tool(netns, run, sustain_iptables::command(args), None)
 }
 
 /// Feeds `rules` (iptables-save format) to `iptables-restore -w` in `netns`. With
@@ -38,38 +30,19 @@ pub(crate) fn iptables_restore(
     rules: &str,
     noflush: bool,
 ) -> Result<()> {
-    let mut command = Command::new("iptables-restore");
-    command.arg("-w");
-    if noflush {
-        command.arg("--noflush");
-    }
-    run_tool(
-        netns,
-        run,
-        command,
-        Some(rules.as_bytes()),
-        "iptables-restore -w",
-    )
-    .map(drop)
+    let command = sustain_iptables::restore_command(noflush);
+    run_tool(netns, run, command, Some(rules.as_bytes())).map(drop)
 }
 
-fn run_tool(
-    netns: &Netns,
-    run: &RunId,
-    command: Command,
-    stdin: Option<&[u8]>,
-    text: &str,
-) -> Result<String> {
+/// Runs `command` in `netns` with the lab's timeout and judges its exit the
+/// one way every iptables run is judged (`sustain_iptables::judge`).
+fn run_tool(netns: &Netns, run: &RunId, command: Command, stdin: Option<&[u8]>) -> Result<String> {
+    let line = sustain_iptables::describe(&command);
     let output = process::output(netns, run, command, stdin, IPTABLES_TIMEOUT)?;
-    if !output.status.success() {
-        return Err(LabError::CommandFailed {
-            netns: netns.name().to_string(),
-            command: text.to_string(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    sustain_iptables::judge(line, &output).map_err(|source| LabError::Iptables {
+        netns: netns.name().to_string(),
+        source,
+    })
 }
 
 fn check_probability(probability: f64) -> Result<()> {

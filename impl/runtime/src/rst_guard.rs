@@ -27,26 +27,9 @@
 //! the binary); rules of either kind left by a SIGKILLed process are swept
 //! at the next start (their pid is dead).
 
-use std::io;
-use std::process::Command;
-
-use thiserror::Error;
-
-/// Why an iptables rule of the RST guard could not be listed, installed or removed.
-#[derive(Debug, Error)]
-pub enum RstGuardError {
-    /// The `iptables` binary could not be run.
-    #[error("iptables is not installed (apt-get install iptables): {0}")]
-    NotInstalled(io::Error),
-    /// `iptables` exited unsuccessfully.
-    #[error("iptables {args} failed: {stderr}")]
-    Failed {
-        /// The arguments it was run with.
-        args: String,
-        /// What it printed on stderr, trimmed.
-        stderr: String,
-    },
-}
+/// Why an iptables rule of the RST guard could not be listed, installed or
+/// removed: the iptables run itself (`sustain_iptables`).
+pub type RstGuardError = sustain_iptables::IptablesError;
 
 /// Owns the RST-suppression rules of this process.
 pub(crate) struct RstGuard {
@@ -61,19 +44,7 @@ pub(crate) struct RstGuard {
 }
 
 fn iptables(args: &[String]) -> Result<String, RstGuardError> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .output()
-        .map_err(RstGuardError::NotInstalled)?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(RstGuardError::Failed {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
+    sustain_iptables::run(args)
 }
 
 #[cfg(test)]

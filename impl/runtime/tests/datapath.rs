@@ -12,7 +12,6 @@ mod common;
 
 use std::net::SocketAddrV4;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -38,17 +37,13 @@ fn kernel_rsts_sent() -> u64 {
 
 /// Every rule of the guard's two chains in the calling thread's namespace.
 fn guard_rules() -> String {
-    let mut all = String::new();
-    for args in [["-S", "OUTPUT", "", ""], ["-t", "raw", "-S", "PREROUTING"]] {
-        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
-        let out = Command::new("iptables")
-            .arg("-w")
-            .args(&args)
-            .output()
-            .expect("iptables");
-        all.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
-    all
+    ["-S OUTPUT", "-t raw -S PREROUTING"]
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.split(' ').collect();
+            sustain_iptables::run(&args).expect("iptables")
+        })
+        .collect()
 }
 
 /// The `datapath` event an endpoint logged at start.

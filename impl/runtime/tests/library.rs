@@ -8,7 +8,6 @@
 //! return without checking anything.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Command;
 use std::time::Duration;
 
 use sustain::{ConnectionError, Endpoint, EndpointConfig};
@@ -36,18 +35,13 @@ fn in_node<T: Send + 'static>(
 /// The guard's rules of both kinds (OUTPUT RST drops, raw PREROUTING
 /// ingress drops).
 fn guard_rules() -> String {
-    let mut all = String::new();
-    for args in [
-        &["-w", "-S", "OUTPUT"][..],
-        &["-w", "-t", "raw", "-S", "PREROUTING"],
-    ] {
-        let out = Command::new("iptables")
-            .args(args)
-            .output()
-            .expect("iptables");
-        all.push_str(&String::from_utf8_lossy(&out.stdout));
-    }
-    all
+    ["-S OUTPUT", "-t raw -S PREROUTING"]
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.split(' ').collect();
+            sustain_iptables::run(&args).expect("iptables")
+        })
+        .collect()
 }
 
 #[test]
