@@ -25,6 +25,11 @@
 //!   information server.
 
 #![warn(missing_docs)]
+// Unsafe code lives only in the three datapath modules that talk to the
+// kernel where no crate serves (the packet ring's mmap, the raw socket's
+// sendmmsg/recvmmsg and BPF filter, GSO's packet socket): each block there
+// has its SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod clock;
@@ -33,14 +38,17 @@ pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod forward;
+#[allow(unsafe_code)]
 pub(crate) mod gso;
 pub mod host;
 pub(crate) mod mobility;
 pub(crate) mod netwatch;
 pub(crate) mod os_random;
+#[allow(unsafe_code)]
 pub(crate) mod packet_ring;
 mod ports;
 pub mod proxy;
+#[allow(unsafe_code)]
 pub(crate) mod raw_socket;
 pub(crate) mod route;
 pub(crate) mod rst_guard;

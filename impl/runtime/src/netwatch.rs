@@ -53,33 +53,15 @@ impl NetWatcher {
 
 /// IPv4 addresses configured on interfaces that are up, loopback excluded.
 pub(crate) fn local_addresses() -> io::Result<BTreeSet<Ipv4Addr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we free below.
-    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = BTreeSet::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-        let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-        if ifa.ifa_addr.is_null() || !up || loopback {
-            continue;
-        }
-        // SAFETY: non-null sockaddr of at least the family field.
-        if unsafe { (*ifa.ifa_addr).sa_family } as i32 != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
-        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        out.insert(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
+    use nix::net::if_::InterfaceFlags;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    Ok(addrs
+        .filter(|ifa| {
+            ifa.flags.contains(InterfaceFlags::IFF_UP)
+                && !ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK)
+        })
+        .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|sin| sin.ip()))
+        .collect())
 }
 
 #[cfg(test)]
