@@ -213,16 +213,13 @@ fn run(sc: Scenario) -> Outcome {
     }
 }
 
-#[test]
-fn tail_loss_is_repaired_by_tlp_without_rto() {
-    // The segment carrying the FIN (the tail of the transfer) is lost:
-    // no later segment can be SACKed, so only a probe or the RTO can help.
+/// 300 000 bytes with `congestion`; the first transmission of the FIN is
+/// lost.
+fn first_fin_lost(congestion: CongestionKind) -> Outcome {
     let mut fins = 0;
-    // CUBIC: the FIN leaves with other segments (BBR's pacing sends it
-    // alone: the test below).
-    let o = run(Scenario {
+    run(Scenario {
         config: Config {
-            congestion: CongestionKind::Cubic,
+            congestion,
             ..Config::default()
         },
         bytes: 300_000,
@@ -231,7 +228,16 @@ fn tail_loss_is_repaired_by_tlp_without_rto() {
             fin && fins == 1
         })),
         ..Scenario::default()
-    });
+    })
+}
+
+#[test]
+fn tail_loss_is_repaired_by_tlp_without_rto() {
+    // The segment carrying the FIN (the tail of the transfer) is lost:
+    // no later segment can be SACKed, so only a probe or the RTO can help.
+    // CUBIC: the FIN leaves with other segments (BBR's pacing sends it
+    // alone: the test below).
+    let o = first_fin_lost(CongestionKind::Cubic);
     assert_eq!(o.dropped, 1);
     assert!(o.client.tlp_probes >= 1, "{:?}", o.client);
     assert_eq!(o.client.tlp_repairs, 1, "{:?}", o.client);
@@ -245,19 +251,7 @@ fn a_lone_lost_tail_segment_is_probed_not_timed_out() {
     // §7.2 caps it at the RTO's expiry, so the probe (the FIN again)
     // goes out instead of a timeout: cwnd is not collapsed, the RTO is
     // not backed off. One loss, one probe: no RTO can be needed.
-    let mut fins = 0;
-    let o = run(Scenario {
-        config: Config {
-            congestion: CongestionKind::Bbr,
-            ..Config::default()
-        },
-        bytes: 300_000,
-        pick: Some(Box::new(move |_, _, fin| {
-            fins += usize::from(fin);
-            fin && fins == 1
-        })),
-        ..Scenario::default()
-    });
+    let o = first_fin_lost(CongestionKind::Bbr);
     assert_eq!(o.dropped, 1);
     assert_eq!(o.client.tlp_probes, 1, "{:?}", o.client);
     assert_eq!(o.client.tlp_repairs, 1, "{:?}", o.client);

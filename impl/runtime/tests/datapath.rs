@@ -35,17 +35,6 @@ fn kernel_rsts_sent() -> u64 {
     values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
-/// Every rule of the guard's two chains in the calling thread's namespace.
-fn guard_rules() -> String {
-    ["-S OUTPUT", "-t raw -S PREROUTING"]
-        .iter()
-        .map(|args| {
-            let args: Vec<&str> = args.split(' ').collect();
-            sustain_iptables::run(&args).expect("iptables")
-        })
-        .collect()
-}
-
 /// The `datapath` event an endpoint logged at start.
 fn datapath_event(events: &Path) -> serde_json::Value {
     std::fs::read_to_string(events)

@@ -7,9 +7,12 @@
 //! These run for real as root (as in CI). Without root they print why and
 //! return without checking anything.
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use common::guard_rules;
 use sustain::{ConnectionError, Endpoint, EndpointConfig};
 use sustain_lab::{root_or_skip, PathLab, PathNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,18 +33,6 @@ fn in_node<T: Send + 'static>(
             .block_on(f())
     })
     .expect("a thread in the node")
-}
-
-/// The guard's rules of both kinds (OUTPUT RST drops, raw PREROUTING
-/// ingress drops).
-fn guard_rules() -> String {
-    ["-S OUTPUT", "-t raw -S PREROUTING"]
-        .iter()
-        .map(|args| {
-            let args: Vec<&str> = args.split(' ').collect();
-            sustain_iptables::run(&args).expect("iptables")
-        })
-        .collect()
 }
 
 #[test]

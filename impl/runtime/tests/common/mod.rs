@@ -180,3 +180,15 @@ pub(crate) fn spawn_listener(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Every rule of the RST guard's two chains (OUTPUT RST drops, raw
+/// PREROUTING ingress drops) in the calling thread's namespace.
+pub(crate) fn guard_rules() -> String {
+    ["-S OUTPUT", "-t raw -S PREROUTING"]
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.split(' ').collect();
+            sustain_iptables::run(&args).expect("iptables")
+        })
+        .collect()
+}
