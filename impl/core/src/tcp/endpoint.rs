@@ -772,8 +772,8 @@ impl Endpoint {
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
     ) {
         let (Some(MigrateOption::Msyn(migrate)), Some(permit)) = (options.migrate, options.permit)
         else {
@@ -816,8 +816,8 @@ impl Endpoint {
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
     ) {
         let Some(update) = options.address_update else {
             return;
@@ -977,8 +977,8 @@ impl Endpoint {
         listener: ListenerId,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
     ) {
         // RFC 9293 §3.10.7.2 first check for an RST: ignore it.
         if seg.flags.rst() {
