@@ -114,6 +114,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code byte on the wire.
     pub fn to_wire(self) -> u8 {
         match self {
             ErrorCode::Garbage => 1,
@@ -133,6 +134,7 @@ impl ErrorCode {
         }
     }
 
+    /// The code for a code byte; unknown ones are kept as `Other`.
     pub fn from_wire(v: u8) -> ErrorCode {
         match v {
             1 => ErrorCode::Garbage,

@@ -46,28 +46,41 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ClientError {
     #[error(transparent)]
+    /// The connection's credentials could not be derived (both keys equal).
     Credentials(#[from] CredentialsError),
     #[error("malformed control message: {0}")]
+    /// The message does not parse.
     Malformed(#[from] ControlError),
     #[error("message for another connection or side")]
+    /// The message names another connection or side.
     WrongConnection,
     #[error("message type a host does not accept")]
+    /// A host-to-server type, which a host does not accept.
     UnexpectedType,
     #[error("control message MAC does not verify")]
+    /// The MAC does not verify under the connection's verifier.
     BadMac,
     #[error("replayed control message")]
+    /// The notice number is not after the last one accepted.
     Replayed,
 }
 
 /// Rejections, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientStats {
+    /// Authenticated messages accepted.
     pub accepted: u64,
+    /// Messages that did not parse.
     pub malformed: u64,
+    /// Messages for another connection or side.
     pub wrong_connection: u64,
+    /// Messages of a type a host does not accept.
     pub unexpected_type: u64,
+    /// Messages whose MAC did not verify.
     pub bad_mac: u64,
+    /// Replayed messages.
     pub replayed: u64,
+    /// Error messages received (unauthenticated, PROTOCOL.md §15.9).
     pub errors: u64,
 }
 
@@ -103,10 +116,12 @@ impl ControlClient {
         })
     }
 
+    /// This connection's credentials (connection id, side, verifier).
     pub fn credentials(&self) -> &Credentials {
         &self.creds
     }
 
+    /// Its counters.
     pub fn stats(&self) -> &ClientStats {
         &self.stats
     }

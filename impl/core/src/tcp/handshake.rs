@@ -112,6 +112,7 @@ pub fn classify_msyn(
 /// The MSYN the responder has accepted and not yet seen confirmed (§6.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
+    /// The request number of that MSYN.
     pub request: RequestNumber,
     /// The mover's direct address from that MSYN's Permit.
     pub direct: SocketAddrV4,
