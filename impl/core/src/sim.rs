@@ -143,12 +143,12 @@ impl Default for LinkConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 /// Names a node of a [`Network`] (its index, in the order added).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub usize);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 /// Names a middlebox of a [`Network`] (its index, in the order added).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MiddleboxId(pub usize);
 
 /// Which way a packet crosses a middlebox.

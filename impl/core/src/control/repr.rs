@@ -21,8 +21,8 @@ pub struct Header {
     pub number: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// The type-specific part of an authenticated message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
     /// Register (PROTOCOL.md §15.5).
     Register(Register),

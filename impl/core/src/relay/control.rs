@@ -377,32 +377,32 @@ pub fn split(buf: &[u8]) -> Result<Option<usize>, ProxyControlError> {
 /// Why a proxy control message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ProxyControlError {
-    #[error("truncated message")]
     /// The message is shorter than its length field says.
+    #[error("truncated message")]
     Truncated,
-    #[error("impossible length: the session cannot be framed any more")]
     /// The length field is impossible: framing is lost.
+    #[error("impossible length: the session cannot be framed any more")]
     Garbage,
-    #[error("unknown version {0}")]
     /// A version byte other than [`VERSION`].
+    #[error("unknown version {0}")]
     UnknownVersion(u8),
-    #[error("unknown message type {0:#04x}")]
     /// A type byte this implementation does not know.
+    #[error("unknown message type {0:#04x}")]
     UnknownType(u8),
-    #[error("malformed message")]
     /// A known type whose body does not parse.
+    #[error("malformed message")]
     Malformed,
-    #[error("message before the session was established")]
     /// An authenticated message before the Hello/Welcome exchange.
+    #[error("message before the session was established")]
     NotEstablished,
-    #[error("MAC does not verify")]
     /// The MAC does not verify under the session key.
+    #[error("MAC does not verify")]
     BadMac,
-    #[error("message number not above the last one")]
     /// The message number is not above the last one accepted.
+    #[error("message number not above the last one")]
     Replayed,
-    #[error("message type not expected from this side or at this point")]
     /// A type this side must not receive, or not at this point.
+    #[error("message type not expected from this side or at this point")]
     Unexpected,
 }
 

@@ -164,11 +164,11 @@ pub enum RelayEvent {
 /// Why [`Relay::allocate`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum RelayError {
-    #[error("no relay port is free")]
     /// Every port of the relay range is in use.
+    #[error("no relay port is free")]
     NoFreePort,
-    #[error("the two ticket ids must differ")]
     /// Both legs were given the same ticket id.
+    #[error("the two ticket ids must differ")]
     SameTicket,
 }
 

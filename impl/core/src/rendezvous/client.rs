@@ -45,23 +45,23 @@ pub enum ServerMessage {
 /// Why a received message was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ClientError {
-    #[error(transparent)]
     /// The connection's credentials could not be derived (both keys equal).
+    #[error(transparent)]
     Credentials(#[from] CredentialsError),
-    #[error("malformed control message: {0}")]
     /// The message does not parse.
+    #[error("malformed control message: {0}")]
     Malformed(#[from] ControlError),
-    #[error("message for another connection or side")]
     /// The message names another connection or side.
+    #[error("message for another connection or side")]
     WrongConnection,
-    #[error("message type a host does not accept")]
     /// A host-to-server type, which a host does not accept.
+    #[error("message type a host does not accept")]
     UnexpectedType,
-    #[error("control message MAC does not verify")]
     /// The MAC does not verify under the connection's verifier.
+    #[error("control message MAC does not verify")]
     BadMac,
-    #[error("replayed control message")]
     /// The notice number is not after the last one accepted.
+    #[error("replayed control message")]
     Replayed,
 }
 

@@ -328,8 +328,8 @@ impl ServerStats {
 /// Why a session could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ServerError {
-    #[error("too many control sessions ({0})")]
     /// `open_session` found `max_sessions` sessions open (the limit).
+    #[error("too many control sessions ({0})")]
     TooManySessions(usize),
 }
 

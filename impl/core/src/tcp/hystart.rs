@@ -90,8 +90,8 @@ pub enum Phase {
     Exit,
 }
 
-#[derive(Debug, Clone, Default)]
 /// HyStart++ state of one connection (RFC 9406).
+#[derive(Debug, Clone, Default)]
 pub struct HyStart {
     /// `windowEnd`: the round ends when SND.UNA reaches it.
     window_end: Option<SeqNumber>,

@@ -261,16 +261,16 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 /// Names one connection of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u32);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 /// Names one listener of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(pub u32);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// Why a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// Both FINs exchanged and acknowledged.
     Normal,
@@ -293,8 +293,8 @@ pub enum CloseReason {
     KeepaliveTimedOut,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
 /// What happened on an endpoint, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Active open completed (SYN-SENT -> ESTABLISHED).
     Connected(ConnId),
@@ -382,32 +382,32 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 /// Why an endpoint operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum TcpError {
-    #[error("no such connection")]
     /// The connection id names no connection.
+    #[error("no such connection")]
     NoSuchConnection,
-    #[error("address in use")]
     /// The local address and port are taken.
+    #[error("address in use")]
     AddrInUse,
-    #[error("connection is not open for sending")]
     /// Sending is no longer possible (FIN sent or connection closing).
+    #[error("connection is not open for sending")]
     NotOpenForSend,
-    #[error("connection reset by peer")]
     /// The peer reset the connection.
+    #[error("connection reset by peer")]
     Reset,
-    #[error("connection timed out")]
     /// Retransmissions were exhausted.
+    #[error("connection timed out")]
     TimedOut,
-    #[error("connection lost: a move did not complete in time")]
     /// A move did not complete in time.
+    #[error("connection lost: a move did not complete in time")]
     MigrationTimedOut,
-    #[error("connection lost: its local address went away and it cannot move")]
     /// The local address went away and the connection cannot move.
+    #[error("connection lost: its local address went away and it cannot move")]
     AddressLost,
-    #[error("connection cannot move (plain TCP peer, plain mode, or not established)")]
     /// The connection cannot move (plain TCP peer, plain mode, or not established).
+    #[error("connection cannot move (plain TCP peer, plain mode, or not established)")]
     NotMigratable,
 }
 

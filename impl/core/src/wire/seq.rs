@@ -5,8 +5,8 @@ use core::cmp::Ordering;
 use core::fmt;
 use core::ops::{Add, AddAssign, Sub};
 
-#[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
 /// A TCP sequence number; compares and subtracts modulo 2^32 (RFC 9293 §3.4).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
 pub struct SeqNumber(pub u32);
 
 impl SeqNumber {
