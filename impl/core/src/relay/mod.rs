@@ -136,7 +136,7 @@ pub enum RelayEvent {
         leg: usize,
         /// The leg's address and port as observed (after any NAPT).
         remote: SocketAddrV4,
-        /// The leg's Relay MSYN came through a NAPT (Permit != observed source).
+        /// The leg is behind a NAPT (Permit != observed source): always, since a global end is refused.
         behind_napt: bool,
     },
     /// Both legs confirmed: the relay forwards.

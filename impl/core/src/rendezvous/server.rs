@@ -171,7 +171,7 @@ pub enum ServerEvent {
     },
     /// A sweep removed expired registrations.
     Expired {
-        /// How many ends expired.
+        /// How many connections' registrations expired.
         count: usize,
     },
     /// The proxy's control session is established (its Welcome verified).
@@ -240,7 +240,7 @@ pub struct ServerStats {
     pub sessions_refused: u64,
     /// Messages taken out of a session's byte stream, accepted or not.
     pub messages: u64,
-    /// Fresh Registers accepted.
+    /// Registers accepted, repeats included.
     pub registered: u64,
     /// Fresh MoveReports accepted.
     pub reports: u64,
@@ -254,13 +254,13 @@ pub struct ServerStats {
     pub relays_needed: u64,
     /// Acks sent.
     pub acks_sent: u64,
-    /// PeerLocation and RelayAssignment notices sent.
+    /// PeerLocation notices sent.
     pub notices_sent: u64,
-    /// Notices dropped because the end has no open session.
+    /// PeerLocation or RelayAssignment notices not sent: the end has no open session.
     pub notices_undeliverable: u64,
     /// Error replies sent.
     pub errors_sent: u64,
-    /// Registrations ended by the TTL.
+    /// Connections whose registration ended by the TTL.
     pub expired: u64,
     /// Events dropped because the driver did not drain [`Server::poll_event`].
     pub events_dropped: u64,

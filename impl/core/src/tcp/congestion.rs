@@ -143,7 +143,7 @@ pub struct AckSample {
     pub snd_una: SeqNumber,
     /// The highest sequence number sent plus one (SND.MAX).
     pub snd_max: SeqNumber,
-    /// Delivery-rate sample of this ACK (draft-ietf-ccwg-bbr §4.5), if one was taken.
+    /// Delivery-rate sample of this ACK (draft-ietf-ccwg-bbr §4.1), if one was taken.
     pub rate: Option<RateSample>,
     /// The sender is in fast recovery (the window is PRR's).
     pub in_recovery: bool,
@@ -168,7 +168,7 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn ssthresh(&self) -> usize;
     /// Sender MSS in bytes that the window arithmetic uses.
     fn smss(&self) -> usize;
-    /// Whether cwnd is below ssthresh (RFC 5681 §3.1).
+    /// Whether in slow start (cwnd < ssthresh, RFC 5681 §3.1; BBR: Startup).
     fn in_slow_start(&self) -> bool;
     /// Every ACK (window growth outside recovery; model updates always).
     fn on_ack_sample(&mut self, ack: &AckSample);

@@ -57,7 +57,7 @@ fn sent_after(t1: Instant, seq1: SeqNumber, t2: Instant, seq2: SeqNumber) -> boo
 }
 
 impl Rack {
-    /// RACK state of a connection that has sent nothing yet (RFC 8985 §6.1).
+    /// RACK state of a connection that has sent nothing yet.
     pub fn new() -> Rack {
         Rack {
             newest: None,

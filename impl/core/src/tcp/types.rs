@@ -33,7 +33,7 @@ pub enum State {
     FinWait2,
     /// The peer's FIN received, waiting for the application to close.
     CloseWait,
-    /// Both FINs sent, ours not yet acknowledged.
+    /// Both ends sent FIN; ours not yet acknowledged.
     Closing,
     /// The peer's FIN received and ours sent, waiting for its ACK.
     LastAck,
@@ -125,7 +125,7 @@ pub struct Config {
     pub mss: u16,
     /// RFC 6298 §2.4 says 1 s; sustain defaults to 200 ms like Linux.
     pub min_rto: Duration,
-    /// Upper bound of the retransmission timeout (RFC 6298 §2.5 allows 60 s).
+    /// Upper bound of the retransmission timeout (RFC 6298 §2.5: at least 60 s).
     pub max_rto: Duration,
     /// RTO before the first RTT sample (RFC 6298 §2.1: 1 s).
     pub initial_rto: Duration,
@@ -315,7 +315,7 @@ pub enum Event {
         conn: ConnId,
         /// The RTO now in force (after backoff).
         rto: Duration,
-        /// Consecutive timeouts so far (the backoff exponent).
+        /// Consecutive RTO backoffs since the last RTT sample.
         backoff: u32,
     },
     /// The connection reached CLOSED (or TIME-WAIT counts as closed for the
@@ -391,7 +391,7 @@ pub enum TcpError {
     /// The local address and port are taken.
     #[error("address in use")]
     AddrInUse,
-    /// Sending is no longer possible (FIN sent or connection closing).
+    /// This end already sent its FIN (or is closing): nothing more can be sent.
     #[error("connection is not open for sending")]
     NotOpenForSend,
     /// The peer reset the connection.
