@@ -311,7 +311,7 @@ fn read_pcap(path: &Path, name: String, reader: impl Read) -> Result<Capture> {
 
 /// Nanoseconds per unit of an interface's `if_tsresol` (pcapng §4.2): 10^-n or 2^-n
 /// seconds; microseconds when absent.
-fn tsresol_ns(interface: &InterfaceDescriptionBlock) -> f64 {
+fn tsresol_ns(interface: &InterfaceDescriptionBlock<'_>) -> f64 {
     let resolution = interface
         .options
         .iter()

@@ -55,6 +55,7 @@ impl Key {
         self.0.to_be_bytes()
     }
 
+    /// The token naming this key in options (PROTOCOL.md §4.2).
     pub fn token(self) -> Token {
         token_of(self)
     }
@@ -128,6 +129,7 @@ impl Default for RequestCounter {
 }
 
 impl RequestCounter {
+    /// A counter that has handed out nothing yet (the first number is 1).
     pub fn new() -> RequestCounter {
         RequestCounter {
             last: RequestNumber(0),
@@ -172,12 +174,14 @@ impl Default for ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// A window that has accepted nothing yet (last accepted: 0).
     pub fn new() -> ReplayWindow {
         ReplayWindow {
             last_accepted: RequestNumber(0),
         }
     }
 
+    /// Whether `request` is fresh, a repeat of the last accepted one, or stale (PROTOCOL.md §4.5).
     pub fn check(&self, request: RequestNumber) -> RequestCheck {
         if request == self.last_accepted {
             RequestCheck::Repeat
@@ -198,6 +202,7 @@ impl ReplayWindow {
         verdict
     }
 
+    /// The last request number accepted.
     pub fn last_accepted(&self) -> RequestNumber {
         self.last_accepted
     }
@@ -218,8 +223,11 @@ pub enum MacInput {
     /// `request`, and the mover's direct address as in the MSYN's
     /// Migrate-Permit.
     Msyn {
+        /// Token of the receiver's key.
         token: Token,
+        /// The sender's request number.
         request: RequestNumber,
+        /// The mover's direct address and port, from the MSYN's Migrate-Permit.
         mover: SocketAddrV4,
     },
     /// Migrate in an MSYN-ACK: `token` of the mover's key, the `request`
@@ -228,17 +236,25 @@ pub enum MacInput {
     /// `received` offset as carried (24 bits; `None` in the version 0
     /// form, whose message ends after the port).
     MsynAck {
+        /// Token of the mover's key.
         token: Token,
+        /// The request number of the MSYN answered.
         request: RequestNumber,
+        /// The responder's nonce.
         nonce: u32,
+        /// The mover's direct address and port, from that MSYN's Migrate-Permit.
         mover: SocketAddrV4,
+        /// The responder's received offset as carried (24 bits); `None` in the version 0 form.
         received: Option<u32>,
     },
     /// Address-Update: `token` of the receiver's key, the sender's
     /// `request`, and the `old_addr` carried in the option.
     AddressUpdate {
+        /// Token of the receiver's key.
         token: Token,
+        /// The sender's request number.
         request: RequestNumber,
+        /// The address carried in the option.
         old_addr: Ipv4Addr,
     },
 }
@@ -263,6 +279,7 @@ impl MacMessage {
         }
     }
 
+    /// The message bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
@@ -278,6 +295,7 @@ impl fmt::Debug for MacMessage {
 }
 
 impl MacInput {
+    /// The label that starts the message for this input.
     pub fn label(&self) -> &'static [u8] {
         match self {
             MacInput::Msyn { .. } => LABEL_MSYN,
@@ -423,7 +441,9 @@ pub fn mac_address_update(
 /// verifying through this type gets the key order right by construction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionKeys {
+    /// This end's key.
     pub local: Key,
+    /// The peer's key.
     pub remote: Key,
 }
 

@@ -16,6 +16,7 @@
 
 // Safe Rust only: nothing here needs more (issue 15).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod control;

@@ -4,12 +4,15 @@
 /// A source of random numbers. Implementations used for ISNs and keys in
 /// production must be cryptographically strong; the simulator's need not.
 pub trait Random {
+    /// 64 random bits.
     fn next_u64(&mut self) -> u64;
 
+    /// 32 random bits (the high half of [`Random::next_u64`]).
     fn next_u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
     }
 
+    /// Fills `dest` with random bytes.
     fn fill_bytes(&mut self, dest: &mut [u8]) {
         for chunk in dest.chunks_mut(8) {
             let v = self.next_u64().to_le_bytes();
@@ -43,6 +46,7 @@ pub struct SplitMix64 {
 }
 
 impl SplitMix64 {
+    /// A generator started from `seed`; the same seed gives the same sequence.
     pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64 { state: seed }
     }

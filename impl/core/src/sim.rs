@@ -117,6 +117,7 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Probability a packet is held back an extra `reorder_delay`.
     pub reorder: f64,
+    /// Extra delay of a packet held back by the reorder rule.
     pub reorder_delay: Duration,
     /// Bottleneck rate: packets are serialised one after another at this
     /// many bits per second behind a drop-tail queue of `queue_bytes`.
@@ -142,9 +143,11 @@ impl Default for LinkConfig {
     }
 }
 
+/// Names a node of a [`Network`] (its index, in the order added).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub usize);
 
+/// Names a middlebox of a [`Network`] (its index, in the order added).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MiddleboxId(pub usize);
 
@@ -194,6 +197,7 @@ impl<M: Middlebox + ?Sized> Middlebox for Rc<RefCell<M>> {
 /// What happened to a transmitted packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
+    /// Handed to its destination.
     Delivered,
     /// Random loss on the link.
     Lost,
@@ -213,12 +217,15 @@ pub enum Fate {
 pub struct Captured {
     /// When it was sent.
     pub time: Instant,
+    /// The node that sent it.
     pub from: NodeId,
+    /// The node it was routed to; `None` if unroutable.
     pub to: Option<NodeId>,
     /// The bytes the sender wrote.
     pub bytes: Vec<u8>,
     /// The bytes after middlebox rewriting, if a middlebox changed them.
     pub translated: Option<Vec<u8>>,
+    /// What happened to it.
     pub fate: Fate,
     /// When the (first copy of the) packet was handed to `to`.
     pub arrival: Option<Instant>,
@@ -240,11 +247,13 @@ pub struct NetStats {
     pub refused: u64,
     /// Packet copies handed to nodes.
     pub delivered: u64,
+    /// Packets lost at random on a link.
     pub lost: u64,
     /// Packets that were delivered twice.
     pub duplicated: u64,
     /// Packet copies held back by the reorder rule.
     pub reordered: u64,
+    /// Packets no node owned, or that were not IPv4.
     pub unroutable: u64,
     /// Dropped by a middlebox.
     pub filtered: u64,
@@ -365,6 +374,7 @@ pub struct Network<N: SimNode> {
 }
 
 impl<N: SimNode> Network<N> {
+    /// An empty network; every random draw (loss, jitter, duplication) derives from `seed`.
     pub fn new(seed: u64) -> Self {
         Network {
             seed,
@@ -438,11 +448,13 @@ impl<N: SimNode> Network<N> {
         self.nodes[id.0].refusing = refusing;
     }
 
+    /// Puts node `id` behind `middlebox` (`None`: in the global realm).
     pub fn set_uplink(&mut self, id: NodeId, middlebox: Option<MiddleboxId>) {
         self.nodes[id.0].uplink = middlebox;
         self.rebuild_routes();
     }
 
+    /// The middlebox node `id` sits behind, if any.
     pub fn uplink(&self, id: NodeId) -> Option<MiddleboxId> {
         self.nodes[id.0].uplink
     }
@@ -472,6 +484,7 @@ impl<N: SimNode> Network<N> {
         }
     }
 
+    /// Takes an address added by [`Network::add_middlebox_address`] away from the middlebox.
     pub fn remove_middlebox_address(&mut self, id: MiddleboxId, addr: Ipv4Addr) {
         if self.middleboxes[id.0].addresses.remove(&addr) {
             self.rebuild_routes();
@@ -490,22 +503,27 @@ impl<N: SimNode> Network<N> {
         self.rebuild_routes();
     }
 
+    /// The middlebox `id`.
     pub fn middlebox(&self, id: MiddleboxId) -> &dyn Middlebox {
         &*self.middleboxes[id.0].middlebox
     }
 
+    /// The middlebox `id`, mutably.
     pub fn middlebox_mut(&mut self, id: MiddleboxId) -> &mut dyn Middlebox {
         &mut *self.middleboxes[id.0].middlebox
     }
 
+    /// The node `id`.
     pub fn node(&self, id: NodeId) -> &N {
         &self.nodes[id.0].node
     }
 
+    /// The node `id`, mutably.
     pub fn node_mut(&mut self, id: NodeId) -> &mut N {
         &mut self.nodes[id.0].node
     }
 
+    /// How many nodes the network has.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
@@ -526,16 +544,19 @@ impl<N: SimNode> Network<N> {
         self.link_configs.insert((b, a), cfg);
     }
 
+    /// The configuration of the directional link `from -> to`.
     pub fn link(&self, from: NodeId, to: NodeId) -> &LinkConfig {
         self.link_configs
             .get(&(from, to))
             .unwrap_or(&self.default_link)
     }
 
+    /// The current simulated time.
     pub fn now(&self) -> Instant {
         self.now
     }
 
+    /// The seed the network was made with.
     pub fn seed(&self) -> u64 {
         self.seed
     }
@@ -553,6 +574,7 @@ impl<N: SimNode> Network<N> {
         self.capture_filter = Some(Box::new(keep));
     }
 
+    /// The packets recorded so far (empty unless capture is enabled).
     pub fn capture(&self) -> &[Captured] {
         self.capture.as_deref().unwrap_or(&[])
     }
@@ -565,6 +587,7 @@ impl<N: SimNode> Network<N> {
             .unwrap_or_default()
     }
 
+    /// Network-wide counters.
     pub fn stats(&self) -> &NetStats {
         &self.stats
     }

@@ -12,22 +12,27 @@ pub struct Instant {
 }
 
 impl Instant {
+    /// The epoch.
     pub const ZERO: Instant = Instant { micros: 0 };
 
+    /// `micros` microseconds after the epoch.
     pub const fn from_micros(micros: u64) -> Instant {
         Instant { micros }
     }
 
+    /// `millis` milliseconds after the epoch.
     pub const fn from_millis(millis: u64) -> Instant {
         Instant {
             micros: millis * 1000,
         }
     }
 
+    /// Microseconds since the epoch.
     pub const fn total_micros(self) -> u64 {
         self.micros
     }
 
+    /// Whole milliseconds since the epoch.
     pub const fn total_millis(self) -> u64 {
         self.micros / 1000
     }

@@ -84,7 +84,9 @@ impl fmt::Display for ConnectionId {
 /// Which end of a connection: the one with the smaller key is `Low`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
+    /// The end with the smaller key (wire value 0).
     Low = 0,
+    /// The end with the larger key (wire value 1).
     High = 1,
 }
 
@@ -92,6 +94,7 @@ impl Side {
     /// Both sides, in wire order.
     pub const BOTH: [Side; 2] = [Side::Low, Side::High];
 
+    /// The other end.
     pub fn other(self) -> Side {
         match self {
             Side::Low => Side::High,
@@ -155,6 +158,7 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The MAC label of messages sent in this direction.
     pub fn label(self) -> &'static [u8] {
         match self {
             Direction::HostToServer => LABEL_CONTROL_HOST,
@@ -175,9 +179,11 @@ pub enum CredentialsError {
 /// What one end of a connection uses to talk to the server about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Credentials {
+    /// The connection id both ends derive from the keys (PROTOCOL.md §15.2).
     pub id: ConnectionId,
     /// This end's side.
     pub side: Side,
+    /// The verifier that MACs this connection's control messages (PROTOCOL.md §15.2).
     pub verifier: Verifier,
 }
 

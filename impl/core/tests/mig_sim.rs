@@ -140,8 +140,8 @@ fn is_handshake_or_sustain(bytes: &[u8]) -> bool {
 fn build(
     src: SocketAddrV4,
     dst: SocketAddrV4,
-    tcp: &TcpRepr,
-    options: MigrationOptions,
+    tcp: &TcpRepr<'_>,
+    options: MigrationOptions<'_>,
 ) -> Vec<u8> {
     let mut scratch = MigrationScratch::default();
     let mut repr = TcpRepr {

@@ -32,7 +32,7 @@ struct Target {
     peer_tsval: u32,
 }
 
-fn emit(src: SocketAddrV4, dst: SocketAddrV4, tcp: &TcpRepr) -> Vec<u8> {
+fn emit(src: SocketAddrV4, dst: SocketAddrV4, tcp: &TcpRepr<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; 70_000];
     let n = emit_ipv4_tcp(&Ipv4Repr::new(*src.ip(), *dst.ip()), tcp, &mut buf).unwrap();
     buf.truncate(n);

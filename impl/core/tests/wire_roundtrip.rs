@@ -291,7 +291,7 @@ mod wire_roundtrip {
             if options.last() == Some(&TcpOption::EndOfList) {
                 wire.extend([2, 0, 0xff]);
             }
-            let walked: Vec<TcpOption> = TcpOptionIter::new(&wire).map(Result::unwrap).collect();
+            let walked: Vec<TcpOption<'_>> = TcpOptionIter::new(&wire).map(Result::unwrap).collect();
             prop_assert_eq!(walked, options);
         }
     }

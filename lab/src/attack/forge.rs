@@ -232,7 +232,7 @@ pub(crate) fn random_mac() -> [u8; 8] {
 pub(crate) fn emit_packet(
     src: SocketAddrV4,
     dst: SocketAddrV4,
-    mut tcp: TcpRepr,
+    mut tcp: TcpRepr<'_>,
 ) -> std::result::Result<Vec<u8>, String> {
     tcp.src_port = src.port();
     tcp.dst_port = dst.port();

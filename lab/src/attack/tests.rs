@@ -25,8 +25,8 @@ fn peer() -> SocketAddrV4 {
 fn packet_with(
     src: SocketAddrV4,
     dst: SocketAddrV4,
-    tcp: TcpRepr,
-    options: MigrationOptions,
+    tcp: TcpRepr<'_>,
+    options: MigrationOptions<'_>,
 ) -> Vec<u8> {
     let mut scratch = MigrationScratch::default();
     let mut tcp = tcp;

@@ -16,7 +16,7 @@ pub(crate) struct Flow {
 }
 
 impl Flow {
-    pub(crate) fn update(&mut self, tcp: &TcpRepr) {
+    pub(crate) fn update(&mut self, tcp: &TcpRepr<'_>) {
         let end = tcp.seq + tcp.segment_len();
         if !self.seen || end > self.seq_next {
             self.seq_next = end;
@@ -154,7 +154,7 @@ impl ConnectionView {
         if segment_fingerprint(packet).is_some_and(|fp| self.injected.contains(&fp)) {
             return;
         }
-        let syn_without_migrate = |options: &MigrationOptions| {
+        let syn_without_migrate = |options: &MigrationOptions<'_>| {
             tcp.flags.syn() && options.migrate.is_none() && !tcp.flags.rst()
         };
         // Malformed sustain options: the segment still counts as TCP.
@@ -330,7 +330,7 @@ pub(crate) struct ControlStream {
 impl ControlStream {
     /// Appends what `tcp` adds to the stream in order; returns the whole
     /// messages it completes.
-    pub(crate) fn push(&mut self, tcp: &TcpRepr) -> Vec<Vec<u8>> {
+    pub(crate) fn push(&mut self, tcp: &TcpRepr<'_>) -> Vec<Vec<u8>> {
         if tcp.flags.syn() {
             *self = ControlStream {
                 next: Some(tcp.seq + 1),

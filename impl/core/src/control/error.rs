@@ -9,26 +9,56 @@ use thiserror::Error;
 /// maps to one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ControlError {
+    /// Fewer bytes than the header or the length field needs.
     #[error("control message truncated: need {needed} bytes, have {have}")]
-    Truncated { needed: usize, have: usize },
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        have: usize,
+    },
+    /// The length field is shorter than the header: framing is lost.
     #[error("control message length field {0} is shorter than the header")]
     Garbage(usize),
+    /// The length field exceeds [`super::MAX_MESSAGE_LEN`].
     #[error("control message of {0} bytes exceeds the maximum")]
     Oversized(usize),
+    /// More bytes were given than the length field declares.
     #[error("control message declares {declared} bytes but {have} were given")]
-    TrailingBytes { declared: usize, have: usize },
+    TrailingBytes {
+        /// The length field.
+        declared: usize,
+        /// Bytes given.
+        have: usize,
+    },
+    /// A version byte this implementation does not speak.
     #[error("unknown control protocol version {0}")]
     UnknownVersion(u8),
+    /// A type byte this implementation does not know.
     #[error("unknown control message type {0:#04x}")]
     UnknownType(u8),
+    /// A known type with a length it cannot have.
     #[error("control message type {msg_type:#04x} cannot be {len} bytes long")]
-    BadLength { msg_type: u8, len: usize },
+    BadLength {
+        /// The type byte.
+        msg_type: u8,
+        /// The length field.
+        len: usize,
+    },
+    /// A side byte other than the two sides (PROTOCOL.md §15.2).
     #[error("invalid side {0}")]
     BadSide(u8),
+    /// An Ack outcome byte this implementation does not know.
     #[error("invalid outcome {0}")]
     BadOutcome(u8),
+    /// The buffer given to an emit is too small.
     #[error("output buffer too small: need {needed} bytes, have {have}")]
-    BufferTooSmall { needed: usize, have: usize },
+    BufferTooSmall {
+        /// Bytes the emit needs.
+        needed: usize,
+        /// Bytes the buffer has.
+        have: usize,
+    },
 }
 
 impl ControlError {
@@ -61,7 +91,9 @@ pub enum ErrorCode {
     Truncated,
     /// Longer than [`super::MAX_MESSAGE_LEN`]; the session is closed.
     Oversized,
+    /// A version the server does not speak.
     UnknownVersion,
+    /// A type the server does not know.
     UnknownType,
     /// The MAC did not verify under the registered verifier.
     BadMac,
@@ -82,6 +114,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code byte on the wire.
     pub fn to_wire(self) -> u8 {
         match self {
             ErrorCode::Garbage => 1,
@@ -101,6 +134,7 @@ impl ErrorCode {
         }
     }
 
+    /// The code for a code byte; unknown ones are kept as `Other`.
     pub fn from_wire(v: u8) -> ErrorCode {
         match v {
             1 => ErrorCode::Garbage,

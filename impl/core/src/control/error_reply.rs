@@ -12,13 +12,18 @@ use crate::verifier::ConnectionId;
 /// (its type byte, connection id and number; zeros where unreadable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorReply {
+    /// Why the message was rejected.
     pub code: ErrorCode,
+    /// The offending message's type byte.
     pub offending_type: u8,
+    /// The offending message's connection id.
     pub conn: ConnectionId,
+    /// The offending message's number.
     pub number: u32,
 }
 
 impl ErrorReply {
+    /// Body bytes.
     pub const LEN: usize = 1 + 1 + 8 + 4;
 
     /// Parses a checked Error message.
@@ -35,10 +40,12 @@ impl ErrorReply {
         })
     }
 
+    /// Bytes of the whole message: header and body.
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN + Self::LEN
     }
 
+    /// Writes the message into `buf`; returns its length, or `BufferTooSmall`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, ControlError> {
         let len = self.buffer_len();
         let have = buf.len();
@@ -57,6 +64,7 @@ impl ErrorReply {
         Ok(len)
     }
 
+    /// The message as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = vec![0; self.buffer_len()];
         let _ = self.emit(&mut out);

@@ -14,6 +14,7 @@ pub struct FrameBuffer {
 }
 
 impl FrameBuffer {
+    /// An empty buffer.
     pub fn new() -> FrameBuffer {
         FrameBuffer::default()
     }
@@ -59,6 +60,7 @@ impl FrameBuffer {
         self.pending.len()
     }
 
+    /// Framing is lost (a length field below the header or above the maximum): the session must close.
     pub fn is_broken(&self) -> bool {
         self.broken
     }

@@ -16,13 +16,18 @@ pub const UNSPECIFIED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0
 /// restarted server continues above it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Register {
+    /// The connection's verifier, which the server learns here (PROTOCOL.md §15.2).
     pub verifier: Verifier,
+    /// The sender's direct address and port on the connection.
     pub direct: SocketAddrV4,
+    /// The peer's address and port as the sender sees it.
     pub peer_seen: SocketAddrV4,
+    /// The last notice number the sender accepted.
     pub last_notice: u32,
 }
 
 impl Register {
+    /// Body bytes.
     pub const LEN: usize = VERIFIER_LEN + 2 * ADDR_LEN + 4;
 
     /// Parses a body of exactly [`Self::LEN`] bytes (checked by the view).
@@ -64,6 +69,7 @@ pub struct MoveReport {
 }
 
 impl MoveReport {
+    /// Body bytes.
     pub const LEN: usize = 5 * ADDR_LEN;
 
     pub(crate) fn parse(body: &[u8]) -> MoveReport {

@@ -32,16 +32,24 @@ pub const PREFIX_LEN: usize = field::BODY;
 /// sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
+    /// Host -> server `0x01`: register one end of a connection (PROTOCOL.md §15.5).
     Register,
+    /// Host -> server `0x02`: one end moved (PROTOCOL.md §15.6).
     MoveReport,
+    /// Host -> server `0x03`: forget one end (PROTOCOL.md §15.6).
     Unregister,
+    /// Server -> host `0x81`: the answer to a request (PROTOCOL.md §15.7).
     Ack,
+    /// Server -> host `0x82`: where to send an MSYN (PROTOCOL.md §15.8).
     PeerLocation,
+    /// Server -> host `0x83`: move through a relay (PROTOCOL.md §15.8).
     RelayAssignment,
+    /// Server -> host `0xFF`: why a message was rejected (PROTOCOL.md §15.9).
     Error,
 }
 
 impl MessageType {
+    /// Every type of version 1.
     pub const ALL: [MessageType; 7] = [
         MessageType::Register,
         MessageType::MoveReport,
@@ -52,6 +60,7 @@ impl MessageType {
         MessageType::Error,
     ];
 
+    /// The type byte on the wire.
     pub fn to_wire(self) -> u8 {
         match self {
             MessageType::Register => 0x01,
@@ -64,6 +73,7 @@ impl MessageType {
         }
     }
 
+    /// The type for a type byte; `None` for an unknown one.
     pub fn from_wire(v: u8) -> Option<MessageType> {
         MessageType::ALL.into_iter().find(|t| t.to_wire() == v)
     }
@@ -189,10 +199,12 @@ impl<T: AsRef<[u8]>> Message<T> {
         self.bytes().get(at).copied().unwrap_or(0)
     }
 
+    /// The version byte (zero where the message is too short).
     pub fn version(&self) -> u8 {
         self.byte(field::VERSION)
     }
 
+    /// The type byte as on the wire (zero where the message is too short).
     pub fn raw_type(&self) -> u8 {
         self.byte(field::TYPE)
     }
@@ -213,15 +225,18 @@ impl<T: AsRef<[u8]>> Message<T> {
         self.msg_type().and_then(MessageType::direction).is_some()
     }
 
+    /// The connection id (zero where the message is too short).
     pub fn conn(&self) -> ConnectionId {
         let b = self.bytes().get(field::CONN).unwrap_or_default();
         ConnectionId(u64::from_be_bytes(<[u8; 8]>::try_from(b).unwrap_or([0; 8])))
     }
 
+    /// The side byte as on the wire.
     pub fn side_raw(&self) -> u8 {
         self.byte(field::SIDE)
     }
 
+    /// The reserved byte (sent as zero).
     pub fn reserved(&self) -> u8 {
         self.byte(field::RESERVED)
     }
@@ -253,6 +268,7 @@ impl<T: AsRef<[u8]>> Message<T> {
         self.bytes().get(..self.mac_start()).unwrap_or_default()
     }
 
+    /// The trailing MAC (zero where the message is too short).
     pub fn mac(&self) -> ControlMac {
         let start = self.mac_start();
         let b = self
@@ -273,6 +289,7 @@ impl<T: AsRef<[u8]>> Message<T> {
         }
     }
 
+    /// The underlying buffer.
     pub fn into_inner(self) -> T {
         self.buffer
     }
@@ -285,34 +302,42 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
         }
     }
 
+    /// Sets the version byte.
     pub fn set_version(&mut self, v: u8) {
         self.put(field::VERSION..field::VERSION + 1, &[v]);
     }
 
+    /// Sets the type byte.
     pub fn set_type(&mut self, t: u8) {
         self.put(field::TYPE..field::TYPE + 1, &[t]);
     }
 
+    /// Sets the length field (the whole message in bytes).
     pub fn set_length(&mut self, len: u16) {
         self.put(field::LENGTH, &len.to_be_bytes());
     }
 
+    /// Sets the connection id.
     pub fn set_conn(&mut self, conn: ConnectionId) {
         self.put(field::CONN, &conn.0.to_be_bytes());
     }
 
+    /// Sets the side byte.
     pub fn set_side_raw(&mut self, side: u8) {
         self.put(field::SIDE..field::SIDE + 1, &[side]);
     }
 
+    /// Sets the reserved byte.
     pub fn set_reserved(&mut self, v: u8) {
         self.put(field::RESERVED..field::RESERVED + 1, &[v]);
     }
 
+    /// Sets the request or notice number.
     pub fn set_number(&mut self, n: u32) {
         self.put(field::NUMBER, &n.to_be_bytes());
     }
 
+    /// The type-specific bytes, to fill in (see [`Self::body`]).
     pub fn body_mut(&mut self) -> &mut [u8] {
         let range = if self.is_authenticated() {
             field::BODY..self.mac_start()

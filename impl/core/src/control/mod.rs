@@ -47,7 +47,9 @@ pub const MAX_MESSAGE_LEN: usize = 256;
 /// What one message on a session is, once framed and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Incoming {
+    /// An authenticated message (its MAC not yet checked).
     Control(ControlRepr),
+    /// An Error message (unauthenticated, PROTOCOL.md §15.9).
     Error(ErrorReply),
 }
 

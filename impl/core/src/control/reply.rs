@@ -30,6 +30,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome byte on the wire.
     pub fn to_wire(self) -> u8 {
         match self {
             Outcome::Registered => 1,
@@ -42,6 +43,7 @@ impl Outcome {
         }
     }
 
+    /// The outcome for an outcome byte; `BadOutcome` for an unknown one.
     pub fn from_wire(v: u8) -> Result<Outcome, ControlError> {
         Ok(match v {
             1 => Outcome::Registered,
@@ -73,11 +75,14 @@ impl fmt::Display for Outcome {
 /// Ack: the request number of the accepted request and its outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
+    /// The request number of the accepted request.
     pub request: u32,
+    /// What the server did with it.
     pub outcome: Outcome,
 }
 
 impl Ack {
+    /// Body bytes.
     pub const LEN: usize = 4 + 1 + 1;
 
     pub(crate) fn parse(body: &[u8]) -> Result<Ack, ControlError> {
@@ -106,12 +111,16 @@ pub struct PeerLocation {
     /// The request that led to this decision if it was the recipient's,
     /// else 0.
     pub request: u32,
+    /// Where to send the MSYN: the peer's direct address and port (PROTOCOL.md §15.10).
     pub target: SocketAddrV4,
+    /// The recipient itself is behind a NAPT.
     pub you_behind_napt: bool,
+    /// The peer is behind a NAPT.
     pub peer_behind_napt: bool,
 }
 
 impl PeerLocation {
+    /// Body bytes.
     pub const LEN: usize = 4 + ADDR_LEN + 1 + 1;
 
     pub(crate) fn parse(body: &[u8]) -> PeerLocation {
@@ -151,10 +160,15 @@ pub const TICKET_KEY_LEN: usize = 16;
 /// the proxy issue mints and uses it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RelayAssignment {
+    /// The request that led to the relay if it was the recipient's, else 0.
     pub request: u32,
+    /// The proxy's address and relay port, to treat as the peer.
     pub proxy: SocketAddrV4,
+    /// The ticket's id, carried in the Relay MSYN (PROTOCOL.md §3.5).
     pub ticket_id: u32,
+    /// The ticket's key, for the Relay MSYN's MAC (PROTOCOL.md §4.7).
     pub ticket_key: [u8; TICKET_KEY_LEN],
+    /// Seconds within which the relay must be used.
     pub lifetime_secs: u16,
 }
 
@@ -170,6 +184,7 @@ impl fmt::Debug for RelayAssignment {
 }
 
 impl RelayAssignment {
+    /// Body bytes.
     pub const LEN: usize = 4 + ADDR_LEN + 4 + TICKET_KEY_LEN + 2;
 
     pub(crate) fn parse(body: &[u8]) -> RelayAssignment {

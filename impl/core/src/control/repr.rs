@@ -12,24 +12,34 @@ use crate::verifier::{ConnectionId, Side, Verifier, CONTROL_MAC_LEN};
 /// request number (host to server) or notice number (server to host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The connection the message is about.
     pub conn: ConnectionId,
     /// The sender's side for host messages, the recipient's for server
     /// messages: always the host's own side.
     pub side: Side,
+    /// The request number (host to server) or notice number (server to host).
     pub number: u32,
 }
 
+/// The type-specific part of an authenticated message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
+    /// Register (PROTOCOL.md §15.5).
     Register(Register),
+    /// MoveReport (PROTOCOL.md §15.6).
     MoveReport(MoveReport),
+    /// Unregister: no body (PROTOCOL.md §15.6).
     Unregister,
+    /// Ack (PROTOCOL.md §15.7).
     Ack(Ack),
+    /// PeerLocation (PROTOCOL.md §15.8).
     PeerLocation(PeerLocation),
+    /// RelayAssignment (PROTOCOL.md §15.8).
     RelayAssignment(RelayAssignment),
 }
 
 impl Body {
+    /// The message type this body has.
     pub fn msg_type(&self) -> MessageType {
         match self {
             Body::Register(_) => MessageType::Register,
@@ -45,7 +55,9 @@ impl Body {
 /// An authenticated control message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControlRepr {
+    /// The authenticated prefix.
     pub header: Header,
+    /// The type-specific part.
     pub body: Body,
 }
 
@@ -82,10 +94,12 @@ impl ControlRepr {
         Ok(ControlRepr { header, body })
     }
 
+    /// The message type.
     pub fn msg_type(&self) -> MessageType {
         self.body.msg_type()
     }
 
+    /// Bytes of the whole message: prefix, body and MAC.
     pub fn buffer_len(&self) -> usize {
         PREFIX_LEN + self.msg_type().body_len() + CONTROL_MAC_LEN
     }

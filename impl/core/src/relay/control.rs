@@ -38,15 +38,22 @@ pub const LABEL_PROXY: &[u8] = b"sustain proxy relay";
 /// Message types (PROTOCOL.md §15.14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProxyMessageType {
+    /// Server -> proxy: opens the session with the server's nonce.
     Hello,
+    /// Proxy -> server: the proxy's nonce, proving it knows the secret.
     Welcome,
+    /// Server -> proxy: asks for a relay port.
     RelayRequest,
+    /// Proxy -> server: grants or refuses a relay port.
     RelayGrant,
+    /// Server -> proxy: frees a relay port.
     RelayRelease,
+    /// Proxy -> server: a relay is gone.
     RelayClosed,
 }
 
 impl ProxyMessageType {
+    /// The type byte on the wire.
     pub fn to_wire(self) -> u8 {
         match self {
             ProxyMessageType::Hello => 0x10,
@@ -58,6 +65,7 @@ impl ProxyMessageType {
         }
     }
 
+    /// The type for a type byte; `None` for an unknown one.
     pub fn from_wire(b: u8) -> Option<ProxyMessageType> {
         Some(match b {
             0x10 => ProxyMessageType::Hello,
@@ -144,36 +152,56 @@ fn reason_from_wire(b: u8) -> Option<ReleaseReason> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyMessage {
     /// Server -> proxy, first: the server's nonce. Not authenticated.
-    Hello { server_nonce: [u8; NONCE_LEN] },
+    Hello {
+        /// The server's fresh nonce.
+        server_nonce: [u8; NONCE_LEN],
+    },
     /// Proxy -> server: both nonces, MACed under the new session key.
     Welcome {
+        /// The nonce of the Hello it answers.
         server_nonce: [u8; NONCE_LEN],
+        /// The proxy's fresh nonce.
         proxy_nonce: [u8; NONCE_LEN],
     },
     /// Server -> proxy: a relay port for these two tickets (low side
     /// first), to be spliced within `lifetime_secs`.
     RelayRequest {
+        /// The server's message number.
         number: u32,
+        /// The tickets of the two legs, low side first.
         tickets: [TicketId; 2],
+        /// Seconds within which both legs must splice.
         lifetime_secs: u16,
     },
     /// Proxy -> server: the answer to request `number`.
     RelayGrant {
+        /// The proxy's message number.
         number: u32,
+        /// The relay port granted (meaningful when `status` grants).
         port: u16,
+        /// Whether the relay was granted, and why not.
         status: GrantStatus,
     },
     /// Server -> proxy: free `port` now.
-    RelayRelease { number: u32, port: u16 },
+    RelayRelease {
+        /// The server's message number.
+        number: u32,
+        /// The relay port to free.
+        port: u16,
+    },
     /// Proxy -> server: the relay on `port` is gone (its own `number`).
     RelayClosed {
+        /// The proxy's message number.
         number: u32,
+        /// The relay port that was freed.
         port: u16,
+        /// Why it was freed.
         reason: ReleaseReason,
     },
 }
 
 impl ProxyMessage {
+    /// The message's type.
     pub fn message_type(&self) -> ProxyMessageType {
         match self {
             ProxyMessage::Hello { .. } => ProxyMessageType::Hello,
@@ -349,22 +377,31 @@ pub fn split(buf: &[u8]) -> Result<Option<usize>, ProxyControlError> {
 /// Why a proxy control message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ProxyControlError {
+    /// The message is shorter than its length field says.
     #[error("truncated message")]
     Truncated,
+    /// The length field is impossible: framing is lost.
     #[error("impossible length: the session cannot be framed any more")]
     Garbage,
+    /// A version byte other than [`VERSION`].
     #[error("unknown version {0}")]
     UnknownVersion(u8),
+    /// A type byte this implementation does not know.
     #[error("unknown message type {0:#04x}")]
     UnknownType(u8),
+    /// A known type whose body does not parse.
     #[error("malformed message")]
     Malformed,
+    /// An authenticated message before the Hello/Welcome exchange.
     #[error("message before the session was established")]
     NotEstablished,
+    /// The MAC does not verify under the session key.
     #[error("MAC does not verify")]
     BadMac,
+    /// The message number is not above the last one accepted.
     #[error("message number not above the last one")]
     Replayed,
+    /// A type this side must not receive, or not at this point.
     #[error("message type not expected from this side or at this point")]
     Unexpected,
 }
@@ -438,6 +475,7 @@ pub struct ProxySession {
 }
 
 impl ProxySession {
+    /// A session that waits for the server's Hello.
     pub fn new(secret: RelaySecret) -> ProxySession {
         ProxySession {
             secret,
@@ -447,6 +485,7 @@ impl ProxySession {
         }
     }
 
+    /// The Hello/Welcome exchange is done and the session key known.
     pub fn established(&self) -> bool {
         self.key.is_some()
     }
@@ -546,12 +585,20 @@ pub enum ProxyReply {
     Established,
     /// The answer to RelayRequest `number`.
     Grant {
+        /// The RelayRequest's number.
         number: u32,
+        /// The relay port granted (meaningful when `status` grants).
         port: u16,
+        /// Whether the relay was granted, and why not.
         status: GrantStatus,
     },
     /// A relay is gone.
-    Closed { port: u16, reason: ReleaseReason },
+    Closed {
+        /// The relay port that was freed.
+        port: u16,
+        /// Why it was freed.
+        reason: ReleaseReason,
+    },
 }
 
 impl ServerSession {
@@ -571,6 +618,7 @@ impl ServerSession {
         )
     }
 
+    /// The Welcome verified and the session key is known.
     pub fn established(&self) -> bool {
         self.key.is_some()
     }

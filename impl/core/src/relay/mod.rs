@@ -124,28 +124,50 @@ pub enum ReleaseReason {
 pub enum RelayEvent {
     /// [`Relay::allocate`] reserved `port` (the runtime installs its
     /// RST-guard rule).
-    Allocated { port: u16 },
+    Allocated {
+        /// The relay port.
+        port: u16,
+    },
     /// A leg's MSYN was accepted (first time, or after a move).
     LegAttached {
+        /// The relay port.
         port: u16,
+        /// Which leg: 0 for the first ticket of the pair, 1 for the second.
         leg: usize,
+        /// The leg's address and port as observed (after any NAPT).
         remote: SocketAddrV4,
+        /// The leg is behind a NAPT (Permit != observed source): always, since a global end is refused.
         behind_napt: bool,
     },
     /// Both legs confirmed: the relay forwards.
-    Spliced { port: u16 },
+    Spliced {
+        /// The relay port.
+        port: u16,
+    },
     /// A relayed end sent a valid MSYN from a global address: refused
     /// with an RST; the relay is released.
-    Refused { port: u16, leg: usize },
+    Refused {
+        /// The relay port.
+        port: u16,
+        /// The leg that went global (0 or 1).
+        leg: usize,
+    },
     /// The relay is gone and its port free again.
-    Released { port: u16, reason: ReleaseReason },
+    Released {
+        /// The relay port, free again.
+        port: u16,
+        /// Why it was released.
+        reason: ReleaseReason,
+    },
 }
 
 /// Why [`Relay::allocate`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum RelayError {
+    /// Every port of the relay range is in use.
     #[error("no relay port is free")]
     NoFreePort,
+    /// Both legs were given the same ticket id.
     #[error("the two ticket ids must differ")]
     SameTicket,
 }
@@ -153,10 +175,15 @@ pub enum RelayError {
 /// Counters (PROTOCOL.md §11.5: every refusal is counted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStats {
+    /// Packets handed to the relay.
     pub packets_in: u64,
+    /// Packets that failed to parse, or could not be rewritten.
     pub malformed: u64,
+    /// Relays allocated.
     pub allocated: u64,
+    /// Relays released, for any reason.
     pub released: u64,
+    /// SYNs without ACK received (MSYNs or not).
     pub msyns: u64,
     /// MSYNs to a port with no relay.
     pub unknown_port: u64,
@@ -173,8 +200,11 @@ pub struct RelayStats {
     pub not_relay_msyn: u64,
     /// Valid MSYNs from an end no longer behind a NAPT, refused with RST.
     pub refused_global: u64,
+    /// MSYN-ACKs sent, first ones and retransmissions.
     pub msyn_acks_sent: u64,
+    /// Legs whose path was confirmed by the echoed nonce (PROTOCOL.md §6.5).
     pub confirms: u64,
+    /// Segments rewritten and forwarded to the other leg.
     pub forwarded: u64,
     /// Segments from a leg whose path is not confirmed, or towards a leg
     /// neither confirmed nor answering a fresh MSYN (§6.9), dropped.
@@ -338,6 +368,7 @@ impl core::fmt::Debug for Relay {
 }
 
 impl Relay {
+    /// A relay configured by `cfg` that derives ticket keys from `secret` (PROTOCOL.md §4.7).
     pub fn new(cfg: RelayConfig, secret: RelaySecret, rng: Box<dyn Random + Send>) -> Relay {
         let budget = Budget {
             per_second: cfg.mac_verifications_per_second,
@@ -359,10 +390,12 @@ impl Relay {
         }
     }
 
+    /// The configuration it runs with.
     pub fn config(&self) -> &RelayConfig {
         &self.cfg
     }
 
+    /// Its counters.
     pub fn stats(&self) -> &RelayStats {
         &self.stats
     }
@@ -638,7 +671,7 @@ impl Relay {
         now: Instant,
         port: u16,
         from: SocketAddrV4,
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         msyn: &RelayMsyn,
         direct: SocketAddrV4,
     ) {
@@ -824,7 +857,7 @@ impl Relay {
         }
     }
 
-    fn emit(&mut self, src: Ipv4Addr, dst: SocketAddrV4, seg: &TcpRepr) {
+    fn emit(&mut self, src: Ipv4Addr, dst: SocketAddrV4, seg: &TcpRepr<'_>) {
         let mut buf = vec![0u8; crate::wire::ipv4_tcp_len(seg)];
         if let Ok(n) = emit_ipv4_tcp(&Ipv4Repr::new(src, *dst.ip()), seg, &mut buf) {
             buf.truncate(n);
@@ -832,6 +865,7 @@ impl Relay {
         }
     }
 
+    /// Runs what is due at `now`: MSYN-ACK retransmissions, lingering and expired relays.
     pub fn handle_timeout(&mut self, now: Instant) {
         // Due deadlines (MSYN-ACK retransmissions, linger, lifetime) come
         // from the timer heap; idle relays are found by a sweep once a
@@ -912,6 +946,7 @@ impl Relay {
         Transmit::of_packet(&buf[..n])
     }
 
+    /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<RelayEvent> {
         self.events.pop_front()
     }
@@ -1123,7 +1158,7 @@ mod tests {
         buf
     }
 
-    fn packet(src: SocketAddrV4, dst: SocketAddrV4, seg: &TcpRepr) -> Vec<u8> {
+    fn packet(src: SocketAddrV4, dst: SocketAddrV4, seg: &TcpRepr<'_>) -> Vec<u8> {
         let mut buf = vec![0u8; ipv4_tcp_len(seg)];
         emit_ipv4_tcp(&Ipv4Repr::new(*src.ip(), *dst.ip()), seg, &mut buf).unwrap();
         buf

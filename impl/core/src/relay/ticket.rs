@@ -53,6 +53,7 @@ impl fmt::Debug for RelaySecret {
 }
 
 impl RelaySecret {
+    /// A secret from its 32 bytes.
     pub fn new(bytes: [u8; SECRET_LEN]) -> RelaySecret {
         RelaySecret(bytes)
     }
@@ -133,19 +134,28 @@ pub enum TicketMacInput {
     /// direct address and port from the MSYN's Migrate-Permit, and the
     /// mover's RCV.NXT as the MSYN's ACK field carries it (§6.9).
     Msyn {
+        /// The leg's ticket id.
         ticket: TicketId,
+        /// The mover's request number.
         request: u32,
+        /// The mover's direct address and port, from the MSYN's Migrate-Permit.
         mover: SocketAddrV4,
+        /// The mover's RCV.NXT, as the MSYN's ACK field carries it.
         rcv_nxt: u32,
     },
     /// The proxy's MSYN-ACK: ticket id, request answered, nonce, the
     /// mover's direct address and port from that MSYN, and the received
     /// offset as carried (24 bits).
     MsynAck {
+        /// The leg's ticket id.
         ticket: TicketId,
+        /// The request number answered.
         request: u32,
+        /// The proxy's nonce.
         nonce: u32,
+        /// The mover's direct address and port, from that MSYN.
         mover: SocketAddrV4,
+        /// The received offset as carried (24 bits).
         received: u32,
     },
 }
@@ -218,7 +228,9 @@ impl TicketKey {
 /// its leg, from the RelayAssignment (PROTOCOL.md §15.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostTicket {
+    /// The leg's ticket id.
     pub ticket: TicketId,
+    /// The leg's ticket key.
     pub key: TicketKey,
 }
 

@@ -45,16 +45,22 @@ pub enum ServerMessage {
 /// Why a received message was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ClientError {
+    /// The connection's credentials could not be derived (both keys equal).
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    /// The message does not parse.
     #[error("malformed control message: {0}")]
     Malformed(#[from] ControlError),
+    /// The message names another connection or side.
     #[error("message for another connection or side")]
     WrongConnection,
+    /// A host-to-server type, which a host does not accept.
     #[error("message type a host does not accept")]
     UnexpectedType,
+    /// The MAC does not verify under the connection's verifier.
     #[error("control message MAC does not verify")]
     BadMac,
+    /// The notice number is not after the last one accepted.
     #[error("replayed control message")]
     Replayed,
 }
@@ -62,12 +68,19 @@ pub enum ClientError {
 /// Rejections, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientStats {
+    /// Authenticated messages accepted.
     pub accepted: u64,
+    /// Messages that did not parse.
     pub malformed: u64,
+    /// Messages for another connection or side.
     pub wrong_connection: u64,
+    /// Messages of a type a host does not accept.
     pub unexpected_type: u64,
+    /// Messages whose MAC did not verify.
     pub bad_mac: u64,
+    /// Replayed messages.
     pub replayed: u64,
+    /// Error messages received (unauthenticated, PROTOCOL.md §15.9).
     pub errors: u64,
 }
 
@@ -103,10 +116,12 @@ impl ControlClient {
         })
     }
 
+    /// This connection's credentials (connection id, side, verifier).
     pub fn credentials(&self) -> &Credentials {
         &self.creds
     }
 
+    /// Its counters.
     pub fn stats(&self) -> &ClientStats {
         &self.stats
     }

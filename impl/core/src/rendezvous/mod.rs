@@ -63,7 +63,12 @@ pub enum Decision {
     NoMove,
     /// `sender` sends the MSYN to `target`, the other end's direct address
     /// (global, since that end is not behind a NAPT).
-    Msyn { sender: Side, target: SocketAddrV4 },
+    Msyn {
+        /// The end that sends the MSYN.
+        sender: Side,
+        /// Where it sends it.
+        target: SocketAddrV4,
+    },
     /// Both ends are behind NAPTs: neither can reach the other.
     RelayNeeded,
 }

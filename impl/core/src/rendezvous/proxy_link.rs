@@ -42,6 +42,7 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The proxy at `control` sharing `secret`, with a 30 s relay lifetime.
     pub fn new(control: SocketAddrV4, secret: RelaySecret) -> ProxyConfig {
         ProxyConfig {
             control,

@@ -82,6 +82,7 @@ impl RateLimiter {
         });
     }
 
+    /// How many source addresses have a bucket.
     pub fn sources(&self) -> usize {
         self.buckets.len()
     }

@@ -36,6 +36,7 @@ pub struct EndRecord {
     /// Stamp of the decision last delivered to this end in a notice
     /// (0 = none), and that notice's number.
     pub notified_at: u64,
+    /// The number of that notice.
     pub notified_seq: u32,
     /// The session this end was last heard on (0 = none). Session ids are
     /// never reused, so a closed one simply no longer resolves.
@@ -43,6 +44,7 @@ pub struct EndRecord {
 }
 
 impl EndRecord {
+    /// What the MSYN decision needs of this end.
     pub fn state(&self) -> EndState {
         EndState {
             direct: self.direct,
@@ -62,6 +64,7 @@ pub struct RelayRecord {
     pub proxy: SocketAddrV4,
     /// The legs' ticket ids, low side first.
     pub tickets: [TicketId; 2],
+    /// Seconds within which the relay must be used.
     pub lifetime_secs: u16,
 }
 
@@ -69,13 +72,18 @@ pub struct RelayRecord {
 /// itself), its relay if it has one, and when it expires unless refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
+    /// The connection's verifier; messages of both ends are MACed with it.
     pub verifier: Verifier,
+    /// Both ends' registrations, indexed by [`Side::index`].
     pub ends: [Option<EndRecord>; 2],
+    /// The relay the proxy granted, if any.
     pub relay: Option<RelayRecord>,
+    /// When the entry expires unless refreshed.
     pub expires: Instant,
 }
 
 impl Entry {
+    /// An entry with no end registered yet.
     pub fn new(verifier: Verifier, expires: Instant) -> Entry {
         Entry {
             verifier,
@@ -85,10 +93,12 @@ impl Entry {
         }
     }
 
+    /// The registration of `side`, if it registered.
     pub fn end(&self, side: Side) -> Option<&EndRecord> {
         self.ends.get(side.index()).and_then(Option::as_ref)
     }
 
+    /// The registration of `side`, mutably.
     pub fn end_mut(&mut self, side: Side) -> Option<&mut EndRecord> {
         self.ends.get_mut(side.index()).and_then(Option::as_mut)
     }
@@ -101,13 +111,17 @@ pub struct RegistryFull(pub usize);
 
 /// Storage of registrations, keyed by connection id, never by address.
 pub trait Registry {
+    /// The entry for `conn`, if any.
     fn get(&self, conn: ConnectionId) -> Option<Entry>;
     /// Inserts or replaces. Fails only for a *new* id at capacity.
     fn insert(&mut self, conn: ConnectionId, entry: Entry) -> Result<(), RegistryFull>;
+    /// Removes the entry for `conn` and returns it.
     fn remove(&mut self, conn: ConnectionId) -> Option<Entry>;
     /// Removes every entry with `expires <= now`; returns how many.
     fn expire(&mut self, now: Instant) -> usize;
+    /// How many connections are registered.
     fn len(&self) -> usize;
+    /// Whether no connection is registered.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -121,6 +135,7 @@ pub struct MemoryRegistry {
 }
 
 impl MemoryRegistry {
+    /// An empty registry that holds at most `max_entries` connections.
     pub fn new(max_entries: usize) -> MemoryRegistry {
         MemoryRegistry {
             map: HashMap::new(),

@@ -52,6 +52,7 @@ pub struct ServerConfig {
     /// Messages per second per observed source address (0: unlimited) and
     /// the burst allowed.
     pub rate_per_source: u32,
+    /// The bucket's depth: messages a source may send at once.
     pub burst_per_source: u32,
     /// Most source addresses tracked by the rate limiter.
     pub max_sources: usize,
@@ -81,12 +82,23 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Write these bytes (one whole message) to the session.
-    Send { session: SessionId, bytes: Vec<u8> },
+    Send {
+        /// The session to write to.
+        session: SessionId,
+        /// The bytes to write.
+        bytes: Vec<u8>,
+    },
     /// Close the session after writing what was queued for it.
-    Close { session: SessionId },
+    Close {
+        /// The session to close.
+        session: SessionId,
+    },
     /// Write these bytes (one whole message) to the proxy's control
     /// session (PROTOCOL.md §15.14).
-    ProxySend { bytes: Vec<u8> },
+    ProxySend {
+        /// The bytes to write.
+        bytes: Vec<u8>,
+    },
     /// Close the proxy's control session (it misbehaved); the driver opens
     /// a new one later and calls [`Server::proxy_session_opened`].
     ProxyClose,
@@ -95,79 +107,125 @@ pub enum Output {
 /// Things worth a line in the server's event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerEvent {
+    /// A Register was accepted, fresh or repeated (PROTOCOL.md §15.5).
     Registered {
+        /// The connection registered.
         conn: ConnectionId,
+        /// Which end registered.
         side: Side,
+        /// The session's source address as the server saw it (after any NAPT).
         observed: SocketAddrV4,
+        /// The end's own address and port, as it reported them.
         direct: SocketAddrV4,
+        /// The reported address differs from the observed one.
         behind_napt: bool,
     },
+    /// A MoveReport was accepted (PROTOCOL.md §15.6).
     MoveReported {
+        /// The connection that moved.
         conn: ConnectionId,
+        /// Which end moved.
         side: Side,
+        /// The report's source address as the server saw it (after any NAPT).
         observed: SocketAddrV4,
+        /// The end's address and port before the move, as it reported them.
         old_direct: SocketAddrV4,
+        /// The end's address and port after the move, as it reported them.
         new_direct: SocketAddrV4,
+        /// The new reported address differs from the observed one.
         behind_napt: bool,
     },
+    /// The server decided who sends the MSYN after a move (PROTOCOL.md §15.10).
     Decided {
+        /// The connection that moved.
         conn: ConnectionId,
+        /// Who sends the MSYN, or that a relay is needed.
         decision: Decision,
     },
+    /// A PeerLocation notice went to one end (PROTOCOL.md §15.8).
     NoticeSent {
+        /// The connection it is about.
         conn: ConnectionId,
+        /// The end it was sent to.
         side: Side,
+        /// Where that end should send its MSYN.
         target: SocketAddrV4,
+        /// The notice's message number.
         number: u32,
     },
+    /// An Unregister was accepted (PROTOCOL.md §15.6).
     Unregistered {
+        /// The connection unregistered.
         conn: ConnectionId,
+        /// Which end unregistered.
         side: Side,
     },
+    /// A message was rejected with an Error (not logged for `RateLimited`).
     Rejected {
+        /// Why it was rejected.
         code: ErrorCode,
+        /// Its source address as the server saw it.
         observed: SocketAddrV4,
+        /// The connection id it carried (zero where the message was too short).
         conn: ConnectionId,
     },
+    /// A sweep removed expired registrations.
     Expired {
+        /// How many connections' registrations expired.
         count: usize,
     },
     /// The proxy's control session is established (its Welcome verified).
     ProxyUp {
+        /// The proxy's control address.
         control: SocketAddrV4,
     },
     /// The proxy's control session ended; `error` if the server closed it.
     ProxyDown {
+        /// The error the server closed it for; `None` if the proxy closed it.
         error: Option<ProxyControlError>,
     },
     /// A relay was asked for (PROTOCOL.md §15.14).
     RelayRequested {
+        /// The connection that needs the relay.
         conn: ConnectionId,
+        /// The request's message number on the proxy session.
         number: u32,
     },
     /// The proxy granted one: `proxy` is its address and the relay port.
     RelayGranted {
+        /// The connection relayed.
         conn: ConnectionId,
+        /// The proxy's address and the relay port.
         proxy: SocketAddrV4,
     },
     /// The proxy refused (or the session failed while asking).
     RelayRefused {
+        /// The connection that asked.
         conn: ConnectionId,
+        /// The proxy's status; `None` if the session failed first.
         status: Option<GrantStatus>,
     },
     /// A RelayAssignment went to one end.
     RelayAssigned {
+        /// The connection relayed.
         conn: ConnectionId,
+        /// The end it was sent to.
         side: Side,
+        /// The proxy's address and the relay port.
         proxy: SocketAddrV4,
+        /// The relay ticket's id for this leg.
         ticket: u32,
+        /// The notice's message number.
         number: u32,
     },
     /// A relay is gone: the proxy reported it (`reason`), or the server
     /// released it (`None`: an end is reachable again, or unregistered).
     RelayReleased {
+        /// The connection relayed.
         conn: ConnectionId,
+        /// The relay port on the proxy.
         port: u16,
+        /// Why the proxy released it; `None` if the server did.
         reason: Option<ReleaseReason>,
     },
 }
@@ -176,41 +234,75 @@ pub enum ServerEvent {
 /// counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerStats {
+    /// Sessions accepted by [`Server::open_session`].
     pub sessions_opened: u64,
+    /// Sessions refused by [`Server::open_session`] (beyond `max_sessions`).
     pub sessions_refused: u64,
+    /// Messages taken out of a session's byte stream, accepted or not.
     pub messages: u64,
+    /// Registers accepted, repeats included.
     pub registered: u64,
+    /// Fresh MoveReports accepted.
     pub reports: u64,
+    /// Unregisters accepted.
     pub unregistered: u64,
+    /// Repeated Registers or MoveReports (same request number, same source) accepted again.
     pub repeats: u64,
+    /// MSYN decisions taken after a move.
     pub decisions: u64,
+    /// Decisions that need a relay (neither end can reach the other).
     pub relays_needed: u64,
+    /// Acks sent.
     pub acks_sent: u64,
+    /// PeerLocation notices sent.
     pub notices_sent: u64,
+    /// PeerLocation or RelayAssignment notices not sent: the end has no open session.
     pub notices_undeliverable: u64,
+    /// Error replies sent.
     pub errors_sent: u64,
+    /// Connections whose registration ended by the TTL.
     pub expired: u64,
+    /// Events dropped because the driver did not drain [`Server::poll_event`].
     pub events_dropped: u64,
     // Rejections:
+    /// `Garbage`: the length field is shorter than the header.
     pub garbage: u64,
+    /// `Truncated`: a message cut short.
     pub truncated: u64,
+    /// `Oversized`: longer than the maximum message length.
     pub oversized: u64,
+    /// `UnknownVersion`.
     pub unknown_version: u64,
+    /// `UnknownType`.
     pub unknown_type: u64,
+    /// `Malformed`, or a code this implementation does not know.
     pub malformed: u64,
+    /// `UnexpectedType`: a server-to-host type sent to the server.
     pub unexpected_type: u64,
+    /// `BadMac`: the MAC did not verify under the registered verifier.
     pub bad_mac: u64,
+    /// `Replayed`: the request number is not after the last accepted one.
     pub replayed: u64,
+    /// `UnknownConnection`: no registration for the connection and side.
     pub unknown_connection: u64,
+    /// `Conflict`: a registration with another verifier exists.
     pub conflicts: u64,
+    /// `RateLimited` (per observed source address).
     pub rate_limited: u64,
+    /// `RegistryFull`.
     pub registry_full: u64,
     // The proxy (PROTOCOL.md §15.14):
+    /// Proxy control sessions established.
     pub proxy_sessions: u64,
+    /// Relays asked of the proxy.
     pub relays_requested: u64,
+    /// Relays the proxy granted.
     pub relays_granted: u64,
+    /// Relays the proxy refused, or lost with its session while asking.
     pub relays_refused: u64,
+    /// RelayAssignment notices sent to the ends.
     pub relay_assignments_sent: u64,
+    /// Relays released, by the proxy or by the server.
     pub relays_released: u64,
 }
 
@@ -236,6 +328,7 @@ impl ServerStats {
 /// Why a session could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ServerError {
+    /// `open_session` found `max_sessions` sessions open (the limit).
     #[error("too many control sessions ({0})")]
     TooManySessions(usize),
 }
@@ -288,6 +381,7 @@ impl Server<MemoryRegistry> {
 }
 
 impl<R: Registry> Server<R> {
+    /// A server with the given registry (e.g. a shared store, DESIGN.md "Scale").
     pub fn with_registry(config: ServerConfig, registry: R) -> Server<R> {
         Server {
             config,
@@ -364,18 +458,22 @@ impl<R: Registry> Server<R> {
         }
     }
 
+    /// The configuration it runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
 
+    /// Its counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
 
+    /// Where its registrations live.
     pub fn registry(&self) -> &R {
         &self.registry
     }
 
+    /// How many control sessions are open.
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }
@@ -509,10 +607,12 @@ impl<R: Registry> Server<R> {
         self.next_sweep
     }
 
+    /// What the driver must do next, oldest first; `None` when nothing is due.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
+    /// The next event for the log, oldest first.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
     }

@@ -43,9 +43,13 @@ use crate::wire::{Ipv4Packet, SeqNumber, TcpPacket, PROTOCOL_TCP};
 /// Counters of what the NAPT did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NaptStats {
+    /// Mappings made for new outbound flows.
     pub mappings_created: u64,
+    /// Mappings removed after the idle timeout.
     pub mappings_expired: u64,
+    /// Outbound packets translated (private source to public).
     pub translated_out: u64,
+    /// Inbound packets translated (public destination to private).
     pub translated_in: u64,
     /// Inbound packets matching no mapping.
     pub unsolicited_dropped: u64,
@@ -100,8 +104,11 @@ struct Mapping {
 /// A mapping as tests see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NaptMapping {
+    /// The inside host's address and port.
     pub private: SocketAddrV4,
+    /// The outside peer's address and port.
     pub remote: SocketAddrV4,
+    /// The public address and port the NAPT maps the flow to.
     pub public: SocketAddrV4,
 }
 
@@ -334,14 +341,17 @@ impl Napt {
         }
     }
 
+    /// Sets how long a mapping lives without traffic.
     pub fn set_idle_timeout(&mut self, idle: Duration) {
         self.idle_timeout = idle;
     }
 
+    /// The NAPT's public address.
     pub fn public_addr(&self) -> Ipv4Addr {
         self.public
     }
 
+    /// Its counters.
     pub fn stats(&self) -> &NaptStats {
         &self.stats
     }

@@ -106,6 +106,7 @@ impl RateSample {
 /// HandleLostPacket(P) input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LostSegment {
+    /// When the loss was detected.
     pub now: Instant,
     /// P.size in bytes.
     pub len: usize,
@@ -124,6 +125,7 @@ pub struct LostSegment {
 /// What one ACK told the controller.
 #[derive(Debug, Clone, Copy)]
 pub struct AckSample {
+    /// When the ACK arrived.
     pub now: Instant,
     /// Bytes newly acknowledged cumulatively.
     pub acked: usize,
@@ -131,12 +133,17 @@ pub struct AckSample {
     pub delivered: usize,
     /// The RTT measured by this ACK, if any.
     pub rtt: Option<Duration>,
+    /// Smoothed RTT (RFC 6298), once sampled.
     pub srtt: Option<Duration>,
+    /// Smallest RTT sampled so far.
     pub min_rtt: Option<Duration>,
     /// Bytes in flight after this ACK.
     pub in_flight: usize,
+    /// SND.UNA after this ACK.
     pub snd_una: SeqNumber,
+    /// The highest sequence number sent plus one (SND.MAX).
     pub snd_max: SeqNumber,
+    /// Delivery-rate sample of this ACK (draft-ietf-ccwg-bbr §4.1), if one was taken.
     pub rate: Option<RateSample>,
     /// The sender is in fast recovery (the window is PRR's).
     pub in_recovery: bool,
@@ -153,10 +160,15 @@ pub struct AckSample {
 
 /// A congestion controller, as the connection drives it.
 pub trait CongestionControl: fmt::Debug + Send {
+    /// Which algorithm this is.
     fn kind(&self) -> CongestionKind;
+    /// Congestion window in bytes.
     fn cwnd(&self) -> usize;
+    /// Slow-start threshold in bytes.
     fn ssthresh(&self) -> usize;
+    /// Sender MSS in bytes that the window arithmetic uses.
     fn smss(&self) -> usize;
+    /// Whether in slow start (cwnd < ssthresh, RFC 5681 §3.1; BBR: Startup).
     fn in_slow_start(&self) -> bool;
     /// Every ACK (window growth outside recovery; model updates always).
     fn on_ack_sample(&mut self, ack: &AckSample);
@@ -169,6 +181,7 @@ pub trait CongestionControl: fmt::Debug + Send {
     fn on_rto(&mut self, flight_size: usize);
     /// Idle longer than an RTO (RFC 5681 §4.1).
     fn on_idle_restart(&mut self);
+    /// The sender MSS was set or changed (RFC 9293 §3.7.1).
     fn set_smss(&mut self, smss: usize);
     /// The reduction was spurious: restore the window from before it.
     fn undo(&mut self, prior: Prior);
@@ -234,10 +247,12 @@ impl NewReno {
         }
     }
 
+    /// Congestion window in bytes.
     pub fn cwnd(&self) -> usize {
         self.cwnd
     }
 
+    /// Slow-start threshold in bytes.
     pub fn ssthresh(&self) -> usize {
         self.ssthresh
     }
@@ -252,6 +267,7 @@ impl NewReno {
         initial_window(self.smss)
     }
 
+    /// Whether in slow start: cwnd < ssthresh (RFC 5681 §3.1).
     pub fn in_slow_start(&self) -> bool {
         // RFC 5681 §3.1: slow start while cwnd < ssthresh; at equality the
         // sender may use either, and congestion avoidance is the cautious one.

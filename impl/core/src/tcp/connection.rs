@@ -145,7 +145,12 @@ impl Shared {
     /// RFC 9293 §3.10.7.1 reset for a segment nobody accepts:
     /// `<SEQ=SEG.ACK><CTL=RST>` if it had ACK, else
     /// `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`. Never for a RST.
-    pub(crate) fn reset_for(&mut self, local: SocketAddrV4, remote: SocketAddrV4, seg: &TcpRepr) {
+    pub(crate) fn reset_for(
+        &mut self,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        seg: &TcpRepr<'_>,
+    ) {
         if seg.flags.rst() {
             return;
         }
@@ -481,7 +486,7 @@ impl Connection {
         iss: SeqNumber,
         ts_offset: u32,
         now: Instant,
-        syn: &TcpRepr,
+        syn: &TcpRepr<'_>,
         keys: Option<ConnectionKeys>,
     ) -> Connection {
         let mut c = Connection::new(id, cfg, local, remote, iss, ts_offset, now);
@@ -543,7 +548,7 @@ impl Connection {
 
     /// Peer options from its SYN (passive open, simultaneous open) or
     /// SYN-ACK (active open).
-    fn negotiate(&mut self, now: Instant, syn: &TcpRepr) {
+    fn negotiate(&mut self, now: Instant, syn: &TcpRepr<'_>) {
         // RFC 9293 §3.7.1: 536 when the option is absent.
         self.peer_mss = syn.mss.unwrap_or(DEFAULT_PEER_MSS).max(MIN_PEER_MSS);
         // RFC 7323 §2.2: scaling only when both SYNs carried the option.
@@ -837,8 +842,8 @@ impl Connection {
     pub(crate) fn input(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
         sh: &mut Shared,
     ) {
         // RFC 9293 §3.8.4: any segment shows the peer is alive.
@@ -859,8 +864,8 @@ impl Connection {
     fn input_syn_sent(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
         sh: &mut Shared,
     ) {
         // RFC 9293 §3.10.7.3 first check the ACK bit: SEG.ACK =< ISS or
@@ -921,7 +926,7 @@ impl Connection {
         // Data or FIN on a SYN-ACK is not accepted; the peer resends it.
     }
 
-    fn take_handshake_rtt_sample(&mut self, now: Instant, seg: &TcpRepr) {
+    fn take_handshake_rtt_sample(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         if let (true, Some(ts)) = (self.ts_enabled, seg.timestamps) {
             self.rtt_sample_from_tsecr(now, ts.tsecr);
         } else if let Some((_, sent)) = self.rtt_probe.take() {
@@ -970,7 +975,7 @@ impl Connection {
     }
 
     /// RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state.
-    fn input_other(&mut self, now: Instant, seg: &TcpRepr, sh: &mut Shared) {
+    fn input_other(&mut self, now: Instant, seg: &TcpRepr<'_>, sh: &mut Shared) {
         let rst = seg.flags.rst();
 
         // RFC 7323 §3.2: once timestamps are negotiated, a non-RST segment
@@ -1238,7 +1243,7 @@ impl Connection {
         }
     }
 
-    fn send_reset_for_ack(&mut self, seg: &TcpRepr, sh: &mut Shared) {
+    fn send_reset_for_ack(&mut self, seg: &TcpRepr<'_>, sh: &mut Shared) {
         sh.queue_control(ControlSegment {
             local: self.local,
             remote: self.remote,
@@ -1250,7 +1255,7 @@ impl Connection {
 
     /// RFC 9293 §3.10.7.4 fifth check, ESTABLISHED processing of an
     /// acceptable ACK, with congestion control and loss recovery.
-    fn process_ack(&mut self, now: Instant, seg: &TcpRepr, sh: &mut Shared) {
+    fn process_ack(&mut self, now: Instant, seg: &TcpRepr<'_>, sh: &mut Shared) {
         let ack = seg.ack;
         let window = (seg.window as usize) << self.snd_wscale;
         let old_window = self.snd_wnd;
@@ -1474,7 +1479,7 @@ impl Connection {
 
     /// RFC 9293 §3.10.7.4 seventh (segment text) and eighth (FIN) steps in
     /// ESTABLISHED, FIN-WAIT-1 and FIN-WAIT-2.
-    fn process_text(&mut self, now: Instant, seg: &TcpRepr) {
+    fn process_text(&mut self, now: Instant, seg: &TcpRepr<'_>) {
         let mut seq = seg.seq;
         let mut payload = seg.payload;
         let mut fin = seg.flags.fin();
@@ -2272,7 +2277,7 @@ impl Connection {
         &mut self,
         now: Instant,
         buf: &mut [u8],
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         sh: &mut Shared,
     ) -> Option<usize> {
         let n = self.emit_segment(now, buf, seg, sh)?;
@@ -2288,7 +2293,7 @@ impl Connection {
         &mut self,
         now: Instant,
         buf: &mut [u8],
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         sh: &mut Shared,
     ) -> Option<usize> {
         self.emit_segment(now, buf, seg, sh)
@@ -2299,7 +2304,7 @@ impl Connection {
         &mut self,
         now: Instant,
         buf: &mut [u8],
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         sh: &mut Shared,
     ) -> Option<usize> {
         let ip = Ipv4Repr {

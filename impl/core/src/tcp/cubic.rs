@@ -44,6 +44,7 @@ pub struct Cubic {
 }
 
 impl Cubic {
+    /// A CUBIC controller (RFC 9438) for sender MSS `smss` bytes, in slow start.
     pub fn new(smss: usize) -> Cubic {
         let smss = smss.max(1);
         Cubic {

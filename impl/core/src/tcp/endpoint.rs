@@ -126,6 +126,7 @@ struct Tombstone {
     recv_finished: bool,
 }
 
+/// The sans-IO TCP endpoint: see the module documentation for how to drive it.
 pub struct Endpoint {
     config: Config,
     rng: Box<dyn Random + Send>,
@@ -168,6 +169,7 @@ impl core::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// An endpoint with no listener or connection; `rng` is its only source of randomness (ISNs, timestamp offsets, ports, keys).
     pub fn new(config: Config, rng: Box<dyn Random + Send>) -> Endpoint {
         let shared = Shared {
             stats: Stats::default(),
@@ -197,6 +199,7 @@ impl Endpoint {
         }
     }
 
+    /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -250,6 +253,7 @@ impl Endpoint {
         }
     }
 
+    /// The next connection established on `listener` and not yet accepted.
     pub fn accept(&mut self, listener: ListenerId) -> Option<ConnId> {
         self.listeners
             .get_mut(listener.0 as usize)?
@@ -400,6 +404,7 @@ impl Endpoint {
         }
     }
 
+    /// A snapshot of connection `conn`, if it exists.
     pub fn info(&self, conn: ConnId) -> Option<ConnInfo> {
         self.conn(conn).map(|c| c.info())
     }
@@ -409,6 +414,7 @@ impl Endpoint {
         self.listener_ports.contains_key(&port) || self.conn_ports.contains_key(&port)
     }
 
+    /// Endpoint-wide counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
     }
@@ -522,6 +528,7 @@ impl Endpoint {
         }
     }
 
+    /// Runs every timer of every connection that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = core::mem::take(&mut self.due);
         while let Some(&Reverse((t, id))) = self.timers.peek() {
@@ -586,6 +593,7 @@ impl Endpoint {
         None
     }
 
+    /// The next event for the application, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -772,8 +780,8 @@ impl Endpoint {
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
     ) {
         let (Some(MigrateOption::Msyn(migrate)), Some(permit)) = (options.migrate, options.permit)
         else {
@@ -816,8 +824,8 @@ impl Endpoint {
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
     ) {
         let Some(update) = options.address_update else {
             return;
@@ -977,8 +985,8 @@ impl Endpoint {
         listener: ListenerId,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
     ) {
         // RFC 9293 §3.10.7.2 first check for an RST: ignore it.
         if seg.flags.rst() {

@@ -96,8 +96,8 @@ pub fn msyn_ack_received(rcv_nxt: SeqNumber, ack: SeqNumber) -> u32 {
 /// §6.3 step 1: the Migrate (MSYN form) and Permit of an MSYN, if `seg` is
 /// one: SYN without ACK, RST or FIN, both options present.
 pub fn classify_msyn(
-    seg: &TcpRepr,
-    options: &MigrationOptions,
+    seg: &TcpRepr<'_>,
+    options: &MigrationOptions<'_>,
 ) -> Option<(Migrate, MigratePermit)> {
     let flags = seg.flags;
     if !flags.syn() || flags.ack() || flags.rst() || flags.fin() {
@@ -112,6 +112,7 @@ pub fn classify_msyn(
 /// The MSYN the responder has accepted and not yet seen confirmed (§6.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
+    /// The request number of that MSYN.
     pub request: RequestNumber,
     /// The mover's direct address from that MSYN's Permit.
     pub direct: SocketAddrV4,
@@ -272,7 +273,7 @@ pub fn confirm_option(request: RequestNumber, nonce: u32, received: u32) -> Migr
 /// §6.5: whether `options` carry a Confirm for the pending (r, nonce); if
 /// so, its received offset (`None` in the version 0 form).
 pub fn confirm_matches(
-    options: &MigrationOptions,
+    options: &MigrationOptions<'_>,
     request: RequestNumber,
     nonce: u32,
 ) -> Option<Option<u32>> {
@@ -291,8 +292,8 @@ pub fn confirm_matches(
 
 /// A relay MSYN's Relay-Ticket (MSYN form) and Permit, if `seg` is one.
 pub fn classify_relay_msyn(
-    seg: &TcpRepr,
-    options: &MigrationOptions,
+    seg: &TcpRepr<'_>,
+    options: &MigrationOptions<'_>,
 ) -> Option<(RelayMsyn, MigratePermit)> {
     let flags = seg.flags;
     if !flags.syn() || flags.ack() || flags.rst() || flags.fin() || options.migrate.is_some() {

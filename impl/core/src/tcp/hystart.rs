@@ -82,6 +82,7 @@ struct Css {
 /// Where slow start stands after an ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Standard slow start: grow by the bytes acknowledged.
     SlowStart,
     /// Conservative Slow Start: grow by a quarter.
     Css,
@@ -89,6 +90,7 @@ pub enum Phase {
     Exit,
 }
 
+/// HyStart++ state of one connection (RFC 9406).
 #[derive(Debug, Clone, Default)]
 pub struct HyStart {
     /// `windowEnd`: the round ends when SND.UNA reaches it.
@@ -104,6 +106,7 @@ pub struct HyStart {
 }
 
 impl HyStart {
+    /// A fresh state, as at connection start.
     pub fn new() -> HyStart {
         HyStart::default()
     }

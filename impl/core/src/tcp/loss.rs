@@ -65,7 +65,7 @@ impl LossRecovery {
 
 impl Connection {
     /// The send time a TSecr names, on our clock (ms resolution).
-    fn echoed_time(&self, seg: &TcpRepr) -> Option<Instant> {
+    fn echoed_time(&self, seg: &TcpRepr<'_>) -> Option<Instant> {
         let ts = seg.timestamps.filter(|_| self.ts_enabled)?;
         let ms = ts.tsecr.wrapping_sub(self.ts_offset);
         // Our timestamp clock is `now` in ms truncated to 32 bits; rebuild
@@ -92,7 +92,7 @@ impl Connection {
     pub(super) fn on_ack_sack(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         advanced: bool,
         sh: &mut Shared,
     ) {

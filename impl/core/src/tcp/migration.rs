@@ -369,7 +369,7 @@ impl Connection {
 
     /// The peer's SYN or SYN-ACK arrived in SYN-SENT: migratable iff both
     /// carried a full Permit (PROTOCOL.md §6.1).
-    pub(super) fn negotiate_migration(&mut self, options: &MigrationOptions) {
+    pub(super) fn negotiate_migration(&mut self, options: &MigrationOptions<'_>) {
         match (self.local_key, options.permit.and_then(|p| p.key)) {
             (Some(local), Some(remote)) => {
                 let keys = ConnectionKeys {
@@ -753,7 +753,7 @@ impl Connection {
     /// from their ACK field, so their right edge SEG.ACK + SEG.WND is the
     /// window (RFC 9293 §3.8.6: the right edge never moves left). Called
     /// from the ACK processing after the RFC 9293 window update.
-    pub(super) fn window_from_clamped_ack(&mut self, seg: &TcpRepr, window: usize) {
+    pub(super) fn window_from_clamped_ack(&mut self, seg: &TcpRepr<'_>, window: usize) {
         let Some(base) = self.mig.as_ref().and_then(|m| m.skip_base) else {
             return;
         };
@@ -799,7 +799,7 @@ impl Connection {
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         migrate: &Migrate,
         permit: &MigratePermit,
         rng: &mut dyn Random,
@@ -940,8 +940,8 @@ impl Connection {
     pub(super) fn migration_input(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
         sh: &mut Shared,
     ) -> bool {
         // The Confirm answering an MSYN-ACK has not left yet (it goes with
@@ -1052,7 +1052,7 @@ impl Connection {
     fn on_msyn_ack(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         ack: &crate::wire::MigrateAck,
         sh: &mut Shared,
     ) {
@@ -1082,7 +1082,7 @@ impl Connection {
     fn on_relay_msyn_ack(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         ack: &RelayMsynAck,
         sh: &mut Shared,
     ) {
@@ -1107,7 +1107,12 @@ impl Connection {
     /// §6.4 steps 2-3: `request` was sent during the current move and the
     /// ACK field is MSYN.seq + 1 of that transmission (SND.UNA when it
     /// was sent). Counts a refusal.
-    fn msyn_ack_matches(&mut self, seg: &TcpRepr, request: RequestNumber, sh: &mut Shared) -> bool {
+    fn msyn_ack_matches(
+        &mut self,
+        seg: &TcpRepr<'_>,
+        request: RequestNumber,
+        sh: &mut Shared,
+    ) -> bool {
         let snd_una = self.snd_una;
         let Some(m) = self.mig.as_ref() else {
             return false;
@@ -1128,7 +1133,7 @@ impl Connection {
     fn msyn_ack_verified(
         &mut self,
         now: Instant,
-        seg: &TcpRepr,
+        seg: &TcpRepr<'_>,
         request: RequestNumber,
         nonce: u32,
         received: Option<u32>,
@@ -1205,7 +1210,7 @@ impl Connection {
     /// reassembly queue is empty: out-of-order data that arrived on the old
     /// path before the move would otherwise carry RCV.NXT past what the new
     /// path's NAPT has seen as soon as a resent segment fills the hole.
-    pub(super) fn note_path_segment(&mut self, seg: &TcpRepr) {
+    pub(super) fn note_path_segment(&mut self, seg: &TcpRepr<'_>) {
         let rcv_nxt = self.rcv_nxt;
         let max_window = self.rcv_buf.max();
         let nothing_queued = self.assembler.is_empty();
@@ -1242,8 +1247,8 @@ impl Connection {
         now: Instant,
         local: SocketAddrV4,
         remote: SocketAddrV4,
-        seg: &TcpRepr,
-        options: &MigrationOptions,
+        seg: &TcpRepr<'_>,
+        options: &MigrationOptions<'_>,
         sh: &mut Shared,
     ) {
         let Some(update) = options.address_update else {

@@ -32,6 +32,7 @@ fn ns(t: Instant) -> u64 {
 }
 
 impl Pacer {
+    /// A pacer that holds nothing back yet.
     pub fn new() -> Pacer {
         Pacer::default()
     }
@@ -68,16 +69,19 @@ impl Pacer {
         self.wake = Some(t);
     }
 
+    /// The timer [`Self::hold_until`] armed, if any.
     pub fn wakeup(&self) -> Option<Instant> {
         self.wake
     }
 
+    /// The timer fired at `now`: disarms it if it was due.
     pub fn on_wakeup(&mut self, now: Instant) {
         if self.wake.is_some_and(|t| now >= t) {
             self.wake = None;
         }
     }
 
+    /// Back to the state of [`Self::new`].
     pub fn reset(&mut self) {
         *self = Pacer::default();
     }

@@ -24,6 +24,7 @@ pub struct Prr {
 }
 
 impl Prr {
+    /// Idle: not in recovery.
     pub fn new() -> Prr {
         Prr::default()
     }
@@ -73,10 +74,12 @@ impl Prr {
         self.sndcnt = self.sndcnt.saturating_sub(len);
     }
 
+    /// Bytes delivered since recovery began (RFC 6937 `prr_delivered`).
     pub fn delivered(&self) -> usize {
         self.delivered
     }
 
+    /// Bytes sent since recovery began (RFC 6937 `prr_out`).
     pub fn out(&self) -> usize {
         self.out
     }

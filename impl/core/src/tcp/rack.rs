@@ -57,6 +57,7 @@ fn sent_after(t1: Instant, seq1: SeqNumber, t2: Instant, seq2: SeqNumber) -> boo
 }
 
 impl Rack {
+    /// RACK state of a connection that has sent nothing yet.
     pub fn new() -> Rack {
         Rack {
             newest: None,
@@ -81,10 +82,12 @@ impl Rack {
         self.deadline
     }
 
+    /// The smallest RTT sampled so far.
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
 
+    /// Whether a segment was seen delivered out of order (RFC 8985 §6.2 step 3).
     pub fn reordering_seen(&self) -> bool {
         self.reordering_seen
     }

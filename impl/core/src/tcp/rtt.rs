@@ -95,10 +95,12 @@ impl RttEstimator {
         self.latest
     }
 
+    /// Smoothed RTT (RFC 6298 SRTT), once sampled.
     pub fn srtt(&self) -> Option<Duration> {
         self.estimate.map(|(srtt, _)| srtt)
     }
 
+    /// RTT variation (RFC 6298 RTTVAR), once sampled.
     pub fn rttvar(&self) -> Option<Duration> {
         self.estimate.map(|(_, rttvar)| rttvar)
     }

@@ -42,6 +42,7 @@ fn lost_given(ranges_above: usize, bytes_above: usize, smss: usize, dupthresh: u
 }
 
 impl Scoreboard {
+    /// An empty scoreboard.
     pub fn new() -> Scoreboard {
         Scoreboard::default()
     }
@@ -82,10 +83,12 @@ impl Scoreboard {
         self.sacked_bytes().saturating_sub(before)
     }
 
+    /// Whether nothing is SACKed.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
 
+    /// Whether the byte at `seq` is SACKed.
     pub fn is_sacked(&self, seq: SeqNumber) -> bool {
         let idx = self.ranges.partition_point(|&(_, right)| right <= seq);
         self.ranges

@@ -40,6 +40,7 @@ pub struct RateSnapshot {
 /// One segment as it was last sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
+    /// First sequence number of the segment.
     pub start: SeqNumber,
     /// Exclusive; a FIN counts as one byte.
     pub end: SeqNumber,
@@ -51,18 +52,22 @@ pub struct Segment {
     pub lost: bool,
     /// A retransmission of this segment is outstanding.
     pub retrans: bool,
+    /// SACKed by the receiver (RFC 2018).
     pub sacked: bool,
     /// Last sent on a path the connection has since left (PROTOCOL.md §7):
     /// its delivery says nothing about the current path.
     pub stale: bool,
+    /// Delivery-rate state when it was sent (draft-cheng-iccrg-delivery-rate-estimation §3.2).
     pub rate: RateSnapshot,
 }
 
 impl Segment {
+    /// Sequence space it covers, in bytes.
     pub fn len(&self) -> usize {
         self.end - self.start
     }
 
+    /// Whether it covers no sequence space.
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
@@ -98,26 +103,32 @@ pub struct SentLog {
 }
 
 impl SentLog {
+    /// An empty log.
     pub fn new() -> SentLog {
         SentLog::default()
     }
 
+    /// Forgets every record.
     pub fn clear(&mut self) {
         *self = SentLog::default();
     }
 
+    /// Whether nothing is outstanding.
     pub fn is_empty(&self) -> bool {
         self.segs.is_empty()
     }
 
+    /// How many segments are recorded.
     pub fn len(&self) -> usize {
         self.segs.len()
     }
 
+    /// The records, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Segment> + '_ {
         self.segs.iter()
     }
 
+    /// The newest record.
     pub fn last(&self) -> Option<&Segment> {
         self.segs.back()
     }
@@ -351,6 +362,7 @@ impl SentLog {
             .find(|s| s.needs_retransmission() && s.end > from)
     }
 
+    /// The `i`-th record, oldest first.
     pub fn get(&self, i: usize) -> Option<&Segment> {
         self.segs.get(i)
     }

@@ -51,6 +51,7 @@ pub struct Tlp {
 }
 
 impl Tlp {
+    /// No probe armed (RFC 8985 §7).
     pub fn new() -> Tlp {
         Tlp::default()
     }
@@ -60,10 +61,12 @@ impl Tlp {
         *self = Tlp::default();
     }
 
+    /// When the probe timeout fires, if armed.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
+    /// Disarms the probe timeout and forgets a pending probe.
     pub fn cancel(&mut self) {
         self.deadline = None;
         self.pending = false;

@@ -17,16 +17,27 @@ use crate::wire::SeqNumber;
 /// (PROTOCOL.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
+    /// No connection.
     Closed,
+    /// Waiting for a SYN.
     Listen,
+    /// SYN sent, waiting for the SYN-ACK.
     SynSent,
+    /// SYN received and SYN-ACK sent, waiting for its ACK.
     SynReceived,
+    /// Open: data flows both ways.
     Established,
+    /// FIN sent, waiting for its ACK.
     FinWait1,
+    /// Our FIN acknowledged, waiting for the peer's FIN.
     FinWait2,
+    /// The peer's FIN received, waiting for the application to close.
     CloseWait,
+    /// Both ends sent FIN; ours not yet acknowledged.
     Closing,
+    /// The peer's FIN received and ours sent, waiting for its ACK.
     LastAck,
+    /// Waiting 2*MSL before forgetting the connection.
     TimeWait,
     /// MIG_SENT: an MSYN is out and unanswered. The underlying RFC 9293
     /// state (one of ESTABLISHED .. LAST-ACK) resumes with the MSYN-ACK.
@@ -114,14 +125,21 @@ pub struct Config {
     pub mss: u16,
     /// RFC 6298 §2.4 says 1 s; sustain defaults to 200 ms like Linux.
     pub min_rto: Duration,
+    /// Upper bound of the retransmission timeout (RFC 6298 §2.5: at least 60 s).
     pub max_rto: Duration,
+    /// RTO before the first RTT sample (RFC 6298 §2.1: 1 s).
     pub initial_rto: Duration,
+    /// Clock granularity G in the RTO formula (RFC 6298 §2.3).
     pub clock_granularity: Duration,
+    /// Send buffer in bytes: the most unacknowledged plus unsent data held.
     pub send_buffer: usize,
     /// Receive buffer; also the largest window advertised (at most 1 GiB).
     pub recv_buffer: usize,
+    /// Offer RFC 7323 window scaling.
     pub window_scaling: bool,
+    /// Offer RFC 7323 timestamps.
     pub timestamps: bool,
+    /// Offer RFC 2018 SACK.
     pub sack: bool,
     /// Delayed-ACK timer (RFC 9293 §3.8.6.3: < 0.5 s); `None` acks every segment.
     pub delayed_ack: Option<Duration>,
@@ -243,12 +261,15 @@ impl Default for Config {
     }
 }
 
+/// Names one connection of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u32);
 
+/// Names one listener of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(pub u32);
 
+/// Why a connection closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// Both FINs exchanged and acknowledged.
@@ -272,72 +293,120 @@ pub enum CloseReason {
     KeepaliveTimedOut,
 }
 
+/// What happened on an endpoint, for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Active open completed (SYN-SENT -> ESTABLISHED).
     Connected(ConnId),
     /// A passive open completed and the connection is ready to `accept`.
-    Incoming { listener: ListenerId, conn: ConnId },
+    Incoming {
+        /// The listener that accepted it.
+        listener: ListenerId,
+        /// The new connection.
+        conn: ConnId,
+    },
     /// New in-order data (or FIN) can be read.
     Readable(ConnId),
     /// Send-buffer space became available.
     Writable(ConnId),
     /// The retransmission timer fired.
     RetransmissionTimeout {
+        /// The connection.
         conn: ConnId,
+        /// The RTO now in force (after backoff).
         rto: Duration,
+        /// Consecutive RTO backoffs since the last RTT sample.
         backoff: u32,
     },
     /// The connection reached CLOSED (or TIME-WAIT counts as closed for the
     /// application: emitted once, when the application's part is done).
     /// See the module documentation for exactly when.
-    Closed { conn: ConnId, reason: CloseReason },
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why it closed.
+        reason: CloseReason,
+    },
     /// This end started a move (new local address, explicit `migrate`, or
     /// a peer location notice): `mode` is `Sustain` (MSYN) or
     /// `Continuation` (Address-Update).
-    MigrationStarted { conn: ConnId, mode: Mode },
+    MigrationStarted {
+        /// The connection moving.
+        conn: ConnId,
+        /// How it moves.
+        mode: Mode,
+    },
     /// An MSYN left; `attempt` counts from 1 within the current move.
-    MsynSent { conn: ConnId, attempt: u32 },
+    MsynSent {
+        /// The connection moving.
+        conn: ConnId,
+        /// 1 for the first MSYN of this move, then each retransmission.
+        attempt: u32,
+    },
     /// The connection entered MIG_WAIT (or, for `AddressLost`, holds there
     /// until an address appears).
-    MigWait { conn: ConnId, cause: MigWaitCause },
+    MigWait {
+        /// The connection waiting.
+        conn: ConnId,
+        /// Why it waits.
+        cause: MigWaitCause,
+    },
     /// A stalled connection is sending again: this end's move completed
     /// (MSYN-ACK accepted, Address-Update answered) or, after being in
     /// MIG_SENT / MIG_WAIT itself, it accepted and confirmed the peer's
     /// MSYN. `stall` runs from the address loss (or the start of the move
     /// when no loss was reported) to now.
-    Resumed { conn: ConnId, stall: Duration },
+    Resumed {
+        /// The connection sending again.
+        conn: ConnId,
+        /// How long it was stalled.
+        stall: Duration,
+    },
     /// A move failed and the connection is closing; `Closed` follows.
     MigrationFailed {
+        /// The connection that failed to move.
         conn: ConnId,
+        /// Why the move failed.
         reason: MigrationFailure,
     },
     /// The peer moved: an authenticated MSYN or Address-Update retargeted
     /// the connection to `new_remote` (as observed, after any NAPT).
     /// `behind_napt`: the peer's Migrate-Permit named another address.
     PeerMoved {
+        /// The connection retargeted.
         conn: ConnId,
+        /// The peer's new address and port, as observed.
         new_remote: SocketAddrV4,
+        /// The Migrate-Permit named an address other than `new_remote`.
         behind_napt: bool,
     },
 }
 
+/// Why an endpoint operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum TcpError {
+    /// The connection id names no connection.
     #[error("no such connection")]
     NoSuchConnection,
+    /// The local address and port are taken.
     #[error("address in use")]
     AddrInUse,
+    /// This end already sent its FIN (or is closing): nothing more can be sent.
     #[error("connection is not open for sending")]
     NotOpenForSend,
+    /// The peer reset the connection.
     #[error("connection reset by peer")]
     Reset,
+    /// Retransmissions were exhausted.
     #[error("connection timed out")]
     TimedOut,
+    /// A move did not complete in time.
     #[error("connection lost: a move did not complete in time")]
     MigrationTimedOut,
+    /// The local address went away and the connection cannot move.
     #[error("connection lost: its local address went away and it cannot move")]
     AddressLost,
+    /// The connection cannot move (plain TCP peer, plain mode, or not established).
     #[error("connection cannot move (plain TCP peer, plain mode, or not established)")]
     NotMigratable,
 }
@@ -345,22 +414,31 @@ pub enum TcpError {
 /// A snapshot for logs, tests and the `--events` file.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// Local address and port.
     pub local: SocketAddrV4,
+    /// Remote address and port (as observed, after any NAPT).
     pub remote: SocketAddrV4,
+    /// Current state.
     pub state: State,
+    /// Smoothed RTT (RFC 6298), once sampled.
     pub srtt: Option<Duration>,
+    /// Current retransmission timeout.
     pub rto: Duration,
+    /// Congestion window in bytes.
     pub cwnd: usize,
+    /// Slow-start threshold in bytes.
     pub ssthresh: usize,
     /// Payload bytes sent for the first time.
     pub bytes_sent: u64,
     /// Payload bytes delivered in order to the receive buffer.
     pub bytes_received: u64,
+    /// Segments retransmitted (timeouts, fast retransmits, probes).
     pub retransmitted_segments: u64,
     /// Retransmission timeouts (SYN and data).
     pub timeouts: u64,
     /// Entries into fast retransmit / loss recovery.
     pub fast_retransmits: u64,
+    /// Zero-window probes sent (RFC 9293 §3.8.6.1).
     pub zero_window_probes: u64,
     /// Peer's current window (scaled).
     pub snd_wnd: usize,
@@ -370,11 +448,15 @@ pub struct ConnInfo {
     pub smss: usize,
     /// (peer's shift, our shift) when RFC 7323 window scaling is on.
     pub window_scaling: Option<(u8, u8)>,
+    /// RFC 7323 timestamps negotiated.
     pub timestamps: bool,
+    /// RFC 2018 SACK negotiated.
     pub sack: bool,
     /// SND.UNA, the highest sequence number sent plus one, and RCV.NXT.
     pub snd_una: SeqNumber,
+    /// The highest sequence number sent plus one (SND.MAX).
     pub snd_max: SeqNumber,
+    /// The next sequence number expected from the peer (RCV.NXT).
     pub rcv_nxt: SeqNumber,
     /// In RFC 6675 / RFC 6582 loss recovery.
     pub in_recovery: bool,
@@ -383,12 +465,15 @@ pub struct ConnInfo {
     /// Token of our key (names this connection in the peer's options) and
     /// of the peer's key, once migratable.
     pub local_token: Option<Token>,
+    /// The token of the peer's key, once migratable.
     pub remote_token: Option<Token>,
     /// Moves this end made that completed.
     pub migrations: u64,
     /// Moves of the peer this end accepted.
     pub peer_moves: u64,
+    /// MSYNs sent (PROTOCOL.md §6.2).
     pub msyns_sent: u64,
+    /// MSYN-ACKs sent (PROTOCOL.md §6.3).
     pub msyn_acks_sent: u64,
     /// Forged or replayed MSYNs / Address-Updates naming this connection
     /// that were dropped (bad MAC, stale or misplaced request number).
@@ -402,14 +487,19 @@ pub struct ConnInfo {
 /// Endpoint-wide counters.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// Packets handed to the endpoint.
     pub packets_in: u64,
+    /// Packets the endpoint emitted.
     pub packets_out: u64,
     /// Packets that failed to parse (checksum, truncation, bad options).
     pub malformed: u64,
     /// Segments for ports we do not own, ignored.
     pub not_ours: u64,
+    /// RSTs sent.
     pub resets_sent: u64,
+    /// Challenge ACKs sent (RFC 5961).
     pub challenge_acks: u64,
+    /// Segments retransmitted.
     pub retransmitted_segments: u64,
     /// Challenge ACKs not sent because of the RFC 5961 §7 rate limit.
     pub challenge_acks_suppressed: u64,
@@ -437,6 +527,7 @@ pub struct Stats {
     pub dsacks_received: u64,
     /// Window reductions undone as spurious (RFC 3708, RFC 3522).
     pub spurious_undos: u64,
+    /// Zero-window probes sent (RFC 9293 §3.8.6.1).
     pub zero_window_probes: u64,
     /// Connections closed with `CloseReason::TimedOut` (R1/R2 exhausted).
     pub connections_timed_out: u64,
@@ -461,7 +552,9 @@ pub struct Stats {
     pub msyns_refused: u64,
     /// MSYN-ACKs dropped (wrong request, ACK, MAC or sequence).
     pub msyn_acks_refused: u64,
+    /// MSYNs sent (PROTOCOL.md §6.2).
     pub msyns_sent: u64,
+    /// MSYN-ACKs sent (PROTOCOL.md §6.3).
     pub msyn_acks_sent: u64,
     /// MSYN-ACKs accepted (this end's move completed, or a repeat answered).
     pub msyn_acks_accepted: u64,

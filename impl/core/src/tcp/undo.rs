@@ -34,7 +34,9 @@ pub fn dsack_block(blocks: &[SackBlock], ack: SeqNumber) -> Option<SackBlock> {
 /// The window before a reduction, to restore if it was spurious.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prior {
+    /// Congestion window before the reduction, in bytes.
     pub cwnd: usize,
+    /// Slow-start threshold before the reduction, in bytes.
     pub ssthresh: usize,
 }
 
@@ -77,10 +79,12 @@ pub struct Undo {
 }
 
 impl Undo {
+    /// No reduction in progress.
     pub fn new() -> Undo {
         Undo::default()
     }
 
+    /// Forgets the reduction in progress.
     pub fn reset(&mut self) {
         self.episode = None;
     }
@@ -106,6 +110,7 @@ impl Undo {
         });
     }
 
+    /// Whether the reduction in progress was caused by an RTO.
     pub fn is_rto_episode(&self) -> bool {
         self.episode.is_some_and(|e| e.rto)
     }

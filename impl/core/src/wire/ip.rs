@@ -7,6 +7,7 @@ use super::bytes::{read_u16, read_u32, write_u16};
 use super::tcp::TcpPacket;
 use super::{checksum, TcpRepr, WireError, MAX_OPTIONS_LEN, TCP_HEADER_LEN};
 
+/// Length of an IPv4 header without options, in bytes (RFC 791).
 pub const IPV4_HEADER_LEN: usize = 20;
 
 /// IP protocol number of TCP (RFC 9293 §3.1: the pseudo-header's PTCL).
@@ -116,10 +117,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(())
     }
 
+    /// The underlying buffer.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// The version field (4 for a valid packet).
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
@@ -129,18 +132,22 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
+    /// Total length: header and payload, in bytes.
     pub fn total_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::LENGTH)
     }
 
+    /// Identification field.
     pub fn ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
+    /// The Don't Fragment flag.
     pub fn dont_fragment(&self) -> bool {
         read_u16(self.buffer.as_ref(), field::FLG_OFF) & FLAG_DF != 0
     }
 
+    /// The More Fragments flag.
     pub fn more_fragments(&self) -> bool {
         read_u16(self.buffer.as_ref(), field::FLG_OFF) & FLAG_MF != 0
     }
@@ -150,22 +157,27 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         (read_u16(self.buffer.as_ref(), field::FLG_OFF) & OFFSET_MASK) << 3
     }
 
+    /// Time to live.
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
+    /// Protocol number of the payload (6 for TCP).
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
+    /// The header checksum field as it is on the wire.
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
+    /// Source address.
     pub fn src_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::SRC_ADDR))
     }
 
+    /// Destination address.
     pub fn dst_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::DST_ADDR))
     }
@@ -217,10 +229,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
     }
 
+    /// Sets the total length (header and payload, in bytes).
     pub fn set_total_len(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, value);
     }
 
+    /// Sets the identification field.
     pub fn set_ident(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::IDENT, value);
     }
@@ -234,22 +248,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         );
     }
 
+    /// Sets the time to live.
     pub fn set_ttl(&mut self, value: u8) {
         self.buffer.as_mut()[field::TTL] = value;
     }
 
+    /// Sets the protocol number.
     pub fn set_protocol(&mut self, value: u8) {
         self.buffer.as_mut()[field::PROTOCOL] = value;
     }
 
+    /// Sets the header checksum field as given.
     pub fn set_checksum(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
     }
 
+    /// Sets the source address.
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
+    /// Sets the destination address.
     pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
@@ -275,14 +294,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 /// options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Repr {
+    /// Source address.
     pub src: Ipv4Addr,
+    /// Destination address.
     pub dst: Ipv4Addr,
+    /// Time to live.
     pub ttl: u8,
+    /// Identification field.
     pub ident: u16,
+    /// The Don't Fragment flag.
     pub dont_fragment: bool,
 }
 
 impl Ipv4Repr {
+    /// A header from `src` to `dst` with TTL 64, identification 0 and DF set.
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr) -> Ipv4Repr {
         Ipv4Repr {
             src,
@@ -349,7 +374,7 @@ pub fn parse_ipv4_tcp(packet: &[u8]) -> Result<(Ipv4Repr, TcpRepr<'_>), WireErro
 }
 
 /// Bytes `emit_ipv4_tcp` writes for this segment.
-pub fn ipv4_tcp_len(tcp: &TcpRepr) -> usize {
+pub fn ipv4_tcp_len(tcp: &TcpRepr<'_>) -> usize {
     IPV4_HEADER_LEN + tcp.buffer_len()
 }
 
@@ -359,7 +384,7 @@ pub fn ipv4_tcp_len(tcp: &TcpRepr) -> usize {
 /// Errors, with nothing written: `OptionsTooLong` as for
 /// [`TcpRepr::emit`], `PayloadTooLarge` (carrying the TCP payload length) if
 /// the packet would exceed 65535 bytes, `BufferTooSmall` if `buf` is short.
-pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr, buf: &mut [u8]) -> Result<usize, WireError> {
+pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
     let options_len = tcp.options_len();
     if options_len > MAX_OPTIONS_LEN {
         return Err(WireError::OptionsTooLong(options_len));

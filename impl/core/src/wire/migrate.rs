@@ -153,8 +153,11 @@ fn into_option<'b>(
 /// and SYN-ACK; short (6 data bytes, no key) in an MSYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MigratePermit {
+    /// The sender's direct (pre-NAPT) IPv4 address.
     pub addr: Ipv4Addr,
+    /// The sender's direct (pre-NAPT) port.
     pub port: u16,
+    /// The sender's 64-bit key (PROTOCOL.md §4.1); `None` in the short form of an MSYN.
     pub key: Option<u64>,
 }
 
@@ -215,8 +218,11 @@ impl MigratePermit {
 /// *receiver's* key, the sender's request number and the MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Migrate {
+    /// Token of the receiver's key (PROTOCOL.md §4.2).
     pub token: u32,
+    /// The sender's request number (PROTOCOL.md §4.5).
     pub request: u32,
+    /// MAC under the receiver's key (PROTOCOL.md §4.3).
     pub mac: Mac,
 }
 
@@ -246,13 +252,17 @@ impl Migrate {
 /// offset (fast resume, §7) and the MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MigrateAck {
+    /// Token of the mover's key (PROTOCOL.md §4.2).
     pub token: u32,
+    /// The request number of the MSYN it answers.
     pub request: u32,
+    /// Fresh nonce the mover must echo (PROTOCOL.md §4.4).
     pub nonce: u32,
     /// The responder's RCV.NXT minus the MSYN-ACK's own ACK field (24 bits
     /// on the wire, saturating at [`MAX_ACK_RECEIVED`]); `None` in the
     /// version 0 form without it, which is still accepted.
     pub received: Option<u32>,
+    /// MAC under the mover's key (PROTOCOL.md §4.3).
     pub mac: Mac,
 }
 
@@ -299,7 +309,9 @@ impl MigrateAck {
 /// received offset (fast resume, §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MigrateConfirm {
+    /// The request number of the MSYN-ACK it confirms.
     pub request: u32,
+    /// The nonce of the MSYN-ACK, echoed (PROTOCOL.md §4.4).
     pub nonce: u32,
     /// The mover's RCV.NXT minus this segment's own ACK field; `None` in
     /// the version 0 form without it, which is still accepted.
@@ -344,8 +356,11 @@ impl MigrateConfirm {
 /// (version 0: 8) in the confirming ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MigrateOption {
+    /// In an MSYN.
     Msyn(Migrate),
+    /// In an MSYN-ACK.
     MsynAck(MigrateAck),
+    /// In the mover's confirming ACK.
     Confirm(MigrateConfirm),
 }
 
@@ -412,9 +427,13 @@ impl From<MigrateConfirm> for MigrateOption {
 /// request number and the MAC. The new address is the IP source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AddressUpdate {
+    /// The address the peer knew the sender by.
     pub old_addr: Ipv4Addr,
+    /// Token of the receiver's key (PROTOCOL.md §4.2).
     pub token: u32,
+    /// The sender's request number (PROTOCOL.md §4.5).
     pub request: u32,
+    /// MAC under the receiver's key (PROTOCOL.md §4.3).
     pub mac: Mac,
 }
 
@@ -436,6 +455,7 @@ impl AddressUpdate {
         })
     }
 
+    /// Data bytes after the ExID: always [`Self::LEN`].
     pub fn buffer_len(&self) -> usize {
         Self::LEN
     }
@@ -462,8 +482,11 @@ impl AddressUpdate {
 /// MAC under the ticket's key. Replaces Migrate in that MSYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RelayMsyn {
+    /// The ticket id the mobility server gave this end (PROTOCOL.md §4.7).
     pub ticket: u32,
+    /// The sender's request number (PROTOCOL.md §4.5).
     pub request: u32,
+    /// MAC under the ticket's key.
     pub mac: Mac,
 }
 
@@ -473,10 +496,15 @@ pub struct RelayMsyn {
 /// key, which proves the proxy knows the ticket secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RelayMsynAck {
+    /// The ticket id of the MSYN it answers.
     pub ticket: u32,
+    /// The request number of the MSYN it answers.
     pub request: u32,
+    /// The proxy's fresh nonce, to be echoed (PROTOCOL.md §4.4).
     pub nonce: u32,
+    /// The proxy's received offset, as in [`MigrateAck::received`].
     pub received: u32,
+    /// MAC under the ticket's key.
     pub mac: Mac,
 }
 
@@ -517,6 +545,7 @@ impl RelayTicket {
         }
     }
 
+    /// Data bytes after the ExID for this form.
     pub fn buffer_len(&self) -> usize {
         match self {
             RelayTicket::Msyn(_) => Self::MSYN_LEN,
@@ -564,8 +593,11 @@ pub struct MigrationScratch {
 /// whoever understands them (RFC 6994 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MigrationOptions<'a> {
+    /// Migrate-Permit, in SYN, SYN-ACK and MSYN.
     pub permit: Option<MigratePermit>,
+    /// Migrate, in MSYN, MSYN-ACK and the confirming ACK.
     pub migrate: Option<MigrateOption>,
+    /// Address-Update, in continuation mode.
     pub address_update: Option<AddressUpdate>,
     /// Data of a Relay-Ticket option (16 or 23 bytes, checked when parsed;
     /// [`relay`](Self::relay) reads it). Senders fill it from

@@ -8,50 +8,72 @@ pub const MAX_OPTIONS_LEN: usize = 40;
 /// RFC 6994 shared experimental option kind used by sustain (kind 253).
 pub const EXPERIMENTAL_KIND: u8 = 253;
 
+/// Option kind: End of Option List (RFC 9293 §3.2).
 pub const KIND_EOL: u8 = 0;
+/// Option kind: No-Operation (RFC 9293 §3.2).
 pub const KIND_NOP: u8 = 1;
+/// Option kind: Maximum Segment Size (RFC 9293 §3.2).
 pub const KIND_MSS: u8 = 2;
+/// Option kind: Window Scale (RFC 7323 §2).
 pub const KIND_WINDOW_SCALE: u8 = 3;
+/// Option kind: SACK-Permitted (RFC 2018 §2).
 pub const KIND_SACK_PERMITTED: u8 = 4;
+/// Option kind: SACK (RFC 2018 §3).
 pub const KIND_SACK: u8 = 5;
+/// Option kind: Timestamps (RFC 7323 §3).
 pub const KIND_TIMESTAMPS: u8 = 8;
 
 /// RFC 7323 timestamps option values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamps {
+    /// The sender's timestamp value (TSval).
     pub tsval: u32,
+    /// The timestamp echoed from the peer (TSecr).
     pub tsecr: u32,
 }
 
 /// One SACK block (RFC 2018): bytes `[left, right)` were received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SackBlock {
+    /// First sequence number of the block.
     pub left: SeqNumber,
+    /// Sequence number just after the block.
     pub right: SeqNumber,
 }
 
 /// An RFC 6994 experimental option: kind 253, 16-bit ExID, then data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExperimentalOption<'a> {
+    /// The 16-bit experiment identifier (RFC 6994 §3).
     pub exid: u16,
+    /// The data after the ExID.
     pub data: &'a [u8],
 }
 
 /// One decoded option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpOption<'a> {
+    /// Kind 0: ends the options.
     EndOfList,
+    /// Kind 1: padding.
     NoOperation,
+    /// Kind 2: the sender's MSS in bytes.
     MaxSegmentSize(u16),
+    /// Kind 3: the window scale shift count.
     WindowScale(u8),
+    /// Kind 4: SACK may be used.
     SackPermitted,
     /// 1..=4 blocks; unused entries are `None`.
     Sack([Option<SackBlock>; 4]),
+    /// Kind 8: timestamp values.
     Timestamps(Timestamps),
+    /// Kind 253: an RFC 6994 experimental option.
     Experimental(ExperimentalOption<'a>),
     /// A kind we do not interpret, with its data (after kind and length).
     Unknown {
+        /// The option kind.
         kind: u8,
+        /// Its data, after kind and length.
         data: &'a [u8],
     },
 }
@@ -88,6 +110,7 @@ pub struct TcpOptionIter<'a> {
 }
 
 impl<'a> TcpOptionIter<'a> {
+    /// Iterates over `bytes`, the options area of a TCP header.
     pub fn new(bytes: &'a [u8]) -> TcpOptionIter<'a> {
         TcpOptionIter { bytes, done: false }
     }

@@ -5,6 +5,7 @@ use core::cmp::Ordering;
 use core::fmt;
 use core::ops::{Add, AddAssign, Sub};
 
+/// A TCP sequence number; compares and subtracts modulo 2^32 (RFC 9293 §3.4).
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
 pub struct SeqNumber(pub u32);
 
@@ -14,6 +15,7 @@ impl SeqNumber {
         self.0.wrapping_sub(other.0) as i32
     }
 
+    /// The later of the two in sequence space.
     pub fn max(self, other: SeqNumber) -> SeqNumber {
         if self > other {
             self
@@ -22,6 +24,7 @@ impl SeqNumber {
         }
     }
 
+    /// The earlier of the two in sequence space.
     pub fn min(self, other: SeqNumber) -> SeqNumber {
         if self < other {
             self

@@ -12,6 +12,7 @@ use super::options::{
 };
 use super::{SeqNumber, WireError};
 
+/// Length of a TCP header without options, in bytes (RFC 9293 §3.1).
 pub const TCP_HEADER_LEN: usize = 20;
 
 /// Byte offsets of the TCP header fields (RFC 9293 §3.1).
@@ -94,22 +95,27 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         Ok(())
     }
 
+    /// The underlying buffer.
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    /// Source port.
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
+    /// Destination port.
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
+    /// Sequence number.
     pub fn seq_number(&self) -> SeqNumber {
         SeqNumber(read_u32(self.buffer.as_ref(), field::SEQ_NUM))
     }
 
+    /// Acknowledgment number.
     pub fn ack_number(&self) -> SeqNumber {
         SeqNumber(read_u32(self.buffer.as_ref(), field::ACK_NUM))
     }
@@ -119,6 +125,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         usize::from(self.buffer.as_ref()[field::DATA_OFFSET] >> 4) * 4
     }
 
+    /// The eight flag bits (CWR to FIN).
     pub fn flags(&self) -> TcpFlags {
         TcpFlags(self.buffer.as_ref()[field::FLAGS])
     }
@@ -128,10 +135,12 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         read_u16(self.buffer.as_ref(), field::WIN_SIZE)
     }
 
+    /// The checksum field as it is on the wire.
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
+    /// The urgent pointer field.
     pub fn urgent_at(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::URGENT)
     }
@@ -172,18 +181,22 @@ impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    /// Sets the source port.
     pub fn set_src_port(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, value);
     }
 
+    /// Sets the destination port.
     pub fn set_dst_port(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::DST_PORT, value);
     }
 
+    /// Sets the sequence number.
     pub fn set_seq_number(&mut self, value: SeqNumber) {
         self.buffer.as_mut()[field::SEQ_NUM].copy_from_slice(&value.0.to_be_bytes());
     }
 
+    /// Sets the acknowledgment number.
     pub fn set_ack_number(&mut self, value: SeqNumber) {
         self.buffer.as_mut()[field::ACK_NUM].copy_from_slice(&value.0.to_be_bytes());
     }
@@ -194,18 +207,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.buffer.as_mut()[field::DATA_OFFSET] = ((header_len / 4) as u8) << 4;
     }
 
+    /// Sets the eight flag bits (CWR to FIN).
     pub fn set_flags(&mut self, flags: TcpFlags) {
         self.buffer.as_mut()[field::FLAGS] = flags.0;
     }
 
+    /// Sets the raw 16-bit window field.
     pub fn set_window_len(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::WIN_SIZE, value);
     }
 
+    /// Sets the checksum field as given ([`Self::fill_checksum`] computes it).
     pub fn set_checksum(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, value);
     }
 
+    /// Sets the urgent pointer field.
     pub fn set_urgent_at(&mut self, value: u16) {
         write_u16(self.buffer.as_mut(), field::URGENT, value);
     }
@@ -240,31 +257,46 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
 pub struct TcpFlags(pub u8);
 
 impl TcpFlags {
+    /// No more data from sender.
     pub const FIN: TcpFlags = TcpFlags(0x01);
+    /// Synchronize sequence numbers.
     pub const SYN: TcpFlags = TcpFlags(0x02);
+    /// Reset the connection.
     pub const RST: TcpFlags = TcpFlags(0x04);
+    /// Push function.
     pub const PSH: TcpFlags = TcpFlags(0x08);
+    /// The acknowledgment field is significant.
     pub const ACK: TcpFlags = TcpFlags(0x10);
+    /// The urgent pointer field is significant.
     pub const URG: TcpFlags = TcpFlags(0x20);
+    /// ECN-Echo (RFC 3168).
     pub const ECE: TcpFlags = TcpFlags(0x40);
+    /// Congestion Window Reduced (RFC 3168).
     pub const CWR: TcpFlags = TcpFlags(0x80);
+    /// No flag set.
     pub const NONE: TcpFlags = TcpFlags(0);
 
+    /// Whether every flag of `other` is set.
     pub fn contains(self, other: TcpFlags) -> bool {
         self.0 & other.0 == other.0
     }
+    /// FIN is set.
     pub fn fin(self) -> bool {
         self.contains(Self::FIN)
     }
+    /// SYN is set.
     pub fn syn(self) -> bool {
         self.contains(Self::SYN)
     }
+    /// RST is set.
     pub fn rst(self) -> bool {
         self.contains(Self::RST)
     }
+    /// PSH is set.
     pub fn psh(self) -> bool {
         self.contains(Self::PSH)
     }
+    /// ACK is set.
     pub fn ack(self) -> bool {
         self.contains(Self::ACK)
     }
@@ -314,23 +346,33 @@ pub const MAX_EXPERIMENTAL_OPTIONS: usize = 4;
 /// and a borrowed payload. Unknown option kinds are skipped on parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpRepr<'a> {
+    /// Source port.
     pub src_port: u16,
+    /// Destination port.
     pub dst_port: u16,
+    /// Sequence number of the first octet (of the SYN, if set).
     pub seq: SeqNumber,
     /// Meaningful only when `flags` contains ACK (emitted as-is regardless).
     pub ack: SeqNumber,
+    /// The flag bits.
     pub flags: TcpFlags,
     /// The raw 16-bit window field, before window scaling.
     pub window: u16,
+    /// The urgent pointer (sustain never sets URG; kept for the round trip).
     pub urgent: u16,
+    /// MSS option (RFC 9293 §3.7.1), on SYNs.
     pub mss: Option<u16>,
+    /// Window scale shift (RFC 7323 §2), on SYNs.
     pub window_scale: Option<u8>,
+    /// SACK-permitted option (RFC 2018), on SYNs.
     pub sack_permitted: bool,
     /// SACK blocks in wire order; unused entries are `None`.
     pub sack_blocks: [Option<SackBlock>; 4],
+    /// Timestamps option (RFC 7323 §3).
     pub timestamps: Option<Timestamps>,
     /// RFC 6994 options in wire order; unused entries are `None`.
     pub experimental: [Option<ExperimentalOption<'a>>; MAX_EXPERIMENTAL_OPTIONS],
+    /// The payload, borrowed from the packet.
     pub payload: &'a [u8],
 }
 
@@ -568,7 +610,7 @@ impl<'a> TcpRepr<'a> {
     /// `option_layout` chose.
     fn write_options(&self, aligned: bool, out: &mut [u8]) -> Result<(), WireError> {
         let mut at = 0;
-        let mut put = |option: TcpOption| -> Result<(), WireError> {
+        let mut put = |option: TcpOption<'_>| -> Result<(), WireError> {
             at += option.emit(out.get_mut(at..).unwrap_or_default())?;
             Ok(())
         };
@@ -630,10 +672,12 @@ impl<'a> TcpRepr<'a> {
         self.payload.len() + self.flags.syn() as usize + self.flags.fin() as usize
     }
 
+    /// The SACK blocks present, in wire order.
     pub fn sack_blocks(&self) -> impl Iterator<Item = SackBlock> + '_ {
         self.sack_blocks.iter().flatten().copied()
     }
 
+    /// The experimental options present, in wire order.
     pub fn experimental_options(&self) -> impl Iterator<Item = ExperimentalOption<'a>> + '_ {
         self.experimental.iter().flatten().copied()
     }
@@ -704,7 +748,7 @@ mod tests {
         TcpPacket::new_unchecked(seg).verify_checksum(SRC, DST)
     }
 
-    fn emit_vec(repr: &TcpRepr) -> Vec<u8> {
+    fn emit_vec(repr: &TcpRepr<'_>) -> Vec<u8> {
         let mut buf = vec![0xeeu8; repr.buffer_len() + 16];
         let n = repr.emit(SRC, DST, &mut buf).expect("emit");
         assert_eq!(n, repr.buffer_len());

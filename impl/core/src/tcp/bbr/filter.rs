@@ -16,6 +16,7 @@ pub struct MaxFilter {
 }
 
 impl MaxFilter {
+    /// An empty filter.
     pub fn new() -> MaxFilter {
         MaxFilter::default()
     }
@@ -77,10 +78,12 @@ pub struct CycleMaxFilter {
 }
 
 impl CycleMaxFilter {
+    /// The maximum of the current and the previous cycle.
     pub fn get(&self) -> u64 {
         self.current.max(self.previous)
     }
 
+    /// Takes a sample into the current cycle; returns the filtered maximum.
     pub fn update(&mut self, v: u64) -> u64 {
         self.current = self.current.max(v);
         self.get()

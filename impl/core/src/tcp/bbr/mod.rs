@@ -107,12 +107,19 @@ const INF_INFLIGHT: usize = usize::MAX;
 /// §5.1.1 the states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// §5.3.1: grows the sending rate quickly to find the bandwidth.
     Startup,
+    /// §5.3.2: drains the queue Startup built.
     Drain,
+    /// §5.3.3: ProbeBW_DOWN, drains any queue left by probing.
     ProbeBwDown,
+    /// §5.3.3: ProbeBW_CRUISE, sends at the estimated bandwidth.
     ProbeBwCruise,
+    /// §5.3.3: ProbeBW_REFILL, refills the pipe before probing up.
     ProbeBwRefill,
+    /// §5.3.3: ProbeBW_UP, probes for more bandwidth.
     ProbeBwUp,
+    /// §5.3.4: ProbeRTT, cuts in-flight data to measure the minimum RTT.
     ProbeRtt,
 }
 
