@@ -596,13 +596,7 @@ impl Relay {
             seg.payload.is_empty() && flags.ack() && !flags.syn() && !flags.fin() && !flags.rst();
         if pure_ack && options.migrate.is_none() && options.address_update.is_none() {
             if let Some(leg) = entry.legs[i].as_mut().filter(|l| l.confirmed) {
-                match &mut leg.last_ack {
-                    Some(bytes) => {
-                        bytes.clear();
-                        bytes.extend_from_slice(packet);
-                    }
-                    None => leg.last_ack = Some(packet.to_vec()),
-                }
+                keep(&mut leg.last_ack, packet);
             }
         }
         let (Some(src_leg), Some(dst_leg)) = (&entry.legs[i], &entry.legs[j]) else {
@@ -619,7 +613,7 @@ impl Relay {
             self.stats.dropped_unconfirmed += 1;
             if pure_ack && src_leg.confirmed {
                 if let Some(leg) = entry.legs[i].as_mut() {
-                    leg.saved_ack = Some(packet.to_vec());
+                    keep(&mut leg.saved_ack, packet);
                 }
             }
             return None;
@@ -650,7 +644,7 @@ impl Relay {
         self.stats.forwarded += 1;
         if resend_on_confirm {
             if let Some(leg) = entry.legs[i].as_mut() {
-                leg.saved_ack = Some(packet.to_vec());
+                keep(&mut leg.saved_ack, packet);
             }
         }
         if flags.rst() {
@@ -939,11 +933,21 @@ impl Relay {
 
     /// Writes the next packet to send into `buf`; says where it goes.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let packet = self.out.pop_front()?;
-        let n = packet.len().min(buf.len());
-        buf[..n].copy_from_slice(&packet[..n]);
-        // Only packets the relay built are queued: their headers say.
-        Transmit::of_packet(&buf[..n])
+        // Only packets the relay built or rewrote are queued, so their
+        // headers name their ends. One that does not fit `buf` is not sent
+        // cut short, and does not end the polling for those behind it.
+        while let Some(packet) = self.out.pop_front() {
+            let Some(to) = buf.get_mut(..packet.len()) else {
+                self.stats.malformed += 1;
+                continue;
+            };
+            to.copy_from_slice(&packet);
+            if let Some(sent) = Transmit::of_packet(to) {
+                return Some(sent);
+            }
+            self.stats.malformed += 1;
+        }
+        None
     }
 
     /// The next event, oldest first.
@@ -1053,6 +1057,18 @@ fn first_splice_window_ack(entry: &Entry, i: usize, addr: Ipv4Addr, port: u16) -
     let n = emit_ipv4_tcp(&Ipv4Repr::new(addr, *leg.remote.ip()), &seg, &mut buf).ok()?;
     buf.truncate(n);
     Some(buf)
+}
+
+/// Keeps `packet` in `slot` (one small packet per leg, §6.9), reusing the
+/// slot's buffer.
+fn keep(slot: &mut Option<Vec<u8>>, packet: &[u8]) {
+    match slot {
+        Some(bytes) => {
+            bytes.clear();
+            bytes.extend_from_slice(packet);
+        }
+        None => *slot = Some(packet.to_vec()),
+    }
 }
 
 fn max_seq(a: Option<SeqNumber>, b: SeqNumber) -> SeqNumber {
@@ -1253,6 +1269,33 @@ mod tests {
         assert_eq!(relay.state(port), RelayState::Spliced);
         while relay.poll_transmit(&mut buf).is_some() {}
         (relay, port, legs)
+    }
+
+    #[test]
+    fn a_packet_too_long_for_the_buffer_is_counted_not_cut_and_the_rest_still_leaves() {
+        let (mut relay, port, legs) = spliced();
+        let ack = |window| {
+            let seg = TcpRepr {
+                src_port: legs[0].port(),
+                dst_port: port,
+                seq: SeqNumber(1000),
+                ack: SeqNumber(1000),
+                flags: TcpFlags::ACK,
+                window,
+                payload: if window == 1 { &[7u8; 200] } else { &[] },
+                ..TcpRepr::default()
+            };
+            packet(legs[0], SocketAddrV4::new(PROXY, port), &seg)
+        };
+        // A 240-byte data segment, then a 40-byte pure ACK, both forwarded.
+        relay.handle_packet(Instant::ZERO, &ack(1));
+        relay.handle_packet(Instant::ZERO, &ack(2));
+        let before = relay.stats().malformed;
+        let mut small = [0u8; 100];
+        let sent = relay.poll_transmit(&mut small).expect("the ACK behind it");
+        assert_eq!((sent.size, sent.dst), (40, legs[1]));
+        assert_eq!(relay.stats().malformed, before + 1);
+        assert!(relay.poll_transmit(&mut small).is_none());
     }
 
     #[test]
