@@ -21,8 +21,8 @@ pub enum IptablesError {
     /// The program could not be started.
     #[error("{program} could not be run (apt-get install iptables): {source}")]
     NotInstalled {
-        /// `iptables` or `iptables-restore`.
-        program: &'static str,
+        /// The program, as given to the command.
+        program: String,
         /// Why the start failed.
         source: io::Error,
     },
@@ -79,18 +79,22 @@ pub fn judge(command: String, output: &Output) -> Result<String, IptablesError> 
     }
 }
 
-/// Runs `iptables -w ARGS` here (in the calling thread's namespace) and
-/// returns its stdout.
-pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String, IptablesError> {
-    let mut command = command(args);
+/// Runs `command` here (in the calling thread's namespace) and returns its
+/// stdout, judged by [`judge`].
+pub fn output(mut command: Command) -> Result<String, IptablesError> {
     let line = describe(&command);
     let output = command
         .output()
         .map_err(|source| IptablesError::NotInstalled {
-            program: "iptables",
+            program: command.get_program().to_string_lossy().into_owned(),
             source,
         })?;
     judge(line, &output)
+}
+
+/// Runs `iptables -w ARGS` here and returns its stdout.
+pub fn run<S: AsRef<str>>(args: &[S]) -> Result<String, IptablesError> {
+    output(command(args))
 }
 
 #[cfg(test)]
@@ -133,17 +137,15 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_program_says_what_to_install() {
-        let mut command = Command::new("/nonexistent/iptables");
-        let err = command
-            .output()
-            .map_err(|source| IptablesError::NotInstalled {
-                program: "iptables",
-                source,
-            });
-        assert!(err
-            .unwrap_err()
-            .to_string()
-            .contains("apt-get install iptables"));
+    fn a_missing_program_says_which_and_what_to_install() {
+        let err = output(Command::new("/nonexistent/iptables")).unwrap_err();
+        assert!(
+            matches!(&err, IptablesError::NotInstalled { program, .. } if program == "/nonexistent/iptables"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("apt-get install iptables"),
+            "{err}"
+        );
     }
 }
