@@ -31,12 +31,20 @@ struct Dropper {
     iss: Option<SeqNumber>,
     pick: Pick,
     dropped: Rc<Cell<u32>>,
+    /// `Scenario::ack_blackout`: its length, and once started its end.
+    blackout: Option<(Duration, Option<Instant>)>,
+    /// Stream offsets of the segments dropped so far.
+    dropped_offsets: Vec<usize>,
 }
 
 impl Middlebox for Dropper {
-    fn process(&mut self, _now: Instant, direction: Direction, packet: &mut Vec<u8>) -> bool {
+    fn process(&mut self, now: Instant, direction: Direction, packet: &mut Vec<u8>) -> bool {
         if direction != Direction::Outbound {
-            return true;
+            let blacked_out = matches!(self.blackout, Some((_, Some(end))) if now <= end);
+            if blacked_out {
+                self.dropped.set(self.dropped.get() + 1);
+            }
+            return !blacked_out;
         }
         let Ok((_, tcp)) = parse_ipv4_tcp(packet) else {
             return true;
@@ -51,7 +59,14 @@ impl Middlebox for Dropper {
         let offset = (!tcp.payload.is_empty()).then(|| tcp.seq - (iss + 1));
         if (self.pick)(offset, tcp.payload.len(), tcp.flags.fin()) {
             self.dropped.set(self.dropped.get() + 1);
+            self.dropped_offsets.extend(offset);
             return false;
+        }
+        // The first resend of a dropped segment starts the blackout.
+        if let (Some((len, end @ None)), Some(offset)) = (self.blackout.as_mut(), offset) {
+            if self.dropped_offsets.contains(&offset) {
+                *end = Some(now + *len);
+            }
         }
         true
     }
@@ -63,6 +78,9 @@ struct Scenario {
     bytes: usize,
     seed: u64,
     pick: Option<Pick>,
+    /// With `pick`: once the client resends a segment `pick` dropped, every
+    /// server-to-client packet is dropped for this long.
+    ack_blackout: Option<Duration>,
     capture: bool,
     deadline: Instant,
     /// Called after every simulator step with the client connection's
@@ -83,6 +101,7 @@ impl Default for Scenario {
             bytes: 2 * MIB,
             seed: 1,
             pick: None,
+            ack_blackout: None,
             capture: false,
             deadline: Instant::from_millis(600_000),
             watch: None,
@@ -118,6 +137,8 @@ fn run(sc: Scenario) -> Outcome {
                 iss: None,
                 pick,
                 dropped: dropped.clone(),
+                blackout: sc.ack_blackout.map(|len| (len, None)),
+                dropped_offsets: Vec::new(),
             },
             InsideScope::Public,
         );
@@ -256,6 +277,34 @@ fn a_lone_lost_tail_segment_is_probed_not_timed_out() {
     assert_eq!(o.client.tlp_probes, 1, "{:?}", o.client);
     assert_eq!(o.client.tlp_repairs, 1, "{:?}", o.client);
     assert_eq!(o.client.timeouts, 0, "{:?}", o.client);
+}
+
+#[test]
+fn a_silent_flight_in_recovery_is_probed_not_timed_out() {
+    // One segment is lost; the client enters SACK recovery and resends
+    // it. From that resend every ACK is lost for 30 ms (1.5 RTT): the
+    // ones for the resend and for whatever PRR let out with it. Then the
+    // server has nothing more to say, and the client, cwnd-limited in
+    // recovery, nothing it may send: only a probe or the RTO can go on.
+    // RFC 8985 §7.2 arms no probe in recovery; the recovery probe
+    // (tlp.rs) does, 2 SRTT + 2 ms after the last send, so the transfer
+    // goes on after ~42 ms instead of the 200 ms RTO and its collapse.
+    let target = 500_000usize;
+    let mut hits = 0;
+    let o = run(Scenario {
+        bytes: 2 * MIB,
+        pick: Some(Box::new(move |off, len, _| {
+            let hit = off.is_some_and(|o| o <= target && target < o + len);
+            hits += usize::from(hit);
+            hit && hits == 1
+        })),
+        ack_blackout: Some(Duration::from_millis(30)),
+        ..Scenario::default()
+    });
+    assert!(o.dropped > 1, "the blackout dropped ACKs: {}", o.dropped);
+    assert_eq!(o.client.timeouts, 0, "{:?}", o.client);
+    assert_eq!(o.client.tlp_probes, 1, "{:?}", o.client);
+    assert_eq!(o.client.sack_recoveries, 1, "{:?}", o.client);
 }
 
 #[test]

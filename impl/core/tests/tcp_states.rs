@@ -1128,6 +1128,44 @@ fn zero_window_probe_and_window_update() {
     assert_eq!(out[0].payload[..], data(5000)[..out[0].payload.len()]);
 }
 
+/// RFC 8985 §7 with the probe-content deviation (tlp.rs): a flight of
+/// several segments goes unanswered; before the RTO the tail loss probe
+/// goes out, and it is the highest segment again, not the new data that
+/// waits, so that a receiver which had it all (only the last ACK was lost)
+/// answers at once instead of after its delayed-ACK timer.
+#[test]
+fn tail_loss_probe_resends_the_highest_segment() {
+    let mut c = established();
+    let t0 = c.h.now;
+    c.h.ep.send(c.id, &data(100_000)).unwrap();
+    let mut sent: Vec<Seg> = Vec::new();
+    let probe = loop {
+        let mut out = c.out();
+        if let Some(i) = out.iter().position(|s| sent.iter().any(|p| p.seq == s.seq)) {
+            break out.swap_remove(i);
+        }
+        sent.extend(out);
+        let t = c.h.ep.poll_timeout().expect("a timer is armed");
+        c.h.advance(t - c.h.now);
+    };
+    assert!(
+        sent.len() >= 2,
+        "a flight of several segments: {}",
+        sent.len()
+    );
+    let last = sent
+        .iter()
+        .max_by_key(|s| s.seq.wrapping_sub(c.our_nxt))
+        .unwrap();
+    assert_eq!(
+        (probe.seq, &probe.payload[..]),
+        (last.seq, &last.payload[..])
+    );
+    assert!(c.h.now - t0 < Duration::from_millis(200), "before the RTO");
+    assert_eq!(c.h.ep.stats().tlp_probes, 1);
+    assert_eq!(c.h.ep.stats().timeouts, 0);
+}
+
 /// RFC 6298 §5.4-5.6: on expiry retransmit the earliest unacknowledged
 /// segment and double the RTO; RFC 9293 §3.8.3 R2: give up after
 /// `data_retries` with `Closed { TimedOut }`.

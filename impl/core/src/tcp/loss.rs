@@ -342,7 +342,8 @@ impl Connection {
             .on_ack(delivered, in_flight, ssthresh, self.smss);
         self.recovery = Recovery::Sack;
         self.rtt_probe = None;
-        // RFC 8985 §7.2: no probes while recovering.
+        // RFC 8985 §7.2: no tail probe for the flight before recovery;
+        // recovery's own transmissions arm the recovery probe (tlp.rs).
         self.lr.tlp.cancel();
         sh.stats.sack_recoveries += 1;
         self.fast_retransmits += 1;
@@ -404,14 +405,10 @@ impl Connection {
         let limit = max_payload.min(self.smss).max(1);
         self.lr.probing = false;
         if self.lr.tlp.probe_due() {
-            // RFC 8985 §7.3: new data if the window allows, else the
-            // highest segment again; not limited by cwnd.
-            if self.snd_nxt == self.snd_max {
-                if let Some(plan) = self.plan_at_snd_nxt(now, max_payload, max_payload) {
-                    self.lr.probing = true;
-                    return Some(plan);
-                }
-            }
+            // RFC 8985 §7.3 sends new data if the window allows, else the
+            // highest segment again; not limited by cwnd. Deviation
+            // (module doc of tlp.rs, "Probe content"): the highest
+            // segment again first, new data only if there is none.
             if let Some(last) = self.lr.log.last().copied() {
                 let start = if last.len() > limit {
                     last.end - limit
@@ -427,6 +424,12 @@ impl Connection {
                         fin,
                         kind: SendKind::Rescue,
                     });
+                }
+            }
+            if self.snd_nxt == self.snd_max {
+                if let Some(plan) = self.plan_at_snd_nxt(now, max_payload, max_payload) {
+                    self.lr.probing = true;
+                    return Some(plan);
                 }
             }
             self.lr.tlp.cancel();
@@ -505,16 +508,24 @@ impl Connection {
         }
         if self.lr.probing {
             self.lr.probing = false;
+            let first = !self.lr.tlp.in_episode();
             self.lr.tlp.on_probe_sent(self.snd_max, retransmission);
             sh.stats.tlp_probes += 1;
-            // RFC 8985 §7.3: the RTO covers the probe.
-            self.rtx_deadline = None;
-            self.arm_rtx(now);
+            if first {
+                // RFC 8985 §7.3: the RTO covers the probe.
+                self.rtx_deadline = None;
+                self.arm_rtx(now);
+            }
+            // Deviation (tlp.rs, "Repeated probes"): the next one, backed
+            // off, if it would come before the RTO.
+            self.lr.tlp.arm_again(now, self.rtx_deadline);
         } else {
             if retransmission {
                 self.lr.undo.on_retransmit(now, plan.seq, end, self.snd_una);
             }
-            if plan.kind == SendKind::New {
+            // RFC 8985 §7.2 arms the PTO after new data; in SACK recovery
+            // after any transmission too (the recovery probe, `arm_tlp`).
+            if plan.kind == SendKind::New || self.recovery == Recovery::Sack {
                 self.arm_tlp(now);
             }
         }
@@ -523,10 +534,15 @@ impl Connection {
     }
 
     /// RFC 8985 §7.2: (re)arm the PTO while data is outstanding and the
-    /// connection is not recovering.
+    /// connection is not recovering from a timeout.
+    ///
+    /// Deviation (module doc of `tlp.rs`, "Recovery probe"): in SACK
+    /// recovery too, where §7.2 arms none.
     fn arm_tlp(&mut self, now: Instant) {
+        let timeout_recovery = self.recovery == Recovery::None && self.recovering();
         if !self.sack_enabled
-            || self.recovering()
+            || timeout_recovery
+            || self.recovery == Recovery::NewReno
             || self.snd_una == self.snd_max
             || self.persist_mode
             || self.migration_holds_timers()

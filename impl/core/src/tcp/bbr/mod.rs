@@ -42,6 +42,20 @@
 //! samples from cumulative ACKs and one loss per fast retransmit; the
 //! random numbers of PickProbeWait come from a hash of the connection's
 //! own counters (the controller has no random source; flows still differ).
+//!
+//! A loss rate needs enough packets to mean anything: with LossThresh at
+//! 2 %, one loss reads as "above it" in any sample of fewer than 50
+//! packets, whatever the path's loss rate. At a LAN's round trip BBR's
+//! whole flight is a handful of packets (the BDP at 2 Gbit/s and 30 µs is
+//! 4 segments), so each random loss looked like congestion: measured in the
+//! lab at 0 ms and 3 % loss each way, `inflight_longterm` fell to 4
+//! segments and stayed there, and with a 4-segment flight one lost ACK
+//! left the sender silent until a probe or the RTO (a deviation, neither
+//! in the draft nor in Linux's BBRv3, which has the same arithmetic). So a
+//! sample's and a round's loss rate are taken over at least
+//! LOSS_SAMPLE_MIN_SEGMENTS segments (`loss_rate_base`): above that size
+//! nothing changes; below it a handful of losses in a small flight is not a
+//! rate, while a drop-tail overflow, which loses a burst, still is.
 
 mod filter;
 
@@ -68,6 +82,9 @@ const PROBE_UP_CWND_GAIN: f64 = 2.25;
 const PACING_MARGIN: f64 = 0.99;
 /// §2.8 BBR.LossThresh.
 const LOSS_THRESH: f64 = 0.02;
+/// A loss rate is taken over at least this many segments (module doc):
+/// twice 1 / BBR.LossThresh, so that two losses alone never exceed it.
+const LOSS_SAMPLE_MIN_SEGMENTS: usize = 100;
 /// The background loss rate is learned up to this much (module doc).
 const MAX_RANDOM_LOSS: f64 = 0.05;
 /// A round whose lowest RTT exceeds BBR.min_rtt by more than
@@ -812,8 +829,15 @@ impl Bbr {
     }
 
     /// §5.5.10.2 IsInflightTooHigh().
+    /// Deviation (module doc): over at least LOSS_SAMPLE_MIN_SEGMENTS.
     fn is_inflight_too_high(&self, lost: u64, tx_in_flight: usize, selective_acks: bool) -> bool {
-        lost as f64 > tx_in_flight as f64 * self.loss_thresh() || (lost > 0 && !selective_acks)
+        lost as f64 > self.loss_rate_base(tx_in_flight as u64) * self.loss_thresh()
+            || (lost > 0 && !selective_acks)
+    }
+
+    /// The amount a loss rate is taken over for `sent` bytes (module doc).
+    fn loss_rate_base(&self, sent: u64) -> f64 {
+        sent.max((LOSS_SAMPLE_MIN_SEGMENTS * self.smss) as u64) as f64
     }
 
     /// BBR.LossThresh above the path's background loss (module doc).
@@ -927,13 +951,15 @@ impl Bbr {
             .saturating_sub(self.loss_round_delivered_start);
         let round_lost = core::mem::take(&mut self.lost_in_round);
         self.loss_round_delivered_start = self.delivered;
-        let round_sent = (round_delivered + round_lost) as f64;
-        let loss_rate = if round_sent > 0.0 {
-            round_lost as f64 / round_sent
+        let round_sent = round_delivered + round_lost;
+        let loss_rate = if round_sent > 0 {
+            round_lost as f64 / round_sent as f64
         } else {
             0.0
         };
-        let lossy = loss_rate > self.loss_thresh();
+        // Deviation (module doc): judged over at least
+        // LOSS_SAMPLE_MIN_SEGMENTS; learned as measured.
+        let lossy = round_lost as f64 > self.loss_rate_base(round_sent) * self.loss_thresh();
         self.learn_random_loss(loss_rate);
         if !self.is_probing_bw() && self.is_loss_in_round && lossy {
             // InitLowerBounds().

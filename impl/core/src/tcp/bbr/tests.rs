@@ -221,7 +221,8 @@ fn startup_leaves_on_sustained_high_loss_only() {
 fn startup_leaves_on_loss_above_any_background_without_a_queue() {
     let mut d = Driver::new();
     d.round(100_000, 10_000, 10_000, 0, false);
-    let cwnd = d.bbr.cwnd();
+    // A flight large enough for its loss rate to count (module doc).
+    let cwnd = d.bbr.cwnd().max(200 * SMSS);
     for _ in 0..2 {
         for _ in 0..6 {
             d.lose(SMSS, cwnd, (cwnd / 10) as u64);
@@ -230,6 +231,31 @@ fn startup_leaves_on_loss_above_any_background_without_a_queue() {
         d.round(cwnd as u64 * 50, cwnd, cwnd, (cwnd / 10) as u64, true);
     }
     assert!(d.bbr.full_bw_reached(), "10 % is above 2 % + 5 %");
+}
+
+#[test]
+fn a_few_losses_in_a_small_flight_are_not_a_loss_rate() {
+    // A LAN's flight: 8 segments. One of them lost is 12.5 % of the
+    // flight, above any threshold, but two losses are never above
+    // LossThresh of the LOSS_SAMPLE_MIN_SEGMENTS the rate is taken over
+    // (module doc), so neither bound moves; a burst of losses, as a
+    // drop-tail overflow makes, still bounds inflight_longterm.
+    let flight = 8 * SMSS;
+    for (lost, bounded) in [(1, false), (2, false), (4, true)] {
+        let mut d = Driver::new();
+        d.fill_pipe(1_000_000);
+        assert_eq!(d.bbr.inflight_longterm, INF_INFLIGHT);
+        d.bbr.is_bw_probe_sample = true;
+        for _ in 0..lost {
+            d.lose(SMSS, flight, (lost * SMSS) as u64);
+        }
+        assert_eq!(
+            d.bbr.inflight_longterm != INF_INFLIGHT,
+            bounded,
+            "{lost} of 8 segments lost: {}",
+            d.bbr.inflight_longterm
+        );
+    }
 }
 
 #[test]
