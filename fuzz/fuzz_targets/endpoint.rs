@@ -143,7 +143,7 @@ impl World {
     }
 
     fn advance(&mut self, ms: u64) {
-        self.now = self.now + Duration::from_millis(ms);
+        self.now += Duration::from_millis(ms);
         self.a.handle_timeout(self.now);
         self.b.handle_timeout(self.now);
     }
