@@ -134,7 +134,7 @@ pub fn bless(run_dir: &Path, golden_dir: &Path) -> Result<BTreeMap<String, Trans
                 "the excerpts do not give the run's transcripts:\n{}",
                 diffs
                     .iter()
-                    .map(|d| d.to_string())
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("\n")
             ),

@@ -32,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
     let key = SessionKey::derive(&RelaySecret::new([7; 32]), &[1; 8], &[2; 8]);
     let mut rest = stream;
     while let Ok(Some(len)) = split(rest) {
-        let Some(message) = rest.get(..len) else { break };
+        let Some(message) = rest.get(..len) else {
+            break;
+        };
         let _ = ProxyMessage::parse(message, None);
         let _ = ProxyMessage::parse(message, Some(&key));
         rest = &rest[len..];

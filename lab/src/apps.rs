@@ -398,7 +398,7 @@ impl AppEnd {
     /// Bytes received (client) or served (server) so far.
     pub fn received(&self) -> u64 {
         match &self.recv_file {
-            Some(path) => fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            Some(path) => fs::metadata(path).map_or(0, |m| m.len()),
             None => self.progress.load(Ordering::Relaxed),
         }
     }
@@ -734,11 +734,11 @@ fn interactive_session(
         match lines.recv_timeout(stall) {
             Err(mpsc::RecvTimeoutError::Disconnected) => {}
             Ok(Ok(extra)) => {
-                result.error = Some(format!("unexpected line after the session: {extra:?}"))
+                result.error = Some(format!("unexpected line after the session: {extra:?}"));
             }
             Ok(Err(e)) => result.error = Some(format!("closing: {e}")),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                result.error = Some("the server did not close the session".into())
+                result.error = Some("the server did not close the session".into());
             }
         }
     }

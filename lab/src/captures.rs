@@ -43,7 +43,7 @@ impl CaptureSet {
     fn lock(&self) -> MutexGuard<'_, CaptureState> {
         self.state
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn stop_one(state: &mut CaptureState, label: &str) {

@@ -117,7 +117,7 @@ pub fn clean_with(options: CleanOptions) -> Result<CleanReport> {
 /// Alive = exists and is not a zombie.
 fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(process_state(&stat), Some('Z') | Some('X')),
+        Ok(stat) => !matches!(process_state(&stat), Some('Z' | 'X')),
         Err(_) => false,
     }
 }

@@ -191,8 +191,7 @@ pub struct EventWriter {
 pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl EventWriter {
@@ -220,7 +219,10 @@ impl EventWriter {
         }
         let mut line = Value::Object(object).to_string();
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(err) = file.write_all(line.as_bytes()) {
             tracing::warn!(%err, "could not write an event");
         }
@@ -271,15 +273,13 @@ pub struct EndpointResult {
 /// How many `listening` events a JSON-lines events file holds (a restarted
 /// process appends another).
 pub(crate) fn listening_events(events_file: &Path) -> usize {
-    fs::read_to_string(events_file)
-        .map(|text| {
-            text.lines()
-                .filter(|line| {
-                    serde_json::from_str::<Value>(line).is_ok_and(|e| e["event"] == "listening")
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    fs::read_to_string(events_file).map_or(0, |text| {
+        text.lines()
+            .filter(|line| {
+                serde_json::from_str::<Value>(line).is_ok_and(|e| e["event"] == "listening")
+            })
+            .count()
+    })
 }
 
 /// Bytes and SHA-256 (hex) of a file.

@@ -173,7 +173,7 @@ pub fn check() -> Result<()> {
     static ANSWER: Mutex<Option<Vec<Missing>>> = Mutex::new(None);
     let mut answer = ANSWER
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if answer.is_none() {
         *answer = Some(probe_all()?);
     }

@@ -82,8 +82,7 @@ impl Pinger {
         // identifier tells our replies apart (clock bits differ between pingers).
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u16)
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos() as u16);
         let identifier = (std::process::id() as u16) ^ clock ^ next_salt();
         Ok(Pinger {
             socket,

@@ -63,7 +63,11 @@ pub fn skip(test: &str, why: &str) -> bool {
             .open(&log)
             .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(err) = written {
-            let _ = writeln!(std::io::stderr(), "recording the skip in {log:?}: {err}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "recording the skip in {}: {err}",
+                std::path::Path::new(&log).display()
+            );
         }
     }
     false
@@ -132,7 +136,9 @@ fn live_labs() -> &'static Mutex<Vec<Weak<LabShared>>> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// On SIGINT/SIGTERM: tear down every live lab of this process, then exit with
@@ -526,10 +532,10 @@ impl Lab {
         let label = {
             let mut state = lock(&self.shared.state);
             state.spawned += 1;
-            let program = Path::new(command.get_program())
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "process".into());
+            let program = Path::new(command.get_program()).file_name().map_or_else(
+                || "process".into(),
+                |name| name.to_string_lossy().into_owned(),
+            );
             let program: String = program
                 .chars()
                 .map(|c| {
@@ -598,7 +604,7 @@ impl LabShared {
                 Ok(status) => {
                     report
                         .processes
-                        .push((child.label().to_string(), child.pid(), status))
+                        .push((child.label().to_string(), child.pid(), status));
                 }
                 Err(err) => report.errors.push(err.to_string()),
             }

@@ -224,7 +224,11 @@ pub fn run_script(
                         std::thread::sleep(moves[i].lag);
                         let result = topology.perform(i, &moves[i], bytes);
                         if let Ok(record) = &result {
-                            (on_record.lock().unwrap_or_else(|p| p.into_inner()))(record);
+                            (on_record
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner))(
+                                record
+                            );
                         }
                         result.err().map(|error| (i, error))
                     })

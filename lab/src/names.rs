@@ -87,8 +87,7 @@ fn random_u16() -> u16 {
         // fallback because uniqueness within the process comes from counting.
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u16)
-            .unwrap_or(0)
+            .map_or(0, |d| d.subsec_nanos() as u16)
     }
 }
 

@@ -177,11 +177,9 @@ impl Netns {
                 drop(fd);
                 let ok = entered.is_ok();
                 let _ = entered_tx.send(entered);
-                if !ok {
-                    // The caller gets the error and never sees this handle, so the
-                    // value is never observed.
-                    panic!("thread could not enter its namespace");
-                }
+                // The caller gets the error and never sees this handle, so the
+                // value is never observed.
+                assert!(ok, "thread could not enter its namespace");
                 f()
             })
             .context(|| format!("spawning a thread for namespace {}", self.name))?;
@@ -276,7 +274,9 @@ pub(crate) fn open_netns_file(path: &Path) -> Result<OwnedFd> {
 /// made here propagate to other mount namespaces (and `ip netns exec` sees them).
 fn ensure_run_dir() -> Result<()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
+    let _guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = Path::new(NETNS_RUN_DIR);
     fs::create_dir_all(NETNS_RUN_DIR).context(|| format!("creating {NETNS_RUN_DIR}"))?;
     let mut made_mount = false;

@@ -41,7 +41,7 @@ pub fn paper_profile(scenario: &Scenario) -> Result<Scenario, String> {
     for mv in &mut out.moves {
         match &mut mv.action {
             MoveAction::Move { gap, .. } | MoveAction::Renumber { gap, .. } => {
-                *gap = reference.moves
+                *gap = reference.moves;
             }
             MoveAction::Detach | MoveAction::Attach { .. } => {}
         }

@@ -161,8 +161,7 @@ fn bands_and_marks(events: &[Value]) -> (Vec<Band>, Vec<Mark>) {
                 let from = detached
                     .iter()
                     .rposition(|(h, _)| *h == host)
-                    .map(|i| detached.remove(i).1)
-                    .unwrap_or(t);
+                    .map_or(t, |i| detached.remove(i).1);
                 let to = e["detail"]["to"].as_str().unwrap_or("");
                 bands.push(Band {
                     from,

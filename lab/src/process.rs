@@ -235,7 +235,7 @@ impl ChildProcess {
         self.inner
             .child
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The exit status if the process has exited, without blocking.

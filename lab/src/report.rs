@@ -56,8 +56,14 @@ impl Timeline {
     pub fn set_epoch(&self, at: Instant) {
         let now = Instant::now();
         let unix = unix_now() - now.saturating_duration_since(at).as_secs_f64();
-        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = (at, unix);
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        *self
+            .epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (at, unix);
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events.iter_mut() {
             event.t = event.time - unix;
         }
@@ -65,12 +71,18 @@ impl Timeline {
 
     /// The epoch's Unix time.
     pub fn epoch_unix(&self) -> f64 {
-        self.epoch.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
     }
 
     /// Seconds from the epoch to `instant`.
     pub fn t_of(&self, instant: Instant) -> f64 {
-        let (epoch, _) = *self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        let (epoch, _) = *self
+            .epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if instant >= epoch {
             instant.duration_since(epoch).as_secs_f64()
         } else {
@@ -104,7 +116,7 @@ impl Timeline {
     fn push(&self, event: TimelineEvent) {
         self.events
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(event);
     }
 
@@ -157,7 +169,7 @@ impl Timeline {
         let mut events = self
             .events
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         events.sort_by(|a, b| a.time.total_cmp(&b.time));
         events
@@ -445,7 +457,7 @@ pub fn render_summary(report: &Report) -> String {
         }
         _ => match &report.transcript.not_compared {
             Some(reason) => {
-                out.push_str(&format!("  transcript written, not compared: {reason}\n"))
+                out.push_str(&format!("  transcript written, not compared: {reason}\n"));
             }
             None => out.push_str("  transcript no golden captures to compare with\n"),
         },

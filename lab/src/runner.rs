@@ -72,7 +72,10 @@ struct Progress {
 impl Progress {
     /// The first change after `instant`, unless it came at or after `until`.
     fn first_growth_after(&self, instant: Instant, until: Option<Instant>) -> Option<Instant> {
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         samples
             .iter()
             .find(|(at, _)| *at > instant)
@@ -502,7 +505,7 @@ fn execute(
                     progress
                         .samples
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push((Instant::now(), now));
                 }
                 if transfer_over.load(Ordering::Relaxed) {
@@ -522,7 +525,7 @@ fn execute(
                     record_move(timeline, record);
                     records
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(record.clone());
                 },
             )
@@ -547,7 +550,9 @@ fn execute(
                         }
                         std::thread::sleep(Duration::from_millis(1));
                     }
-                    let mut server = server.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut server = server
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let Some(server) = server.as_mut() else {
                         return;
                     };
@@ -614,7 +619,10 @@ fn execute(
                     spec.stall_timeout.as_secs_f64()
                 ));
             }
-            let done = records.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let done = records
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len();
             status(&progress_line(
                 &scenario.name,
                 elapsed,
@@ -636,13 +644,17 @@ fn execute(
         }
         stop
     });
-    let mut server = server.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut server = server
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if live {
         eprintln!();
     }
     let cancelled_at = transfer.cancelled_at();
     let result = transfer.finish();
-    let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+    let records = records
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match script_stop {
         Ok(ScriptStop::Done) => {}
         Ok(ScriptStop::Cancelled { index }) => timeline.record(
@@ -782,8 +794,7 @@ fn record_move(timeline: &Timeline, record: &MoveRecord) {
     let address = |place: &Option<(String, Ipv4Addr)>| {
         place
             .as_ref()
-            .map(|(net, addr)| format!("{net} {addr}"))
-            .unwrap_or_else(|| "detached".into())
+            .map_or_else(|| "detached".into(), |(net, addr)| format!("{net} {addr}"))
     };
     timeline.record_at(
         record.started,

@@ -373,7 +373,7 @@ impl Scenario {
     pub fn parse(text: &str, file: &Path, default_name: &str) -> Result<Scenario, ScenarioError> {
         let source = Source::new(text);
         let raw: RawScenario = toml::from_str(text).map_err(|err| {
-            let offset = err.span().map(|span| span.start).unwrap_or(0);
+            let offset = err.span().map_or(0, |span| span.start);
             let (line, column) = source.line_col(offset);
             ScenarioError::Invalid {
                 file: file.to_path_buf(),
@@ -1102,8 +1102,7 @@ impl<'a> Source<'a> {
         let column = self
             .text
             .get(start..offset.min(self.text.len()))
-            .map(|s| s.chars().count())
-            .unwrap_or(0);
+            .map_or(0, |s| s.chars().count());
         (line + 1, column + 1)
     }
 

@@ -30,7 +30,10 @@ impl NameRecorder {
     /// The names, with `ports` shown as numbers and `control_ports` left
     /// out of transcripts.
     pub fn names(&self, ports: &[u16], control_ports: &[u16]) -> Names {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut names = state.0.clone();
         names.ports.extend(ports.iter().copied());
         names.control_ports.extend(control_ports.iter().copied());
@@ -40,7 +43,10 @@ impl NameRecorder {
 
 impl AttachmentHook for NameRecorder {
     fn created(&self, _ctx: &HookContext<'_>, attachment: &Attachment) -> Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (names, uses) = &mut *state;
         names.add_address(attachment.address, &attachment.node);
         names.add_address(attachment.gateway, &attachment.gateway_node);

@@ -448,7 +448,7 @@ impl RunningTransfer {
             .shared
             .cancelled_at
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Bytes the receiver has received so far.
@@ -457,7 +457,7 @@ impl RunningTransfer {
             return app.received();
         }
         match &self.recv_file {
-            Some(recv_file) => fs::metadata(recv_file).map(|m| m.len()).unwrap_or(0),
+            Some(recv_file) => fs::metadata(recv_file).map_or(0, |m| m.len()),
             None => self.shared.received.load(Ordering::Relaxed),
         }
     }
@@ -488,13 +488,13 @@ impl RunningTransfer {
                 .shared
                 .cancel_reason
                 .lock()
-                .unwrap_or_else(|p| p.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             slot.get_or_insert_with(|| reason.to_string());
             let mut at = self
                 .shared
                 .cancelled_at
                 .lock()
-                .unwrap_or_else(|p| p.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             at.get_or_insert_with(Instant::now);
         }
         self.shared.cancel.store(true, Ordering::Relaxed);
@@ -508,7 +508,7 @@ impl RunningTransfer {
             .shared
             .cancel_reason
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let recv_file = self.recv_file.as_deref();
         let sender = self.sender.finish(
@@ -729,7 +729,7 @@ impl LinuxEndpoint {
             .shared
             .cancel_reason
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .unwrap_or_else(|| "cancelled".into());
         Some(Stop(format!("stopped by the lab: {reason}")))

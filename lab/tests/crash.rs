@@ -199,7 +199,6 @@ fn crash_leftovers_are_cleaned_and_nothing_else() {
 }
 
 fn signal_tears_down(signal: libc::c_int, expected_code: i32) {
-    let mut run = start_helper("helper_signalled_run");
     // Killed (SIGKILL) if an assertion fails before the signal, so no helper lingers.
     struct KillOnUnwind(u32);
     impl Drop for KillOnUnwind {
@@ -210,6 +209,7 @@ fn signal_tears_down(signal: libc::c_int, expected_code: i32) {
             }
         }
     }
+    let mut run = start_helper("helper_signalled_run");
     let _guard = KillOnUnwind(run.child.id());
     assert_eq!(run.namespaces.len(), 3);
     let names = netns::list().unwrap();

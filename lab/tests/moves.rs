@@ -260,7 +260,7 @@ fn a_script_runs_moves_at_their_triggers() {
     let cancel = AtomicBool::new(false);
     let mut records = Vec::new();
     let stop = run_script(&topology, &moves, epoch, &received, &cancel, |record| {
-        records.push(record.clone())
+        records.push(record.clone());
     });
     assert!(matches!(stop, ScriptStop::Done), "{stop:?}");
     assert_eq!(records.len(), 2);

@@ -108,7 +108,7 @@ fn path_lab_builds_with_three_named_namespaces_and_routes() {
     // The veth ends exist only inside the lab namespaces.
     let in_root = std::fs::read_dir("/sys/class/net")
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| {
             [
@@ -362,10 +362,10 @@ fn tcp_checksum_ok(packet: &[u8]) -> bool {
 
 #[test]
 fn raw_socket_in_b_reads_complete_tcp_checksums_from_a() {
+    use std::os::fd::{FromRawFd, OwnedFd};
     if !root_or_skip("raw_socket_in_b_reads_complete_tcp_checksums_from_a") {
         return;
     }
-    use std::os::fd::{FromRawFd, OwnedFd};
     let lab = PathLab::new().expect("build path lab");
     // The runtime's situation: a raw TCP socket inside B reading what A sends.
     let raw = lab
@@ -456,6 +456,7 @@ fn path_lab_is_usable_from_inside_a_tokio_runtime() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Building (which drives rtnetlink on its own runtimes, on namespace threads)
         // must not trip tokio's "runtime within a runtime" check.
         let lab = PathLab::new().expect("build path lab inside a runtime");
@@ -480,7 +481,6 @@ fn path_lab_is_usable_from_inside_a_tokio_runtime() {
         let mut client = tokio::net::TcpStream::from_std(client).expect("tokio stream");
         let (mut server, peer) = listener.accept().await.expect("accept");
         assert_eq!(peer.ip(), PathLab::A_ADDR);
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         client.write_all(b"across R").await.unwrap();
         let mut buf = [0u8; 8];
         server.read_exact(&mut buf).await.unwrap();

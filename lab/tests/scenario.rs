@@ -918,11 +918,11 @@ fn linux_peer_move_breaks_and_the_sustain_end_fails_cleanly() {
 /// end starts as its own kind and the transfer completes.
 #[test]
 fn every_pair_of_endpoint_kinds_completes() {
+    use EndpointKind::{Linux, Sustain};
     let test = "every_pair_of_endpoint_kinds_completes";
     if !root_or_skip(test) || !sustain_host_or_skip(test) {
         return;
     }
-    use EndpointKind::{Linux, Sustain};
     // (sender kind, receiver kind, who connects)
     for (sender, receiver, initiator) in [
         (Linux, Sustain, Initiator::Sender), // sustain accepts, linux connects

@@ -191,7 +191,7 @@ fn main() {
     assert_eq!(server.registry().len(), n);
     println!(
         "| heap for {n} registered connections | {:.0} MiB ({:.0} bytes each) |",
-        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / f64::from(1 << 20),
         bytes as f64 / n as f64
     );
     println!(

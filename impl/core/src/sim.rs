@@ -64,11 +64,11 @@ pub trait SimNode {
 
 impl SimNode for crate::tcp::Endpoint {
     fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
-        crate::tcp::Endpoint::handle_packet(self, now, packet)
+        crate::tcp::Endpoint::handle_packet(self, now, packet);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        crate::tcp::Endpoint::handle_timeout(self, now)
+        crate::tcp::Endpoint::handle_timeout(self, now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -80,18 +80,18 @@ impl SimNode for crate::tcp::Endpoint {
     }
 
     fn handle_refused(&mut self, now: Instant, packet: &[u8]) {
-        crate::tcp::Endpoint::handle_refused(self, now, packet)
+        crate::tcp::Endpoint::handle_refused(self, now, packet);
     }
 }
 
 /// The proxy's relay as a simulator node (PROTOCOL.md §6.9).
 impl SimNode for crate::relay::Relay {
     fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
-        crate::relay::Relay::handle_packet(self, now, packet)
+        crate::relay::Relay::handle_packet(self, now, packet);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        crate::relay::Relay::handle_timeout(self, now)
+        crate::relay::Relay::handle_timeout(self, now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -914,11 +914,10 @@ impl<N: SimNode> Network<N> {
         let mut routes = BTreeMap::new();
         let mut claim = |realm: Realm, addr: Ipv4Addr, owner: Owner| {
             if let Some(previous) = routes.insert((realm, addr), owner) {
-                if previous != owner {
-                    panic!(
-                        "address {addr} in realm {realm:?} claimed by {previous:?} and {owner:?}"
-                    );
-                }
+                assert!(
+                    previous == owner,
+                    "address {addr} in realm {realm:?} claimed by {previous:?} and {owner:?}"
+                );
             }
         };
         for (i, slot) in self.middleboxes.iter().enumerate() {

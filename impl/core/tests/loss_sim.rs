@@ -549,7 +549,7 @@ fn every_controller_delivers_identical_bytes_under_impairments() {
 /// assertion: `cargo test --release --test loss_sim -- --ignored
 /// --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "prints a figure, asserts nothing (run with --ignored --nocapture)"]
 fn compare_30ms_rtt_one_and_three_percent_loss() {
     let results = RefCell::new(Vec::new());
     for loss in [0.01, 0.03] {
@@ -599,7 +599,7 @@ fn compare_30ms_rtt_one_and_three_percent_loss() {
 /// chosen from (Config::congestion). A figure, not an assertion:
 /// `cargo test --release --test loss_sim grid -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "prints a figure, asserts nothing (run with --ignored --nocapture)"]
 fn compare_controllers_on_the_issue_12_grid() {
     eprintln!("loss  one-way  rate       newreno          cubic            bbr   (simulated s, seeds 1-2)");
     for loss in [0.0, 0.01, 0.03] {
@@ -720,7 +720,7 @@ fn hystart_ends_slow_start_before_the_queue_overflows() {
 /// drop on a few paths, with the BDP for scale:
 /// `cargo test --release --test loss_sim trace_hystart -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "prints a figure, asserts nothing (run with --ignored --nocapture)"]
 fn trace_hystart_on_paths() {
     // (one way ms, Mbit/s, queue KiB, jitter µs, seed)
     let paths = [
@@ -835,7 +835,7 @@ fn bbr_keeps_its_window_at_three_percent_random_loss() {
 /// random loss each way, 64 MiB per controller. A figure, not an
 /// assertion: `cargo test --test loss_sim tiny_rtt -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "prints a figure, asserts nothing (run with --ignored --nocapture)"]
 fn compare_tiny_rtt_one_and_three_percent_loss() {
     let one_way: u64 = std::env::var("ONE_WAY_US")
         .ok()

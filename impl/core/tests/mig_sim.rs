@@ -1003,6 +1003,7 @@ fn packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: TcpFl
 /// directions, checksums valid after translation.
 #[test]
 fn napt_tracks_handshake_and_ack_bounds() {
+    const SA: TcpFlags = TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0);
     let mut napt = Napt::new(NAPT_PUBLIC);
     let t = Instant::ZERO;
     let inside = SocketAddrV4::new(PRIVATE_1, 40000);
@@ -1018,7 +1019,6 @@ fn napt_tracks_handshake_and_ack_bounds() {
         let ok = napt.process(t, Direction::Inbound, &mut p);
         ok.then(|| Seg::parse(&p).expect("valid checksums after translation"))
     };
-    const SA: TcpFlags = TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0);
     // No mapping yet: a non-SYN from inside and anything from outside die.
     assert!(out(&mut napt, 1001, 5001, TcpFlags::ACK).is_none());
     assert!(inn(&mut napt, remote, 5000, 1001, SA).is_none());
@@ -2413,7 +2413,7 @@ impl Middlebox for SeqShifter {
         match direction {
             Direction::Outbound => repr.seq = SeqNumber(repr.seq.0.wrapping_add(self.shift)),
             Direction::Inbound if repr.flags.ack() => {
-                repr.ack = SeqNumber(repr.ack.0.wrapping_sub(self.shift))
+                repr.ack = SeqNumber(repr.ack.0.wrapping_sub(self.shift));
             }
             Direction::Inbound => {}
         }

@@ -92,7 +92,7 @@ impl Pair {
     fn step(&mut self) -> bool {
         self.flush();
         let next_packet = self.in_flight.peek().map(|Reverse((t, ..))| *t);
-        let next_timer = self.eps.iter().filter_map(|e| e.poll_timeout()).min();
+        let next_timer = self.eps.iter().filter_map(Endpoint::poll_timeout).min();
         let next = match (next_packet, next_timer) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) => a,

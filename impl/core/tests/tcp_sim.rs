@@ -78,37 +78,6 @@ fn closed_reason(events: &[Event], conn: ConnId) -> Vec<CloseReason> {
 /// Runs the scenario; panics (with context) unless both directions arrive
 /// intact and both ends report exactly one `Closed { Normal }`.
 fn run(sc: Scenario) -> Outcome {
-    let mut net: Network<Endpoint> = Network::new(sc.seed);
-    net.set_default_link(sc.link.clone());
-    let client = net.add_node(
-        CLIENT,
-        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 1))),
-    );
-    let server = net.add_node(
-        SERVER,
-        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 2))),
-    );
-    let server_addr = SocketAddrV4::new(SERVER, 443);
-    let listener: ListenerId = net.node_mut(server).listen(server_addr).unwrap();
-    let start = net.now();
-    let client_conn = net
-        .node_mut(client)
-        .connect(start, SocketAddrV4::new(CLIENT, 0), server_addr)
-        .unwrap();
-
-    let mut up = Stream::new(random_bytes(sc.client_to_server, sc.seed ^ 0x55));
-    let mut down = Stream::new(random_bytes(sc.server_to_client, sc.seed ^ 0xAA));
-    let up_sha = sha256(&up.data);
-    let down_sha = sha256(&down.data);
-    let mut server_conn: Option<ConnId> = None;
-    let mut client_events = Vec::new();
-    let mut server_events = Vec::new();
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut client_probes = 0;
-    let mut client_done = false;
-    let mut server_done = false;
-    let wall = WallInstant::now();
-
     fn pump(
         net: &mut Network<Endpoint>,
         node: NodeId,
@@ -139,6 +108,37 @@ fn run(sc: Scenario) -> Outcome {
             }
         }
     }
+
+    let mut net: Network<Endpoint> = Network::new(sc.seed);
+    net.set_default_link(sc.link.clone());
+    let client = net.add_node(
+        CLIENT,
+        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 1))),
+    );
+    let server = net.add_node(
+        SERVER,
+        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 2))),
+    );
+    let server_addr = SocketAddrV4::new(SERVER, 443);
+    let listener: ListenerId = net.node_mut(server).listen(server_addr).unwrap();
+    let start = net.now();
+    let client_conn = net
+        .node_mut(client)
+        .connect(start, SocketAddrV4::new(CLIENT, 0), server_addr)
+        .unwrap();
+
+    let mut up = Stream::new(random_bytes(sc.client_to_server, sc.seed ^ 0x55));
+    let mut down = Stream::new(random_bytes(sc.server_to_client, sc.seed ^ 0xAA));
+    let up_sha = sha256(&up.data);
+    let down_sha = sha256(&down.data);
+    let mut server_conn: Option<ConnId> = None;
+    let mut client_events = Vec::new();
+    let mut server_events = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut client_probes = 0;
+    let mut client_done = false;
+    let mut server_done = false;
+    let wall = WallInstant::now();
 
     let finished = net.run_until(sc.deadline, |net| {
         let now = net.now();

@@ -253,7 +253,7 @@ mod wire_robustness {
             } else {
                 let soup = option_soup(&mut rng, len);
                 check_walker(&soup);
-                errors += TcpOptionIter::new(&soup).any(|o| o.is_err()) as usize;
+                errors += usize::from(TcpOptionIter::new(&soup).any(|o| o.is_err()));
             }
         }
         assert!(

@@ -33,8 +33,7 @@ impl Clock {
     pub fn unix_seconds() -> f64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
+            .map_or(0.0, |d| d.as_secs_f64())
     }
 }
 

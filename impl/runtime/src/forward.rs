@@ -237,7 +237,7 @@ async fn serve(
                     match TcpStream::connect(service).await {
                         Ok(tcp) => {
                             let _ = tcp.set_nodelay(true);
-                            bridge(&endpoint, tcp, SocketAddr::V4(service), stream, &stats).await
+                            bridge(&endpoint, tcp, SocketAddr::V4(service), stream, &stats).await;
                         }
                         Err(e) => {
                             tracing::warn!(%peer, "cannot reach tcp:{service}: {e}");

@@ -60,7 +60,11 @@ pub(crate) fn local_addresses() -> io::Result<BTreeSet<Ipv4Addr>> {
             ifa.flags.contains(InterfaceFlags::IFF_UP)
                 && !ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK)
         })
-        .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|sin| sin.ip()))
+        .filter_map(|ifa| {
+            ifa.address?
+                .as_sockaddr_in()
+                .map(nix::sys::socket::SockaddrIn::ip)
+        })
         .collect())
 }
 

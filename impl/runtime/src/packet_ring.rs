@@ -140,7 +140,7 @@ impl PacketRing {
         if raw < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => PacketRingError::PermissionDenied(e),
+                Some(libc::EPERM | libc::EACCES) => PacketRingError::PermissionDenied(e),
                 _ => PacketRingError::Setup {
                     what: "socket(AF_PACKET, SOCK_DGRAM)",
                     source: e,

@@ -76,7 +76,7 @@ impl RawSocket {
         if raw < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => RawSocketError::PermissionDenied(e),
+                Some(libc::EPERM | libc::EACCES) => RawSocketError::PermissionDenied(e),
                 _ => RawSocketError::Setup {
                     what: "socket(AF_INET, SOCK_RAW, IPPROTO_TCP)",
                     source: e,
@@ -300,6 +300,7 @@ fn filter_program(ports: &[u16], packet_socket: bool) -> Vec<libc::sock_filter> 
     const BPF_LDX: u16 = 0x01;
     const BPF_JMP: u16 = 0x05;
     const BPF_RET: u16 = 0x06;
+    const BPF_W: u16 = 0x00;
     const BPF_H: u16 = 0x08;
     const BPF_B: u16 = 0x10;
     const BPF_ABS: u16 = 0x20;
@@ -312,7 +313,6 @@ fn filter_program(ports: &[u16], packet_socket: bool) -> Vec<libc::sock_filter> 
     const ACCEPT: u32 = 0x0004_0000; // the whole packet
     let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     let ports = &ports[..ports.len().min(MAX_FILTER_PORTS)];
-    const BPF_W: u16 = 0x00;
     let mut p = Vec::with_capacity(2 * ports.len() + 10);
     if packet_socket {
         // The packet type, from the socket buffer's metadata.
@@ -322,7 +322,7 @@ fn filter_program(ports: &[u16], packet_socket: bool) -> Vec<libc::sock_filter> 
             BPF_JMP | BPF_JEQ | BPF_K,
             1,
             0,
-            libc::PACKET_HOST as u32,
+            u32::from(libc::PACKET_HOST),
         ));
         p.push(ins(BPF_RET | BPF_K, 0, 0, REJECT));
         // IPv4 protocol field: TCP only.
@@ -346,7 +346,7 @@ fn filter_program(ports: &[u16], packet_socket: bool) -> Vec<libc::sock_filter> 
     p.push(ins(BPF_LD | BPF_H | BPF_IND, 0, 0, 2));
     for port in ports {
         // Equal: fall through to the accept; otherwise skip it.
-        p.push(ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, *port as u32));
+        p.push(ins(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, u32::from(*port)));
         p.push(ins(BPF_RET | BPF_K, 0, 0, ACCEPT));
     }
     p.push(ins(BPF_RET | BPF_K, 0, 0, REJECT));
@@ -533,19 +533,19 @@ mod tests {
     /// `run` for a packet whose socket-buffer packet type is `pkttype`.
     fn run_typed(program: &[libc::sock_filter], pkt: &[u8], pkttype: u8) -> u32 {
         let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        let byte = |i: usize| pkt.get(i).copied().unwrap_or(0) as u32;
+        let byte = |i: usize| u32::from(pkt.get(i).copied().unwrap_or(0));
         loop {
             let ins = program[pc];
             pc += 1;
             match ins.code {
                 0x20 if ins.k == (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32 => {
-                    a = pkttype as u32
+                    a = u32::from(pkttype);
                 }
                 0x30 => a = byte(ins.k as usize),
                 0x28 => a = byte(ins.k as usize) << 8 | byte(ins.k as usize + 1),
                 0x48 => {
                     a = byte(x as usize + ins.k as usize) << 8
-                        | byte(x as usize + ins.k as usize + 1)
+                        | byte(x as usize + ins.k as usize + 1);
                 }
                 0xb1 => x = 4 * (byte(ins.k as usize) & 0xf),
                 0x45 => pc += if a & ins.k != 0 { ins.jt } else { ins.jf } as usize,

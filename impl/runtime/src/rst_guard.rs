@@ -70,7 +70,7 @@ fn ingress_spec_for(dport: &str, tag: &str) -> Vec<String> {
         "DROP",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(ToString::to_string)
     .collect()
 }
 
@@ -108,7 +108,7 @@ fn rule_spec_for(sport: &str, mark: u32, tag: &str) -> Vec<String> {
         "DROP",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(ToString::to_string)
     .collect()
 }
 

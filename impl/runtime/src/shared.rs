@@ -56,11 +56,15 @@ impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in another handle leaves the state as consistent as the
         // core keeps it; carry on rather than poison every handle.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn lock_ports(&self) -> MutexGuard<'_, Ports> {
-        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+        self.ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Points the receiving socket's filter at the owned ports.

@@ -100,11 +100,11 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 /// each closed by a half-close in each direction: every echo is identical.
 #[test]
 fn hundred_concurrent_forwarded_connections_echo_byte_identical() {
+    const CONNECTIONS: u64 = 100;
+    const LEN: usize = 256 * 1024;
     if !root_or_skip("hundred_concurrent_forwarded_connections_echo_byte_identical") {
         return;
     }
-    const CONNECTIONS: u64 = 100;
-    const LEN: usize = 256 * 1024;
     let f = forwarded(echo_service);
     let results = f
         .path
@@ -148,10 +148,10 @@ fn hundred_concurrent_forwarded_connections_echo_byte_identical() {
 /// byte arrives once the service reads.
 #[test]
 fn a_service_that_does_not_read_pushes_back_to_the_client() {
+    const LEN: usize = 256 * 1024 * 1024;
     if !root_or_skip("a_service_that_does_not_read_pushes_back_to_the_client") {
         return;
     }
-    const LEN: usize = 256 * 1024 * 1024;
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (digest_tx, digest_rx) = mpsc::channel();
     let f = forwarded(move |listener| {

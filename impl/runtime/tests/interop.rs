@@ -188,10 +188,10 @@ interop_tests! {
 /// One `listen --keep` serves 100 concurrent Linux connections.
 #[test]
 fn hundred_linux_connections_to_one_keep_listener() {
+    const CONNECTIONS: usize = 100;
     if !root_or_skip("hundred_linux_connections_to_one_keep_listener") {
         return;
     }
-    const CONNECTIONS: usize = 100;
     let path = path(None);
     let src = file_in(&path, "data");
     let sha = make_file(&src, 256 * 1024, 6);

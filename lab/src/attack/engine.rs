@@ -205,12 +205,12 @@ impl AttackEngine {
         drop(pollfds);
         for watcher in &mut self.watchers {
             read_frames(watcher.socket.as_raw_fd(), &mut self.buf, |packet| {
-                watcher.view.observe(packet)
+                watcher.view.observe(packet);
             });
         }
         for control in &mut self.controls {
             read_frames(control.socket.as_raw_fd(), &mut self.buf, |packet| {
-                control.view.observe(packet)
+                control.view.observe(packet);
             });
         }
     }

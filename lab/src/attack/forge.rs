@@ -272,10 +272,7 @@ pub(crate) fn patch_experimental_length(
     let mut tcp = ip
         .as_mut()
         .and_then(|ip| TcpPacket::new_checked(ip.payload_mut()).ok());
-    let options = tcp
-        .as_mut()
-        .map(|tcp| tcp.options_mut())
-        .unwrap_or_default();
+    let options = tcp.as_mut().map(TcpPacket::options_mut).unwrap_or_default();
     let at = options
         .windows(4)
         .position(|w| w[0] == EXPERIMENTAL_KIND && w[2..4] == [hi, lo])
@@ -578,6 +575,7 @@ pub(crate) fn forge_malformed(
     target: SocketAddrV4,
     peer: SocketAddrV4,
 ) -> std::result::Result<Forged, String> {
+    const ZEROS: &[u8] = &[0; 20];
     let option = |exid: u16, data: &'static [u8]| Some(ExperimentalOption { exid, data });
     let spoofed_ack = |first: Option<ExperimentalOption<'static>>| TcpRepr {
         seq: view.from_peer.seq_next,
@@ -596,7 +594,6 @@ pub(crate) fn forge_malformed(
         experimental: options,
         ..TcpRepr::default()
     };
-    const ZEROS: &[u8] = &[0; 20];
     let packet = match case {
         MalformedCase::KindLengthOne => {
             let mut packet = emit_packet(peer, target, spoofed_ack(option(UNKNOWN_EXID, &[])))?;

@@ -480,8 +480,7 @@ fn suite_table(rows: &[serde_json::Value]) -> String {
     );
     let ms = |v: &serde_json::Value| {
         v.as_f64()
-            .map(|s| format!("{:.1} ms", s * 1e3))
-            .unwrap_or_else(|| "-".into())
+            .map_or_else(|| "-".into(), |s| format!("{:.1} ms", s * 1e3))
     };
     for r in rows {
         let received = r["transfer"]["bytes_received"].as_u64().unwrap_or(0);
@@ -661,10 +660,10 @@ fn up(args: &ScenarioArgs, scenario: &str, bin_dir: Option<PathBuf>) -> Result<(
         nodes.push((node.name.clone(), node.role.name().to_string()));
     }
     for (node, role) in &nodes {
-        let address = topology
-            .attachment(node)
-            .map(|a| format!("{}/{} on {}", a.address, a.prefix_len, a.network))
-            .unwrap_or_else(|| "-".into());
+        let address = topology.attachment(node).map_or_else(
+            || "-".into(),
+            |a| format!("{}/{} on {}", a.address, a.prefix_len, a.network),
+        );
         println!("  {node:<12} {role:<24} {address}");
         println!("      ip netns exec {} bash", topology.netns_name(node));
         if let Some(attachment) = topology.attachment(node) {

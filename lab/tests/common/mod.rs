@@ -74,7 +74,7 @@ pub(crate) fn process_alive(pid: u32) -> bool {
             let state = stat
                 .rfind(')')
                 .and_then(|i| stat[i + 1..].trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
+            !matches!(state, Some('Z' | 'X'))
         }
         Err(_) => false,
     }

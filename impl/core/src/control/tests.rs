@@ -264,7 +264,7 @@ fn a_host_message_does_not_verify_as_a_server_message() {
 #[test]
 fn display_is_one_line() {
     let c = creds();
-    let lines: Vec<String> = samples(&c).iter().map(|r| r.to_string()).collect();
+    let lines: Vec<String> = samples(&c).iter().map(ToString::to_string).collect();
     assert_eq!(
         lines[1],
         "move-report 55c53f5d:18f9781b low #2 192.0.2.10:51234 -> 203.0.113.5:51234 \

@@ -197,7 +197,7 @@ impl ControlClient {
             Ok(ServerMessage::Error(_)) => self.stats.errors += 1,
             Ok(_) => self.stats.accepted += 1,
             Err(ClientError::Malformed(_) | ClientError::Credentials(_)) => {
-                self.stats.malformed += 1
+                self.stats.malformed += 1;
             }
             Err(ClientError::WrongConnection) => self.stats.wrong_connection += 1,
             Err(ClientError::UnexpectedType) => self.stats.unexpected_type += 1,

@@ -26,8 +26,8 @@ use super::registry::{EndRecord, Entry, MemoryRegistry, Registry, RelayRecord};
 use super::{decide, Decision, RateLimiter};
 use crate::auth::RequestNumber;
 use crate::control::{
-    Ack, Body, ControlRepr, ErrorCode, ErrorReply, FrameBuffer, Header, Message, MoveReport,
-    Outcome, PeerLocation, Register,
+    Ack, Body, ControlRepr, ErrorCode, ErrorReply, FrameBuffer, Header, Message, MessageType,
+    MoveReport, Outcome, PeerLocation, Register,
 };
 use crate::rand::Random;
 use crate::relay::control::{GrantStatus, ProxyControlError, ProxyReply};
@@ -556,7 +556,7 @@ impl<R: Registry> Server<R> {
         };
         let repr = match msg
             .msg_type()
-            .and_then(|t| t.direction())
+            .and_then(MessageType::direction)
             .filter(|d| *d == Direction::HostToServer)
         {
             None => {
@@ -910,7 +910,7 @@ impl<R: Registry> Server<R> {
             self.reject(ctx.session, ctx.observed, ErrorCode::BadMac, ctx.bytes);
             return;
         }
-        let last = entry.end(h.side).map(|r| r.last_request).unwrap_or(0);
+        let last = entry.end(h.side).map_or(0, |r| r.last_request);
         if freshness(last, h.number) != Freshness::Fresh {
             self.reject(ctx.session, ctx.observed, ErrorCode::Replayed, ctx.bytes);
             return;

@@ -956,8 +956,8 @@ fn client_accepts_only_verified_fresh_notices_for_itself() {
 
 #[test]
 fn conflicting_verifier_is_refused() {
-    let mut net = registered(A_GLOBAL, B_GLOBAL);
     use crate::control::{Body, ControlRepr, Header, Register};
+    let mut net = registered(A_GLOBAL, B_GLOBAL);
     let c = *net.hosts[0].client.credentials();
     let squat = crate::verifier::Verifier([9; 16]);
     let bytes = ControlRepr {

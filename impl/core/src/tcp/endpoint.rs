@@ -353,17 +353,17 @@ impl Endpoint {
 
     /// Free space in the send buffer.
     pub fn send_capacity(&self, conn: ConnId) -> usize {
-        self.conn(conn).map_or(0, |c| c.send_capacity())
+        self.conn(conn).map_or(0, Connection::send_capacity)
     }
 
     /// Bytes queued but not yet acknowledged.
     pub fn send_queued(&self, conn: ConnId) -> usize {
-        self.conn(conn).map_or(0, |c| c.send_queued())
+        self.conn(conn).map_or(0, Connection::send_queued)
     }
 
     /// Bytes received in order and not yet read.
     pub fn recv_queued(&self, conn: ConnId) -> usize {
-        self.conn(conn).map_or(0, |c| c.unread())
+        self.conn(conn).map_or(0, Connection::unread)
     }
 
     /// Graceful close: FIN after the queued data.
@@ -406,7 +406,7 @@ impl Endpoint {
 
     /// A snapshot of connection `conn`, if it exists.
     pub fn info(&self, conn: ConnId) -> Option<ConnInfo> {
-        self.conn(conn).map(|c| c.info())
+        self.conn(conn).map(Connection::info)
     }
 
     /// Local ports owned by listeners and connections (the runtime filters on them).
@@ -626,7 +626,7 @@ impl Endpoint {
     /// MSYN (MIG_SENT), continuation mode starts Address-Update. Connections
     /// whose address still works are left alone.
     pub fn address_available(&mut self, now: Instant, addr: Ipv4Addr) {
-        for id in self.connections_where(|c| c.waiting_for_address()) {
+        for id in self.connections_where(Connection::waiting_for_address) {
             let Some(c) = live_conn(&mut self.slots, id) else {
                 continue;
             };

@@ -9,6 +9,11 @@
 //! relay (`crate::relay`), which answers relay MSYNs with the ticket's key
 //! instead of connection keys. Everything sent is built here, so both put
 //! the same bytes on the wire.
+//!
+//! Public on purpose: others check handshakes with these same functions.
+//! The conformance normalizer verifies captured relay MSYNs and MSYN-ACKs
+//! (`verify_relay_msyn`, `verify_relay_msyn_ack`), and the integration
+//! tests (`migrate_handshake`, `relay_sim`) drive and forge handshakes.
 
 use core::net::SocketAddrV4;
 

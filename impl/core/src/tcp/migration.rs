@@ -16,8 +16,8 @@ use super::{
     TIMESTAMP_OPTION_LEN,
 };
 use crate::auth::{
-    new_nonce, ConnectionKeys, MacInput, ReplayWindow, RequestCheck, RequestCounter, RequestNumber,
-    Token,
+    new_nonce, ConnectionKeys, Key, MacInput, ReplayWindow, RequestCheck, RequestCounter,
+    RequestNumber, Token,
 };
 use crate::rand::Random;
 use crate::relay::ticket::HostTicket;
@@ -232,7 +232,7 @@ impl Connection {
         }
         match &self.mig {
             Some(m) => Some(m.local_token),
-            None if self.state == State::SynSent => self.local_key.map(|k| k.token()),
+            None if self.state == State::SynSent => self.local_key.map(Key::token),
             None => None,
         }
     }

@@ -146,8 +146,8 @@ mod tests {
 
     #[test]
     fn matches_reference_on_all_lengths_and_verifies() {
-        let mut rng = crate::rand::SplitMix64::new(7);
         use crate::rand::Random;
+        let mut rng = crate::rand::SplitMix64::new(7);
         for len in 0..200usize {
             let mut data = vec![0u8; len + 2];
             rng.fill_bytes(&mut data[2..]);

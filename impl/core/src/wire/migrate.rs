@@ -631,7 +631,7 @@ impl<'a> MigrationOptions<'a> {
         for option in options {
             match option.exid {
                 EXID_MIGRATE_PERMIT => {
-                    set_once(&mut found.permit, MigratePermit::parse(option.data)?)?
+                    set_once(&mut found.permit, MigratePermit::parse(option.data)?)?;
                 }
                 EXID_MIGRATE => set_once(&mut found.migrate, MigrateOption::parse(option.data)?)?,
                 EXID_ADDRESS_UPDATE => set_once(
@@ -640,7 +640,7 @@ impl<'a> MigrationOptions<'a> {
                 )?,
                 EXID_RELAY_TICKET => {
                     RelayTicket::parse(option.data)?;
-                    set_once(&mut found.relay_ticket, option.data)?
+                    set_once(&mut found.relay_ticket, option.data)?;
                 }
                 _ => {}
             }

@@ -61,7 +61,7 @@ impl Add<usize> for SeqNumber {
     type Output = SeqNumber;
     fn add(self, rhs: usize) -> SeqNumber {
         // Callers never advance by 2^31 or more: windows are at most 2^30.
-        debug_assert!(rhs <= i32::MAX as usize, "sequence advance too large");
+        debug_assert!(i32::try_from(rhs).is_ok(), "sequence advance too large");
         SeqNumber(self.0.wrapping_add(rhs as u32))
     }
 }
@@ -75,7 +75,7 @@ impl AddAssign<usize> for SeqNumber {
 impl Sub<usize> for SeqNumber {
     type Output = SeqNumber;
     fn sub(self, rhs: usize) -> SeqNumber {
-        debug_assert!(rhs <= i32::MAX as usize, "sequence retreat too large");
+        debug_assert!(i32::try_from(rhs).is_ok(), "sequence retreat too large");
         SeqNumber(self.0.wrapping_sub(rhs as u32))
     }
 }

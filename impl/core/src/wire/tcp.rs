@@ -669,7 +669,7 @@ impl<'a> TcpRepr<'a> {
 
     /// Sequence space this segment occupies: payload + SYN + FIN.
     pub fn segment_len(&self) -> usize {
-        self.payload.len() + self.flags.syn() as usize + self.flags.fin() as usize
+        self.payload.len() + usize::from(self.flags.syn()) + usize::from(self.flags.fin())
     }
 
     /// The SACK blocks present, in wire order.

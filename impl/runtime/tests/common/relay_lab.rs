@@ -107,8 +107,7 @@ pub(crate) fn last_stats(child: &ChildProcess) -> Value {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .rfind(|v| v["event"] == "stopped")
-        .map(|v| v["stats"].clone())
-        .unwrap_or(Value::Null)
+        .map_or(Value::Null, |v| v["stats"].clone())
 }
 
 /// One run: the topology, the proxy, the server and both hosts, started.
