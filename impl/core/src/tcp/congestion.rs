@@ -218,7 +218,7 @@ pub(crate) const SSTHRESH_INFINITE: usize = usize::MAX / 2;
 
 /// NewReno window state.
 #[derive(Debug, Clone)]
-pub struct NewReno {
+pub(crate) struct NewReno {
     smss: usize,
     cwnd: usize,
     ssthresh: usize,
@@ -235,7 +235,7 @@ pub struct NewReno {
 impl NewReno {
     /// `smss` is the sender MSS; cwnd starts at the RFC 6928 initial window
     /// min(10*SMSS, max(2*SMSS, 14600)); ssthresh starts "arbitrarily high".
-    pub fn new(smss: usize) -> NewReno {
+    pub(crate) fn new(smss: usize) -> NewReno {
         let smss = smss.max(1);
         NewReno {
             smss,
@@ -247,28 +247,8 @@ impl NewReno {
         }
     }
 
-    /// Congestion window in bytes.
-    pub fn cwnd(&self) -> usize {
-        self.cwnd
-    }
-
-    /// Slow-start threshold in bytes.
-    pub fn ssthresh(&self) -> usize {
-        self.ssthresh
-    }
-
-    /// The sender MSS the window arithmetic uses.
-    pub fn smss(&self) -> usize {
-        self.smss
-    }
-
-    /// The RFC 6928 initial window for the current SMSS.
-    pub fn initial_window(&self) -> usize {
-        initial_window(self.smss)
-    }
-
     /// Whether in slow start: cwnd < ssthresh (RFC 5681 §3.1).
-    pub fn in_slow_start(&self) -> bool {
+    pub(crate) fn in_slow_start(&self) -> bool {
         // RFC 5681 §3.1: slow start while cwnd < ssthresh; at equality the
         // sender may use either, and congestion avoidance is the cautious one.
         self.cwnd < self.ssthresh
@@ -276,7 +256,7 @@ impl NewReno {
 
     /// New data was cumulatively acknowledged outside recovery
     /// (RFC 5681 §3.1: slow start with ABC, else congestion avoidance).
-    pub fn on_ack(&mut self, newly_acked: usize) {
+    pub(crate) fn on_ack(&mut self, newly_acked: usize) {
         if newly_acked == 0 {
             return;
         }
@@ -310,7 +290,7 @@ impl NewReno {
 
     /// Loss detected by dupacks/SACK: ssthresh = max(FlightSize/2, 2*SMSS),
     /// cwnd = ssthresh (RFC 5681 eq. 4, RFC 6675 §5 step 4.2).
-    pub fn on_loss(&mut self, flight_size: usize) {
+    pub(crate) fn on_loss(&mut self, flight_size: usize) {
         self.pristine = false;
         self.ssthresh = self.halved(flight_size);
         self.cwnd = self.ssthresh;
@@ -319,7 +299,7 @@ impl NewReno {
 
     /// Leaving fast recovery after a full ACK (RFC 6582 §3.2 step 3):
     /// cwnd = min(ssthresh, max(flight_size, SMSS) + SMSS).
-    pub fn on_recovery_exit(&mut self, flight_size: usize) {
+    pub(crate) fn on_recovery_exit(&mut self, flight_size: usize) {
         self.pristine = false;
         // RFC 6582 §3.2 step 3, option (1): the "full reduction" variant
         // that avoids a burst when little data is outstanding.
@@ -336,7 +316,7 @@ impl NewReno {
     /// already been retransmitted by the timer, ssthresh is held constant.
     /// This type tracks that itself: a second `on_rto` without any `on_ack`
     /// in between leaves ssthresh alone.
-    pub fn on_rto(&mut self, flight_size: usize) {
+    pub(crate) fn on_rto(&mut self, flight_size: usize) {
         self.pristine = false;
         if !self.rto_pending {
             self.ssthresh = self.halved(flight_size);
@@ -349,7 +329,7 @@ impl NewReno {
     }
 
     /// Idle longer than an RTO: cwnd = min(cwnd, IW) (RFC 5681 §4.1).
-    pub fn on_idle_restart(&mut self) {
+    pub(crate) fn on_idle_restart(&mut self) {
         // RFC 5681 §4.1: RW = min(IW, cwnd).
         self.cwnd = self.cwnd.min(initial_window(self.smss));
         self.bytes_acked = 0;
@@ -358,7 +338,7 @@ impl NewReno {
     /// Careful Resume (draft-ietf-tsvwg-careful-resume §4.3): once a new
     /// path is validated, cwnd may jump to `jump` (half the old path's
     /// window). Never lowers cwnd; ssthresh is left alone.
-    pub fn resume_jump(&mut self, jump: usize) {
+    pub(crate) fn resume_jump(&mut self, jump: usize) {
         self.pristine = false;
         self.cwnd = self.cwnd.max(jump).min(SSTHRESH_INFINITE);
         self.bytes_acked = 0;
@@ -366,7 +346,7 @@ impl NewReno {
 
     /// Start over on a new path: cwnd = IW, ssthresh high (DESIGN.md: a new
     /// path restarts congestion control).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = NewReno::new(self.smss);
     }
 
@@ -376,7 +356,7 @@ impl NewReno {
     /// window for the new SMSS. Afterwards cwnd and ssthresh keep their size
     /// in segments (cwnd at least 1 SMSS, a reduced ssthresh at least
     /// 2 SMSS), as they would in a segment-counting TCP.
-    pub fn set_smss(&mut self, smss: usize) {
+    pub(crate) fn set_smss(&mut self, smss: usize) {
         let smss = smss.max(1);
         if smss == self.smss {
             return;

@@ -20,7 +20,7 @@ const C: f64 = 0.4;
 
 /// CUBIC state (RFC 9438 §4.1.2 variables).
 #[derive(Debug, Clone)]
-pub struct Cubic {
+pub(crate) struct Cubic {
     smss: usize,
     cwnd: usize,
     ssthresh: usize,
@@ -45,7 +45,7 @@ pub struct Cubic {
 
 impl Cubic {
     /// A CUBIC controller (RFC 9438) for sender MSS `smss` bytes, in slow start.
-    pub fn new(smss: usize) -> Cubic {
+    pub(crate) fn new(smss: usize) -> Cubic {
         let smss = smss.max(1);
         Cubic {
             smss,
@@ -63,11 +63,6 @@ impl Cubic {
             pristine: true,
             prior: None,
         }
-    }
-
-    /// Slow start ended on a delay increase this many times (HyStart++).
-    pub fn hystart_exits(&self) -> u32 {
-        self.hystart.exits()
     }
 
     fn segs(&self, bytes: usize) -> f64 {

@@ -60,7 +60,7 @@ const MAX_RTT_THRESH: Duration = Duration::from_millis(16);
 const MIN_RTT_DIVISOR: u32 = 8;
 const N_RTT_SAMPLE: u32 = 8;
 /// cwnd grows by acked / CSS_GROWTH_DIVISOR in CSS.
-pub const CSS_GROWTH_DIVISOR: usize = 4;
+pub(crate) const CSS_GROWTH_DIVISOR: usize = 4;
 const CSS_ROUNDS: u32 = 5;
 /// Deviation 2 (module doc): CSS is entered, and confirmed, at
 /// RttThresh / EARLY_DIVISOR of increase, at least MIN_EARLY_THRESH.
@@ -81,7 +81,7 @@ struct Css {
 
 /// Where slow start stands after an ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Standard slow start: grow by the bytes acknowledged.
     SlowStart,
     /// Conservative Slow Start: grow by a quarter.
@@ -92,7 +92,7 @@ pub enum Phase {
 
 /// HyStart++ state of one connection (RFC 9406).
 #[derive(Debug, Clone, Default)]
-pub struct HyStart {
+pub(crate) struct HyStart {
     /// `windowEnd`: the round ends when SND.UNA reaches it.
     window_end: Option<SeqNumber>,
     last_round_min_rtt: Option<Duration>,
@@ -107,25 +107,26 @@ pub struct HyStart {
 
 impl HyStart {
     /// A fresh state, as at connection start.
-    pub fn new() -> HyStart {
+    pub(crate) fn new() -> HyStart {
         HyStart::default()
     }
 
     /// Slow start (re)starts (after an RTO, RFC 9406 §4.3: "use
     /// HyStart++ again"), keeping nothing.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         let exits = self.exits;
         *self = HyStart::default();
         self.exits = exits;
     }
 
     /// Times slow start ended on a delay increase.
-    pub fn exits(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn exits(&self) -> u32 {
         self.exits
     }
 
     /// RFC 9406 §4.2 on one ACK in slow start.
-    pub fn on_ack(
+    pub(crate) fn on_ack(
         &mut self,
         snd_una: SeqNumber,
         snd_max: SeqNumber,

@@ -8,11 +8,7 @@
 //! timeouts, and yields IPv4 packets and [`Event`]s. It owns listeners and
 //! connections and demultiplexes segments to them.
 
-pub mod bbr;
-pub mod congestion;
-pub mod cubic;
 pub mod handshake;
-pub mod hystart;
 pub mod pacing;
 pub mod prr;
 pub mod rack;
@@ -23,9 +19,13 @@ pub mod tlp;
 pub mod undo;
 
 mod assembler;
+mod bbr;
 mod buffer;
+mod congestion;
 mod connection;
+mod cubic;
 mod endpoint;
+mod hystart;
 mod types;
 
 pub use congestion::CongestionKind;

@@ -10,29 +10,24 @@
 /// A running maximum over a sliding window of `window` time units
 /// (virtual time: round trips), keeping three candidate samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MaxFilter {
+pub(crate) struct MaxFilter {
     /// (time, value), best first; later entries are younger.
     s: [(u64, u64); 3],
 }
 
 impl MaxFilter {
     /// An empty filter.
-    pub fn new() -> MaxFilter {
+    pub(crate) fn new() -> MaxFilter {
         MaxFilter::default()
     }
 
-    /// The windowed maximum.
-    pub fn get(&self) -> u64 {
-        self.s[0].1
-    }
-
     /// Forget everything but `(t, v)`.
-    pub fn reset(&mut self, t: u64, v: u64) {
+    pub(crate) fn reset(&mut self, t: u64, v: u64) {
         self.s = [(t, v); 3];
     }
 
     /// Adds the sample `v` taken at time `t`; returns the new maximum.
-    pub fn update(&mut self, window: u64, t: u64, v: u64) -> u64 {
+    pub(crate) fn update(&mut self, window: u64, t: u64, v: u64) -> u64 {
         let sample = (t, v);
         // A new best, or nothing in the window is recent enough: restart.
         if v >= self.s[0].1 || t.saturating_sub(self.s[2].0) > window {
@@ -72,32 +67,27 @@ impl MaxFilter {
 /// ProbeBW cycles (BBR.MaxBwFilterLen = 2), so one slot per cycle is
 /// enough: the current cycle's maximum and the previous one's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CycleMaxFilter {
+pub(crate) struct CycleMaxFilter {
     current: u64,
     previous: u64,
 }
 
 impl CycleMaxFilter {
     /// The maximum of the current and the previous cycle.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.current.max(self.previous)
     }
 
     /// Takes a sample into the current cycle; returns the filtered maximum.
-    pub fn update(&mut self, v: u64) -> u64 {
+    pub(crate) fn update(&mut self, v: u64) -> u64 {
         self.current = self.current.max(v);
         self.get()
     }
 
     /// AdvanceMaxBwFilter(): BBR.cycle_count++.
-    pub fn advance(&mut self) {
+    pub(crate) fn advance(&mut self) {
         self.previous = self.current;
         self.current = 0;
-    }
-
-    /// Seeds the filter (careful resume).
-    pub fn set_floor(&mut self, v: u64) {
-        self.current = self.current.max(v);
     }
 }
 

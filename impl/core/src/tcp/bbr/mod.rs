@@ -59,7 +59,7 @@
 
 mod filter;
 
-pub use filter::{CycleMaxFilter, MaxFilter};
+pub(crate) use filter::{CycleMaxFilter, MaxFilter};
 
 use super::congestion::{
     initial_window, AckSample, CongestionControl, CongestionKind, LostSegment, SSTHRESH_INFINITE,
@@ -123,7 +123,7 @@ const INF_INFLIGHT: usize = usize::MAX;
 
 /// §5.1.1 the states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// §5.3.1: grows the sending rate quickly to find the bandwidth.
     Startup,
     /// §5.3.2: drains the queue Startup built.
@@ -165,7 +165,7 @@ struct Rs {
 
 /// BBRv3 state (§2).
 #[derive(Debug, Clone)]
-pub struct Bbr {
+pub(crate) struct Bbr {
     smss: usize,
     initial_cwnd: usize,
     cwnd: usize,
@@ -270,7 +270,7 @@ pub struct Bbr {
 
 impl Bbr {
     /// §5.2.1 OnInit().
-    pub fn new(smss: usize) -> Bbr {
+    pub(crate) fn new(smss: usize) -> Bbr {
         let smss = smss.max(1);
         let initial_cwnd = initial_window(smss);
         let mut b = Bbr {
@@ -351,27 +351,32 @@ impl Bbr {
     }
 
     /// The state machine's state.
-    pub fn state(&self) -> State {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> State {
         self.state
     }
 
     /// BBR.max_bw in bytes per second.
-    pub fn max_bw(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn max_bw(&self) -> u64 {
         self.max_bw
     }
 
     /// BBR.min_rtt.
-    pub fn min_rtt(&self) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
 
     /// BBR.inflight_longterm (`None`: unset).
-    pub fn inflight_longterm(&self) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn inflight_longterm(&self) -> Option<usize> {
         (self.inflight_longterm != INF_INFLIGHT).then_some(self.inflight_longterm)
     }
 
     /// BBR.full_bw_reached.
-    pub fn full_bw_reached(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn full_bw_reached(&self) -> bool {
         self.full_bw_reached
     }
 
