@@ -9,14 +9,8 @@
 //! connections and demultiplexes segments to them.
 
 pub mod handshake;
-pub mod pacing;
-pub mod prr;
-pub mod rack;
-pub mod rtt;
 pub mod sack;
 pub mod sent;
-pub mod tlp;
-pub mod undo;
 
 mod assembler;
 mod bbr;
@@ -26,7 +20,13 @@ mod connection;
 mod cubic;
 mod endpoint;
 mod hystart;
+mod pacing;
+mod prr;
+mod rack;
+mod rtt;
+mod tlp;
 mod types;
+mod undo;
 
 pub use congestion::CongestionKind;
 pub use endpoint::Endpoint;

@@ -20,7 +20,7 @@ const QUANTUM_TIME: Duration = Duration::from_millis(1);
 
 /// The pacing schedule.
 #[derive(Debug, Clone, Default)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     /// Earliest time the next segment may leave, in ns since the epoch.
     release_ns: Option<u64>,
     /// Data is waiting for `release_ns`: the connection wants a timer.
@@ -32,14 +32,9 @@ fn ns(t: Instant) -> u64 {
 }
 
 impl Pacer {
-    /// A pacer that holds nothing back yet.
-    pub fn new() -> Pacer {
-        Pacer::default()
-    }
-
     /// A segment of `len` bytes left at `now`, paced at `rate` bytes per
     /// second (`None`: unpaced).
-    pub fn on_send(&mut self, now: Instant, len: usize, rate: Option<u64>, smss: usize) {
+    pub(crate) fn on_send(&mut self, now: Instant, len: usize, rate: Option<u64>, smss: usize) {
         let Some(rate) = rate.filter(|&r| r > 0) else {
             self.release_ns = None;
             return;
@@ -59,31 +54,26 @@ impl Pacer {
     }
 
     /// When the next segment may leave (µs resolution, rounded up).
-    pub fn release_time(&self) -> Option<Instant> {
+    pub(crate) fn release_time(&self) -> Option<Instant> {
         self.release_ns
             .map(|t| Instant::from_micros(t.div_ceil(1000)))
     }
 
     /// Data is held until `t`: report it as a timer.
-    pub fn hold_until(&mut self, t: Instant) {
+    pub(crate) fn hold_until(&mut self, t: Instant) {
         self.wake = Some(t);
     }
 
     /// The timer [`Self::hold_until`] armed, if any.
-    pub fn wakeup(&self) -> Option<Instant> {
+    pub(crate) fn wakeup(&self) -> Option<Instant> {
         self.wake
     }
 
     /// The timer fired at `now`: disarms it if it was due.
-    pub fn on_wakeup(&mut self, now: Instant) {
+    pub(crate) fn on_wakeup(&mut self, now: Instant) {
         if self.wake.is_some_and(|t| now >= t) {
             self.wake = None;
         }
-    }
-
-    /// Back to the state of [`Self::new`].
-    pub fn reset(&mut self) {
-        *self = Pacer::default();
     }
 }
 
@@ -93,7 +83,7 @@ mod tests {
 
     #[test]
     fn spaces_segments_at_the_rate_after_a_quantum() {
-        let mut p = Pacer::new();
+        let mut p = Pacer::default();
         // 12.5 MB/s (100 Mbit/s): 1 ms = 12_500 bytes, above 2 segments.
         let rate = Some(12_500_000);
         let t0 = Instant::from_millis(100);
@@ -118,7 +108,7 @@ mod tests {
 
     #[test]
     fn small_rates_release_two_segments() {
-        let mut p = Pacer::new();
+        let mut p = Pacer::default();
         let t0 = Instant::from_millis(500);
         // 100 kB/s: 1 ms is 100 bytes, so the quantum is 2 segments.
         p.on_send(t0, 1000, Some(100_000), 1000);

@@ -16,7 +16,7 @@
 
 /// PRR state (RFC 6937 §3: RecoverFS, prr_delivered, prr_out, sndcnt).
 #[derive(Debug, Clone, Default)]
-pub struct Prr {
+pub(crate) struct Prr {
     recover_fs: usize,
     delivered: usize,
     out: usize,
@@ -24,14 +24,9 @@ pub struct Prr {
 }
 
 impl Prr {
-    /// Idle: not in recovery.
-    pub fn new() -> Prr {
-        Prr::default()
-    }
-
     /// RFC 6937 §3 "at the beginning of recovery": RecoverFS = FlightSize
     /// (snd.nxt - snd.una), the counters zero.
-    pub fn start(&mut self, flight_size: usize) {
+    pub(crate) fn start(&mut self, flight_size: usize) {
         *self = Prr {
             recover_fs: flight_size.max(1),
             ..Prr::default()
@@ -41,7 +36,7 @@ impl Prr {
     /// RFC 6937 §3 "on every ACK during recovery" with PRR-SSRB;
     /// `delivered` is DeliveredData (bytes newly acknowledged or SACKed),
     /// `pipe` the RFC 6675 pipe after this ACK.
-    pub fn on_ack(&mut self, delivered: usize, pipe: usize, ssthresh: usize, smss: usize) {
+    pub(crate) fn on_ack(&mut self, delivered: usize, pipe: usize, ssthresh: usize, smss: usize) {
         self.delivered = self.delivered.saturating_add(delivered);
         let sndcnt = if pipe > ssthresh {
             // Proportional rate reduction: CEIL(prr_delivered * ssthresh /
@@ -64,23 +59,19 @@ impl Prr {
     }
 
     /// Bytes that may still be sent on the current ACK.
-    pub fn allowance(&self) -> usize {
+    pub(crate) fn allowance(&self) -> usize {
         self.sndcnt
     }
 
     /// RFC 6937 §3 "on any data transmission or retransmission".
-    pub fn on_sent(&mut self, len: usize) {
+    pub(crate) fn on_sent(&mut self, len: usize) {
         self.out = self.out.saturating_add(len);
         self.sndcnt = self.sndcnt.saturating_sub(len);
     }
 
-    /// Bytes delivered since recovery began (RFC 6937 `prr_delivered`).
-    pub fn delivered(&self) -> usize {
-        self.delivered
-    }
-
     /// Bytes sent since recovery began (RFC 6937 `prr_out`).
-    pub fn out(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn out(&self) -> usize {
         self.out
     }
 }
@@ -95,7 +86,7 @@ mod tests {
     /// lost, ssthresh 10: PRR sends one segment for every other ACK.
     #[test]
     fn proportional_part_sends_half_per_delivered_segment() {
-        let mut prr = Prr::new();
+        let mut prr = Prr::default();
         prr.start(20 * MSS);
         let ssthresh = 10 * MSS;
         let mut sent = Vec::new();
@@ -126,7 +117,7 @@ mod tests {
     /// grows back by at most DeliveredData + 1 MSS per ACK.
     #[test]
     fn slow_start_reduction_bound_below_ssthresh() {
-        let mut prr = Prr::new();
+        let mut prr = Prr::default();
         prr.start(20 * MSS);
         let ssthresh = 10 * MSS;
         prr.on_ack(MSS, 2 * MSS, ssthresh, MSS);

@@ -27,7 +27,7 @@ const DUPTHRESH: usize = 3;
 
 /// Per-connection RACK state (RFC 8985 §5.2).
 #[derive(Debug, Clone)]
-pub struct Rack {
+pub(crate) struct Rack {
     /// `RACK.xmit_ts` and `RACK.end_seq`: the most recently sent segment
     /// among those delivered.
     newest: Option<(Instant, SeqNumber)>,
@@ -58,7 +58,7 @@ fn sent_after(t1: Instant, seq1: SeqNumber, t2: Instant, seq2: SeqNumber) -> boo
 
 impl Rack {
     /// RACK state of a connection that has sent nothing yet.
-    pub fn new() -> Rack {
+    pub(crate) fn new() -> Rack {
         Rack {
             newest: None,
             rtt: Duration::ZERO,
@@ -72,30 +72,26 @@ impl Rack {
         }
     }
 
-    /// Forget everything: a new path (PROTOCOL.md §7).
-    pub fn reset(&mut self) {
-        *self = Rack::new();
-    }
-
     /// The reordering timer (§6.3), if armed.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// The smallest RTT sampled so far.
-    pub fn min_rtt(&self) -> Option<Duration> {
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt
     }
 
     /// Whether a segment was seen delivered out of order (RFC 8985 §6.2 step 3).
-    pub fn reordering_seen(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn reordering_seen(&self) -> bool {
         self.reordering_seen
     }
 
     /// RFC 8985 §6.2 steps 2 and 3 for one newly delivered segment.
     /// `echoed` is the send time the ACK's TSecr names (ms resolution), if
     /// timestamps are on.
-    pub fn on_delivered(&mut self, seg: &Segment, now: Instant, echoed: Option<Instant>) {
+    pub(crate) fn on_delivered(&mut self, seg: &Segment, now: Instant, echoed: Option<Instant>) {
         let rtt = now.saturating_duration_since(seg.xmit);
         // Step 2: a retransmitted segment may have been delivered by its
         // original transmission; its RTT would be too short to trust.
@@ -131,7 +127,7 @@ impl Rack {
     /// §6.2 step 4: the ACK carried a D-SACK. Grows the reordering window
     /// once per round trip (`snd_una` reaching the `snd_nxt` of the
     /// round in which it grew).
-    pub fn on_dsack(&mut self, snd_una: SeqNumber, snd_nxt: SeqNumber) {
+    pub(crate) fn on_dsack(&mut self, snd_una: SeqNumber, snd_nxt: SeqNumber) {
         if self.dsack_round.is_some_and(|r| snd_una >= r) {
             self.dsack_round = None;
         }
@@ -144,7 +140,7 @@ impl Rack {
 
     /// §6.2 step 4: a recovery ended; after 16 without D-SACK the
     /// reordering window returns to a quarter min RTT.
-    pub fn on_recovery_exit(&mut self) {
+    pub(crate) fn on_recovery_exit(&mut self) {
         self.reo_wnd_persist = self.reo_wnd_persist.saturating_sub(1);
         if self.reo_wnd_persist == 0 {
             self.reo_wnd_mult = 1;
@@ -152,7 +148,7 @@ impl Rack {
     }
 
     /// §6.2 step 4 `RACK_update_reo_wnd`.
-    pub fn reo_wnd(
+    pub(crate) fn reo_wnd(
         &self,
         recovering: bool,
         sacked_bytes: usize,
@@ -170,7 +166,7 @@ impl Rack {
     /// sent before the newest delivered one whose time is up, and arms the
     /// reordering timer for the earliest one that is not yet. Returns the
     /// bytes newly marked lost.
-    pub fn detect_loss(
+    pub(crate) fn detect_loss(
         &mut self,
         log: &mut SentLog,
         now: Instant,
@@ -207,7 +203,7 @@ impl Rack {
     }
 
     /// The reordering timer fired (or is being cancelled).
-    pub fn clear_deadline(&mut self) {
+    pub(crate) fn clear_deadline(&mut self) {
         self.deadline = None;
     }
 }
@@ -238,7 +234,7 @@ mod tests {
 
     /// Five 1000-byte segments sent 1 ms apart from t = 0; RTT 100 ms.
     fn setup() -> (Rack, SentLog) {
-        let mut log = SentLog::new();
+        let mut log = SentLog::default();
         for i in 0..5u32 {
             log.on_send(s(i * 1000), s(i * 1000 + 1000), ms(i as u64), snap());
         }

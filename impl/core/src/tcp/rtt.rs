@@ -7,7 +7,7 @@ const K: u32 = 4;
 
 /// RFC 6298 estimator: SRTT, RTTVAR and the (backed-off) RTO.
 #[derive(Debug, Clone)]
-pub struct RttEstimator {
+pub(crate) struct RttEstimator {
     initial_rto: Duration,
     min_rto: Duration,
     max_rto: Duration,
@@ -23,7 +23,7 @@ impl RttEstimator {
     /// `initial_rto` until the first sample (RFC 6298 §2.1: 1 s), `min_rto`
     /// floor (sustain default 200 ms), `max_rto` ceiling (>= 60 s), `granularity`
     /// the clock granularity G of §2.
-    pub fn new(
+    pub(crate) fn new(
         initial_rto: Duration,
         min_rto: Duration,
         max_rto: Duration,
@@ -43,7 +43,7 @@ impl RttEstimator {
 
     /// Feed one RTT measurement (RFC 6298 §2.2 first, §2.3 later). Also
     /// clears the exponential backoff.
-    pub fn on_sample(&mut self, rtt: Duration) {
+    pub(crate) fn on_sample(&mut self, rtt: Duration) {
         self.latest = Some(rtt);
         // Saturating arithmetic throughout: the sample may come from a
         // timestamp echo the peer controls, and must never panic.
@@ -65,7 +65,7 @@ impl RttEstimator {
     }
 
     /// Current RTO including backoff, clamped to [min_rto, max_rto].
-    pub fn rto(&self) -> Duration {
+    pub(crate) fn rto(&self) -> Duration {
         let base = match self.estimate {
             None => self.initial_rto,
             // RFC 6298 §2.2/§2.3: RTO <- SRTT + max(G, K*RTTVAR).
@@ -81,32 +81,33 @@ impl RttEstimator {
     }
 
     /// The retransmission timer expired: double the RTO (RFC 6298 §5.5).
-    pub fn on_timeout(&mut self) {
+    pub(crate) fn on_timeout(&mut self) {
         self.backoff = self.backoff.saturating_add(1);
     }
 
     /// Consecutive backoffs since the last sample.
-    pub fn backoff_count(&self) -> u32 {
+    pub(crate) fn backoff_count(&self) -> u32 {
         self.backoff
     }
 
     /// The most recent sample, if any since the last reset.
-    pub fn latest(&self) -> Option<Duration> {
+    pub(crate) fn latest(&self) -> Option<Duration> {
         self.latest
     }
 
     /// Smoothed RTT (RFC 6298 SRTT), once sampled.
-    pub fn srtt(&self) -> Option<Duration> {
+    pub(crate) fn srtt(&self) -> Option<Duration> {
         self.estimate.map(|(srtt, _)| srtt)
     }
 
     /// RTT variation (RFC 6298 RTTVAR), once sampled.
-    pub fn rttvar(&self) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn rttvar(&self) -> Option<Duration> {
         self.estimate.map(|(_, rttvar)| rttvar)
     }
 
     /// Forget all samples (a new path): back to `initial_rto`.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.estimate = None;
         self.latest = None;
         self.backoff = 0;

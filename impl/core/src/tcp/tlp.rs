@@ -60,7 +60,7 @@ use crate::time::{Duration, Instant};
 use crate::wire::SeqNumber;
 
 /// RFC 8985 §7.2 WCDelAckT: worst-case delayed-ACK timer.
-pub const WC_DEL_ACK: Duration = Duration::from_millis(200);
+pub(crate) const WC_DEL_ACK: Duration = Duration::from_millis(200);
 /// Added to 2*SRTT (Linux `tcp_schedule_loss_probe` adds
 /// `TCP_TIMEOUT_MIN`, 2 ms): at a LAN's sub-millisecond SRTT a bare
 /// 2*SRTT would probe what an ACK a timer tick late will still answer,
@@ -68,11 +68,11 @@ pub const WC_DEL_ACK: Duration = Duration::from_millis(200);
 /// fifty round trips at 0.2 ms RTT.)
 const PTO_MARGIN: Duration = Duration::from_millis(2);
 /// Probes in one episode at most (module doc, "Repeated probes").
-pub const MAX_PROBES: u32 = 4;
+pub(crate) const MAX_PROBES: u32 = 4;
 
 /// What an ACK told about the current probe (RFC 8985 §7.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlpOutcome {
+pub(crate) enum TlpOutcome {
     /// Nothing to conclude (no probe out, or its ACK has not come).
     Pending,
     /// The probe's ACK came and nothing was lost, or the probe was new
@@ -86,7 +86,7 @@ pub enum TlpOutcome {
 
 /// TLP state (RFC 8985 §7.1: `TLP.end_seq`, `TLP.is_retrans`).
 #[derive(Debug, Clone, Default)]
-pub struct Tlp {
+pub(crate) struct Tlp {
     deadline: Option<Instant>,
     /// The PTO fired: the next transmission is the probe.
     pending: bool,
@@ -99,30 +99,25 @@ pub struct Tlp {
 }
 
 impl Tlp {
-    /// No probe armed (RFC 8985 §7).
-    pub fn new() -> Tlp {
-        Tlp::default()
-    }
-
     /// Forget everything (a new path, an RTO).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Tlp::default();
     }
 
     /// When the probe timeout fires, if armed.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// Disarms the probe timeout and forgets a pending probe.
-    pub fn cancel(&mut self) {
+    pub(crate) fn cancel(&mut self) {
         self.deadline = None;
         self.pending = false;
     }
 
     /// No probe may be sent while the previous one is unanswered
     /// (RFC 8985 §7.3: at most one per episode).
-    pub fn in_episode(&self) -> bool {
+    pub(crate) fn in_episode(&self) -> bool {
         self.episode.is_some()
     }
 
@@ -130,7 +125,7 @@ impl Tlp {
     /// sample), plus WCDelAckT when only one segment is in flight, and
     /// "If Now() + PTO > TCP_RTO_expiration(): PTO = TCP_RTO_expiration()
     /// - Now()": the probe replaces an RTO that would come first.
-    pub fn arm(
+    pub(crate) fn arm(
         &mut self,
         now: Instant,
         srtt: Option<Duration>,
@@ -162,7 +157,7 @@ impl Tlp {
     /// After a probe went out: the next one of the episode at twice the
     /// last PTO, if that comes before `rto_at` and the episode has probes
     /// left (module doc, "Repeated probes").
-    pub fn arm_again(&mut self, now: Instant, rto_at: Option<Instant>) {
+    pub(crate) fn arm_again(&mut self, now: Instant, rto_at: Option<Instant>) {
         if self.episode.is_none() || self.probes >= MAX_PROBES {
             return;
         }
@@ -175,7 +170,7 @@ impl Tlp {
     }
 
     /// The PTO passed: the next transmission is a probe (§7.3).
-    pub fn on_timeout(&mut self, now: Instant) -> bool {
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> bool {
         if self.deadline.is_some_and(|d| now >= d) {
             self.deadline = None;
             self.pending = self.episode.is_none() || self.probes < MAX_PROBES;
@@ -184,14 +179,14 @@ impl Tlp {
     }
 
     /// Whether the next transmission should be the probe.
-    pub fn probe_due(&self) -> bool {
+    pub(crate) fn probe_due(&self) -> bool {
         self.pending
     }
 
     /// §7.3: the probe went out; `end_seq` is SND.NXT after it. A repeated
     /// probe keeps the episode: its end is the highest, and it counts as
     /// a retransmission only if every probe was one.
-    pub fn on_probe_sent(&mut self, end_seq: SeqNumber, is_retrans: bool) {
+    pub(crate) fn on_probe_sent(&mut self, end_seq: SeqNumber, is_retrans: bool) {
         self.pending = false;
         self.probes += 1;
         self.episode = Some(match self.episode {
@@ -209,7 +204,7 @@ impl Tlp {
 
     /// §7.4 on every ACK: `ack` is SEG.ACK, `dsack_probe` whether it
     /// carried a D-SACK for the probe's data.
-    pub fn on_ack(&mut self, ack: SeqNumber, dsack_probe: bool) -> TlpOutcome {
+    pub(crate) fn on_ack(&mut self, ack: SeqNumber, dsack_probe: bool) -> TlpOutcome {
         let Some((end_seq, is_retrans)) = self.episode else {
             return TlpOutcome::Pending;
         };
@@ -240,7 +235,7 @@ mod tests {
 
     #[test]
     fn pto_is_two_srtt_plus_margin_plus_delack_for_one_segment_capped_at_the_rto() {
-        let mut tlp = Tlp::new();
+        let mut tlp = Tlp::default();
         let srtt = Some(Duration::from_millis(30));
         tlp.arm(ms(0), srtt, false, Some(ms(230)));
         assert_eq!(tlp.deadline(), Some(ms(62)));
@@ -262,7 +257,7 @@ mod tests {
 
     #[test]
     fn one_probe_per_episode_and_its_outcomes() {
-        let mut tlp = Tlp::new();
+        let mut tlp = Tlp::default();
         tlp.arm(ms(0), Some(Duration::from_millis(30)), false, None);
         assert!(!tlp.on_timeout(ms(61)));
         assert!(tlp.on_timeout(ms(62)));
@@ -289,7 +284,7 @@ mod tests {
     #[test]
     fn unanswered_probes_repeat_backed_off_before_the_rto_only() {
         let srtt = Some(Duration::from_millis(1));
-        let mut tlp = Tlp::new();
+        let mut tlp = Tlp::default();
         // PTO = 2 SRTT + 2 ms = 4 ms; the RTO expires at 200 ms.
         let rto = Some(ms(200));
         tlp.arm(ms(0), srtt, false, rto);
@@ -305,7 +300,7 @@ mod tests {
         assert_eq!(tlp.on_ack(SeqNumber(5000), false), TlpOutcome::Repaired);
         assert_eq!(tlp.deadline(), None, "the answer disarms the next probe");
         // A WAN's PTO: twice it is past the RTO, so one probe only.
-        let mut wan = Tlp::new();
+        let mut wan = Tlp::default();
         let rto = Some(ms(300));
         wan.arm(ms(0), Some(Duration::from_millis(60)), false, rto);
         assert!(wan.on_timeout(ms(122)));

@@ -19,7 +19,7 @@ use crate::wire::{SackBlock, SeqNumber};
 
 /// RFC 2883 §4: the first SACK block is a D-SACK when it lies below the
 /// cumulative ACK, or inside the second block.
-pub fn dsack_block(blocks: &[SackBlock], ack: SeqNumber) -> Option<SackBlock> {
+pub(crate) fn dsack_block(blocks: &[SackBlock], ack: SeqNumber) -> Option<SackBlock> {
     let first = *blocks.first()?;
     if first.left >= first.right {
         return None;
@@ -64,7 +64,7 @@ struct Episode {
 
 /// Why an episode was found spurious.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spurious {
+pub(crate) enum Spurious {
     /// Every retransmission was D-SACKed (RFC 3708).
     Dsack(Prior),
     /// The ACK of the first retransmitted segment echoes a timestamp older
@@ -74,23 +74,19 @@ pub enum Spurious {
 
 /// Undo state for the latest window reduction.
 #[derive(Debug, Clone, Default)]
-pub struct Undo {
+pub(crate) struct Undo {
     episode: Option<Episode>,
 }
 
 impl Undo {
-    /// No reduction in progress.
-    pub fn new() -> Undo {
-        Undo::default()
-    }
-
-    /// Forgets the reduction in progress.
-    pub fn reset(&mut self) {
-        self.episode = None;
-    }
-
     /// A window reduction began: remember the window before it.
-    pub fn start(&mut self, prior: Prior, snd_una: SeqNumber, snd_max: SeqNumber, rto: bool) {
+    pub(crate) fn start(
+        &mut self,
+        prior: Prior,
+        snd_una: SeqNumber,
+        snd_max: SeqNumber,
+        rto: bool,
+    ) {
         // A further RTO within an RTO episode keeps the original prior.
         if let Some(e) = self.episode.as_mut() {
             if rto && e.rto {
@@ -110,13 +106,8 @@ impl Undo {
         });
     }
 
-    /// Whether the reduction in progress was caused by an RTO.
-    pub fn is_rto_episode(&self) -> bool {
-        self.episode.is_some_and(|e| e.rto)
-    }
-
     /// A retransmission of `[start, end)` went out; `snd_una` is SND.UNA.
-    pub fn on_retransmit(
+    pub(crate) fn on_retransmit(
         &mut self,
         now: Instant,
         start: SeqNumber,
@@ -133,7 +124,7 @@ impl Undo {
 
     /// RFC 3708 §2: a D-SACK for data of this episode shows one
     /// retransmission was unnecessary.
-    pub fn on_dsack(&mut self, block: SackBlock) {
+    pub(crate) fn on_dsack(&mut self, block: SackBlock) {
         if let Some(e) = self.episode.as_mut() {
             if block.left >= e.marker && block.right <= e.high && e.retrans > 0 {
                 e.retrans -= 1;
@@ -144,7 +135,7 @@ impl Undo {
     /// On each ACK: `ack` is SEG.ACK, `echoed` the send time its TSecr
     /// names (ms resolution). Ends the episode and returns the window to
     /// restore when it was spurious.
-    pub fn check(&mut self, ack: SeqNumber, echoed: Option<Instant>) -> Option<Spurious> {
+    pub(crate) fn check(&mut self, ack: SeqNumber, echoed: Option<Instant>) -> Option<Spurious> {
         let e = self.episode.as_mut()?;
         if !e.retransmitted {
             return None;
@@ -208,7 +199,7 @@ mod tests {
             cwnd: 20_000,
             ssthresh: 30_000,
         };
-        let mut undo = Undo::new();
+        let mut undo = Undo::default();
         undo.start(prior, SeqNumber(1000), SeqNumber(21_000), false);
         undo.on_retransmit(
             Instant::from_millis(100),
@@ -241,7 +232,7 @@ mod tests {
             cwnd: 20_000,
             ssthresh: 30_000,
         };
-        let mut undo = Undo::new();
+        let mut undo = Undo::default();
         undo.start(prior, SeqNumber(1000), SeqNumber(21_000), true);
         undo.on_retransmit(
             Instant::from_millis(300),
