@@ -9,8 +9,6 @@
 //! connections and demultiplexes segments to them.
 
 pub mod handshake;
-pub mod sack;
-pub mod sent;
 
 mod assembler;
 mod bbr;
@@ -24,6 +22,8 @@ mod pacing;
 mod prr;
 mod rack;
 mod rtt;
+mod sack;
+mod sent;
 mod tlp;
 mod types;
 mod undo;

@@ -4,8 +4,11 @@
 //!
 //! The scoreboard is a sorted list of disjoint, non-adjacent SACKed ranges.
 //! IsLost(S) depends only on what is SACKed *above* S, so it is constant over
-//! each un-SACKed hole: the hole-by-hole walk in [`Scoreboard::pipe`] and
-//! [`Scoreboard::next_seg`] evaluates it once per hole.
+//! each un-SACKed hole: the hole-by-hole walk of `Scoreboard::holes`
+//! evaluates it once per hole. The connection marks losses with RACK
+//! (RFC 8985) and uses NextSeg rule 3 ([`Scoreboard::next_unsacked`]) only;
+//! NextSeg rule 1 and SetPipe (`next_seg`, `pipe`) are kept for the tests,
+//! which check the walk against a byte-by-byte model.
 
 use crate::wire::{SackBlock, SeqNumber};
 
@@ -16,11 +19,11 @@ use crate::wire::{SackBlock, SeqNumber};
 /// the O(ranges) operations cheap. Forgetting SACK
 /// information is always safe (RFC 2018 §8: the sender may renege too): the
 /// data is merely treated as not yet received.
-pub const MAX_SACKED_RANGES: usize = 1024;
+pub(crate) const MAX_SACKED_RANGES: usize = 1024;
 
 /// The ranges above SND.UNA the peer has SACKed.
 #[derive(Debug, Clone, Default)]
-pub struct Scoreboard {
+pub(crate) struct Scoreboard {
     /// `[left, right)` ranges, ascending, disjoint and non-adjacent.
     ranges: Vec<(SeqNumber, SeqNumber)>,
 }
@@ -32,7 +35,9 @@ struct Hole {
     end: SeqNumber,
     /// Discontiguous SACKed ranges above the hole.
     ranges_above: usize,
-    /// SACKed bytes above the hole.
+    /// SACKed bytes above the hole (IsLost's byte rule, for `next_seg`
+    /// and `pipe`).
+    #[cfg(test)]
     bytes_above: usize,
 }
 
@@ -43,12 +48,12 @@ fn lost_given(ranges_above: usize, bytes_above: usize, smss: usize, dupthresh: u
 
 impl Scoreboard {
     /// An empty scoreboard.
-    pub fn new() -> Scoreboard {
+    pub(crate) fn new() -> Scoreboard {
         Scoreboard::default()
     }
 
     /// Forget everything (RTO per RFC 6675 §5.1 / RFC 2018 §8, or new path).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.ranges.clear();
     }
 
@@ -59,7 +64,7 @@ impl Scoreboard {
     /// A block is accepted when `snd_una <= left < right <= snd_nxt`; blocks
     /// reaching below `snd_una` (D-SACKs, RFC 2883 §4), past `snd_nxt`, or
     /// with `left >= right` are ignored whole.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         snd_una: SeqNumber,
         snd_nxt: SeqNumber,
@@ -84,12 +89,13 @@ impl Scoreboard {
     }
 
     /// Whether nothing is SACKed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
 
     /// Whether the byte at `seq` is SACKed.
-    pub fn is_sacked(&self, seq: SeqNumber) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_sacked(&self, seq: SeqNumber) -> bool {
         let idx = self.ranges.partition_point(|&(_, right)| right <= seq);
         self.ranges
             .get(idx)
@@ -97,30 +103,32 @@ impl Scoreboard {
     }
 
     /// Total SACKed bytes above SND.UNA.
-    pub fn sacked_bytes(&self) -> usize {
+    pub(crate) fn sacked_bytes(&self) -> usize {
         self.ranges.iter().map(|&(left, right)| right - left).sum()
     }
 
     /// HighACK+… : the highest SACKed sequence number (exclusive end), if any.
-    pub fn highest_sacked(&self) -> Option<SeqNumber> {
+    pub(crate) fn highest_sacked(&self) -> Option<SeqNumber> {
         self.ranges.last().map(|&(_, right)| right)
     }
 
     /// The SACKed ranges, ascending (for logs and tests).
-    pub fn blocks(&self) -> impl Iterator<Item = SackBlock> + '_ {
+    #[cfg(test)]
+    pub(crate) fn blocks(&self) -> impl Iterator<Item = SackBlock> + '_ {
         self.ranges
             .iter()
             .map(|&(left, right)| SackBlock { left, right })
     }
 
     /// Number of disjoint SACKed ranges held.
-    pub fn range_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn range_count(&self) -> usize {
         self.ranges.len()
     }
 
     /// RFC 6675 §4 IsLost(seq): at least `dupthresh` discontiguous SACKed
     /// ranges above `seq`, or more than (dupthresh-1)*smss SACKed bytes above it.
-    pub fn is_lost(&self, seq: SeqNumber, smss: usize, dupthresh: usize) -> bool {
+    pub(crate) fn is_lost(&self, seq: SeqNumber, smss: usize, dupthresh: usize) -> bool {
         let first_above = seq + 1;
         let mut ranges_above = 0;
         let mut bytes_above = 0;
@@ -145,7 +153,8 @@ impl Scoreboard {
     /// `high_rxt` is exclusive: the first byte not yet retransmitted in this
     /// recovery episode. Only holes below the highest SACKed byte qualify
     /// (RFC 6675 §4 rule 1.b). [`Scoreboard::next_unsacked`] is rule 3.
-    pub fn next_seg(
+    #[cfg(test)]
+    pub(crate) fn next_seg(
         &self,
         snd_una: SeqNumber,
         snd_nxt: SeqNumber,
@@ -167,7 +176,7 @@ impl Scoreboard {
     /// `high_rxt` (and `snd_una`) below the highest SACKed byte, whether or
     /// not IsLost holds, limited to `smss` bytes and to its hole. The caller
     /// uses it only when rules 1 and 2 produced nothing.
-    pub fn next_unsacked(
+    pub(crate) fn next_unsacked(
         &self,
         snd_una: SeqNumber,
         snd_nxt: SeqNumber,
@@ -182,7 +191,8 @@ impl Scoreboard {
 
     /// RFC 6675 §4 SetPipe(): bytes in (snd_una, snd_nxt) not SACKed and not
     /// lost, plus bytes below `high_rxt` that were retransmitted.
-    pub fn pipe(
+    #[cfg(test)]
+    pub(crate) fn pipe(
         &self,
         snd_una: SeqNumber,
         snd_nxt: SeqNumber,
@@ -219,6 +229,7 @@ impl Scoreboard {
         let first = self.ranges.partition_point(|&(_, right)| right <= snd_una);
         let live = &self.ranges[first..];
         let mut ranges_above = live.len();
+        #[cfg(test)]
         let mut bytes_above: usize = live
             .iter()
             .map(|&(left, right)| right - left.max(snd_una))
@@ -235,6 +246,7 @@ impl Scoreboard {
                         start: cursor,
                         end: snd_nxt,
                         ranges_above: 0,
+                        #[cfg(test)]
                         bytes_above: 0,
                     });
                 };
@@ -244,10 +256,14 @@ impl Scoreboard {
                     start: cursor,
                     end: left.min(snd_nxt),
                     ranges_above,
+                    #[cfg(test)]
                     bytes_above,
                 };
                 ranges_above -= 1;
-                bytes_above -= right - left;
+                #[cfg(test)]
+                {
+                    bytes_above -= right - left;
+                }
                 cursor = right;
                 if cursor >= snd_nxt {
                     done = true;

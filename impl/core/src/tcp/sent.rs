@@ -20,7 +20,7 @@ use crate::wire::SeqNumber;
 /// The delivery-rate snapshot taken when a segment is sent
 /// (draft-cheng-iccrg-delivery-rate-estimation §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateSnapshot {
+pub(crate) struct RateSnapshot {
     /// Bytes delivered (acked or SACKed) when the segment was sent.
     pub delivered: u64,
     /// When `delivered` was last increased.
@@ -39,7 +39,7 @@ pub struct RateSnapshot {
 
 /// One segment as it was last sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
+pub(crate) struct Segment {
     /// First sequence number of the segment.
     pub start: SeqNumber,
     /// Exclusive; a FIN counts as one byte.
@@ -63,24 +63,19 @@ pub struct Segment {
 
 impl Segment {
     /// Sequence space it covers, in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.end - self.start
     }
 
-    /// Whether it covers no sequence space.
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
     /// Lost and not yet resent: what the sender must retransmit.
-    pub fn needs_retransmission(&self) -> bool {
+    pub(crate) fn needs_retransmission(&self) -> bool {
         self.lost && !self.retrans && !self.sacked
     }
 }
 
 /// What [`SentLog::unsend`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsent {
+pub(crate) enum Unsent {
     /// The newest record is gone: the sender rewinds SND.MAX to its start.
     Tail,
     /// The records it covered are lost and will be resent.
@@ -91,7 +86,7 @@ pub enum Unsent {
 
 /// The transmission log.
 #[derive(Debug, Clone, Default)]
-pub struct SentLog {
+pub(crate) struct SentLog {
     segs: VecDeque<Segment>,
     /// Bytes covered by `segs`.
     total: usize,
@@ -103,48 +98,34 @@ pub struct SentLog {
 }
 
 impl SentLog {
-    /// An empty log.
-    pub fn new() -> SentLog {
-        SentLog::default()
-    }
-
-    /// Forgets every record.
-    pub fn clear(&mut self) {
-        *self = SentLog::default();
-    }
-
-    /// Whether nothing is outstanding.
-    pub fn is_empty(&self) -> bool {
-        self.segs.is_empty()
-    }
-
     /// How many segments are recorded.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.segs.len()
     }
 
     /// The records, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Segment> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Segment> + '_ {
         self.segs.iter()
     }
 
     /// The newest record.
-    pub fn last(&self) -> Option<&Segment> {
+    pub(crate) fn last(&self) -> Option<&Segment> {
         self.segs.back()
     }
 
     /// Bytes SACKed above SND.UNA.
-    pub fn sacked_bytes(&self) -> usize {
+    pub(crate) fn sacked_bytes(&self) -> usize {
         self.sacked
     }
 
     /// Bytes presumed lost (not SACKed).
-    pub fn lost_bytes(&self) -> usize {
+    pub(crate) fn lost_bytes(&self) -> usize {
         self.lost
     }
 
     /// Bytes lost and not yet retransmitted.
-    pub fn pending_retransmission(&self) -> usize {
+    pub(crate) fn pending_retransmission(&self) -> usize {
         self.segs
             .iter()
             .filter(|s| s.needs_retransmission())
@@ -154,14 +135,20 @@ impl SentLog {
 
     /// RFC 6675 §4 SetPipe, Linux `tcp_packets_in_flight`: outstanding
     /// bytes not SACKed and not lost, plus outstanding retransmissions.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         (self.total + self.retrans).saturating_sub(self.sacked + self.lost)
     }
 
     /// A segment `[start, end)` was sent at `now`. Data at or above the
     /// last record is new; anything below it is a retransmission of the
     /// records it overlaps (split where the boundaries differ).
-    pub fn on_send(&mut self, start: SeqNumber, end: SeqNumber, now: Instant, rate: RateSnapshot) {
+    pub(crate) fn on_send(
+        &mut self,
+        start: SeqNumber,
+        end: SeqNumber,
+        now: Instant,
+        rate: RateSnapshot,
+    ) {
         if start >= end {
             return;
         }
@@ -211,7 +198,7 @@ impl SentLog {
 
     /// A cumulative ACK up to `una`: drops the records below it, calling
     /// `delivered` for each newly delivered (not previously SACKed) one.
-    pub fn ack(&mut self, una: SeqNumber, mut delivered: impl FnMut(&Segment)) {
+    pub(crate) fn ack(&mut self, una: SeqNumber, mut delivered: impl FnMut(&Segment)) {
         while let Some(&seg) = self.segs.front() {
             if seg.end <= una {
                 self.segs.pop_front();
@@ -242,7 +229,12 @@ impl SentLog {
 
     /// The peer SACKed `[left, right)`: marks the records inside it,
     /// calling `delivered` for each newly SACKed one.
-    pub fn sack(&mut self, left: SeqNumber, right: SeqNumber, mut delivered: impl FnMut(&Segment)) {
+    pub(crate) fn sack(
+        &mut self,
+        left: SeqNumber,
+        right: SeqNumber,
+        mut delivered: impl FnMut(&Segment),
+    ) {
         let (Some(first), Some(last)) = (self.segs.front(), self.segs.back()) else {
             return;
         };
@@ -273,7 +265,7 @@ impl SentLog {
 
     /// Marks record `i` lost; a retransmission of it is no longer in
     /// flight. Returns whether the record was newly marked.
-    pub fn mark_lost(&mut self, i: usize) -> bool {
+    pub(crate) fn mark_lost(&mut self, i: usize) -> bool {
         let seg = self.segs[i];
         if seg.sacked || (seg.lost && !seg.retrans) {
             return false;
@@ -291,7 +283,7 @@ impl SentLog {
     /// the newest data) the last record, if it is exactly that segment
     /// sent once, is removed as if never sent and `Unsent::Tail` returned;
     /// otherwise what it covers is marked lost, to be resent.
-    pub fn unsend(&mut self, start: SeqNumber, end: SeqNumber, newest: bool) -> Unsent {
+    pub(crate) fn unsend(&mut self, start: SeqNumber, end: SeqNumber, newest: bool) -> Unsent {
         if start >= end {
             return Unsent::Nothing;
         }
@@ -321,7 +313,7 @@ impl SentLog {
     /// Every un-SACKed record is lost (an RTO, or a new path). With
     /// `forget_sacks` (RFC 2018 §8: the receiver may have reneged) SACKed
     /// records become lost too.
-    pub fn mark_all_lost(&mut self, forget_sacks: bool) {
+    pub(crate) fn mark_all_lost(&mut self, forget_sacks: bool) {
         for s in self.segs.iter_mut() {
             if forget_sacks {
                 s.sacked = false;
@@ -335,14 +327,14 @@ impl SentLog {
     }
 
     /// Every record was sent on a path the connection has left.
-    pub fn mark_all_stale(&mut self) {
+    pub(crate) fn mark_all_stale(&mut self) {
         for s in self.segs.iter_mut() {
             s.stale = true;
         }
     }
 
     /// No record is lost any more (a spurious timeout was undone).
-    pub fn unmark_lost(&mut self) {
+    pub(crate) fn unmark_lost(&mut self) {
         for s in self.segs.iter_mut() {
             s.lost = false;
         }
@@ -351,7 +343,7 @@ impl SentLog {
 
     /// Index of the first record to retransmit at or above `from` and below
     /// `below`, if any.
-    pub fn next_lost(&self, from: SeqNumber, below: SeqNumber) -> Option<&Segment> {
+    pub(crate) fn next_lost(&self, from: SeqNumber, below: SeqNumber) -> Option<&Segment> {
         if self.lost == 0 {
             return None;
         }
@@ -363,12 +355,12 @@ impl SentLog {
     }
 
     /// The `i`-th record, oldest first.
-    pub fn get(&self, i: usize) -> Option<&Segment> {
+    pub(crate) fn get(&self, i: usize) -> Option<&Segment> {
         self.segs.get(i)
     }
 
     /// The index of the record containing `seq` (or the first after it).
-    pub fn index_of(&self, seq: SeqNumber) -> usize {
+    pub(crate) fn index_of(&self, seq: SeqNumber) -> usize {
         self.segs.partition_point(|s| s.end <= seq)
     }
 
@@ -450,7 +442,7 @@ mod tests {
     }
 
     fn log_of_ten() -> SentLog {
-        let mut log = SentLog::new();
+        let mut log = SentLog::default();
         for i in 0..10u32 {
             log.on_send(s(1000 + i * 1000), s(2000 + i * 1000), t(i as u64), snap());
         }
