@@ -30,7 +30,7 @@ pub enum CongestionKind {
 
 impl CongestionKind {
     /// A fresh controller of this kind for sender MSS `smss`.
-    pub fn build(self, smss: usize) -> Box<dyn CongestionControl> {
+    pub(crate) fn build(self, smss: usize) -> Box<dyn CongestionControl> {
         match self {
             CongestionKind::NewReno => Box::new(NewReno::new(smss)),
             CongestionKind::Cubic => Box::new(super::cubic::Cubic::new(smss)),
@@ -71,7 +71,7 @@ pub struct UnknownCongestionKind;
 /// GenerateRateSample): `delivered` bytes over `interval`, taken from the
 /// most recently sent of the segments an ACK newly delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateSample {
+pub(crate) struct RateSample {
     /// RS.delivered: bytes delivered between that segment's send and now.
     pub delivered: u64,
     /// RS.interval = max(send_elapsed, ack_elapsed); zero when the sample
@@ -93,7 +93,7 @@ pub struct RateSample {
 
 impl RateSample {
     /// RS.delivery_rate in bytes per second (0 without a valid interval).
-    pub fn rate(&self) -> u64 {
+    pub(crate) fn rate(&self) -> u64 {
         let us = self.interval.as_micros();
         if us == 0 {
             return 0;
@@ -105,7 +105,7 @@ impl RateSample {
 /// A segment newly marked lost (draft-ietf-ccwg-bbr §5.2.4, the
 /// HandleLostPacket(P) input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LostSegment {
+pub(crate) struct LostSegment {
     /// When the loss was detected.
     pub now: Instant,
     /// P.size in bytes.
@@ -124,7 +124,7 @@ pub struct LostSegment {
 
 /// What one ACK told the controller.
 #[derive(Debug, Clone, Copy)]
-pub struct AckSample {
+pub(crate) struct AckSample {
     /// When the ACK arrived.
     pub now: Instant,
     /// Bytes newly acknowledged cumulatively.
@@ -135,8 +135,6 @@ pub struct AckSample {
     pub rtt: Option<Duration>,
     /// Smoothed RTT (RFC 6298), once sampled.
     pub srtt: Option<Duration>,
-    /// Smallest RTT sampled so far.
-    pub min_rtt: Option<Duration>,
     /// Bytes in flight after this ACK.
     pub in_flight: usize,
     /// SND.UNA after this ACK.
@@ -159,8 +157,9 @@ pub struct AckSample {
 }
 
 /// A congestion controller, as the connection drives it.
-pub trait CongestionControl: fmt::Debug + Send {
+pub(crate) trait CongestionControl: fmt::Debug + Send {
     /// Which algorithm this is.
+    #[cfg(test)]
     fn kind(&self) -> CongestionKind;
     /// Congestion window in bytes.
     fn cwnd(&self) -> usize;
@@ -385,6 +384,7 @@ impl NewReno {
 }
 
 impl CongestionControl for NewReno {
+    #[cfg(test)]
     fn kind(&self) -> CongestionKind {
         CongestionKind::NewReno
     }

@@ -6,9 +6,7 @@
 //! Linux net/ipv4/tcp_cubic.c. Windows are kept in bytes; the cubic
 //! function is evaluated in segments and seconds as the RFC writes it.
 
-use super::congestion::{
-    initial_window, AckSample, CongestionControl, CongestionKind, SSTHRESH_INFINITE,
-};
+use super::congestion::{initial_window, AckSample, CongestionControl, SSTHRESH_INFINITE};
 use super::hystart::{HyStart, Phase, CSS_GROWTH_DIVISOR};
 use super::undo::Prior;
 use crate::time::{Duration, Instant};
@@ -144,8 +142,9 @@ impl Cubic {
 }
 
 impl CongestionControl for Cubic {
-    fn kind(&self) -> CongestionKind {
-        CongestionKind::Cubic
+    #[cfg(test)]
+    fn kind(&self) -> super::CongestionKind {
+        super::CongestionKind::Cubic
     }
 
     fn cwnd(&self) -> usize {
@@ -287,7 +286,6 @@ mod tests {
             delivered: acked,
             rtt: Some(Duration::from_millis(100)),
             srtt: Some(Duration::from_millis(100)),
-            min_rtt: Some(Duration::from_millis(100)),
             in_flight: 0,
             snd_una: SeqNumber(0),
             snd_max: SeqNumber(0),

@@ -28,7 +28,7 @@ mod tlp;
 mod types;
 mod undo;
 
-pub use congestion::CongestionKind;
+pub use congestion::{CongestionKind, UnknownCongestionKind};
 pub use endpoint::Endpoint;
 pub use types::{
     CloseReason, Config, ConnId, ConnInfo, Event, IndexSizes, ListenerId, MigWaitCause,

@@ -33,7 +33,7 @@ pub(crate) fn dsack_block(blocks: &[SackBlock], ack: SeqNumber) -> Option<SackBl
 
 /// The window before a reduction, to restore if it was spurious.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prior {
+pub(crate) struct Prior {
     /// Congestion window before the reduction, in bytes.
     pub cwnd: usize,
     /// Slow-start threshold before the reduction, in bytes.

@@ -62,7 +62,7 @@ mod filter;
 pub(crate) use filter::{CycleMaxFilter, MaxFilter};
 
 use super::congestion::{
-    initial_window, AckSample, CongestionControl, CongestionKind, LostSegment, SSTHRESH_INFINITE,
+    initial_window, AckSample, CongestionControl, LostSegment, SSTHRESH_INFINITE,
 };
 use super::undo::Prior;
 use crate::time::{Duration, Instant};
@@ -1130,8 +1130,9 @@ impl Bbr {
 }
 
 impl CongestionControl for Bbr {
-    fn kind(&self) -> CongestionKind {
-        CongestionKind::Bbr
+    #[cfg(test)]
+    fn kind(&self) -> super::CongestionKind {
+        super::CongestionKind::Bbr
     }
 
     fn cwnd(&self) -> usize {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::tcp::congestion::RateSample;
+use crate::tcp::CongestionKind;
 use crate::wire::SeqNumber;
 
 const SMSS: usize = 1000;
@@ -38,7 +39,6 @@ impl Driver {
             delivered: bytes,
             rtt: Some(self.rtt),
             srtt: Some(self.rtt),
-            min_rtt: Some(RTT),
             in_flight,
             snd_una: SeqNumber(0),
             snd_max: SeqNumber(0),
@@ -301,7 +301,6 @@ impl Driver {
             delivered: bytes,
             rtt: Some(self.rtt),
             srtt: Some(self.rtt),
-            min_rtt: Some(RTT),
             in_flight,
             snd_una: SeqNumber(0),
             snd_max: SeqNumber(0),
