@@ -194,13 +194,10 @@ fn env_list(key: &str) -> Vec<String> {
 impl Settings {
     fn from_env() -> Settings {
         let number = |key: &str, default: f64| {
-            std::env::var(key)
-                .ok()
-                .map(|v| {
-                    v.parse::<f64>()
-                        .unwrap_or_else(|_| panic!("{key}={v} is not a number"))
-                })
-                .unwrap_or(default)
+            std::env::var(key).ok().map_or(default, |v| {
+                v.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("{key}={v} is not a number"))
+            })
         };
         let cell_filters = env_list("SUSTAIN_BENCH_CELLS");
         let cells: Vec<Cell> = Cell::grid()
@@ -603,7 +600,7 @@ fn main() {
             runs: settings.stacks.iter().map(|s| (*s, Vec::new())).collect(),
         };
         for run in 0..settings.runs {
-            for (stack, runs) in result.runs.iter_mut() {
+            for (stack, runs) in &mut result.runs {
                 port = port.wrapping_add(1).max(PORT_BASE);
                 let got = measure(&path, *stack, port, window);
                 match &got {

@@ -58,7 +58,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -163,9 +163,11 @@ fn ms(d: Option<Duration>) -> String {
 
 fn main() {
     if !sustain_lab::is_root() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("bench moves: needs root (namespaces, raw sockets, netlink) and CI=true");
-        }
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "bench moves: needs root (namespaces, raw sockets, netlink) and CI=true"
+        );
         eprintln!("bench moves: SKIPPED: needs root for namespaces, raw sockets and netlink");
         return;
     }
@@ -354,7 +356,7 @@ const MAX_READS: usize = 4096;
 
 impl Probe {
     fn lock(&self) -> std::sync::MutexGuard<'_, ProbeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The application read `data`, the stream's next bytes.
@@ -430,7 +432,7 @@ impl Probe {
             st = self
                 .changed
                 .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
@@ -546,9 +548,9 @@ fn run_cell(
                 let now = Instant::now();
                 routes
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .get_or_insert(now);
-            })
+            });
         })?
     };
     let threads = match system {
@@ -594,7 +596,7 @@ fn retire_delay() -> Option<Duration> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct StopOnDrop(Arc<AtomicBool>);
@@ -629,7 +631,7 @@ fn measure(
         let to = if i % 2 == 0 { "m2" } else { "m1" };
         topo.detach("m").context("detach")?;
         std::thread::sleep(GAP);
-        *routes.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *routes.lock().unwrap_or_else(PoisonError::into_inner) = None;
         probe.arm();
         let attached = topo.attach("m", to).context("attach")?;
         trace(&format!(
@@ -637,7 +639,7 @@ fn measure(
             attached.completed.elapsed()
         ));
         let start = || {
-            let seen = *routes.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = *routes.lock().unwrap_or_else(PoisonError::into_inner);
             seen.map_or(attached.completed, |seen| seen.min(attached.completed))
         };
         let (first_read, early) = probe.wait_read_since(start, RECOVER_TIMEOUT);
@@ -731,7 +733,7 @@ fn start_sustain(
                 () = stopped(&s) => {}
             }
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
-        })
+        });
     })?;
     ready_rx
         .recv_timeout(Duration::from_secs(10))
@@ -749,7 +751,7 @@ fn start_sustain(
                 () = stopped(&s) => {}
             }
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.shutdown()).await;
-        })
+        });
     })?;
     Ok(vec![server_thread, client_thread])
 }

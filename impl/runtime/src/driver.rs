@@ -448,7 +448,7 @@ fn receive(
                     if let (true, Some(from)) = (learn, from) {
                         hops.learn(pkt, from, seen);
                     }
-                    st.core.handle_packet(now, pkt)
+                    st.core.handle_packet(now, pkt);
                 })
             }
             (Receive::Raw(batch), _) => {

@@ -98,7 +98,7 @@ impl RateSample {
         if us == 0 {
             return 0;
         }
-        (self.delivered as u128 * 1_000_000 / us).min(u64::MAX as u128) as u64
+        (u128::from(self.delivered) * 1_000_000 / us).min(u128::from(u64::MAX)) as u64
     }
 }
 

@@ -1136,7 +1136,7 @@ impl Connection {
                 // return this connection to the LISTEN state": the listener
                 // still exists, so this entry just goes away unannounced.
                 State::SynReceived if self.listener.is_some() && !self.announced => {
-                    self.enter_closed(CloseReason::Reset)
+                    self.enter_closed(CloseReason::Reset);
                 }
                 // Active open (simultaneous): "the connection was refused".
                 State::SynReceived => self.enter_closed(CloseReason::Refused),
@@ -2191,7 +2191,7 @@ impl Connection {
         self.ip_ident = self.ip_ident.wrapping_add(1);
         self.after_ack_sent(window, ack);
         self.last_send = now;
-        let end = plan.seq + plan.len + plan.fin as usize;
+        let end = plan.seq + plan.len + usize::from(plan.fin);
         match plan.kind {
             SendKind::New => {
                 self.bytes_sent += plan.len as u64;
@@ -2406,8 +2406,8 @@ impl Connection {
 /// The error an application call on a closed connection reports.
 pub(crate) fn closed_error(reason: Option<CloseReason>) -> TcpError {
     match reason {
-        Some(CloseReason::Reset) | Some(CloseReason::Refused) => TcpError::Reset,
-        Some(CloseReason::TimedOut) | Some(CloseReason::KeepaliveTimedOut) => TcpError::TimedOut,
+        Some(CloseReason::Reset | CloseReason::Refused) => TcpError::Reset,
+        Some(CloseReason::TimedOut | CloseReason::KeepaliveTimedOut) => TcpError::TimedOut,
         Some(CloseReason::MigrationTimedOut) => TcpError::MigrationTimedOut,
         Some(CloseReason::AddressLost) => TcpError::AddressLost,
         Some(CloseReason::Normal) => TcpError::NotOpenForSend,

@@ -133,7 +133,7 @@ impl Connection {
             if !s.stale {
                 acked += s.len();
             }
-            on_delivered(s, &mut lr.rack)
+            on_delivered(s, &mut lr.rack);
         });
         for (i, b) in blocks.iter().enumerate() {
             if i == 0 && dsack.is_some() {
@@ -574,7 +574,7 @@ impl Connection {
         } else {
             (12, 10)
         };
-        Some((cwnd * 1_000_000 * num / den / us).min(u64::MAX as u128) as u64)
+        Some((cwnd * 1_000_000 * num / den / us).min(u128::from(u64::MAX)) as u64)
     }
 
     /// Whether pacing holds data back now; with `Some(t)` the caller asks

@@ -236,7 +236,7 @@ mod tests {
     fn setup() -> (Rack, SentLog) {
         let mut log = SentLog::default();
         for i in 0..5u32 {
-            log.on_send(s(i * 1000), s(i * 1000 + 1000), ms(i as u64), snap());
+            log.on_send(s(i * 1000), s(i * 1000 + 1000), ms(u64::from(i)), snap());
         }
         (Rack::new(), log)
     }

@@ -669,7 +669,7 @@ mod tests {
                         ranges(&sb)
                     );
                 }
-                for high_rxt in [0, una, una + 1, una + 3, (una + nxt) / 2, nxt] {
+                for high_rxt in [0, una, una + 1, una + 3, usize::midpoint(una, nxt), nxt] {
                     let high = seq(high_rxt);
                     assert_eq!(
                         sb.pipe(seq(una), seq(nxt), high, smss, dupthresh),

@@ -314,7 +314,7 @@ impl SentLog {
     /// `forget_sacks` (RFC 2018 §8: the receiver may have reneged) SACKed
     /// records become lost too.
     pub(crate) fn mark_all_lost(&mut self, forget_sacks: bool) {
-        for s in self.segs.iter_mut() {
+        for s in &mut self.segs {
             if forget_sacks {
                 s.sacked = false;
             }
@@ -328,14 +328,14 @@ impl SentLog {
 
     /// Every record was sent on a path the connection has left.
     pub(crate) fn mark_all_stale(&mut self) {
-        for s in self.segs.iter_mut() {
+        for s in &mut self.segs {
             s.stale = true;
         }
     }
 
     /// No record is lost any more (a spurious timeout was undone).
     pub(crate) fn unmark_lost(&mut self) {
-        for s in self.segs.iter_mut() {
+        for s in &mut self.segs {
             s.lost = false;
         }
         self.recount();
@@ -444,7 +444,12 @@ mod tests {
     fn log_of_ten() -> SentLog {
         let mut log = SentLog::default();
         for i in 0..10u32 {
-            log.on_send(s(1000 + i * 1000), s(2000 + i * 1000), t(i as u64), snap());
+            log.on_send(
+                s(1000 + i * 1000),
+                s(2000 + i * 1000),
+                t(u64::from(i)),
+                snap(),
+            );
         }
         log
     }

@@ -431,7 +431,7 @@ impl Bbr {
         let Some(min_rtt) = self.min_rtt else {
             return self.initial_cwnd;
         };
-        let bdp = bw as u128 * min_rtt.as_micros() / 1_000_000;
+        let bdp = u128::from(bw) * min_rtt.as_micros() / 1_000_000;
         (gain * bdp as f64).min(INF_INFLIGHT as f64 / 4.0) as usize
     }
 
@@ -1008,7 +1008,7 @@ impl Bbr {
         let interval = self
             .now
             .saturating_duration_since(self.extra_acked_interval_start);
-        let mut expected = (self.bw as u128 * interval.as_micros() / 1_000_000) as u64;
+        let mut expected = (u128::from(self.bw) * interval.as_micros() / 1_000_000) as u64;
         // Reset the interval if the ACK rate is below the expected rate.
         if self.extra_acked_delivered <= expected {
             self.extra_acked_delivered = 0;
@@ -1300,7 +1300,7 @@ impl CongestionControl for Bbr {
         self.cwnd = self.cwnd.max(jump);
         if let Some(min_rtt) = self.min_rtt {
             let us = min_rtt.as_micros().max(1);
-            let rate = (jump as u128 * 1_000_000 / us).min(u64::MAX as u128) as u64;
+            let rate = (jump as u128 * 1_000_000 / us).min(u128::from(u64::MAX)) as u64;
             self.pacing_rate = self.pacing_rate.max(rate);
         }
     }

@@ -74,7 +74,7 @@ impl Driver {
     /// Runs Startup at a path of `rate` bytes/s until the pipe is full
     /// and Drain is done.
     fn fill_pipe(&mut self, rate: u64) {
-        let bdp = (rate as u128 * RTT.as_micros() / 1_000_000) as usize;
+        let bdp = (u128::from(rate) * RTT.as_micros() / 1_000_000) as usize;
         for _ in 0..40 {
             let cwnd = self.bbr.cwnd();
             let sent = cwnd.min(2 * bdp);
@@ -263,7 +263,7 @@ fn background_loss_is_learned_without_a_queue_and_raises_the_threshold() {
     let mut d = Driver::new();
     let rate = 1_000_000;
     d.fill_pipe(rate);
-    let bdp = (rate as u128 * RTT.as_micros() / 1_000_000) as usize;
+    let bdp = (u128::from(rate) * RTT.as_micros() / 1_000_000) as usize;
     // Rounds losing 3 % with the RTT at BBR.min_rtt (cruising): learned.
     for _ in 0..60 {
         let lost = (bdp * 3 / 100) as u64;
