@@ -5,25 +5,35 @@
 //! `compare_*` test (ignored) prints simulated transfer times.
 
 use std::cell::{Cell, RefCell};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::rc::Rc;
+
+mod common;
+use common::{client_and_server, CLIENT, SERVER};
 
 use sha2::{Digest, Sha256};
 use sustain_core::rand::{Random, SplitMix64};
-use sustain_core::sim::{
-    Captured, Direction, InsideScope, LinkConfig, Middlebox, NetStats, Network,
-};
-use sustain_core::tcp::{CloseReason, Config, CongestionKind, ConnInfo, Endpoint, Event, Stats};
+use sustain_core::sim::{Captured, Direction, InsideScope, LinkConfig, Middlebox, NetStats};
+use sustain_core::tcp::{CloseReason, Config, CongestionKind, ConnInfo, Event, Stats};
 use sustain_core::time::{Duration, Instant};
 use sustain_core::wire::{parse_ipv4_tcp, SeqNumber};
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const MIB: usize = 1 << 20;
 
 /// Picks client packets to drop: `(stream offset of the first payload
 /// byte or None for no payload, payload length, flags has FIN)` in, drop?
 type Pick = Box<dyn FnMut(Option<usize>, usize, bool) -> bool>;
+
+/// Drops the segment carrying stream offset `target` the first `times`
+/// times it is sent (the original, then its resends).
+fn drop_covering(target: usize, times: usize) -> Pick {
+    let mut hits = 0;
+    Box::new(move |off, len, _| {
+        let hit = off.is_some_and(|o| o <= target && target < o + len);
+        hits += usize::from(hit);
+        hit && hits <= times
+    })
+}
 
 /// Drops client-to-server packets `pick` chooses, knowing stream offsets
 /// (learned from the client's SYN).
@@ -120,16 +130,7 @@ struct Outcome {
 /// Client sends `bytes` to the server and closes; panics unless the server
 /// reads exactly those bytes (sha256) and both ends close normally.
 fn run(sc: Scenario) -> Outcome {
-    let mut net: Network<Endpoint> = Network::new(sc.seed);
-    net.set_default_link(sc.link.clone());
-    let client = net.add_node(
-        CLIENT,
-        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 1))),
-    );
-    let server = net.add_node(
-        SERVER,
-        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 2))),
-    );
+    let (mut net, client, server) = client_and_server(sc.seed, &sc.link, &sc.config);
     let dropped = Rc::new(Cell::new(0));
     if let Some(pick) = sc.pick {
         let m = net.add_middlebox(
@@ -289,15 +290,9 @@ fn a_silent_flight_in_recovery_is_probed_not_timed_out() {
     // RFC 8985 §7.2 arms no probe in recovery; the recovery probe
     // (tlp.rs) does, 2 SRTT + 2 ms after the last send, so the transfer
     // goes on after ~42 ms instead of the 200 ms RTO and its collapse.
-    let target = 500_000usize;
-    let mut hits = 0;
     let o = run(Scenario {
         bytes: 2 * MIB,
-        pick: Some(Box::new(move |off, len, _| {
-            let hit = off.is_some_and(|o| o <= target && target < o + len);
-            hits += usize::from(hit);
-            hit && hits == 1
-        })),
+        pick: Some(drop_covering(500_000, 1)),
         ack_blackout: Some(Duration::from_millis(30)),
         ..Scenario::default()
     });
@@ -311,15 +306,9 @@ fn a_silent_flight_in_recovery_is_probed_not_timed_out() {
 fn lost_retransmission_is_found_by_rack_without_rto() {
     // The segment at stream offset 500_000 is lost, and so is its first
     // retransmission; plenty of data follows both.
-    let target = 500_000usize;
-    let mut hits = 0;
     let o = run(Scenario {
         bytes: 4 * MIB,
-        pick: Some(Box::new(move |off, len, _| {
-            let hit = off.is_some_and(|o| o <= target && target < o + len);
-            hits += usize::from(hit);
-            hit && hits <= 2
-        })),
+        pick: Some(drop_covering(500_000, 2)),
         ..Scenario::default()
     });
     assert_eq!(o.dropped, 2);
@@ -372,8 +361,6 @@ fn client_data(capture: &[Captured]) -> Vec<(Instant, u32, usize)> {
 fn prr_spreads_sending_over_the_recovery() {
     // One segment lost deep in slow start, no other loss, 10 ms each way,
     // behind a 100 Mbit/s bottleneck that spreads the ACKs.
-    let target = 1_500_000usize;
-    let mut hits = 0;
     let o = run(Scenario {
         link: LinkConfig {
             latency: Duration::from_millis(10),
@@ -387,11 +374,7 @@ fn prr_spreads_sending_over_the_recovery() {
             ..Config::default()
         },
         bytes: 4 * MIB,
-        pick: Some(Box::new(move |off, len, _| {
-            let hit = off.is_some_and(|o| o <= target && target < o + len);
-            hits += usize::from(hit);
-            hit && hits == 1
-        })),
+        pick: Some(drop_covering(1_500_000, 1)),
         capture: true,
         ..Scenario::default()
     });

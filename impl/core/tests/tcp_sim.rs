@@ -5,18 +5,15 @@
 //! loss-recovery counters show which mechanism did the work.
 
 mod common;
-use common::{random_bytes, sha256, Stream};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use common::{client_and_server, random_bytes, sha256, Stream, CLIENT, SERVER};
+use std::net::SocketAddrV4;
 use std::time::Instant as WallInstant;
 
 use sha2::Digest;
-use sustain_core::rand::SplitMix64;
 use sustain_core::sim::{LinkConfig, Network, NodeId};
 use sustain_core::tcp::{CloseReason, Config, ConnId, Endpoint, Event, ListenerId, Stats};
 use sustain_core::time::{Duration, Instant};
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const MIB: usize = 1 << 20;
 
 /// Scenario knobs.
@@ -109,16 +106,7 @@ fn run(sc: Scenario) -> Outcome {
         }
     }
 
-    let mut net: Network<Endpoint> = Network::new(sc.seed);
-    net.set_default_link(sc.link.clone());
-    let client = net.add_node(
-        CLIENT,
-        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 1))),
-    );
-    let server = net.add_node(
-        SERVER,
-        Endpoint::new(sc.config.clone(), Box::new(SplitMix64::new(sc.seed ^ 2))),
-    );
+    let (mut net, client, server) = client_and_server(sc.seed, &sc.link, &sc.config);
     let server_addr = SocketAddrV4::new(SERVER, 443);
     let listener: ListenerId = net.node_mut(server).listen(server_addr).unwrap();
     let start = net.now();

@@ -389,9 +389,11 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
 
 /// Bulk data leaves as GSO super-segments (`gso.rs`) unless
 /// `SUSTAIN_GSO=off`, which sends every segment on the raw socket. GSO was
-/// opt-in until its one loss problem was traced: under random loss whole
-/// flights went unanswered until the RTO; the cause was one lost ACK per
-/// small flight and no probe that could repair it (`tcp/tlp.rs`), not GSO.
+/// opt-in while, with it, whole flights went unanswered under random loss
+/// until the RTO and the lab's move scenarios missed budgets. The first
+/// was one lost ACK per small flight with no probe that could repair it
+/// (the core's `tcp/tlp.rs`), not GSO; with that fixed the conformance
+/// suite and CI passed with GSO on (2026-12-07).
 pub const GSO_ENV: &str = "SUSTAIN_GSO";
 
 /// The GSO sender ([`crate::gso`]), unless turned off or unavailable.

@@ -5,14 +5,16 @@
 //! only the RTO would repair them. The probe timeout (PTO, about two
 //! round trips) fires first: the sender sends one segment (new data, or
 //! the highest segment again) to draw an ACK whose SACK lets RACK find the
-//! loss. One probe per episode; the episode ends when the ACK of the
+//! loss. One probe per episode in the RFC (here up to MAX_PROBES, below);
+//! the episode ends when the ACK of the
 //! probe arrives, and if the probe itself repaired a loss (§7.4) the
 //! connection reduces its window as for a fast recovery.
 //!
-//! The connection calls [`Tlp::arm`] after sending new data and after an
-//! ACK that advances SND.UNA, [`Tlp::on_timeout`] when [`Tlp::deadline`]
-//! passes, [`Tlp::on_probe_sent`] when the probe went out, and
-//! [`Tlp::on_ack`] on every ACK.
+//! The connection calls [`Tlp::arm`] after sending new data (in SACK
+//! recovery after any segment: "Recovery probe" below) and after an ACK
+//! that advances SND.UNA, [`Tlp::on_timeout`] when [`Tlp::deadline`]
+//! passes, [`Tlp::on_probe_sent`] and then [`Tlp::arm_again`] when a probe
+//! went out ("Repeated probes"), and [`Tlp::on_ack`] on every ACK.
 //!
 //! **Recovery probe (a deviation).** §7.2 arms the PTO only outside fast
 //! recovery, where RACK repairs losses; but RACK needs an ACK to go on.

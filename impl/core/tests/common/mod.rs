@@ -4,8 +4,37 @@
 // Each test binary uses what it needs.
 #![allow(dead_code)]
 
+use std::net::Ipv4Addr;
+
 use sha2::{Digest, Sha256};
 use sustain_core::rand::{Random, SplitMix64};
+use sustain_core::sim::{LinkConfig, Network, NodeId};
+use sustain_core::tcp::{Config, Endpoint};
+
+/// The client's address in the two-endpoint simulations.
+pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The server's address in the two-endpoint simulations.
+pub(crate) const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+
+/// A network of two endpoints with `config`, CLIENT and SERVER, on `link`,
+/// each with its own random stream derived from `seed`.
+pub(crate) fn client_and_server(
+    seed: u64,
+    link: &LinkConfig,
+    config: &Config,
+) -> (Network<Endpoint>, NodeId, NodeId) {
+    let mut net: Network<Endpoint> = Network::new(seed);
+    net.set_default_link(link.clone());
+    let client = net.add_node(
+        CLIENT,
+        Endpoint::new(config.clone(), Box::new(SplitMix64::new(seed ^ 1))),
+    );
+    let server = net.add_node(
+        SERVER,
+        Endpoint::new(config.clone(), Box::new(SplitMix64::new(seed ^ 2))),
+    );
+    (net, client, server)
+}
 
 /// `len` pseudo-random bytes from `seed` (the same in every run).
 pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
