@@ -76,16 +76,15 @@ demo *ARGS:
 # moves table (reconnect latency of sustain, Linux MPTCP and an application
 # that reconnects, p50/p99 over SUSTAIN_BENCH_MOVES moves, about 4 minutes);
 # relayed vs direct throughput through sustain-proxy (about 1 minute).
-# The benches run the hosts and the proxy with SUSTAIN_GSO=on (GSO transmit,
-# opt-in elsewhere; README "Datapath"), except the goodput grid, which measures
-# the default datapath (with GSO, flights were lost whole under random loss).
+# The benches run the default datapath (GSO transmit; SUSTAIN_GSO=off for the
+# raw socket alone, README "Datapath").
 bench:
     cargo build --release --locked -p sustain -p sustain-lab
-    {{sudo}} env "PATH=$PATH" SUSTAIN_GSO=on cargo bench --locked -p sustain --bench throughput
-    {{sudo}} env "PATH=$PATH" SUSTAIN_GSO=on cargo bench --locked -p sustain --bench forward
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench throughput
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench forward
     {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench goodput
-    {{sudo}} env "PATH=$PATH" SUSTAIN_GSO=on cargo bench --locked -p sustain --bench moves
-    {{sudo}} env "PATH=$PATH" SUSTAIN_GSO=on cargo bench --locked -p sustain --bench relay
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench moves
+    {{sudo}} env "PATH=$PATH" cargo bench --locked -p sustain --bench relay
 
 # Fuzz every target for SECONDS each (cargo fuzz, nightly toolchain): the wire
 # parsers, a live endpoint under fuzzed segments and moves, both control

@@ -347,6 +347,13 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
     let mut tx = SendBatch::new();
     let mut hops = NextHops::default();
     loop {
+        // A busy driver never reaches the select below, so look for address
+        // and route changes on every pass too: GSO sends by a learned next
+        // hop, not by the routing table, and would go on sending by a route
+        // that is gone (PROTOCOL.md §7: a send with no route is taken back).
+        if watcher.changed_now()? {
+            net_changed(shared, &mut hops)?;
+        }
         let (progress, deadline) = {
             let mut st = shared.lock();
             if st.should_stop() {
@@ -390,17 +397,22 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
             () = shared.wake.notified() => {}
             r = watcher.changed() => {
                 r?;
-                let now = shared.clock.now();
-                // Routes may have changed: next hops are learned again, and
-                // a send refused for lack of a route may go now.
-                hops.clear();
-                let mut st = shared.lock();
-                st.tx_hold = None;
-                st.addresses_changed(now)?;
+                net_changed(shared, &mut hops)?;
             }
             () = sleep => {}
         }
     }
+}
+
+/// An address, route or link changed.
+fn net_changed(shared: &Shared, hops: &mut NextHops) -> io::Result<()> {
+    let now = shared.clock.now();
+    // Routes may have changed: next hops are learned again, and a send
+    // refused for lack of a route may go now.
+    hops.clear();
+    let mut st = shared.lock();
+    st.tx_hold = None;
+    st.addresses_changed(now)
 }
 
 /// The driver's receive state for whichever path receives.

@@ -387,17 +387,23 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
     }
 }
 
-/// `SUSTAIN_GSO=on` sends bulk data as GSO super-segments (`gso.rs`);
-/// by default every segment leaves on the raw socket. Opt-in for now: with
-/// GSO the lab's 0 ms move scenarios missed their 5 ms budget in CI (a
-/// segment refused locally just before a move leaves a hole the resumed
-/// sender must fill first) and the relay splice's exchange varied more.
+/// Bulk data leaves as GSO super-segments (`gso.rs`) unless
+/// `SUSTAIN_GSO=off`, which sends every segment on the raw socket. GSO was
+/// opt-in while, with it, whole flights went unanswered under random loss
+/// until the RTO and the lab's move scenarios missed budgets. The first
+/// was one lost ACK per small flight with no probe that could repair it
+/// (the core's `tcp/tlp.rs`), not GSO. The second was GSO's: a busy
+/// driver looked for route changes only when idle, and the peer's segments
+/// on the old uplink taught its next hop again while a move took the link
+/// apart, so data went out by a link about to go; now the driver looks on
+/// every pass and a next hop is used only while the kernel routes its
+/// address pair (`gso.rs`).
 pub const GSO_ENV: &str = "SUSTAIN_GSO";
 
 /// The GSO sender ([`crate::gso`]), unless turned off or unavailable.
 pub(crate) fn open_gso() -> Option<GsoSender> {
-    if !std::env::var(GSO_ENV).is_ok_and(|v| v == "on") {
-        tracing::info!("every segment leaves on the raw socket ({GSO_ENV}=on for GSO)");
+    if std::env::var(GSO_ENV).is_ok_and(|v| v == "off") {
+        tracing::info!("every segment leaves on the raw socket ({GSO_ENV}=off)");
         return None;
     }
     match GsoSender::open(SUSTAIN_MARK) {

@@ -21,9 +21,12 @@
 //! to our address arrive on the interface we route back through, from the
 //! next hop's address (the router, or the peer on a shared link; zeros on
 //! `lo`). An entry is used only while fresh (a segment seen in the last
-//! [`FRESH`]) and is forgotten on every address or route change, so after a
-//! move the first segments go by the raw socket (which routes and resolves)
-//! until the peer's MSYN-ACK or ACKs arrive on the new path. Only Ethernet
+//! [`FRESH`]) and while the kernel still routes that address pair (asked
+//! once per pair, [`NextHops::routed`]); it is forgotten on every address or
+//! route change, which the driver looks for on every pass, so after a move
+//! the first segments go by the raw socket (which routes and resolves, and
+//! refuses while no route is left) until the peer's MSYN-ACK or ACKs arrive
+//! on the new path. Only Ethernet
 //! and loopback interfaces qualify (the vnet header's checksum offsets
 //! count their 14-byte link header).
 //!
@@ -80,6 +83,9 @@ pub(crate) struct Hop {
 pub(crate) struct NextHops {
     map: HashMap<(Ipv4Addr, Ipv4Addr), Hop>,
     own: HashMap<i32, [u8; 6]>,
+    /// Whether the kernel has a route from local to remote, asked once per
+    /// address pair after each change ([`NextHops::routed`]).
+    routes: HashMap<(Ipv4Addr, Ipv4Addr), bool>,
 }
 
 impl NextHops {
@@ -119,6 +125,30 @@ impl NextHops {
     pub(crate) fn clear(&mut self) {
         self.map.clear();
         self.own.clear();
+        self.routes.clear();
+    }
+
+    /// Whether the kernel would route a packet from `local` to `remote`
+    /// now, asked once per address pair until the next [`clear`]. A learned
+    /// next hop is not enough: while a move takes the old uplink apart
+    /// (route first, then address, then link), the peer's segments still
+    /// arrive on it and teach the old hop again, and what GSO sent by it
+    /// then would be lost with the link, where the raw socket's refusal
+    /// hands it back (PROTOCOL.md §7).
+    ///
+    /// [`clear`]: NextHops::clear
+    fn routed(&mut self, local: Ipv4Addr, remote: Ipv4Addr) -> bool {
+        *self.routes.entry((local, remote)).or_insert_with(|| {
+            // A connected UDP socket asks the routing table: bind fails
+            // once the address is gone, connect once no route is left.
+            let ok = std::net::UdpSocket::bind((local, 0))
+                .and_then(|s| s.connect((remote, 9)))
+                .is_ok();
+            if !ok {
+                tracing::debug!(%local, %remote, "no route: GSO waits for the next change");
+            }
+            ok
+        })
     }
 
     /// Our own link-layer address on `ifindex` (asked once per interface).
@@ -458,9 +488,11 @@ fn run_at(tx: &SendBatch, at: usize, end: usize) -> usize {
     run_len(&pkts[..count]).max(1)
 }
 
-/// The fresh next hop for a packet we send.
-fn hop_for(sent: Transmit, hops: &NextHops, now: Instant) -> Option<Hop> {
-    hops.get(*sent.src.ip(), *sent.dst.ip(), now)
+/// The fresh next hop for a packet we send, if the kernel still routes it.
+fn hop_for(sent: Transmit, hops: &mut NextHops, now: Instant) -> Option<Hop> {
+    let (local, remote) = (*sent.src.ip(), *sent.dst.ip());
+    let hop = hops.get(local, remote, now)?;
+    hops.routed(local, remote).then_some(hop)
 }
 
 #[cfg(test)]
@@ -586,5 +618,39 @@ mod tests {
         let mut other = NextHops::default();
         other.learn(&p, &tunnel, now);
         assert_eq!(other.get(local, remote, now), None);
+    }
+
+    #[test]
+    fn a_next_hop_is_used_only_while_the_kernel_routes_its_pair() {
+        let mut hops = NextHops::default();
+        let now = Instant::now();
+        let lo = LinkSource {
+            ifindex: 1,
+            hatype: libc::ARPHRD_LOOPBACK,
+            halen: 6,
+            addr: [0; 8],
+        };
+        let from = |src: [u8; 4], dst: [u8; 4]| {
+            let mut p = segment(1, TCP_ACK, 0);
+            p[12..16].copy_from_slice(&src);
+            p[16..20].copy_from_slice(&dst);
+            p
+        };
+        let sent = |local: Ipv4Addr, remote: Ipv4Addr| Transmit {
+            src: std::net::SocketAddrV4::new(local, 1000),
+            dst: std::net::SocketAddrV4::new(remote, 80),
+            size: 40,
+        };
+        let host = Ipv4Addr::LOCALHOST;
+        hops.learn(&from([127, 0, 0, 1], [127, 0, 0, 1]), &lo, now);
+        assert!(hop_for(sent(host, host), &mut hops, now).is_some());
+        // A segment to an address this host does not have (a move took it):
+        // learned, never used.
+        let gone = Ipv4Addr::new(192, 0, 2, 254);
+        hops.learn(&from([127, 0, 0, 1], [192, 0, 2, 254]), &lo, now);
+        assert!(hops.get(gone, host, now).is_some());
+        assert!(hop_for(sent(gone, host), &mut hops, now).is_none());
+        hops.clear();
+        assert!(hop_for(sent(host, host), &mut hops, now).is_none());
     }
 }

@@ -49,6 +49,24 @@ impl NetWatcher {
             None => Err(io::Error::other("rtnetlink event socket closed")),
         }
     }
+
+    /// Whether an event arrived since the last look, without waiting (and
+    /// draining them all): for a driver too busy to wait on [`changed`].
+    ///
+    /// [`changed`]: NetWatcher::changed
+    pub(crate) fn changed_now(&mut self) -> io::Result<bool> {
+        use futures::channel::mpsc::TryRecvError;
+        let mut any = false;
+        loop {
+            match self.messages.try_recv() {
+                Ok(_) => any = true,
+                Err(TryRecvError::Empty) => return Ok(any),
+                Err(TryRecvError::Closed) => {
+                    return Err(io::Error::other("rtnetlink event socket closed"))
+                }
+            }
+        }
+    }
 }
 
 /// IPv4 addresses configured on interfaces that are up, loopback excluded.

@@ -98,8 +98,12 @@ fn ring_by_default_raw_socket_on_request() {
     assert_eq!((a.as_str(), b.as_str()), ("packet-ring", "packet-ring"));
     // The kernel's TCP never saw a segment for the owned port.
     assert_eq!(rsts, 0, "B's kernel sent RSTs with the ring datapath");
-    // GSO is opt-in (SUSTAIN_GSO=on).
-    assert_eq!(gso, 0, "GSO without SUSTAIN_GSO=on");
+    // GSO by default: most of the 8 MiB left in super-segments (1448-byte
+    // MSS: 5794 segments in all).
+    assert!(
+        gso > 2000,
+        "default: only {gso} segments in GSO super-segments"
+    );
 
     let (a, b, rsts, gso) = transfer(&path, Some(("SUSTAIN_DATAPATH", "raw")), 22);
     assert_eq!((a.as_str(), b.as_str()), ("raw-socket", "raw-socket"));
@@ -110,13 +114,8 @@ fn ring_by_default_raw_socket_on_request() {
     );
     assert_eq!(gso, 0, "GSO needs the ring's next hops");
 
-    let (_, _, _, gso) = transfer(&path, Some(("SUSTAIN_GSO", "on")), 23);
-    // Most of the 8 MiB left in super-segments (1448-byte MSS: 5794
-    // segments in all).
-    assert!(
-        gso > 2000,
-        "SUSTAIN_GSO=on: only {gso} segments in GSO super-segments"
-    );
+    let (_, _, _, gso) = transfer(&path, Some(("SUSTAIN_GSO", "off")), 23);
+    assert_eq!(gso, 0, "GSO with SUSTAIN_GSO=off");
 
     for node in [PathNode::A, PathNode::B] {
         let rules = path.run_in(node, guard_rules).unwrap();
@@ -204,8 +203,7 @@ fn loopback_gso_and_partial_checksums() {
         .args(["connect", &server.to_string(), "--send-file"])
         .arg(&src)
         .arg("--events")
-        .arg(&events)
-        .env("SUSTAIN_GSO", "on");
+        .arg(&events);
     let sender = path.spawn_in(PathNode::B, connect).unwrap();
     assert_eq!(expect_success(&sender, TIMEOUT)["sha256"], sha);
     assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
