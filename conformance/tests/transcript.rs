@@ -278,6 +278,12 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
         t,
         frame(b_new, a, next, ia.wrapping_add(1), FIN | ACK, &ts(), 0),
     ));
+    // The FIN again (its retransmission timer): this one shows its gap.
+    t += 300 * MS;
+    out.push((
+        t,
+        frame(b_new, a, next, ia.wrapping_add(1), FIN | ACK, &ts(), 0),
+    ));
     t += 30_000;
     out.push((
         t,
@@ -354,6 +360,7 @@ const EXPECTED: &str = "\
 +0      a:5001 > b:p1  MSYN-ACK [S.] seq=0 ack=b.1+1 <nop,nop,ts ecr=0,nop,ws 7,migrate-ack(token=[token] req=1 nonce=[nonce] mac=[mac])>
 +1rtt   b:p1 > a:5001  DATA     [.] seq=b.1+1 ack=1 data <nop,nop,ts,migrate-confirm(req=1 nonce=[nonce])>
         .. 1000+ data b:p1 > a:5001
++close  b:p1 > a:5001  FIN      [F.] seq=b.2 ack=1 <nop,nop,ts>
 +3-9rtt b:p1 > a:5001  FIN      [F.] seq=b.2 ack=1 <nop,nop,ts>
 +close  a:5001 > b:p1  FIN      [F.] seq=1 ack=b.2+1 <nop,nop,ts>
 ";
