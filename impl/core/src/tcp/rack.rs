@@ -15,7 +15,7 @@
 //! [`Rack::detect_loss`] again when [`Rack::deadline`] (the reordering
 //! timer, §6.3) passes.
 
-use super::sent::{Segment, SentLog};
+use super::sent::{sent_after, Segment, SentLog};
 use crate::time::{Duration, Instant};
 use crate::wire::SeqNumber;
 
@@ -43,17 +43,14 @@ pub(crate) struct Rack {
     dsack_round: Option<SeqNumber>,
     /// The reordering timer (§6.3).
     deadline: Option<Instant>,
+    /// Scratch: the records [`Rack::detect_loss`] judges.
+    judged: Vec<usize>,
 }
 
 impl Default for Rack {
     fn default() -> Rack {
         Rack::new()
     }
-}
-
-/// RFC 8985 §6.2 `RACK_sent_after(t1, seq1, t2, seq2)`.
-fn sent_after(t1: Instant, seq1: SeqNumber, t2: Instant, seq2: SeqNumber) -> bool {
-    t1 > t2 || (t1 == t2 && seq1 > seq2)
 }
 
 impl Rack {
@@ -69,6 +66,7 @@ impl Rack {
             reo_wnd_persist: REO_WND_PERSIST,
             dsack_round: None,
             deadline: None,
+            judged: Vec::new(),
         }
     }
 
@@ -179,25 +177,24 @@ impl Rack {
         };
         let mut marked = 0;
         let mut wait: Option<Duration> = None;
-        let mut i = 0;
-        while let Some(seg) = log.get(i) {
-            let seg = *seg;
-            // Skip what is delivered, or lost and not yet resent.
-            let candidate = !seg.sacked && (!seg.lost || seg.retrans);
-            if candidate && sent_after(rack_xmit, rack_end, seg.xmit, seg.end) {
-                let due = seg.xmit + self.rtt + reo_wnd;
-                if due <= now {
-                    if log.mark_lost(i) {
-                        on_lost(&seg);
-                    }
-                    marked += seg.len();
-                } else {
-                    let remaining = due - now;
-                    wait = Some(wait.map_or(remaining, |w: Duration| w.max(remaining)));
+        // What is neither delivered nor lost and waiting to be resent, and
+        // was sent before the newest delivered segment, in sequence order.
+        let mut judged = core::mem::take(&mut self.judged);
+        log.rack_candidates(rack_xmit, rack_end, &mut judged);
+        for &i in &judged {
+            let Some(&seg) = log.get(i) else { break };
+            let due = seg.xmit + self.rtt + reo_wnd;
+            if due <= now {
+                if log.mark_lost(i) {
+                    on_lost(&seg);
                 }
+                marked += seg.len();
+            } else {
+                let remaining = due - now;
+                wait = Some(wait.map_or(remaining, |w: Duration| w.max(remaining)));
             }
-            i += 1;
         }
+        self.judged = judged;
         self.deadline = wait.map(|w| now + w);
         marked
     }

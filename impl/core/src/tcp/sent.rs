@@ -11,6 +11,16 @@
 //! In-flight bytes follow Linux's `tcp_packets_in_flight`: everything
 //! outstanding, less what is SACKed, less what is marked lost, plus lost
 //! data whose retransmission is itself still outstanding.
+//!
+//! Cost: a window at 40 ms and a few Gbit/s is thousands of records, and
+//! the sender asks about them on every ACK and every segment it sends.
+//! Counters answer the per-segment questions (in flight, waiting to be
+//! resent); RACK's question, which records sent before the newest
+//! delivered one are still undelivered, is answered from the transmissions
+//! in the order they were made (Linux's `tsorted_sent_queue`), which the
+//! walk prunes as it goes, so an ACK costs about what it delivered and
+//! what is still missing, not the whole window. Scanning every record on
+//! every ACK made a lossy 40 ms path with no bottleneck CPU-bound.
 
 use std::collections::VecDeque;
 
@@ -67,6 +77,12 @@ impl Segment {
         self.end - self.start
     }
 
+    /// Whether RACK judges it (RFC 8985 §6.2 step 5): not delivered, and
+    /// not marked lost unless resent since.
+    pub(crate) fn rack_judged(&self) -> bool {
+        !self.sacked && (!self.lost || self.retrans)
+    }
+
     /// Lost and not yet resent: what the sender must retransmit.
     pub(crate) fn needs_retransmission(&self) -> bool {
         self.lost && !self.retrans && !self.sacked
@@ -84,10 +100,34 @@ pub(crate) enum Unsent {
     Nothing,
 }
 
+/// RFC 8985 §6.2 `RACK_sent_after(t1, seq1, t2, seq2)`: whether a segment
+/// sent at `t1` ending at `seq1` was sent after one sent at `t2` ending at
+/// `seq2`.
+pub(crate) fn sent_after(t1: Instant, seq1: SeqNumber, t2: Instant, seq2: SeqNumber) -> bool {
+    t1 > t2 || (t1 == t2 && seq1 > seq2)
+}
+
+/// One transmission: `[start, end)` left at `xmit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    xmit: Instant,
+    start: SeqNumber,
+    end: SeqNumber,
+}
+
 /// The transmission log.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SentLog {
     segs: VecDeque<Segment>,
+    /// Every transmission still of use to RACK, in the order they were made
+    /// (Linux's `tsorted_sent_queue`): [`SentLog::rack_candidates`] walks it
+    /// from the oldest and stops at the first made after the newest
+    /// delivered segment, dropping on the way those none of whose records
+    /// RACK still judges, so each transmission is passed over about once
+    /// instead of every record being visited on every ACK.
+    sends: VecDeque<Sent>,
+    /// Scratch for [`SentLog::rack_candidates`].
+    keep: Vec<Sent>,
     /// Bytes covered by `segs`.
     total: usize,
     sacked: usize,
@@ -95,6 +135,10 @@ pub(crate) struct SentLog {
     lost: usize,
     /// Retransmitted, outstanding, not SACKed (and, if lost, resent since).
     retrans: usize,
+    /// Lost, not SACKed and not resent since
+    /// ([`Segment::needs_retransmission`]): kept so that the sender's
+    /// questions on every segment it sends need no walk of the log.
+    pending: usize,
 }
 
 impl SentLog {
@@ -126,11 +170,7 @@ impl SentLog {
 
     /// Bytes lost and not yet retransmitted.
     pub(crate) fn pending_retransmission(&self) -> usize {
-        self.segs
-            .iter()
-            .filter(|s| s.needs_retransmission())
-            .map(Segment::len)
-            .sum()
+        self.pending
     }
 
     /// RFC 6675 §4 SetPipe, Linux `tcp_packets_in_flight`: outstanding
@@ -152,6 +192,11 @@ impl SentLog {
         if start >= end {
             return;
         }
+        self.sends.push_back(Sent {
+            xmit: now,
+            start,
+            end,
+        });
         let top = self.segs.back().map_or(start, |s| s.end);
         if start < top {
             let resent_end = end.min(top);
@@ -166,15 +211,15 @@ impl SentLog {
                 if seg.sacked {
                     continue;
                 }
+                self.forget(&seg);
                 let s = &mut self.segs[i];
                 s.xmit = now;
                 s.retransmitted = true;
                 s.stale = false;
                 s.rate = rate;
-                if !s.retrans {
-                    s.retrans = true;
-                    self.retrans += seg.len();
-                }
+                s.retrans = true;
+                let s = *s;
+                self.remember(&s);
             }
         }
         if end > top {
@@ -199,6 +244,16 @@ impl SentLog {
     /// A cumulative ACK up to `una`: drops the records below it, calling
     /// `delivered` for each newly delivered (not previously SACKed) one.
     pub(crate) fn ack(&mut self, una: SeqNumber, mut delivered: impl FnMut(&Segment)) {
+        // Transmissions wholly acknowledged are of no more use; the list is
+        // otherwise pruned by RACK's walk, which a connection that never
+        // needs one does not make: keep it within a few per record.
+        while self.sends.front().is_some_and(|e| e.end <= una) {
+            self.sends.pop_front();
+        }
+        if self.sends.len() > 2 * self.segs.len() + 64 {
+            let segs = &self.segs;
+            self.sends.retain(|e| judged_by(segs, e).next().is_some());
+        }
         while let Some(&seg) = self.segs.front() {
             if seg.end <= una {
                 self.segs.pop_front();
@@ -339,12 +394,71 @@ impl SentLog {
             s.lost = false;
         }
         self.recount();
+        // Records RACK had stopped judging are judged again, without a new
+        // transmission to find them by.
+        self.rebuild_sends();
+    }
+
+    /// Indices (ascending: sequence order) of the records RACK judges on an
+    /// ACK whose newest delivered segment was sent at `xmit` and ends at
+    /// `end` (RFC 8985 §6.2 step 5): [`Segment::rack_judged`] and sent
+    /// before it. Replaces `out`'s contents.
+    pub(crate) fn rack_candidates(&mut self, xmit: Instant, end: SeqNumber, out: &mut Vec<usize>) {
+        out.clear();
+        let mut keep = core::mem::take(&mut self.keep);
+        keep.clear();
+        let mut walked = 0;
+        for e in &self.sends {
+            // In order of transmission: nothing after this one was sent
+            // before the newest delivered segment (equal times are told
+            // apart by sequence, record by record below).
+            if e.xmit > xmit {
+                break;
+            }
+            walked += 1;
+            let mut judged = false;
+            for (i, r) in judged_by(&self.segs, e) {
+                judged = true;
+                if sent_after(xmit, end, r.xmit, r.end) {
+                    out.push(i);
+                }
+            }
+            if judged {
+                keep.push(*e);
+            }
+        }
+        self.sends.drain(..walked);
+        for e in keep.iter().rev() {
+            self.sends.push_front(*e);
+        }
+        self.keep = keep;
+        // Two transmissions at one instant may cover one record.
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// The transmissions again from the records (each record's last), in
+    /// order of transmission.
+    fn rebuild_sends(&mut self) {
+        let Some(base) = self.segs.front().map(|s| s.start) else {
+            self.sends.clear();
+            return;
+        };
+        self.sends.clear();
+        self.sends.extend(self.segs.iter().map(|s| Sent {
+            xmit: s.xmit,
+            start: s.start,
+            end: s.end,
+        }));
+        self.sends
+            .make_contiguous()
+            .sort_by_key(|e| (e.xmit, e.end - base));
     }
 
     /// Index of the first record to retransmit at or above `from` and below
     /// `below`, if any.
     pub(crate) fn next_lost(&self, from: SeqNumber, below: SeqNumber) -> Option<&Segment> {
-        if self.lost == 0 {
+        if self.pending == 0 {
             return None;
         }
         let i = self.index_of(from);
@@ -361,7 +475,7 @@ impl SentLog {
 
     /// The index of the record containing `seq` (or the first after it).
     pub(crate) fn index_of(&self, seq: SeqNumber) -> usize {
-        self.segs.partition_point(|s| s.end <= seq)
+        index_in(&self.segs, seq)
     }
 
     fn split_at(&mut self, seq: SeqNumber) {
@@ -389,6 +503,9 @@ impl SentLog {
         if seg.retrans && !seg.sacked {
             self.retrans -= len;
         }
+        if seg.needs_retransmission() {
+            self.pending -= len;
+        }
     }
 
     fn remember(&mut self, seg: &Segment) {
@@ -403,6 +520,9 @@ impl SentLog {
         if seg.retrans && !seg.sacked {
             self.retrans += len;
         }
+        if seg.needs_retransmission() {
+            self.pending += len;
+        }
     }
 
     fn recount(&mut self) {
@@ -411,11 +531,32 @@ impl SentLog {
         self.sacked = 0;
         self.lost = 0;
         self.retrans = 0;
+        self.pending = 0;
         for s in &segs {
             self.remember(s);
         }
         self.segs = segs;
     }
+}
+
+/// The index in `segs` of the record containing `seq` (or the first after it).
+fn index_in(segs: &VecDeque<Segment>, seq: SeqNumber) -> usize {
+    segs.partition_point(|s| s.end <= seq)
+}
+
+/// The records transmission `e` was the last transmission of that RACK
+/// still judges, with their indices (a record resent since is judged by
+/// its newer transmission).
+fn judged_by<'a>(
+    segs: &'a VecDeque<Segment>,
+    e: &'a Sent,
+) -> impl Iterator<Item = (usize, &'a Segment)> + 'a {
+    let first = index_in(segs, e.start);
+    segs.range(first..)
+        .take_while(|r| r.start < e.end)
+        .enumerate()
+        .filter(|(_, r)| r.xmit == e.xmit && r.rack_judged())
+        .map(move |(k, r)| (first + k, r))
 }
 
 #[cfg(test)]
@@ -560,5 +701,129 @@ mod tests {
         assert_eq!((log.sacked_bytes(), log.lost_bytes()), (0, 10_000));
         log.unmark_lost();
         assert_eq!(log.in_flight(), 10_000);
+    }
+
+    /// What RACK judged before the walk: every record, in sequence order.
+    fn judged_by_full_scan(log: &SentLog, xmit: Instant, end: SeqNumber) -> Vec<usize> {
+        (0..log.segs.len())
+            .filter(|&i| {
+                let r = &log.segs[i];
+                r.rack_judged() && sent_after(xmit, end, r.xmit, r.end)
+            })
+            .collect()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// New data of this many MSS, `dt` ms later.
+        Send(u8, u8),
+        /// Resend the n-th record (mod the log's length), `dt` ms later.
+        Resend(u16, u8),
+        /// SACK records i..i+n (mod the log's length).
+        Sack(u16, u8),
+        /// Cumulative ACK of the first n records.
+        Ack(u8),
+        MarkLost(u16),
+        MarkAllLost(bool),
+        UnmarkLost,
+        /// The newest record (`true`) or its second half was refused by
+        /// the host.
+        Unsend(bool),
+        /// RACK's walk for the segment at record i (mod length).
+        Walk(u16),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1u8..4, 0u8..3).prop_map(|(n, dt)| Op::Send(n, dt)),
+            2 => (any::<u16>(), 0u8..3).prop_map(|(i, dt)| Op::Resend(i, dt)),
+            3 => (any::<u16>(), 1u8..6).prop_map(|(i, n)| Op::Sack(i, n)),
+            1 => (0u8..4).prop_map(Op::Ack),
+            1 => any::<u16>().prop_map(Op::MarkLost),
+            1 => any::<bool>().prop_map(Op::MarkAllLost),
+            1 => Just(Op::UnmarkLost),
+            1 => any::<bool>().prop_map(Op::Unsend),
+            4 => any::<u16>().prop_map(Op::Walk),
+        ]
+    }
+
+    proptest::proptest! {
+        /// RACK's walk over the transmissions finds exactly the records a
+        /// scan of the whole log finds, whatever happened to the log.
+        #[test]
+        fn rack_walk_finds_what_a_full_scan_finds(
+            ops in proptest::collection::vec(op(), 1..200),
+            base in proptest::prelude::any::<u32>(),
+        ) {
+            const MSS: u32 = 1000;
+            let mut log = SentLog::default();
+            let mut top = s(base);
+            let mut now = 0u64;
+            let mut out = Vec::new();
+            for op in ops {
+                let len = log.segs.len();
+                match op {
+                    Op::Send(n, dt) => {
+                        now += u64::from(dt);
+                        let end = top + (u32::from(n) * MSS) as usize;
+                        log.on_send(top, end, t(now), snap());
+                        top = end;
+                    }
+                    Op::Resend(i, dt) if len > 0 => {
+                        now += u64::from(dt);
+                        let r = log.segs[usize::from(i) % len];
+                        log.on_send(r.start, r.end, t(now), snap());
+                    }
+                    Op::Sack(i, n) if len > 0 => {
+                        let a = usize::from(i) % len;
+                        let b = (a + usize::from(n)).min(len) - 1;
+                        let (l, r) = (log.segs[a].start, log.segs[b].end);
+                        log.sack(l, r, |_| {});
+                    }
+                    Op::Ack(n) if len > 0 => {
+                        let k = usize::from(n).min(len - 1);
+                        let una = log.segs[k].start;
+                        log.ack(una, |_| {});
+                    }
+                    Op::MarkLost(i) if len > 0 => {
+                        log.mark_lost(usize::from(i) % len);
+                    }
+                    Op::MarkAllLost(forget) => log.mark_all_lost(forget),
+                    Op::UnmarkLost => log.unmark_lost(),
+                    Op::Unsend(whole) if len > 0 => {
+                        // The newest record (or its second half) refused.
+                        let last = log.segs[len - 1];
+                        let start = if whole || last.len() < 2 {
+                            last.start
+                        } else {
+                            last.start + last.len() / 2
+                        };
+                        if log.unsend(start, last.end, true) == Unsent::Tail {
+                            top = last.start;
+                        }
+                    }
+                    Op::Walk(_) if len == 0 => {}
+                    Op::Walk(i) => {
+                        let pending: usize = log
+                            .segs
+                            .iter()
+                            .filter(|r| r.needs_retransmission())
+                            .map(Segment::len)
+                            .sum();
+                        proptest::prop_assert_eq!(log.pending_retransmission(), pending);
+                        let r = log.segs[usize::from(i) % len];
+                        let expected = judged_by_full_scan(&log, r.xmit, r.end);
+                        log.rack_candidates(r.xmit, r.end, &mut out);
+                        proptest::prop_assert_eq!(&out, &expected);
+                        // And at a later time than anything sent.
+                        let expected = judged_by_full_scan(&log, t(now + 1), top);
+                        log.rack_candidates(t(now + 1), top, &mut out);
+                        proptest::prop_assert_eq!(&out, &expected);
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
