@@ -20,7 +20,9 @@
 //! in the order they were made (Linux's `tsorted_sent_queue`), which the
 //! walk prunes as it goes, so an ACK costs about what it delivered and
 //! what is still missing, not the whole window. Scanning every record on
-//! every ACK made a lossy 40 ms path with no bottleneck CPU-bound.
+//! every ACK, at 40 ms and 1 % loss each way in the lab, took 12.6 % of the
+//! CPU and left ACKs waiting long enough to count 4 times as many
+//! retransmissions (RACK's timer is `now` when the ACK is read).
 
 use std::collections::VecDeque;
 
