@@ -67,6 +67,9 @@ const MAX_WINDOW_SCALE: u8 = 14;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// Bound on duplicate ACKs owed between two `poll_transmit` calls.
 const MAX_EXTRA_ACKS: u32 = 64;
+/// The application may always queue this much (sent and unsent) in the
+/// send buffer, whatever cwnd is ([`Connection::send_room`]).
+const SEND_QUEUE_FLOOR: usize = 4 << 20;
 /// RFC 7323 §5.5: TS.Recent older than 24 days is invalid (the peer's
 /// timestamp clock may have wrapped).
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 60 * 60);
@@ -599,7 +602,8 @@ impl Connection {
         }
         // draft-ietf-ccwg-bbr §4.1.2.4 (loss.rs).
         self.check_app_limited();
-        let n = self.snd_buf.push(data);
+        let room = self.send_room();
+        let n = self.snd_buf.push(&data[..data.len().min(room)]);
         if n < data.len() {
             self.writable_armed = true;
         }
@@ -639,10 +643,24 @@ impl Connection {
             State::SynSent | State::SynReceived | State::Established | State::CloseWait
                 if self.fin_seq.is_none() =>
             {
-                self.snd_buf.free()
+                self.send_room()
             }
             _ => 0,
         }
+    }
+
+    /// What the application may queue now: the send buffer holds what is
+    /// unacknowledged and what waits, up to `Config::send_buffer`, but
+    /// only as much waiting as twice cwnd (and at least
+    /// SEND_QUEUE_FLOOR in all), as Linux's tcp_sndbuf_expand sizes
+    /// sk_sndbuf from cwnd: a large ceiling costs memory only on a path
+    /// whose window uses it.
+    pub(crate) fn send_room(&self) -> usize {
+        let unacked = self.snd_max - self.snd_una;
+        let want = (unacked + 2 * self.cc.cwnd()).max(SEND_QUEUE_FLOOR);
+        self.snd_buf
+            .free()
+            .min(want.saturating_sub(self.snd_buf.len()))
     }
 
     pub(crate) fn send_queued(&self) -> usize {
@@ -1371,11 +1389,7 @@ impl Connection {
             }
         }
 
-        if data_acked > 0
-            && self.writable_armed
-            && self.fin_seq.is_none()
-            && self.snd_buf.free() > 0
-        {
+        if data_acked > 0 && self.writable_armed && self.fin_seq.is_none() && self.send_room() > 0 {
             self.writable_armed = false;
             self.push_event(Event::Writable(self.id));
         }

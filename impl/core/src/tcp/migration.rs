@@ -742,7 +742,7 @@ impl Connection {
             State::LastAck if self.fin_acked() => self.enter_closed(CloseReason::Normal),
             _ => {}
         }
-        if self.writable_armed && self.fin_seq.is_none() && self.snd_buf.free() > 0 {
+        if self.writable_armed && self.fin_seq.is_none() && self.send_room() > 0 {
             self.writable_armed = false;
             self.push_event(Event::Writable(self.id));
         }

@@ -390,3 +390,35 @@ fn the_short_term_model_only_follows_rounds_lossier_than_the_threshold() {
         );
     }
 }
+
+#[test]
+fn a_round_cut_short_takes_its_loss_rate_over_the_flight() {
+    let rate = 2_500_000;
+    // A 1 MB flight (690 segments): rounds losing 0.5 % of it, then two
+    // that deliver only 200 kB, at 90 % of the rate, each with the marks
+    // of 20 kB lost: 9 % of what they carried, 2 % of the flight.
+    let cut_short = |flight: usize| {
+        let mut d = Driver::new();
+        d.fill_pipe(rate);
+        for _ in 0..3 {
+            d.lose(5_000, flight, 5_000);
+            d.round(rate, flight - 5_000, flight, 5_000, true);
+        }
+        assert!(matches!(
+            d.bbr.state(),
+            State::ProbeBwDown | State::ProbeBwCruise
+        ));
+        let bw = d.bbr.bw;
+        for _ in 0..2 {
+            d.lose(20_000, flight, 20_000);
+            d.round(rate * 9 / 10, 200_000, flight, 20_000, true);
+        }
+        d.round(rate * 9 / 10, 200_000, flight, 0, true);
+        (bw, d.bbr.bw)
+    };
+    let (before, after) = cut_short(1_000_000);
+    assert_eq!(after, before, "a short round's losses read as congestion");
+    // The same round in a flight of that size is lossy.
+    let (before, after) = cut_short(200_000);
+    assert!(after < before, "{after} {before}");
+}
