@@ -288,8 +288,8 @@ fn active_open_handshake_bytes() {
     assert_eq!(syn.flags, S);
     assert_eq!(syn.ack, 0);
     assert_eq!(syn.mss, Some(1460));
-    // 16 MiB receive buffer: 16777216 >> 9 = 32768 fits 16 bits, >> 8 does not.
-    assert_eq!(syn.ws, Some(9));
+    // 4 MiB receive buffer: 4194304 >> 7 = 32768 fits 16 bits, >> 6 does not.
+    assert_eq!(syn.ws, Some(7));
     assert!(syn.sack_perm);
     let (tsval, tsecr) = syn.ts.expect("timestamps offered");
     assert_eq!(tsecr, 0);
@@ -319,7 +319,7 @@ fn active_open_handshake_bytes() {
     let info = h.ep.info(id).unwrap();
     // RFC 9293 §3.7.1: the smaller MSS, minus 12 bytes of timestamps.
     assert_eq!(info.smss, 1400 - 12);
-    assert_eq!(info.window_scaling, Some((5, 9)));
+    assert_eq!(info.window_scaling, Some((5, 7)));
     assert!(info.timestamps && info.sack);
     assert_eq!(info.snd_wnd, 20000, "SYN-ACK window is unscaled");
 }
@@ -344,7 +344,7 @@ fn passive_open_handshake_bytes() {
     assert_eq!(sa.flags, S | A);
     assert_eq!(sa.ack, 1001);
     assert_eq!(sa.mss, Some(1460));
-    assert_eq!(sa.ws, Some(9));
+    assert_eq!(sa.ws, Some(7));
     assert!(sa.sack_perm);
     assert_eq!(sa.ts.unwrap().1, 777);
     assert_eq!(sa.window, 65535);
@@ -795,7 +795,7 @@ fn blind_rst_in_window_gets_challenge_ack_exact_rst_resets() {
 #[test]
 fn out_of_window_rst_is_ignored() {
     let mut c = established();
-    for offset in [u32::MAX - 10, 17 << 20, 1 << 30] {
+    for offset in [u32::MAX - 10, 5 << 20, 1 << 30] {
         let rst = c
             .seg(R | A, &[])
             .with(|s| s.seq = s.seq.wrapping_add(offset));
@@ -1365,11 +1365,17 @@ fn refused_segments_are_taken_back_and_sent_again() {
     assert_eq!(info.snd_una, info.snd_max);
 }
 
-/// The send buffer (16 MiB by default) takes only what cwnd needs, at
-/// least 4 MiB: a bulk writer on a new connection queues 4 MiB, not 16.
+/// A send buffer larger than 4 MiB is filled only as far as cwnd needs:
+/// a bulk writer on a new connection queues 4 MiB of a 16 MiB buffer.
 #[test]
 fn the_send_queue_grows_with_cwnd_not_to_the_buffer_at_once() {
-    let mut c = established();
+    let mut c = passive(
+        Config {
+            send_buffer: 16 << 20,
+            ..Config::default()
+        },
+        FULL,
+    );
     let big = data(32 << 20);
     assert_eq!(c.h.ep.send(c.id, &big), Ok(4 << 20));
     assert_eq!(c.h.ep.send(c.id, &big), Ok(0));
