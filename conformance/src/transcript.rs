@@ -24,10 +24,10 @@
 //! - the gap since the previous line in RTTs of the run's first handshake (at least
 //!   20 ms, so that scheduling noise on an undelayed path stays `+0`): `+0` (< 0.5),
 //!   `+1rtt` (< 1.5), `+2rtt` (< 2.5), `+3-9rtt` (< 10), `+long`; never absolute time.
-//!   A side's first FIN and a FIN answering the peer's FIN show `+close`: they leave
-//!   when the application closes (after writing everything, or after reading the
-//!   peer's FIN), which is the application's timing and the transfer's speed, not the
-//!   protocol's; a FIN sent again shows its gap. At the proxy's
+//!   A side's first FIN shows `+close`: it leaves when the application closes (after
+//!   writing everything, or after reading the peer's FIN), which is the application's
+//!   timing and the transfer's speed, not the protocol's; a FIN sent again shows its
+//!   gap. At the proxy's
 //!   own capture point a segment it forwards (from its relay port, of a side whose
 //!   segments the point saw arriving) shows `+fwd`: it leaves when the proxy gets
 //!   to it, and it does not time the next line;
@@ -1015,14 +1015,12 @@ impl<'a> Writer<'a> {
         }
 
         self.flush_counts();
-        // A side's first FIN, and a FIN answering the peer's FIN, leave when the
-        // application closes: after it wrote everything (its gap is how long the
-        // transfer took, the path's and the machine's speed) or once it read the
-        // peer's FIN. That timing is the application's, not the protocol's, and is
-        // not shown; a FIN sent again (a retransmission) shows its gap.
-        let closes = segment.has(FIN)
-            && (self.fin_sent.contains(&(conn, 1 - side))
-                || !self.fin_sent.contains(&(conn, side)));
+        // A side's first FIN leaves when the application closes: after it wrote
+        // everything (its gap is how long the transfer took, the path's and the
+        // machine's speed) or once it read the peer's FIN. That timing is the
+        // application's, not the protocol's, and is not shown; a FIN sent again (a
+        // retransmission) shows its gap.
+        let closes = segment.has(FIN) && !self.fin_sent.contains(&(conn, side));
         // At the proxy's point, a segment it forwards left when the proxy got
         // to it after the original came in: its gap is the proxy's scheduling,
         // not the protocol's (PROTOCOL.md §6.9), and it does not time the next.
