@@ -348,9 +348,9 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
     let mut hops = NextHops::default();
     loop {
         // A busy driver never reaches the select below, so look for address
-        // and route changes on every pass too: GSO sends by a learned next
-        // hop, not by the routing table, and would go on sending by a route
-        // that is gone (PROTOCOL.md §7: a send with no route is taken back).
+        // and route changes on every pass too: the connections learn of a
+        // lost address while a transfer runs, not after it. (GSO's next hops
+        // are guarded closer still, before every send: gso.rs.)
         if watcher.changed_now()? {
             net_changed(shared, &mut hops)?;
         }

@@ -395,9 +395,9 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
 /// (the core's `tcp/tlp.rs`), not GSO. The second was GSO's: a busy
 /// driver looked for route changes only when idle, and the peer's segments
 /// on the old uplink taught its next hop again while a move took the link
-/// apart, so data went out by a link about to go; now the driver looks on
-/// every pass and a next hop is used only while the kernel routes its
-/// address pair (`gso.rs`).
+/// apart, so data went out by a link about to go; now the GSO sender reads
+/// its own rtnetlink socket before every send and a next hop is used only
+/// while the kernel routes its address pair (`gso.rs`).
 pub const GSO_ENV: &str = "SUSTAIN_GSO";
 
 /// The GSO sender ([`crate::gso`]), unless turned off or unavailable.

@@ -646,20 +646,31 @@ mod tests {
         assert_eq!(p, orig);
     }
 
+    /// A pure ACK from `src` to `dst`.
+    fn addressed(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = segment(1, TCP_ACK, 0);
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    /// Where a received frame came from.
+    fn link(ifindex: i32, hatype: u16, addr: [u8; 8]) -> LinkSource {
+        LinkSource {
+            ifindex,
+            hatype,
+            halen: 6,
+            addr,
+        }
+    }
+
     #[test]
     fn next_hops_are_learned_per_address_pair_and_expire() {
         let mut hops = NextHops::default();
         let now = Instant::now();
-        let from = LinkSource {
-            ifindex: 3,
-            hatype: libc::ARPHRD_ETHER,
-            halen: 6,
-            addr: [2, 0, 0, 0, 0, 1, 0, 0],
-        };
+        let from = link(3, libc::ARPHRD_ETHER, [2, 0, 0, 0, 0, 1, 0, 0]);
         // A segment from 198.51.100.1 to us at 192.0.2.1.
-        let mut p = segment(1, TCP_ACK, 0);
-        p[12..16].copy_from_slice(&[198, 51, 100, 1]);
-        p[16..20].copy_from_slice(&[192, 0, 2, 1]);
+        let p = addressed([198, 51, 100, 1], [192, 0, 2, 1]);
         hops.learn(&p, &from, now);
         let (local, remote) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(hops.get(local, remote, now).map(|h| h.ifindex), Some(3));
@@ -678,30 +689,19 @@ mod tests {
     fn a_next_hop_is_used_only_while_the_kernel_routes_its_pair() {
         let mut hops = NextHops::default();
         let now = Instant::now();
-        let lo = LinkSource {
-            ifindex: 1,
-            hatype: libc::ARPHRD_LOOPBACK,
-            halen: 6,
-            addr: [0; 8],
-        };
-        let from = |src: [u8; 4], dst: [u8; 4]| {
-            let mut p = segment(1, TCP_ACK, 0);
-            p[12..16].copy_from_slice(&src);
-            p[16..20].copy_from_slice(&dst);
-            p
-        };
+        let lo = link(1, libc::ARPHRD_LOOPBACK, [0; 8]);
         let sent = |local: Ipv4Addr, remote: Ipv4Addr| Transmit {
             src: std::net::SocketAddrV4::new(local, 1000),
             dst: std::net::SocketAddrV4::new(remote, 80),
             size: 40,
         };
         let host = Ipv4Addr::LOCALHOST;
-        hops.learn(&from([127, 0, 0, 1], [127, 0, 0, 1]), &lo, now);
+        hops.learn(&addressed([127, 0, 0, 1], [127, 0, 0, 1]), &lo, now);
         assert!(hop_for(sent(host, host), &mut hops, now).is_some());
         // A segment to an address this host does not have (a move took it):
         // learned, never used.
         let gone = Ipv4Addr::new(192, 0, 2, 254);
-        hops.learn(&from([127, 0, 0, 1], [192, 0, 2, 254]), &lo, now);
+        hops.learn(&addressed([127, 0, 0, 1], [192, 0, 2, 254]), &lo, now);
         assert!(hops.get(gone, host, now).is_some());
         assert!(hop_for(sent(gone, host), &mut hops, now).is_none());
         hops.clear();

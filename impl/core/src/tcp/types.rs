@@ -141,8 +141,8 @@ pub struct Config {
     /// Storage grows as data arrives that the application has not read or
     /// that is out of order. On a 40 ms path with 3 % loss, where holes
     /// keep data above them for several round trips, 16 MiB (with a 16 MiB
-    /// `send_buffer`) moved 244-306 Mbit/s in the lab where the default 4
-    /// MiB moves 135-176 (README, "Benchmark").
+    /// `send_buffer`) moved 244-306 Mbit/s in the lab (2 runs) where the
+    /// default 4 MiB moved 143-164 (README, "Benchmark").
     pub recv_buffer: usize,
     /// Offer RFC 7323 window scaling.
     pub window_scaling: bool,
