@@ -53,7 +53,7 @@ use sustain_core::time::{Duration, Instant};
 use crate::events::EventLog;
 use crate::gso::{self, NextHops};
 use crate::mobility;
-use crate::netwatch::{self, NetWatcher};
+use crate::netwatch;
 use crate::packet_ring::{self, PacketRing};
 use crate::raw_socket::{RecvBatch, Refusal, SendBatch, SLOT};
 use crate::route;
@@ -333,8 +333,8 @@ impl State {
 
 /// The driver task. Returns when the endpoint stops; the error, if any, is
 /// what stopped it (handles then see `EndpointClosed`).
-pub(crate) async fn run(shared: Arc<Shared>, mut watcher: NetWatcher) -> io::Result<()> {
-    let result = drive(&shared, &mut watcher).await;
+pub(crate) async fn run(shared: Arc<Shared>) -> io::Result<()> {
+    let result = drive(&shared).await;
     if let Err(e) = &result {
         tracing::error!("sustain endpoint driver failed: {e}");
     }
@@ -342,7 +342,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut watcher: NetWatcher) -> io::Res
     result
 }
 
-async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()> {
+async fn drive(shared: &Arc<Shared>) -> io::Result<()> {
     let mut rx = Receive::new(shared);
     let mut tx = SendBatch::new();
     let mut hops = NextHops::default();
@@ -350,8 +350,9 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
         // A busy driver never reaches the select below, so look for address
         // and route changes on every pass too: the connections learn of a
         // lost address while a transfer runs, not after it. (GSO's next hops
-        // are guarded closer still, before every send: gso.rs.)
-        if watcher.changed_now()? {
+        // are guarded closer still: the GSO sender reads the same listener
+        // before every send, gso.rs, and leaves what it read marked here.)
+        if shared.net.take_changed()? {
             net_changed(shared, &mut hops)?;
         }
         let (progress, deadline) = {
@@ -395,7 +396,7 @@ async fn drive(shared: &Arc<Shared>, watcher: &mut NetWatcher) -> io::Result<()>
             r = shared.readable() => r?,
             r = shared.socket.writable(), if !tx.is_empty() && !holding => r?,
             () = shared.wake.notified() => {}
-            r = watcher.changed() => {
+            r = shared.net.changed() => {
                 r?;
                 net_changed(shared, &mut hops)?;
             }
@@ -573,6 +574,7 @@ fn transmit(
         let sent = gso::send(
             &shared.socket,
             shared.gso.as_ref(),
+            &shared.net,
             tx,
             hops,
             &mut st.gso_sent,

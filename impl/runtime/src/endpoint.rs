@@ -17,7 +17,7 @@ use crate::driver;
 use crate::error::{ConnectionError, EndpointError, OpenError};
 use crate::events::EventLog;
 use crate::gso::GsoSender;
-use crate::netwatch::{self, NetWatcher};
+use crate::netwatch::{self, NetEvents};
 use crate::os_random::OsRandom;
 use crate::packet_ring::PacketRing;
 use crate::ports::Ports;
@@ -146,7 +146,7 @@ impl Endpoint {
             tracing::warn!("cannot write the events file: {e}");
         }
         let ring = ring.ok();
-        let watcher = NetWatcher::start().map_err(EndpointError::Netlink)?;
+        let net = NetEvents::open().map_err(EndpointError::Netlink)?;
         let addresses = netwatch::local_addresses().map_err(EndpointError::Netlink)?;
         let core = CoreEndpoint::new(config.tcp.clone(), Box::new(OsRandom::new()));
         let shared = Arc::new(Shared {
@@ -155,13 +155,14 @@ impl Endpoint {
             socket,
             ring,
             gso,
+            net,
             clock,
             ports: Mutex::new(Ports::new(guard)),
             stopped: Notify::new(),
             connect_mss: config.connect_mss,
             server: config.server,
         });
-        tokio::spawn(driver::run(shared.clone(), watcher));
+        tokio::spawn(driver::run(shared.clone()));
         Ok(Endpoint { shared })
     }
 
@@ -396,7 +397,7 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
 /// driver looked for route changes only when idle, and the peer's segments
 /// on the old uplink taught its next hop again while a move took the link
 /// apart, so data went out by a link about to go; now the GSO sender reads
-/// its own rtnetlink socket before every send and a next hop is used only
+/// the process's rtnetlink listener before every send and a next hop is used only
 /// while the kernel routes its address pair (`gso.rs`).
 pub const GSO_ENV: &str = "SUSTAIN_GSO";
 

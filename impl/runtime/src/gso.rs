@@ -23,8 +23,8 @@
 //! `lo`). An entry is used only while fresh (a segment seen in the last
 //! [`FRESH`]) and while the kernel still routes that address pair (asked
 //! once per pair, [`NextHops::routed`]); it is forgotten on every address or
-//! route change, which the sender's own rtnetlink socket reports before
-//! every send (`RouteTripwire`), so after a move
+//! route change, which the process's rtnetlink listener
+//! ([`NetEvents`]) reports before every send, so after a move
 //! the first segments go by the raw socket (which routes and resolves, and
 //! refuses while no route is left) until the peer's MSYN-ACK or ACKs arrive
 //! on the new path. Only Ethernet
@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
 use sustain_core::Transmit;
 
+use crate::netwatch::NetEvents;
 use crate::packet_ring::LinkSource;
 use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
 
@@ -278,53 +279,6 @@ fn restore_head(first: &mut [u8], saved: [u8; 6]) {
 /// never receives (protocol 0, never bound).
 pub(crate) struct GsoSender {
     fd: OwnedFd,
-    routes: RouteTripwire,
-}
-
-/// An rtnetlink socket of the GSO sender's own, subscribed to address,
-/// route and link events, read without waiting before every send: the
-/// driver's watcher reaches the driver only between its passes (through
-/// the runtime's rtnetlink task), and a busy sender may send megabytes by
-/// a learned next hop in that time. Any event forgets the next hops, so
-/// the next segments go by the raw socket, which routes them (and refuses
-/// them when no route is left: PROTOCOL.md §7).
-struct RouteTripwire {
-    fd: OwnedFd,
-}
-
-impl RouteTripwire {
-    fn open() -> io::Result<RouteTripwire> {
-        use nix::sys::socket::{
-            self, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
-        };
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        let groups =
-            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV4_ROUTE) as u32;
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
-        Ok(RouteTripwire { fd })
-    }
-
-    /// Whether an event arrived since the last look (all are read). A lost
-    /// event (the socket overran) counts as one.
-    fn tripped(&self) -> bool {
-        use nix::errno::Errno;
-        use nix::sys::socket::{recv, MsgFlags};
-        let mut buf = [0u8; 8192];
-        let mut tripped = false;
-        loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(_) => tripped = true,
-                Err(Errno::EAGAIN) => return tripped,
-                Err(Errno::EINTR) => {}
-                Err(_) => return true,
-            }
-        }
-    }
 }
 
 impl GsoSender {
@@ -349,8 +303,7 @@ impl GsoSender {
         if setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &size).is_err() {
             let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &size);
         }
-        let routes = RouteTripwire::open()?;
-        Ok(GsoSender { fd, routes })
+        Ok(GsoSender { fd })
     }
 
     /// The link-layer address of interface `ifindex` (in the namespace
@@ -463,9 +416,14 @@ pub(crate) struct GsoSent {
 /// socket. Returns how many packets left; fewer than were queued when the
 /// raw socket is full.
 /// Without a GSO sender, simply the raw socket's batch send.
+///
+/// `net` is read first, without waiting: the driver learns of an event only
+/// between its passes, and a busy sender may send megabytes by a learned
+/// next hop in that time.
 pub(crate) fn send(
     socket: &RawSocket,
     gso: Option<&GsoSender>,
+    net: &NetEvents,
     tx: &mut SendBatch,
     hops: &mut NextHops,
     count: &mut GsoSent,
@@ -473,7 +431,7 @@ pub(crate) fn send(
     let Some(gso) = gso else {
         return socket.send_batch(tx);
     };
-    if gso.routes.tripped() {
+    if net.tripped() {
         // An address, route or link changed: no next hop is trusted until
         // the peer's segments teach it again and the kernel routes its pair.
         hops.clear();

@@ -27,7 +27,8 @@
 #![warn(missing_docs)]
 // Unsafe code lives only in the three datapath modules that talk to the
 // kernel where no crate serves (the packet ring's mmap, the raw socket's
-// sendmmsg/recvmmsg and BPF filter, GSO's packet socket): each block there
+// sendmmsg/recvmmsg and BPF filter, GSO's packet socket), plus the one
+// registration of the rtnetlink listener with tokio (netwatch.rs): each block
 // has its SAFETY comment.
 #![deny(unsafe_code)]
 

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::gso::{self, GsoSender};
+use crate::netwatch::NetEvents;
 use crate::packet_ring::PacketRing;
 use crate::ports::Ports;
 use crate::raw_socket::RawSocket;
@@ -40,6 +41,9 @@ pub(crate) struct Shared {
     /// Sends runs of bulk segments as GSO super-segments ([`crate::gso`]);
     /// only with the ring, which tells it the next hops.
     pub(crate) gso: Option<GsoSender>,
+    /// Address, route and link changes ([`crate::netwatch`]): the driver's
+    /// and the GSO sender's one listener.
+    pub(crate) net: NetEvents,
     pub(crate) clock: Clock,
     /// The owned ports; separate from `state` because installing a guard
     /// rule blocks (iptables) and must not hold up the driver.

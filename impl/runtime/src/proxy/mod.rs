@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::gso::{self, GsoSender, GsoSent, NextHops};
+use crate::netwatch::NetEvents;
 use crate::os_random::OsRandom;
 use crate::packet_ring::{self, PacketRing};
 use crate::ports::Ports;
@@ -109,6 +110,10 @@ pub enum ProxyError {
     /// Appending to the `--events` log failed.
     #[error("writing the event log: {0}")]
     Events(io::Error),
+    /// The rtnetlink listener (route changes, for the GSO sender) could
+    /// not be opened.
+    #[error("subscribing to rtnetlink route and link events: {0}")]
+    Netlink(io::Error),
 }
 
 /// Reads `--relay-secret FILE`: 64 hex digits (32 bytes), surrounding
@@ -250,6 +255,7 @@ pub async fn serve(
     let mut out = Out {
         socket: &socket,
         gso: ring.as_ref().and_then(|_| crate::endpoint::open_gso()),
+        net: NetEvents::open().map_err(ProxyError::Netlink)?,
         hops: NextHops::default(),
         sent: GsoSent::default(),
     };
@@ -396,6 +402,8 @@ pub async fn serve(
 struct Out<'a> {
     socket: &'a RawSocket,
     gso: Option<GsoSender>,
+    /// Route and link changes, read before every GSO send ([`gso::send`]).
+    net: NetEvents,
     hops: NextHops,
     sent: GsoSent,
 }
@@ -408,6 +416,7 @@ impl Out<'_> {
         let n = gso::send(
             self.socket,
             self.gso.as_ref(),
+            &self.net,
             tx,
             &mut self.hops,
             &mut self.sent,
