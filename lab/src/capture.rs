@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::IoSliceMut;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,6 +352,9 @@ fn receive_frame(fd: RawFd, buf: &mut [u8], control: &mut [u8]) -> io::Result<Op
 /// At most this many frames are read per wake-up before checking for stop.
 const RECEIVE_BATCH: usize = 1024;
 
+/// How often a capture reads its socket.
+const READ_PERIOD: Duration = Duration::from_millis(10);
+
 fn run_capture(
     socket: &OwnedFd,
     file: File,
@@ -383,12 +386,21 @@ fn run_capture(
     let mut control = nix::cmsg_space!(libc::timespec);
     let mut unflushed_since: Option<Instant> = None;
     let mut stopping = false;
+    let mut got = 0;
     loop {
-        let timeout = unflushed_since
-            .map(|since| (since + IDLE_FLUSH).saturating_duration_since(Instant::now()));
-        let [_, stop_raised] = wakeup::wait_readable([socket.as_fd(), stop.fd()], timeout)?;
+        // Not woken per frame: a frame's timestamp is the kernel's, so reading it
+        // later changes nothing in the file, and a capture thread woken for every
+        // frame of a handshake competes for the CPUs with the very processes whose
+        // latency the lab measures. The socket's buffer holds far more than
+        // READ_PERIOD of any lab link; a full batch is read again at once.
+        let timeout = if got >= RECEIVE_BATCH {
+            Duration::ZERO
+        } else {
+            READ_PERIOD
+        };
+        let [stop_raised] = wakeup::wait_readable([stop.fd()], Some(timeout))?;
         stopping |= stop_raised;
-        let mut got = 0;
+        got = 0;
         // When stopping, read until the socket is empty: everything the kernel queued
         // before the stop is in the file.
         while got < RECEIVE_BATCH || stopping {
