@@ -15,6 +15,11 @@ pub struct Transmit {
     pub src: SocketAddrV4,
     /// Its length in the buffer, IPv4 header included.
     pub size: usize,
+    /// The TCP checksum is left partial (the pseudo-header sum,
+    /// CHECKSUM_PARTIAL; `Config::partial_checksums`): the datapath
+    /// completes it, in the kernel's GSO or with
+    /// [`crate::wire::complete_ipv4_tcp_checksum`], before the packet leaves.
+    pub checksum_partial: bool,
 }
 
 impl Transmit {
@@ -28,6 +33,7 @@ impl Transmit {
             dst: SocketAddrV4::new(ip.dst_addr(), tcp.dst_port()),
             src: SocketAddrV4::new(ip.src_addr(), tcp.src_port()),
             size: packet.len(),
+            checksum_partial: false,
         })
     }
 }
@@ -56,6 +62,7 @@ mod tests {
                 dst: SocketAddrV4::new(dst, 443),
                 src: SocketAddrV4::new(src, 40000),
                 size,
+                checksum_partial: false,
             })
         );
         assert_eq!(Transmit::of_packet(&buf[..30]), None);

@@ -8,7 +8,8 @@ use sustain_core::rand::SplitMix64;
 use sustain_core::tcp::{CloseReason, Config, ConnId, Endpoint, Event, State};
 use sustain_core::time::{Duration, Instant};
 use sustain_core::wire::{
-    emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, SackBlock, SeqNumber, TcpFlags, TcpRepr, Timestamps,
+    complete_ipv4_tcp_checksum, emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr, SackBlock, SeqNumber,
+    TcpFlags, TcpRepr, Timestamps,
 };
 
 const OURS: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
@@ -1379,4 +1380,46 @@ fn the_send_queue_grows_with_cwnd_not_to_the_buffer_at_once() {
     let big = data(32 << 20);
     assert_eq!(c.h.ep.send(c.id, &big), Ok(4 << 20));
     assert_eq!(c.h.ep.send(c.id, &big), Ok(0));
+}
+
+/// `Config::partial_checksums`: data segments leave with the pseudo-header
+/// sum in the checksum field and `Transmit::checksum_partial` set, for the
+/// datapath to complete (the kernel's GSO, or
+/// `wire::complete_ipv4_tcp_checksum`); everything else, a pure ACK here,
+/// leaves complete. Completed, a data segment is the one a full emit writes.
+#[test]
+fn partial_checksums_only_on_data_and_completed_they_verify() {
+    let cfg = Config {
+        partial_checksums: true,
+        ..Config::default()
+    };
+    let mut c = passive(cfg, FULL);
+    assert_eq!(c.h.ep.send(c.id, &data(3000)), Ok(3000));
+    let mut data_segments = 0;
+    while let Some(sent) = c.h.ep.poll_transmit(c.h.now, &mut c.h.buf) {
+        let packet = &mut c.h.buf[..sent.size];
+        assert!(sent.checksum_partial, "a data segment");
+        assert!(
+            parse_ipv4_tcp(packet).is_err(),
+            "a partial checksum does not verify as it is"
+        );
+        assert!(complete_ipv4_tcp_checksum(packet));
+        let (_, tcp) = parse_ipv4_tcp(packet).expect("verifies once completed");
+        assert!(!tcp.payload.is_empty());
+        data_segments += 1;
+    }
+    assert_eq!(data_segments, 3, "3000 bytes in 1448-byte segments");
+    // The peer acknowledges it all and sends data: the (delayed) pure ACK
+    // for it is complete.
+    let acked = c.our_nxt.wrapping_add(3000);
+    let seg = c.seg(A, &data(100)).with(|s| s.ack = acked);
+    c.h.inject(&seg);
+    c.h.advance(Duration::from_millis(50));
+    let sent =
+        c.h.ep
+            .poll_transmit(c.h.now, &mut c.h.buf)
+            .expect("an ACK of the peer's data");
+    assert!(!sent.checksum_partial);
+    let (_, tcp) = parse_ipv4_tcp(&c.h.buf[..sent.size]).expect("a complete checksum");
+    assert!(tcp.payload.is_empty());
 }

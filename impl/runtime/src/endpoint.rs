@@ -148,7 +148,12 @@ impl Endpoint {
         let ring = ring.ok();
         let net = NetEvents::open().map_err(EndpointError::Netlink)?;
         let addresses = netwatch::local_addresses().map_err(EndpointError::Netlink)?;
-        let core = CoreEndpoint::new(config.tcp.clone(), Box::new(OsRandom::new()));
+        let mut tcp = config.tcp.clone();
+        // With GSO, data segments leave the core with partial checksums: the
+        // kernel completes a super-segment's per segment (gso.rs), and the raw
+        // socket completes whatever it sends (raw_socket.rs).
+        tcp.partial_checksums = gso.is_some();
+        let core = CoreEndpoint::new(tcp, Box::new(OsRandom::new()));
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(core, log, addresses)),
             wake: Notify::new(),

@@ -652,6 +652,7 @@ mod tests {
             src: std::net::SocketAddrV4::new(local, 1000),
             dst: std::net::SocketAddrV4::new(remote, 80),
             size: 40,
+            checksum_partial: false,
         };
         let host = Ipv4Addr::LOCALHOST;
         hops.learn(&addressed([127, 0, 0, 1], [127, 0, 0, 1]), &lo, now);

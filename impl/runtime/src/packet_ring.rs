@@ -42,7 +42,7 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
+use sustain_core::wire::complete_ipv4_tcp_checksum;
 
 use crate::raw_socket::{packet_filter_program, setsockopt, MAX_FILTER_PORTS};
 
@@ -316,7 +316,10 @@ impl PacketRing {
                 if got > 0 {
                     let pkt = &mut scratch[..got as usize];
                     if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-                        complete_tcp_checksum(pkt);
+                        // A local sender over `lo`, or a veth with checksum offload
+                        // on, left the TCP checksum to the device
+                        // (CHECKSUM_PARTIAL: the pseudo-header sum).
+                        complete_ipv4_tcp_checksum(pkt);
                     }
                     f(pkt, None);
                 }
@@ -334,7 +337,8 @@ impl PacketRing {
                         )
                     };
                     if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-                        complete_tcp_checksum(pkt);
+                        // As above.
+                        complete_ipv4_tcp_checksum(pkt);
                     }
                     // SAFETY: the kernel writes a sockaddr_ll at LL_OFFSET of
                     // every frame (TPACKET_V2 layout), inside frame `i`.
@@ -377,57 +381,4 @@ fn set_filter(fd: libc::c_int, ports: &[u16]) -> Result<(), PacketRingError> {
     };
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
         .map_err(setup("SO_ATTACH_FILTER"))
-}
-
-/// Completes the TCP checksum of an IPv4 packet whose checksum the sender
-/// left to the device (CHECKSUM_PARTIAL: a local sender over `lo`, or a veth
-/// with checksum offload on, hands the receiver only the pseudo-header
-/// sum; the packet ring marks such packets `TP_STATUS_CSUMNOTREADY`).
-/// Anything that is not a whole IPv4 TCP packet is left alone (the core
-/// drops it).
-pub(crate) fn complete_tcp_checksum(p: &mut [u8]) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(p) else {
-        return;
-    };
-    if ip.protocol() != PROTOCOL_TCP {
-        return;
-    }
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    if let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) {
-        tcp.fill_checksum(src, dst);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    #[test]
-    fn partial_checksums_are_completed_as_the_core_emits_them() {
-        use sustain_core::wire::ip::{emit_ipv4_tcp, parse_ipv4_tcp, Ipv4Repr};
-        use sustain_core::wire::tcp::TcpRepr;
-        let payload: Vec<u8> = (0..1001u32).map(|i| (i * 7) as u8).collect();
-        let tcp = TcpRepr {
-            src_port: 1000,
-            dst_port: 80,
-            payload: &payload,
-            ..TcpRepr::default()
-        };
-        let ip = Ipv4Repr::new(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(127, 0, 0, 1));
-        let mut buf = vec![0u8; 2000];
-        let n = emit_ipv4_tcp(&ip, &tcp, &mut buf).unwrap();
-        let good = buf[..n].to_vec();
-        // What a CHECKSUM_PARTIAL sender leaves: the pseudo-header sum.
-        let mut partial = good.clone();
-        let pseudo = Ipv4Packet::new_unchecked(&good).tcp_partial_checksum();
-        partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
-        assert!(
-            parse_ipv4_tcp(&partial).is_err(),
-            "the core refuses it as is"
-        );
-        complete_tcp_checksum(&mut partial);
-        assert_eq!(partial, good);
-        assert!(parse_ipv4_tcp(&partial).is_ok());
-    }
 }

@@ -10,6 +10,7 @@ use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use sustain_core::wire::complete_ipv4_tcp_checksum;
 use sustain_core::Transmit;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -214,6 +215,9 @@ impl RawSocket {
         let pending = end.min(batch.len).saturating_sub(batch.sent);
         if pending == 0 {
             return Ok(0);
+        }
+        for i in batch.sent..batch.sent + pending {
+            batch.complete_checksum(i);
         }
         let mut iov: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
         // SAFETY: zeroed mmsghdr/sockaddr_in are valid initial values.
@@ -449,6 +453,17 @@ impl SendBatch {
         &mut self.buf[i * SLOT..i * SLOT + self.sends[i].size]
     }
 
+    /// Completes slot `i`'s TCP checksum if the core left it partial
+    /// (`Config::partial_checksums`, set where GSO sends: the kernel
+    /// completes a super-segment's checksums, the raw socket sends the
+    /// bytes as they are). Once: the slot is marked complete.
+    fn complete_checksum(&mut self, i: usize) {
+        if self.sends[i].checksum_partial {
+            complete_ipv4_tcp_checksum(self.packet_mut(i));
+            self.sends[i].checksum_partial = false;
+        }
+    }
+
     /// The next `n` pending packets left (or were counted as lost).
     pub(crate) fn mark_sent(&mut self, n: usize) {
         self.sent = (self.sent + n).min(self.len);
@@ -512,6 +527,7 @@ const NOTHING: Transmit = Transmit {
     dst: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
     src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
     size: 0,
+    checksum_partial: false,
 };
 
 impl Default for SendBatch {
@@ -577,6 +593,7 @@ mod tests {
                 dst: to,
                 src: from,
                 size: 40,
+                checksum_partial: false,
             })
         }));
         assert_eq!(batch.transmit(0).dst, to);
@@ -637,5 +654,50 @@ mod tests {
         assert_eq!(run(&prog, &packet(5001, 0x0010)), 0);
         let many: Vec<u16> = (10_000..10_000 + MAX_FILTER_PORTS as u16).collect();
         assert!(packet_filter_program(&many).len() <= 4096);
+    }
+
+    /// A slot the core left with a partial checksum (`Config::partial_checksums`)
+    /// is completed before the raw socket sends it, once: completing it again
+    /// would not give a checksum.
+    #[test]
+    fn a_partial_checksum_is_completed_once_before_the_raw_socket_sends() {
+        use sustain_core::wire::{emit_ipv4_tcp_with, parse_ipv4_tcp, Checksum, Ipv4Repr, TcpRepr};
+        let (from, to) = (
+            SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 40000),
+            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 443),
+        );
+        let payload = [7u8; 1001];
+        let seg = TcpRepr {
+            src_port: from.port(),
+            dst_port: to.port(),
+            payload: &payload,
+            ..TcpRepr::default()
+        };
+        let mut batch = SendBatch::new();
+        assert!(batch.push_with(|slot| {
+            let size = emit_ipv4_tcp_with(
+                &Ipv4Repr::new(*from.ip(), *to.ip()),
+                &seg,
+                slot,
+                Checksum::Partial,
+            )
+            .ok()?;
+            Some(Transmit {
+                dst: to,
+                src: from,
+                size,
+                checksum_partial: true,
+            })
+        }));
+        assert!(
+            parse_ipv4_tcp(batch.packet(0)).is_err(),
+            "partial as queued"
+        );
+        batch.complete_checksum(0);
+        assert!(parse_ipv4_tcp(batch.packet(0)).is_ok(), "complete");
+        assert!(!batch.transmit(0).checksum_partial);
+        let once = batch.packet(0).to_vec();
+        batch.complete_checksum(0);
+        assert_eq!(batch.packet(0), &once[..]);
     }
 }

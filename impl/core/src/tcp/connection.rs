@@ -49,8 +49,8 @@ use super::types::{
 use crate::auth::{ConnectionKeys, Key};
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_ipv4_tcp, Ipv4Repr, MigrationOptions, MigrationScratch, SackBlock, SeqNumber, TcpFlags,
-    TcpRepr, Timestamps, IPV4_HEADER_LEN, TCP_HEADER_LEN,
+    emit_ipv4_tcp, emit_ipv4_tcp_with, Checksum, Ipv4Repr, MigrationOptions, MigrationScratch,
+    SackBlock, SeqNumber, TcpFlags, TcpRepr, Timestamps, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
 use crate::Transmit;
 
@@ -313,6 +313,8 @@ pub(crate) struct Connection {
     syn_pending: bool,
     ip_ident: u16,
     scratch: Vec<u8>,
+    /// The segment `poll_segment` just wrote has a partial checksum.
+    partial_out: bool,
 
     // Event edge triggers.
     readable_armed: bool,
@@ -437,6 +439,7 @@ impl Connection {
             syn_pending: false,
             ip_ident: 0,
             scratch: Vec::new(),
+            partial_out: false,
             readable_armed: true,
             writable_armed: false,
             events: VecDeque::new(),
@@ -1790,15 +1793,19 @@ impl Connection {
         buf: &mut [u8],
         sh: &mut Shared,
     ) -> Option<Transmit> {
+        self.partial_out = false;
         let size = self.poll_segment(now, buf, sh)?;
         let transmit = Transmit {
             dst: self.remote,
             src: self.local,
             size,
+            checksum_partial: self.partial_out,
         };
         debug_assert_eq!(
-            buf.get(..size).and_then(Transmit::of_packet),
-            Some(transmit),
+            buf.get(..size)
+                .and_then(Transmit::of_packet)
+                .map(|t| (t.src, t.dst, t.size)),
+            Some((transmit.src, transmit.dst, transmit.size)),
             "the segment's headers name other ends than the connection's"
         );
         Some(transmit)
@@ -2194,8 +2201,18 @@ impl Connection {
             ident: self.ip_ident,
             dont_fragment: true,
         };
-        let written = match emit_ipv4_tcp(&ip, &seg, buf) {
-            Ok(n) => n,
+        // Only data segments: the runs the datapath hands to GSO, which
+        // completes their checksums itself (Config::partial_checksums).
+        let checksum = if self.cfg.partial_checksums {
+            Checksum::Partial
+        } else {
+            Checksum::Full
+        };
+        let written = match emit_ipv4_tcp_with(&ip, &seg, buf, checksum) {
+            Ok(n) => {
+                self.partial_out = checksum == Checksum::Partial;
+                n
+            }
             Err(err) => {
                 tracing::warn!(conn = ?self.id, %err, "cannot emit segment");
                 return None;

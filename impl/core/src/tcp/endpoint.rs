@@ -572,6 +572,7 @@ impl Endpoint {
                     dst: ctl.remote,
                     src: ctl.local,
                     size,
+                    checksum_partial: false,
                 });
             }
         }

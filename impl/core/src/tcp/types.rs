@@ -206,6 +206,16 @@ pub struct Config {
     /// Pace data at the controller's rate (cwnd / SRTT when it has no
     /// model of its own); the driver follows `poll_timeout` (default on).
     pub pacing: bool,
+    /// Data segments leave with the TCP checksum partial (the pseudo-header
+    /// sum, CHECKSUM_PARTIAL) and [`crate::Transmit::checksum_partial`] set,
+    /// for a datapath that completes it anyway: the kernel's software GSO
+    /// computes every segment's checksum of a super-segment itself, so a
+    /// full one computed here is thrown away. The datapath must complete
+    /// every such packet it sends another way
+    /// ([`crate::wire::complete_ipv4_tcp_checksum`]). Off by default: every
+    /// packet leaves `poll_transmit` ready for the wire. `sustain::Endpoint`
+    /// sets it itself, on where it sends with GSO.
+    pub partial_checksums: bool,
     /// RFC 9293 §3.8.4 keep-alive idle time for every connection; `None`
     /// (the default, MUST-25) leaves plain connections without them.
     pub keepalive_idle: Option<Duration>,
@@ -262,6 +272,7 @@ impl Default for Config {
             mac_verifications_per_endpoint: 10_000,
             congestion: CongestionKind::default(),
             pacing: true,
+            partial_checksums: false,
             keepalive_idle: None,
             mig_keepalive: true,
             keepalive_interval: Duration::from_secs(10),

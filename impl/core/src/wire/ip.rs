@@ -4,7 +4,7 @@
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use super::bytes::{read_u16, read_u32, write_u16};
-use super::tcp::TcpPacket;
+use super::tcp::{Checksum, TcpPacket};
 use super::{checksum, TcpRepr, WireError, MAX_OPTIONS_LEN, TCP_HEADER_LEN};
 
 /// Length of an IPv4 header without options, in bytes (RFC 791).
@@ -385,6 +385,18 @@ pub fn ipv4_tcp_len(tcp: &TcpRepr<'_>) -> usize {
 /// [`TcpRepr::emit`], `PayloadTooLarge` (carrying the TCP payload length) if
 /// the packet would exceed 65535 bytes, `BufferTooSmall` if `buf` is short.
 pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
+    emit_ipv4_tcp_with(ip, tcp, buf, Checksum::Full)
+}
+
+/// As [`emit_ipv4_tcp`], with the TCP checksum `Full` or left `Partial` for
+/// the datapath to complete ([`complete_ipv4_tcp_checksum`]); the IPv4
+/// header checksum is always computed.
+pub fn emit_ipv4_tcp_with(
+    ip: &Ipv4Repr,
+    tcp: &TcpRepr<'_>,
+    buf: &mut [u8],
+    checksum: Checksum,
+) -> Result<usize, WireError> {
     let options_len = tcp.options_len();
     if options_len > MAX_OPTIONS_LEN {
         return Err(WireError::OptionsTooLong(options_len));
@@ -402,9 +414,31 @@ pub fn emit_ipv4_tcp(ip: &Ipv4Repr, tcp: &TcpRepr<'_>, buf: &mut [u8]) -> Result
         });
     };
     let (header_out, segment_out) = out.split_at_mut(IPV4_HEADER_LEN);
-    tcp.emit(ip.src, ip.dst, segment_out)?;
+    tcp.emit_with(ip.src, ip.dst, segment_out, checksum)?;
     ip.emit_tcp_header(total_len, header_out);
     Ok(total)
+}
+
+/// Completes the TCP checksum of an IPv4 packet emitted with
+/// [`Checksum::Partial`], as a device would: the segment is the bytes from
+/// the end of the IPv4 header to the total length. A buffer that is not
+/// such a packet (too short, not TCP, lengths that do not fit) is left as it
+/// is and `false` returned.
+pub fn complete_ipv4_tcp_checksum(packet: &mut [u8]) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
+        return false;
+    };
+    if ip.protocol() != PROTOCOL_TCP {
+        return false;
+    }
+    let (start, end) = (ip.header_len(), usize::from(ip.total_len()));
+    match packet.get_mut(start..end) {
+        Some(segment) if segment.len() >= TCP_HEADER_LEN => {
+            TcpPacket::new_unchecked(segment).complete_checksum();
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Where the TCP header of an IPv4/TCP packet starts, once the IPv4 header
@@ -588,6 +622,52 @@ mod view_tests {
         let mut tcp = TcpPacket::new_checked(ip.payload_mut()).unwrap();
         tcp.fill_checksum(SRC, DST);
         assert_eq!(bytes, good);
+    }
+
+    /// A partial checksum completed as a device would gives the bytes a full
+    /// emit gives, for even and odd payloads (RFC 1071 §4.1's padding byte),
+    /// and the same partial field the GSO path writes for its own length.
+    #[test]
+    fn a_partial_checksum_completed_equals_the_full_one() {
+        for len in [0usize, 1, 2, 7, 1447, 1448] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let seg = TcpRepr {
+                src_port: 40000,
+                dst_port: 443,
+                seq: SeqNumber(0x0102_0304),
+                ack: SeqNumber(0xa0b0_c0d0),
+                flags: TcpFlags::ACK | TcpFlags::PSH,
+                window: 501,
+                timestamps: Some(crate::wire::Timestamps { tsval: 9, tsecr: 8 }),
+                payload: &payload,
+                ..TcpRepr::default()
+            };
+            let ip = Ipv4Repr::new(SRC, DST);
+            let mut full = vec![0u8; ipv4_tcp_len(&seg)];
+            let mut partial = full.clone();
+            emit_ipv4_tcp(&ip, &seg, &mut full).unwrap();
+            emit_ipv4_tcp_with(&ip, &seg, &mut partial, Checksum::Partial).unwrap();
+            assert_ne!(
+                full, partial,
+                "len {len}: the field differs before completion"
+            );
+            let view = Ipv4Packet::new_checked(&partial[..]).unwrap();
+            assert_eq!(
+                TcpPacket::new_checked(view.payload()).unwrap().checksum(),
+                view.tcp_partial_checksum(),
+                "len {len}"
+            );
+            assert!(complete_ipv4_tcp_checksum(&mut partial));
+            assert_eq!(full, partial, "len {len}");
+        }
+        // Not an IPv4/TCP packet: left as it is.
+        let mut garbage = vec![0x45u8, 0, 0, 10];
+        assert!(!complete_ipv4_tcp_checksum(&mut garbage));
+        let mut udp = syn();
+        udp[9] = 17;
+        let before = udp.clone();
+        assert!(!complete_ipv4_tcp_checksum(&mut udp));
+        assert_eq!(udp, before);
     }
 
     #[test]

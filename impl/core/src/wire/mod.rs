@@ -17,8 +17,9 @@ pub mod tcp;
 pub use checksum::internet_checksum;
 pub use error::WireError;
 pub use ip::{
-    emit_ipv4_tcp, ipv4_tcp_len, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints,
-    Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN, PROTOCOL_TCP,
+    complete_ipv4_tcp_checksum, emit_ipv4_tcp, emit_ipv4_tcp_with, ipv4_tcp_len, parse_ipv4_tcp,
+    rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN,
+    PROTOCOL_TCP,
 };
 pub use migrate::{
     AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
@@ -30,4 +31,4 @@ pub use options::{
     MAX_OPTIONS_LEN,
 };
 pub use seq::SeqNumber;
-pub use tcp::{TcpFlags, TcpPacket, TcpRepr, MAX_EXPERIMENTAL_OPTIONS, TCP_HEADER_LEN};
+pub use tcp::{Checksum, TcpFlags, TcpPacket, TcpRepr, MAX_EXPERIMENTAL_OPTIONS, TCP_HEADER_LEN};

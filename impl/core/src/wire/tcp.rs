@@ -239,6 +239,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&checksum::finish(sum));
     }
 
+    /// Stores the partial checksum a CHECKSUM_PARTIAL sender leaves for the
+    /// device (or the kernel's GSO) to complete: the pseudo-header sum of
+    /// `src`, `dst` and this segment's length, folded, not complemented.
+    /// [`TcpPacket::complete_checksum`] finishes it. The buffer must be
+    /// exactly the segment; one over 65535 bytes is left as it is.
+    pub fn fill_partial_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        let Ok(tcp_len) = u16::try_from(self.buffer.as_ref().len()) else {
+            return;
+        };
+        let partial = checksum::partial(checksum::ipv4_pseudo_header(src, dst, tcp_len));
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&partial);
+    }
+
+    /// Completes a checksum left partial ([`TcpPacket::fill_partial_checksum`]):
+    /// the field already carries the pseudo-header sum, so the sum over the
+    /// segment as it is, complemented, is the checksum (RFC 1071 §2(C): the
+    /// one's complement sum is the same in any order of its parts).
+    pub fn complete_checksum(&mut self) {
+        let sum = checksum::of_slice(self.buffer.as_ref());
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&checksum::finish(sum));
+    }
+
     /// The options area, writable (as far as the buffer holds it).
     pub fn options_mut(&mut self) -> &mut [u8] {
         let (options, _) = self.options_and_payload();
@@ -397,6 +419,16 @@ impl Default for TcpRepr<'_> {
     }
 }
 
+/// How [`TcpRepr::emit_with`] leaves the checksum field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// Computed over pseudo-header, header and data (RFC 9293 §3.1).
+    Full,
+    /// The pseudo-header sum only (CHECKSUM_PARTIAL), for a datapath that
+    /// completes it: the kernel's GSO, or [`TcpPacket::complete_checksum`].
+    Partial,
+}
+
 impl<'a> TcpRepr<'a> {
     /// Parses a TCP segment (header + payload, no IP header). Verifies the
     /// checksum over the IPv4 pseudo-header. Malformed options reject the
@@ -511,6 +543,18 @@ impl<'a> TcpRepr<'a> {
     /// `OptionsTooLong`, a segment over 65535 bytes is `PayloadTooLarge`, a
     /// short `buf` is `BufferTooSmall`.
     pub fn emit(&self, src: Ipv4Addr, dst: Ipv4Addr, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.emit_with(src, dst, buf, Checksum::Full)
+    }
+
+    /// As [`TcpRepr::emit`], with the checksum `Full` or left `Partial`
+    /// ([`TcpPacket::fill_partial_checksum`]) for the datapath to complete.
+    pub fn emit_with(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        buf: &mut [u8],
+        checksum: Checksum,
+    ) -> Result<usize, WireError> {
         let layout = self.option_layout().map_err(WireError::OptionsTooLong)?;
         let header_len = TCP_HEADER_LEN + layout.padded_len;
         let total = header_len + self.payload.len();
@@ -537,7 +581,10 @@ impl<'a> TcpRepr<'a> {
         packet.set_urgent_at(self.urgent);
         self.write_options(layout.aligned, packet.options_mut())?;
         packet.payload_mut().copy_from_slice(self.payload);
-        packet.fill_checksum(src, dst);
+        match checksum {
+            Checksum::Full => packet.fill_checksum(src, dst),
+            Checksum::Partial => packet.fill_partial_checksum(src, dst),
+        }
         Ok(total)
     }
 
