@@ -284,33 +284,20 @@ fn capture_at_a(run: &Run) -> Vec<(u64, Vec<u8>)> {
         t,
         frame(b_new, a, next, ia.wrapping_add(1), FIN | ACK, &ts(), 0),
     ));
+    let a_fin = frame(
+        a,
+        b_new,
+        ia.wrapping_add(1),
+        next.wrapping_add(1),
+        FIN | ACK,
+        &ts(),
+        0,
+    );
     t += 30_000;
-    out.push((
-        t,
-        frame(
-            a,
-            b_new,
-            ia.wrapping_add(1),
-            next.wrapping_add(1),
-            FIN | ACK,
-            &ts(),
-            0,
-        ),
-    ));
+    out.push((t, a_fin.clone()));
     // a's FIN again: a retransmission shows its gap whichever side sends it.
     t += 300 * MS;
-    out.push((
-        t,
-        frame(
-            a,
-            b_new,
-            ia.wrapping_add(1),
-            next.wrapping_add(1),
-            FIN | ACK,
-            &ts(),
-            0,
-        ),
-    ));
+    out.push((t, a_fin));
     out
 }
 
