@@ -64,7 +64,7 @@ pub mod sysctl;
 pub mod topology;
 pub mod transcripts;
 pub mod transfer;
-pub mod units;
+
 mod wakeup;
 
 pub use capture::{capture_file_name, Capture, CaptureReport};

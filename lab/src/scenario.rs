@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::outcome::Outcome;
-pub use crate::units::parse_size;
+pub use sustain_core::units::parse_size;
 
 use crate::apps::App;
 use crate::attack::spec::{AttackSpec, CounterCheck, RawAttack, RawCount};

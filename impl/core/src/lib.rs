@@ -27,6 +27,7 @@ pub mod sim;
 pub mod tcp;
 pub mod time;
 mod transmit;
+pub mod units;
 pub mod verifier;
 pub mod wire;
 

@@ -33,6 +33,10 @@
 //!   e.g. `loss3-delay20` or `loss1-delay0-100mbit` or `unlimited`.
 //! - SUSTAIN_BENCH_STACKS: comma-separated stacks among sustain-bbr,
 //!   sustain-cubic, sustain-newreno, linux-cubic, linux-bbr (default all).
+//! - SUSTAIN_BENCH_BUFFER: sustain's send and receive buffer, e.g. 16MiB
+//!   (default: the library's, 4 MiB), as sustain-host's `--send-buffer`
+//!   and `--recv-buffer` set them. Linux's buffers autotune up to
+//!   `tcp_wmem`/`tcp_rmem`'s maximum, which the header line prints.
 //!
 //! With the defaults the grid is 12 cells x 5 stacks x 3 runs of 5 s, about
 //! 16 minutes (922 s measured). Needs root (namespaces, raw sockets).
@@ -178,6 +182,8 @@ impl Measured {
 struct Settings {
     runs: usize,
     window: Duration,
+    /// sustain's send and receive buffer (`None`: the library's default).
+    buffer: Option<usize>,
     cells: Vec<Cell>,
     stacks: Vec<Stack>,
 }
@@ -211,7 +217,19 @@ impl Settings {
             .filter(|s| stack_names.is_empty() || stack_names.contains(&s.name()))
             .collect();
         assert!(!stacks.is_empty(), "SUSTAIN_BENCH_STACKS selects no stack");
+        let buffer = std::env::var("SUSTAIN_BENCH_BUFFER")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                sustain_core::units::parse_size(&v)
+                    .ok()
+                    .and_then(|b| usize::try_from(b).ok())
+                    .unwrap_or_else(|| {
+                        panic!("SUSTAIN_BENCH_BUFFER={v} is not a size (e.g. 16MiB)")
+                    })
+            });
         Settings {
+            buffer,
             runs: number("SUSTAIN_BENCH_RUNS", 3.0).max(1.0) as usize,
             window: Duration::from_secs_f64(number("SUSTAIN_BENCH_SECS", 5.0).max(0.1)),
             cells,
@@ -389,12 +407,16 @@ fn measure_sustain(
     kind: CongestionKind,
     port: u16,
     window: Duration,
+    buffer: Option<usize>,
 ) -> Result<Measured, String> {
     let server = SocketAddrV4::new(PathLab::B_ADDR, port);
+    let defaults = Config::default();
     let config = EndpointConfig {
         tcp: Config {
             congestion: kind,
-            ..Config::default()
+            send_buffer: buffer.unwrap_or(defaults.send_buffer),
+            recv_buffer: buffer.unwrap_or(defaults.recv_buffer),
+            ..defaults
         },
         ..EndpointConfig::default()
     };
@@ -455,9 +477,15 @@ fn measure_sustain(
     })
 }
 
-fn measure(path: &PathLab, stack: Stack, port: u16, window: Duration) -> Result<Measured, String> {
+fn measure(
+    path: &PathLab,
+    stack: Stack,
+    port: u16,
+    window: Duration,
+    buffer: Option<usize>,
+) -> Result<Measured, String> {
     match stack {
-        Stack::Sustain(kind) => measure_sustain(path, kind, port, window),
+        Stack::Sustain(kind) => measure_sustain(path, kind, port, window, buffer),
         Stack::Linux(cc) => measure_linux(path, cc, port, window),
     }
 }
@@ -570,6 +598,14 @@ fn print_table(results: &[CellResult], stacks: &[Stack]) {
     }
 }
 
+/// The last (maximum) field of /proc/sys/net/ipv4/`name`, or "?".
+fn sysctl_max(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .ok()
+        .and_then(|v| v.split_whitespace().last().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
 fn main() {
     if !sustain_lab::is_root() {
         eprintln!("bench goodput: SKIPPED: needs root for namespaces and raw sockets");
@@ -583,12 +619,19 @@ fn main() {
          start included), sender writing from memory; {} run(s) per cell, ranges min–max; \
          ratios run by run. Loss each way at R, delay on R's link to A (RTT = 2 x one-way), \
          rate as a tbf on both of R's egresses with a 100 ms queue. Linux sets TCP_CONGESTION \
-         per socket (this machine's default: {}).",
+         per socket (this machine's default: {}). Buffers: sustain's send and receive {}; \
+         Linux's autotune up to tcp_wmem {} / tcp_rmem {} bytes.",
         window.as_secs_f64(),
         settings.runs,
         std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
             .unwrap_or_default()
             .trim(),
+        settings.buffer.map_or_else(
+            || format!("{} bytes (the default)", Config::default().recv_buffer),
+            |b| format!("{b} bytes (SUSTAIN_BENCH_BUFFER)"),
+        ),
+        sysctl_max("tcp_wmem"),
+        sysctl_max("tcp_rmem"),
     );
     let started = Instant::now();
     let mut port = PORT_BASE;
@@ -602,7 +645,7 @@ fn main() {
         for run in 0..settings.runs {
             for (stack, runs) in &mut result.runs {
                 port = port.wrapping_add(1).max(PORT_BASE);
-                let got = measure(&path, *stack, port, window);
+                let got = measure(&path, *stack, port, window, settings.buffer);
                 match &got {
                     Ok(m) => eprintln!(
                         "  {} run {} {:<16} {:>9} Mbit/s  ({})",

@@ -125,7 +125,8 @@ impl Endpoint {
             .set_port_filter(&[])
             .map_err(|e| EndpointError::Netlink(std::io::Error::other(e)))?;
         let mut guard = RstGuard::new(SUSTAIN_MARK)?;
-        let ring = open_ring(&mut guard);
+        let frames = crate::packet_ring::frames_for_window(config.tcp.recv_buffer);
+        let ring = open_ring(&mut guard, frames);
         let clock = Clock::new();
         let rx = match &ring {
             Ok(_) => "packet-ring",
@@ -138,7 +139,7 @@ impl Endpoint {
             "raw-socket"
         };
         let fields = match &ring {
-            Ok(_) => serde_json::json!({"rx": rx, "tx": tx,
+            Ok(_) => serde_json::json!({"rx": rx, "tx": tx, "ring_frames": frames,
                 "detail": "AF_PACKET TPACKET_V2 ring, raw PREROUTING drop per owned port"}),
             Err(why) => serde_json::json!({"rx": rx, "tx": tx, "fallback": why}),
         };
@@ -363,13 +364,15 @@ pub const DATAPATH_ENV: &str = "SUSTAIN_DATAPATH";
 
 /// The receive ring with ingress drops, or why the endpoint falls back to
 /// raw-socket receive (said loudly: a warning, and the `datapath` event).
-pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
+/// The ring has `frames` frames
+/// ([`crate::packet_ring::frames_for_window`] of the receive buffer).
+pub(crate) fn open_ring(guard: &mut RstGuard, frames: usize) -> Result<PacketRing, String> {
     if std::env::var(DATAPATH_ENV).is_ok_and(|v| v == "raw") {
         let why = format!("{DATAPATH_ENV}=raw");
         tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
         return Err(why);
     }
-    let ring = PacketRing::open().and_then(|ring| {
+    let ring = PacketRing::open(frames).and_then(|ring| {
         guard.use_ingress_drop().map(|()| ring).map_err(|e| {
             crate::packet_ring::PacketRingError::Setup {
                 what: "iptables raw table (ingress drop rules)",
@@ -380,6 +383,7 @@ pub(crate) fn open_ring(guard: &mut RstGuard) -> Result<PacketRing, String> {
     match ring {
         Ok(ring) => {
             tracing::info!(
+                frames,
                 "receiving from a packet ring (AF_PACKET TPACKET_V2); owned ports are dropped \
                  in raw PREROUTING, so the kernel's TCP never sees them"
             );

@@ -51,10 +51,27 @@ use crate::raw_socket::{packet_filter_program, setsockopt, MAX_FILTER_PORTS};
 pub(crate) const FRAME_SIZE: usize = 2048;
 /// Frames per block (a block is physically contiguous kernel memory).
 const FRAMES_PER_BLOCK: usize = 64;
-/// Blocks: 64 x 64 frames = 4096 packets, 8 MiB, the raw socket's old
-/// receive buffer.
-const BLOCKS: usize = 64;
-const FRAMES: usize = FRAMES_PER_BLOCK * BLOCKS;
+/// Fewest blocks: 64 x 64 frames = 4096 packets, 8 MiB, the raw socket's
+/// old receive buffer.
+const MIN_BLOCKS: usize = 64;
+/// Most blocks: 1024 x 64 frames = 65536 packets, 128 MiB of kernel memory.
+const MAX_BLOCKS: usize = 1024;
+/// Window bytes per frame: a full-sized segment carries 1448 bytes, so a
+/// whole window of them fits with 40 % to spare for the peer's bursts and
+/// the segments of other connections.
+const WINDOW_PER_FRAME: usize = 1024;
+
+/// Frames for a ring that must hold `window` bytes of full-sized segments
+/// (the largest window the endpoint advertises): one frame per KiB, in
+/// whole blocks, between 4096 and 65536. A ring smaller than the window
+/// drops the tail of every burst that arrives while the driver is busy:
+/// 733-1942 drops per 64 MiB with 16 MiB windows and 4096 frames.
+pub(crate) fn frames_for_window(window: usize) -> usize {
+    let blocks = window
+        .div_ceil(WINDOW_PER_FRAME * FRAMES_PER_BLOCK)
+        .clamp(MIN_BLOCKS, MAX_BLOCKS);
+    blocks * FRAMES_PER_BLOCK
+}
 
 #[derive(Debug, Error)]
 pub(crate) enum PacketRingError {
@@ -98,6 +115,8 @@ pub(crate) struct PacketRing {
     // Field order: the mapping goes before the socket closes.
     map: Mapping,
     fd: AsyncFd<OwnedFd>,
+    /// Frames in the ring ([`frames_for_window`]).
+    frames: usize,
 }
 
 /// The link a received packet came from: its interface and the sender's
@@ -123,10 +142,12 @@ pub(crate) struct Cursor {
 }
 
 impl PacketRing {
-    /// Opens the socket and its ring. It receives nothing until
+    /// Opens the socket and a ring of `frames` frames (a multiple of a
+    /// block's, from [`frames_for_window`]). It receives nothing until
     /// [`PacketRing::set_port_filter`] names ports. Must be called inside a
     /// tokio runtime.
-    pub(crate) fn open() -> Result<PacketRing, PacketRingError> {
+    pub(crate) fn open(frames: usize) -> Result<PacketRing, PacketRingError> {
+        debug_assert!(frames >= FRAMES_PER_BLOCK && frames.is_multiple_of(FRAMES_PER_BLOCK));
         // Protocol 0: no packet is queued before the filter and the ring
         // are in place; `bind` below names ETH_P_IP.
         // SAFETY: plain socket(2) call.
@@ -168,13 +189,13 @@ impl PacketRing {
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
         let req = libc::tpacket_req {
             tp_block_size: (FRAME_SIZE * FRAMES_PER_BLOCK) as u32,
-            tp_block_nr: BLOCKS as u32,
+            tp_block_nr: (frames / FRAMES_PER_BLOCK) as u32,
             tp_frame_size: FRAME_SIZE as u32,
-            tp_frame_nr: FRAMES as u32,
+            tp_frame_nr: frames as u32,
         };
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
             .map_err(setup("PACKET_RX_RING"))?;
-        let len = FRAME_SIZE * FRAMES;
+        let len = FRAME_SIZE * frames;
         // SAFETY: maps the ring the kernel just allocated for this socket;
         // the result is checked before use.
         let base = unsafe {
@@ -225,7 +246,7 @@ impl PacketRing {
                     source: e.into_parts().1,
                 }
             })?;
-        Ok(PacketRing { map, fd })
+        Ok(PacketRing { map, fd, frames })
     }
 
     /// Accept only TCP segments to one of `ports` addressed to this host.
@@ -269,7 +290,7 @@ impl PacketRing {
 
     /// The status word of frame `i`.
     fn status(&self, i: usize) -> &AtomicU32 {
-        debug_assert!(i < FRAMES);
+        debug_assert!(i < self.frames);
         // SAFETY: frame `i` lies inside the mapping and starts with the
         // u32 tp_status (tpacket2_hdr), 4-aligned (frames are 2 KiB
         // aligned in a page-aligned map); the kernel and we only touch it
@@ -357,7 +378,7 @@ impl PacketRing {
             }
             self.status(i)
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            cursor.next = (i + 1) % FRAMES;
+            cursor.next = (i + 1) % self.frames;
             n += 1;
         }
         n
@@ -381,4 +402,26 @@ fn set_filter(fd: libc::c_int, ports: &[u16]) -> Result<(), PacketRingError> {
     };
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
         .map_err(setup("SO_ATTACH_FILTER"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_holds_the_window_in_whole_blocks_within_bounds() {
+        // The default 4 MiB window keeps the ring it had: 4096 frames.
+        assert_eq!(frames_for_window(4 << 20), 4096);
+        assert_eq!(frames_for_window(0), 4096);
+        // 16 MiB: one frame per KiB, 16384 frames (32 MiB of ring).
+        assert_eq!(frames_for_window(16 << 20), 16384);
+        // Rounded up to a whole block.
+        assert_eq!(frames_for_window((16 << 20) + 1), 16384 + FRAMES_PER_BLOCK);
+        // A 1 GiB window does not ask for 2 GiB of kernel memory.
+        assert_eq!(frames_for_window(1 << 30), MAX_BLOCKS * FRAMES_PER_BLOCK);
+        // Every window's full-sized segments fit up to the cap.
+        for window in [4 << 20, 8 << 20, 16 << 20, 64 << 20] {
+            assert!(frames_for_window(window) * 1448 >= window);
+        }
+    }
 }

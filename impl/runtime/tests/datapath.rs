@@ -45,10 +45,19 @@ fn datapath_event(events: &Path) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no datapath event in {}", events.display()))
 }
 
-/// sustain-host A -> B with `env` on both hosts; returns the `rx` each
-/// endpoint reported, B's kernel RSTs during the transfer and the segments
-/// A sent in GSO super-segments.
-fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, String, u64, u64) {
+/// What [`transfer`] saw.
+struct Transferred {
+    /// The `datapath` event of A (the sender) and of B.
+    a: serde_json::Value,
+    b: serde_json::Value,
+    /// B's kernel RSTs during the transfer.
+    rsts: u64,
+    /// Segments A sent in GSO super-segments.
+    gso: u64,
+}
+
+/// sustain-host A -> B with `env` and `args` on both hosts.
+fn transfer(path: &PathLab, env: Option<(&str, &str)>, args: &[&str], seed: u64) -> Transferred {
     let src = file_in(path, "data");
     let dst = file_in(path, "received");
     let sha = make_file(&src, SIZE, seed);
@@ -66,6 +75,8 @@ fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, St
         .arg(&src)
         .arg("--events")
         .arg(&send_events);
+    listen.args(args);
+    connect.args(args);
     if let Some((k, v)) = env {
         listen.env(k, v);
         connect.env(k, v);
@@ -76,7 +87,6 @@ fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, St
     assert_eq!(expect_success(&receiver, TIMEOUT)["sha256"], sha);
     assert_eq!(sha256_file(&dst), sha);
     let rsts = path.run_in(PathNode::B, kernel_rsts_sent).unwrap() - rsts_before;
-    let rx = |e: &Path| datapath_event(e)["rx"].as_str().unwrap().to_owned();
     let closed = std::fs::read_to_string(&send_events)
         .unwrap()
         .lines()
@@ -84,7 +94,12 @@ fn transfer(path: &PathLab, env: Option<(&str, &str)>, seed: u64) -> (String, St
         .find(|e| e["event"] == "closed")
         .expect("the sender's closed event");
     let gso = closed["gso_segments"].as_u64().expect("gso_segments");
-    (rx(&send_events), rx(&recv_events), rsts, gso)
+    Transferred {
+        a: datapath_event(&send_events),
+        b: datapath_event(&recv_events),
+        rsts,
+        gso,
+    }
 }
 
 #[test]
@@ -94,8 +109,16 @@ fn ring_by_default_raw_socket_on_request() {
     }
     let path = PathLab::new().expect("building the A-R-B namespace path");
 
-    let (a, b, rsts, gso) = transfer(&path, None, 21);
-    assert_eq!((a.as_str(), b.as_str()), ("packet-ring", "packet-ring"));
+    let Transferred { a, b, rsts, gso } = transfer(&path, None, &[], 21);
+    assert_eq!(
+        (&a["rx"], &b["rx"]),
+        (&"packet-ring".into(), &"packet-ring".into())
+    );
+    // The default 4 MiB receive buffer: a ring of 4096 frames.
+    assert_eq!(
+        (&a["ring_frames"], &b["ring_frames"]),
+        (&4096.into(), &4096.into())
+    );
     // The kernel's TCP never saw a segment for the owned port.
     assert_eq!(rsts, 0, "B's kernel sent RSTs with the ring datapath");
     // GSO by default: most of the 8 MiB left in super-segments (1448-byte
@@ -105,8 +128,12 @@ fn ring_by_default_raw_socket_on_request() {
         "default: only {gso} segments in GSO super-segments"
     );
 
-    let (a, b, rsts, gso) = transfer(&path, Some(("SUSTAIN_DATAPATH", "raw")), 22);
-    assert_eq!((a.as_str(), b.as_str()), ("raw-socket", "raw-socket"));
+    let Transferred { a, b, rsts, gso } =
+        transfer(&path, Some(("SUSTAIN_DATAPATH", "raw")), &[], 22);
+    assert_eq!(
+        (&a["rx"], &b["rx"]),
+        (&"raw-socket".into(), &"raw-socket".into())
+    );
     // The fallback: the kernel answers every segment, the guard drops it.
     assert!(
         rsts > 0,
@@ -114,8 +141,18 @@ fn ring_by_default_raw_socket_on_request() {
     );
     assert_eq!(gso, 0, "GSO needs the ring's next hops");
 
-    let (_, _, _, gso) = transfer(&path, Some(("SUSTAIN_GSO", "off")), 23);
+    let Transferred { gso, .. } = transfer(&path, Some(("SUSTAIN_GSO", "off")), &[], 23);
     assert_eq!(gso, 0, "GSO with SUSTAIN_GSO=off");
+
+    // 16 MiB buffers (issue 12's long lossy paths): the ring holds the
+    // receive window, one frame per KiB, and the file still arrives whole
+    // (`transfer` checks its sha256 at both ends).
+    let big = ["--send-buffer", "16MiB", "--recv-buffer", "16MiB"];
+    let Transferred { a, b, .. } = transfer(&path, None, &big, 24);
+    assert_eq!(
+        (&a["ring_frames"], &b["ring_frames"]),
+        (&16384.into(), &16384.into())
+    );
 
     for node in [PathNode::A, PathNode::B] {
         let rules = path.run_in(node, guard_rules).unwrap();

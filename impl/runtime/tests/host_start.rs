@@ -1,6 +1,7 @@
 //! sustain-host's argument errors: a keep-alive of 0 seconds (a probe storm, or
-//! a connection that can never idle) is refused in one clear line, exit 2,
-//! before anything is opened.
+//! a connection that can never idle) and a buffer that is not a size between
+//! 64 KiB and 1 GiB are refused in one clear line, exit 2, before anything is
+//! opened.
 
 use std::process::Command;
 
@@ -31,6 +32,31 @@ fn zero_second_keepalives_are_refused() {
         assert!(
             err.contains(flag) && err.contains("0 is not in 1.."),
             "{flag}: {err}"
+        );
+    }
+}
+
+#[test]
+fn buffers_must_be_sizes_between_64_kib_and_1_gib() {
+    for (flag, value, says) in [
+        ("--recv-buffer", "16 parsecs", "unknown unit"),
+        ("--send-buffer", "lots", "is not a size"),
+        ("--recv-buffer", "1000", "between 64KiB and 1GiB"),
+        ("--send-buffer", "2GiB", "between 64KiB and 1GiB"),
+    ] {
+        let (code, err) = run(&[
+            "listen",
+            "--bind",
+            "127.0.0.1:5001",
+            flag,
+            value,
+            "--recv-file",
+            "/dev/null",
+        ]);
+        assert_eq!(code, Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
         );
     }
 }

@@ -514,9 +514,8 @@ pub(crate) fn convert_attacks(
             (None, None, Some(raw)) => {
                 let bytes = match raw {
                     RawCount::Number(bytes) => *bytes,
-                    RawCount::Text(text) => {
-                        crate::units::parse_size(text).map_err(|m| problem(i, "after_bytes", m))?
-                    }
+                    RawCount::Text(text) => sustain_core::units::parse_size(text)
+                        .map_err(|m| problem(i, "after_bytes", m))?,
                 };
                 if bytes >= transfer.bytes {
                     return Err(problem(

@@ -124,6 +124,16 @@ struct TcpArgs {
     /// HyStart++) or `newreno`.
     #[arg(long, value_name = "NAME", default_value = "bbr")]
     congestion: CongestionKind,
+    /// Send buffer of every connection, e.g. 16MiB: the most unacknowledged
+    /// and unsent data it holds (default 4MiB). Held only as far as the
+    /// congestion window uses it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_buffer)]
+    send_buffer: Option<usize>,
+    /// Receive buffer of every connection, e.g. 16MiB: the largest window
+    /// advertised (default 4MiB). The endpoint's receive ring is sized to
+    /// hold it (one 2 KiB frame per KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_buffer)]
+    recv_buffer: Option<usize>,
     /// The mobility information server (sustain-server) at ADDR:PORT: each
     /// migratable connection registers with it, reports this host's moves
     /// from the new address, and sends its MSYN where the server's
@@ -148,6 +158,16 @@ enum ModeArg {
     Sustain,
     Continuation,
     Plain,
+}
+
+/// A buffer size: at least 64 KiB (a window smaller than one unscaled
+/// window), at most 1 GiB (RFC 7323 §2.3: the largest scaled window).
+fn parse_buffer(s: &str) -> Result<usize, String> {
+    let bytes = sustain_core::units::parse_size(s)?;
+    if !(64 << 10..=1 << 30).contains(&bytes) {
+        return Err(format!("{s}: a buffer must be between 64KiB and 1GiB"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("{s} is too large"))
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddrV4, String> {
@@ -180,6 +200,12 @@ impl TcpArgs {
         config.congestion = self.congestion;
         if let Some(mss) = self.mss {
             config.mss = mss;
+        }
+        if let Some(bytes) = self.send_buffer {
+            config.send_buffer = bytes;
+        }
+        if let Some(bytes) = self.recv_buffer {
+            config.recv_buffer = bytes;
         }
         config
     }

@@ -179,7 +179,12 @@ impl Proxy {
         let socket = RawSocket::open(crate::SUSTAIN_MARK)?;
         let ports: Vec<u16> = (opts.ports.0..=opts.ports.1).collect();
         let mut guard = RstGuard::new(crate::SUSTAIN_MARK)?;
-        let (ring, fallback) = match crate::endpoint::open_ring(&mut guard) {
+        let (ring, fallback) = match crate::endpoint::open_ring(
+            &mut guard,
+            // Sized as an end's ring: one relayed connection at the ends'
+            // default window fits.
+            packet_ring::frames_for_window(sustain_core::tcp::Config::default().recv_buffer),
+        ) {
             Ok(ring) => (Some(ring), None),
             Err(why) => (None, Some(why)),
         };

@@ -1,4 +1,4 @@
-//! Sizes as scenario files write them.
+//! Sizes as people write them: scenario files, command lines.
 
 /// Parses "16MiB", "512 KiB", "1GB", "100" (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
