@@ -467,8 +467,8 @@ fn measure_sustain(
     // was full (ACKs at the sender, data at the receiver): loss the path's
     // loss rule did not cause.
     let note = format!(
-        "{} retransmitted, {} RTOs, ring drops {sender_drops} at the sender, {receiver_drops} at the receiver",
-        stats.retransmitted_segments, stats.timeouts
+        "{} retransmitted, {} RTOs, {} D-SACKs, {} undos, {} TLPs, ring drops {sender_drops} at the sender, {receiver_drops} at the receiver",
+        stats.retransmitted_segments, stats.timeouts, stats.dsacks_received, stats.spurious_undos, stats.tlp_probes
     );
     Ok(Measured {
         bytes,
