@@ -364,12 +364,25 @@ fn names_parse_and_print() {
     assert_eq!(CongestionKind::Bbr.build(1460).kind(), CongestionKind::Bbr);
 }
 
+/// A standing queue of 10 ms over the 40 ms path (module doc: more than
+/// max(min_rtt / 16, 1 ms)).
+const QUEUED: Duration = Duration::from_millis(50);
+
 #[test]
-fn the_short_term_model_only_follows_rounds_lossier_than_the_threshold() {
+fn the_short_term_model_only_follows_rounds_lossier_than_the_threshold_with_a_queue() {
     let rate = 2_500_000;
-    for (loss_per_round, lowered) in [(1_000usize, false), (5_000, true)] {
+    // (bytes lost per 100 kB round, the rounds' RTT, bounds lowered)
+    for (loss_per_round, rtt, lowered) in [
+        (1_000usize, QUEUED, false),
+        (5_000, QUEUED, true),
+        // Random loss: the same rounds without a queue (module doc,
+        // "Short-term bounds").
+        (5_000, RTT, false),
+        (24_000, RTT, false),
+    ] {
         let mut d = Driver::new();
         d.fill_pipe(rate);
+        d.rtt = rtt;
         // Rounds outside bandwidth probing (DOWN or CRUISE), 100 kB
         // delivered each, losing 1 % or 5 % of it.
         for _ in 0..5 {
@@ -384,7 +397,7 @@ fn the_short_term_model_only_follows_rounds_lossier_than_the_threshold() {
         assert_eq!(
             d.bbr.bw < d.bbr.max_bw(),
             lowered,
-            "{loss_per_round} lost per round: bw {} max {}",
+            "{loss_per_round} lost per round at {rtt:?}: bw {} max {}",
             d.bbr.bw,
             d.bbr.max_bw()
         );
@@ -400,6 +413,8 @@ fn a_round_cut_short_takes_its_loss_rate_over_the_flight() {
     let cut_short = |flight: usize| {
         let mut d = Driver::new();
         d.fill_pipe(rate);
+        // With a queue, so that loss can lower the short-term bounds.
+        d.rtt = QUEUED;
         for _ in 0..3 {
             d.lose(5_000, flight, 5_000);
             d.round(rate, flight - 5_000, flight, 5_000, true);
