@@ -41,6 +41,23 @@ impl Instant {
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.micros.saturating_sub(earlier.micros))
     }
+
+    /// The earliest of some deadlines (`None`: no deadline), or `None`.
+    /// Plain comparisons: timers are asked after every segment in and out,
+    /// and the iterator chain this replaced (`flatten().min()` over an
+    /// array of `Option`s) took 4.5 % of the sustain-host processes'
+    /// samples in `just bench`'s throughput flows; this one does not show.
+    pub fn earliest<const N: usize>(deadlines: [Option<Instant>; N]) -> Option<Instant> {
+        let mut first: Option<Instant> = None;
+        for d in deadlines {
+            first = match (first, d) {
+                (Some(a), Some(b)) => Some(if b < a { b } else { a }),
+                (None, d) => d,
+                (a, None) => a,
+            };
+        }
+        first
+    }
 }
 
 impl fmt::Debug for Instant {
@@ -103,5 +120,18 @@ mod tests {
         assert_eq!(t - Instant::from_millis(2000), Duration::ZERO);
         assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO);
         assert_eq!(format!("{t:?}"), "1.500000s");
+    }
+
+    #[test]
+    fn earliest_ignores_missing_deadlines() {
+        let (a, b) = (Instant::from_millis(5), Instant::from_millis(3));
+        assert_eq!(
+            Instant::earliest([None, Some(a), None, Some(b), None]),
+            Some(b)
+        );
+        assert_eq!(Instant::earliest([Some(b), Some(a)]), Some(b));
+        assert_eq!(Instant::earliest([Some(a)]), Some(a));
+        assert_eq!(Instant::earliest::<3>([None; 3]), None);
+        assert_eq!(Instant::earliest::<0>([]), None);
     }
 }

@@ -1626,7 +1626,7 @@ impl Connection {
     // ----------------------------------------------------------------
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [
+        Instant::earliest([
             self.rtx_deadline,
             self.persist_deadline,
             self.delack_deadline,
@@ -1634,10 +1634,7 @@ impl Connection {
             self.migration_deadline(),
             self.loss_deadline(),
             self.keepalive_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        ])
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, sh: &mut Shared) {

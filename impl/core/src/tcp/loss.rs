@@ -589,14 +589,11 @@ impl Connection {
     /// The earliest loss-recovery timer: RACK's reordering timer, the
     /// PTO, or the pacing release when something waits for it.
     pub(super) fn loss_deadline(&self) -> Option<Instant> {
-        [
+        Instant::earliest([
             self.lr.rack.deadline(),
             self.lr.tlp.deadline(),
             self.lr.pacer.wakeup(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        ])
     }
 
     /// The loss-recovery timers at `now` (RFC 8985 §6.3, §7.3).

@@ -1338,14 +1338,11 @@ impl Connection {
 
     pub(super) fn migration_deadline(&self) -> Option<Instant> {
         let m = self.mig.as_ref()?;
-        [
+        Instant::earliest([
             m.deadline,
             m.pending.map(|p| p.deadline),
             m.updating.map(|u| u.deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        ])
     }
 
     /// Runs the migration timers due at `now`.
