@@ -313,8 +313,6 @@ pub(crate) struct Connection {
     syn_pending: bool,
     ip_ident: u16,
     scratch: Vec<u8>,
-    /// The segment `poll_segment` just wrote has a partial checksum.
-    partial_out: bool,
 
     // Event edge triggers.
     readable_armed: bool,
@@ -439,7 +437,6 @@ impl Connection {
             syn_pending: false,
             ip_ident: 0,
             scratch: Vec::new(),
-            partial_out: false,
             readable_armed: true,
             writable_armed: false,
             events: VecDeque::new(),
@@ -1790,13 +1787,12 @@ impl Connection {
         buf: &mut [u8],
         sh: &mut Shared,
     ) -> Option<Transmit> {
-        self.partial_out = false;
-        let size = self.poll_segment(now, buf, sh)?;
+        let (size, checksum) = self.poll_segment(now, buf, sh)?;
         let transmit = Transmit {
             dst: self.remote,
             src: self.local,
             size,
-            checksum_partial: self.partial_out,
+            checksum_partial: checksum == Checksum::Partial,
         };
         debug_assert_eq!(
             buf.get(..size)
@@ -1808,19 +1804,27 @@ impl Connection {
         Some(transmit)
     }
 
-    fn poll_segment(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
+    /// The next segment written into `buf`: its length, and how its TCP
+    /// checksum was left (only data segments can be partial, `send_data`).
+    fn poll_segment(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        sh: &mut Shared,
+    ) -> Option<(usize, Checksum)> {
+        let full = |size: Option<usize>| size.map(|n| (n, Checksum::Full));
         match self.state {
             State::Closed | State::Listen => None,
             State::SynSent | State::SynReceived => {
                 if self.syn_pending {
-                    self.send_syn(now, buf, sh)
+                    full(self.send_syn(now, buf, sh))
                 } else {
                     None
                 }
             }
             _ => {
                 if let Some(answer) = self.migration_transmit(now, buf, sh) {
-                    return answer;
+                    return full(answer);
                 }
                 let sustain = self.segment_options();
                 let mut scratch = MigrationScratch::default();
@@ -1846,7 +1850,7 @@ impl Connection {
                 }
                 self.ensure_timer(now);
                 if let Some(probe) = self.keepalive_probe(now) {
-                    return self.emit(now, buf, &probe, sh);
+                    return full(self.emit(now, buf, &probe, sh));
                 }
                 if self.ack_now {
                     hdr.seq = self.pure_ack_seq();
@@ -1855,7 +1859,7 @@ impl Connection {
                         self.extra_acks -= 1;
                         self.ack_now = true;
                     }
-                    return sent;
+                    return full(sent);
                 }
                 None
             }
@@ -2171,7 +2175,7 @@ impl Connection {
         hdr: &TcpRepr<'_>,
         plan: Plan,
         sh: &mut Shared,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Checksum)> {
         let offset = plan.seq - self.snd_buf_start;
         let (a, b) = self.snd_buf.slices(offset, plan.len);
         let payload: &[u8] = if b.is_empty() {
@@ -2206,10 +2210,7 @@ impl Connection {
             Checksum::Full
         };
         let written = match emit_ipv4_tcp_with(&ip, &seg, buf, checksum) {
-            Ok(n) => {
-                self.partial_out = checksum == Checksum::Partial;
-                n
-            }
+            Ok(n) => n,
             Err(err) => {
                 tracing::warn!(conn = ?self.id, %err, "cannot emit segment");
                 return None;
@@ -2279,7 +2280,7 @@ impl Connection {
         }
         self.on_segment_sent(now, &plan, end, sh);
         sh.stats.packets_out += 1;
-        Some(written)
+        Some((written, checksum))
     }
 
     fn count_retransmission(&mut self, sh: &mut Shared) {
