@@ -455,16 +455,26 @@ impl Analysis {
     }
 
     /// The (connection, side) whose stream a relay MSYN continues: SND.UNA
-    /// at most 1 GiB behind what the side sent, RCV.NXT (unless zeroed) at
-    /// most 1 GiB behind what the other side sent; the closest wins. Either
-    /// may also lie up to 16 MiB *ahead* of what the captures show sent: a
-    /// golden excerpt keeps only how far each point's left-out data reached,
-    /// and the point that saw the last of it may come later in time.
+    /// inside what the side sent (from its ISN up to the highest end the
+    /// captures show, at most 1 GiB back from it), RCV.NXT (unless zeroed)
+    /// inside what the other side sent; the closest wins. Either may also lie
+    /// up to 16 MiB *ahead* of what the captures show sent: a golden excerpt
+    /// keeps only how far each point's left-out data reached, and the point
+    /// that saw the last of it may come later in time.
+    ///
+    /// Both values must lie in a stream's span, not merely within a distance
+    /// of its end: the sum of the two distances is the same for both sides of
+    /// a connection whenever neither value is ahead (the ISNs cancel out), so
+    /// a distance alone let the other side tie, and the first side won ties.
+    /// An MSYN copied from an old one (attack-forged-ticket) is judged against
+    /// streams that have grown since, so whether the other side fitted
+    /// depended on the moment it was sent.
     fn relay_owner(&self, una: u32, rcv_nxt: u32) -> Option<(usize, usize)> {
         const AHEAD: u32 = 16 << 20;
+        const BACK: u32 = 1 << 30;
         let behind = |high: u32, value: u32| {
             let d = high.wrapping_sub(value);
-            if d <= 1 << 30 {
+            if d <= high.min(BACK) {
                 Some(u64::from(d))
             } else {
                 let ahead = value.wrapping_sub(high);
@@ -1372,5 +1382,61 @@ fn kind_of(segment: &Segment, migrate: bool) -> &'static str {
         "DATA"
     } else {
         "ACK"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sustain_core::rand::{Random, SplitMix64};
+
+    const MIB: u32 = 1 << 20;
+
+    /// One connection as the proxy scenarios have it: b (side 0) opened it
+    /// and sent 200 MiB; a (side 1) accepted and sent nothing but its SYN.
+    fn relayed(isn_b: u32, isn_a: u32) -> Analysis {
+        let mut analysis = Analysis::default();
+        let conn = analysis.new_conn();
+        analysis.set_isn(conn, 0, isn_b);
+        analysis.set_isn(conn, 1, isn_a);
+        analysis.high.insert((conn, 0), 200 * MIB);
+        analysis.high.insert((conn, 1), 1);
+        analysis
+    }
+
+    /// a's relay MSYN, as the attacker of attack-forged-ticket copies it into
+    /// MSYNs with an unknown ticket: SND.UNA is a's ISN + 1, RCV.NXT where b's
+    /// data had reached when a moved (50 MiB), while b has gone on to 200 MiB.
+    fn owner_of_copied_msyn(isn_b: u32, isn_a: u32) -> Option<(usize, usize)> {
+        relayed(isn_b, isn_a).relay_owner(isn_a.wrapping_add(1), isn_b.wrapping_add(50 * MIB))
+    }
+
+    #[test]
+    fn a_relay_msyn_is_bound_to_the_side_whose_stream_it_continues() {
+        // ISNs where a's SND.UNA reads as 100 MiB into b's stream and the
+        // RCV.NXT as 50 MiB before a's ISN: under the old rule (anything up
+        // to 1 GiB behind what a side sent) both sides fitted equally well
+        // and the first, b, won: attack-forged-ticket's `seq=b.2`.
+        let isn_a = 0x8000_0000;
+        let isn_b = isn_a + 1 - 100 * MIB;
+        assert_eq!(owner_of_copied_msyn(isn_b, isn_a), Some((0, 1)));
+        // Any other pair of ISNs: b's side would need a's SND.UNA inside
+        // the 200 MiB b sent and the RCV.NXT inside what a sent.
+        let mut random = SplitMix64::new(11);
+        for _ in 0..10_000 {
+            let (isn_b, isn_a) = (random.next_u32(), random.next_u32());
+            assert_eq!(
+                owner_of_copied_msyn(isn_b, isn_a),
+                Some((0, 1)),
+                "ISNs b {isn_b:#x}, a {isn_a:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_relay_msyn_of_no_stream_binds_to_none() {
+        // Sequence numbers unrelated to either side: a connection of its own.
+        let analysis = relayed(0x1000_0000, 0x2000_0000);
+        assert_eq!(analysis.relay_owner(0x9000_0000, 0xa000_0000), None);
     }
 }
