@@ -14,7 +14,18 @@ pub fn init_logging() {
 }
 
 /// A current-thread tokio runtime, or `None` after saying why on stderr.
+/// First, while the program has one thread, its code moves onto huge pages
+/// (huge_text.rs; `SUSTAIN_HUGE_TEXT=off` leaves it).
 pub fn runtime(program: &str) -> Option<tokio::runtime::Runtime> {
+    match crate::huge_text::move_code_to_huge_pages() {
+        Ok(crate::huge_text::HugeText::Moved { len, .. }) => {
+            tracing::info!(program, kib = len >> 10, "code moved onto huge pages");
+        }
+        Ok(crate::huge_text::HugeText::Skipped(why)) => {
+            tracing::info!(program, why, "code left on 4 KiB pages");
+        }
+        Err(e) => tracing::warn!(program, "code left on 4 KiB pages: {e}"),
+    }
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

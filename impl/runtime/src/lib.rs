@@ -15,7 +15,7 @@
 //! - [`events`]: the JSON-lines `--events` log; [`clock`]: the monotonic clock.
 //! - [`host`], [`forward`]: the applications `sustain-host` runs;
 //!   [`server`]: `sustain-server`; [`proxy`]: `sustain-proxy`; [`app`]: what
-//!   the three binaries share.
+//!   the three binaries share; [`huge_text`]: their code on huge pages.
 //!
 //! Private modules (`cargo doc --document-private-items` shows them):
 //! - `driver`: the driver loop.
@@ -28,8 +28,9 @@
 // Unsafe code lives only in the three datapath modules that talk to the
 // kernel where no crate serves (the packet ring's mmap, the raw socket's
 // sendmmsg/recvmmsg and BPF filter, GSO's packet socket), plus the one
-// registration of the rtnetlink listener with tokio (netwatch.rs): each block
-// has its SAFETY comment.
+// registration of the rtnetlink listener with tokio (netwatch.rs), and the
+// binaries' move of their code onto huge pages (huge_text.rs): each block has
+// its SAFETY comment.
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -42,6 +43,8 @@ pub mod forward;
 #[allow(unsafe_code)]
 pub(crate) mod gso;
 pub mod host;
+#[allow(unsafe_code)]
+pub mod huge_text;
 pub(crate) mod mobility;
 pub(crate) mod netwatch;
 pub(crate) mod os_random;
