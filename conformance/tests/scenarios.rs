@@ -19,12 +19,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sustain_conformance::golden;
 use sustain_lab::runner::{self, RunOptions};
 use sustain_lab::scenario::Scenario;
 use sustain_lab::transfer::{find_sustain_host, EndpointKind, Role};
-use sustain_lab::{netns, root_or_skip};
+use sustain_lab::{machine, netns, root_or_skip};
 
 /// Runs per scenario before it counts as failed: a VM that stalls for a while can
 /// change what goes on the wire (an MSYN retransmitted), so one rerun is allowed,
@@ -65,6 +66,10 @@ fn scenarios_conform() {
     );
     let have_host = find_sustain_host(None).is_ok();
     let mut failures: Vec<String> = Vec::new();
+    // The machine's state, before and after: what a reconnect budget missed
+    // by can be read against it (lab/src/machine.rs).
+    let machine = || machine::idle_touch(Duration::from_secs(1));
+    eprintln!("machine before the scenarios: {}", machine());
 
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(snapshot_dir());
@@ -248,6 +253,7 @@ fn scenarios_conform() {
             );
         }
     }
+    eprintln!("machine after the scenarios: {}", machine());
     assert!(
         failures.is_empty(),
         "{} scenario(s) failed:\n{}",

@@ -18,13 +18,15 @@
 //! [`moves`] (detach / attach / move with completion instants), [`transfer`] (Linux
 //! TCP or `sustain-host` endpoints), [`scenario`] (the TOML files of
 //! `conformance/scenarios`), [`runner`] (run one: captures, timeline, `report.json`).
-//! `lab/README.md` documents the file format and the CLI.
+//! `lab/README.md` documents the file format and the CLI. [`machine`]: what touching
+//! memory left idle costs on this machine (the conformance suite prints it).
 //!
 //! Syscalls go through `nix` (and std); `unsafe` is denied crate-wide and allowed only
 //! on the few functions nix has no wrapper for, each with its SAFETY comment: the
 //! child's `pre_exec` (process), binding an AF_PACKET socket (capture), the SIOCETHTOOL
 //! ioctl (ethtool), pidfd_open / pidfd_send_signal (clean) and
-//! pthread_setschedparam (delay).
+//! pthread_setschedparam (delay); and madvise, whose nix wrapper is itself unsafe
+//! (machine).
 
 #![deny(unsafe_code)]
 
@@ -42,6 +44,7 @@ pub mod features;
 pub mod icmp;
 mod lab;
 mod links;
+pub mod machine;
 pub mod moves;
 pub mod names;
 pub mod napt;
