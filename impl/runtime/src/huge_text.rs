@@ -4,10 +4,12 @@
 //! after a move it runs code it has not run for a second or more: the MSYN and
 //! MSYN-ACK paths, the server's report handling. Where the hypervisor tracks
 //! guest memory in 4 KiB pages (the lab's VM does), the first touch of each
-//! page left idle for ~0.1 s or more costs 10-50 us: measured on this machine,
-//! 16 MiB of anonymous memory re-read after 1-2 s idle cost 11-50 us per 4 KiB
-//! page (no guest page fault; the cost is the host's), and the same memory on
-//! 2 MiB pages nothing measurable. A resume touched ~150 pages of sustain-host's
+//! page left idle for ~0.1 s or more can cost 10-50 us: measured on this
+//! machine, 16 MiB of anonymous memory re-read after 1-2 s idle cost 11-50 us
+//! per 4 KiB page in bad hours (no guest page fault; the cost is the host's)
+//! and 0.07 us in good ones. Sampled side by side every 20 s through one bad
+//! spell, 4 KiB pages cost 1.9, 7.3, 155 and 2.0 us and the same memory on
+//! 2 MiB pages 0.16, 0.16, 33 and 0.05 us. A resume touched ~150 pages of sustain-host's
 //! code, and in paper-sustaining the server took 2.7-4.7 ms between the report
 //! arriving and its notice leaving, most of it in code run for the first time
 //! in a second. On real hardware the same move saves iTLB misses, which is
