@@ -18,6 +18,7 @@
 //! no snapshot, and fails.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,9 +68,13 @@ fn scenarios_conform() {
     let have_host = find_sustain_host(None).is_ok();
     let mut failures: Vec<String> = Vec::new();
     // The machine's state, before and after: what a reconnect budget missed
-    // by can be read against it (lab/src/machine.rs).
-    let machine = || machine::idle_touch(Duration::from_secs(1));
-    eprintln!("machine before the scenarios: {}", machine());
+    // by can be read against it (lab/src/machine.rs). Written to the stderr
+    // handle, which the harness does not capture, so a passing run shows it too.
+    let machine = |when: &str| {
+        let touch = machine::idle_touch(Duration::from_secs(1));
+        let _ = writeln!(std::io::stderr(), "machine {when} the scenarios: {touch}");
+    };
+    machine("before");
 
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(snapshot_dir());
@@ -253,7 +258,7 @@ fn scenarios_conform() {
             );
         }
     }
-    eprintln!("machine after the scenarios: {}", machine());
+    machine("after");
     assert!(
         failures.is_empty(),
         "{} scenario(s) failed:\n{}",
