@@ -289,8 +289,8 @@ fn active_open_handshake_bytes() {
     assert_eq!(syn.flags, S);
     assert_eq!(syn.ack, 0);
     assert_eq!(syn.mss, Some(1460));
-    // 4 MiB receive buffer: 4194304 >> 7 = 32768 fits 16 bits, >> 6 does not.
-    assert_eq!(syn.ws, Some(7));
+    // 16 MiB receive buffer: 16777216 >> 9 = 32768 fits 16 bits, >> 8 does not.
+    assert_eq!(syn.ws, Some(9));
     assert!(syn.sack_perm);
     let (tsval, tsecr) = syn.ts.expect("timestamps offered");
     assert_eq!(tsecr, 0);
@@ -320,7 +320,7 @@ fn active_open_handshake_bytes() {
     let info = h.ep.info(id).unwrap();
     // RFC 9293 §3.7.1: the smaller MSS, minus 12 bytes of timestamps.
     assert_eq!(info.smss, 1400 - 12);
-    assert_eq!(info.window_scaling, Some((5, 7)));
+    assert_eq!(info.window_scaling, Some((5, 9)));
     assert!(info.timestamps && info.sack);
     assert_eq!(info.snd_wnd, 20000, "SYN-ACK window is unscaled");
 }
@@ -345,7 +345,7 @@ fn passive_open_handshake_bytes() {
     assert_eq!(sa.flags, S | A);
     assert_eq!(sa.ack, 1001);
     assert_eq!(sa.mss, Some(1460));
-    assert_eq!(sa.ws, Some(7));
+    assert_eq!(sa.ws, Some(9));
     assert!(sa.sack_perm);
     assert_eq!(sa.ts.unwrap().1, 777);
     assert_eq!(sa.window, 65535);
@@ -796,7 +796,8 @@ fn blind_rst_in_window_gets_challenge_ack_exact_rst_resets() {
 #[test]
 fn out_of_window_rst_is_ignored() {
     let mut c = established();
-    for offset in [u32::MAX - 10, 5 << 20, 1 << 30] {
+    // Beyond the right edge of the default 16 MiB window, and behind it.
+    for offset in [u32::MAX - 10, 17 << 20, 1 << 30] {
         let rst = c
             .seg(R | A, &[])
             .with(|s| s.seq = s.seq.wrapping_add(offset));

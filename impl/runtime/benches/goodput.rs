@@ -34,7 +34,7 @@
 //! - SUSTAIN_BENCH_STACKS: comma-separated stacks among sustain-bbr,
 //!   sustain-cubic, sustain-newreno, linux-cubic, linux-bbr (default all).
 //! - SUSTAIN_BENCH_BUFFER: sustain's send and receive buffer, e.g. 16MiB
-//!   (default: the library's, 4 MiB), as sustain-host's `--send-buffer`
+//!   (default: the library's, 16 MiB), as sustain-host's `--send-buffer`
 //!   and `--recv-buffer` set them. Linux's buffers autotune up to
 //!   `tcp_wmem`/`tcp_rmem`'s maximum, which the header line prints.
 //!

@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_ring_holds_the_window_in_whole_blocks_within_bounds() {
-        // The default 4 MiB window keeps the ring it had: 4096 frames.
+        // A 4 MiB window (the default until session 12): 4096 frames.
         assert_eq!(frames_for_window(4 << 20), 4096);
         assert_eq!(frames_for_window(0), 4096);
         // 16 MiB: one frame per KiB, 16384 frames (32 MiB of ring).

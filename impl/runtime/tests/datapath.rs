@@ -114,10 +114,10 @@ fn ring_by_default_raw_socket_on_request() {
         (&a["rx"], &b["rx"]),
         (&"packet-ring".into(), &"packet-ring".into())
     );
-    // The default 4 MiB receive buffer: a ring of 4096 frames.
+    // The default 16 MiB receive buffer: a ring of 16384 frames.
     assert_eq!(
         (&a["ring_frames"], &b["ring_frames"]),
-        (&4096.into(), &4096.into())
+        (&16384.into(), &16384.into())
     );
     // The kernel's TCP never saw a segment for the owned port.
     assert_eq!(rsts, 0, "B's kernel sent RSTs with the ring datapath");

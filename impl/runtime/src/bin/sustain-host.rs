@@ -125,12 +125,12 @@ struct TcpArgs {
     #[arg(long, value_name = "NAME", default_value = "bbr")]
     congestion: CongestionKind,
     /// Send buffer of every connection, e.g. 16MiB: the most unacknowledged
-    /// and unsent data it holds (default 4MiB). Held only as far as the
+    /// and unsent data it holds (default 16MiB). Held only as far as the
     /// congestion window uses it.
     #[arg(long, value_name = "SIZE", value_parser = parse_buffer)]
     send_buffer: Option<usize>,
     /// Receive buffer of every connection, e.g. 16MiB: the largest window
-    /// advertised (default 4MiB). The endpoint's receive ring is sized to
+    /// advertised (default 16MiB). The endpoint's receive ring is sized to
     /// hold it (one 2 KiB frame per KiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_buffer)]
     recv_buffer: Option<usize>,
