@@ -82,7 +82,8 @@ fn time_touch(memory: &[u8]) -> Duration {
     started.elapsed() / u32::try_from(memory.len() / PAGE).unwrap_or(u32::MAX)
 }
 
-fn thp_available() -> bool {
+/// The kernel's THP mode lets `MADV_HUGEPAGE` take effect (not `never`).
+pub fn thp_available() -> bool {
     std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .is_ok_and(|mode| !mode.contains("[never]"))
 }

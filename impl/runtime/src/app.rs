@@ -19,7 +19,11 @@ pub fn init_logging() {
 pub fn runtime(program: &str) -> Option<tokio::runtime::Runtime> {
     match crate::huge_text::move_code_to_huge_pages() {
         Ok(crate::huge_text::HugeText::Moved { len, .. }) => {
-            tracing::info!(program, kib = len >> 10, "code moved onto huge pages");
+            tracing::info!(
+                program,
+                kib = len >> 10,
+                "code moved onto memory advised for huge pages"
+            );
         }
         Ok(crate::huge_text::HugeText::Skipped(why)) => {
             tracing::info!(program, why, "code left on 4 KiB pages");

@@ -9,10 +9,11 @@
 //! per 4 KiB page in bad hours (no guest page fault; the cost is the host's)
 //! and 0.07 us in good ones. Sampled side by side every 20 s through one bad
 //! spell, 4 KiB pages cost 1.9, 7.3, 155 and 2.0 us and the same memory on
-//! 2 MiB pages 0.16, 0.16, 33 and 0.05 us. A resume touched ~150 pages of sustain-host's
-//! code, and in paper-sustaining the server took 2.7-4.7 ms between the report
-//! arriving and its notice leaving, most of it in code run for the first time
-//! in a second. On real hardware the same move saves iTLB misses, which is
+//! 2 MiB pages 0.16, 0.16, 33 and 0.05 us. A resume referenced up to ~150
+//! pages of sustain-host's code (584 KiB in smaps, which also counts pages the
+//! peer's process touched), and in paper-sustaining the server took 1.3-4.7 ms
+//! between the report arriving and its notice leaving (captures, 3 runs),
+//! most of it in code run for the first time in a second. On real hardware the same move saves iTLB misses, which is
 //! why large servers remap their text onto huge pages (HHVM, Intel's iodlr).
 //!
 //! What [`move_code_to_huge_pages`] does, once, before any thread starts:
@@ -79,7 +80,9 @@ pub enum HugeTextError {
 pub(crate) struct Mapping {
     pub(crate) start: usize,
     pub(crate) end: usize,
-    pub(crate) executable: bool,
+    /// Readable and executable (`r-x`): code the move can copy. An
+    /// execute-only mapping (`--x`) cannot be read, so it is never moved.
+    pub(crate) code: bool,
     pub(crate) path: String,
 }
 
@@ -95,7 +98,7 @@ pub(crate) fn parse_maps(text: &str) -> Vec<Mapping> {
             Some(Mapping {
                 start: usize::from_str_radix(start, 16).ok()?,
                 end: usize::from_str_radix(end, 16).ok()?,
-                executable: perms.as_bytes().get(2) == Some(&b'x'),
+                code: perms.starts_with('r') && perms.as_bytes().get(2) == Some(&b'x'),
                 path,
             })
         })
@@ -140,7 +143,7 @@ pub fn move_code_to_huge_pages() -> Result<HugeText, HugeTextError> {
     let exe = exe.to_string_lossy();
     let maps =
         parse_maps(&std::fs::read_to_string("/proc/self/maps").map_err(HugeTextError::Maps)?);
-    let Some(code) = maps.iter().find(|m| m.executable && m.path == exe) else {
+    let Some(code) = maps.iter().find(|m| m.code && m.path == exe) else {
         return Ok(HugeText::Skipped(
             "no executable mapping of the program's file",
         ));
@@ -267,7 +270,9 @@ mod tests {
         let maps = parse_maps(MAPS);
         assert_eq!(maps.len(), 5);
         assert_eq!(maps[1].start, 0x5555_556b_1000);
-        assert!(maps[1].executable && !maps[0].executable);
+        assert!(maps[1].code && !maps[0].code);
+        // Execute-only code cannot be copied: not a candidate.
+        assert!(!parse_maps("7000-8000 --xp 00000000 fe:00 1 /x")[0].code);
         assert_eq!(maps[1].path, "/usr/bin/sustain-host");
         assert_eq!(maps[4].path, "[vdso]");
         assert!(parse_maps("garbage\n-\nzz-yy r-xp").is_empty());
@@ -287,21 +292,21 @@ mod tests {
         crowded.push(Mapping {
             start: 0x5555_558b_b000,
             end: 0x5555_558c_0000,
-            executable: false,
+            code: false,
             path: String::new(),
         });
         assert_eq!(huge_range(&crowded[1], &crowded), None);
         let big = Mapping {
             start: 0x7000_0010_0000,
             end: 0x7000_0090_0000,
-            executable: true,
+            code: true,
             path: "/x".into(),
         };
         let around = [
             Mapping {
                 start: 0x7000_0000_0000,
                 end: 0x7000_0010_0000,
-                executable: false,
+                code: false,
                 path: "/x".into(),
             },
             big.clone(),

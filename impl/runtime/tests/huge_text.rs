@@ -57,13 +57,9 @@ fn code_mappings(pid: u32) -> Vec<(String, u64)> {
     out
 }
 
-fn thp_mode() -> String {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default()
-}
-
 #[test]
 fn the_server_runs_its_code_from_huge_pages() {
-    if thp_mode().contains("[never]") || thp_mode().is_empty() {
+    if !sustain_lab::machine::thp_available() {
         sustain_lab::skip(
             "the_server_runs_its_code_from_huge_pages",
             "transparent huge pages are off on this machine",
