@@ -426,7 +426,7 @@ fn measure_sustain(
         let endpoint = Endpoint::new(receiver_config).map_err(|e| format!("endpoint: {e}"))?;
         let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         let got = sustain_sink(&endpoint, local, ready_tx, window).await;
-        let drops = endpoint.ring_drops();
+        let drops = endpoint.rx_drops();
         endpoint.shutdown().await;
         got.map(|bytes| (bytes, drops))
     });
@@ -455,7 +455,7 @@ fn measure_sustain(
         }
         .await;
         let stats = endpoint.stats();
-        let drops = endpoint.ring_drops();
+        let drops = endpoint.rx_drops();
         endpoint.shutdown().await;
         sent.map(|()| (stats, drops))
     });
@@ -463,11 +463,11 @@ fn measure_sustain(
     let _ = stop_tx.send(());
     let (stats, sender_drops) = sender.join().map_err(|_| "sender panicked".to_string())??;
     let (bytes, receiver_drops) = got??;
-    // Ring drops: frames the kernel dropped because an end's receive ring
+    // Rx drops: segments the kernel dropped because an end's packet socket
     // was full (ACKs at the sender, data at the receiver): loss the path's
     // loss rule did not cause.
     let note = format!(
-        "{} retransmitted, {} RTOs, {} D-SACKs, {} undos, {} TLPs, ring drops {sender_drops} at the sender, {receiver_drops} at the receiver",
+        "{} retransmitted, {} RTOs, {} D-SACKs, {} undos, {} TLPs, rx drops {sender_drops} at the sender, {receiver_drops} at the receiver",
         stats.retransmitted_segments, stats.timeouts, stats.dsacks_received, stats.spurious_undos, stats.tlp_probes
     );
     Ok(Measured {

@@ -18,6 +18,12 @@
 //! R's forwarding land on whichever process the CPU was running, so the
 //! figure is for the whole flow, both ends and the router.
 //!
+//! Each run's line also says what sustain lost, from the events files: the
+//! sustain sender's retransmitted segments (`rexmit`) and the segments the
+//! sustain receiver's packet socket dropped for want of buffer (`drops`).
+//! The path itself loses nothing, so any loss is the stack's own and a slow
+//! run with loss is a loss-recovery figure, not a datapath one.
+//!
 //! `SUSTAIN_BENCH_MIB` (default 1024) sets the size, `SUSTAIN_BENCH_RUNS`
 //! (default 3) the number of runs; ranges are min–max over the runs.
 //! Needs root (namespaces, raw sockets).
@@ -142,18 +148,42 @@ fn sustain_receiver(path: &PathLab, server: SocketAddrV4) -> ChildProcess {
     listen
         .args(["listen", "--no-digest", "--bind", &server.to_string()])
         .args(["--recv-file", "/dev/null"]);
-    let events = path.lab().run_dir().join("receiver-events.jsonl");
-    common::spawn_listener(path, PathNode::B, listen, &events)
+    common::spawn_listener(path, PathNode::B, listen, &receiver_events(path))
 }
 
 /// `sustain-host connect --no-digest` in A sending `data`.
 fn sustain_sender(path: &PathLab, server: SocketAddrV4, data: &Path) -> ChildProcess {
     let mut connect = common::sustain_host();
+    let events = sender_events(path);
+    let _ = std::fs::remove_file(&events);
     connect
         .args(["connect", "--no-digest", &server.to_string(), "--send-file"])
-        .arg(data);
+        .arg(data)
+        .arg("--events")
+        .arg(events);
     path.spawn_in(PathNode::A, connect)
         .expect("spawning sustain-host connect")
+}
+
+fn receiver_events(path: &PathLab) -> std::path::PathBuf {
+    path.lab().run_dir().join("receiver-events.jsonl")
+}
+
+fn sender_events(path: &PathLab) -> std::path::PathBuf {
+    path.lab().run_dir().join("sender-events.jsonl")
+}
+
+/// A number from the `closed` event of an events file (`key` in it, or in
+/// its `counters`), if the file has one.
+fn closed_field(events: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(events).ok()?;
+    let closed = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")?;
+    closed[key]
+        .as_u64()
+        .or_else(|| closed["counters"][key].as_u64())
 }
 
 /// Seconds seen by a sustain-host receiver, from its summary line.
@@ -202,6 +232,11 @@ struct Sample {
     /// CPU seconds per GiB: sustain-host processes, this process.
     cpu_sustain: f64,
     cpu_this: f64,
+    /// The sustain sender's retransmitted segments, if sustain sent.
+    rexmit: Option<u64>,
+    /// Segments the sustain receiver's packet socket dropped, if sustain
+    /// received.
+    drops: Option<u64>,
 }
 
 fn run_flow(flow: Flow, path: &PathLab, server: SocketAddrV4, data: &Path, bytes: u64) -> Sample {
@@ -248,10 +283,18 @@ fn run_flow(flow: Flow, path: &PathLab, server: SocketAddrV4, data: &Path, bytes
     };
     let (sustain, this) = meter.finish();
     let gib = bytes as f64 / (1u64 << 30) as f64;
+    let sent = matches!(flow, Flow::SustainSustain | Flow::SustainLinux);
+    let received = matches!(flow, Flow::SustainSustain | Flow::LinuxSustain);
     Sample {
         gbps: gbps(bytes, secs),
         cpu_sustain: sustain / gib,
         cpu_this: this / gib,
+        rexmit: sent
+            .then(|| closed_field(&sender_events(path), "retransmitted_segments"))
+            .flatten(),
+        drops: received
+            .then(|| closed_field(&receiver_events(path), "rx_drops"))
+            .flatten(),
     }
 }
 
@@ -296,12 +339,19 @@ fn main() {
         print!("  run {}: load {load}:", run + 1);
         for (flow, s) in Flow::ALL.iter().zip(&row) {
             print!(
-                " {} {:.2} ({:.2}x, {:.2} s/GiB);",
+                " {} {:.2} ({:.2}x, {:.2} s/GiB",
                 flow.name().split_whitespace().collect::<String>(),
                 s.gbps,
                 s.gbps / linux,
                 s.cpu_sustain + s.cpu_this
             );
+            if let Some(n) = s.rexmit {
+                print!(", rexmit {n}");
+            }
+            if let Some(n) = s.drops {
+                print!(", drops {n}");
+            }
+            print!(");");
         }
         println!();
         samples.push(row);

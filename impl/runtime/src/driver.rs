@@ -9,9 +9,9 @@
 //! wakers of the tasks waiting on it. One pass of the driver, under the
 //! lock:
 //!
-//! 1. **receive**: drain the packet ring ([`crate::packet_ring`], each
-//!    packet a slice of its ring frame) or, on the fallback path, the raw
-//!    socket in `recvmmsg` batches, into [`CoreEndpoint::handle_packet`];
+//! 1. **receive**: drain the packet socket ([`crate::packet_rx`]) or, on
+//!    the fallback path, the raw socket, in `recvmmsg` batches, each packet
+//!    a slice of its slot, into [`CoreEndpoint::handle_packet`];
 //! 2. **timers**: if [`CoreEndpoint::poll_timeout`] is due, call
 //!    [`CoreEndpoint::handle_timeout`];
 //! 3. **events**: drain [`CoreEndpoint::poll_event`]: wake readers, writers,
@@ -54,8 +54,8 @@ use crate::events::EventLog;
 use crate::gso::{self, NextHops};
 use crate::mobility;
 use crate::netwatch;
-use crate::packet_ring::{self, PacketRing};
-use crate::raw_socket::{RecvBatch, Refusal, SendBatch, SLOT};
+use crate::packet_rx::{PacketRx, RxSlots};
+use crate::raw_socket::{RecvBatch, Refusal, SendBatch};
 use crate::route;
 use crate::shared::{ConnSlot, ControlCmd, Shared, State, StreamEvent};
 
@@ -84,7 +84,7 @@ impl State {
             addresses,
             send_drops: 0,
             send_retries: 0,
-            ring_drops: 0,
+            rx_drops: 0,
             tx_hold: None,
             gso_sent: gso::GsoSent::default(),
             scratch: vec![0; 64 * 1024],
@@ -118,7 +118,7 @@ impl State {
     fn dispatch_events(
         &mut self,
         now: Instant,
-        ring: Option<&PacketRing>,
+        packet: Option<&PacketRx>,
         ports: &mut Vec<u16>,
         opened: &mut Vec<ConnId>,
     ) -> bool {
@@ -186,8 +186,8 @@ impl State {
                 }
                 Event::Closed { conn, reason } => {
                     let counters = counters_json(self.core.stats());
-                    if let Some(drops) = ring.and_then(|r| r.take_drops().ok()) {
-                        self.ring_drops += u64::from(drops);
+                    if let Some(drops) = packet.and_then(|r| r.take_drops().ok()) {
+                        self.rx_drops += u64::from(drops);
                     }
                     self.record(
                         now,
@@ -197,11 +197,11 @@ impl State {
                         // core; send_retries: sends refused for lack of buffer
                         // space and retried. gso_*: super-segments this
                         // endpoint sent so far, and the segments in them
-                        // (crate::gso). ring_drops: frames the kernel dropped
-                        // because this endpoint's receive ring was full, so far.
+                        // (crate::gso). rx_drops: packets the kernel dropped
+                        // because this endpoint's packet socket was full, so far.
                         json!({"conn": conn.0, "reason": reason_name(reason),
                                "send_drops": self.send_drops, "send_retries": self.send_retries,
-                               "ring_drops": self.ring_drops,
+                               "rx_drops": self.rx_drops,
                                "gso_runs": self.gso_sent.runs,
                                "gso_segments": self.gso_sent.segments, "counters": counters}),
                     );
@@ -418,31 +418,24 @@ fn net_changed(shared: &Shared, hops: &mut NextHops) -> io::Result<()> {
 
 /// The driver's receive state for whichever path receives.
 enum Receive {
-    Ring {
-        cursor: packet_ring::Cursor,
-        /// A packet larger than a ring frame lands here.
-        scratch: Vec<u8>,
-    },
+    Packet(Box<RxSlots>),
     Raw(RecvBatch),
 }
 
 impl Receive {
     fn new(shared: &Shared) -> Receive {
-        match shared.ring {
-            Some(_) => Receive::Ring {
-                cursor: packet_ring::Cursor::default(),
-                scratch: vec![0; SLOT],
-            },
+        match shared.packet {
+            Some(_) => Receive::Packet(Box::default()),
             None => Receive::Raw(RecvBatch::new()),
         }
     }
 }
 
-/// Ring packets handed to the core per look at the clock (a raw-socket
+/// Packets handed to the core per look at the clock (a raw-socket
 /// batch's size).
 const RECV_PER_BATCH: usize = crate::raw_socket::BATCH;
 
-/// Step 1: everything the ring or socket holds, up to
+/// Step 1: everything the packet or raw socket holds, up to
 /// `RECV_BATCHES_PER_PASS` batches.
 fn receive(
     shared: &Shared,
@@ -454,15 +447,15 @@ fn receive(
     let learn = shared.gso.is_some();
     for _ in 0..RECV_BATCHES_PER_PASS {
         let now = shared.clock.now();
-        let n = match (rx as &mut Receive, &shared.ring) {
-            (Receive::Ring { cursor, scratch }, Some(ring)) => {
+        let n = match (rx as &mut Receive, &shared.packet) {
+            (Receive::Packet(slots), Some(packet)) => {
                 let seen = std::time::Instant::now();
-                ring.drain(cursor, RECV_PER_BATCH, scratch, |pkt, from| {
-                    if let (true, Some(from)) = (learn, from) {
+                packet.drain(slots, RECV_PER_BATCH, |pkt, from| {
+                    if learn {
                         hops.learn(pkt, from, seen);
                     }
                     st.core.handle_packet(now, pkt);
-                })
+                })?
             }
             (Receive::Raw(batch), _) => {
                 let n = shared.socket.recv_batch(batch)?;
@@ -471,7 +464,7 @@ fn receive(
                 }
                 n
             }
-            (Receive::Ring { .. }, None) => 0,
+            (Receive::Packet(_), None) => 0,
         };
         if n == 0 {
             break;
@@ -489,7 +482,7 @@ fn pass(
     tx: &mut SendBatch,
     hops: &mut NextHops,
 ) -> io::Result<bool> {
-    // 1. Everything the ring or socket holds.
+    // 1. Everything the packet or raw socket holds.
     let mut progress = receive(shared, st, rx, hops)?;
     // 2. Timers.
     let now = shared.clock.now();
@@ -499,7 +492,7 @@ fn pass(
     }
     // 3. Events.
     let (mut retained, mut opened) = (Vec::new(), Vec::new());
-    progress |= st.dispatch_events(now, shared.ring.as_ref(), &mut retained, &mut opened);
+    progress |= st.dispatch_events(now, shared.packet.as_ref(), &mut retained, &mut opened);
     if let Some(server) = shared.server {
         for conn in opened {
             start_control(shared, st, conn, server);

@@ -1,5 +1,5 @@
 //! [`Endpoint`]: the library's front door. One per host (network namespace):
-//! it owns the datapath (packet ring, raw socket, GSO sender), the guard rules, the address watcher, the clock
+//! it owns the datapath (packet socket, raw socket, GSO sender), the guard rules, the address watcher, the clock
 //! and the sans-IO core, runs the driver task, and hands out [`Stream`]s
 //! and [`Listener`]s for any number of ports and connections.
 
@@ -19,7 +19,7 @@ use crate::events::EventLog;
 use crate::gso::GsoSender;
 use crate::netwatch::{self, NetEvents};
 use crate::os_random::OsRandom;
-use crate::packet_ring::PacketRing;
+use crate::packet_rx::PacketRx;
 use crate::ports::Ports;
 use crate::raw_socket::RawSocket;
 use crate::rst_guard::RstGuard;
@@ -48,7 +48,7 @@ pub struct EndpointConfig {
 /// [`Endpoint::shutdown`].
 ///
 /// Needs root, or CAP_NET_RAW and CAP_NET_ADMIN: it receives real segments
-/// from a packet ring (or a raw socket), sends them on a raw socket and a
+/// from a packet socket (or a raw socket), sends them on a raw socket and a
 /// packet socket, and installs one narrow iptables rule per owned port so
 /// the kernel's TCP neither handles nor resets our connections
 /// (`rst_guard.rs`). The rules go when the
@@ -108,7 +108,7 @@ impl Drop for Endpoint {
 }
 
 impl Endpoint {
-    /// Opens the datapath (the packet ring and GSO sender where they work,
+    /// Opens the datapath (the packet socket and GSO sender where they work,
     /// the raw socket always), sweeps guard rules of dead processes,
     /// subscribes to address and route events and spawns the driver on the
     /// current tokio runtime.
@@ -119,34 +119,36 @@ impl Endpoint {
         let log = EventLog::open(config.events.as_deref()).map_err(EndpointError::Events)?;
         let mut log = log;
         let socket = RawSocket::open(SUSTAIN_MARK)?;
-        // Nothing is owned yet: receive nothing (with the ring, the raw
-        // socket only ever sends).
+        // Nothing is owned yet: receive nothing (with the packet socket,
+        // the raw socket only ever sends).
         socket
             .set_port_filter(&[])
             .map_err(|e| EndpointError::Netlink(std::io::Error::other(e)))?;
         let mut guard = RstGuard::new(SUSTAIN_MARK)?;
-        let frames = crate::packet_ring::frames_for_window(config.tcp.recv_buffer);
-        let ring = open_ring(&mut guard, frames);
+        let rcvbuf = crate::packet_rx::rcvbuf_for_window(config.tcp.recv_buffer);
+        let packet = open_packet_rx(&mut guard, rcvbuf);
         let clock = Clock::new();
-        let rx = match &ring {
-            Ok(_) => "packet-ring",
+        let rx = match &packet {
+            Ok(_) => "packet-socket",
             Err(_) => "raw-socket",
         };
-        let gso = ring.as_ref().ok().and_then(|_| open_gso());
+        let gso = packet.as_ref().ok().and_then(|_| open_gso());
         let tx = if gso.is_some() {
             "raw-socket+gso"
         } else {
             "raw-socket"
         };
-        let fields = match &ring {
-            Ok(_) => serde_json::json!({"rx": rx, "tx": tx, "ring_frames": frames,
-                "detail": "AF_PACKET TPACKET_V2 ring, raw PREROUTING drop per owned port"}),
+        let fields = match &packet {
+            // rcvbuf: what the kernel granted (twice what was asked, its
+            // bookkeeping included).
+            Ok(p) => serde_json::json!({"rx": rx, "tx": tx, "rcvbuf": p.rcvbuf(),
+                "detail": "AF_PACKET socket read with recvmmsg, raw PREROUTING drop per owned port"}),
             Err(why) => serde_json::json!({"rx": rx, "tx": tx, "fallback": why}),
         };
         if let Err(e) = log.record(clock.now(), "datapath", fields) {
             tracing::warn!("cannot write the events file: {e}");
         }
-        let ring = ring.ok();
+        let packet = packet.ok();
         let net = NetEvents::open().map_err(EndpointError::Netlink)?;
         let addresses = netwatch::local_addresses().map_err(EndpointError::Netlink)?;
         let mut tcp = config.tcp.clone();
@@ -159,7 +161,7 @@ impl Endpoint {
             state: Mutex::new(State::new(core, log, addresses)),
             wake: Notify::new(),
             socket,
-            ring,
+            packet,
             gso,
             net,
             clock,
@@ -306,19 +308,19 @@ impl Endpoint {
         self.shared.lock().send_retries
     }
 
-    /// Frames the kernel dropped so far because this endpoint's receive
-    /// ring was full (0 on the raw-socket fallback): bursts of loss the
+    /// Packets the kernel dropped so far because this endpoint's packet
+    /// socket was full (0 on the raw-socket fallback): bursts of loss the
     /// connections see like any other.
-    pub fn ring_drops(&self) -> u64 {
+    pub fn rx_drops(&self) -> u64 {
         let fresh = self
             .shared
-            .ring
+            .packet
             .as_ref()
             .and_then(|r| r.take_drops().ok())
             .map_or(0, u64::from);
         let mut st = self.shared.lock();
-        st.ring_drops += fresh;
-        st.ring_drops
+        st.rx_drops += fresh;
+        st.rx_drops
     }
 
     /// Aborts every connection (RST), stops every listener, lets the last
@@ -359,35 +361,35 @@ impl Endpoint {
 }
 
 /// `SUSTAIN_DATAPATH=raw` makes an endpoint receive on its raw socket even
-/// where the packet ring works (comparisons, and the fallback's tests).
+/// where the packet socket works (comparisons, and the fallback's tests).
 pub const DATAPATH_ENV: &str = "SUSTAIN_DATAPATH";
 
-/// The receive ring with ingress drops, or why the endpoint falls back to
-/// raw-socket receive (said loudly: a warning, and the `datapath` event).
-/// The ring has `frames` frames
-/// ([`crate::packet_ring::frames_for_window`] of the receive buffer).
-pub(crate) fn open_ring(guard: &mut RstGuard, frames: usize) -> Result<PacketRing, String> {
+/// The receiving packet socket with ingress drops, or why the endpoint
+/// falls back to raw-socket receive (said loudly: a warning, and the
+/// `datapath` event). Its receive buffer is `rcvbuf` bytes
+/// ([`crate::packet_rx::rcvbuf_for_window`] of the receive buffer).
+pub(crate) fn open_packet_rx(guard: &mut RstGuard, rcvbuf: usize) -> Result<PacketRx, String> {
     if std::env::var(DATAPATH_ENV).is_ok_and(|v| v == "raw") {
         let why = format!("{DATAPATH_ENV}=raw");
         tracing::warn!("receiving on the raw socket (fallback datapath): {why}");
         return Err(why);
     }
-    let ring = PacketRing::open(frames).and_then(|ring| {
-        guard.use_ingress_drop().map(|()| ring).map_err(|e| {
-            crate::packet_ring::PacketRingError::Setup {
+    let packet = PacketRx::open(rcvbuf).and_then(|packet| {
+        guard.use_ingress_drop().map(|()| packet).map_err(|e| {
+            crate::packet_rx::PacketRxError::Setup {
                 what: "iptables raw table (ingress drop rules)",
                 source: std::io::Error::other(e),
             }
         })
     });
-    match ring {
-        Ok(ring) => {
+    match packet {
+        Ok(packet) => {
             tracing::info!(
-                frames,
-                "receiving from a packet ring (AF_PACKET TPACKET_V2); owned ports are dropped \
+                rcvbuf = packet.rcvbuf(),
+                "receiving from a packet socket (AF_PACKET, recvmmsg); owned ports are dropped \
                  in raw PREROUTING, so the kernel's TCP never sees them"
             );
-            Ok(ring)
+            Ok(packet)
         }
         Err(e) => {
             let why = e.to_string();

@@ -17,7 +17,7 @@
 //!
 //! **Where to send it.** A packet socket bypasses routing and ARP, so it
 //! needs the interface and the next hop's link-layer address. Both are
-//! learned from the packet ring ([`NextHops::learn`]): the peer's segments
+//! learned from the receiving packet socket ([`NextHops::learn`]): the peer's segments
 //! to our address arrive on the interface we route back through, from the
 //! next hop's address (the router, or the peer on a shared link; zeros on
 //! `lo`). An entry is used only while fresh (a segment seen in the last
@@ -55,7 +55,7 @@ use sustain_core::wire::{Ipv4Packet, TcpPacket, PROTOCOL_TCP};
 use sustain_core::Transmit;
 
 use crate::netwatch::NetEvents;
-use crate::packet_ring::LinkSource;
+use crate::packet_rx::LinkSource;
 use crate::raw_socket::{setsockopt, RawSocket, SendBatch, BATCH};
 
 /// How long a learned next hop stays usable without a segment from it.

@@ -1,7 +1,7 @@
 //! sustain: TCP connections that survive IP address changes, as a library.
 //!
 //! [`Endpoint`] is to [`sustain_core`] what quinn's `Endpoint` is to
-//! quinn-proto: it owns the datapath (a packet ring to receive, a raw IPv4
+//! quinn-proto: it owns the datapath (a packet socket to receive, a raw IPv4
 //! socket and GSO super-segments to send), the clock, the
 //! address watcher and the kernel-RST guard, runs one driver task around
 //! the sans-IO core (`driver` documents the loop), and hands out
@@ -19,15 +19,16 @@
 //!
 //! Private modules (`cargo doc --document-private-items` shows them):
 //! - `driver`: the driver loop.
-//! - `packet_ring`, `gso`, `raw_socket`, `rst_guard`, `route`, `netwatch`: the kernel
+//! - `packet_rx`, `gso`, `raw_socket`, `rst_guard`, `route`, `netwatch`: the kernel
 //!   facilities the driver uses.
 //! - `mobility`: each migratable connection's session with the mobility
 //!   information server.
 
 #![warn(missing_docs)]
 // Unsafe code lives only in the three datapath modules that talk to the
-// kernel where no crate serves (the packet ring's mmap, the raw socket's
-// sendmmsg/recvmmsg and BPF filter, GSO's packet socket), plus the one
+// kernel where no crate serves (the receiving packet socket's recvmmsg and
+// control messages, the raw socket's sendmmsg/recvmmsg and BPF filter,
+// GSO's packet socket), plus the one
 // registration of the rtnetlink listener with tokio (netwatch.rs), and the
 // binaries' move of their code onto huge pages (huge_text.rs): each block has
 // its SAFETY comment.
@@ -49,7 +50,7 @@ pub(crate) mod mobility;
 pub(crate) mod netwatch;
 pub(crate) mod os_random;
 #[allow(unsafe_code)]
-pub(crate) mod packet_ring;
+pub(crate) mod packet_rx;
 mod ports;
 pub mod proxy;
 #[allow(unsafe_code)]

@@ -3,10 +3,10 @@
 //!
 //! - a bound, never-listening kernel TCP socket (a [`PortReservation`]), so
 //!   the kernel's own connections cannot take the port;
-//! - one guard rule ([`RstGuard`]): an ingress drop (packet ring) or an
+//! - one guard rule ([`RstGuard`]): an ingress drop (packet socket) or an
 //!   RST drop (raw socket), so the kernel does not reset the segments our
 //!   userspace TCP receives on it;
-//! - an entry in the receiving socket's BPF filter (packet ring, or the
+//! - an entry in the receiving socket's BPF filter (packet socket, or the
 //!   raw socket on the fallback path), so we receive them at all.
 //!
 //! A port is counted: a listener holds one reference, every connection on

@@ -13,7 +13,7 @@
 //!   ```
 //!
 //!   Our own RSTs carry SO_MARK = SUSTAIN_MARK and pass.
-//! - **Ingress drop** (packet-ring receive, [`crate::packet_ring`]): the
+//! - **Ingress drop** (packet-socket receive, [`crate::packet_rx`]): the
 //!   packet socket has its copy before the IP layer, so the segment is
 //!   dropped before routing, conntrack and the kernel's TCP, which then
 //!   does no work for it and sends no RST:
@@ -128,7 +128,7 @@ impl RstGuard {
 
     /// From now on, guard ports with ingress drops (raw-table PREROUTING)
     /// instead of OUTPUT RST drops: for an endpoint that receives from a
-    /// packet ring, which sees segments before that rule. Fails, changing
+    /// packet socket, which sees segments before that rule. Fails, changing
     /// nothing, if the raw table cannot be used; call before adding ports.
     pub(crate) fn use_ingress_drop(&mut self) -> Result<(), RstGuardError> {
         iptables(&command("-S", PREROUTING, Vec::new()))?;

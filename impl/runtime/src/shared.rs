@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::events::EventLog;
 use crate::gso::{self, GsoSender};
 use crate::netwatch::NetEvents;
-use crate::packet_ring::PacketRing;
+use crate::packet_rx::PacketRx;
 use crate::ports::Ports;
 use crate::raw_socket::RawSocket;
 
@@ -33,13 +33,13 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Wakes the driver after a handle changed the core.
     pub(crate) wake: Notify,
-    /// Sends, and receives unless `ring` does.
+    /// Sends, and receives unless `packet` does.
     pub(crate) socket: RawSocket,
-    /// The receive ring ([`crate::packet_ring`]); `None`: the raw socket
-    /// receives (the fallback).
-    pub(crate) ring: Option<PacketRing>,
+    /// The receiving packet socket ([`crate::packet_rx`]); `None`: the raw
+    /// socket receives (the fallback).
+    pub(crate) packet: Option<PacketRx>,
     /// Sends runs of bulk segments as GSO super-segments ([`crate::gso`]);
-    /// only with the ring, which tells it the next hops.
+    /// only with the packet socket, which tells it the next hops.
     pub(crate) gso: Option<GsoSender>,
     /// Address, route and link changes ([`crate::netwatch`]): the driver's
     /// and the GSO sender's one listener.
@@ -78,16 +78,16 @@ impl Shared {
     }
 
     pub(crate) fn set_filter(&self, ports: &[u16]) -> io::Result<()> {
-        match &self.ring {
-            Some(ring) => ring.set_port_filter(ports),
+        match &self.packet {
+            Some(packet) => packet.set_port_filter(ports),
             None => self.socket.set_port_filter(ports),
         }
     }
 
     /// Waits until a packet may be waiting.
     pub(crate) async fn readable(&self) -> io::Result<()> {
-        match &self.ring {
-            Some(ring) => ring.readable().await,
+        match &self.packet {
+            Some(packet) => packet.readable().await,
             None => self.socket.readable().await,
         }
     }
@@ -193,8 +193,9 @@ pub(crate) struct State {
     pub(crate) send_drops: u64,
     /// Sends the kernel refused for lack of buffer space, retried later.
     pub(crate) send_retries: u64,
-    /// Frames the kernel dropped because the receive ring was full.
-    pub(crate) ring_drops: u64,
+    /// Packets the kernel dropped because the packet socket's receive
+    /// buffer was full.
+    pub(crate) rx_drops: u64,
     /// After a refusal, no send before this instant (unless an address or
     /// route event comes first): the refusal repeats until something
     /// changes, and retrying at once would spin.

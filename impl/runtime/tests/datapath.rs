@@ -1,5 +1,5 @@
 //! The receive datapath (issue 14): by default an endpoint receives from a
-//! packet ring and drops its ports' segments in raw PREROUTING, so the
+//! packet socket and drops its ports' segments in raw PREROUTING, so the
 //! kernel's TCP never sees them and sends no RST; `SUSTAIN_DATAPATH=raw`
 //! (and any setup failure) falls back to the raw socket and says so. Both
 //! move a file byte-identically; the rules of either kind go on exit and,
@@ -103,8 +103,8 @@ fn transfer(path: &PathLab, env: Option<(&str, &str)>, args: &[&str], seed: u64)
 }
 
 #[test]
-fn ring_by_default_raw_socket_on_request() {
-    if !root_or_skip("ring_by_default_raw_socket_on_request") {
+fn packet_socket_by_default_raw_socket_on_request() {
+    if !root_or_skip("packet_socket_by_default_raw_socket_on_request") {
         return;
     }
     let path = PathLab::new().expect("building the A-R-B namespace path");
@@ -112,15 +112,16 @@ fn ring_by_default_raw_socket_on_request() {
     let Transferred { a, b, rsts, gso } = transfer(&path, None, &[], 21);
     assert_eq!(
         (&a["rx"], &b["rx"]),
-        (&"packet-ring".into(), &"packet-ring".into())
+        (&"packet-socket".into(), &"packet-socket".into())
     );
-    // The default 16 MiB receive buffer: a ring of 16384 frames.
+    // The default 16 MiB window: 32 MiB of socket buffer asked for, which
+    // the kernel doubles.
     assert_eq!(
-        (&a["ring_frames"], &b["ring_frames"]),
-        (&16384.into(), &16384.into())
+        (&a["rcvbuf"], &b["rcvbuf"]),
+        (&(64u64 << 20).into(), &(64u64 << 20).into())
     );
     // The kernel's TCP never saw a segment for the owned port.
-    assert_eq!(rsts, 0, "B's kernel sent RSTs with the ring datapath");
+    assert_eq!(rsts, 0, "B's kernel sent RSTs with the packet socket");
     // GSO by default: most of the 8 MiB left in super-segments (1448-byte
     // MSS: 5794 segments in all).
     assert!(
@@ -139,19 +140,19 @@ fn ring_by_default_raw_socket_on_request() {
         rsts > 0,
         "raw-socket receive: B's kernel sent no RST at all"
     );
-    assert_eq!(gso, 0, "GSO needs the ring's next hops");
+    assert_eq!(gso, 0, "GSO needs the packet socket's next hops");
 
     let Transferred { gso, .. } = transfer(&path, Some(("SUSTAIN_GSO", "off")), &[], 23);
     assert_eq!(gso, 0, "GSO with SUSTAIN_GSO=off");
 
-    // 16 MiB buffers (issue 12's long lossy paths): the ring holds the
-    // receive window, one frame per KiB, and the file still arrives whole
-    // (`transfer` checks its sha256 at both ends).
-    let big = ["--send-buffer", "16MiB", "--recv-buffer", "16MiB"];
+    // 64 MiB buffers: the socket buffer follows the receive window, and
+    // the file still arrives whole (`transfer` checks its sha256 at both
+    // ends).
+    let big = ["--send-buffer", "64MiB", "--recv-buffer", "64MiB"];
     let Transferred { a, b, .. } = transfer(&path, None, &big, 24);
     assert_eq!(
-        (&a["ring_frames"], &b["ring_frames"]),
-        (&16384.into(), &16384.into())
+        (&a["rcvbuf"], &b["rcvbuf"]),
+        (&(256u64 << 20).into(), &(256u64 << 20).into())
     );
 
     for node in [PathNode::A, PathNode::B] {
@@ -214,9 +215,9 @@ fn rules_of_a_killed_host_are_swept() {
 }
 
 /// Over `lo` a sender's checksum is left to the device (CHECKSUM_PARTIAL)
-/// and its GSO super-segments pass whole (64 KiB, past a ring frame): the
-/// receiver completes the checksum, reads the large packet from the socket
-/// queue, and the file arrives intact, from sustain-host and from Linux.
+/// and its GSO super-segments pass whole (64 KiB, past a slot's head): the
+/// receiver completes the checksum, reads the large packet whole, and the
+/// file arrives intact, from sustain-host and from Linux.
 #[test]
 fn loopback_gso_and_partial_checksums() {
     if !root_or_skip("loopback_gso_and_partial_checksums") {

@@ -1,5 +1,5 @@
 //! The `sustain-proxy` driver (PROTOCOL.md §6.9, §15.14): the datapath
-//! (receive from a packet ring, or the raw socket as the fallback, as an
+//! (receive from a packet socket, or the raw socket as the fallback, as an
 //! endpoint does; send on the raw socket) around the core's sans-IO relay ([`sustain_core::relay::Relay`])
 //! and the control sessions with the mobility server.
 //!
@@ -39,9 +39,9 @@ use crate::events::EventLog;
 use crate::gso::{self, GsoSender, GsoSent, NextHops};
 use crate::netwatch::NetEvents;
 use crate::os_random::OsRandom;
-use crate::packet_ring::{self, PacketRing};
+use crate::packet_rx::{self, LinkSource, PacketRx, RxSlots};
 use crate::ports::Ports;
-use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch, MAX_FILTER_PORTS, SLOT};
+use crate::raw_socket::{RawSocket, RawSocketError, RecvBatch, SendBatch, MAX_FILTER_PORTS};
 use crate::rst_guard::{RstGuard, RstGuardError};
 
 /// Chunks waiting for the main task, all sessions together.
@@ -101,7 +101,7 @@ pub enum ProxyStartError {
 /// Why the running proxy stopped with an error.
 #[derive(Debug, Error)]
 pub enum ProxyError {
-    /// Receiving or sending on the raw socket (or the packet ring) failed.
+    /// Receiving or sending on the raw socket (or the packet socket) failed.
     #[error("raw socket: {0}")]
     Socket(io::Error),
     /// Accepting a control session from the mobility server failed.
@@ -163,10 +163,10 @@ pub struct Proxy {
     opts: ProxyOptions,
     secret: RelaySecret,
     socket: RawSocket,
-    /// Receives, as an endpoint's does ([`crate::packet_ring`]); `None`:
+    /// Receives, as an endpoint's does ([`crate::packet_rx`]); `None`:
     /// the raw socket receives (the fallback).
-    ring: Option<PacketRing>,
-    /// Why the ring is not used, if it is not.
+    packet: Option<PacketRx>,
+    /// Why the packet socket is not used, if it is not.
     fallback: Option<String>,
     ports: Ports,
     control: TcpListener,
@@ -179,18 +179,19 @@ impl Proxy {
         let socket = RawSocket::open(crate::SUSTAIN_MARK)?;
         let ports: Vec<u16> = (opts.ports.0..=opts.ports.1).collect();
         let mut guard = RstGuard::new(crate::SUSTAIN_MARK)?;
-        let (ring, fallback) = match crate::endpoint::open_ring(
+        let (packet, fallback) = match crate::endpoint::open_packet_rx(
             &mut guard,
-            // Sized as an end's ring: one relayed connection at the ends'
+            // Sized as an end's: one relayed connection at the ends'
             // default window fits.
-            packet_ring::frames_for_window(sustain_core::tcp::Config::default().recv_buffer),
+            packet_rx::rcvbuf_for_window(sustain_core::tcp::Config::default().recv_buffer),
         ) {
-            Ok(ring) => (Some(ring), None),
+            Ok(packet) => (Some(packet), None),
             Err(why) => (None, Some(why)),
         };
-        match &ring {
-            Some(ring) => {
-                ring.set_port_filter(&ports)
+        match &packet {
+            Some(packet) => {
+                packet
+                    .set_port_filter(&ports)
                     .map_err(ProxyStartError::Filter)?;
                 socket.set_port_filter(&[])
             }
@@ -214,7 +215,7 @@ impl Proxy {
             opts,
             secret,
             socket,
-            ring,
+            packet,
             fallback,
             ports,
             control,
@@ -249,17 +250,17 @@ pub async fn serve(
         opts,
         secret,
         socket,
-        ring,
+        packet,
         fallback,
         mut ports,
         control,
     } = proxy;
     // Forwarded bulk data leaves as GSO super-segments, as an endpoint's
-    // does (crate::gso): next hops are learned from the ring's link
-    // addresses, so only with the ring.
+    // does (crate::gso): next hops are learned from the packet socket's
+    // link addresses, so only with it.
     let mut out = Out {
         socket: &socket,
-        gso: ring.as_ref().and_then(|_| crate::endpoint::open_gso()),
+        gso: packet.as_ref().and_then(|_| crate::endpoint::open_gso()),
         net: NetEvents::open().map_err(ProxyError::Netlink)?,
         hops: NextHops::default(),
         sent: GsoSent::default(),
@@ -270,7 +271,7 @@ pub async fn serve(
         "raw-socket"
     };
     let datapath = match &fallback {
-        None => json!({"rx": "packet-ring", "tx": tx_path}),
+        None => json!({"rx": "packet-socket", "tx": tx_path}),
         Some(why) => json!({"rx": "raw-socket", "tx": tx_path, "fallback": why}),
     };
     events
@@ -289,8 +290,7 @@ pub async fn serve(
     let mut next_session = 0u64;
     let (inbox_tx, mut inbox) = mpsc::channel::<Inbound>(INBOX);
     let mut rx = RecvBatch::new();
-    let mut cursor = packet_ring::Cursor::default();
-    let mut scratch = vec![0u8; SLOT];
+    let mut slots = Box::<RxSlots>::default();
     let mut tx = SendBatch::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -300,7 +300,7 @@ pub async fn serve(
             let now = clock.now();
             let seen = std::time::Instant::now();
             let mut failed = None;
-            let mut input = |pkt: &[u8], from: Option<&packet_ring::LinkSource>| {
+            let mut input = |pkt: &[u8], from: Option<&LinkSource>| {
                 if let (true, Some(from)) = (out.gso.is_some(), from) {
                     out.hops.learn(pkt, from, seen);
                 }
@@ -310,10 +310,12 @@ pub async fn serve(
                     }
                 }
             };
-            let n = match &ring {
-                Some(ring) => {
-                    ring.drain(&mut cursor, crate::raw_socket::BATCH, &mut scratch, input)
-                }
+            let n = match &packet {
+                Some(packet) => packet
+                    .drain(&mut slots, crate::raw_socket::BATCH, |pkt, from| {
+                        input(pkt, Some(from));
+                    })
+                    .map_err(ProxyError::Socket)?,
                 None => {
                     let n = socket.recv_batch(&mut rx).map_err(ProxyError::Socket)?;
                     rx.packets().for_each(|pkt| input(pkt, None));
@@ -353,7 +355,7 @@ pub async fn serve(
         };
         tokio::select! {
             () = &mut shutdown => break,
-            r = readable(&socket, ring.as_ref()) => r.map_err(ProxyError::Socket)?,
+            r = readable(&socket, packet.as_ref()) => r.map_err(ProxyError::Socket)?,
             r = socket.writable(), if !tx.is_empty() => r.map_err(ProxyError::Socket)?,
             accepted = control.accept() => {
                 let (stream, peer) = accepted.map_err(ProxyError::Accept)?;
@@ -455,9 +457,9 @@ fn forward(
     Ok(())
 }
 
-async fn readable(socket: &RawSocket, ring: Option<&PacketRing>) -> io::Result<()> {
-    match ring {
-        Some(ring) => ring.readable().await,
+async fn readable(socket: &RawSocket, packet: Option<&PacketRx>) -> io::Result<()> {
+    match packet {
+        Some(packet) => packet.readable().await,
         None => socket.readable().await,
     }
 }
