@@ -25,7 +25,9 @@
 //! run with loss is a loss-recovery figure, not a datapath one.
 //!
 //! `SUSTAIN_BENCH_MIB` (default 1024) sets the size, `SUSTAIN_BENCH_RUNS`
-//! (default 3) the number of runs; ranges are min–max over the runs.
+//! (default 3) the number of runs, `SUSTAIN_BENCH_FLOWS` (comma-separated
+//! among sustain-sustain, sustain-linux, linux-sustain) the sustain flows
+//! (Linux -> Linux always runs: the ratios are to it); ranges are min–max over the runs.
 //! Needs root (namespaces, raw sockets).
 
 use std::fs::File;
@@ -215,6 +217,16 @@ impl Flow {
         Flow::LinuxSustain,
     ];
 
+    /// The name `SUSTAIN_BENCH_FLOWS` selects it by.
+    fn key(self) -> &'static str {
+        match self {
+            Flow::LinuxLinux => "linux-linux",
+            Flow::SustainSustain => "sustain-sustain",
+            Flow::SustainLinux => "sustain-linux",
+            Flow::LinuxSustain => "linux-sustain",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Flow::LinuxLinux => "linux   -> linux  ",
@@ -317,6 +329,22 @@ fn main() {
     }
     let bytes = env_u64("SUSTAIN_BENCH_MIB", 1024) << 20;
     let runs = env_u64("SUSTAIN_BENCH_RUNS", 3).max(1) as usize;
+    let flows: Vec<Flow> = match std::env::var("SUSTAIN_BENCH_FLOWS") {
+        Err(_) => Flow::ALL.to_vec(),
+        Ok(list) => {
+            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+            for w in &wanted {
+                assert!(
+                    Flow::ALL.iter().any(|f| f.key() == *w),
+                    "SUSTAIN_BENCH_FLOWS: no flow {w:?} (sustain-sustain, sustain-linux, linux-sustain)"
+                );
+            }
+            Flow::ALL
+                .into_iter()
+                .filter(|f| *f == Flow::LinuxLinux || wanted.contains(&f.key()))
+                .collect()
+        }
+    };
     let path = PathLab::new().expect("building the A-R-B path");
     let server = SocketAddrV4::new(PathLab::B_ADDR, PORT);
     let data = path.lab().run_dir().join("bench-data");
@@ -331,13 +359,13 @@ fn main() {
     for run in 0..runs {
         let load = load_average();
         let mut row = Vec::new();
-        for flow in Flow::ALL {
+        for &flow in &flows {
             let s = run_flow(flow, &path, server, &data, bytes);
             row.push(s);
         }
         let linux = row[0].gbps;
         print!("  run {}: load {load}:", run + 1);
-        for (flow, s) in Flow::ALL.iter().zip(&row) {
+        for (flow, s) in flows.iter().zip(&row) {
             print!(
                 " {} {:.2} ({:.2}x, {:.2} s/GiB",
                 flow.name().split_whitespace().collect::<String>(),
@@ -360,7 +388,7 @@ fn main() {
         "  {:<18}  {:>13}  {:>11}  {:>13}  {:>25}",
         "flow", "Gbit/s", "x linux", "CPU s/GiB", "of which sustain / bench"
     );
-    for (i, flow) in Flow::ALL.iter().enumerate() {
+    for (i, flow) in flows.iter().enumerate() {
         let (g0, g1) = range(samples.iter().map(|r| r[i].gbps));
         let (x0, x1) = range(samples.iter().map(|r| r[i].gbps / r[0].gbps));
         let (c0, c1) = range(samples.iter().map(|r| r[i].cpu_sustain + r[i].cpu_this));
