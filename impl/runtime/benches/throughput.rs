@@ -22,7 +22,10 @@
 //! sustain sender's retransmitted segments (`rexmit`) and the segments the
 //! sustain receiver's packet socket dropped for want of buffer (`drops`).
 //! The path itself loses nothing, so any loss is the stack's own and a slow
-//! run with loss is a loss-recovery figure, not a datapath one.
+//! run with loss is a loss-recovery figure, not a datapath one. For the
+//! sustain sender it also gives the segments per GSO super-segment and the
+//! packets (ACKs) it received per MiB: the batching that per-byte CPU
+//! follows.
 //!
 //! `SUSTAIN_BENCH_MIB` (default 1024) sets the size, `SUSTAIN_BENCH_RUNS`
 //! (default 3) the number of runs, `SUSTAIN_BENCH_FLOWS` (comma-separated
@@ -246,6 +249,9 @@ struct Sample {
     cpu_this: f64,
     /// The sustain sender's retransmitted segments, if sustain sent.
     rexmit: Option<u64>,
+    /// The sustain sender's segments per GSO super-segment, and the
+    /// packets it received (ACKs) per MiB sent.
+    batching: Option<(f64, f64)>,
     /// Segments the sustain receiver's packet socket dropped, if sustain
     /// received.
     drops: Option<u64>,
@@ -306,6 +312,18 @@ fn run_flow(flow: Flow, path: &PathLab, server: SocketAddrV4, data: &Path, bytes
             .flatten(),
         drops: received
             .then(|| closed_field(&receiver_events(path), "rx_drops"))
+            .flatten(),
+        batching: sent
+            .then(|| {
+                let events = sender_events(path);
+                let runs = closed_field(&events, "gso_runs")?;
+                let segments = closed_field(&events, "gso_segments")?;
+                let acks = closed_field(&events, "packets_in")?;
+                Some((
+                    segments as f64 / runs.max(1) as f64,
+                    acks as f64 / (bytes >> 20) as f64,
+                ))
+            })
             .flatten(),
     }
 }
@@ -378,6 +396,9 @@ fn main() {
             }
             if let Some(n) = s.drops {
                 print!(", drops {n}");
+            }
+            if let Some((per_run, acks)) = s.batching {
+                print!(", {per_run:.1} segments/GSO run, {acks:.0} ACKs/MiB");
             }
             print!(");");
         }
