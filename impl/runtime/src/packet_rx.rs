@@ -22,7 +22,7 @@
 //! packet (no copy); `recvmmsg` copies it in the driver's own thread into
 //! the same few slots every time, which stay in the cache, and the core's
 //! checksum then reads it from there. sustain -> sustain went from 4.9-5.1
-//! to 5.7-5.9 Gbit/s in the same runs (README, Performance). Wake-ups are
+//! to 5.7-5.9 Gbit/s, alternated in one session (README, Benchmark). Wake-ups are
 //! per packet as with the V2 ring (the V3 ring's block timer would hold a
 //! lone segment up to a jiffy, 4 ms here). The socket's receive buffer is
 //! sized for a whole window of segments ([`rcvbuf_for_window`]); the kernel
@@ -197,7 +197,7 @@ impl RxSlots {
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                let data_len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data_len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                 if (*c).cmsg_level == libc::SOL_PACKET
                     && (*c).cmsg_type == libc::PACKET_AUXDATA
                     && data_len >= mem::size_of::<libc::tpacket_auxdata>()
@@ -290,7 +290,7 @@ impl PacketRx {
                 source: io::Error::last_os_error(),
             });
         }
-        let granted = granted_rcvbuf(raw);
+        let granted = granted_rcvbuf(&fd);
         // SAFETY: `fd` is an owned descriptor that lives exactly as long as
         // the AsyncFd (I/O safety, tokio#8587).
         let fd =
@@ -408,24 +408,8 @@ impl PacketRx {
 
 /// What `SO_RCVBUF` reads back (the kernel doubles what was asked for its
 /// bookkeeping); 0 if it cannot be read.
-fn granted_rcvbuf(fd: libc::c_int) -> usize {
-    let mut value: libc::c_int = 0;
-    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` is a live c_int and `len` its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&raw mut value).cast::<libc::c_void>(),
-            &raw mut len,
-        )
-    };
-    if rc == 0 {
-        usize::try_from(value).unwrap_or(0)
-    } else {
-        0
-    }
+fn granted_rcvbuf(fd: &OwnedFd) -> usize {
+    nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::RcvBuf).unwrap_or(0)
 }
 
 fn set_filter(fd: libc::c_int, ports: &[u16]) -> Result<(), PacketRxError> {
