@@ -987,6 +987,89 @@ fn move_behind_a_napt_twice() {
     );
 }
 
+/// A NAPT that loses the first pure segment coming in after the first
+/// SYN-ACK (the responder's window ACK behind its MSYN-ACK, PROTOCOL.md
+/// §6.3 step 9) before its tracker sees it, as if the link had dropped it.
+struct NaptLosingWindowAck {
+    napt: Rc<RefCell<Napt>>,
+    after_synack: bool,
+    lost: Rc<Cell<u32>>,
+}
+
+impl Middlebox for NaptLosingWindowAck {
+    fn process(&mut self, now: Instant, direction: Direction, packet: &mut Vec<u8>) -> bool {
+        if let (Direction::Inbound, Some(seg)) = (direction, Seg::parse(packet)) {
+            if seg.flags.syn() && seg.flags.ack() {
+                self.after_synack = true;
+            } else if self.after_synack && seg.len == 0 && self.lost.get() == 0 {
+                self.lost.set(1);
+                return false;
+            }
+        }
+        self.napt.process(now, direction, packet)
+    }
+}
+
+/// §6.4 step 7 and §10: after a fast resume the mover's Confirm sits at
+/// the responder's RCV.NXT, beyond the MSYN-ACK's SYN window, which is all
+/// the new NAPT knows until the responder's window ACK passes it. With that
+/// ACK lost, a Confirm sent at once would be dropped there (Linux:
+/// "SEQ is over the upper bound"); it waits instead, and goes out after
+/// the responder's next MSYN-ACK and window ACK, which the NAPT passes.
+#[test]
+fn the_confirm_waits_for_the_window_ack_its_napt_needs() {
+    let mut h = Harness::new(Setup::default());
+    let napt = Rc::new(RefCell::new(Napt::new(NAPT_PUBLIC)));
+    let lost = Rc::new(Cell::new(0));
+    let mb = h.net.add_middlebox(
+        NaptLosingWindowAck {
+            napt: napt.clone(),
+            after_synack: false,
+            lost: lost.clone(),
+        },
+        InsideScope::Private,
+    );
+    h.net.add_middlebox_address(mb, NAPT_PUBLIC);
+    h.established();
+    h.transfer(MIB);
+    h.lose(h.mover, MOVER_A);
+    h.run_for(ms(20));
+    let t_move = h.now();
+    h.gain(h.mover, PRIVATE_1, Some(Some(mb)));
+    h.finish();
+
+    assert_eq!(lost.get(), 1, "the window ACK was lost");
+    let stats = napt.borrow().stats().clone();
+    assert_eq!(
+        (stats.seq_over_bound_dropped, stats.ack_over_bound_dropped),
+        (0, 0),
+        "{stats:?}"
+    );
+    let seen = h.seen_after(t_move);
+    let synacks: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.sent.msyn_ack().is_some())
+        .collect();
+    assert!(
+        synacks.len() >= 2,
+        "the MSYN-ACK went again: {}",
+        synacks.len()
+    );
+    let confirm = first(&seen, |s| s.from == h.mover && s.sent.confirm().is_some());
+    let a = synacks[0].sent.msyn_ack().unwrap();
+    let received = a.received.expect("fast resume") as usize;
+    assert!(
+        received > usize::from(synacks[0].sent.window),
+        "the resume point lies beyond the SYN window: {received}"
+    );
+    assert!(
+        confirm.time > synacks[1].time,
+        "the Confirm waited for the second MSYN-ACK"
+    );
+    assert_eq!(confirm.fate, Fate::Delivered);
+    assert_eq!(confirm.sent.seq, synacks[0].sent.ack + received);
+}
+
 fn packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: TcpFlags) -> Vec<u8> {
     let tcp = TcpRepr {
         seq: SeqNumber(seq),

@@ -21,11 +21,12 @@
 //! Each run's line also says what sustain lost, from the events files: the
 //! sustain sender's retransmitted segments (`rexmit`) and the segments the
 //! sustain receiver's packet socket dropped for want of buffer (`drops`).
-//! The path itself loses nothing, so any loss is the stack's own and a slow
-//! run with loss is a loss-recovery figure, not a datapath one. For the
+//! The path has no loss rule: a slow run with loss is a loss-recovery
+//! figure, not a datapath one (the loss may be the stack's, or a veth or
+//! forwarding queue's overflow, which this bench does not read). For the
 //! sustain sender it also gives the segments per GSO super-segment and the
-//! packets (ACKs) it received per MiB: the batching that per-byte CPU
-//! follows.
+//! packets it received per MiB (ACKs, and the handshake's few): the
+//! batching that per-byte CPU follows.
 //!
 //! `SUSTAIN_BENCH_MIB` (default 1024) sets the size, `SUSTAIN_BENCH_RUNS`
 //! (default 3) the number of runs, `SUSTAIN_BENCH_FLOWS` (comma-separated
@@ -321,7 +322,7 @@ fn run_flow(flow: Flow, path: &PathLab, server: SocketAddrV4, data: &Path, bytes
                 let acks = closed_field(&events, "packets_in")?;
                 Some((
                     segments as f64 / runs.max(1) as f64,
-                    acks as f64 / (bytes >> 20) as f64,
+                    acks as f64 / (bytes >> 20).max(1) as f64,
                 ))
             })
             .flatten(),
@@ -350,11 +351,16 @@ fn main() {
     let flows: Vec<Flow> = match std::env::var("SUSTAIN_BENCH_FLOWS") {
         Err(_) => Flow::ALL.to_vec(),
         Ok(list) => {
-            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+            let wanted: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .collect();
             for w in &wanted {
                 assert!(
                     Flow::ALL.iter().any(|f| f.key() == *w),
-                    "SUSTAIN_BENCH_FLOWS: no flow {w:?} (sustain-sustain, sustain-linux, linux-sustain)"
+                    "SUSTAIN_BENCH_FLOWS: no flow {w:?} (linux-linux, sustain-sustain, \
+                     sustain-linux, linux-sustain)"
                 );
             }
             Flow::ALL

@@ -65,12 +65,17 @@ const SLOT_TAIL: usize = MAX_PACKET - SLOT_HEAD;
 /// Room for one `PACKET_AUXDATA` control message (CMSG_SPACE of a
 /// 20-byte `tpacket_auxdata`, 40 bytes on 64-bit Linux), with margin.
 const CONTROL: usize = 64;
+const _: () = assert!(
+    // SAFETY: CMSG_SPACE only computes a size.
+    unsafe { libc::CMSG_SPACE(mem::size_of::<libc::tpacket_auxdata>() as u32) } as usize <= CONTROL
+);
 /// Receive buffer asked for per byte of window. The kernel charges a
 /// packet's whole allocation against the buffer (`truesize`: about 2.3 KiB
 /// for a 1500-byte packet on a veth, up to 4.5 KiB behind some NICs), so a
 /// window of full-sized segments takes 1.6-3.2 times its size; the kernel
 /// doubles what is asked for that bookkeeping, so asking twice the window
-/// sets the limit at four times it.
+/// sets the limit at four times it (up to [`MAX_RCVBUF`]: windows over 512
+/// MiB get less).
 const RCVBUF_PER_WINDOW: usize = 2;
 /// Fewest receive-buffer bytes asked for.
 const MIN_RCVBUF: usize = 8 << 20;
@@ -135,6 +140,10 @@ pub(crate) struct RxSlots {
     hdr: Vec<libc::mmsghdr>,
     names: Vec<libc::sockaddr_ll>,
     control: Vec<[u64; CONTROL / 8]>,
+    /// Packets passed over: longer than a slot (`MSG_TRUNC`, a BIG TCP
+    /// GRO packet over 64 KiB) or with their control message cut
+    /// (`MSG_CTRUNC`, so their checksum state is unknown).
+    skipped: u64,
 }
 
 // SAFETY: the raw pointers inside only ever point into the slots' own
@@ -148,56 +157,76 @@ impl RxSlots {
             heads: vec![0; RX_BATCH * SLOT_HEAD],
             tails: vec![0; RX_BATCH * SLOT_TAIL],
             whole: vec![0; MAX_PACKET],
-            // SAFETY: zeroed iovec, mmsghdr and sockaddr_ll are valid
-            // placeholder values (null pointers, zero lengths).
+            // SAFETY (all three): zeroed iovec, mmsghdr and sockaddr_ll are
+            // valid placeholder values (null pointers, zero lengths).
             iov: vec![unsafe { mem::zeroed() }; RX_BATCH],
             hdr: vec![unsafe { mem::zeroed() }; RX_BATCH],
             names: vec![unsafe { mem::zeroed() }; RX_BATCH],
             control: vec![[0; CONTROL / 8]; RX_BATCH],
+            skipped: 0,
         }
     }
 
-    /// Points header `i` at its slot, name and control buffers.
-    fn arm(&mut self, i: usize) {
-        self.iov[i] = [
-            libc::iovec {
-                iov_base: self.heads[i * SLOT_HEAD..]
-                    .as_mut_ptr()
-                    .cast::<libc::c_void>(),
-                iov_len: SLOT_HEAD,
-            },
-            libc::iovec {
-                iov_base: self.tails[i * SLOT_TAIL..]
-                    .as_mut_ptr()
-                    .cast::<libc::c_void>(),
-                iov_len: SLOT_TAIL,
-            },
-        ];
-        // SAFETY: a zeroed mmsghdr is a valid "no name, no control" header;
-        // the fields we use are set below.
-        self.hdr[i] = unsafe { mem::zeroed() };
-        let h = &mut self.hdr[i].msg_hdr;
-        h.msg_iov = self.iov[i].as_mut_ptr();
-        h.msg_iovlen = 2;
-        h.msg_name = (&raw mut self.names[i]).cast::<libc::c_void>();
-        h.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
-        h.msg_control = self.control[i].as_mut_ptr().cast::<libc::c_void>();
-        h.msg_controllen = CONTROL;
+    /// Points the first `n` headers at their slots, names and control
+    /// buffers. Every pointer is taken from its vector's base pointer, once
+    /// per call, so arming one header never invalidates another's.
+    fn arm(&mut self, n: usize) {
+        debug_assert!(n <= RX_BATCH);
+        let heads = self.heads.as_mut_ptr();
+        let tails = self.tails.as_mut_ptr();
+        let iov = self.iov.as_mut_ptr();
+        let names = self.names.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
+        for i in 0..n {
+            // SAFETY: `i < n <= RX_BATCH`, the length of every vector here
+            // in its own units (slot heads, overflows, iovec pairs, names,
+            // control buffers), so every offset stays inside its vector.
+            unsafe {
+                *iov.add(i) = [
+                    libc::iovec {
+                        iov_base: heads.add(i * SLOT_HEAD).cast::<libc::c_void>(),
+                        iov_len: SLOT_HEAD,
+                    },
+                    libc::iovec {
+                        iov_base: tails.add(i * SLOT_TAIL).cast::<libc::c_void>(),
+                        iov_len: SLOT_TAIL,
+                    },
+                ];
+                // A zeroed mmsghdr is a valid "no name, no control" header;
+                // the fields we use are set below.
+                self.hdr[i] = mem::zeroed();
+                let h = &mut self.hdr[i].msg_hdr;
+                h.msg_iov = iov.add(i).cast::<libc::iovec>();
+                h.msg_iovlen = 2;
+                h.msg_name = names.add(i).cast::<libc::c_void>();
+                h.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
+                h.msg_control = control.add(i).cast::<libc::c_void>();
+                h.msg_controllen = CONTROL;
+            }
+        }
     }
 
     /// The `tp_status` of packet `i`'s `PACKET_AUXDATA`, 0 without one.
     fn status(&self, i: usize) -> u32 {
         let h = &self.hdr[i].msg_hdr;
-        if h.msg_controllen < mem::size_of::<libc::cmsghdr>() {
+        let total = h.msg_controllen.min(CONTROL);
+        if total < mem::size_of::<libc::cmsghdr>() {
             return 0;
         }
-        // SAFETY: the kernel wrote `msg_controllen` (checked above to hold
-        // at least one header) bytes of control messages into our aligned
-        // buffer, which CMSG_FIRSTHDR/CMSG_NXTHDR walk within that length.
+        let base = self.control[i].as_ptr() as usize;
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control
+        // messages (at most CONTROL, our buffer's size, which is 8-aligned)
+        // into `control[i]`; CMSG_FIRSTHDR/CMSG_NXTHDR only return headers
+        // that start inside that length, and a message is read only if its
+        // whole length (`cmsg_len`) also ends inside it.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                let data_len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                let len = (*c).cmsg_len as usize;
+                let data_len = len.saturating_sub(libc::CMSG_LEN(0) as usize);
+                if c as usize + len > base + total {
+                    break;
+                }
                 if (*c).cmsg_level == libc::SOL_PACKET
                     && (*c).cmsg_type == libc::PACKET_AUXDATA
                     && data_len >= mem::size_of::<libc::tpacket_auxdata>()
@@ -275,8 +304,9 @@ impl PacketRx {
         let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        addr.sll_ifindex = 0; // every interface, present and future
-                              // SAFETY: `addr` is a valid sockaddr_ll of the length we pass.
+        // Every interface, present and future.
+        addr.sll_ifindex = 0;
+        // SAFETY: `addr` is a valid sockaddr_ll of the length we pass.
         let rc = unsafe {
             libc::bind(
                 raw,
@@ -291,6 +321,18 @@ impl PacketRx {
             });
         }
         let granted = granted_rcvbuf(&fd);
+        if granted < rcvbuf.saturating_mul(2).min(MAX_RCVBUF) {
+            // SO_RCVBUFFORCE needs CAP_NET_ADMIN in the initial user
+            // namespace (a rootless container lacks it); SO_RCVBUF is capped
+            // by net.core.rmem_max. A window's burst then overflows it.
+            tracing::warn!(
+                asked = rcvbuf,
+                granted,
+                "the packet socket's receive buffer is smaller than asked: bursts of a \
+                 full window will be dropped (raise net.core.rmem_max, or run with \
+                 CAP_NET_ADMIN in the initial namespace)"
+            );
+        }
         // SAFETY: `fd` is an owned descriptor that lives exactly as long as
         // the AsyncFd (I/O safety, tokio#8587).
         let fd =
@@ -360,9 +402,7 @@ impl PacketRx {
         mut f: impl FnMut(&[u8], &LinkSource),
     ) -> io::Result<usize> {
         let want = max.min(RX_BATCH);
-        for i in 0..want {
-            slots.arm(i);
-        }
+        slots.arm(want);
         // SAFETY: each of the first `want` headers points at its own live
         // slot head and overflow, name and control buffer (armed above),
         // which the kernel fills within the lengths given.
@@ -384,6 +424,16 @@ impl PacketRx {
         }
         let n = n as usize;
         for i in 0..n {
+            if slots.hdr[i].msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+                slots.skipped += 1;
+                tracing::warn!(
+                    len = slots.hdr[i].msg_len,
+                    flags = slots.hdr[i].msg_hdr.msg_flags,
+                    skipped = slots.skipped,
+                    "a received packet did not fit its slot or control buffer; passed over"
+                );
+                continue;
+            }
             let status = slots.status(i);
             let ll = slots.names[i];
             let source = LinkSource {
@@ -442,7 +492,6 @@ mod tests {
         assert_eq!(rcvbuf_for_window(0), MIN_RCVBUF);
         // A huge window does not ask for more than the kernel can grant.
         assert_eq!(rcvbuf_for_window(usize::MAX), MAX_RCVBUF);
-        assert!(i32::try_from(MAX_RCVBUF).unwrap() <= i32::MAX / 2);
         // Every window's full-sized segments fit at 4.5 KiB each in what
         // the kernel grants (twice what is asked).
         for window in [64 << 10, 4 << 20, 16 << 20, 64 << 20] {

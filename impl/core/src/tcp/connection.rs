@@ -996,6 +996,14 @@ impl Connection {
     fn input_other(&mut self, now: Instant, seg: &TcpRepr<'_>, sh: &mut Shared) {
         let rst = seg.flags.rst();
 
+        // PROTOCOL.md §6.4 step 7: a segment from the responder after its
+        // MSYN-ACK has crossed the new path's NAPT, and so has the window
+        // ACK sent right behind that MSYN-ACK (a relay's first-splice
+        // window ACK carries no timestamps and is dropped just below, but
+        // the NAPT has seen it): the Confirm need not wait any longer.
+        if !seg.flags.syn() && !rst {
+            self.window_ack_passed();
+        }
         // RFC 7323 §3.2: once timestamps are negotiated, a non-RST segment
         // without TSopt SHOULD be silently dropped.
         if self.ts_enabled && !rst && seg.timestamps.is_none() {

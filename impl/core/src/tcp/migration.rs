@@ -116,6 +116,10 @@ pub(super) struct Mig {
     /// The MSYN-ACK declared the responder's RCV.NXT (fast resume): SND.UNA
     /// is exactly where the responder expects us.
     confirm_exact: bool,
+    /// The accepted MSYN-ACK's right edge (SEG.ACK + its unscaled SYN
+    /// window): all a NAPT on the new path has learned of the responder's
+    /// window until the responder's window ACK passes it (§10, td_maxend).
+    synack_edge: Option<SeqNumber>,
     pending: Option<Pending>,
     /// ACK clamp of §7: the highest SEG.SEQ + SEG.LEN seen on the new
     /// path, kept until it covers RCV.NXT with nothing from before the move
@@ -174,6 +178,7 @@ impl Mig {
             confirm_now: false,
             confirm_floor: None,
             confirm_exact: false,
+            synack_edge: None,
             pending: None,
             path_high: None,
             catching_up: false,
@@ -1192,6 +1197,9 @@ impl Connection {
         // The MSYN-ACK's window is a SYN window, never scaled, and counts
         // from its ACK field: keep its right edge.
         let right_edge = seg.ack + seg.window as usize;
+        if let Some(m) = self.mig.as_mut() {
+            m.synack_edge = Some(right_edge);
+        }
         self.snd_wnd = if right_edge > self.snd_una {
             right_edge - self.snd_una
         } else {
@@ -1446,6 +1454,20 @@ impl Connection {
             return Some(None);
         }
         if m.confirm_now && m.pending.is_none() && m.confirm.is_some() {
+            // §6.4 step 7: after a fast resume the Confirm sits at SND.UNA,
+            // the responder's RCV.NXT. Beyond the MSYN-ACK's right edge a
+            // NAPT on the new path (Linux conntrack: `before(seq,
+            // td_maxend + 1)`, pure ACKs included) drops it until the
+            // responder's window ACK (§6.3 step 9) has passed: so it waits
+            // for that ACK (or any segment behind the MSYN-ACK,
+            // `window_ack_passed`). Any segment we could send meanwhile
+            // would sit there too.
+            if m.confirm_exact
+                && self.snd_wnd == 0
+                && m.synack_edge.is_some_and(|edge| self.snd_una > edge)
+            {
+                return Some(None);
+            }
             // §6.4 step 7: the Confirm leaves now, on its own: the responder
             // confirms the path a pacing interval sooner, and the Confirm is
             // one segment whether or not data is ready.
@@ -1474,6 +1496,15 @@ impl Connection {
         None
     }
 
+    /// A non-SYN segment from the peer arrived: whatever the responder
+    /// sent right behind its MSYN-ACK has passed the new path's NAPT
+    /// (§6.4 step 7), so the Confirm no longer waits for the window.
+    pub(super) fn window_ack_passed(&mut self) {
+        if let Some(m) = self.mig.as_mut() {
+            m.synack_edge = None;
+        }
+    }
+
     /// The responder's pure ACK right after an MSYN-ACK (§7): the ACK
     /// clamp's ACK field with the scaled window counted from it.
     fn send_window_ack(&mut self, now: Instant, buf: &mut [u8], sh: &mut Shared) -> Option<usize> {
@@ -1481,7 +1512,12 @@ impl Connection {
             p.window_ack = false;
         }
         let mut seg: TcpRepr<'_> = self.header(now, TcpFlags::ACK);
-        seg.seq = self.pure_ack_seq();
+        // §10: right behind the MSYN-ACK (seq = SND.UNA - 1), all a NAPT on
+        // the new path allows from us is seq <= SND.UNA (Linux conntrack:
+        // td_maxend is the SYN-ACK's end until the mover's first ACK);
+        // SND.MAX, with our data in flight, or the mover's SYN window
+        // counted from SND.UNA would be over that bound and dropped.
+        seg.seq = self.snd_una;
         self.emit(now, buf, &seg, sh)
     }
 

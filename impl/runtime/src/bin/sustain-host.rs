@@ -130,8 +130,9 @@ struct TcpArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_buffer)]
     send_buffer: Option<usize>,
     /// Receive buffer of every connection, e.g. 16MiB: the largest window
-    /// advertised (default 16MiB). The endpoint's receive ring is sized to
-    /// hold it (one 2 KiB frame per KiB).
+    /// advertised (default 16MiB). The endpoint's packet socket gets a
+    /// receive buffer that holds a window of segments (twice this, which
+    /// the kernel doubles).
     #[arg(long, value_name = "SIZE", value_parser = parse_buffer)]
     recv_buffer: Option<usize>,
     /// The mobility information server (sustain-server) at ADDR:PORT: each
