@@ -301,11 +301,6 @@ impl Harness {
 
     fn add_napt(&mut self, public: Ipv4Addr) -> MiddleboxId {
         let napt = Rc::new(RefCell::new(Napt::new(public)));
-        // The pre-session-13 model: pure ACKs are not held to td_maxend.
-        // With Linux's rule `relayed_end_moves_behind_another_napt_and_
-        // the_relay_resumes` stalls (a pure ACK from the proxy to the leg
-        // over the bound), not yet examined; see `Napt::set_pure_ack_bound`.
-        napt.borrow_mut().set_pure_ack_bound(false);
         let id = self.net.add_middlebox(napt.clone(), InsideScope::Private);
         self.net.add_middlebox_address(id, public);
         self.napts.push(napt);

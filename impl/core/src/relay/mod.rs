@@ -40,8 +40,9 @@ use crate::rand::Random;
 use crate::tcp::handshake;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_ipv4_tcp, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints, Ipv4Repr,
-    MigrationOptions, MigrationScratch, OptionScratch, RelayMsyn, SeqNumber, TcpFlags, TcpRepr,
+    emit_ipv4_tcp, parse_ipv4_tcp, rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints,
+    rewrite_ipv4_tcp_seq, Ipv4Repr, MigrationOptions, MigrationScratch, OptionScratch, RelayMsyn,
+    SeqNumber, TcpFlags, TcpRepr,
 };
 use crate::Transmit;
 
@@ -826,16 +827,24 @@ impl Relay {
             // whatever the mover sends beyond it (§10, td_maxend), its
             // Confirm first when the received offset is larger. The other
             // end's latest pure ACK, clamped to the mover's MSYN.seq + 1
-            // with the right edge kept, tells that NAPT (and the mover)
-            // the real window.
+            // with the right edge kept and its seq at the MSYN-ACK's end,
+            // tells that NAPT (and the mover) the real window.
             if let (Some(other), Some(leg)) = (&entry.legs[1 - i], &entry.legs[i]) {
                 if let (true, Some(bytes)) = (other.confirmed, &other.last_ack) {
                     if let Ok((_, s)) = parse_ipv4_tcp(bytes) {
                         let (ack, window) = (s.ack, s.window);
-                        if let Some((copy, _)) =
+                        if let Some((mut copy, _)) =
                             splice_copy(self.cfg.addr, port, other, leg, bytes, Some(ack), window)
                         {
-                            packets.push((copy, false));
+                            // §10: until the mover's first ACK passes its
+                            // new NAPT, nothing in the other end's name may
+                            // start beyond the MSYN-ACK's end (Linux
+                            // conntrack's td_maxend is the SYN-ACK's end);
+                            // the other end's own pure ACK sits at its
+                            // SND.MAX, beyond it while its data is in flight.
+                            if rewrite_ipv4_tcp_seq(&mut copy, other_una(leg, other).0).is_ok() {
+                                packets.push((copy, false));
+                            }
                         }
                     }
                 }

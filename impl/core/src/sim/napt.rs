@@ -207,12 +207,7 @@ impl Mapping {
     /// Linux `tcp_in_window`, reduced to the checks PROTOCOL.md §10 relies
     /// on: the SYN-ACK acknowledges SYN.seq + 1; no ACK exceeds what the
     /// other side has sent.
-    fn track(
-        &mut self,
-        from_inside: bool,
-        h: &Header,
-        pure_ack_bound: bool,
-    ) -> Result<(), Refusal> {
+    fn track(&mut self, from_inside: bool, h: &Header) -> Result<(), Refusal> {
         let len = h.payload + usize::from(h.syn) + usize::from(h.fin);
         let end = h.seq + len;
         if h.syn && !h.ack_flag {
@@ -278,14 +273,14 @@ impl Mapping {
         }
         // Condition I: every segment, pure ACKs included, starts at or
         // below td_maxend (Linux `tcp_in_window`: `before(seq,
-        // sender->td_maxend + 1)`, whatever the length); without
-        // `pure_ack_bound`, data only (the model before session 13).
+        // sender->td_maxend + 1)`, whatever the length; until session 13
+        // this model held only data to it).
         let maxend = if from_inside {
             self.inside_maxend
         } else {
             self.outside_maxend
         };
-        if (len > 0 || pure_ack_bound) && maxend.is_some_and(|m| h.seq > m) {
+        if maxend.is_some_and(|m| h.seq > m) {
             return Err(Refusal::SeqOverBound);
         }
         if h.ack_flag {
@@ -326,8 +321,6 @@ pub struct Napt {
     used_ports: BTreeSet<u16>,
     last_sweep: Instant,
     stats: NaptStats,
-    /// Condition I on pure ACKs too, as Linux applies it (default).
-    pure_ack_bound: bool,
 }
 
 impl Napt {
@@ -349,17 +342,7 @@ impl Napt {
             used_ports: BTreeSet::new(),
             last_sweep: Instant::ZERO,
             stats: NaptStats::default(),
-            pure_ack_bound: true,
         }
-    }
-
-    /// Whether a pure ACK must start at or below td_maxend, as data must
-    /// (Linux: yes, the default). Off, only data is held to it: the model
-    /// until session 13, under which the relay simulations were written
-    /// (`tests/relay_sim.rs`); one of them stalls with it on, which is still
-    /// to be examined (the lab's proxy scenarios pass on Linux).
-    pub fn set_pure_ack_bound(&mut self, on: bool) {
-        self.pure_ack_bound = on;
     }
 
     /// Sets how long a mapping lives without traffic.
@@ -476,7 +459,7 @@ impl Napt {
         let Some(mapping) = self.flows.get_mut(&key) else {
             return false;
         };
-        if let Err(refusal) = mapping.track(true, h, self.pure_ack_bound) {
+        if let Err(refusal) = mapping.track(true, h) {
             return self.refuse(refusal);
         }
         mapping.last_seen = now;
@@ -498,7 +481,7 @@ impl Napt {
             self.stats.unsolicited_dropped += 1;
             return false;
         };
-        if let Err(refusal) = mapping.track(false, h, self.pure_ack_bound) {
+        if let Err(refusal) = mapping.track(false, h) {
             return self.refuse(refusal);
         }
         mapping.last_seen = now;

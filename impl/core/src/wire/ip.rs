@@ -532,9 +532,50 @@ pub fn rewrite_ipv4_tcp_ack(packet: &mut [u8], ack: u32, window: u16) -> Result<
     Ok(())
 }
 
+/// Rewrites the sequence number of an IPv4/TCP packet in place and updates
+/// the TCP checksum incrementally (RFC 1624): the relay's window ACK after
+/// an MSYN-ACK to a leg that moved again goes at the MSYN-ACK's end
+/// (PROTOCOL.md §6.9, §10). Same checks and errors as
+/// [`rewrite_ipv4_tcp_endpoints`].
+pub fn rewrite_ipv4_tcp_seq(packet: &mut [u8], seq: u32) -> Result<(), WireError> {
+    let ihl = tcp_header_offset(packet)?;
+    let mut tcp = TcpPacket::new_unchecked(&mut packet[ihl..]);
+    let word = |n: u32| [(n >> 16) as u16, n as u16];
+    let old = word(tcp.seq_number().0);
+    let new = word(seq);
+    tcp.set_seq_number(super::SeqNumber(seq));
+    tcp.set_checksum(checksum::update(tcp.checksum(), &old, &new));
+    Ok(())
+}
+
 #[cfg(test)]
 mod rewrite_tests {
     use super::*;
+
+    #[test]
+    fn a_rewritten_sequence_number_keeps_the_checksum_valid() {
+        let (src, dst) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 2));
+        let seg = TcpRepr {
+            src_port: 5001,
+            dst_port: 40000,
+            seq: super::super::SeqNumber(0xfffe_0001),
+            ack: super::super::SeqNumber(7),
+            flags: crate::wire::TcpFlags::ACK,
+            window: 512,
+            ..TcpRepr::default()
+        };
+        let mut buf = vec![0u8; crate::wire::ipv4_tcp_len(&seg)];
+        let n = emit_ipv4_tcp(&Ipv4Repr::new(src, dst), &seg, &mut buf).unwrap();
+        let packet = &mut buf[..n];
+        rewrite_ipv4_tcp_seq(packet, 0x0001_ffff).unwrap();
+        let ip = Ipv4Packet::new_checked(&*packet).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(tcp.seq_number().0, 0x0001_ffff);
+        assert!(tcp.verify_checksum(src, dst));
+        assert_eq!(tcp.ack_number().0, 7);
+        let mut short = [0x45u8; 37];
+        assert!(rewrite_ipv4_tcp_seq(&mut short, 1).is_err());
+    }
 
     #[test]
     fn rewrites_refuse_short_bad_and_non_tcp_packets_without_panicking() {

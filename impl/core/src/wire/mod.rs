@@ -18,8 +18,8 @@ pub use checksum::internet_checksum;
 pub use error::WireError;
 pub use ip::{
     complete_ipv4_tcp_checksum, emit_ipv4_tcp, emit_ipv4_tcp_with, ipv4_tcp_len, parse_ipv4_tcp,
-    rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints, Ipv4Packet, Ipv4Repr, IPV4_HEADER_LEN,
-    PROTOCOL_TCP,
+    rewrite_ipv4_tcp_ack, rewrite_ipv4_tcp_endpoints, rewrite_ipv4_tcp_seq, Ipv4Packet, Ipv4Repr,
+    IPV4_HEADER_LEN, PROTOCOL_TCP,
 };
 pub use migrate::{
     AddressUpdate, Migrate, MigrateAck, MigrateConfirm, MigrateOption, MigratePermit,
